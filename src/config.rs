@@ -1,0 +1,276 @@
+//! Configuration: environment variables (ztunnel's names where the meaning matches, `ZRING_*`
+//! for our own knobs), validated once at start-up on the main thread.
+//!
+//! The result is an immutable [`Config`] shared by every thread through an `Arc`. A bad value is
+//! a [`ConfigError`] naming the variable, which `main` prints on one line before exiting non-zero;
+//! nothing downstream re-validates.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Which monoio driver the cores run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverChoice {
+    /// io_uring when the kernel offers it, epoll otherwise (seccomp often blocks io_uring).
+    Auto,
+    /// io_uring or fail at start-up.
+    Uring,
+    /// The epoll ("legacy") driver.
+    Legacy,
+}
+
+/// Ports zring listens on. A captured connection to one of them is refused: it would loop
+/// back into zring or reach its control surface through the capture path.
+pub const OWN_PORTS: [u16; 6] = [15000, 15001, 15006, 15008, 15020, 15021];
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Kubernetes node this instance serves; workloads with the same `node` are local.
+    pub node_name: String,
+    pub cluster_id: String,
+    pub trust_domain: String,
+    pub pod_name: String,
+    pub pod_namespace: String,
+    /// ztunnel-format local config; `None` runs with an empty snapshot (all passthrough).
+    pub local_xds_path: Option<PathBuf>,
+    /// How often the control thread checks `local_xds_path` for edits.
+    pub local_xds_poll: Duration,
+    /// SO_MARK on zring's own upstream sockets so capture rules skip them.
+    pub packet_mark: u32,
+    pub cores: usize,
+    /// Pin core `i` to CPU `i % available CPUs`.
+    pub pin_cores: bool,
+    pub driver: DriverChoice,
+    pub uring_entries: u32,
+    /// Size of each copy buffer (two per proxied connection, pooled per core).
+    pub buffer_size: usize,
+    pub connect_timeout: Duration,
+    pub listen_backlog: i32,
+    pub outbound_addr: SocketAddr,
+    pub inbound_plaintext_addr: SocketAddr,
+}
+
+/// One documented environment variable, for `--help` and the README.
+#[derive(Debug)]
+pub struct Var {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub help: &'static str,
+}
+
+pub const VARS: &[Var] = &[
+    Var { name: "LOCAL_XDS_PATH", default: "(none)", help: "ztunnel-format YAML with workloads, services, policies; re-read on change" },
+    Var { name: "NODE_NAME", default: "(hostname)", help: "node this instance serves; workloads on it are local" },
+    Var { name: "CLUSTER_ID", default: "Kubernetes", help: "cluster name used in identities, metrics and baggage" },
+    Var { name: "TRUST_DOMAIN", default: "cluster.local", help: "SPIFFE trust domain of this cluster" },
+    Var { name: "POD_NAME", default: "(empty)", help: "zring's own pod name (xDS node metadata)" },
+    Var { name: "POD_NAMESPACE", default: "(empty)", help: "zring's own pod namespace (xDS node metadata)" },
+    Var { name: "PACKET_MARK", default: "1337", help: "SO_MARK on zring's upstream sockets (decimal or 0x hex)" },
+    Var { name: "ZRING_CORES", default: "(all CPUs)", help: "number of per-core runtimes, 1..=1024" },
+    Var { name: "ZRING_PIN_CORES", default: "true", help: "pin each runtime to one CPU" },
+    Var { name: "ZRING_DRIVER", default: "auto", help: "auto | uring | legacy (epoll)" },
+    Var { name: "ZRING_URING_ENTRIES", default: "1024", help: "io_uring submission queue size, power of two 64..=32768" },
+    Var { name: "ZRING_BUFFER_SIZE", default: "65536", help: "copy buffer bytes per direction, 4096..=16777216" },
+    Var { name: "ZRING_CONNECT_TIMEOUT_MS", default: "10000", help: "upstream connect timeout" },
+    Var { name: "ZRING_LOCAL_XDS_POLL_MS", default: "1000", help: "how often LOCAL_XDS_PATH is checked for edits" },
+    Var { name: "ZRING_LISTEN_BACKLOG", default: "1024", help: "listen(2) backlog per core and port" },
+    Var { name: "RUST_LOG", default: "info", help: "log filter (tracing EnvFilter syntax)" },
+];
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid {var}={value:?}: {expected}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub value: String,
+    pub expected: String,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Builds a config from any name → value lookup; tests pass a map.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let var = |name: &'static str| get(name).filter(|v| !v.is_empty());
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+
+        let cores = match var("ZRING_CORES") {
+            None => cpus,
+            Some(v) => parse_range("ZRING_CORES", &v, 1, 1024)? as usize,
+        };
+        let driver = match var("ZRING_DRIVER").as_deref() {
+            None | Some("auto") => DriverChoice::Auto,
+            Some("uring") | Some("io_uring") => DriverChoice::Uring,
+            Some("legacy") | Some("epoll") => DriverChoice::Legacy,
+            Some(v) => return Err(err("ZRING_DRIVER", v, "expected auto, uring or legacy")),
+        };
+        let uring_entries = match var("ZRING_URING_ENTRIES") {
+            None => 1024,
+            Some(v) => {
+                let n = parse_range("ZRING_URING_ENTRIES", &v, 64, 32768)?;
+                if !n.is_power_of_two() {
+                    return Err(err("ZRING_URING_ENTRIES", &v, "expected a power of two"));
+                }
+                n as u32
+            }
+        };
+        let packet_mark = match var("PACKET_MARK") {
+            None => 1337,
+            Some(v) => parse_u32_any_radix(&v)
+                .ok_or_else(|| err("PACKET_MARK", &v, "expected a 32-bit number (decimal or 0x hex)"))?,
+        };
+        let ms = |name: &'static str, default: u64, min: u64, max: u64| -> Result<Duration, ConfigError> {
+            Ok(Duration::from_millis(match var(name) {
+                None => default,
+                Some(v) => parse_range(name, &v, min, max)?,
+            }))
+        };
+        let node_name = var("NODE_NAME").unwrap_or_else(hostname);
+        let local_xds_path = var("LOCAL_XDS_PATH").map(PathBuf::from);
+        if let Some(p) = &local_xds_path {
+            if !p.is_file() {
+                return Err(err("LOCAL_XDS_PATH", &p.display().to_string(), "no such file"));
+            }
+        }
+        let trust_domain = var("TRUST_DOMAIN").unwrap_or_else(|| "cluster.local".into());
+        if !trust_domain
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'_')
+        {
+            return Err(err("TRUST_DOMAIN", &trust_domain, "expected lowercase letters, digits, '.', '-', '_'"));
+        }
+
+        Ok(Config {
+            node_name,
+            cluster_id: var("CLUSTER_ID").unwrap_or_else(|| "Kubernetes".into()),
+            trust_domain,
+            pod_name: var("POD_NAME").unwrap_or_default(),
+            pod_namespace: var("POD_NAMESPACE").unwrap_or_default(),
+            local_xds_path,
+            local_xds_poll: ms("ZRING_LOCAL_XDS_POLL_MS", 1000, 10, 3_600_000)?,
+            packet_mark,
+            cores,
+            pin_cores: parse_bool("ZRING_PIN_CORES", var("ZRING_PIN_CORES"), true)?,
+            driver,
+            uring_entries,
+            buffer_size: match var("ZRING_BUFFER_SIZE") {
+                None => 64 * 1024,
+                Some(v) => parse_range("ZRING_BUFFER_SIZE", &v, 4096, 16 << 20)? as usize,
+            },
+            connect_timeout: ms("ZRING_CONNECT_TIMEOUT_MS", 10_000, 1, 600_000)?,
+            listen_backlog: match var("ZRING_LISTEN_BACKLOG") {
+                None => 1024,
+                Some(v) => parse_range("ZRING_LISTEN_BACKLOG", &v, 1, 65535)? as i32,
+            },
+            outbound_addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 15001)),
+            inbound_plaintext_addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 15006)),
+        })
+    }
+}
+
+fn err(var: &'static str, value: &str, expected: &str) -> ConfigError {
+    ConfigError { var, value: value.to_owned(), expected: expected.to_owned() }
+}
+
+fn parse_range(var: &'static str, v: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
+    match v.trim().parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(err(var, v, &format!("expected a whole number from {min} to {max}"))),
+    }
+}
+
+fn parse_bool(var: &'static str, v: Option<String>, default: bool) -> Result<bool, ConfigError> {
+    match v.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None => Ok(default),
+        Some("1" | "true" | "yes" | "on") => Ok(true),
+        Some("0" | "false" | "no" | "off") => Ok(false),
+        Some(_) => Err(err(var, v.as_deref().unwrap_or_default(), "expected true or false")),
+    }
+}
+
+fn parse_u32_any_radix(v: &str) -> Option<u32> {
+    let v = v.trim();
+    match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+        None => v.parse().ok(),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let m: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.packet_mark, 1337);
+        assert_eq!(c.driver, DriverChoice::Auto);
+        assert_eq!(c.buffer_size, 65536);
+        assert_eq!(c.cluster_id, "Kubernetes");
+        assert_eq!(c.trust_domain, "cluster.local");
+        assert!(c.cores >= 1);
+        assert!(c.local_xds_path.is_none());
+    }
+
+    #[test]
+    fn parses_values() {
+        let c = cfg(&[
+            ("ZRING_CORES", "3"),
+            ("ZRING_DRIVER", "legacy"),
+            ("PACKET_MARK", "0x539"),
+            ("NODE_NAME", "n1"),
+            ("ZRING_PIN_CORES", "false"),
+        ])
+        .unwrap();
+        assert_eq!((c.cores, c.driver, c.packet_mark), (3, DriverChoice::Legacy, 1337));
+        assert_eq!(c.node_name, "n1");
+        assert!(!c.pin_cores);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (k, v) in [
+            ("ZRING_CORES", "0"),
+            ("ZRING_CORES", "many"),
+            ("ZRING_DRIVER", "kqueue"),
+            ("PACKET_MARK", "0xZZ"),
+            ("PACKET_MARK", "99999999999"),
+            ("ZRING_URING_ENTRIES", "1000"),
+            ("ZRING_BUFFER_SIZE", "12"),
+            ("ZRING_PIN_CORES", "maybe"),
+            ("LOCAL_XDS_PATH", "/definitely/not/here.yaml"),
+            ("TRUST_DOMAIN", "Cluster Local"),
+            ("ZRING_CONNECT_TIMEOUT_MS", "-5"),
+        ] {
+            let e = cfg(&[(k, v)]).unwrap_err();
+            assert_eq!(e.var, k, "{e}");
+            let line = e.to_string();
+            assert!(line.starts_with(&format!("invalid {k}=")), "{line}");
+            assert!(!line.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn every_variable_read_is_documented() {
+        let src = include_str!("config.rs");
+        for name in src.split("var(\"").skip(1).filter_map(|s| s.split('"').next()) {
+            assert!(VARS.iter().any(|v| v.name == name), "{name} missing from VARS");
+        }
+    }
+}

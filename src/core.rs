@@ -1,0 +1,268 @@
+//! Per-core runtimes: one pinned OS thread per core, each running its own monoio runtime that
+//! owns its listeners (SO_REUSEPORT), buffers and connection tasks.
+//!
+//! Threads: `start` runs on the main thread and returns once every core has bound its
+//! listeners (or the first core failed). Everything inside `run_core` is `!Send` by
+//! construction: the [`CoreCtx`] lives in an `Rc` and is never shared with another thread.
+//! The only cross-thread inputs are the [`Shared`] handles published by the control thread.
+
+pub mod buffers;
+
+use std::cell::Cell;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use monoio::net::TcpListener;
+use tracing::{error, info, warn};
+
+use crate::config::{Config, DriverChoice};
+use crate::state::Snapshot;
+use crate::sys::socket::{self, ListenOpts};
+
+pub use buffers::BufferPool;
+
+/// The monoio driver a core runs, resolved once at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    Uring,
+    Legacy,
+}
+
+impl Driver {
+    pub fn name(self) -> &'static str {
+        match self {
+            Driver::Uring => "io_uring",
+            Driver::Legacy => "epoll",
+        }
+    }
+}
+
+/// Turns the configured choice into the driver to run, probing io_uring for `Auto`.
+/// Returns the driver and, when `Auto` fell back, why.
+pub fn resolve_driver(choice: DriverChoice, entries: u32) -> Result<(Driver, Option<String>), StartError> {
+    let probe = || -> io::Result<()> {
+        if !monoio::utils::detect_uring() {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "kernel lacks the io_uring operations monoio needs"));
+        }
+        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(entries).build().map(drop)
+    };
+    match choice {
+        DriverChoice::Legacy => Ok((Driver::Legacy, None)),
+        DriverChoice::Uring => probe().map(|()| (Driver::Uring, None)).map_err(StartError::Uring),
+        DriverChoice::Auto => match probe() {
+            Ok(()) => Ok((Driver::Uring, None)),
+            Err(e) => Ok((Driver::Legacy, Some(e.to_string()))),
+        },
+    }
+}
+
+/// Handles every core reads; published by the control thread.
+#[derive(Debug)]
+pub struct Shared {
+    pub config: Arc<Config>,
+    /// The current workload snapshot; cores `load_full()` it once per connection.
+    pub snapshot: ArcSwap<Snapshot>,
+}
+
+/// One core's context. Lives in an `Rc` on its own thread.
+#[derive(Debug)]
+pub struct CoreCtx {
+    pub id: usize,
+    pub driver: Driver,
+    pub shared: Arc<Shared>,
+    pub buffers: BufferPool,
+    /// Connections this core is proxying right now.
+    pub active: Cell<u64>,
+    /// State of a xorshift generator for endpoint selection; per core, so no atomics.
+    rng: Cell<u64>,
+}
+
+impl CoreCtx {
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Counts a connection as active until the returned guard drops (whatever ends it).
+    pub fn track(&self) -> ActiveGuard<'_> {
+        self.active.set(self.active.get() + 1);
+        ActiveGuard(&self.active)
+    }
+
+    /// A pseudo-random number for load balancing (not for anything security related).
+    pub fn random(&self) -> u64 {
+        let mut x = self.rng.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.set(x);
+        x
+    }
+}
+
+/// See [`CoreCtx::track`].
+#[derive(Debug)]
+pub struct ActiveGuard<'a>(&'a Cell<u64>);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
+/// What a listener does with the connections it accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// 15001: connections captured from local pods, original destination preserved.
+    Outbound,
+    /// 15006: plaintext connections to local pods, captured on arrival.
+    InboundPlaintext,
+}
+
+impl ListenerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ListenerKind::Outbound => "outbound",
+            ListenerKind::InboundPlaintext => "inbound_plaintext",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("io_uring unavailable (set ZRING_DRIVER=legacy or auto to use epoll): {0}")]
+    Uring(io::Error),
+    #[error("core {core}: cannot build the {driver} runtime: {source}")]
+    Runtime { core: usize, driver: &'static str, source: io::Error },
+    #[error("core {core}: cannot listen on {addr} ({kind}): {source}")]
+    Listen { core: usize, addr: SocketAddr, kind: &'static str, source: io::Error },
+    #[error("core {core} exited during start-up")]
+    Died { core: usize },
+    #[error("cannot start core thread: {0}")]
+    Thread(io::Error),
+}
+
+/// Starts `config.cores` core threads and waits until each has bound its listeners.
+pub fn start(shared: Arc<Shared>, driver: Driver) -> Result<Vec<std::thread::JoinHandle<()>>, StartError> {
+    let cores = shared.config.cores;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<usize, StartError>>(cores);
+    let mut handles = Vec::with_capacity(cores);
+    for id in 0..cores {
+        let shared = shared.clone();
+        let ready = ready_tx.clone();
+        let pin = shared.config.pin_cores.then_some(id % cpus);
+        let h = std::thread::Builder::new()
+            .name(format!("zring-core-{id}"))
+            .spawn(move || {
+                if let Some(cpu) = pin {
+                    if let Err(e) = monoio::utils::bind_to_cpu_set([cpu]) {
+                        warn!(core = id, cpu, "cannot pin core thread: {e:?}");
+                    }
+                }
+                run_core(id, driver, shared, ready);
+            })
+            .map_err(StartError::Thread)?;
+        handles.push(h);
+    }
+    drop(ready_tx);
+    for _ in 0..cores {
+        match ready_rx.recv() {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(StartError::Died { core: usize::MAX }),
+        }
+    }
+    Ok(handles)
+}
+
+fn run_core(
+    id: usize,
+    driver: Driver,
+    shared: Arc<Shared>,
+    ready: crossbeam_channel::Sender<Result<usize, StartError>>,
+) {
+    let entries = shared.config.uring_entries;
+    let fut = core_main(id, driver, shared, ready.clone());
+    let built = match driver {
+        Driver::Uring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(entries)
+            .enable_timer()
+            .build()
+            .map(|mut rt| rt.block_on(fut)),
+        Driver::Legacy => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .map(|mut rt| rt.block_on(fut)),
+    };
+    if let Err(source) = built {
+        let _ = ready.send(Err(StartError::Runtime { core: id, driver: driver.name(), source }));
+    }
+}
+
+async fn core_main(
+    id: usize,
+    driver: Driver,
+    shared: Arc<Shared>,
+    ready: crossbeam_channel::Sender<Result<usize, StartError>>,
+) {
+    let cfg = shared.config.clone();
+    let seed = 0x9E37_79B9_7F4A_7C15u64 ^ ((id as u64 + 1) << 32) ^ u64::from(std::process::id());
+    let ctx = Rc::new(CoreCtx {
+        id,
+        driver,
+        buffers: BufferPool::new(cfg.buffer_size),
+        shared,
+        active: Cell::new(0),
+        rng: Cell::new(seed | 1),
+    });
+    let opts = ListenOpts { transparent: true, reuse_port: true, backlog: cfg.listen_backlog };
+    let mut listeners = Vec::new();
+    for (kind, addr) in [
+        (ListenerKind::Outbound, cfg.outbound_addr),
+        (ListenerKind::InboundPlaintext, cfg.inbound_plaintext_addr),
+    ] {
+        match socket::listener(addr, opts).and_then(TcpListener::from_std) {
+            Ok(l) => listeners.push((kind, l)),
+            Err(source) => {
+                let _ = ready.send(Err(StartError::Listen { core: id, addr, kind: kind.name(), source }));
+                return;
+            }
+        }
+    }
+    info!(core = id, driver = driver.name(), "core listening on 15001 (outbound) and 15006 (inbound plaintext)");
+    let _ = ready.send(Ok(id));
+    drop(ready);
+
+    let mut tasks = Vec::new();
+    for (kind, listener) in listeners {
+        tasks.push(monoio::spawn(accept_loop(ctx.clone(), listener, kind)));
+    }
+    for t in tasks {
+        t.await;
+    }
+}
+
+async fn accept_loop(ctx: Rc<CoreCtx>, listener: TcpListener, kind: ListenerKind) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let ctx = ctx.clone();
+                match kind {
+                    ListenerKind::Outbound => monoio::spawn(crate::proxy::outbound::serve(ctx, stream, peer)),
+                    ListenerKind::InboundPlaintext => {
+                        monoio::spawn(crate::proxy::inbound_passthrough::serve(ctx, stream, peer))
+                    }
+                };
+            }
+            Err(e) => {
+                // Out of descriptors or memory: back off instead of spinning on the error.
+                error!(core = ctx.id, listener = kind.name(), "accept failed: {e}");
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! Workload identity: SPIFFE names, workload certificates, and the TLS configurations HBONE uses.
+//!
+//! What it owns:
+//! - [`Identity`]: a strictly parsed `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`.
+//! - [`DevCa`]: the built-in development CA used when no `CA_ADDRESS` is configured.
+//! - [`CertStore`]: the immutable set of workload certificates plus trust roots, published to the
+//!   cores through `arc-swap`.
+//! - [`server_config`] / [`client_config`]: rustls configurations for HBONE (TLS 1.3, ALPN `h2`,
+//!   AES-GCM only, no SNI, mutual authentication by SPIFFE identity), and [`peer_identity`].
+//!
+//! Threads: the control thread issues certificates and builds stores (key generation and file IO
+//! happen there, never on a core). Cores only read a published `Arc<CertStore>` and build or reuse
+//! rustls configs from it, keyed by [`CertStore::generation`].
+//!
+//! Invariants:
+//! - Every `Identity` value passed the strict parser; hostile bytes never become an identity.
+//! - A `CertStore` never changes after construction; "adding" a certificate builds a new store
+//!   with a new, strictly larger generation.
+//! - Peer certificates are checked by rustls's webpki chain verification (never hand-rolled
+//!   signature checks); this module only adds the SPIFFE name rules on top.
+//! - Nothing here panics on malformed certificates or names: every failure is an [`Error`].
+
+mod dev_ca;
+mod spiffe;
+mod store;
+mod tls;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use rustls::crypto::CryptoProvider;
+
+pub use dev_ca::{DevCa, ROOT_CERT_FILE, ROOT_KEY_FILE};
+pub use spiffe::{Identity, MAX_IDENTITY_LEN};
+pub use store::{CertStore, WorkloadCert};
+pub use tls::{
+    ALPN_H2, client_config, identity_from_cert, peer_identity, placeholder_server_name,
+    server_config,
+};
+
+#[cfg(not(any(feature = "aws-lc-rs", feature = "ring")))]
+compile_error!(
+    "zring needs a TLS crypto provider: enable the `aws-lc-rs` (default) or `ring` feature"
+);
+
+/// Everything that can go wrong with identities, certificates and TLS configuration.
+///
+/// Variants carry `&'static str` reasons rather than formatted strings so that rejecting hostile
+/// input (a peer's certificate, a malformed name) does not allocate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid SPIFFE identity: {0}")]
+    InvalidIdentity(&'static str),
+    #[error("invalid certificate: {0}")]
+    BadCertificate(&'static str),
+    #[error("the peer presented no certificate")]
+    NoPeerCertificate,
+    #[error("the certificate has no spiffe:// URI SAN")]
+    NoSpiffeSan,
+    #[error("peer {0} is not in our trust domain")]
+    ForeignTrustDomain(Identity),
+    #[error("peer identity {presented:?} is not one of the expected identities")]
+    UnexpectedPeer { presented: Option<Identity> },
+    #[error("no expected peer identity was given")]
+    NoExpectedIdentity,
+    #[error("no certificate for {0}")]
+    NoCertificate(Identity),
+    #[error("no trust roots")]
+    NoRoots,
+    #[error("development CA in {dir}: {reason}")]
+    DevCa { dir: PathBuf, reason: &'static str },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("certificate generation: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("TLS verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+}
+
+/// The crypto provider every config in this module uses, built once per process.
+///
+/// It is the selected backend (aws-lc-rs, or ring with the `ring` feature) narrowed to the two
+/// TLS 1.3 AES-GCM suites HBONE allows; key exchange groups stay the backend's defaults. The
+/// provider is passed explicitly to every builder, so nothing depends on a process-wide default.
+pub fn crypto_provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| {
+            let mut provider = backend_provider();
+            provider.cipher_suites.retain(|suite| {
+                matches!(
+                    suite.suite(),
+                    rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+                        | rustls::CipherSuite::TLS13_AES_256_GCM_SHA384
+                )
+            });
+            Arc::new(provider)
+        })
+        .clone()
+}
+
+#[cfg(feature = "ring")]
+fn backend_provider() -> CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
+#[cfg(all(feature = "aws-lc-rs", not(feature = "ring")))]
+fn backend_provider() -> CryptoProvider {
+    rustls::crypto::aws_lc_rs::default_provider()
+}

@@ -1,0 +1,93 @@
+//! The `zring` command line: parse the subcommand, validate configuration, hand over to `app`.
+//!
+//! Runs on the main thread. Configuration comes from the environment (see `zring --help`);
+//! errors print as one line and exit non-zero.
+
+use std::process::ExitCode;
+
+use zring::config::{Config, VARS};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn usage() -> String {
+    let mut s = String::from(
+        "zring: a node proxy for Istio's ambient mesh, one io_uring runtime per core.
+
+Usage:
+  zring [run]     run the proxy on this node (listens on 15001 and 15006)
+  zring check     validate the environment and LOCAL_XDS_PATH, then exit
+  zring help      show this help (also -h, --help)
+  zring version   show the version (also -V, --version)
+
+Configuration (environment):
+",
+    );
+    for v in VARS {
+        s.push_str(&format!("  {:<26} {:<14} {}\n", v.name, v.default, v.help));
+    }
+    s
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cmd = args.first().map(String::as_str).unwrap_or("run");
+    if args.len() > 1 {
+        eprintln!("zring: unexpected argument {:?} (see zring --help)", args[1]);
+        return ExitCode::from(2);
+    }
+    match cmd {
+        "help" | "-h" | "--help" => {
+            print!("{}", usage());
+            return ExitCode::SUCCESS;
+        }
+        "version" | "-V" | "--version" => {
+            println!("zring {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        "run" | "check" => {}
+        other => {
+            eprintln!("zring: unknown command {other:?} (see zring --help)");
+            return ExitCode::from(2);
+        }
+    }
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("zring: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cmd == "check" {
+        return match zring::app::check(&config) {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("zring: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    init_logging();
+    match zring::app::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("zring: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal())
+        .with_target(true)
+        .init();
+}

@@ -1,0 +1,205 @@
+//! The data path: what each listener does with an accepted connection.
+//!
+//! Runs on the cores, one monoio task per connection, straight-line per direction:
+//! accept → classify (`route`) → (authorize) → connect → copy → record. Modules:
+//! - `outbound`: 15001, connections captured from local pods;
+//! - `inbound_passthrough`: 15006, plaintext connections to local pods;
+//! - `route`: the pure outbound routing decision;
+//! - `copy`: the bidirectional byte pump.
+//!
+//! A connection's outcome is recorded exactly once, by [`ConnRecord`]'s `Drop`.
+
+pub mod copy;
+pub mod inbound_passthrough;
+pub mod outbound;
+pub mod route;
+
+use std::cell::RefCell;
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+use tracing::{info, warn};
+
+use crate::state::{Service, Workload};
+use crate::sys::socket::{self, UpstreamOpts};
+use copy::{CopyError, Transferred};
+
+/// The address of the peer that opened a connection to zring (a pod, or another node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// The destination the client asked for, preserved by TPROXY as the accepted socket's local
+/// address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrigDst(pub SocketAddr);
+
+impl fmt::Display for ClientAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Display for OrigDst {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Why a connection did not complete normally.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("refused: {0}")]
+    Denied(#[from] route::Denied),
+    #[error("unknown destination workload {0}")]
+    UnknownDestination(IpAddr),
+    #[error("destination workload {0} is not on this node")]
+    NotLocal(IpAddr),
+    #[error("connect to {dst}: {source}")]
+    Connect { dst: SocketAddr, source: io::Error },
+    #[error("connect to {0}: timed out")]
+    ConnectTimeout(SocketAddr),
+    #[error("cannot read the accepted socket's addresses: {0}")]
+    Accept(io::Error),
+    #[error("{0}")]
+    Copy(#[from] CopyError),
+    #[error("HBONE to {0} is not available in this build")]
+    HboneUnavailable(SocketAddr),
+}
+
+impl Error {
+    /// The value of the `response_flags` metric label / access-log field for this outcome.
+    pub fn response_flag(&self) -> &'static str {
+        match self {
+            Error::Denied(_) => "DENY",
+            Error::UnknownDestination(_) | Error::NotLocal(_) => "DENY",
+            Error::Connect { .. } | Error::ConnectTimeout(_) | Error::HboneUnavailable(_) => "CONNECT",
+            Error::Accept(_) | Error::Copy(_) => "-",
+        }
+    }
+}
+
+/// Opens a marked upstream connection, optionally from the client's IP (IP_TRANSPARENT), with
+/// a timeout. monoio cannot bind before connecting, so the socket is built by `sys::socket`
+/// and completed here by waiting for writability.
+pub async fn connect(dst: SocketAddr, spoof_source: Option<IpAddr>, mark: u32, timeout: Duration) -> Result<TcpStream, Error> {
+    let err = |source| Error::Connect { dst, source };
+    let std = socket::start_connect(dst, UpstreamOpts { spoof_source, mark }).map_err(err)?;
+    let stream = TcpStream::from_std(std).map_err(err)?;
+    match monoio::time::timeout(timeout, stream.writable(false)).await {
+        Err(_) => return Err(Error::ConnectTimeout(dst)),
+        Ok(r) => r.map_err(err)?,
+    }
+    socket::take_socket_error(stream.as_raw_fd()).map_err(err)?;
+    Ok(stream)
+}
+
+/// Refuses a plaintext connection with a TCP RST rather than a FIN, so the client sees a
+/// failure instead of an empty response.
+pub fn reset(stream: TcpStream) {
+    // Best effort: if SO_LINGER cannot be set the connection still closes, with a FIN.
+    let _ = socket::set_reset_on_close(&stream);
+    drop(stream);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Outbound,
+    Inbound,
+}
+
+impl Direction {
+    fn name(self) -> &'static str {
+        match self {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+        }
+    }
+}
+
+/// Everything known about one proxied connection; logs (and later counts) its outcome once,
+/// when dropped, whatever path ended it.
+#[derive(Debug)]
+pub struct ConnRecord {
+    pub core: usize,
+    pub direction: Direction,
+    pub start: Instant,
+    pub src: ClientAddr,
+    pub dst: OrigDst,
+    pub src_workload: Option<Arc<Workload>>,
+    pub dst_workload: Option<Arc<Workload>>,
+    pub dst_service: Option<Arc<Service>>,
+    /// Where zring actually connected (the pod, or a peer's 15008), once known.
+    pub upstream: Option<SocketAddr>,
+    pub counts: Transferred,
+    pub error: RefCell<Option<Error>>,
+}
+
+impl ConnRecord {
+    pub fn new(core: usize, direction: Direction, src: ClientAddr, dst: OrigDst) -> ConnRecord {
+        ConnRecord {
+            core,
+            direction,
+            start: Instant::now(),
+            src,
+            dst,
+            src_workload: None,
+            dst_workload: None,
+            dst_service: None,
+            upstream: None,
+            counts: Transferred::default(),
+            error: RefCell::new(None),
+        }
+    }
+
+    /// Records the outcome; the first error wins.
+    pub fn fail(&self, e: Error) {
+        let mut slot = self.error.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+    }
+}
+
+impl Drop for ConnRecord {
+    fn drop(&mut self) {
+        let dur = self.start.elapsed();
+        let name = |w: &Option<Arc<Workload>>| w.as_ref().map(|w| w.name.to_string());
+        let ns = |w: &Option<Arc<Workload>>| w.as_ref().map(|w| w.namespace.to_string());
+        let id = |w: &Option<Arc<Workload>>| w.as_ref().map(|w| w.identity());
+        let svc = self.dst_service.as_ref().map(|s| s.hostname.to_string());
+        let error = self.error.borrow();
+        macro_rules! access {
+            ($lvl:ident, $err:expr, $flag:expr) => {
+                $lvl!(
+                    target: "access",
+                    core = self.core,
+                    "src.addr" = %self.src,
+                    "src.workload" = name(&self.src_workload),
+                    "src.namespace" = ns(&self.src_workload),
+                    "src.identity" = id(&self.src_workload),
+                    "dst.addr" = %self.dst,
+                    "dst.hbone_addr" = self.upstream.map(|a| a.to_string()),
+                    "dst.service" = svc,
+                    "dst.workload" = name(&self.dst_workload),
+                    "dst.namespace" = ns(&self.dst_workload),
+                    "dst.identity" = id(&self.dst_workload),
+                    direction = self.direction.name(),
+                    bytes_sent = self.counts.sent.get(),
+                    bytes_recv = self.counts.received.get(),
+                    response_flags = $flag,
+                    error = $err,
+                    "complete dur={dur:?}"
+                )
+            };
+        }
+        match error.as_ref() {
+            None => access!(info, None::<String>, "-"),
+            Some(e) => access!(warn, Some(e.to_string()), e.response_flag()),
+        }
+    }
+}

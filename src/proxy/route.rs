@@ -1,0 +1,200 @@
+//! The outbound routing decision: where a captured connection goes. Pure: no IO, no clock;
+//! randomness comes in as an argument so tests are deterministic.
+//!
+//! Order (design.md §3): own port → deny; unknown source → deny; service VIP → its waypoint,
+//! else a healthy endpoint (weighted by capacity); workload → its waypoint; same node →
+//! direct local; HBONE workload → tunnel to `<ip>:15008`; TCP workload → direct; unknown
+//! address → passthrough.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use crate::config::OWN_PORTS;
+use crate::state::{Destination, GatewayAddress, HealthStatus, Protocol, Service, Snapshot, Workload};
+
+/// Port of the HBONE listener on every node.
+pub const HBONE_PORT: u16 = 15008;
+
+/// How the connection leaves this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// The destination is not in the mesh: connect to it as asked.
+    Passthrough(SocketAddr),
+    /// A workload that speaks plain TCP, on another node.
+    Direct(SocketAddr),
+    /// A workload on this node: connect straight to it (authorization still applies).
+    DirectLocal(SocketAddr),
+    /// An HBONE tunnel: mTLS + HTTP/2 CONNECT to `via`, asking for `authority`.
+    Hbone {
+        via: SocketAddr,
+        authority: SocketAddr,
+        kind: TunnelKind,
+        /// The workload expected to answer at `via`: its identity is the one to verify.
+        peer: Arc<Workload>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunnelKind {
+    ToServer,
+    ToServerWaypoint,
+}
+
+impl Action {
+    /// The `type` word of the access log (`proxy to … type ToServerWaypoint`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::Passthrough(_) => "Passthrough",
+            Action::Direct(_) => "Direct",
+            Action::DirectLocal(_) => "DirectLocal",
+            Action::Hbone { kind: TunnelKind::ToServer, .. } => "ToServer",
+            Action::Hbone { kind: TunnelKind::ToServerWaypoint, .. } => "ToServerWaypoint",
+        }
+    }
+}
+
+/// A routing decision, with what the access log and metrics need to know.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub source: Arc<Workload>,
+    pub dst_workload: Option<Arc<Workload>>,
+    pub dst_service: Option<Arc<Service>>,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    #[error("destination {0} is one of zring's own ports")]
+    OwnPort(SocketAddr),
+    #[error("unknown source workload {0}")]
+    UnknownSource(IpAddr),
+    #[error("service {service} has no port {port}")]
+    NoServicePort { service: Arc<str>, port: u16 },
+    #[error("service {0} has no healthy endpoint")]
+    NoHealthyEndpoint(Arc<str>),
+    #[error("waypoint {0} cannot be resolved")]
+    UnresolvedWaypoint(String),
+}
+
+/// Decides where a connection from `src` (a pod on node `node`) to `dst` goes.
+pub fn outbound(snapshot: &Snapshot, node: &str, src: IpAddr, dst: SocketAddr, random: u64) -> Result<Route, Denied> {
+    if OWN_PORTS.contains(&dst.port()) {
+        return Err(Denied::OwnPort(dst));
+    }
+    let source = snapshot.workload_by_ip(src).cloned().ok_or(Denied::UnknownSource(src))?;
+
+    if let Some(service) = snapshot.service_by_vip(dst.ip()) {
+        let service = service.clone();
+        if let Some(wp) = &service.waypoint {
+            if let Some(action) = via_waypoint(snapshot, wp, &source, dst, random)? {
+                return Ok(Route { source, dst_workload: None, dst_service: Some(service), action });
+            }
+        }
+        let (endpoint, port) = pick_endpoint(snapshot, &service, dst.port(), random)?;
+        let action = to_workload(node, &endpoint, port);
+        return Ok(Route { source, dst_workload: Some(endpoint), dst_service: Some(service), action });
+    }
+
+    if let Some(workload) = snapshot.workload_by_ip(dst.ip()) {
+        let workload = workload.clone();
+        if let Some(wp) = &workload.waypoint {
+            if let Some(action) = via_waypoint(snapshot, wp, &source, dst, random)? {
+                return Ok(Route { source, dst_workload: Some(workload), dst_service: None, action });
+            }
+        }
+        let action = to_workload(node, &workload, dst.port());
+        return Ok(Route { source, dst_workload: Some(workload), dst_service: None, action });
+    }
+
+    Ok(Route { source, dst_workload: None, dst_service: None, action: Action::Passthrough(dst) })
+}
+
+/// The way to reach `workload` on `port`, given where it runs and what it speaks.
+fn to_workload(node: &str, workload: &Arc<Workload>, port: u16) -> Action {
+    // `workload_ips` is never empty: the snapshot rejects such workloads.
+    let ip = workload.workload_ips[0];
+    let target = SocketAddr::new(ip, port);
+    if !workload.node.is_empty() && *workload.node == *node {
+        return Action::DirectLocal(target);
+    }
+    match workload.protocol {
+        Protocol::Hbone => Action::Hbone {
+            via: SocketAddr::new(ip, HBONE_PORT),
+            authority: target,
+            kind: TunnelKind::ToServer,
+            peer: workload.clone(),
+        },
+        Protocol::Tcp => Action::Direct(target),
+    }
+}
+
+/// Resolves a waypoint to the workload that will receive the tunnel. `None` when the source is
+/// the waypoint itself: its own traffic must not loop back into it.
+fn via_waypoint(
+    snapshot: &Snapshot,
+    wp: &GatewayAddress,
+    source: &Arc<Workload>,
+    authority: SocketAddr,
+    random: u64,
+) -> Result<Option<Action>, Denied> {
+    let peer = match &wp.destination {
+        Destination::Address(addr) => {
+            if let Some(svc) = snapshot.service_by_vip(addr.address) {
+                pick_endpoint(snapshot, svc, wp.hbone_mtls_port, random).map(|(w, _)| w).ok()
+            } else {
+                snapshot.workload_by_ip(addr.address).cloned()
+            }
+        }
+        Destination::Hostname(h) => snapshot
+            .service_by_host(&h.namespace, &h.hostname)
+            .and_then(|svc| pick_endpoint(snapshot, svc, wp.hbone_mtls_port, random).ok())
+            .map(|(w, _)| w),
+    };
+    let Some(peer) = peer else {
+        return Err(Denied::UnresolvedWaypoint(wp.to_string()));
+    };
+    if peer.uid == source.uid {
+        return Ok(None);
+    }
+    let via = SocketAddr::new(peer.workload_ips[0], wp.hbone_mtls_port);
+    Ok(Some(Action::Hbone { via, authority, kind: TunnelKind::ToServerWaypoint, peer }))
+}
+
+/// Picks a healthy endpoint of `service` for `port`, weighted by capacity, and the target port
+/// on it (the endpoint's own mapping first, then the service's).
+fn pick_endpoint(snapshot: &Snapshot, service: &Service, port: u16, random: u64) -> Result<(Arc<Workload>, u16), Denied> {
+    let Some(&svc_target) = service.ports.get(&port) else {
+        return Err(Denied::NoServicePort { service: service.hostname.clone(), port });
+    };
+    let healthy = || {
+        snapshot
+            .service_endpoints(service)
+            .filter(|(w, _)| w.status == HealthStatus::Healthy && !w.workload_ips.is_empty())
+    };
+    let total: u64 = healthy().map(|(w, _)| u64::from(w.capacity.max(1))).sum();
+    if total == 0 {
+        return Err(Denied::NoHealthyEndpoint(service.hostname.clone()));
+    }
+    let mut ticket = random % total;
+    for (w, ports) in healthy() {
+        let weight = u64::from(w.capacity.max(1));
+        if ticket < weight {
+            let target = ports.get(&port).copied().filter(|p| *p != 0).unwrap_or(svc_target);
+            let target = if target == 0 { port } else { target };
+            return Ok((w.clone(), target));
+        }
+        ticket -= weight;
+    }
+    // Unreachable while the snapshot is immutable (both passes see the same endpoints).
+    Err(Denied::NoHealthyEndpoint(service.hostname.clone()))
+}
+
+impl fmt::Display for TunnelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TunnelKind::ToServer => "ToServer",
+            TunnelKind::ToServerWaypoint => "ToServerWaypoint",
+        })
+    }
+}

@@ -1,0 +1,308 @@
+//! `SnapshotBuilder`: turns plain workloads, services and policies into a validated, indexed
+//! `Snapshot`. Pure; runs on the control thread whenever a config source has a new view.
+//!
+//! Every rule a snapshot promises (see `state`'s module doc) is checked here, once, so every
+//! config source gets the same checks and cores never re-validate. The first violation is
+//! returned; its message names the object (workload uid, service `namespace/hostname`, policy
+//! `namespace/name`), the field as the YAML spells it, and why.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::excerpt;
+use super::names;
+use super::policy::{Authorization, PolicyScope};
+use super::service::{Endpoint, PortMap, Service};
+use super::snapshot::Snapshot;
+use super::workload::{Destination, GatewayAddress, NamespacedHostname, NetworkMode, Workload};
+
+/// Why a set of objects cannot become a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    /// One field of one object breaks a rule; `subject` names the object.
+    #[error("{subject}: {field} {reason}")]
+    Invalid { subject: String, field: &'static str, reason: String },
+    #[error("workloads {first:?} and {second:?} both have IP {ip}; an IP belongs to one workload")]
+    DuplicateWorkloadIp { ip: IpAddr, first: Arc<str>, second: Arc<str> },
+    #[error("workload uid {0:?} is used by more than one workload")]
+    DuplicateWorkloadUid(Arc<str>),
+    #[error("services {first} and {second} both have VIP {vip}; a VIP belongs to one service")]
+    DuplicateVip { vip: IpAddr, first: String, second: String },
+    #[error("service {0} is defined more than once")]
+    DuplicateService(String),
+    #[error("policy {0} is defined more than once")]
+    DuplicatePolicy(String),
+}
+
+/// Collects the objects of one snapshot; `build` validates and indexes them.
+#[derive(Debug, Default)]
+pub struct SnapshotBuilder {
+    workloads: Vec<(Workload, Vec<(NamespacedHostname, PortMap)>)>,
+    services: Vec<Service>,
+    policies: Vec<Authorization>,
+}
+
+impl SnapshotBuilder {
+    pub fn new() -> SnapshotBuilder {
+        SnapshotBuilder::default()
+    }
+
+    /// Adds a workload and the services it is an endpoint of, each with the workload's own
+    /// port mapping for it. The workload's `services` field is rebuilt from `memberships`.
+    pub fn add_workload(&mut self, workload: Workload, memberships: Vec<(NamespacedHostname, PortMap)>) -> &mut Self {
+        self.workloads.push((workload, memberships));
+        self
+    }
+
+    /// Adds a service; its `endpoints` are replaced by those the workloads declare.
+    pub fn add_service(&mut self, service: Service) -> &mut Self {
+        self.services.push(service);
+        self
+    }
+
+    pub fn add_policy(&mut self, policy: Authorization) -> &mut Self {
+        self.policies.push(policy);
+        self
+    }
+
+    /// Validates everything and builds the indexes. Memberships naming a service that is not
+    /// (yet) defined are kept on the workload but produce no endpoint: with xDS, workloads can
+    /// arrive before their services.
+    pub fn build(self) -> Result<Snapshot, SnapshotError> {
+        let mut snap = Snapshot::default();
+        let mut memberships = Vec::with_capacity(self.workloads.len());
+        for (index, (mut w, member_of)) in self.workloads.into_iter().enumerate() {
+            check_workload(&w, index, &member_of)?;
+            for ip in &mut w.workload_ips {
+                *ip = ip.to_canonical();
+            }
+            w.services = member_of.iter().map(|(k, _)| k.clone()).collect();
+            let w = Arc::new(w);
+            match snap.workload_by_uid.entry(w.uid.clone()) {
+                Entry::Occupied(_) => return Err(SnapshotError::DuplicateWorkloadUid(w.uid.clone())),
+                Entry::Vacant(v) => v.insert(w.clone()),
+            };
+            if w.network_mode != NetworkMode::HostNetwork {
+                for ip in &w.workload_ips {
+                    match snap.workload_by_ip.entry(*ip) {
+                        // The same IP listed twice on one workload is harmless.
+                        Entry::Occupied(o) if o.get().uid == w.uid => {}
+                        Entry::Occupied(o) => {
+                            return Err(SnapshotError::DuplicateWorkloadIp {
+                                ip: *ip,
+                                first: o.get().uid.clone(),
+                                second: w.uid.clone(),
+                            });
+                        }
+                        Entry::Vacant(v) => {
+                            v.insert(w.clone());
+                        }
+                    }
+                }
+            }
+            snap.workloads.push(w.clone());
+            memberships.push((w, member_of));
+        }
+
+        let mut services = self.services;
+        let mut by_key: HashMap<NamespacedHostname, usize> = HashMap::with_capacity(services.len());
+        let mut vip_owner: HashMap<IpAddr, usize> = HashMap::new();
+        for (i, s) in services.iter_mut().enumerate() {
+            check_service(s)?;
+            if by_key.insert(s.key(), i).is_some() {
+                return Err(SnapshotError::DuplicateService(excerpt(&s.key().to_string())));
+            }
+            s.endpoints.clear();
+            for vip in &mut s.vips {
+                vip.address = vip.address.to_canonical();
+            }
+        }
+        for (i, s) in services.iter().enumerate() {
+            for vip in &s.vips {
+                match vip_owner.entry(vip.address) {
+                    Entry::Occupied(o) if *o.get() == i => {}
+                    Entry::Occupied(o) => {
+                        return Err(SnapshotError::DuplicateVip {
+                            vip: vip.address,
+                            first: excerpt(&services[*o.get()].key().to_string()),
+                            second: excerpt(&s.key().to_string()),
+                        });
+                    }
+                    Entry::Vacant(v) => {
+                        v.insert(i);
+                    }
+                }
+            }
+        }
+        for (w, member_of) in memberships {
+            for (key, ports) in member_of {
+                if let Some(&i) = by_key.get(&key) {
+                    services[i].endpoints.push(Endpoint { workload: w.clone(), ports });
+                }
+            }
+        }
+        for s in services {
+            let s = Arc::new(s);
+            for vip in &s.vips {
+                snap.service_by_vip.insert(vip.address, s.clone());
+            }
+            snap.services_by_host.entry(s.hostname.clone()).or_default().push(s.clone());
+            snap.services.push(s);
+        }
+
+        for p in self.policies {
+            check_policy(&p)?;
+            let p = Arc::new(p);
+            let key: Arc<str> = p.key().into();
+            if snap.policy_by_key.insert(key.clone(), p.clone()).is_some() {
+                return Err(SnapshotError::DuplicatePolicy(excerpt(&key)));
+            }
+            match p.scope {
+                PolicyScope::Global => snap.global_policies.push(p.clone()),
+                PolicyScope::Namespace => {
+                    snap.namespace_policies.entry(p.namespace.clone()).or_default().push(p.clone());
+                }
+                PolicyScope::WorkloadSelector => {}
+            }
+            snap.policies.push(p);
+        }
+        Ok(snap)
+    }
+}
+
+fn invalid(subject: &str, field: &'static str, reason: impl Into<String>) -> SnapshotError {
+    SnapshotError::Invalid { subject: subject.to_owned(), field, reason: reason.into() }
+}
+
+/// `field value is invalid: why`, with the value quoted and cut short.
+fn bad_value(subject: &str, field: &'static str, value: &str, why: &str) -> SnapshotError {
+    invalid(subject, field, format!("{} is invalid: {why}", excerpt(value)))
+}
+
+fn check(
+    subject: &str,
+    field: &'static str,
+    value: &str,
+    rule: fn(&str) -> Result<(), &'static str>,
+) -> Result<(), SnapshotError> {
+    rule(value).map_err(|why| bad_value(subject, field, value, why))
+}
+
+fn check_workload(
+    w: &Workload,
+    index: usize,
+    member_of: &[(NamespacedHostname, PortMap)],
+) -> Result<(), SnapshotError> {
+    if w.uid.is_empty() {
+        let subject = format!("workload #{index} (name {})", excerpt(&w.name));
+        return Err(invalid(&subject, "uid", "is empty: every workload needs a unique uid"));
+    }
+    let subject = &format!("workload {}", excerpt(&w.uid));
+    check(subject, "uid", &w.uid, names::check_text)?;
+    check(subject, "namespace", &w.namespace, names::check_namespace)?;
+    check(subject, "serviceAccount", &w.service_account, names::check_service_account)?;
+    check(subject, "trustDomain", &w.trust_domain, names::check_trust_domain)?;
+    check(subject, "network", &w.network, names::check_network)?;
+    for (field, value) in [
+        ("name", &w.name),
+        ("workloadName", &w.workload_name),
+        ("workloadType", &w.workload_type),
+        ("canonicalName", &w.canonical_name),
+        ("canonicalRevision", &w.canonical_revision),
+        ("clusterId", &w.cluster_id),
+        ("node", &w.node),
+        ("hostname", &w.hostname),
+        ("locality.region", &w.locality.region),
+        ("locality.zone", &w.locality.zone),
+        ("locality.subzone", &w.locality.subzone),
+    ] {
+        check(subject, field, value, names::check_text)?;
+    }
+    if w.workload_ips.is_empty() {
+        return Err(invalid(subject, "workloadIps", "is empty: every workload needs at least one IP"));
+    }
+    if let Some(g) = &w.waypoint {
+        check_gateway(subject, "waypoint", g)?;
+    }
+    if let Some(g) = &w.network_gateway {
+        check_gateway(subject, "networkGateway", g)?;
+    }
+    for key in &w.authorization_policies {
+        let ok = key.split_once('/').is_some_and(|(ns, name)| {
+            names::check_namespace(ns).is_ok() && names::check_object_name(name).is_ok()
+        });
+        if !ok {
+            return Err(bad_value(subject, "authorizationPolicies", key, "expected \"namespace/name\""));
+        }
+    }
+    for (key, ports) in member_of {
+        check(subject, "services", &key.namespace, names::check_namespace)?;
+        check(subject, "services", &key.hostname, names::check_hostname)?;
+        for (&service_port, &target) in ports {
+            if service_port == 0 || target == 0 {
+                return Err(invalid(
+                    subject,
+                    "services",
+                    format!("{}: port mapping {service_port} -> {target}: ports must be 1-65535", excerpt(&key.to_string())),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_service(s: &Service) -> Result<(), SnapshotError> {
+    let subject = &format!("service {}", excerpt(&format!("{}/{}", s.namespace, s.hostname)));
+    check(subject, "name", &s.name, names::check_object_name)?;
+    check(subject, "namespace", &s.namespace, names::check_namespace)?;
+    check(subject, "hostname", &s.hostname, names::check_hostname)?;
+    if s.vips.is_empty() {
+        return Err(invalid(subject, "vips", "is empty: a service needs at least one VIP"));
+    }
+    for vip in &s.vips {
+        check(subject, "vips", &vip.network, names::check_network)?;
+    }
+    if s.ports.contains_key(&0) {
+        return Err(invalid(subject, "ports", "maps service port 0: service ports must be 1-65535"));
+    }
+    for san in &s.subject_alt_names {
+        if san.is_empty() {
+            return Err(invalid(subject, "subjectAltNames", "contains an empty name"));
+        }
+        check(subject, "subjectAltNames", san, names::check_text)?;
+    }
+    if let Some(g) = &s.waypoint {
+        check_gateway(subject, "waypoint", g)?;
+    }
+    Ok(())
+}
+
+fn check_gateway(subject: &str, field: &'static str, g: &GatewayAddress) -> Result<(), SnapshotError> {
+    if g.hbone_mtls_port == 0 {
+        return Err(invalid(subject, field, "has hboneMtlsPort 0: ports must be 1-65535"));
+    }
+    match &g.destination {
+        Destination::Address(a) => check(subject, field, &a.network, names::check_network),
+        Destination::Hostname(h) => {
+            check(subject, field, &h.namespace, names::check_namespace)?;
+            check(subject, field, &h.hostname, names::check_hostname)
+        }
+    }
+}
+
+fn check_policy(p: &Authorization) -> Result<(), SnapshotError> {
+    let subject = &format!("policy {}", excerpt(&p.key()));
+    check(subject, "name", &p.name, names::check_object_name)?;
+    check(subject, "namespace", &p.namespace, names::check_namespace)?;
+    for m in p.matches() {
+        if m.destination_ports.contains(&0) {
+            return Err(invalid(subject, "destinationPorts", "contains 0: ports must be 1-65535"));
+        }
+        if m.not_destination_ports.contains(&0) {
+            return Err(invalid(subject, "notDestinationPorts", "contains 0: ports must be 1-65535"));
+        }
+    }
+    Ok(())
+}

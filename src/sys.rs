@@ -1,0 +1,39 @@
+//! Operating-system seams: the only module that may hold `unsafe`.
+//!
+//! Everything that talks to the kernel below what std, socket2 and monoio offer lives here, each
+//! block with a `// SAFETY:` line, so the rest of the crate can `#![forbid(unsafe_code)]` in
+//! spirit (house style). Functions here are synchronous and cheap; cores call them at connection
+//! set-up, the control thread at start-up.
+
+pub mod netns;
+pub mod socket;
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit: a node proxy holds two descriptors per
+/// proxied connection, and the usual soft limit (1024) caps it at a few hundred connections.
+/// Returns the new soft limit.
+pub fn raise_nofile_limit() -> std::io::Result<u64> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: `lim` is a valid rlimit; raising the soft limit up to the hard one needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(lim.rlim_cur)
+}
+
+/// Whether this process runs with an effective uid of 0 (needed for IP_TRANSPARENT and netns).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Number of open file descriptors of this process (for leak checks and the soak tool).
+pub fn open_fds() -> std::io::Result<usize> {
+    Ok(std::fs::read_dir("/proc/self/fd")?.count().saturating_sub(1))
+}

@@ -1,0 +1,708 @@
+//! ztunnel's local config (`LOCAL_XDS_PATH`): a YAML file with `workloads`, `services` and
+//! `policies`, turned into a validated `state::Snapshot`. Runs on the control thread: `parse`
+//! is pure, `load` and `LocalSource` read the file.
+//!
+//! Format: ztunnel's `LocalConfig` spellings (camelCase fields, `TCP`/`HBONE`, VIPs as
+//! `network/IP`, a workload's `services` as `"namespace/hostname": {servicePort: targetPort}`,
+//! string matches as one-key maps such as `- Exact: cluster.local/ns/default/sa/appa`).
+//! Differences, all deliberate:
+//! - every struct rejects unknown fields, including policy matches (ztunnel's do not), so a
+//!   typo is an error instead of a silently missing condition;
+//! - empty `serviceAccount`, `trustDomain`, `clusterId` take the workload API's defaults
+//!   (`default`, `cluster.local`, `Kubernetes`), and `hboneMtlsPort` defaults to 15008;
+//! - `dryRun` may be omitted (false); `namespace`, `vips`, `hostname` are checked by the
+//!   snapshot builder (so the message names the object) rather than by serde;
+//! - a service's `endpoints` field is not accepted: endpoints come from workloads' `services`.
+//!
+//! Robustness: any input yields `Ok` or `Err`, never a panic. serde_yaml bounds nesting depth
+//! (128) and alias jumps; on top of that, every list, map and string charges a per-parse
+//! budget proportional to the input size, so YAML aliases cannot expand a small file into
+//! gigabytes (serde_yaml's jump limit alone allows quadratic growth). Error messages quote
+//! user values cut short (`state::excerpt`), so a 10 MB scalar never becomes a 10 MB log line.
+
+use std::fs::File;
+use std::hash::{DefaultHasher, Hasher};
+use std::io::{self, Read};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::state::{
+    ApplicationTunnel, Authorization, Cidr, DEFAULT_CAPACITY, DEFAULT_CLUSTER_ID, DEFAULT_HBONE_MTLS_PORT,
+    DEFAULT_SERVICE_ACCOUNT, DEFAULT_TRUST_DOMAIN, Destination, GatewayAddress, HealthStatus, IpFamily,
+    LoadBalancer, LoadBalancerHealthPolicy, LoadBalancerMode, LoadBalancerScope, Locality, Match,
+    NamespacedHostname, NetworkAddress, NetworkMode, PolicyAction, PolicyScope, PortMap, Protocol, Service,
+    ServiceAccountMatch, Snapshot, SnapshotBuilder, SnapshotError, StringMatch, TunnelProtocol, Workload,
+    excerpt,
+};
+
+/// Files larger than this are refused before parsing (a local config is kilobytes).
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
+
+/// Why a local config cannot be used. Messages name the object and field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalConfigError {
+    /// The IO error is part of the message (not a `source`) because the control loop logs the
+    /// error's `Display` alone.
+    #[error("cannot read {}: {error}", path.display())]
+    Read { path: PathBuf, error: io::Error },
+    #[error("{} is {size} bytes, more than the {limit}-byte limit", path.display())]
+    TooLarge { path: PathBuf, size: u64, limit: u64 },
+    /// Not YAML, or not the local config's shape (unknown field, wrong type, bad enum value…).
+    /// `message` includes serde_yaml's path (`workloads[0].services`) and position.
+    #[error("invalid local config: {message}")]
+    Yaml { message: String, line: Option<usize>, column: Option<usize> },
+    /// A value that does not parse (an IP, a VIP, a CIDR, a `namespace/hostname` key…).
+    #[error("{subject}: {field} {reason}")]
+    Invalid { subject: String, field: &'static str, reason: String },
+    /// The objects parse but break a snapshot rule (duplicates, bad names, missing IPs…).
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+}
+
+/// Parses and validates a local config document. Empty input (or only comments, or `null`)
+/// is the empty snapshot.
+pub fn parse(yaml: &str) -> Result<Snapshot, LocalConfigError> {
+    parse_bytes(yaml.as_bytes())
+}
+
+/// Reads and parses the file at `path`.
+pub fn load(path: &Path) -> Result<Snapshot, LocalConfigError> {
+    parse_bytes(&read_limited(path)?)
+}
+
+/// Watches one local config file for the control thread. Each `reload_if_changed` reads the
+/// whole file (cheap at config sizes, and it sees configmap symlink swaps that mtime-based
+/// checks miss) and compares a digest with what the previous call saw.
+#[derive(Debug)]
+pub struct LocalSource {
+    path: PathBuf,
+    /// What the previous call saw, valid or not: the same broken content (or the same read
+    /// failure) is reported once, not on every poll.
+    last: Option<Seen>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    Content { len: usize, digest: u64 },
+    Unreadable(io::ErrorKind),
+    TooLarge(u64),
+}
+
+impl LocalSource {
+    pub fn new(path: impl Into<PathBuf>) -> LocalSource {
+        LocalSource { path: path.into(), last: None }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `Ok(Some)` when the content differs from the previous call's and is valid (always, on
+    /// the first call with a valid file); `Ok(None)` when nothing changed since the previous
+    /// call, even if that content was broken; `Err` once per new broken content or new read
+    /// failure. The caller keeps its last good snapshot on `Err` and `Ok(None)`.
+    pub fn reload_if_changed(&mut self) -> Result<Option<Snapshot>, LocalConfigError> {
+        let read = read_limited(&self.path);
+        let seen = match &read {
+            Ok(bytes) => Seen::Content { len: bytes.len(), digest: digest(bytes) },
+            Err(LocalConfigError::TooLarge { size, .. }) => Seen::TooLarge(*size),
+            Err(LocalConfigError::Read { error, .. }) => Seen::Unreadable(error.kind()),
+            // read_limited returns no other variant; treat anything else as new each time.
+            Err(_) => Seen::Unreadable(io::ErrorKind::Other),
+        };
+        if self.last == Some(seen) {
+            return Ok(None);
+        }
+        self.last = Some(seen);
+        parse_bytes(&read?).map(Some)
+    }
+}
+
+// SipHash with fixed keys: deterministic within the process, which is all a change check needs.
+fn digest(bytes: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    h.write(bytes);
+    h.finish()
+}
+
+fn read_limited(path: &Path) -> Result<Vec<u8>, LocalConfigError> {
+    let read_err = |error| LocalConfigError::Read { path: path.to_owned(), error };
+    let file = File::open(path).map_err(read_err)?;
+    let size = file.metadata().map_err(read_err)?.len();
+    if size > MAX_FILE_BYTES {
+        return Err(LocalConfigError::TooLarge { path: path.to_owned(), size, limit: MAX_FILE_BYTES });
+    }
+    let mut bytes = Vec::new();
+    // `take` also bounds a file that grows (or a special file) between metadata and read.
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(read_err)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        let size = bytes.len() as u64;
+        return Err(LocalConfigError::TooLarge { path: path.to_owned(), size, limit: MAX_FILE_BYTES });
+    }
+    Ok(bytes)
+}
+
+fn parse_bytes(bytes: &[u8]) -> Result<Snapshot, LocalConfigError> {
+    let raw: Option<RawConfig> = {
+        // A legitimate document cannot hold more list items, map entries and string bytes
+        // than a few per input byte; only aliases can, and they are what the budget stops.
+        let _budget = budget::enter(4 * bytes.len() as u64 + 4096);
+        serde_yaml::from_slice(bytes).map_err(yaml_error)?
+    };
+    convert(raw.unwrap_or_default())
+}
+
+fn yaml_error(e: serde_yaml::Error) -> LocalConfigError {
+    const MAX: usize = 400;
+    let (line, column) = e.location().map_or((None, None), |l| (Some(l.line()), Some(l.column())));
+    let mut message = e.to_string();
+    // serde_yaml quotes offending values in full; keep the start and the position.
+    if message.len() > MAX {
+        let mut cut = MAX;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push_str("… (cut)");
+        if let (Some(l), Some(c)) = (line, column) {
+            message.push_str(&format!(" at line {l} column {c}"));
+        }
+    }
+    LocalConfigError::Yaml { message, line, column }
+}
+
+// ---- conversion: raw YAML shapes → state types ----
+
+fn convert(raw: RawConfig) -> Result<Snapshot, LocalConfigError> {
+    let mut b = SnapshotBuilder::new();
+    for (i, w) in raw.workloads.0.into_iter().enumerate() {
+        let (w, memberships) = workload(i, w)?;
+        b.add_workload(w, memberships);
+    }
+    for s in raw.services.0 {
+        b.add_service(service(s)?);
+    }
+    for p in raw.policies.0 {
+        b.add_policy(policy(p)?);
+    }
+    Ok(b.build()?)
+}
+
+fn invalid(subject: &str, field: &'static str, reason: String) -> LocalConfigError {
+    LocalConfigError::Invalid { subject: subject.to_owned(), field, reason }
+}
+
+fn or_default(t: Text, default: &str) -> std::sync::Arc<str> {
+    if t.0.is_empty() { default.into() } else { t.0.into() }
+}
+
+type Memberships = Vec<(NamespacedHostname, PortMap)>;
+
+fn workload(index: usize, w: RawWorkload) -> Result<(Workload, Memberships), LocalConfigError> {
+    let subject = &if w.uid.0.is_empty() {
+        format!("workload #{index} (name {})", excerpt(&w.name.0))
+    } else {
+        format!("workload {}", excerpt(&w.uid.0))
+    };
+    let mut ips = Vec::with_capacity(w.workload_ips.0.len());
+    for ip in &w.workload_ips.0 {
+        match ip.0.parse::<IpAddr>() {
+            Ok(ip) => ips.push(ip.to_canonical()),
+            Err(_) => return Err(invalid(subject, "workloadIps", format!("{} is not an IP address", excerpt(&ip.0)))),
+        }
+    }
+    let mut memberships = Vec::with_capacity(w.services.0.len());
+    for (key, ports) in w.services.0 {
+        let Some(name) = NamespacedHostname::parse(&key.0) else {
+            let why = format!("key {} is not \"namespace/hostname\"", excerpt(&key.0));
+            return Err(invalid(subject, "services", why));
+        };
+        if memberships.iter().any(|(k, _)| *k == name) {
+            return Err(invalid(subject, "services", format!("lists {} twice", excerpt(&key.0))));
+        }
+        let ports = port_map(subject, "services", ports)?;
+        memberships.push((name, ports));
+    }
+    let locality = w.locality.unwrap_or_default();
+    let workload = Workload {
+        uid: w.uid.0.into(),
+        name: w.name.0.into(),
+        namespace: w.namespace.0.into(),
+        service_account: or_default(w.service_account, DEFAULT_SERVICE_ACCOUNT),
+        trust_domain: or_default(w.trust_domain, DEFAULT_TRUST_DOMAIN),
+        workload_name: w.workload_name.0.into(),
+        workload_type: w.workload_type.0.into(),
+        canonical_name: w.canonical_name.0.into(),
+        canonical_revision: w.canonical_revision.0.into(),
+        cluster_id: or_default(w.cluster_id, DEFAULT_CLUSTER_ID),
+        workload_ips: ips,
+        protocol: w.protocol,
+        network_mode: w.network_mode,
+        network: w.network.0.into(),
+        node: w.node.0.into(),
+        hostname: w.hostname.0.into(),
+        waypoint: w.waypoint.map(|g| gateway(subject, "waypoint", g)).transpose()?,
+        network_gateway: w.network_gateway.map(|g| gateway(subject, "networkGateway", g)).transpose()?,
+        native_tunnel: w.native_tunnel,
+        application_tunnel: w
+            .application_tunnel
+            .map(|t| ApplicationTunnel { protocol: t.protocol, port: t.port }),
+        status: w.status,
+        authorization_policies: w.authorization_policies.0.into_iter().map(|t| t.0.into()).collect(),
+        locality: Locality {
+            region: locality.region.0.into(),
+            zone: locality.zone.0.into(),
+            subzone: locality.subzone.0.into(),
+        },
+        capacity: w.capacity.unwrap_or(DEFAULT_CAPACITY),
+        services: Vec::new(), // rebuilt from the memberships by the builder
+    };
+    Ok((workload, memberships))
+}
+
+fn port_map(subject: &str, field: &'static str, entries: Entries<u16, u16>) -> Result<PortMap, LocalConfigError> {
+    let mut map = PortMap::new();
+    for (port, target) in entries.0 {
+        if map.insert(port, target).is_some() {
+            return Err(invalid(subject, field, format!("maps service port {port} twice")));
+        }
+    }
+    Ok(map)
+}
+
+fn gateway(subject: &str, field: &'static str, g: RawGateway) -> Result<GatewayAddress, LocalConfigError> {
+    let Some(destination) = Destination::parse(&g.destination.0) else {
+        let why = format!(
+            "destination {} is neither \"network/IP\" nor \"namespace/hostname\"",
+            excerpt(&g.destination.0)
+        );
+        return Err(invalid(subject, field, why));
+    };
+    Ok(GatewayAddress { destination, hbone_mtls_port: g.hbone_mtls_port })
+}
+
+fn service(s: RawService) -> Result<Service, LocalConfigError> {
+    let subject = &format!("service {}", excerpt(&format!("{}/{}", s.namespace.0, s.hostname.0)));
+    let mut vips = Vec::with_capacity(s.vips.0.len());
+    for vip in &s.vips.0 {
+        let Some(addr) = NetworkAddress::parse(&vip.0) else {
+            let why = format!(
+                "{} is not \"network/IP\" (the default network is empty: \"/10.96.0.1\")",
+                excerpt(&vip.0)
+            );
+            return Err(invalid(subject, "vips", why));
+        };
+        vips.push(addr);
+    }
+    Ok(Service {
+        name: s.name.0.into(),
+        namespace: s.namespace.0.into(),
+        hostname: s.hostname.0.into(),
+        vips,
+        ports: port_map(subject, "ports", s.ports)?,
+        subject_alt_names: s.subject_alt_names.0.into_iter().map(|t| t.0.into()).collect(),
+        waypoint: s.waypoint.map(|g| gateway(subject, "waypoint", g)).transpose()?,
+        load_balancer: s.load_balancer.map(|lb| LoadBalancer {
+            routing_preferences: lb.routing_preferences.0,
+            mode: lb.mode,
+            health_policy: lb.health_policy,
+        }),
+        ip_families: s.ip_families,
+        canonical: s.canonical,
+        endpoints: Vec::new(), // derived from the workloads by the builder
+    })
+}
+
+fn policy(p: RawPolicy) -> Result<Authorization, LocalConfigError> {
+    let subject = &format!("policy {}", excerpt(&format!("{}/{}", p.namespace.0, p.name.0)));
+    let mut rules = Vec::with_capacity(p.rules.0.len());
+    for rule in p.rules.0 {
+        let mut clauses = Vec::with_capacity(rule.0.len());
+        for clause in rule.0 {
+            let matches = clause.0.into_iter().map(|m| match_group(subject, m)).collect::<Result<_, _>>()?;
+            clauses.push(matches);
+        }
+        rules.push(clauses);
+    }
+    Ok(Authorization {
+        name: p.name.0.into(),
+        namespace: p.namespace.0.into(),
+        scope: p.scope,
+        action: p.action,
+        dry_run: p.dry_run,
+        rules,
+    })
+}
+
+fn match_group(subject: &str, m: RawMatch) -> Result<Match, LocalConfigError> {
+    let cidrs = |field: &'static str, list: List<Text>| -> Result<Vec<Cidr>, LocalConfigError> {
+        list.0
+            .iter()
+            .map(|t| Cidr::parse(&t.0).map_err(|e| invalid(subject, field, format!("{} is invalid: {e}", excerpt(&t.0)))))
+            .collect()
+    };
+    let strings = |list: List<RawStringMatch>| list.0.into_iter().map(|s| s.0).collect();
+    let accounts = |list: List<RawServiceAccountMatch>| {
+        list.0
+            .into_iter()
+            .map(|a| ServiceAccountMatch { namespace: a.namespace.0.into(), service_account: a.service_account.0.into() })
+            .collect()
+    };
+    Ok(Match {
+        namespaces: strings(m.namespaces),
+        not_namespaces: strings(m.not_namespaces),
+        service_accounts: accounts(m.service_accounts),
+        not_service_accounts: accounts(m.not_service_accounts),
+        principals: strings(m.principals),
+        not_principals: strings(m.not_principals),
+        source_ips: cidrs("sourceIps", m.source_ips)?,
+        not_source_ips: cidrs("notSourceIps", m.not_source_ips)?,
+        destination_ips: cidrs("destinationIps", m.destination_ips)?,
+        not_destination_ips: cidrs("notDestinationIps", m.not_destination_ips)?,
+        destination_ports: m.destination_ports.0,
+        not_destination_ports: m.not_destination_ports.0,
+    })
+}
+
+// ---- raw YAML shapes: ztunnel's spellings, nothing validated beyond types ----
+
+#[derive(Default, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+struct RawConfig {
+    workloads: List<RawWorkload>,
+    services: List<RawService>,
+    policies: List<RawPolicy>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+struct RawWorkload {
+    uid: Text,
+    name: Text,
+    namespace: Text,
+    service_account: Text,
+    trust_domain: Text,
+    workload_name: Text,
+    workload_type: Text,
+    canonical_name: Text,
+    canonical_revision: Text,
+    cluster_id: Text,
+    workload_ips: List<Text>,
+    protocol: Protocol,
+    network_mode: NetworkMode,
+    network: Text,
+    node: Text,
+    hostname: Text,
+    waypoint: Option<RawGateway>,
+    network_gateway: Option<RawGateway>,
+    native_tunnel: bool,
+    application_tunnel: Option<RawApplicationTunnel>,
+    status: HealthStatus,
+    authorization_policies: List<Text>,
+    locality: Option<RawLocality>,
+    capacity: Option<u32>,
+    /// `"namespace/hostname": {servicePort: targetPort}`.
+    services: Entries<Text, Entries<u16, u16>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawGateway {
+    destination: Text,
+    #[serde(default = "default_hbone_port")]
+    hbone_mtls_port: u16,
+}
+
+fn default_hbone_port() -> u16 {
+    DEFAULT_HBONE_MTLS_PORT
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawApplicationTunnel {
+    protocol: TunnelProtocol,
+    #[serde(default)]
+    port: Option<u16>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawLocality {
+    region: Text,
+    zone: Text,
+    subzone: Text,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+struct RawService {
+    name: Text,
+    namespace: Text,
+    hostname: Text,
+    vips: List<Text>,
+    ports: Entries<u16, u16>,
+    subject_alt_names: List<Text>,
+    waypoint: Option<RawGateway>,
+    load_balancer: Option<RawLoadBalancer>,
+    ip_families: Option<IpFamily>,
+    canonical: bool,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+struct RawLoadBalancer {
+    routing_preferences: List<LoadBalancerScope>,
+    mode: LoadBalancerMode,
+    health_policy: LoadBalancerHealthPolicy,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(default)]
+    name: Text,
+    #[serde(default)]
+    namespace: Text,
+    scope: PolicyScope,
+    action: PolicyAction,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    rules: List<List<List<RawMatch>>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+struct RawMatch {
+    namespaces: List<RawStringMatch>,
+    not_namespaces: List<RawStringMatch>,
+    service_accounts: List<RawServiceAccountMatch>,
+    not_service_accounts: List<RawServiceAccountMatch>,
+    principals: List<RawStringMatch>,
+    not_principals: List<RawStringMatch>,
+    source_ips: List<Text>,
+    not_source_ips: List<Text>,
+    destination_ips: List<Text>,
+    not_destination_ips: List<Text>,
+    destination_ports: List<u16>,
+    not_destination_ports: List<u16>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawServiceAccountMatch {
+    namespace: Text,
+    service_account: Text,
+}
+
+/// A `StringMatch` written as a one-key map (`Exact: x`). serde_yaml 0.9 reads externally
+/// tagged enums only from YAML tags (`!Exact x`), so the map form is read by hand.
+struct RawStringMatch(StringMatch);
+
+use budget::{Entries, List, Text};
+
+/// Deserialization wrappers that charge a per-parse budget for every list item, map entry and
+/// string byte, so YAML aliases (which serde_yaml expands by re-reading the anchored node)
+/// cannot turn a small file into unbounded memory. The budget is thread-local because serde
+/// offers no way to pass context through derived impls; `enter` scopes it to one parse.
+mod budget {
+    use std::cell::Cell;
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+    use super::RawStringMatch;
+    use crate::state::StringMatch;
+
+    thread_local! {
+        /// Units left in the current parse; `None` outside `enter` (no limit).
+        static LEFT: Cell<Option<u64>> = const { Cell::new(None) };
+    }
+
+    /// Restores the previous budget when dropped (parses do not nest, but a panic unwinding
+    /// through a parse must not leave a budget behind).
+    pub struct Scope(Option<u64>);
+
+    pub fn enter(units: u64) -> Scope {
+        Scope(LEFT.with(|l| l.replace(Some(units))))
+    }
+
+    impl Drop for Scope {
+        fn drop(&mut self) {
+            LEFT.with(|l| l.set(self.0));
+        }
+    }
+
+    fn charge<E: de::Error>(units: u64) -> Result<(), E> {
+        LEFT.with(|l| match l.get() {
+            None => Ok(()),
+            Some(left) if left >= units => {
+                l.set(Some(left - units));
+                Ok(())
+            }
+            Some(_) => Err(E::custom(
+                "the document expands to far more data than its size (YAML aliases?); refusing it",
+            )),
+        })
+    }
+
+    /// A string scalar (YAML numbers and booleans read as their text, as serde_yaml does).
+    #[derive(Debug, Default)]
+    pub struct Text(pub String);
+
+    impl<'de> Deserialize<'de> for Text {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Text, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = Text;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a string")
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
+                    charge(1 + v.len() as u64)?;
+                    Ok(Text(v.to_owned()))
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
+
+    /// A YAML sequence.
+    #[derive(Debug)]
+    pub struct List<T>(pub Vec<T>);
+
+    impl<T> Default for List<T> {
+        fn default() -> Self {
+            List(Vec::new())
+        }
+    }
+
+    impl<'de, T: Deserialize<'de>> Deserialize<'de> for List<T> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<List<T>, D::Error> {
+            struct V<T>(PhantomData<T>);
+            impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+                type Value = List<T>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a list")
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<List<T>, A::Error> {
+                    let mut out = Vec::new();
+                    while let Some(x) = seq.next_element()? {
+                        charge(1)?;
+                        out.push(x);
+                    }
+                    Ok(List(out))
+                }
+            }
+            d.deserialize_seq(V(PhantomData))
+        }
+    }
+
+    /// A YAML mapping, in document order, duplicates kept (so callers can reject them;
+    /// a `HashMap` would silently keep the last).
+    #[derive(Debug)]
+    pub struct Entries<K, V>(pub Vec<(K, V)>);
+
+    impl<K, V> Default for Entries<K, V> {
+        fn default() -> Self {
+            Entries(Vec::new())
+        }
+    }
+
+    impl<'de, K: Deserialize<'de>, V: Deserialize<'de>> Deserialize<'de> for Entries<K, V> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Entries<K, V>, D::Error> {
+            struct Vis<K, V>(PhantomData<(K, V)>);
+            impl<'de, K: Deserialize<'de>, V: Deserialize<'de>> Visitor<'de> for Vis<K, V> {
+                type Value = Entries<K, V>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a map")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries<K, V>, A::Error> {
+                    let mut out = Vec::new();
+                    while let Some(entry) = map.next_entry()? {
+                        charge(1)?;
+                        out.push(entry);
+                    }
+                    Ok(Entries(out))
+                }
+            }
+            d.deserialize_map(Vis(PhantomData))
+        }
+    }
+
+    const VARIANTS: &[&str] = &["Exact", "Prefix", "Suffix", "Presence"];
+
+    impl<'de> Deserialize<'de> for RawStringMatch {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RawStringMatch, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = RawStringMatch;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a one-key map: Exact, Prefix, Suffix or Presence")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawStringMatch, A::Error> {
+                    let Some(key) = map.next_key::<Text>()? else {
+                        return Err(de::Error::custom("empty string match: expected one of Exact, Prefix, Suffix, Presence"));
+                    };
+                    let m = match key.0.as_str() {
+                        "Exact" => StringMatch::Exact(map.next_value::<Text>()?.0.into()),
+                        "Prefix" => StringMatch::Prefix(map.next_value::<Text>()?.0.into()),
+                        "Suffix" => StringMatch::Suffix(map.next_value::<Text>()?.0.into()),
+                        "Presence" => {
+                            map.next_value::<Presence>()?;
+                            StringMatch::Presence
+                        }
+                        other => return Err(de::Error::unknown_variant(other, VARIANTS)),
+                    };
+                    if map.next_key::<IgnoredAny>()?.is_some() {
+                        return Err(de::Error::custom(
+                            "a string match has exactly one of Exact, Prefix, Suffix, Presence",
+                        ));
+                    }
+                    Ok(RawStringMatch(m))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+
+    /// `Presence` carries no value: ztunnel writes `Presence: []`; `~` and `{}` mean the same.
+    struct Presence;
+
+    impl<'de> Deserialize<'de> for Presence {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Presence, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Presence;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("no value for Presence ([], {} or ~)")
+                }
+                fn visit_unit<E: de::Error>(self) -> Result<Presence, E> {
+                    Ok(Presence)
+                }
+                fn visit_none<E: de::Error>(self) -> Result<Presence, E> {
+                    Ok(Presence)
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Presence, A::Error> {
+                    match seq.next_element::<IgnoredAny>()? {
+                        None => Ok(Presence),
+                        Some(_) => Err(de::Error::invalid_length(1, &self)),
+                    }
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Presence, A::Error> {
+                    match map.next_key::<IgnoredAny>()? {
+                        None => Ok(Presence),
+                        Some(_) => Err(de::Error::invalid_length(1, &self)),
+                    }
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
