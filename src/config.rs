@@ -130,10 +130,10 @@ impl Config {
         };
         let node_name = var("NODE_NAME").unwrap_or_else(hostname);
         let local_xds_path = var("LOCAL_XDS_PATH").map(PathBuf::from);
-        if let Some(p) = &local_xds_path {
-            if !p.is_file() {
-                return Err(err("LOCAL_XDS_PATH", &p.display().to_string(), "no such file"));
-            }
+        if let Some(p) = &local_xds_path
+            && !p.is_file()
+        {
+            return Err(err("LOCAL_XDS_PATH", &p.display().to_string(), "no such file"));
         }
         let trust_domain = var("TRUST_DOMAIN").unwrap_or_else(|| "cluster.local".into());
         if !trust_domain

@@ -158,10 +158,10 @@ pub fn start(shared: Arc<Shared>, driver: Driver) -> Result<Vec<std::thread::Joi
         let h = std::thread::Builder::new()
             .name(format!("zring-core-{id}"))
             .spawn(move || {
-                if let Some(cpu) = pin {
-                    if let Err(e) = monoio::utils::bind_to_cpu_set([cpu]) {
-                        warn!(core = id, cpu, "cannot pin core thread: {e:?}");
-                    }
+                if let Some(cpu) = pin
+                    && let Err(e) = monoio::utils::bind_to_cpu_set([cpu])
+                {
+                    warn!(core = id, cpu, "cannot pin core thread: {e:?}");
                 }
                 run_core(id, driver, shared, ready);
             })

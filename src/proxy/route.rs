@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::config::OWN_PORTS;
-use crate::state::{Destination, GatewayAddress, HealthStatus, Protocol, Service, Snapshot, Workload};
+use crate::state::{Destination, Endpoint, GatewayAddress, Protocol, Service, Snapshot, Workload};
 
 /// Port of the HBONE listener on every node.
 pub const HBONE_PORT: u16 = 15008;
@@ -86,22 +86,22 @@ pub fn outbound(snapshot: &Snapshot, node: &str, src: IpAddr, dst: SocketAddr, r
 
     if let Some(service) = snapshot.service_by_vip(dst.ip()) {
         let service = service.clone();
-        if let Some(wp) = &service.waypoint {
-            if let Some(action) = via_waypoint(snapshot, wp, &source, dst, random)? {
-                return Ok(Route { source, dst_workload: None, dst_service: Some(service), action });
-            }
+        if let Some(wp) = &service.waypoint
+            && let Some(action) = via_waypoint(snapshot, wp, &source, dst, random)?
+        {
+            return Ok(Route { source, dst_workload: None, dst_service: Some(service), action });
         }
-        let (endpoint, port) = pick_endpoint(snapshot, &service, dst.port(), random)?;
+        let (endpoint, port) = pick_endpoint(&service, dst.port(), random)?;
         let action = to_workload(node, &endpoint, port);
         return Ok(Route { source, dst_workload: Some(endpoint), dst_service: Some(service), action });
     }
 
     if let Some(workload) = snapshot.workload_by_ip(dst.ip()) {
         let workload = workload.clone();
-        if let Some(wp) = &workload.waypoint {
-            if let Some(action) = via_waypoint(snapshot, wp, &source, dst, random)? {
-                return Ok(Route { source, dst_workload: Some(workload), dst_service: None, action });
-            }
+        if let Some(wp) = &workload.waypoint
+            && let Some(action) = via_waypoint(snapshot, wp, &source, dst, random)?
+        {
+            return Ok(Route { source, dst_workload: Some(workload), dst_service: None, action });
         }
         let action = to_workload(node, &workload, dst.port());
         return Ok(Route { source, dst_workload: Some(workload), dst_service: None, action });
@@ -141,15 +141,15 @@ fn via_waypoint(
     let peer = match &wp.destination {
         Destination::Address(addr) => {
             if let Some(svc) = snapshot.service_by_vip(addr.address) {
-                pick_endpoint(snapshot, svc, wp.hbone_mtls_port, random).map(|(w, _)| w).ok()
+                pick(svc, random).map(|e| e.workload.clone())
             } else {
                 snapshot.workload_by_ip(addr.address).cloned()
             }
         }
         Destination::Hostname(h) => snapshot
             .service_by_host(&h.namespace, &h.hostname)
-            .and_then(|svc| pick_endpoint(snapshot, svc, wp.hbone_mtls_port, random).ok())
-            .map(|(w, _)| w),
+            .and_then(|svc| pick(svc, random))
+            .map(|e| e.workload.clone()),
     };
     let Some(peer) = peer else {
         return Err(Denied::UnresolvedWaypoint(wp.to_string()));
@@ -161,33 +161,32 @@ fn via_waypoint(
     Ok(Some(Action::Hbone { via, authority, kind: TunnelKind::ToServerWaypoint, peer }))
 }
 
-/// Picks a healthy endpoint of `service` for `port`, weighted by capacity, and the target port
-/// on it (the endpoint's own mapping first, then the service's).
-fn pick_endpoint(snapshot: &Snapshot, service: &Service, port: u16, random: u64) -> Result<(Arc<Workload>, u16), Denied> {
-    let Some(&svc_target) = service.ports.get(&port) else {
+/// Picks an endpoint of `service` for `port`, and the port to dial on it.
+fn pick_endpoint(service: &Service, port: u16, random: u64) -> Result<(Arc<Workload>, u16), Denied> {
+    if service.target_port(port).is_none() {
         return Err(Denied::NoServicePort { service: service.hostname.clone(), port });
+    }
+    let e = pick(service, random).ok_or_else(|| Denied::NoHealthyEndpoint(service.hostname.clone()))?;
+    Ok((e.workload.clone(), e.target_port(service, port)))
+}
+
+/// An endpoint the service admits (healthy, or any under the `AllowAll` health policy),
+/// weighted by capacity.
+fn pick(service: &Service, random: u64) -> Option<&Endpoint> {
+    let eligible = || {
+        service.endpoints.iter().filter(|e| service.admits(e.workload.status) && !e.workload.workload_ips.is_empty())
     };
-    let healthy = || {
-        snapshot
-            .service_endpoints(service)
-            .filter(|(w, _)| w.status == HealthStatus::Healthy && !w.workload_ips.is_empty())
-    };
-    let total: u64 = healthy().map(|(w, _)| u64::from(w.capacity.max(1))).sum();
+    let weight = |e: &Endpoint| u64::from(e.workload.capacity.max(1));
+    let total: u64 = eligible().map(weight).sum();
     if total == 0 {
-        return Err(Denied::NoHealthyEndpoint(service.hostname.clone()));
+        return None;
     }
     let mut ticket = random % total;
-    for (w, ports) in healthy() {
-        let weight = u64::from(w.capacity.max(1));
-        if ticket < weight {
-            let target = ports.get(&port).copied().filter(|p| *p != 0).unwrap_or(svc_target);
-            let target = if target == 0 { port } else { target };
-            return Ok((w.clone(), target));
-        }
-        ticket -= weight;
-    }
-    // Unreachable while the snapshot is immutable (both passes see the same endpoints).
-    Err(Denied::NoHealthyEndpoint(service.hostname.clone()))
+    eligible().find(|e| {
+        let hit = ticket < weight(e);
+        ticket = ticket.saturating_sub(weight(e));
+        hit
+    })
 }
 
 impl fmt::Display for TunnelKind {
@@ -198,3 +197,6 @@ impl fmt::Display for TunnelKind {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;
