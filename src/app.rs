@@ -6,6 +6,7 @@
 //! snapshot through arc-swap. A broken edit is logged and the last good snapshot stays.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
@@ -13,6 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::core::{self, Shared};
+use crate::identity::{CertManager, DevCa};
 use crate::state::Snapshot;
 use crate::xds::local::{self, LocalSource};
 
@@ -33,11 +35,18 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     };
     log_snapshot(&first);
 
+    let ca = DevCa::load_or_create(&config.dev_ca_dir)
+        .with_context(|| format!("development CA in ZRING_DEV_CA_DIR={}", config.dev_ca_dir.display()))?;
+    info!(dir = %config.dev_ca_dir.display(), "using the built-in development CA");
+    let certs = CertManager::new(ca);
+    let store = ArcSwap::from_pointee(certs.empty_store()?);
+    certs.sync(&store, &first, &config.node_name, SystemTime::now())?;
+
     let (driver, fallback) = core::resolve_driver(config.driver, config.uring_entries)?;
     if let Some(why) = fallback {
         warn!("io_uring unavailable, falling back to epoll: {why}");
     }
-    let shared = Arc::new(Shared { config: config.clone(), snapshot: ArcSwap::from_pointee(first) });
+    let shared = Arc::new(Shared { config: config.clone(), snapshot: ArcSwap::from_pointee(first), certs: store });
     let cores = core::start(shared.clone(), driver)?;
     info!(
         cores = cores.len(),
@@ -46,11 +55,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         "zring ready"
     );
 
-    match source {
-        Some(mut src) => loop {
-            // The control thread has nothing else to do yet; a poll keeps file watching
-            // dependency-free and works on every filesystem (configmaps swap symlinks).
-            std::thread::sleep(config.local_xds_poll);
+    // The control loop: configuration edits and certificate renewals. It has nothing else to
+    // do yet; a poll keeps file watching dependency-free and works on every filesystem
+    // (configmaps swap symlinks). Cores run until the process exits.
+    loop {
+        std::thread::sleep(config.local_xds_poll);
+        if let Some(src) = source.as_mut() {
             match src.reload_if_changed() {
                 Ok(None) => {}
                 Ok(Some(snapshot)) => {
@@ -59,12 +69,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 }
                 Err(e) => error!("rejected {}: {e:#}; keeping the last good snapshot", src.path().display()),
             }
-        },
-        None => {
-            for c in cores {
-                let _ = c.join();
-            }
-            Ok(())
+        }
+        let snapshot = shared.snapshot.load();
+        if let Err(e) = certs.sync(&shared.certs, &snapshot, &config.node_name, SystemTime::now()) {
+            error!("certificate renewal failed, still serving the current certificates: {e}");
         }
     }
 }

@@ -49,6 +49,10 @@ pub struct Config {
     pub listen_backlog: i32,
     pub outbound_addr: SocketAddr,
     pub inbound_plaintext_addr: SocketAddr,
+    pub inbound_addr: SocketAddr,
+    /// Where the built-in development CA keeps its root; zring processes sharing the
+    /// directory share the root, so they trust each other.
+    pub dev_ca_dir: PathBuf,
 }
 
 /// One documented environment variable, for `--help` and the README.
@@ -75,6 +79,8 @@ pub const VARS: &[Var] = &[
     Var { name: "ZRING_CONNECT_TIMEOUT_MS", default: "10000", help: "upstream connect timeout" },
     Var { name: "ZRING_LOCAL_XDS_POLL_MS", default: "1000", help: "how often LOCAL_XDS_PATH is checked for edits" },
     Var { name: "ZRING_LISTEN_BACKLOG", default: "1024", help: "listen(2) backlog per core and port" },
+    Var { name: "CA_ADDRESS", default: "(none)", help: "Istio CA address; unset: the built-in development CA (the Istio CA client is not built yet)" },
+    Var { name: "ZRING_DEV_CA_DIR", default: "$TMPDIR/zring-dev-ca", help: "root of the built-in development CA (created if missing)" },
     Var { name: "RUST_LOG", default: "info", help: "log filter (tracing EnvFilter syntax)" },
 ];
 
@@ -135,6 +141,9 @@ impl Config {
         {
             return Err(err("LOCAL_XDS_PATH", &p.display().to_string(), "no such file"));
         }
+        if let Some(ca) = var("CA_ADDRESS") {
+            return Err(err("CA_ADDRESS", &ca, "the Istio CA client is not built yet; unset it to use the development CA"));
+        }
         let trust_domain = var("TRUST_DOMAIN").unwrap_or_else(|| "cluster.local".into());
         if !trust_domain
             .bytes()
@@ -167,6 +176,10 @@ impl Config {
             },
             outbound_addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 15001)),
             inbound_plaintext_addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 15006)),
+            inbound_addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 15008)),
+            dev_ca_dir: var("ZRING_DEV_CA_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| std::env::temp_dir().join("zring-dev-ca")),
         })
     }
 }

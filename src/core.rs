@@ -20,6 +20,7 @@ use monoio::net::TcpListener;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, DriverChoice};
+use crate::identity::CertStore;
 use crate::state::Snapshot;
 use crate::sys::socket::{self, ListenOpts};
 
@@ -66,6 +67,8 @@ pub struct Shared {
     pub config: Arc<Config>,
     /// The current workload snapshot; cores `load_full()` it once per connection.
     pub snapshot: ArcSwap<Snapshot>,
+    /// Workload certificates for this node's identities, and the trust roots.
+    pub certs: ArcSwap<CertStore>,
 }
 
 /// One core's context. Lives in an `Rc` on its own thread.

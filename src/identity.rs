@@ -21,6 +21,7 @@
 //! - Nothing here panics on malformed certificates or names: every failure is an [`Error`].
 
 mod dev_ca;
+mod manager;
 mod spiffe;
 mod store;
 mod tls;
@@ -34,6 +35,7 @@ use std::sync::{Arc, OnceLock};
 use rustls::crypto::CryptoProvider;
 
 pub use dev_ca::{DevCa, ROOT_CERT_FILE, ROOT_KEY_FILE};
+pub use manager::{CertManager, local_identities};
 pub use spiffe::{Identity, MAX_IDENTITY_LEN};
 pub use store::{CertStore, WorkloadCert};
 pub use tls::{

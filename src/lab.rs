@@ -22,11 +22,16 @@
 //!   pairs are created from inside one lab namespace straight into another
 //!   (`ip -n NS link add eth0 type veth peer name X netns OTHER`), and no namespace gets a link to
 //!   the root namespace;
-//! - every namespace name is `zr<pid>-<lab seq>-<role>` ([`ns`]), unique per process and lab, so
-//!   labs on parallel test threads never collide, and leftovers of dead processes are swept by
-//!   the next [`Lab::new`];
-//! - `Drop` kills the lab's processes, deletes every namespace it made (with them every veth,
-//!   bridge, route, rule and nft table) and removes its temp dir unless `ZRING_LAB_KEEP=1`.
+//! - every namespace name is `zr<pid>-<lab seq>-<role>` (module `ns`), unique per process and
+//!   lab, so labs on parallel test threads never collide, and leftovers of dead processes are
+//!   swept by the next [`Lab::new`];
+//! - `Drop` kills the lab's processes (and anything else still inside its namespaces), deletes
+//!   every namespace it made (with them every veth, bridge, route, rule and nft table) and
+//!   removes its temp dir unless `ZRING_LAB_KEEP=1`. A run killed outright (SIGKILL, or SIGINT
+//!   without a handler that drops the lab) cannot unwind: its namespaces and processes stay
+//!   until the next [`Lab::new`] sweeps them.
+//!
+//! [`traffic`] beside it makes checksummed test traffic over plain `std::net` sockets.
 #![allow(
     clippy::disallowed_methods,
     clippy::disallowed_types,
@@ -70,7 +75,7 @@ pub enum LabError {
         program: &'static str,
         package: &'static str,
     },
-    #[error("`{command}` failed ({status}): {stderr}{}", stdin.as_ref().map(|s| format!("\ninput was:\n{s}")).unwrap_or_default())]
+    #[error("`{command}` failed ({status}): {stderr}{}", input_note(stdin.as_deref()))]
     Command {
         command: String,
         status: String,
@@ -96,6 +101,13 @@ pub enum LabError {
         status: String,
         tail: String,
     },
+}
+
+/// The input a failed command was fed (an nft script), shown after its error.
+fn input_note(stdin: Option<&str>) -> String {
+    stdin
+        .map(|s| format!("\ninput was:\n{s}"))
+        .unwrap_or_default()
 }
 
 /// An IPv4 network, `addr/prefix`, with no host bits set.
@@ -341,47 +353,25 @@ impl Lab {
         underlay_ip: Ipv4Addr,
         pod_cidr: Cidr,
     ) -> Result<&Node, LabError> {
-        self.check_name(name)?;
-        self.check_node_addrs(underlay_ip, pod_cidr)?;
+        check_name(&self.nodes, &self.pods, name)?;
+        check_node_addrs(&self.nodes, underlay_ip, pod_cidr)?;
         let netns = self.make_ns(&format!("n-{name}"))?;
         netns.sysctls(&[("net.ipv4.ip_forward", "1")])?;
-        let uplink = if_name("zu", name);
-        netns.ip(&[
-            "link",
-            "add",
-            "eth0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &uplink,
-            "netns",
-            self.underlay.name(),
-        ])?;
+        let (uplink, underlay) = (if_name("zu", name), self.underlay.name());
+        netns.ip_line(&format!(
+            "link add eth0 type veth peer name {uplink} netns {underlay}"
+        ))?;
         self.underlay
-            .ip(&["link", "set", &uplink, "master", "br0", "up"])?;
-        netns.ip(&[
-            "addr",
-            "add",
-            &format!("{underlay_ip}/{UNDERLAY_PREFIX}"),
-            "dev",
-            "eth0",
-        ])?;
-        netns.ip(&["link", "set", "eth0", "up"])?;
+            .ip_line(&format!("link set {uplink} master br0 up"))?;
+        netns.ip_line(&format!(
+            "addr add {underlay_ip}/{UNDERLAY_PREFIX} dev eth0"
+        ))?;
+        netns.ip_line("link set eth0 up")?;
         netns.sysctls(&[("net.ipv4.conf.eth0.rp_filter", "0")])?;
         for other in &self.nodes {
-            let (theirs, their_ip) = (other.pod_cidr.to_string(), other.underlay_ip.to_string());
-            netns.ip(&["route", "add", &theirs, "via", &their_ip, "dev", "eth0"])?;
-            let ours = pod_cidr.to_string();
-            other.ip(&[
-                "route",
-                "add",
-                &ours,
-                "via",
-                &underlay_ip.to_string(),
-                "dev",
-                "eth0",
-            ])?;
+            let (theirs, their_ip) = (other.pod_cidr, other.underlay_ip);
+            netns.ip_line(&format!("route add {theirs} via {their_ip} dev eth0"))?;
+            other.ip_line(&format!("route add {pod_cidr} via {underlay_ip} dev eth0"))?;
         }
         self.nodes.push(Node {
             name: name.to_owned(),
@@ -395,7 +385,7 @@ impl Lab {
 
     /// Adds a pod with `eth0` = `ip`/32 behind node `node`.
     pub fn add_pod(&mut self, node: &str, name: &str, ip: Ipv4Addr) -> Result<&Pod, LabError> {
-        self.check_name(name)?;
+        check_name(&self.nodes, &self.pods, name)?;
         let host = self
             .get_node(node)
             .ok_or_else(|| LabError::Topology(format!("no node {node:?}")))?;
@@ -419,29 +409,20 @@ impl Lab {
             )));
         }
         let netns = self.make_ns(&format!("p-{name}"))?;
-        let (gw, gw32) = (gateway.to_string(), format!("{gateway}/32"));
-        netns.ip(&[
-            "link",
-            "add",
-            "eth0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &host_if,
-            "netns",
-            host_ns.name(),
-        ])?;
+        let node_ns = host_ns.name();
+        netns.ip_line(&format!(
+            "link add eth0 type veth peer name {host_if} netns {node_ns}"
+        ))?;
         netns.sysctls(&[("net.ipv4.conf.eth0.rp_filter", "0")])?;
         host_ns.sysctls(&[(format!("net.ipv4.conf.{host_if}.rp_filter"), "0")])?;
         // Both ends up before any route: a route through a down link is refused.
-        host_ns.ip(&["link", "set", &host_if, "up"])?;
-        netns.ip(&["link", "set", "eth0", "up"])?;
-        host_ns.ip(&["addr", "add", &gw32, "dev", &host_if])?;
-        host_ns.ip(&["route", "add", &format!("{ip}/32"), "dev", &host_if])?;
-        netns.ip(&["addr", "add", &format!("{ip}/32"), "dev", "eth0"])?;
-        netns.ip(&["route", "add", &gw, "dev", "eth0", "scope", "link"])?;
-        netns.ip(&["route", "add", "default", "via", &gw, "dev", "eth0"])?;
+        host_ns.ip_line(&format!("link set {host_if} up"))?;
+        netns.ip_line("link set eth0 up")?;
+        host_ns.ip_line(&format!("addr add {gateway}/32 dev {host_if}"))?;
+        host_ns.ip_line(&format!("route add {ip}/32 dev {host_if}"))?;
+        netns.ip_line(&format!("addr add {ip}/32 dev eth0"))?;
+        netns.ip_line(&format!("route add {gateway} dev eth0 scope link"))?;
+        netns.ip_line(&format!("route add default via {gateway} dev eth0"))?;
         self.pods.push(Pod {
             name: name.to_owned(),
             netns,
@@ -559,59 +540,6 @@ impl Lab {
             )))
         }
     }
-
-    /// Node and pod names share one space: lowercase letters, digits and inner dashes, at most 40.
-    fn check_name(&self, name: &str) -> Result<(), LabError> {
-        let ok_chars = name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if name.is_empty()
-            || name.len() > 40
-            || !ok_chars
-            || name.starts_with('-')
-            || name.ends_with('-')
-        {
-            return Err(LabError::Topology(format!(
-                "name {name:?}: use 1-40 of a-z, 0-9 and inner dashes"
-            )));
-        }
-        if self.get_node(name).is_some() || self.get_pod(name).is_some() {
-            return Err(LabError::Topology(format!("name {name:?} is taken")));
-        }
-        Ok(())
-    }
-
-    fn check_node_addrs(&self, underlay_ip: Ipv4Addr, pod_cidr: Cidr) -> Result<(), LabError> {
-        let net = Cidr::new(
-            Ipv4Addr::from(u32::from(underlay_ip) & (u32::MAX << (32 - UNDERLAY_PREFIX))),
-            UNDERLAY_PREFIX,
-        )?;
-        if underlay_ip == net.addr() || underlay_ip == net.broadcast() {
-            return Err(LabError::Topology(format!(
-                "{underlay_ip} is not a host address of {net}"
-            )));
-        }
-        if pod_cidr.prefix() > 30 || pod_cidr.overlaps(net) {
-            return Err(LabError::Topology(format!(
-                "pod CIDR {pod_cidr} must be /30 or wider and apart from the underlay {net}"
-            )));
-        }
-        for other in &self.nodes {
-            if other.underlay_ip == underlay_ip || !net.contains(other.underlay_ip) {
-                return Err(LabError::Topology(format!(
-                    "underlay IP {underlay_ip} must be new and share {net} with node {}",
-                    other.name
-                )));
-            }
-            if other.pod_cidr.overlaps(pod_cidr) {
-                return Err(LabError::Topology(format!(
-                    "pod CIDR {pod_cidr} overlaps node {}'s {}",
-                    other.name, other.pod_cidr
-                )));
-            }
-        }
-        Ok(())
-    }
 }
 
 impl Drop for Lab {
@@ -638,6 +566,59 @@ impl Drop for Lab {
             eprintln!("zring lab: cannot remove {}: {e}", self.dir.display());
         }
     }
+}
+
+/// Node and pod names share one space: lowercase letters, digits and inner dashes, at most 40.
+fn check_name(nodes: &[Node], pods: &[Pod], name: &str) -> Result<(), LabError> {
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if name.is_empty()
+        || name.len() > 40
+        || !ok_chars
+        || name.starts_with('-')
+        || name.ends_with('-')
+    {
+        return Err(LabError::Topology(format!(
+            "name {name:?}: use 1-40 of a-z, 0-9 and inner dashes"
+        )));
+    }
+    if nodes.iter().any(|n| n.name == name) || pods.iter().any(|p| p.name == name) {
+        return Err(LabError::Topology(format!("name {name:?} is taken")));
+    }
+    Ok(())
+}
+
+fn check_node_addrs(nodes: &[Node], underlay_ip: Ipv4Addr, pod_cidr: Cidr) -> Result<(), LabError> {
+    let net = Cidr::new(
+        Ipv4Addr::from(u32::from(underlay_ip) & (u32::MAX << (32 - UNDERLAY_PREFIX))),
+        UNDERLAY_PREFIX,
+    )?;
+    if underlay_ip == net.addr() || underlay_ip == net.broadcast() {
+        return Err(LabError::Topology(format!(
+            "{underlay_ip} is not a host address of {net}"
+        )));
+    }
+    if pod_cidr.prefix() > 30 || pod_cidr.overlaps(net) {
+        return Err(LabError::Topology(format!(
+            "pod CIDR {pod_cidr} must be /30 or wider and apart from the underlay {net}"
+        )));
+    }
+    for other in nodes {
+        if other.underlay_ip == underlay_ip || !net.contains(other.underlay_ip) {
+            return Err(LabError::Topology(format!(
+                "underlay IP {underlay_ip} must be new and share {net} with node {}",
+                other.name
+            )));
+        }
+        if other.pod_cidr.overlaps(pod_cidr) {
+            return Err(LabError::Topology(format!(
+                "pod CIDR {pod_cidr} overlaps node {}'s {}",
+                other.name, other.pod_cidr
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// An interface name `<prefix>-<name>` if it fits Linux's 15 bytes, else `<prefix>` and a hash
@@ -689,6 +670,67 @@ mod tests {
         ] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }
+    }
+
+    fn node(name: &str, underlay: [u8; 4], cidr: &str) -> Node {
+        Node {
+            name: name.into(),
+            netns: Netns::named("unused"),
+            underlay_ip: underlay.into(),
+            pod_cidr: cidr.parse().unwrap(),
+            redirected: AtomicBool::new(false),
+        }
+    }
+
+    #[test]
+    fn names_are_checked() {
+        let nodes = [node("a", [172, 31, 0, 11], "10.244.1.0/24")];
+        assert!(check_name(&nodes, &[], "appa").is_ok());
+        assert!(check_name(&nodes, &[], "a-1").is_ok());
+        for bad in ["a", "", "-x", "x-", "Appa", "a.b", "a b", &"x".repeat(41)] {
+            assert!(check_name(&nodes, &[], bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn node_addresses_are_checked() {
+        let nodes = [node("a", [172, 31, 0, 11], "10.244.1.0/24")];
+        let ok =
+            |ip: [u8; 4], cidr: &str| check_node_addrs(&nodes, ip.into(), cidr.parse().unwrap());
+        assert!(ok([172, 31, 0, 12], "10.244.2.0/24").is_ok());
+        assert!(
+            ok([172, 31, 0, 11], "10.244.2.0/24").is_err(),
+            "same underlay IP"
+        );
+        assert!(
+            ok([172, 31, 1, 12], "10.244.2.0/24").is_err(),
+            "other underlay /24"
+        );
+        assert!(ok([172, 31, 0, 255], "10.244.2.0/24").is_err(), "broadcast");
+        assert!(
+            ok([172, 31, 0, 12], "10.244.0.0/16").is_err(),
+            "overlapping pod CIDR"
+        );
+        assert!(
+            ok([172, 31, 0, 12], "172.31.0.0/25").is_err(),
+            "pod CIDR in the underlay"
+        );
+        assert!(
+            ok([172, 31, 0, 12], "10.244.2.0/31").is_err(),
+            "no room for pods"
+        );
+    }
+
+    #[test]
+    fn failed_commands_show_their_input() {
+        let err = LabError::Command {
+            command: "nft -f -".into(),
+            status: "exit status: 1".into(),
+            stderr: "Error: syntax error".into(),
+            stdin: Some("table ip zring {".into()),
+        };
+        let text = err.to_string();
+        assert!(text.contains("syntax error") && text.ends_with("input was:\ntable ip zring {"));
     }
 
     #[test]

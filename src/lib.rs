@@ -9,6 +9,7 @@
 pub mod app;
 pub mod config;
 pub mod core;
+pub mod demo;
 pub mod identity;
 pub mod lab;
 pub mod proxy;

@@ -16,6 +16,8 @@ fn usage() -> String {
 
 Usage:
   zring [run]     run the proxy on this node (listens on 15001 and 15006)
+  zring demo      as root: build the seed's two-node cluster in network namespaces, run zring
+                  on each node, send traffic appa → appb, print the access logs, clean up
   zring check     validate the environment and LOCAL_XDS_PATH, then exit
   zring help      show this help (also -h, --help)
   zring version   show the version (also -V, --version)
@@ -44,6 +46,16 @@ fn main() -> ExitCode {
         "version" | "-V" | "--version" => {
             println!("zring {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
+        }
+        "demo" => {
+            init_logging_to_stderr_quietly();
+            return match zring::demo::run() {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("zring demo: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
         }
         "run" | "check" => {}
         other => {
@@ -89,5 +101,13 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_ansi(std::io::stdout().is_terminal())
         .with_target(true)
+        .init();
+}
+
+/// The demo prints its own story on stdout; library warnings (e.g. from the lab) go to stderr.
+fn init_logging_to_stderr_quietly() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .with_writer(std::io::stderr)
         .init();
 }

@@ -31,16 +31,18 @@ mod workload;
 
 pub use builder::{SnapshotBuilder, SnapshotError};
 pub use cidr::{Cidr, CidrError};
-pub use policy::{Authorization, Match, PolicyAction, PolicyScope, ServiceAccountMatch, StringMatch};
+pub use policy::{
+    Authorization, Match, PolicyAction, PolicyScope, ServiceAccountMatch, StringMatch,
+};
 pub use service::{
-    Endpoint, IpFamily, LoadBalancer, LoadBalancerHealthPolicy, LoadBalancerMode, LoadBalancerScope,
-    PortMap, Service,
+    Endpoint, IpFamily, LoadBalancer, LoadBalancerHealthPolicy, LoadBalancerMode,
+    LoadBalancerScope, PortMap, Service,
 };
 pub use snapshot::Snapshot;
 pub use workload::{
     ApplicationTunnel, DEFAULT_CAPACITY, DEFAULT_CLUSTER_ID, DEFAULT_HBONE_MTLS_PORT,
-    DEFAULT_SERVICE_ACCOUNT, DEFAULT_TRUST_DOMAIN, Destination, GatewayAddress, HealthStatus, Locality,
-    NamespacedHostname, NetworkAddress, NetworkMode, Protocol, TunnelProtocol, Workload,
+    DEFAULT_SERVICE_ACCOUNT, DEFAULT_TRUST_DOMAIN, Destination, GatewayAddress, HealthStatus,
+    Locality, NamespacedHostname, NetworkAddress, NetworkMode, Protocol, TunnelProtocol, Workload,
 };
 
 /// A user-supplied value as error messages quote it: Debug-escaped (control characters stay

@@ -306,42 +306,60 @@ fn lab_cleans_up_on_drop_and_on_panic() -> Result<()> {
 
 #[test]
 fn new_lab_sweeps_namespaces_of_dead_processes() -> Result<()> {
-    // A pid above pid_max can never be alive: a stand-in for a test run that was killed, and
-    // left a namespace and a process running inside it.
-    let pid_max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")?
-        .trim()
-        .parse()?;
-    let stale = format!("zr{}-0-stale", pid_max + 1);
+    // Stand-in for a test run that was killed with a lab up: an "owner" process, a namespace
+    // named after it with a process inside, then the owner dies. While the owner lives, no
+    // other lab (parallel tests, other test processes) may sweep the half-built namespace.
+    let owner = Command::new("sleep").arg("600").spawn()?;
+    let stale = format!("zr{}-0-stale", owner.id());
     run("ip", &["netns", "add", &stale])?;
-    let mut squatter = Command::new("ip")
+    let mut left = Leftovers {
+        name: stale.clone(),
+        children: vec![owner],
+    };
+    let squatter = Command::new("ip")
         .args(["netns", "exec", &stale, "sleep", "600"])
         .spawn()?;
+    left.children.push(squatter);
     let deadline = Instant::now() + STEP;
     while run("ip", &["netns", "pids", &stale])?.trim().is_empty() {
         ensure!(Instant::now() < deadline, "sleep never entered {stale}");
         thread::sleep(Duration::from_millis(5));
     }
+    left.children[0].kill()?;
+    left.children[0].wait()?;
 
-    let lab = Lab::new();
-    let listed = netns_list()?;
-    let status = loop {
-        match squatter.try_wait()? {
-            Some(status) => break Some(status),
-            None if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
-            None => break None,
-        }
-    };
-    if listed.contains(&stale) || status.is_none() {
-        let _ = squatter.kill();
-        let _ = squatter.wait();
-        let _ = run("ip", &["netns", "del", &stale]);
-        bail!(
-            "Lab::new left {stale} (listed: {}) or its process (exit: {status:?})",
-            listed.contains(&stale)
+    let _lab = Lab::new()?;
+    ensure!(
+        !netns_list()?.contains(&stale),
+        "Lab::new left the stale namespace {stale}"
+    );
+    let deadline = Instant::now() + STEP;
+    while left.children[1].try_wait()?.is_none() {
+        ensure!(
+            Instant::now() < deadline,
+            "Lab::new left the process inside {stale} running"
         );
+        thread::sleep(Duration::from_millis(5));
     }
-    lab?;
     Ok(())
+}
+
+/// Whatever a failed sweep test leaves behind is removed here.
+struct Leftovers {
+    name: String,
+    children: Vec<std::process::Child>,
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
 }
 
 // ---- stand-in zring: std::net + socket2, no unsafe ----

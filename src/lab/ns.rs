@@ -90,16 +90,27 @@ fn base_sysctls() -> Vec<(String, String)> {
 /// than this one), which destroys its interfaces, routes and nft tables once nothing else holds
 /// it.
 ///
-/// The name goes first, so nothing can enter through it any more, and processes are found by the
-/// namespace's inode afterwards (as `ip netns pids` does): a process that entered just before the
-/// deletion is still found, where listing pids first could miss it.
+/// The namespace is identified (nsfs device and inode) *before* its name goes, and processes are
+/// found by that identity afterwards (as `ip netns pids` does): a process that entered just
+/// before the deletion is still found, and nothing enters through the name any more. Several
+/// labs may sweep the same stale namespace at once: whichever unmounts it first had identified
+/// it first, so it does the killing, and the others' `ip netns del` failing on a name that is
+/// already gone is no error.
 pub(crate) fn delete(name: &str) -> Result<(), LabError> {
-    let id = std::fs::metadata(sys::netns::path(name)).map(|m| (m.dev(), m.ino()));
-    cmd::ip(&["netns", "del", name])?;
-    if let Ok(id) = id {
-        kill_inside(id);
+    let path = sys::netns::path(name);
+    let identity = |p: &std::path::Path| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+    // Until the bind mount is gone, the name resolves to the namespace itself (on nsfs, the
+    // device every /proc/*/ns/net shares); after, to a plain file that must not be matched.
+    let nsfs = identity(std::path::Path::new("/proc/self/ns/net")).map(|(dev, _)| dev);
+    let target = identity(&path).filter(|&(dev, _)| Some(dev) == nsfs);
+    let deleted = cmd::ip(&["netns", "del", name]);
+    if let Some(target) = target {
+        kill_inside(target);
     }
-    Ok(())
+    match deleted {
+        Err(_) if !path.exists() => Ok(()),
+        other => other.map(drop),
+    }
 }
 
 /// SIGKILLs every process (but this one) whose network namespace is the nsfs inode `id`.
@@ -201,6 +212,12 @@ impl Netns {
     /// `ip -n NAME args…`: returns what it printed.
     pub fn ip(&self, args: &[&str]) -> Result<String, LabError> {
         cmd::ip_in(&self.name, args)
+    }
+
+    /// `ip -n NAME …` with the arguments given as one line split on whitespace, e.g.
+    /// `node.ip_line(&format!("route add {cidr} via {gw} dev eth0"))`.
+    pub fn ip_line(&self, line: &str) -> Result<String, LabError> {
+        self.ip(&line.split_whitespace().collect::<Vec<_>>())
     }
 
     /// Sets sysctls of this namespace, e.g. `("net.ipv4.ip_forward", "1")`. Keys use dots as

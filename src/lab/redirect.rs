@@ -145,18 +145,12 @@ pub(crate) fn install(
 ) -> Result<(), LabError> {
     cmd::nft_in(node.name(), &["-f", "-"], Some(&script(pod_cidr)))?;
     if with_policy_routing {
-        let (mark, table) = (format!("{CAPTURE_MARK:#x}"), CAPTURE_TABLE.to_string());
-        node.ip(&["rule", "add", "fwmark", &mark, "lookup", &table])?;
-        node.ip(&[
-            "route",
-            "replace",
-            "local",
-            "0.0.0.0/0",
-            "dev",
-            "lo",
-            "table",
-            &table,
-        ])?;
+        node.ip_line(&format!(
+            "rule add fwmark {CAPTURE_MARK:#x} lookup {CAPTURE_TABLE}"
+        ))?;
+        node.ip_line(&format!(
+            "route replace local 0.0.0.0/0 dev lo table {CAPTURE_TABLE}"
+        ))?;
     }
     Ok(())
 }

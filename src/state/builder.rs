@@ -23,13 +23,25 @@ use super::workload::{Destination, GatewayAddress, NamespacedHostname, NetworkMo
 pub enum SnapshotError {
     /// One field of one object breaks a rule; `subject` names the object.
     #[error("{subject}: {field} {reason}")]
-    Invalid { subject: String, field: &'static str, reason: String },
+    Invalid {
+        subject: String,
+        field: &'static str,
+        reason: String,
+    },
     #[error("workloads {first:?} and {second:?} both have IP {ip}; an IP belongs to one workload")]
-    DuplicateWorkloadIp { ip: IpAddr, first: Arc<str>, second: Arc<str> },
+    DuplicateWorkloadIp {
+        ip: IpAddr,
+        first: Arc<str>,
+        second: Arc<str>,
+    },
     #[error("workload uid {0:?} is used by more than one workload")]
     DuplicateWorkloadUid(Arc<str>),
     #[error("services {first} and {second} both have VIP {vip}; a VIP belongs to one service")]
-    DuplicateVip { vip: IpAddr, first: String, second: String },
+    DuplicateVip {
+        vip: IpAddr,
+        first: String,
+        second: String,
+    },
     #[error("service {0} is defined more than once")]
     DuplicateService(String),
     #[error("policy {0} is defined more than once")]
@@ -51,7 +63,11 @@ impl SnapshotBuilder {
 
     /// Adds a workload and the services it is an endpoint of, each with the workload's own
     /// port mapping for it. The workload's `services` field is rebuilt from `memberships`.
-    pub fn add_workload(&mut self, workload: Workload, memberships: Vec<(NamespacedHostname, PortMap)>) -> &mut Self {
+    pub fn add_workload(
+        &mut self,
+        workload: Workload,
+        memberships: Vec<(NamespacedHostname, PortMap)>,
+    ) -> &mut Self {
         self.workloads.push((workload, memberships));
         self
     }
@@ -81,7 +97,9 @@ impl SnapshotBuilder {
             w.services = member_of.iter().map(|(k, _)| k.clone()).collect();
             let w = Arc::new(w);
             match snap.workload_by_uid.entry(w.uid.clone()) {
-                Entry::Occupied(_) => return Err(SnapshotError::DuplicateWorkloadUid(w.uid.clone())),
+                Entry::Occupied(_) => {
+                    return Err(SnapshotError::DuplicateWorkloadUid(w.uid.clone()));
+                }
                 Entry::Vacant(v) => v.insert(w.clone()),
             };
             if w.network_mode != NetworkMode::HostNetwork {
@@ -112,7 +130,9 @@ impl SnapshotBuilder {
         for (i, s) in services.iter_mut().enumerate() {
             check_service(s)?;
             if by_key.insert(s.key(), i).is_some() {
-                return Err(SnapshotError::DuplicateService(excerpt(&s.key().to_string())));
+                return Err(SnapshotError::DuplicateService(excerpt(
+                    &s.key().to_string(),
+                )));
             }
             s.endpoints.clear();
             for vip in &mut s.vips {
@@ -139,7 +159,10 @@ impl SnapshotBuilder {
         for (w, member_of) in memberships {
             for (key, ports) in member_of {
                 if let Some(&i) = by_key.get(&key) {
-                    services[i].endpoints.push(Endpoint { workload: w.clone(), ports });
+                    services[i].endpoints.push(Endpoint {
+                        workload: w.clone(),
+                        ports,
+                    });
                 }
             }
         }
@@ -148,7 +171,10 @@ impl SnapshotBuilder {
             for vip in &s.vips {
                 snap.service_by_vip.insert(vip.address, s.clone());
             }
-            snap.services_by_host.entry(s.hostname.clone()).or_default().push(s.clone());
+            snap.services_by_host
+                .entry(s.hostname.clone())
+                .or_default()
+                .push(s.clone());
             snap.services.push(s);
         }
 
@@ -162,7 +188,10 @@ impl SnapshotBuilder {
             match p.scope {
                 PolicyScope::Global => snap.global_policies.push(p.clone()),
                 PolicyScope::Namespace => {
-                    snap.namespace_policies.entry(p.namespace.clone()).or_default().push(p.clone());
+                    snap.namespace_policies
+                        .entry(p.namespace.clone())
+                        .or_default()
+                        .push(p.clone());
                 }
                 PolicyScope::WorkloadSelector => {}
             }
@@ -173,12 +202,20 @@ impl SnapshotBuilder {
 }
 
 fn invalid(subject: &str, field: &'static str, reason: impl Into<String>) -> SnapshotError {
-    SnapshotError::Invalid { subject: subject.to_owned(), field, reason: reason.into() }
+    SnapshotError::Invalid {
+        subject: subject.to_owned(),
+        field,
+        reason: reason.into(),
+    }
 }
 
 /// `field value is invalid: why`, with the value quoted and cut short.
 fn bad_value(subject: &str, field: &'static str, value: &str, why: &str) -> SnapshotError {
-    invalid(subject, field, format!("{} is invalid: {why}", excerpt(value)))
+    invalid(
+        subject,
+        field,
+        format!("{} is invalid: {why}", excerpt(value)),
+    )
 }
 
 fn check(
@@ -197,13 +234,27 @@ fn check_workload(
 ) -> Result<(), SnapshotError> {
     if w.uid.is_empty() {
         let subject = format!("workload #{index} (name {})", excerpt(&w.name));
-        return Err(invalid(&subject, "uid", "is empty: every workload needs a unique uid"));
+        return Err(invalid(
+            &subject,
+            "uid",
+            "is empty: every workload needs a unique uid",
+        ));
     }
     let subject = &format!("workload {}", excerpt(&w.uid));
     check(subject, "uid", &w.uid, names::check_text)?;
     check(subject, "namespace", &w.namespace, names::check_namespace)?;
-    check(subject, "serviceAccount", &w.service_account, names::check_service_account)?;
-    check(subject, "trustDomain", &w.trust_domain, names::check_trust_domain)?;
+    check(
+        subject,
+        "serviceAccount",
+        &w.service_account,
+        names::check_service_account,
+    )?;
+    check(
+        subject,
+        "trustDomain",
+        &w.trust_domain,
+        names::check_trust_domain,
+    )?;
     check(subject, "network", &w.network, names::check_network)?;
     for (field, value) in [
         ("name", &w.name),
@@ -221,7 +272,11 @@ fn check_workload(
         check(subject, field, value, names::check_text)?;
     }
     if w.workload_ips.is_empty() {
-        return Err(invalid(subject, "workloadIps", "is empty: every workload needs at least one IP"));
+        return Err(invalid(
+            subject,
+            "workloadIps",
+            "is empty: every workload needs at least one IP",
+        ));
     }
     if let Some(g) = &w.waypoint {
         check_gateway(subject, "waypoint", g)?;
@@ -234,7 +289,12 @@ fn check_workload(
             names::check_namespace(ns).is_ok() && names::check_object_name(name).is_ok()
         });
         if !ok {
-            return Err(bad_value(subject, "authorizationPolicies", key, "expected \"namespace/name\""));
+            return Err(bad_value(
+                subject,
+                "authorizationPolicies",
+                key,
+                "expected \"namespace/name\"",
+            ));
         }
     }
     for (key, ports) in member_of {
@@ -245,7 +305,10 @@ fn check_workload(
                 return Err(invalid(
                     subject,
                     "services",
-                    format!("{}: port mapping {service_port} -> {target}: ports must be 1-65535", excerpt(&key.to_string())),
+                    format!(
+                        "{}: port mapping {service_port} -> {target}: ports must be 1-65535",
+                        excerpt(&key.to_string())
+                    ),
                 ));
             }
         }
@@ -254,22 +317,37 @@ fn check_workload(
 }
 
 fn check_service(s: &Service) -> Result<(), SnapshotError> {
-    let subject = &format!("service {}", excerpt(&format!("{}/{}", s.namespace, s.hostname)));
+    let subject = &format!(
+        "service {}",
+        excerpt(&format!("{}/{}", s.namespace, s.hostname))
+    );
     check(subject, "name", &s.name, names::check_object_name)?;
     check(subject, "namespace", &s.namespace, names::check_namespace)?;
     check(subject, "hostname", &s.hostname, names::check_hostname)?;
     if s.vips.is_empty() {
-        return Err(invalid(subject, "vips", "is empty: a service needs at least one VIP"));
+        return Err(invalid(
+            subject,
+            "vips",
+            "is empty: a service needs at least one VIP",
+        ));
     }
     for vip in &s.vips {
         check(subject, "vips", &vip.network, names::check_network)?;
     }
     if s.ports.contains_key(&0) {
-        return Err(invalid(subject, "ports", "maps service port 0: service ports must be 1-65535"));
+        return Err(invalid(
+            subject,
+            "ports",
+            "maps service port 0: service ports must be 1-65535",
+        ));
     }
     for san in &s.subject_alt_names {
         if san.is_empty() {
-            return Err(invalid(subject, "subjectAltNames", "contains an empty name"));
+            return Err(invalid(
+                subject,
+                "subjectAltNames",
+                "contains an empty name",
+            ));
         }
         check(subject, "subjectAltNames", san, names::check_text)?;
     }
@@ -279,9 +357,17 @@ fn check_service(s: &Service) -> Result<(), SnapshotError> {
     Ok(())
 }
 
-fn check_gateway(subject: &str, field: &'static str, g: &GatewayAddress) -> Result<(), SnapshotError> {
+fn check_gateway(
+    subject: &str,
+    field: &'static str,
+    g: &GatewayAddress,
+) -> Result<(), SnapshotError> {
     if g.hbone_mtls_port == 0 {
-        return Err(invalid(subject, field, "has hboneMtlsPort 0: ports must be 1-65535"));
+        return Err(invalid(
+            subject,
+            field,
+            "has hboneMtlsPort 0: ports must be 1-65535",
+        ));
     }
     match &g.destination {
         Destination::Address(a) => check(subject, field, &a.network, names::check_network),
@@ -298,10 +384,18 @@ fn check_policy(p: &Authorization) -> Result<(), SnapshotError> {
     check(subject, "namespace", &p.namespace, names::check_namespace)?;
     for m in p.matches() {
         if m.destination_ports.contains(&0) {
-            return Err(invalid(subject, "destinationPorts", "contains 0: ports must be 1-65535"));
+            return Err(invalid(
+                subject,
+                "destinationPorts",
+                "contains 0: ports must be 1-65535",
+            ));
         }
         if m.not_destination_ports.contains(&0) {
-            return Err(invalid(subject, "notDestinationPorts", "contains 0: ports must be 1-65535"));
+            return Err(invalid(
+                subject,
+                "notDestinationPorts",
+                "contains 0: ports must be 1-65535",
+            ));
         }
     }
     Ok(())

@@ -43,7 +43,10 @@ impl Cidr {
     pub fn new(addr: IpAddr, prefix: u8) -> Result<Cidr, CidrError> {
         let max = family_bits(addr);
         if prefix > max {
-            return Err(CidrError::PrefixTooLong { prefix: u32::from(prefix), max });
+            return Err(CidrError::PrefixTooLong {
+                prefix: u32::from(prefix),
+                max,
+            });
         }
         let network = match addr {
             IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask32(prefix))),
@@ -54,7 +57,10 @@ impl Cidr {
 
     /// The host route for one address (`/32` or `/128`).
     pub fn host(addr: IpAddr) -> Cidr {
-        Cidr { network: addr, prefix: family_bits(addr) }
+        Cidr {
+            network: addr,
+            prefix: family_bits(addr),
+        }
     }
 
     /// Parses `addr/prefix` or a bare address (see the module doc for the accepted forms).
@@ -94,7 +100,9 @@ impl Cidr {
     /// reverse, except IPv4-mapped IPv6 addresses, which count as their IPv4 address.
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.network, ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => u32::from(ip) & mask32(self.prefix) == u32::from(net),
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                u32::from(ip) & mask32(self.prefix) == u32::from(net)
+            }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
                 u128::from(ip) & mask128(self.prefix) == u128::from(net)
             }
@@ -168,7 +176,10 @@ mod tests {
             let c = Cidr::parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));
             assert_eq!(c.to_string(), *want, "{input}");
         }
-        assert_eq!(Cidr::parse("10.1.2.3/8").unwrap(), Cidr::parse("10.0.0.0/8").unwrap());
+        assert_eq!(
+            Cidr::parse("10.1.2.3/8").unwrap(),
+            Cidr::parse("10.0.0.0/8").unwrap()
+        );
     }
 
     #[test]
@@ -205,12 +216,18 @@ mod tests {
         assert!(c.contains(ip("10.244.255.255")));
         assert!(!c.contains(ip("10.245.0.0")));
         assert!(!c.contains(ip("10.243.255.255")));
-        assert!(c.contains(ip("::ffff:10.244.1.2")), "IPv4-mapped counts as IPv4");
+        assert!(
+            c.contains(ip("::ffff:10.244.1.2")),
+            "IPv4-mapped counts as IPv4"
+        );
         assert!(!c.contains(ip("fd00::1")));
 
         let all = Cidr::parse("0.0.0.0/0").unwrap();
         assert!(all.contains(ip("0.0.0.0")) && all.contains(ip("255.255.255.255")));
-        assert!(!all.contains(ip("::1")), "a v4 network never contains a v6 address");
+        assert!(
+            !all.contains(ip("::1")),
+            "a v4 network never contains a v6 address"
+        );
 
         let host = Cidr::parse("10.1.2.3/32").unwrap();
         assert!(host.contains(ip("10.1.2.3")));
@@ -270,10 +287,22 @@ mod tests {
             let probe = if next() % 2 == 0 {
                 let (b, w) = bits(base);
                 let (r, _) = bits(random_ip(next(), next()));
-                let keep = if prefix == 0 { 0 } else { u128::MAX << (w - u32::from(prefix)) };
-                let width_mask = if w == 128 { u128::MAX } else { (1u128 << w) - 1 };
+                let keep = if prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (w - u32::from(prefix))
+                };
+                let width_mask = if w == 128 {
+                    u128::MAX
+                } else {
+                    (1u128 << w) - 1
+                };
                 let v = ((b & keep) | (r & !keep)) & width_mask;
-                if v6 { IpAddr::V6(Ipv6Addr::from(v)) } else { IpAddr::V4(Ipv4Addr::from(v as u32)) }
+                if v6 {
+                    IpAddr::V6(Ipv6Addr::from(v))
+                } else {
+                    IpAddr::V4(Ipv4Addr::from(v as u32))
+                }
             } else {
                 random_ip(next(), next())
             };
@@ -289,7 +318,11 @@ mod tests {
                 continue;
             }
             assert_eq!(cidr.contains(probe), reference, "{cidr} contains {probe}");
-            assert_eq!(Cidr::parse(&cidr.to_string()).unwrap(), cidr, "display round trip");
+            assert_eq!(
+                Cidr::parse(&cidr.to_string()).unwrap(),
+                cidr,
+                "display round trip"
+            );
         }
     }
 }

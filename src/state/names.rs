@@ -20,7 +20,10 @@ pub fn check_namespace(s: &str) -> Result<(), &'static str> {
     if s.len() > 63 {
         return Err("longer than 63 characters");
     }
-    if !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
         return Err("only lowercase letters, digits and '-' are allowed (an RFC 1123 label)");
     }
     alnum_ends(s)
@@ -35,8 +38,13 @@ pub fn check_service_account(s: &str) -> Result<(), &'static str> {
     if s.len() > 253 {
         return Err("longer than 253 characters");
     }
-    if !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.') {
-        return Err("only lowercase letters, digits, '-' and '.' are allowed (an RFC 1123 subdomain)");
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    {
+        return Err(
+            "only lowercase letters, digits, '-' and '.' are allowed (an RFC 1123 subdomain)",
+        );
     }
     alnum_ends(s)
 }
@@ -67,7 +75,10 @@ pub fn check_hostname(s: &str) -> Result<(), &'static str> {
     if s.len() > 253 {
         return Err("longer than 253 characters");
     }
-    if !s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'*')) {
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'*'))
+    {
         return Err("only letters, digits, '.', '-', '_' and '*' are allowed");
     }
     Ok(())
@@ -82,7 +93,10 @@ pub fn check_object_name(s: &str) -> Result<(), &'static str> {
     if s.len() > 253 {
         return Err("longer than 253 characters");
     }
-    if !s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')) {
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+    {
         return Err("only letters, digits, '.', '-' and '_' are allowed");
     }
     Ok(())
@@ -91,7 +105,9 @@ pub fn check_object_name(s: &str) -> Result<(), &'static str> {
 /// A network name: anything printable without '/' or whitespace, because it is the first half
 /// of the `network/IP` form.
 pub fn check_network(s: &str) -> Result<(), &'static str> {
-    if s.chars().any(|c| c == '/' || c.is_whitespace() || c.is_control()) {
+    if s.chars()
+        .any(|c| c == '/' || c.is_whitespace() || c.is_control())
+    {
         return Err("must not contain '/', whitespace or control characters");
     }
     Ok(())
@@ -124,7 +140,18 @@ mod tests {
         for ok in ["default", "istio-system", "a", "ns1", &"a".repeat(63)] {
             assert_eq!(check_namespace(ok), Ok(()), "{ok}");
         }
-        for bad in ["", "Default", "a.b", "a/b", "a b", "-a", "a-", "a_b", "a\0", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "Default",
+            "a.b",
+            "a/b",
+            "a b",
+            "-a",
+            "a-",
+            "a_b",
+            "a\0",
+            &"a".repeat(64),
+        ] {
             assert!(check_namespace(bad).is_err(), "{bad:?}");
         }
     }
@@ -134,7 +161,17 @@ mod tests {
         for ok in ["default", "appa", "sa.with.dots", "a-b", "0"] {
             assert_eq!(check_service_account(ok), Ok(()), "{ok}");
         }
-        for bad in ["", "A", "a/b", "a b", ".a", "a.", "a\n", "a_b", &"a".repeat(254)] {
+        for bad in [
+            "",
+            "A",
+            "a/b",
+            "a b",
+            ".a",
+            "a.",
+            "a\n",
+            "a_b",
+            &"a".repeat(254),
+        ] {
             assert!(check_service_account(bad).is_err(), "{bad:?}");
         }
     }

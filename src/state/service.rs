@@ -11,8 +11,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize};
 
 use super::ser;
 use super::workload::{GatewayAddress, HealthStatus, NamespacedHostname, NetworkAddress, Workload};
@@ -51,8 +51,12 @@ impl Serialize for Endpoint {
             port: &'a PortMap,
             status: HealthStatus,
         }
-        View { workload_uid: &self.workload.uid, port: &self.ports, status: self.workload.status }
-            .serialize(s)
+        View {
+            workload_uid: &self.workload.uid,
+            port: &self.ports,
+            status: self.workload.status,
+        }
+        .serialize(s)
     }
 }
 
@@ -138,7 +142,10 @@ pub struct Service {
 
 impl Service {
     pub fn key(&self) -> NamespacedHostname {
-        NamespacedHostname { namespace: self.namespace.clone(), hostname: self.hostname.clone() }
+        NamespacedHostname {
+            namespace: self.namespace.clone(),
+            hostname: self.hostname.clone(),
+        }
     }
 
     /// The target port for `service_port` when the service declares it (0: per endpoint).
@@ -172,14 +179,31 @@ mod tests {
 
     #[test]
     fn target_port_precedence() {
-        let svc = Service { ports: PortMap::from([(8000, 80), (9000, 0)]), ..Service::default() };
+        let svc = Service {
+            ports: PortMap::from([(8000, 80), (9000, 0)]),
+            ..Service::default()
+        };
         let w = Arc::new(Workload::default());
-        let plain = Endpoint { workload: w.clone(), ports: PortMap::new() };
-        let own = Endpoint { workload: w, ports: PortMap::from([(8000, 8080), (9000, 9090)]) };
+        let plain = Endpoint {
+            workload: w.clone(),
+            ports: PortMap::new(),
+        };
+        let own = Endpoint {
+            workload: w,
+            ports: PortMap::from([(8000, 8080), (9000, 9090)]),
+        };
         assert_eq!(plain.target_port(&svc, 8000), 80, "service mapping");
         assert_eq!(own.target_port(&svc, 8000), 8080, "endpoint mapping wins");
-        assert_eq!(own.target_port(&svc, 9000), 9090, "named target port resolved per endpoint");
-        assert_eq!(plain.target_port(&svc, 9000), 9000, "0 falls back to the service port");
+        assert_eq!(
+            own.target_port(&svc, 9000),
+            9090,
+            "named target port resolved per endpoint"
+        );
+        assert_eq!(
+            plain.target_port(&svc, 9000),
+            9000,
+            "0 falls back to the service port"
+        );
         assert_eq!(svc.target_port(8000), Some(80));
         assert_eq!(svc.target_port(1), None);
     }

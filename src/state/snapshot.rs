@@ -55,12 +55,16 @@ impl Snapshot {
 
     /// The service keyed `namespace/hostname`.
     pub fn service_by_host(&self, namespace: &str, hostname: &str) -> Option<&Arc<Service>> {
-        self.services_by_hostname(hostname).iter().find(|s| &*s.namespace == namespace)
+        self.services_by_hostname(hostname)
+            .iter()
+            .find(|s| &*s.namespace == namespace)
     }
 
     /// Every service with `hostname`, across namespaces.
     pub fn services_by_hostname(&self, hostname: &str) -> &[Arc<Service>] {
-        self.services_by_host.get(hostname).map_or(&[], Vec::as_slice)
+        self.services_by_host
+            .get(hostname)
+            .map_or(&[], Vec::as_slice)
     }
 
     /// A service's endpoints with their own port mappings, healthy or not, in a stable order.
@@ -75,8 +79,14 @@ impl Snapshot {
     }
 
     /// The services `workload` is an endpoint of (those present in this snapshot).
-    pub fn services_of<'a>(&'a self, workload: &'a Workload) -> impl Iterator<Item = &'a Arc<Service>> + 'a {
-        workload.services.iter().filter_map(|k| self.service_by_host(&k.namespace, &k.hostname))
+    pub fn services_of<'a>(
+        &'a self,
+        workload: &'a Workload,
+    ) -> impl Iterator<Item = &'a Arc<Service>> + 'a {
+        workload
+            .services
+            .iter()
+            .filter_map(|k| self.service_by_host(&k.namespace, &k.hostname))
     }
 
     /// The policy keyed `namespace/name`.
@@ -91,7 +101,9 @@ impl Snapshot {
 
     /// `Namespace`-scoped policies of `namespace`.
     pub fn namespace_policies(&self, namespace: &str) -> &[Arc<Authorization>] {
-        self.namespace_policies.get(namespace).map_or(&[], Vec::as_slice)
+        self.namespace_policies
+            .get(namespace)
+            .map_or(&[], Vec::as_slice)
     }
 
     pub fn workloads(&self) -> std::slice::Iter<'_, Arc<Workload>> {

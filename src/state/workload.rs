@@ -73,7 +73,10 @@ impl NetworkAddress {
     pub fn parse(s: &str) -> Option<NetworkAddress> {
         let (network, ip) = s.split_once('/')?;
         let address = ip.parse::<IpAddr>().ok()?.to_canonical();
-        Some(NetworkAddress { network: network.into(), address })
+        Some(NetworkAddress {
+            network: network.into(),
+            address,
+        })
     }
 }
 
@@ -104,7 +107,10 @@ impl NamespacedHostname {
         if namespace.is_empty() || hostname.is_empty() || hostname.contains('/') {
             return None;
         }
-        Some(NamespacedHostname { namespace: namespace.into(), hostname: hostname.into() })
+        Some(NamespacedHostname {
+            namespace: namespace.into(),
+            hostname: hostname.into(),
+        })
     }
 }
 
@@ -315,7 +321,10 @@ mod tests {
 
     #[test]
     fn identity_and_defaults() {
-        let w = Workload { namespace: "default".into(), ..Workload::default() };
+        let w = Workload {
+            namespace: "default".into(),
+            ..Workload::default()
+        };
         assert_eq!(w.identity(), "spiffe://cluster.local/ns/default/sa/default");
         assert_eq!(w.identity_parts(), ("cluster.local", "default", "default"));
         assert_eq!(&*w.cluster_id, "Kubernetes");
@@ -327,11 +336,21 @@ mod tests {
     #[test]
     fn text_forms() {
         let a = NetworkAddress::parse("/10.96.101.203").unwrap();
-        assert_eq!((&*a.network, a.address.to_string().as_str()), ("", "10.96.101.203"));
+        assert_eq!(
+            (&*a.network, a.address.to_string().as_str()),
+            ("", "10.96.101.203")
+        );
         assert_eq!(a.to_string(), "/10.96.101.203");
         let mapped = NetworkAddress::parse("net1/::ffff:10.0.0.1").unwrap();
-        assert_eq!(mapped.to_string(), "net1/10.0.0.1", "mapped IPv6 is stored as IPv4");
-        assert!(NetworkAddress::parse("10.96.101.203").is_none(), "the slash is required");
+        assert_eq!(
+            mapped.to_string(),
+            "net1/10.0.0.1",
+            "mapped IPv6 is stored as IPv4"
+        );
+        assert!(
+            NetworkAddress::parse("10.96.101.203").is_none(),
+            "the slash is required"
+        );
         assert!(NetworkAddress::parse("/not-an-ip").is_none());
 
         let h = NamespacedHostname::parse("default/appb.default.svc.cluster.local").unwrap();
@@ -340,8 +359,14 @@ mod tests {
             assert!(NamespacedHostname::parse(bad).is_none(), "{bad}");
         }
 
-        assert!(matches!(Destination::parse("/10.0.0.9"), Some(Destination::Address(_))));
-        assert!(matches!(Destination::parse("ns/wp.ns.svc"), Some(Destination::Hostname(_))));
+        assert!(matches!(
+            Destination::parse("/10.0.0.9"),
+            Some(Destination::Address(_))
+        ));
+        assert!(matches!(
+            Destination::parse("ns/wp.ns.svc"),
+            Some(Destination::Hostname(_))
+        ));
         assert!(Destination::parse("nothing").is_none());
         let gw = GatewayAddress {
             destination: Destination::parse("ns/wp.ns.svc").unwrap(),

@@ -14,11 +14,13 @@
 //!   snapshot builder (so the message names the object) rather than by serde;
 //! - a service's `endpoints` field is not accepted: endpoints come from workloads' `services`.
 //!
-//! Robustness: any input yields `Ok` or `Err`, never a panic. serde_yaml bounds nesting depth
-//! (128) and alias jumps; on top of that, every list, map and string charges a per-parse
-//! budget proportional to the input size, so YAML aliases cannot expand a small file into
-//! gigabytes (serde_yaml's jump limit alone allows quadratic growth). Error messages quote
-//! user values cut short (`state::excerpt`), so a 10 MB scalar never becomes a 10 MB log line.
+//! Robustness: any input yields `Ok` or `Err`, never a panic, in time and memory linear in its
+//! size. serde_yaml bounds nesting depth (128) and alias jumps; on top of that, flow nesting
+//! is bounded before parsing (`check_flow_depth`: libyaml is quadratic in it), and every list,
+//! map and string charges a per-parse budget proportional to the input size, so YAML aliases
+//! cannot expand a small file into gigabytes (serde_yaml's jump limit alone allows quadratic
+//! growth). Error messages quote user values cut short (`state::excerpt`), so a 10 MB scalar
+//! never becomes a 10 MB log line.
 
 use std::fs::File;
 use std::hash::{DefaultHasher, Hasher};
@@ -29,12 +31,12 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::state::{
-    ApplicationTunnel, Authorization, Cidr, DEFAULT_CAPACITY, DEFAULT_CLUSTER_ID, DEFAULT_HBONE_MTLS_PORT,
-    DEFAULT_SERVICE_ACCOUNT, DEFAULT_TRUST_DOMAIN, Destination, GatewayAddress, HealthStatus, IpFamily,
-    LoadBalancer, LoadBalancerHealthPolicy, LoadBalancerMode, LoadBalancerScope, Locality, Match,
-    NamespacedHostname, NetworkAddress, NetworkMode, PolicyAction, PolicyScope, PortMap, Protocol, Service,
-    ServiceAccountMatch, Snapshot, SnapshotBuilder, SnapshotError, StringMatch, TunnelProtocol, Workload,
-    excerpt,
+    ApplicationTunnel, Authorization, Cidr, DEFAULT_CAPACITY, DEFAULT_CLUSTER_ID,
+    DEFAULT_HBONE_MTLS_PORT, DEFAULT_SERVICE_ACCOUNT, DEFAULT_TRUST_DOMAIN, Destination,
+    GatewayAddress, HealthStatus, IpFamily, LoadBalancer, LoadBalancerHealthPolicy,
+    LoadBalancerMode, LoadBalancerScope, Locality, Match, NamespacedHostname, NetworkAddress,
+    NetworkMode, PolicyAction, PolicyScope, PortMap, Protocol, Service, ServiceAccountMatch,
+    Snapshot, SnapshotBuilder, SnapshotError, StringMatch, TunnelProtocol, Workload, excerpt,
 };
 
 /// Files larger than this are refused before parsing (a local config is kilobytes).
@@ -48,14 +50,26 @@ pub enum LocalConfigError {
     #[error("cannot read {}: {error}", path.display())]
     Read { path: PathBuf, error: io::Error },
     #[error("{} is {size} bytes, more than the {limit}-byte limit", path.display())]
-    TooLarge { path: PathBuf, size: u64, limit: u64 },
+    TooLarge {
+        path: PathBuf,
+        size: u64,
+        limit: u64,
+    },
     /// Not YAML, or not the local config's shape (unknown field, wrong type, bad enum value…).
     /// `message` includes serde_yaml's path (`workloads[0].services`) and position.
     #[error("invalid local config: {message}")]
-    Yaml { message: String, line: Option<usize>, column: Option<usize> },
+    Yaml {
+        message: String,
+        line: Option<usize>,
+        column: Option<usize>,
+    },
     /// A value that does not parse (an IP, a VIP, a CIDR, a `namespace/hostname` key…).
     #[error("{subject}: {field} {reason}")]
-    Invalid { subject: String, field: &'static str, reason: String },
+    Invalid {
+        subject: String,
+        field: &'static str,
+        reason: String,
+    },
     /// The objects parse but break a snapshot rule (duplicates, bad names, missing IPs…).
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
@@ -92,7 +106,10 @@ enum Seen {
 
 impl LocalSource {
     pub fn new(path: impl Into<PathBuf>) -> LocalSource {
-        LocalSource { path: path.into(), last: None }
+        LocalSource {
+            path: path.into(),
+            last: None,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -106,7 +123,10 @@ impl LocalSource {
     pub fn reload_if_changed(&mut self) -> Result<Option<Snapshot>, LocalConfigError> {
         let read = read_limited(&self.path);
         let seen = match &read {
-            Ok(bytes) => Seen::Content { len: bytes.len(), digest: digest(bytes) },
+            Ok(bytes) => Seen::Content {
+                len: bytes.len(),
+                digest: digest(bytes),
+            },
             Err(LocalConfigError::TooLarge { size, .. }) => Seen::TooLarge(*size),
             Err(LocalConfigError::Read { error, .. }) => Seen::Unreadable(error.kind()),
             // read_limited returns no other variant; treat anything else as new each time.
@@ -128,23 +148,37 @@ fn digest(bytes: &[u8]) -> u64 {
 }
 
 fn read_limited(path: &Path) -> Result<Vec<u8>, LocalConfigError> {
-    let read_err = |error| LocalConfigError::Read { path: path.to_owned(), error };
+    let read_err = |error| LocalConfigError::Read {
+        path: path.to_owned(),
+        error,
+    };
     let file = File::open(path).map_err(read_err)?;
     let size = file.metadata().map_err(read_err)?.len();
     if size > MAX_FILE_BYTES {
-        return Err(LocalConfigError::TooLarge { path: path.to_owned(), size, limit: MAX_FILE_BYTES });
+        return Err(LocalConfigError::TooLarge {
+            path: path.to_owned(),
+            size,
+            limit: MAX_FILE_BYTES,
+        });
     }
     let mut bytes = Vec::new();
     // `take` also bounds a file that grows (or a special file) between metadata and read.
-    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(read_err)?;
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
         let size = bytes.len() as u64;
-        return Err(LocalConfigError::TooLarge { path: path.to_owned(), size, limit: MAX_FILE_BYTES });
+        return Err(LocalConfigError::TooLarge {
+            path: path.to_owned(),
+            size,
+            limit: MAX_FILE_BYTES,
+        });
     }
     Ok(bytes)
 }
 
 fn parse_bytes(bytes: &[u8]) -> Result<Snapshot, LocalConfigError> {
+    check_flow_depth(bytes)?;
     let raw: Option<RawConfig> = {
         // A legitimate document cannot hold more list items, map entries and string bytes
         // than a few per input byte; only aliases can, and they are what the budget stops.
@@ -154,9 +188,77 @@ fn parse_bytes(bytes: &[u8]) -> Result<Snapshot, LocalConfigError> {
     convert(raw.unwrap_or_default())
 }
 
+/// serde_yaml's own recursion limit: nothing nested deeper can deserialize anyway.
+const MAX_FLOW_DEPTH: usize = 128;
+
+/// Refuses flow collections (`[`, `{`) nested deeper than `MAX_FLOW_DEPTH` before serde_yaml
+/// sees them: libyaml's scanner takes time quadratic in that depth inside a mapping (24 s of
+/// control-thread CPU for `workloads: ` followed by 100,000 `[`), although such a document
+/// fails anyway. A linear scan that skips quoted scalars and comments; brackets inside plain
+/// or block scalars are counted only where a collection could start (after whitespace, `,`,
+/// `:`, `[`, `{`), so the count can only run high for text no config contains.
+fn check_flow_depth(bytes: &[u8]) -> Result<(), LocalConfigError> {
+    let (mut depth, mut line, mut i) = (0usize, 1usize, 0usize);
+    // Whether the previous byte ends a token (whitespace, or a structural `[{,:]}`), so the
+    // current one may start a collection, a quoted scalar or a comment.
+    let (mut boundary, mut after_space) = (true, true);
+    while let Some(&b) = bytes.get(i) {
+        let was_boundary = boundary;
+        boundary = false;
+        match b {
+            b'\n' => line += 1,
+            b'#' if after_space => {
+                // A comment runs to the end of the line; the newline is handled next turn.
+                while bytes.get(i).is_some_and(|&c| c != b'\n') {
+                    i += 1;
+                }
+                continue;
+            }
+            b'"' | b'\'' if was_boundary => {
+                i += 1;
+                while let Some(&c) = bytes.get(i) {
+                    match c {
+                        b'\\' if b == b'"' => i += 1,
+                        b'\'' if b == b'\'' && bytes.get(i + 1) == Some(&b'\'') => i += 1,
+                        b'\n' => line += 1,
+                        c if c == b => break,
+                        _ => {}
+                    }
+                    i += 1;
+                }
+            }
+            b'[' | b'{' if was_boundary => {
+                depth += 1;
+                if depth > MAX_FLOW_DEPTH {
+                    return Err(LocalConfigError::Yaml {
+                        message: format!(
+                            "'[' and '{{' nested deeper than {MAX_FLOW_DEPTH} levels at line {line}"
+                        ),
+                        line: Some(line),
+                        column: None,
+                    });
+                }
+                boundary = true;
+            }
+            b']' | b'}' => {
+                depth = depth.saturating_sub(1);
+                boundary = true;
+            }
+            b',' | b':' => boundary = true,
+            _ => {}
+        }
+        after_space = matches!(b, b'\n' | b'\r' | b' ' | b'\t');
+        boundary |= after_space;
+        i += 1;
+    }
+    Ok(())
+}
+
 fn yaml_error(e: serde_yaml::Error) -> LocalConfigError {
     const MAX: usize = 400;
-    let (line, column) = e.location().map_or((None, None), |l| (Some(l.line()), Some(l.column())));
+    let (line, column) = e
+        .location()
+        .map_or((None, None), |l| (Some(l.line()), Some(l.column())));
     let mut message = e.to_string();
     // serde_yaml quotes offending values in full; keep the start and the position.
     if message.len() > MAX {
@@ -170,7 +272,11 @@ fn yaml_error(e: serde_yaml::Error) -> LocalConfigError {
             message.push_str(&format!(" at line {l} column {c}"));
         }
     }
-    LocalConfigError::Yaml { message, line, column }
+    LocalConfigError::Yaml {
+        message,
+        line,
+        column,
+    }
 }
 
 // ---- conversion: raw YAML shapes → state types ----
@@ -191,11 +297,19 @@ fn convert(raw: RawConfig) -> Result<Snapshot, LocalConfigError> {
 }
 
 fn invalid(subject: &str, field: &'static str, reason: String) -> LocalConfigError {
-    LocalConfigError::Invalid { subject: subject.to_owned(), field, reason }
+    LocalConfigError::Invalid {
+        subject: subject.to_owned(),
+        field,
+        reason,
+    }
 }
 
 fn or_default(t: Text, default: &str) -> std::sync::Arc<str> {
-    if t.0.is_empty() { default.into() } else { t.0.into() }
+    if t.0.is_empty() {
+        default.into()
+    } else {
+        t.0.into()
+    }
 }
 
 type Memberships = Vec<(NamespacedHostname, PortMap)>;
@@ -210,7 +324,13 @@ fn workload(index: usize, w: RawWorkload) -> Result<(Workload, Memberships), Loc
     for ip in &w.workload_ips.0 {
         match ip.0.parse::<IpAddr>() {
             Ok(ip) => ips.push(ip.to_canonical()),
-            Err(_) => return Err(invalid(subject, "workloadIps", format!("{} is not an IP address", excerpt(&ip.0)))),
+            Err(_) => {
+                return Err(invalid(
+                    subject,
+                    "workloadIps",
+                    format!("{} is not an IP address", excerpt(&ip.0)),
+                ));
+            }
         }
     }
     let mut memberships = Vec::with_capacity(w.services.0.len());
@@ -220,7 +340,11 @@ fn workload(index: usize, w: RawWorkload) -> Result<(Workload, Memberships), Loc
             return Err(invalid(subject, "services", why));
         };
         if memberships.iter().any(|(k, _)| *k == name) {
-            return Err(invalid(subject, "services", format!("lists {} twice", excerpt(&key.0))));
+            return Err(invalid(
+                subject,
+                "services",
+                format!("lists {} twice", excerpt(&key.0)),
+            ));
         }
         let ports = port_map(subject, "services", ports)?;
         memberships.push((name, ports));
@@ -243,14 +367,26 @@ fn workload(index: usize, w: RawWorkload) -> Result<(Workload, Memberships), Loc
         network: w.network.0.into(),
         node: w.node.0.into(),
         hostname: w.hostname.0.into(),
-        waypoint: w.waypoint.map(|g| gateway(subject, "waypoint", g)).transpose()?,
-        network_gateway: w.network_gateway.map(|g| gateway(subject, "networkGateway", g)).transpose()?,
+        waypoint: w
+            .waypoint
+            .map(|g| gateway(subject, "waypoint", g))
+            .transpose()?,
+        network_gateway: w
+            .network_gateway
+            .map(|g| gateway(subject, "networkGateway", g))
+            .transpose()?,
         native_tunnel: w.native_tunnel,
-        application_tunnel: w
-            .application_tunnel
-            .map(|t| ApplicationTunnel { protocol: t.protocol, port: t.port }),
+        application_tunnel: w.application_tunnel.map(|t| ApplicationTunnel {
+            protocol: t.protocol,
+            port: t.port,
+        }),
         status: w.status,
-        authorization_policies: w.authorization_policies.0.into_iter().map(|t| t.0.into()).collect(),
+        authorization_policies: w
+            .authorization_policies
+            .0
+            .into_iter()
+            .map(|t| t.0.into())
+            .collect(),
         locality: Locality {
             region: locality.region.0.into(),
             zone: locality.zone.0.into(),
@@ -262,17 +398,29 @@ fn workload(index: usize, w: RawWorkload) -> Result<(Workload, Memberships), Loc
     Ok((workload, memberships))
 }
 
-fn port_map(subject: &str, field: &'static str, entries: Entries<u16, u16>) -> Result<PortMap, LocalConfigError> {
+fn port_map(
+    subject: &str,
+    field: &'static str,
+    entries: Entries<u16, u16>,
+) -> Result<PortMap, LocalConfigError> {
     let mut map = PortMap::new();
     for (port, target) in entries.0 {
         if map.insert(port, target).is_some() {
-            return Err(invalid(subject, field, format!("maps service port {port} twice")));
+            return Err(invalid(
+                subject,
+                field,
+                format!("maps service port {port} twice"),
+            ));
         }
     }
     Ok(map)
 }
 
-fn gateway(subject: &str, field: &'static str, g: RawGateway) -> Result<GatewayAddress, LocalConfigError> {
+fn gateway(
+    subject: &str,
+    field: &'static str,
+    g: RawGateway,
+) -> Result<GatewayAddress, LocalConfigError> {
     let Some(destination) = Destination::parse(&g.destination.0) else {
         let why = format!(
             "destination {} is neither \"network/IP\" nor \"namespace/hostname\"",
@@ -280,11 +428,17 @@ fn gateway(subject: &str, field: &'static str, g: RawGateway) -> Result<GatewayA
         );
         return Err(invalid(subject, field, why));
     };
-    Ok(GatewayAddress { destination, hbone_mtls_port: g.hbone_mtls_port })
+    Ok(GatewayAddress {
+        destination,
+        hbone_mtls_port: g.hbone_mtls_port,
+    })
 }
 
 fn service(s: RawService) -> Result<Service, LocalConfigError> {
-    let subject = &format!("service {}", excerpt(&format!("{}/{}", s.namespace.0, s.hostname.0)));
+    let subject = &format!(
+        "service {}",
+        excerpt(&format!("{}/{}", s.namespace.0, s.hostname.0))
+    );
     let mut vips = Vec::with_capacity(s.vips.0.len());
     for vip in &s.vips.0 {
         let Some(addr) = NetworkAddress::parse(&vip.0) else {
@@ -302,8 +456,16 @@ fn service(s: RawService) -> Result<Service, LocalConfigError> {
         hostname: s.hostname.0.into(),
         vips,
         ports: port_map(subject, "ports", s.ports)?,
-        subject_alt_names: s.subject_alt_names.0.into_iter().map(|t| t.0.into()).collect(),
-        waypoint: s.waypoint.map(|g| gateway(subject, "waypoint", g)).transpose()?,
+        subject_alt_names: s
+            .subject_alt_names
+            .0
+            .into_iter()
+            .map(|t| t.0.into())
+            .collect(),
+        waypoint: s
+            .waypoint
+            .map(|g| gateway(subject, "waypoint", g))
+            .transpose()?,
         load_balancer: s.load_balancer.map(|lb| LoadBalancer {
             routing_preferences: lb.routing_preferences.0,
             mode: lb.mode,
@@ -316,12 +478,19 @@ fn service(s: RawService) -> Result<Service, LocalConfigError> {
 }
 
 fn policy(p: RawPolicy) -> Result<Authorization, LocalConfigError> {
-    let subject = &format!("policy {}", excerpt(&format!("{}/{}", p.namespace.0, p.name.0)));
+    let subject = &format!(
+        "policy {}",
+        excerpt(&format!("{}/{}", p.namespace.0, p.name.0))
+    );
     let mut rules = Vec::with_capacity(p.rules.0.len());
     for rule in p.rules.0 {
         let mut clauses = Vec::with_capacity(rule.0.len());
         for clause in rule.0 {
-            let matches = clause.0.into_iter().map(|m| match_group(subject, m)).collect::<Result<_, _>>()?;
+            let matches = clause
+                .0
+                .into_iter()
+                .map(|m| match_group(subject, m))
+                .collect::<Result<_, _>>()?;
             clauses.push(matches);
         }
         rules.push(clauses);
@@ -340,14 +509,21 @@ fn match_group(subject: &str, m: RawMatch) -> Result<Match, LocalConfigError> {
     let cidrs = |field: &'static str, list: List<Text>| -> Result<Vec<Cidr>, LocalConfigError> {
         list.0
             .iter()
-            .map(|t| Cidr::parse(&t.0).map_err(|e| invalid(subject, field, format!("{} is invalid: {e}", excerpt(&t.0)))))
+            .map(|t| {
+                Cidr::parse(&t.0).map_err(|e| {
+                    invalid(subject, field, format!("{} is invalid: {e}", excerpt(&t.0)))
+                })
+            })
             .collect()
     };
     let strings = |list: List<RawStringMatch>| list.0.into_iter().map(|s| s.0).collect();
     let accounts = |list: List<RawServiceAccountMatch>| {
         list.0
             .into_iter()
-            .map(|a| ServiceAccountMatch { namespace: a.namespace.0.into(), service_account: a.service_account.0.into() })
+            .map(|a| ServiceAccountMatch {
+                namespace: a.namespace.0.into(),
+                service_account: a.service_account.0.into(),
+            })
             .collect()
     };
     Ok(Match {
@@ -620,7 +796,10 @@ mod budget {
                 fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                     f.write_str("a map")
                 }
-                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries<K, V>, A::Error> {
+                fn visit_map<A: MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<Entries<K, V>, A::Error> {
                     let mut out = Vec::new();
                     while let Some(entry) = map.next_entry()? {
                         charge(1)?;
@@ -643,9 +822,14 @@ mod budget {
                 fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                     f.write_str("a one-key map: Exact, Prefix, Suffix or Presence")
                 }
-                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawStringMatch, A::Error> {
+                fn visit_map<A: MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<RawStringMatch, A::Error> {
                     let Some(key) = map.next_key::<Text>()? else {
-                        return Err(de::Error::custom("empty string match: expected one of Exact, Prefix, Suffix, Presence"));
+                        return Err(de::Error::custom(
+                            "empty string match: expected one of Exact, Prefix, Suffix, Presence",
+                        ));
                     };
                     let m = match key.0.as_str() {
                         "Exact" => StringMatch::Exact(map.next_value::<Text>()?.0.into()),
