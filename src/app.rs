@@ -25,7 +25,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         Err(e) => warn!("cannot raise the file descriptor limit: {e}"),
     }
 
-    let mut source = config.local_xds_path.as_ref().map(|p| LocalSource::new(p.clone()));
+    let mut source = config
+        .local_xds_path
+        .as_ref()
+        .map(|p| LocalSource::new(p.clone()));
     let first = match source.as_mut() {
         None => Snapshot::empty(),
         Some(src) => src
@@ -35,8 +38,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     };
     log_snapshot(&first);
 
-    let ca = DevCa::load_or_create(&config.dev_ca_dir)
-        .with_context(|| format!("development CA in ZRING_DEV_CA_DIR={}", config.dev_ca_dir.display()))?;
+    let ca = DevCa::load_or_create(&config.dev_ca_dir).with_context(|| {
+        format!(
+            "development CA in ZRING_DEV_CA_DIR={}",
+            config.dev_ca_dir.display()
+        )
+    })?;
     info!(dir = %config.dev_ca_dir.display(), "using the built-in development CA");
     let certs = CertManager::new(ca);
     let store = ArcSwap::from_pointee(certs.empty_store()?);
@@ -46,7 +53,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     if let Some(why) = fallback {
         warn!("io_uring unavailable, falling back to epoll: {why}");
     }
-    let shared = Arc::new(Shared { config: config.clone(), snapshot: ArcSwap::from_pointee(first), certs: store });
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        snapshot: ArcSwap::from_pointee(first),
+        certs: store,
+    });
     let cores = core::start(shared.clone(), driver)?;
     info!(
         cores = cores.len(),
@@ -67,11 +78,19 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                     log_snapshot(&snapshot);
                     shared.snapshot.store(Arc::new(snapshot));
                 }
-                Err(e) => error!("rejected {}: {e:#}; keeping the last good snapshot", src.path().display()),
+                Err(e) => error!(
+                    "rejected {}: {e:#}; keeping the last good snapshot",
+                    src.path().display()
+                ),
             }
         }
         let snapshot = shared.snapshot.load();
-        if let Err(e) = certs.sync(&shared.certs, &snapshot, &config.node_name, SystemTime::now()) {
+        if let Err(e) = certs.sync(
+            &shared.certs,
+            &snapshot,
+            &config.node_name,
+            SystemTime::now(),
+        ) {
             error!("certificate renewal failed, still serving the current certificates: {e}");
         }
     }
@@ -88,7 +107,10 @@ fn log_snapshot(s: &Snapshot) {
 
 /// Validates the environment and the local config, then reports; `zring check`.
 pub fn check(config: &Config) -> anyhow::Result<String> {
-    let mut out = format!("config ok: node={} cores={} driver={:?}\n", config.node_name, config.cores, config.driver);
+    let mut out = format!(
+        "config ok: node={} cores={} driver={:?}\n",
+        config.node_name, config.cores, config.driver
+    );
     if let Some(p) = &config.local_xds_path {
         let s = local::load(p).with_context(|| format!("LOCAL_XDS_PATH={}", p.display()))?;
         out.push_str(&format!(

@@ -64,24 +64,96 @@ pub struct Var {
 }
 
 pub const VARS: &[Var] = &[
-    Var { name: "LOCAL_XDS_PATH", default: "(none)", help: "ztunnel-format YAML with workloads, services, policies; re-read on change" },
-    Var { name: "NODE_NAME", default: "(hostname)", help: "node this instance serves; workloads on it are local" },
-    Var { name: "CLUSTER_ID", default: "Kubernetes", help: "cluster name used in identities, metrics and baggage" },
-    Var { name: "TRUST_DOMAIN", default: "cluster.local", help: "SPIFFE trust domain of this cluster" },
-    Var { name: "POD_NAME", default: "(empty)", help: "zring's own pod name (xDS node metadata)" },
-    Var { name: "POD_NAMESPACE", default: "(empty)", help: "zring's own pod namespace (xDS node metadata)" },
-    Var { name: "PACKET_MARK", default: "1337", help: "SO_MARK on zring's upstream sockets (decimal or 0x hex)" },
-    Var { name: "ZRING_CORES", default: "(all CPUs)", help: "number of per-core runtimes, 1..=1024" },
-    Var { name: "ZRING_PIN_CORES", default: "true", help: "pin each runtime to one CPU" },
-    Var { name: "ZRING_DRIVER", default: "auto", help: "auto | uring | legacy (epoll)" },
-    Var { name: "ZRING_URING_ENTRIES", default: "1024", help: "io_uring submission queue size, power of two 64..=32768" },
-    Var { name: "ZRING_BUFFER_SIZE", default: "65536", help: "copy buffer bytes per direction, 4096..=16777216" },
-    Var { name: "ZRING_CONNECT_TIMEOUT_MS", default: "10000", help: "upstream connect timeout" },
-    Var { name: "ZRING_LOCAL_XDS_POLL_MS", default: "1000", help: "how often LOCAL_XDS_PATH is checked for edits" },
-    Var { name: "ZRING_LISTEN_BACKLOG", default: "1024", help: "listen(2) backlog per core and port" },
-    Var { name: "CA_ADDRESS", default: "(none)", help: "Istio CA address; unset: the built-in development CA (the Istio CA client is not built yet)" },
-    Var { name: "ZRING_DEV_CA_DIR", default: "$TMPDIR/zring-dev-ca", help: "root of the built-in development CA (created if missing)" },
-    Var { name: "RUST_LOG", default: "info", help: "log filter (tracing EnvFilter syntax)" },
+    Var {
+        name: "LOCAL_XDS_PATH",
+        default: "(none)",
+        help: "ztunnel-format YAML with workloads, services, policies; re-read on change",
+    },
+    Var {
+        name: "NODE_NAME",
+        default: "(hostname)",
+        help: "node this instance serves; workloads on it are local",
+    },
+    Var {
+        name: "CLUSTER_ID",
+        default: "Kubernetes",
+        help: "cluster name used in identities, metrics and baggage",
+    },
+    Var {
+        name: "TRUST_DOMAIN",
+        default: "cluster.local",
+        help: "SPIFFE trust domain of this cluster",
+    },
+    Var {
+        name: "POD_NAME",
+        default: "(empty)",
+        help: "zring's own pod name (xDS node metadata)",
+    },
+    Var {
+        name: "POD_NAMESPACE",
+        default: "(empty)",
+        help: "zring's own pod namespace (xDS node metadata)",
+    },
+    Var {
+        name: "PACKET_MARK",
+        default: "1337",
+        help: "SO_MARK on zring's upstream sockets (decimal or 0x hex)",
+    },
+    Var {
+        name: "ZRING_CORES",
+        default: "(all CPUs)",
+        help: "number of per-core runtimes, 1..=1024",
+    },
+    Var {
+        name: "ZRING_PIN_CORES",
+        default: "true",
+        help: "pin each runtime to one CPU",
+    },
+    Var {
+        name: "ZRING_DRIVER",
+        default: "auto",
+        help: "auto | uring | legacy (epoll)",
+    },
+    Var {
+        name: "ZRING_URING_ENTRIES",
+        default: "1024",
+        help: "io_uring submission queue size, power of two 64..=32768",
+    },
+    Var {
+        name: "ZRING_BUFFER_SIZE",
+        default: "65536",
+        help: "copy buffer bytes per direction, 4096..=16777216",
+    },
+    Var {
+        name: "ZRING_CONNECT_TIMEOUT_MS",
+        default: "10000",
+        help: "upstream connect timeout",
+    },
+    Var {
+        name: "ZRING_LOCAL_XDS_POLL_MS",
+        default: "1000",
+        help: "how often LOCAL_XDS_PATH is checked for edits",
+    },
+    Var {
+        name: "ZRING_LISTEN_BACKLOG",
+        default: "1024",
+        help: "listen(2) backlog per core and port",
+    },
+    Var {
+        name: "CA_ADDRESS",
+        default: "(none)",
+        help: "Istio CA address; unset: the built-in development CA (the Istio CA client is not built yet)",
+    },
+    Var {
+        name: "ZRING_DEV_CA_DIR",
+        default: "$TMPDIR/zring-dev-ca",
+        help: "root of the built-in development CA (created if missing)",
+    },
+    Var {
+        name: "RUST_LOG",
+        default: "info",
+        help: "log filter (tracing EnvFilter syntax)",
+    },
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -125,10 +197,19 @@ impl Config {
         };
         let packet_mark = match var("PACKET_MARK") {
             None => 1337,
-            Some(v) => parse_u32_any_radix(&v)
-                .ok_or_else(|| err("PACKET_MARK", &v, "expected a 32-bit number (decimal or 0x hex)"))?,
+            Some(v) => parse_u32_any_radix(&v).ok_or_else(|| {
+                err(
+                    "PACKET_MARK",
+                    &v,
+                    "expected a 32-bit number (decimal or 0x hex)",
+                )
+            })?,
         };
-        let ms = |name: &'static str, default: u64, min: u64, max: u64| -> Result<Duration, ConfigError> {
+        let ms = |name: &'static str,
+                  default: u64,
+                  min: u64,
+                  max: u64|
+         -> Result<Duration, ConfigError> {
             Ok(Duration::from_millis(match var(name) {
                 None => default,
                 Some(v) => parse_range(name, &v, min, max)?,
@@ -139,17 +220,28 @@ impl Config {
         if let Some(p) = &local_xds_path
             && !p.is_file()
         {
-            return Err(err("LOCAL_XDS_PATH", &p.display().to_string(), "no such file"));
+            return Err(err(
+                "LOCAL_XDS_PATH",
+                &p.display().to_string(),
+                "no such file",
+            ));
         }
         if let Some(ca) = var("CA_ADDRESS") {
-            return Err(err("CA_ADDRESS", &ca, "the Istio CA client is not built yet; unset it to use the development CA"));
+            return Err(err(
+                "CA_ADDRESS",
+                &ca,
+                "the Istio CA client is not built yet; unset it to use the development CA",
+            ));
         }
         let trust_domain = var("TRUST_DOMAIN").unwrap_or_else(|| "cluster.local".into());
-        if !trust_domain
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'_')
-        {
-            return Err(err("TRUST_DOMAIN", &trust_domain, "expected lowercase letters, digits, '.', '-', '_'"));
+        if !trust_domain.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'_'
+        }) {
+            return Err(err(
+                "TRUST_DOMAIN",
+                &trust_domain,
+                "expected lowercase letters, digits, '.', '-', '_'",
+            ));
         }
 
         Ok(Config {
@@ -185,13 +277,21 @@ impl Config {
 }
 
 fn err(var: &'static str, value: &str, expected: &str) -> ConfigError {
-    ConfigError { var, value: value.to_owned(), expected: expected.to_owned() }
+    ConfigError {
+        var,
+        value: value.to_owned(),
+        expected: expected.to_owned(),
+    }
 }
 
 fn parse_range(var: &'static str, v: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
     match v.trim().parse::<u64>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(err(var, v, &format!("expected a whole number from {min} to {max}"))),
+        _ => Err(err(
+            var,
+            v,
+            &format!("expected a whole number from {min} to {max}"),
+        )),
     }
 }
 
@@ -200,7 +300,11 @@ fn parse_bool(var: &'static str, v: Option<String>, default: bool) -> Result<boo
         None => Ok(default),
         Some("1" | "true" | "yes" | "on") => Ok(true),
         Some("0" | "false" | "no" | "off") => Ok(false),
-        Some(_) => Err(err(var, v.as_deref().unwrap_or_default(), "expected true or false")),
+        Some(_) => Err(err(
+            var,
+            v.as_deref().unwrap_or_default(),
+            "expected true or false",
+        )),
     }
 }
 
@@ -224,8 +328,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let m: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|k| m.get(k).cloned())
     }
 
@@ -251,7 +357,10 @@ mod tests {
             ("ZRING_PIN_CORES", "false"),
         ])
         .unwrap();
-        assert_eq!((c.cores, c.driver, c.packet_mark), (3, DriverChoice::Legacy, 1337));
+        assert_eq!(
+            (c.cores, c.driver, c.packet_mark),
+            (3, DriverChoice::Legacy, 1337)
+        );
         assert_eq!(c.node_name, "n1");
         assert!(!c.pin_cores);
     }
@@ -282,8 +391,15 @@ mod tests {
     #[test]
     fn every_variable_read_is_documented() {
         let src = include_str!("config.rs");
-        for name in src.split("var(\"").skip(1).filter_map(|s| s.split('"').next()) {
-            assert!(VARS.iter().any(|v| v.name == name), "{name} missing from VARS");
+        for name in src
+            .split("var(\"")
+            .skip(1)
+            .filter_map(|s| s.split('"').next())
+        {
+            assert!(
+                VARS.iter().any(|v| v.name == name),
+                "{name} missing from VARS"
+            );
         }
     }
 }

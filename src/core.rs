@@ -44,16 +44,27 @@ impl Driver {
 
 /// Turns the configured choice into the driver to run, probing io_uring for `Auto`.
 /// Returns the driver and, when `Auto` fell back, why.
-pub fn resolve_driver(choice: DriverChoice, entries: u32) -> Result<(Driver, Option<String>), StartError> {
+pub fn resolve_driver(
+    choice: DriverChoice,
+    entries: u32,
+) -> Result<(Driver, Option<String>), StartError> {
     let probe = || -> io::Result<()> {
         if !monoio::utils::detect_uring() {
-            return Err(io::Error::new(io::ErrorKind::Unsupported, "kernel lacks the io_uring operations monoio needs"));
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "kernel lacks the io_uring operations monoio needs",
+            ));
         }
-        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(entries).build().map(drop)
+        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(entries)
+            .build()
+            .map(drop)
     };
     match choice {
         DriverChoice::Legacy => Ok((Driver::Legacy, None)),
-        DriverChoice::Uring => probe().map(|()| (Driver::Uring, None)).map_err(StartError::Uring),
+        DriverChoice::Uring => probe()
+            .map(|()| (Driver::Uring, None))
+            .map_err(StartError::Uring),
         DriverChoice::Auto => match probe() {
             Ok(()) => Ok((Driver::Uring, None)),
             Err(e) => Ok((Driver::Legacy, Some(e.to_string()))),
@@ -139,9 +150,18 @@ pub enum StartError {
     #[error("io_uring unavailable (set ZRING_DRIVER=legacy or auto to use epoll): {0}")]
     Uring(io::Error),
     #[error("core {core}: cannot build the {driver} runtime: {source}")]
-    Runtime { core: usize, driver: &'static str, source: io::Error },
+    Runtime {
+        core: usize,
+        driver: &'static str,
+        source: io::Error,
+    },
     #[error("core {core}: cannot listen on {addr} ({kind}): {source}")]
-    Listen { core: usize, addr: SocketAddr, kind: &'static str, source: io::Error },
+    Listen {
+        core: usize,
+        addr: SocketAddr,
+        kind: &'static str,
+        source: io::Error,
+    },
     #[error("core {core} exited during start-up")]
     Died { core: usize },
     #[error("cannot start core thread: {0}")]
@@ -149,7 +169,10 @@ pub enum StartError {
 }
 
 /// Starts `config.cores` core threads and waits until each has bound its listeners.
-pub fn start(shared: Arc<Shared>, driver: Driver) -> Result<Vec<std::thread::JoinHandle<()>>, StartError> {
+pub fn start(
+    shared: Arc<Shared>,
+    driver: Driver,
+) -> Result<Vec<std::thread::JoinHandle<()>>, StartError> {
     let cores = shared.config.cores;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<usize, StartError>>(cores);
@@ -202,7 +225,11 @@ fn run_core(
             .map(|mut rt| rt.block_on(fut)),
     };
     if let Err(source) = built {
-        let _ = ready.send(Err(StartError::Runtime { core: id, driver: driver.name(), source }));
+        let _ = ready.send(Err(StartError::Runtime {
+            core: id,
+            driver: driver.name(),
+            source,
+        }));
     }
 }
 
@@ -222,7 +249,11 @@ async fn core_main(
         active: Cell::new(0),
         rng: Cell::new(seed | 1),
     });
-    let opts = ListenOpts { transparent: true, reuse_port: true, backlog: cfg.listen_backlog };
+    let opts = ListenOpts {
+        transparent: true,
+        reuse_port: true,
+        backlog: cfg.listen_backlog,
+    };
     let mut listeners = Vec::new();
     for (kind, addr) in [
         (ListenerKind::Outbound, cfg.outbound_addr),
@@ -231,12 +262,21 @@ async fn core_main(
         match socket::listener(addr, opts).and_then(TcpListener::from_std) {
             Ok(l) => listeners.push((kind, l)),
             Err(source) => {
-                let _ = ready.send(Err(StartError::Listen { core: id, addr, kind: kind.name(), source }));
+                let _ = ready.send(Err(StartError::Listen {
+                    core: id,
+                    addr,
+                    kind: kind.name(),
+                    source,
+                }));
                 return;
             }
         }
     }
-    info!(core = id, driver = driver.name(), "core listening on 15001 (outbound) and 15006 (inbound plaintext)");
+    info!(
+        core = id,
+        driver = driver.name(),
+        "core listening on 15001 (outbound) and 15006 (inbound plaintext)"
+    );
     let _ = ready.send(Ok(id));
     drop(ready);
 
@@ -255,7 +295,9 @@ async fn accept_loop(ctx: Rc<CoreCtx>, listener: TcpListener, kind: ListenerKind
             Ok((stream, peer)) => {
                 let ctx = ctx.clone();
                 match kind {
-                    ListenerKind::Outbound => monoio::spawn(crate::proxy::outbound::serve(ctx, stream, peer)),
+                    ListenerKind::Outbound => {
+                        monoio::spawn(crate::proxy::outbound::serve(ctx, stream, peer))
+                    }
                     ListenerKind::InboundPlaintext => {
                         monoio::spawn(crate::proxy::inbound_passthrough::serve(ctx, stream, peer))
                     }

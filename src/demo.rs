@@ -19,19 +19,24 @@ use crate::lab::{Lab, LabError, Process, traffic};
 pub const SEED_CONFIG: &str = include_str!("../tests/data/seed-two-nodes.yaml");
 const NODES: [(&str, &str); 2] = [("a", "ambient-worker"), ("b", "ambient-worker2")];
 const APPB: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 4);
-const VIP: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(10, 96, 101, 203)), 8000);
+const VIP: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(10, 96, 101, 203)), 8000);
 const PAYLOAD: u64 = 16 << 20;
 
 /// Runs the demo, printing as it goes. Without root it fails with one line saying so.
 pub fn run() -> anyhow::Result<()> {
     let lab = match Lab::seed() {
         Ok(lab) => lab,
-        Err(LabError::NotRoot) => bail!("zring demo needs root: it builds network namespaces and nftables rules (try: sudo zring demo)"),
+        Err(LabError::NotRoot) => bail!(
+            "zring demo needs root: it builds network namespaces and nftables rules (try: sudo zring demo)"
+        ),
         Err(e) => return Err(e).context("building the demo cluster"),
     };
     println!("zring demo: the seed cluster in network namespaces");
     println!("  node ambient-worker   pod appa 10.244.1.8");
-    println!("  node ambient-worker2  pod appb 10.244.2.4, service appb.default.svc 10.96.101.203:8000 → 80");
+    println!(
+        "  node ambient-worker2  pod appb 10.244.2.4, service appb.default.svc 10.96.101.203:8000 → 80"
+    );
     let config = lab.dir().join("seed-two-nodes.yaml");
     std::fs::write(&config, SEED_CONFIG).context("writing the demo config")?;
     let exe = std::env::current_exe().context("locating the zring binary")?;
@@ -47,10 +52,16 @@ pub fn run() -> anyhow::Result<()> {
             .env("LOCAL_XDS_PATH", &config)
             .env("ZRING_DEV_CA_DIR", &ca_dir)
             .env_remove("CA_ADDRESS")
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            );
         let p = lab.spawn_process(node, cmd)?;
         p.wait_for_log("zring ready", Duration::from_secs(30))?;
-        println!("  zring on {node_name}: ready ({})", ready_summary(&p.log()));
+        println!(
+            "  zring on {node_name}: ready ({})",
+            ready_summary(&p.log())
+        );
         nodes.push((node_name, p));
     }
 
@@ -59,12 +70,18 @@ pub fn run() -> anyhow::Result<()> {
         Ok(())
     })?;
     println!();
-    for (what, dst) in [("appa → appb 10.244.2.4:80", SocketAddr::from((APPB, 80))), ("appa → appb.default.svc 10.96.101.203:8000", VIP)] {
+    for (what, dst) in [
+        ("appa → appb 10.244.2.4:80", SocketAddr::from((APPB, 80))),
+        ("appa → appb.default.svc 10.96.101.203:8000", VIP),
+    ] {
         let start = Instant::now();
-        let report = lab.pod("appa").run(move || -> Result<traffic::Report, String> {
-            let s = TcpStream::connect_timeout(&dst, Duration::from_secs(10)).map_err(|e| e.to_string())?;
-            traffic::exchange(s, PAYLOAD, PAYLOAD, 7).map_err(|e| e.to_string())
-        });
+        let report = lab
+            .pod("appa")
+            .run(move || -> Result<traffic::Report, String> {
+                let s = TcpStream::connect_timeout(&dst, Duration::from_secs(10))
+                    .map_err(|e| e.to_string())?;
+                traffic::exchange(s, PAYLOAD, PAYLOAD, 7).map_err(|e| e.to_string())
+            });
         let secs = start.elapsed().as_secs_f64();
         match report {
             Ok(r) => println!(
@@ -79,7 +96,11 @@ pub fn run() -> anyhow::Result<()> {
 
     // Access-log lines appear when connections end; give the last ones a moment.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while nodes.iter().map(|(_, p)| p.log().matches("complete dur=").count()).sum::<usize>() < 4
+    while nodes
+        .iter()
+        .map(|(_, p)| p.log().matches("complete dur=").count())
+        .sum::<usize>()
+        < 4
         && Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(50));
@@ -94,7 +115,10 @@ pub fn run() -> anyhow::Result<()> {
             totals.1 += field(line, "bytes_recv=").unwrap_or(0);
             failures += usize::from(line.contains(" WARN ") || line.contains(" ERROR "));
         }
-        println!("  traffic counters: {} bytes sent, {} bytes received", totals.0, totals.1);
+        println!(
+            "  traffic counters: {} bytes sent, {} bytes received",
+            totals.0, totals.1
+        );
     }
     println!("\ncleaning up the namespaces");
     drop(nodes);
@@ -106,11 +130,23 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 fn ready_summary(log: &str) -> String {
-    let line = log.lines().find(|l| l.contains("zring ready")).unwrap_or_default();
+    let line = log
+        .lines()
+        .find(|l| l.contains("zring ready"))
+        .unwrap_or_default();
     let mut s = String::new();
     for key in ["driver=", "cores="] {
-        if let Some(v) = line.split(key).nth(1).and_then(|r| r.split_whitespace().next()) {
-            let _ = write!(s, "{}{key}{}", if s.is_empty() { "" } else { ", " }, v.trim_matches('"'));
+        if let Some(v) = line
+            .split(key)
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+        {
+            let _ = write!(
+                s,
+                "{}{key}{}",
+                if s.is_empty() { "" } else { ", " },
+                v.trim_matches('"')
+            );
         }
     }
     s
@@ -126,5 +162,10 @@ fn strip_prefix(l: &str) -> &str {
 }
 
 fn field(line: &str, key: &str) -> Option<u64> {
-    line.split(key).nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    line.split(key)
+        .nth(1)?
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }

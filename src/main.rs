@@ -35,7 +35,10 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let cmd = args.first().map(String::as_str).unwrap_or("run");
     if args.len() > 1 {
-        eprintln!("zring: unexpected argument {:?} (see zring --help)", args[1]);
+        eprintln!(
+            "zring: unexpected argument {:?} (see zring --help)",
+            args[1]
+        );
         return ExitCode::from(2);
     }
     match cmd {

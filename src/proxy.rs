@@ -77,7 +77,9 @@ impl Error {
         match self {
             Error::Denied(_) => "DENY",
             Error::UnknownDestination(_) | Error::NotLocal(_) => "DENY",
-            Error::Connect { .. } | Error::ConnectTimeout(_) | Error::HboneUnavailable(_) => "CONNECT",
+            Error::Connect { .. } | Error::ConnectTimeout(_) | Error::HboneUnavailable(_) => {
+                "CONNECT"
+            }
             Error::Accept(_) | Error::Copy(_) => "-",
         }
     }
@@ -86,7 +88,12 @@ impl Error {
 /// Opens a marked upstream connection, optionally from the client's IP (IP_TRANSPARENT), with
 /// a timeout. monoio cannot bind before connecting, so the socket is built by `sys::socket`
 /// and completed here by waiting for writability.
-pub async fn connect(dst: SocketAddr, spoof_source: Option<IpAddr>, mark: u32, timeout: Duration) -> Result<TcpStream, Error> {
+pub async fn connect(
+    dst: SocketAddr,
+    spoof_source: Option<IpAddr>,
+    mark: u32,
+    timeout: Duration,
+) -> Result<TcpStream, Error> {
     let err = |source| Error::Connect { dst, source };
     let std = socket::start_connect(dst, UpstreamOpts { spoof_source, mark }).map_err(err)?;
     let stream = TcpStream::from_std(std).map_err(err)?;

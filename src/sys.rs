@@ -12,7 +12,10 @@ pub mod socket;
 /// proxied connection, and the usual soft limit (1024) caps it at a few hundred connections.
 /// Returns the new soft limit.
 pub fn raise_nofile_limit() -> std::io::Result<u64> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(std::io::Error::last_os_error());
@@ -35,5 +38,7 @@ pub fn is_root() -> bool {
 
 /// Number of open file descriptors of this process (for leak checks and the soak tool).
 pub fn open_fds() -> std::io::Result<usize> {
-    Ok(std::fs::read_dir("/proc/self/fd")?.count().saturating_sub(1))
+    Ok(std::fs::read_dir("/proc/self/fd")?
+        .count()
+        .saturating_sub(1))
 }

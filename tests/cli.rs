@@ -37,7 +37,11 @@ fn version() {
 
 #[test]
 fn bad_variable_is_one_line_naming_it() {
-    for (k, v) in [("ZRING_CORES", "lots"), ("ZRING_DRIVER", "kqueue"), ("PACKET_MARK", "-1")] {
+    for (k, v) in [
+        ("ZRING_CORES", "lots"),
+        ("ZRING_DRIVER", "kqueue"),
+        ("PACKET_MARK", "-1"),
+    ] {
         let (code, out, err) = run(&["run"], &[(k, v)]);
         assert_eq!(code, 2, "{k}={v}: {out}{err}");
         assert_eq!(err.lines().count(), 1, "{err}");
@@ -55,18 +59,28 @@ fn unknown_command_and_extra_arguments() {
 fn broken_yaml_is_refused_with_its_location() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("bad.yaml");
-    std::fs::write(&p, "workloads:\n- name: x\n  workloadIps: [\"not-an-ip\"]\n").unwrap();
+    std::fs::write(
+        &p,
+        "workloads:\n- name: x\n  workloadIps: [\"not-an-ip\"]\n",
+    )
+    .unwrap();
     let path = p.to_str().unwrap();
     for cmd in ["check", "run"] {
         let (code, out, err) = run(&[cmd], &[("LOCAL_XDS_PATH", path), ("ZRING_CORES", "1")]);
         assert_ne!(code, 0, "{cmd}: {out}{err}");
-        assert!(err.contains("LOCAL_XDS_PATH") && err.contains("not-an-ip"), "{cmd}: {err}");
+        assert!(
+            err.contains("LOCAL_XDS_PATH") && err.contains("not-an-ip"),
+            "{cmd}: {err}"
+        );
     }
 }
 
 #[test]
 fn check_accepts_the_seed_config() {
-    let seed = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/seed-two-nodes.yaml");
+    let seed = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/seed-two-nodes.yaml"
+    );
     let (code, out, err) = run(&["check"], &[("LOCAL_XDS_PATH", seed)]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("2 workloads, 1 services, 1 policies"), "{out}");

@@ -76,7 +76,12 @@ fn cluster(driver: &str, with_appa: bool) -> Cluster {
     let mut lab = Lab::seed().expect("lab (needs root, ip, nft)");
     lab.add_pod("a", "appa2", APPA2).unwrap();
     lab.add_pod("a", "stranger", STRANGER).unwrap();
-    lab.add_node("c", Ipv4Addr::new(172, 31, 0, 13), "10.244.3.0/24".parse().unwrap()).unwrap();
+    lab.add_node(
+        "c",
+        Ipv4Addr::new(172, 31, 0, 13),
+        "10.244.3.0/24".parse().unwrap(),
+    )
+    .unwrap();
     lab.add_pod("c", "ext", EXT).unwrap();
     let config = lab.dir().join("config.yaml");
     std::fs::write(&config, config_text(with_appa)).unwrap();
@@ -91,8 +96,13 @@ fn cluster(driver: &str, with_appa: bool) -> Cluster {
             .env("ZRING_CORES", "2")
             .env("RUST_LOG", "info");
         let p = lab.spawn_process(lab.node(node), cmd).unwrap();
-        p.wait_for_log("zring ready", Duration::from_secs(30)).unwrap();
-        let want = if driver == "uring" { "driver=\"io_uring\"" } else { "driver=\"epoll\"" };
+        p.wait_for_log("zring ready", Duration::from_secs(30))
+            .unwrap();
+        let want = if driver == "uring" {
+            "driver=\"io_uring\""
+        } else {
+            "driver=\"epoll\""
+        };
         assert!(p.log().contains(want), "driver not logged: {}", p.log());
         zring.push(p);
     }
@@ -118,7 +128,8 @@ impl Cluster {
 
     fn exchange(&self, from: &str, to: SocketAddr, up: u64, down: u64) -> Result<Report, String> {
         self.lab.pod(from).run(move || {
-            let s = TcpStream::connect_timeout(&to, Duration::from_secs(10)).map_err(|e| e.to_string())?;
+            let s = TcpStream::connect_timeout(&to, Duration::from_secs(10))
+                .map_err(|e| e.to_string())?;
             traffic::exchange(s, up, down, up ^ down ^ 0xfeed).map_err(|e| e.to_string())
         })
     }
@@ -127,7 +138,11 @@ impl Cluster {
     fn eventually_logged(&self, node: usize, needle: &str, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.log(node).matches(needle).count() < n {
-            assert!(Instant::now() < deadline, "{needle:?} ×{n} never logged:\n{}", self.log(node));
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} ×{n} never logged:\n{}",
+                self.log(node)
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -163,7 +178,9 @@ on_both_drivers!(
 fn cross_node_tcp_workload(driver: &str) {
     let c = cluster(driver, true);
     c.serve("appb", 80, 1);
-    let r = c.exchange("appa", (APPB, 80).into(), 64 * MIB, 64 * MIB).unwrap();
+    let r = c
+        .exchange("appa", (APPB, 80).into(), 64 * MIB, 64 * MIB)
+        .unwrap();
     assert_eq!(r.peer_seen_by_server.ip(), APPA);
     assert_eq!((r.uploaded, r.downloaded), (64 * MIB, 64 * MIB));
     c.eventually_logged(0, "proxy to 10.244.2.4:80 using TCP type Direct", 1);
@@ -180,10 +197,15 @@ fn cross_node_tcp_workload(driver: &str) {
 fn same_node_direct_local(driver: &str) {
     let c = cluster(driver, true);
     c.serve("appa2", 8080, 1);
-    let r = c.exchange("appa", (APPA2, 8080).into(), 8 * MIB, 8 * MIB).unwrap();
+    let r = c
+        .exchange("appa", (APPA2, 8080).into(), 8 * MIB, 8 * MIB)
+        .unwrap();
     assert_eq!(r.peer_seen_by_server.ip(), APPA);
     c.eventually_logged(0, "type DirectLocal", 1);
-    assert!(!c.log(1).contains("complete dur="), "node b saw a same-node connection");
+    assert!(
+        !c.log(1).contains("complete dur="),
+        "node b saw a same-node connection"
+    );
 }
 
 /// appa → the service VIP: zring picks the endpoint and maps port 8000 → 80.
@@ -200,7 +222,9 @@ fn service_vip_to_endpoint(driver: &str) {
 fn passthrough_to_unknown_address(driver: &str) {
     let c = cluster(driver, true);
     c.serve("ext", 9000, 1);
-    let r = c.exchange("appa", (EXT, 9000).into(), 4 * MIB, 4 * MIB).unwrap();
+    let r = c
+        .exchange("appa", (EXT, 9000).into(), 4 * MIB, 4 * MIB)
+        .unwrap();
     assert_eq!(r.peer_seen_by_server.ip(), APPA);
     c.eventually_logged(0, "proxy to 10.244.3.7:9000 using TCP type Passthrough", 1);
 }
@@ -217,7 +241,8 @@ fn many_connections_spread_across_cores(driver: &str) {
                 std::thread::spawn(move || {
                     let s = TcpStream::connect_timeout(&(APPB, 80).into(), Duration::from_secs(10))
                         .map_err(|e| e.to_string())?;
-                    traffic::exchange(s, 256 * 1024 + i as u64, 128 * 1024, i as u64).map_err(|e| e.to_string())
+                    traffic::exchange(s, 256 * 1024 + i as u64, 128 * 1024, i as u64)
+                        .map_err(|e| e.to_string())
                 })
             })
             .collect();
@@ -231,7 +256,10 @@ fn many_connections_spread_across_cores(driver: &str) {
         c.eventually_logged(node, "complete dur=", N);
         let log = c.log(node);
         for core in ["core=0", "core=1"] {
-            let n = log.lines().filter(|l| l.contains("complete dur=") && l.contains(core)).count();
+            let n = log
+                .lines()
+                .filter(|l| l.contains("complete dur=") && l.contains(core))
+                .count();
             assert!(n > 0, "node {node}: no connection on {core}");
         }
     }
@@ -263,5 +291,8 @@ fn config_edits_apply_live(driver: &str) {
     std::fs::write(&c.config, "workloads: [ {{{ not yaml").unwrap();
     c.eventually_logged(0, "keeping the last good snapshot", 1);
     c.exchange("appa", (APPB, 80).into(), MIB, MIB).unwrap();
-    assert!(c.zring[0].try_status().unwrap().is_none(), "zring exited on a broken config");
+    assert!(
+        c.zring[0].try_status().unwrap().is_none(),
+        "zring exited on a broken config"
+    );
 }

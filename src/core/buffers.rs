@@ -24,7 +24,11 @@ pub struct BufferPool {
 
 impl BufferPool {
     pub fn new(large_size: usize) -> BufferPool {
-        BufferPool { large_size: large_size.max(SMALL), small: RefCell::default(), large: RefCell::default() }
+        BufferPool {
+            large_size: large_size.max(SMALL),
+            small: RefCell::default(),
+            large: RefCell::default(),
+        }
     }
 
     pub fn large_size(&self) -> usize {
@@ -33,12 +37,18 @@ impl BufferPool {
 
     /// An empty buffer with capacity [`SMALL`].
     pub fn small(&self) -> Vec<u8> {
-        self.small.borrow_mut().pop().unwrap_or_else(|| Vec::with_capacity(SMALL))
+        self.small
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(SMALL))
     }
 
     /// An empty buffer with the configured large capacity.
     pub fn large(&self) -> Vec<u8> {
-        self.large.borrow_mut().pop().unwrap_or_else(|| Vec::with_capacity(self.large_size))
+        self.large
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(self.large_size))
     }
 
     /// Returns a buffer to the pool it came from (by capacity); others are dropped.

@@ -32,7 +32,13 @@ impl CertManager {
 
     /// Issues what is missing or due and forgets identities no workload on `node` has any more.
     /// Returns whether a new store was published.
-    pub fn sync(&self, published: &ArcSwap<CertStore>, snapshot: &Snapshot, node: &str, now: SystemTime) -> Result<bool, Error> {
+    pub fn sync(
+        &self,
+        published: &ArcSwap<CertStore>,
+        snapshot: &Snapshot,
+        node: &str,
+        now: SystemTime,
+    ) -> Result<bool, Error> {
         let wanted = local_identities(snapshot, node);
         let current = published.load_full();
         let stale = current.identities().any(|id| !wanted.contains(id));
@@ -44,7 +50,11 @@ impl CertManager {
             (None, Some(retained)) => retained,
             (None, None) => return Ok(false),
         };
-        info!(identities = next.len(), generation = next.generation(), "published workload certificates");
+        info!(
+            identities = next.len(),
+            generation = next.generation(),
+            "published workload certificates"
+        );
         published.store(Arc::new(next));
         Ok(true)
     }
@@ -89,14 +99,28 @@ mod tests {
         let now = SystemTime::now();
         let s = snapshot(TWO);
         assert!(m.sync(&published, &s, "n", now).unwrap());
-        let ids: Vec<String> = published.load().identities().map(|i| i.to_string()).collect();
-        assert_eq!(ids, ["spiffe://cluster.local/ns/ns1/sa/sa1", "spiffe://cluster.local/ns/ns2/sa/sa2"]);
+        let mut ids: Vec<String> = published
+            .load()
+            .identities()
+            .map(|i| i.to_string())
+            .collect();
+        ids.sort();
+        assert_eq!(
+            ids,
+            [
+                "spiffe://cluster.local/ns/ns1/sa/sa1",
+                "spiffe://cluster.local/ns/ns2/sa/sa2"
+            ]
+        );
         // Nothing due: nothing published, the generation stays.
         let g = published.load().generation();
         assert!(!m.sync(&published, &s, "n", now).unwrap());
         assert_eq!(published.load().generation(), g);
         // Past half-life: renewed.
-        assert!(m.sync(&published, &s, "n", now + Duration::from_secs(13 * 3600)).unwrap());
+        assert!(
+            m.sync(&published, &s, "n", now + Duration::from_secs(13 * 3600))
+                .unwrap()
+        );
         assert!(published.load().generation() > g);
         // ns2/sa2 leaves the node: forgotten.
         let fewer = snapshot(&TWO.replace("node: n }\n- { uid: d", "node: gone }\n- { uid: d"));

@@ -51,8 +51,20 @@ where
     UR: AsyncReadRent,
     UW: AsyncWriteRent,
 {
-    let to_up = one_way(down_r, up_w, (Side::Downstream, Side::Upstream), pool, &counts.sent);
-    let to_down = one_way(up_r, down_w, (Side::Upstream, Side::Downstream), pool, &counts.received);
+    let to_up = one_way(
+        down_r,
+        up_w,
+        (Side::Downstream, Side::Upstream),
+        pool,
+        &counts.sent,
+    );
+    let to_down = one_way(
+        up_r,
+        down_w,
+        (Side::Upstream, Side::Downstream),
+        pool,
+        &counts.received,
+    );
     let (mut to_up, mut to_down) = (std::pin::pin!(to_up), std::pin::pin!(to_down));
     monoio::select! {
         r = &mut to_up => { r?; to_down.await }
@@ -80,7 +92,10 @@ where
         let n = match res {
             Ok(0) => {
                 pool.put(buf);
-                return w.shutdown().await.map_err(|source| CopyError::Write { side: to, source });
+                return w
+                    .shutdown()
+                    .await
+                    .map_err(|source| CopyError::Write { side: to, source });
             }
             Ok(n) => n,
             Err(source) => {
@@ -160,7 +175,10 @@ mod tests {
         assert_eq!(counts.sent.get(), 300_000);
         assert_eq!(counts.received.get(), 4);
         let (small, large) = pool.free_counts();
-        assert!(small >= 1 && large >= 1, "buffers return to the pool: {small} {large}");
+        assert!(
+            small >= 1 && large >= 1,
+            "buffers return to the pool: {small} {large}"
+        );
     }
 
     #[monoio::test_all(timer_enabled = true)]

@@ -48,16 +48,28 @@ async fn proxy(ctx: &CoreCtx, downstream: TcpStream, rec: &mut ConnRecord) -> Re
     rec.dst_workload = Some(workload);
     drop(snapshot);
 
-    let upstream =
-        match super::connect(dst, Some(rec.src.0.ip()), cfg.packet_mark, cfg.connect_timeout).await {
-            Ok(s) => s,
-            Err(e) => {
-                super::reset(downstream);
-                return Err(e);
-            }
-        };
+    let upstream = match super::connect(
+        dst,
+        Some(rec.src.0.ip()),
+        cfg.packet_mark,
+        cfg.connect_timeout,
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            super::reset(downstream);
+            return Err(e);
+        }
+    };
     rec.upstream = Some(dst);
     let _active = ctx.track();
-    copy::bidirectional(downstream.into_split(), upstream.into_split(), &ctx.buffers, &rec.counts).await?;
+    copy::bidirectional(
+        downstream.into_split(),
+        upstream.into_split(),
+        &ctx.buffers,
+        &rec.counts,
+    )
+    .await?;
     Ok(())
 }

@@ -32,7 +32,13 @@ async fn proxy(ctx: &CoreCtx, downstream: TcpStream, rec: &mut ConnRecord) -> Re
     let cfg = ctx.config();
     let decision = {
         let snapshot = ctx.shared.snapshot.load_full();
-        route::outbound(&snapshot, &cfg.node_name, rec.src.0.ip(), rec.dst.0, ctx.random())
+        route::outbound(
+            &snapshot,
+            &cfg.node_name,
+            rec.src.0.ip(),
+            rec.dst.0,
+            ctx.random(),
+        )
     };
     let route = match decision {
         Ok(r) => r,
@@ -52,17 +58,33 @@ async fn proxy(ctx: &CoreCtx, downstream: TcpStream, rec: &mut ConnRecord) -> Re
             return Err(Error::HboneUnavailable(via));
         }
     };
-    info!(core = ctx.id, "proxy to {target} using TCP type {}", route.action.kind());
-    let upstream =
-        match super::connect(target, Some(rec.src.0.ip()), cfg.packet_mark, cfg.connect_timeout).await {
-            Ok(s) => s,
-            Err(e) => {
-                super::reset(downstream);
-                return Err(e);
-            }
-        };
+    info!(
+        core = ctx.id,
+        "proxy to {target} using TCP type {}",
+        route.action.kind()
+    );
+    let upstream = match super::connect(
+        target,
+        Some(rec.src.0.ip()),
+        cfg.packet_mark,
+        cfg.connect_timeout,
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            super::reset(downstream);
+            return Err(e);
+        }
+    };
     rec.upstream = Some(target);
     let _active = ctx.track();
-    copy::bidirectional(downstream.into_split(), upstream.into_split(), &ctx.buffers, &rec.counts).await?;
+    copy::bidirectional(
+        downstream.into_split(),
+        upstream.into_split(),
+        &ctx.buffers,
+        &rec.counts,
+    )
+    .await?;
     Ok(())
 }

@@ -48,8 +48,14 @@ impl Action {
             Action::Passthrough(_) => "Passthrough",
             Action::Direct(_) => "Direct",
             Action::DirectLocal(_) => "DirectLocal",
-            Action::Hbone { kind: TunnelKind::ToServer, .. } => "ToServer",
-            Action::Hbone { kind: TunnelKind::ToServerWaypoint, .. } => "ToServerWaypoint",
+            Action::Hbone {
+                kind: TunnelKind::ToServer,
+                ..
+            } => "ToServer",
+            Action::Hbone {
+                kind: TunnelKind::ToServerWaypoint,
+                ..
+            } => "ToServerWaypoint",
         }
     }
 }
@@ -78,22 +84,41 @@ pub enum Denied {
 }
 
 /// Decides where a connection from `src` (a pod on node `node`) to `dst` goes.
-pub fn outbound(snapshot: &Snapshot, node: &str, src: IpAddr, dst: SocketAddr, random: u64) -> Result<Route, Denied> {
+pub fn outbound(
+    snapshot: &Snapshot,
+    node: &str,
+    src: IpAddr,
+    dst: SocketAddr,
+    random: u64,
+) -> Result<Route, Denied> {
     if OWN_PORTS.contains(&dst.port()) {
         return Err(Denied::OwnPort(dst));
     }
-    let source = snapshot.workload_by_ip(src).cloned().ok_or(Denied::UnknownSource(src))?;
+    let source = snapshot
+        .workload_by_ip(src)
+        .cloned()
+        .ok_or(Denied::UnknownSource(src))?;
 
     if let Some(service) = snapshot.service_by_vip(dst.ip()) {
         let service = service.clone();
         if let Some(wp) = &service.waypoint
             && let Some(action) = via_waypoint(snapshot, wp, &source, dst, random)?
         {
-            return Ok(Route { source, dst_workload: None, dst_service: Some(service), action });
+            return Ok(Route {
+                source,
+                dst_workload: None,
+                dst_service: Some(service),
+                action,
+            });
         }
         let (endpoint, port) = pick_endpoint(&service, dst.port(), random)?;
         let action = to_workload(node, &endpoint, port);
-        return Ok(Route { source, dst_workload: Some(endpoint), dst_service: Some(service), action });
+        return Ok(Route {
+            source,
+            dst_workload: Some(endpoint),
+            dst_service: Some(service),
+            action,
+        });
     }
 
     if let Some(workload) = snapshot.workload_by_ip(dst.ip()) {
@@ -101,13 +126,28 @@ pub fn outbound(snapshot: &Snapshot, node: &str, src: IpAddr, dst: SocketAddr, r
         if let Some(wp) = &workload.waypoint
             && let Some(action) = via_waypoint(snapshot, wp, &source, dst, random)?
         {
-            return Ok(Route { source, dst_workload: Some(workload), dst_service: None, action });
+            return Ok(Route {
+                source,
+                dst_workload: Some(workload),
+                dst_service: None,
+                action,
+            });
         }
         let action = to_workload(node, &workload, dst.port());
-        return Ok(Route { source, dst_workload: Some(workload), dst_service: None, action });
+        return Ok(Route {
+            source,
+            dst_workload: Some(workload),
+            dst_service: None,
+            action,
+        });
     }
 
-    Ok(Route { source, dst_workload: None, dst_service: None, action: Action::Passthrough(dst) })
+    Ok(Route {
+        source,
+        dst_workload: None,
+        dst_service: None,
+        action: Action::Passthrough(dst),
+    })
 }
 
 /// The way to reach `workload` on `port`, given where it runs and what it speaks.
@@ -158,15 +198,28 @@ fn via_waypoint(
         return Ok(None);
     }
     let via = SocketAddr::new(peer.workload_ips[0], wp.hbone_mtls_port);
-    Ok(Some(Action::Hbone { via, authority, kind: TunnelKind::ToServerWaypoint, peer }))
+    Ok(Some(Action::Hbone {
+        via,
+        authority,
+        kind: TunnelKind::ToServerWaypoint,
+        peer,
+    }))
 }
 
 /// Picks an endpoint of `service` for `port`, and the port to dial on it.
-fn pick_endpoint(service: &Service, port: u16, random: u64) -> Result<(Arc<Workload>, u16), Denied> {
+fn pick_endpoint(
+    service: &Service,
+    port: u16,
+    random: u64,
+) -> Result<(Arc<Workload>, u16), Denied> {
     if service.target_port(port).is_none() {
-        return Err(Denied::NoServicePort { service: service.hostname.clone(), port });
+        return Err(Denied::NoServicePort {
+            service: service.hostname.clone(),
+            port,
+        });
     }
-    let e = pick(service, random).ok_or_else(|| Denied::NoHealthyEndpoint(service.hostname.clone()))?;
+    let e =
+        pick(service, random).ok_or_else(|| Denied::NoHealthyEndpoint(service.hostname.clone()))?;
     Ok((e.workload.clone(), e.target_port(service, port)))
 }
 
@@ -174,7 +227,10 @@ fn pick_endpoint(service: &Service, port: u16, random: u64) -> Result<(Arc<Workl
 /// weighted by capacity.
 fn pick(service: &Service, random: u64) -> Option<&Endpoint> {
     let eligible = || {
-        service.endpoints.iter().filter(|e| service.admits(e.workload.status) && !e.workload.workload_ips.is_empty())
+        service
+            .endpoints
+            .iter()
+            .filter(|e| service.admits(e.workload.status) && !e.workload.workload_ips.is_empty())
     };
     let weight = |e: &Endpoint| u64::from(e.workload.capacity.max(1));
     let total: u64 = eligible().map(weight).sum();

@@ -106,7 +106,10 @@ pub fn take_socket_error(fd: RawFd) -> io::Result<()> {
 /// Sets SO_LINGER to zero so that closing the socket sends RST instead of FIN: how a denied or
 /// failed connection is refused on plaintext paths.
 pub fn set_reset_on_close(fd: &impl AsRawFd) -> io::Result<()> {
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
     // SAFETY: `linger` is a valid struct of the size given; a bad fd yields EBADF.
     let rc = unsafe {
         libc::setsockopt(
@@ -154,9 +157,20 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         drop(l);
-        let s = start_connect(addr, UpstreamOpts { spoof_source: None, mark: 0 }).unwrap();
+        let s = start_connect(
+            addr,
+            UpstreamOpts {
+                spoof_source: None,
+                mark: 0,
+            },
+        )
+        .unwrap();
         // Wait for the connect to finish without an async runtime.
-        let mut pfd = libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: s.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
         let fds = std::slice::from_mut(&mut pfd);
         assert!(poll(fds) > 0);
         let err = take_socket_error(s.as_raw_fd()).unwrap_err();
@@ -167,7 +181,10 @@ mod tests {
     fn family_mismatch_is_rejected() {
         let err = start_connect(
             "[::1]:1".parse().unwrap(),
-            UpstreamOpts { spoof_source: Some("127.0.0.1".parse().unwrap()), mark: 0 },
+            UpstreamOpts {
+                spoof_source: Some("127.0.0.1".parse().unwrap()),
+                mark: 0,
+            },
         )
         .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);

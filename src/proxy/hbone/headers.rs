@@ -59,15 +59,23 @@ pub fn parse_forwarded(raw: &[u8]) -> Result<std::net::IpAddr, HeaderError> {
     let s = std::str::from_utf8(raw).map_err(|_| HeaderError::Forwarded)?;
     let first = s.split(',').next().unwrap_or_default();
     for pair in first.split(';') {
-        let Some((k, v)) = pair.trim().split_once('=') else { continue };
+        let Some((k, v)) = pair.trim().split_once('=') else {
+            continue;
+        };
         if !k.eq_ignore_ascii_case("for") {
             continue;
         }
-        let v = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v);
+        let v = v
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(v);
         if let Ok(sa) = v.parse::<SocketAddr>() {
             return Ok(sa.ip());
         }
-        let bare = v.strip_prefix('[').and_then(|v| v.strip_suffix(']')).unwrap_or(v);
+        let bare = v
+            .strip_prefix('[')
+            .and_then(|v| v.strip_suffix(']'))
+            .unwrap_or(v);
         return bare.parse().map_err(|_| HeaderError::Forwarded);
     }
     Err(HeaderError::Forwarded)
@@ -85,11 +93,18 @@ impl TraceParent {
     /// A new root context from two random words (trace and span ids must be nonzero).
     pub fn new(r1: u64, r2: u64, r3: u64) -> TraceParent {
         let trace_id = (u128::from(r1) << 64 | u128::from(r2)).max(1);
-        TraceParent { trace_id, span_id: r3.max(1), flags: 0 }
+        TraceParent {
+            trace_id,
+            span_id: r3.max(1),
+            flags: 0,
+        }
     }
 
     pub fn header(&self) -> String {
-        format!("00-{:032x}-{:016x}-{:02x}", self.trace_id, self.span_id, self.flags)
+        format!(
+            "00-{:032x}-{:016x}-{:02x}",
+            self.trace_id, self.span_id, self.flags
+        )
     }
 
     pub fn parse(raw: &[u8]) -> Result<TraceParent, HeaderError> {
@@ -115,7 +130,11 @@ impl TraceParent {
         if trace_id == 0 || span_id == 0 {
             return Err(HeaderError::Traceparent);
         }
-        Ok(TraceParent { trace_id, span_id, flags })
+        Ok(TraceParent {
+            trace_id,
+            span_id,
+            flags,
+        })
     }
 }
 
@@ -148,7 +167,11 @@ impl Baggage {
         };
         put("k8s.cluster.name", &self.cluster);
         put("k8s.namespace.name", &self.namespace);
-        let kind = self.workload_type.as_deref().filter(|k| WORKLOAD_KINDS.contains(k)).unwrap_or("deployment");
+        let kind = self
+            .workload_type
+            .as_deref()
+            .filter(|k| WORKLOAD_KINDS.contains(k))
+            .unwrap_or("deployment");
         put(&format!("k8s.{kind}.name"), &self.workload_name);
         put("service.name", &self.service_name);
         put("service.version", &self.service_version);
@@ -170,7 +193,11 @@ impl Baggage {
             }
             let (k, v) = member.split_once('=').ok_or(HeaderError::Baggage)?;
             let (k, v) = (k.trim(), v.trim());
-            if k.is_empty() || !v.bytes().all(|c| c.is_ascii_graphic() && c != b'"' && c != b'\\') {
+            if k.is_empty()
+                || !v
+                    .bytes()
+                    .all(|c| c.is_ascii_graphic() && c != b'"' && c != b'\\')
+            {
                 return Err(HeaderError::Baggage);
             }
             let v = Some(v.to_owned());
@@ -180,7 +207,8 @@ impl Baggage {
                 "service.name" => b.service_name = v,
                 "service.version" => b.service_version = v,
                 _ => {
-                    if let Some(kind) = k.strip_prefix("k8s.").and_then(|r| r.strip_suffix(".name")) {
+                    if let Some(kind) = k.strip_prefix("k8s.").and_then(|r| r.strip_suffix(".name"))
+                    {
                         if WORKLOAD_KINDS.contains(&kind) {
                             b.workload_type = Some(kind.to_owned());
                             b.workload_name = v;
@@ -199,8 +227,14 @@ mod tests {
 
     #[test]
     fn authority_forms() {
-        assert_eq!(parse_authority(b"10.244.2.4:80").unwrap(), "10.244.2.4:80".parse().unwrap());
-        assert_eq!(parse_authority(b"[fd00::1]:8080").unwrap(), "[fd00::1]:8080".parse().unwrap());
+        assert_eq!(
+            parse_authority(b"10.244.2.4:80").unwrap(),
+            "10.244.2.4:80".parse().unwrap()
+        );
+        assert_eq!(
+            parse_authority(b"[fd00::1]:8080").unwrap(),
+            "[fd00::1]:8080".parse().unwrap()
+        );
         for bad in [
             &b"10.244.2.4"[..],
             b"appb.default.svc:80",
@@ -213,7 +247,11 @@ mod tests {
             b"\xff\xfe:80",
             b"",
         ] {
-            assert!(parse_authority(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                parse_authority(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -224,7 +262,12 @@ mod tests {
         assert_eq!(parse_forwarded(forwarded(c).as_bytes()).unwrap(), c.ip());
         let v6: SocketAddr = "[fd00::8]:1".parse().unwrap();
         assert_eq!(parse_forwarded(forwarded(v6).as_bytes()).unwrap(), v6.ip());
-        assert_eq!(parse_forwarded(b"for=10.0.0.1;proto=http, for=1.2.3.4").unwrap().to_string(), "10.0.0.1");
+        assert_eq!(
+            parse_forwarded(b"for=10.0.0.1;proto=http, for=1.2.3.4")
+                .unwrap()
+                .to_string(),
+            "10.0.0.1"
+        );
         assert!(parse_forwarded(b"by=1.2.3.4").is_err());
         assert!(parse_forwarded(b"for=\"_hidden\"").is_err());
     }
@@ -262,7 +305,13 @@ mod tests {
             "k8s.cluster.name=Kubernetes,k8s.namespace.name=default,k8s.deployment.name=appa,service.name=appa,service.version=v1"
         );
         assert_eq!(Baggage::parse(h.as_bytes()).unwrap(), b);
-        assert_eq!(Baggage::parse(b"k8s.job.name=x;prop=1, other=y").unwrap().workload_type.as_deref(), Some("job"));
+        assert_eq!(
+            Baggage::parse(b"k8s.job.name=x;prop=1, other=y")
+                .unwrap()
+                .workload_type
+                .as_deref(),
+            Some("job")
+        );
         assert!(Baggage::parse(b"novalue").is_err());
         assert!(Baggage::parse(b"k=\"quoted\"").is_err());
         assert!(Baggage::parse(&vec![b'a'; MAX_VALUE_LEN + 1]).is_err());

@@ -115,21 +115,39 @@ fn route(src: &str, dst: &str, random: u64) -> Result<Route, Denied> {
 fn own_ports_are_denied_first() {
     for port in OWN_PORTS {
         let r = route("10.244.1.66", &format!("10.244.2.4:{port}"), 0);
-        assert_eq!(r.unwrap_err(), Denied::OwnPort(sa(&format!("10.244.2.4:{port}"))));
+        assert_eq!(
+            r.unwrap_err(),
+            Denied::OwnPort(sa(&format!("10.244.2.4:{port}")))
+        );
     }
 }
 
 #[test]
 fn unknown_source_is_denied() {
-    assert_eq!(route("10.244.1.66", "10.244.2.4:80", 0).unwrap_err(), Denied::UnknownSource("10.244.1.66".parse().unwrap()));
+    assert_eq!(
+        route("10.244.1.66", "10.244.2.4:80", 0).unwrap_err(),
+        Denied::UnknownSource("10.244.1.66".parse().unwrap())
+    );
 }
 
 #[test]
 fn hbone_workload_on_another_node_is_tunnelled() {
     let r = route("10.244.1.8", "10.244.2.4:80", 0).unwrap();
     match &r.action {
-        Action::Hbone { via, authority, kind, peer } => {
-            assert_eq!((*via, *authority, *kind), (sa("10.244.2.4:15008"), sa("10.244.2.4:80"), TunnelKind::ToServer));
+        Action::Hbone {
+            via,
+            authority,
+            kind,
+            peer,
+        } => {
+            assert_eq!(
+                (*via, *authority, *kind),
+                (
+                    sa("10.244.2.4:15008"),
+                    sa("10.244.2.4:80"),
+                    TunnelKind::ToServer
+                )
+            );
             assert_eq!(&*peer.uid, "u-appb");
         }
         other => panic!("{other:?}"),
@@ -146,7 +164,10 @@ fn same_node_is_direct_local() {
 
 #[test]
 fn tcp_workload_is_direct() {
-    assert_eq!(route("10.244.1.8", "10.244.2.7:5432", 0).unwrap().action, Action::Direct(sa("10.244.2.7:5432")));
+    assert_eq!(
+        route("10.244.1.8", "10.244.2.7:5432", 0).unwrap().action,
+        Action::Direct(sa("10.244.2.7:5432"))
+    );
 }
 
 #[test]
@@ -162,7 +183,9 @@ fn service_vip_picks_endpoints_by_capacity_and_maps_ports() {
     let mut seen = std::collections::BTreeMap::new();
     for random in 0..400 {
         let r = route("10.244.1.8", "10.96.101.203:8000", random).unwrap();
-        let Action::Hbone { authority, .. } = r.action else { panic!("{:?}", r.action) };
+        let Action::Hbone { authority, .. } = r.action else {
+            panic!("{:?}", r.action)
+        };
         *seen.entry(authority).or_insert(0) += 1;
         assert_eq!(r.dst_service.as_ref().map(|s| &*s.name), Some("appb"));
     }
@@ -173,19 +196,30 @@ fn service_vip_picks_endpoints_by_capacity_and_maps_ports() {
 
 #[test]
 fn service_port_not_declared_is_denied() {
-    assert!(matches!(route("10.244.1.8", "10.96.101.203:9999", 0), Err(Denied::NoServicePort { port: 9999, .. })));
+    assert!(matches!(
+        route("10.244.1.8", "10.96.101.203:9999", 0),
+        Err(Denied::NoServicePort { port: 9999, .. })
+    ));
 }
 
 #[test]
 fn service_without_healthy_endpoint_is_denied() {
-    assert!(matches!(route("10.244.1.8", "10.96.0.9:80", 0), Err(Denied::NoHealthyEndpoint(_))));
+    assert!(matches!(
+        route("10.244.1.8", "10.96.0.9:80", 0),
+        Err(Denied::NoHealthyEndpoint(_))
+    ));
 }
 
 #[test]
 fn service_waypoint_keeps_the_vip_as_authority() {
     let r = route("10.244.1.8", "10.96.0.3:8000", 0).unwrap();
     match &r.action {
-        Action::Hbone { via, authority, kind, peer } => {
+        Action::Hbone {
+            via,
+            authority,
+            kind,
+            peer,
+        } => {
             assert_eq!(*via, sa("10.244.2.50:15008"));
             assert_eq!(*authority, sa("10.96.0.3:8000"));
             assert_eq!(*kind, TunnelKind::ToServerWaypoint);
@@ -201,6 +235,13 @@ fn workload_waypoint_is_used_except_by_the_waypoint_itself() {
     let r = route("10.244.1.8", "10.244.2.8:80", 0).unwrap();
     assert_eq!(r.action.kind(), "ToServerWaypoint");
     // The waypoint's own traffic to the workload goes straight to it.
-    let r = outbound(&snapshot(), "b", "10.244.2.50".parse().unwrap(), sa("10.244.2.8:80"), 0).unwrap();
+    let r = outbound(
+        &snapshot(),
+        "b",
+        "10.244.2.50".parse().unwrap(),
+        sa("10.244.2.8:80"),
+        0,
+    )
+    .unwrap();
     assert_eq!(r.action, Action::DirectLocal(sa("10.244.2.8:80")));
 }
