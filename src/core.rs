@@ -293,6 +293,9 @@ async fn accept_loop(ctx: Rc<CoreCtx>, listener: TcpListener, kind: ListenerKind
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                // Proxied bytes are forwarded as they arrive: Nagle on either leg would add a
+                // round trip of latency to every small write the application already sent.
+                let _ = stream.set_nodelay(true);
                 let ctx = ctx.clone();
                 match kind {
                     ListenerKind::Outbound => {

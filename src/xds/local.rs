@@ -83,7 +83,7 @@ pub fn parse(yaml: &str) -> Result<Snapshot, LocalConfigError> {
 
 /// Reads and parses the file at `path`.
 pub fn load(path: &Path) -> Result<Snapshot, LocalConfigError> {
-    parse_bytes(&read_limited(path)?)
+    parse_bytes(&read_bounded(path).map_err(|e| e.with_path(path))?)
 }
 
 /// Watches one local config file for the control thread. Each `reload_if_changed` reads the
@@ -121,22 +121,21 @@ impl LocalSource {
     /// call, even if that content was broken; `Err` once per new broken content or new read
     /// failure. The caller keeps its last good snapshot on `Err` and `Ok(None)`.
     pub fn reload_if_changed(&mut self) -> Result<Option<Snapshot>, LocalConfigError> {
-        let read = read_limited(&self.path);
+        let read = read_bounded(&self.path);
         let seen = match &read {
             Ok(bytes) => Seen::Content {
                 len: bytes.len(),
                 digest: digest(bytes),
             },
-            Err(LocalConfigError::TooLarge { size, .. }) => Seen::TooLarge(*size),
-            Err(LocalConfigError::Read { error, .. }) => Seen::Unreadable(error.kind()),
-            // read_limited returns no other variant; treat anything else as new each time.
-            Err(_) => Seen::Unreadable(io::ErrorKind::Other),
+            Err(ReadError::Io(e)) => Seen::Unreadable(e.kind()),
+            Err(ReadError::TooLarge(size)) => Seen::TooLarge(*size),
         };
         if self.last == Some(seen) {
             return Ok(None);
         }
         self.last = Some(seen);
-        parse_bytes(&read?).map(Some)
+        let bytes = read.map_err(|e| e.with_path(&self.path))?;
+        parse_bytes(&bytes).map(Some)
     }
 }
 
@@ -147,32 +146,42 @@ fn digest(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
-fn read_limited(path: &Path) -> Result<Vec<u8>, LocalConfigError> {
-    let read_err = |error| LocalConfigError::Read {
-        path: path.to_owned(),
-        error,
-    };
-    let file = File::open(path).map_err(read_err)?;
-    let size = file.metadata().map_err(read_err)?.len();
+/// Why the file's bytes could not be had; kept apart from `LocalConfigError` so `LocalSource`
+/// can tell a repeated failure from a new one without a catch-all arm.
+enum ReadError {
+    Io(io::Error),
+    TooLarge(u64),
+}
+
+impl ReadError {
+    fn with_path(self, path: &Path) -> LocalConfigError {
+        match self {
+            ReadError::Io(error) => LocalConfigError::Read {
+                path: path.to_owned(),
+                error,
+            },
+            ReadError::TooLarge(size) => LocalConfigError::TooLarge {
+                path: path.to_owned(),
+                size,
+                limit: MAX_FILE_BYTES,
+            },
+        }
+    }
+}
+
+fn read_bounded(path: &Path) -> Result<Vec<u8>, ReadError> {
+    let file = File::open(path).map_err(ReadError::Io)?;
+    let size = file.metadata().map_err(ReadError::Io)?.len();
     if size > MAX_FILE_BYTES {
-        return Err(LocalConfigError::TooLarge {
-            path: path.to_owned(),
-            size,
-            limit: MAX_FILE_BYTES,
-        });
+        return Err(ReadError::TooLarge(size));
     }
     let mut bytes = Vec::new();
     // `take` also bounds a file that grows (or a special file) between metadata and read.
     file.take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
-        .map_err(read_err)?;
+        .map_err(ReadError::Io)?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
-        let size = bytes.len() as u64;
-        return Err(LocalConfigError::TooLarge {
-            path: path.to_owned(),
-            size,
-            limit: MAX_FILE_BYTES,
-        });
+        return Err(ReadError::TooLarge(bytes.len() as u64));
     }
     Ok(bytes)
 }
