@@ -75,8 +75,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             match src.reload_if_changed() {
                 Ok(None) => {}
                 Ok(Some(snapshot)) => {
+                    let snapshot = Arc::new(snapshot);
+                    shared.snapshot.store(snapshot.clone());
                     log_snapshot(&snapshot);
-                    shared.snapshot.store(Arc::new(snapshot));
                 }
                 Err(e) => error!(
                     "rejected {}: {e:#}; keeping the last good snapshot",

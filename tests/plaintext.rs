@@ -134,6 +134,13 @@ impl Cluster {
         })
     }
 
+    /// An exchange that must succeed; on failure the message carries both nodes' logs.
+    fn must_exchange(&self, from: &str, to: SocketAddr, up: u64, down: u64) -> Report {
+        self.exchange(from, to, up, down).unwrap_or_else(|e| {
+            panic!("{from} → {to}: {e}\n--- node a:\n{}\n--- node b:\n{}", self.log(0), self.log(1))
+        })
+    }
+
     /// Waits until zring on `node` has logged `needle` at least `n` times.
     fn eventually_logged(&self, node: usize, needle: &str, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -212,7 +219,7 @@ fn same_node_direct_local(driver: &str) {
 fn service_vip_to_endpoint(driver: &str) {
     let c = cluster(driver, true);
     c.serve("appb", 80, 1);
-    let r = c.exchange("appa", (VIP, 8000).into(), MIB, MIB).unwrap();
+    let r = c.must_exchange("appa", (VIP, 8000).into(), MIB, MIB);
     assert_eq!(r.peer_seen_by_server.ip(), APPA);
     c.eventually_logged(0, "proxy to 10.244.2.4:80 using TCP type Direct", 1);
     c.eventually_logged(0, "dst.service=\"appb.default.svc.cluster.local\"", 1);
@@ -276,7 +283,7 @@ fn refusals(driver: &str) {
     let stranger = c.exchange("stranger", (APPB, 80).into(), 1024, 1024);
     assert!(stranger.is_err(), "unknown source passed: {stranger:?}");
     c.eventually_logged(0, "unknown source workload 10.244.1.66", 1);
-    c.exchange("appa", (APPB, 80).into(), MIB, MIB).unwrap();
+    c.must_exchange("appa", (APPB, 80).into(), MIB, MIB);
 }
 
 /// Start without appa (its connections are refused), add it by editing the file, then break
@@ -287,10 +294,10 @@ fn config_edits_apply_live(driver: &str) {
     assert!(c.exchange("appa", (APPB, 80).into(), 1024, 1024).is_err());
     std::fs::write(&c.config, config_text(true)).unwrap();
     c.eventually_logged(0, "workloads=3", 1);
-    c.exchange("appa", (APPB, 80).into(), MIB, MIB).unwrap();
+    c.must_exchange("appa", (APPB, 80).into(), MIB, MIB);
     std::fs::write(&c.config, "workloads: [ {{{ not yaml").unwrap();
     c.eventually_logged(0, "keeping the last good snapshot", 1);
-    c.exchange("appa", (APPB, 80).into(), MIB, MIB).unwrap();
+    c.must_exchange("appa", (APPB, 80).into(), MIB, MIB);
     assert!(
         c.zring[0].try_status().unwrap().is_none(),
         "zring exited on a broken config"

@@ -95,6 +95,11 @@ pub struct LocalSource {
     /// What the previous call saw, valid or not: the same broken content (or the same read
     /// failure) is reported once, not on every poll.
     last: Option<Seen>,
+    /// A change seen by exactly one read so far. A change is applied only when two consecutive
+    /// reads agree: writers that truncate and then write (editors, `cp`, `fs::write`) are
+    /// otherwise caught half way, and an empty or partial config would be published — an empty
+    /// one turns every workload into an unknown source for a whole poll interval.
+    settling: Option<Seen>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +114,7 @@ impl LocalSource {
         LocalSource {
             path: path.into(),
             last: None,
+            settling: None,
         }
     }
 
@@ -116,10 +122,11 @@ impl LocalSource {
         &self.path
     }
 
-    /// `Ok(Some)` when the content differs from the previous call's and is valid (always, on
-    /// the first call with a valid file); `Ok(None)` when nothing changed since the previous
-    /// call, even if that content was broken; `Err` once per new broken content or new read
-    /// failure. The caller keeps its last good snapshot on `Err` and `Ok(None)`.
+    /// `Ok(Some)` when the content differs from what was last applied, two consecutive calls
+    /// read it identically, and it is valid (the first call applies at once); `Ok(None)` when
+    /// nothing changed or a change has been read only once so far; `Err` once per new broken
+    /// content or new read failure (after the same settling). The caller keeps its last good
+    /// snapshot on `Err` and `Ok(None)`.
     pub fn reload_if_changed(&mut self) -> Result<Option<Snapshot>, LocalConfigError> {
         let read = read_bounded(&self.path);
         let seen = match &read {
@@ -131,8 +138,14 @@ impl LocalSource {
             Err(ReadError::TooLarge(size)) => Seen::TooLarge(*size),
         };
         if self.last == Some(seen) {
+            self.settling = None;
             return Ok(None);
         }
+        if self.last.is_some() && self.settling != Some(seen) {
+            self.settling = Some(seen);
+            return Ok(None);
+        }
+        self.settling = None;
         self.last = Some(seen);
         let bytes = read.map_err(|e| e.with_path(&self.path))?;
         parse_bytes(&bytes).map(Some)

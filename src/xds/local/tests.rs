@@ -1262,6 +1262,16 @@ fn write(path: &Path, text: &str) {
     fs::write(path, text).unwrap();
 }
 
+/// After a change, the first read only notes it (a writer may be half way); the second read
+/// of the same content applies it.
+fn settle(src: &mut LocalSource) -> Result<Option<Snapshot>, LocalConfigError> {
+    assert!(
+        src.reload_if_changed().unwrap().is_none(),
+        "a change is applied only when two reads agree"
+    );
+    src.reload_if_changed()
+}
+
 #[test]
 fn local_source_reports_each_change_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -1273,7 +1283,7 @@ fn local_source_reports_each_change_once() {
     let first = src
         .reload_if_changed()
         .unwrap()
-        .expect("first read publishes");
+        .expect("first read publishes at once");
     assert_eq!(first.workload_count(), 2);
     assert!(src.reload_if_changed().unwrap().is_none(), "unchanged");
 
@@ -1281,11 +1291,11 @@ fn local_source_reports_each_change_once() {
         &path,
         &format!("{SEED}\n# an edit that changes nothing but bytes\n"),
     );
-    assert!(src.reload_if_changed().unwrap().is_some(), "valid edit");
+    assert!(settle(&mut src).unwrap().is_some(), "valid edit");
     assert!(src.reload_if_changed().unwrap().is_none());
 
     write(&path, "workloads: [");
-    let e = src.reload_if_changed().expect_err("broken edit");
+    let e = settle(&mut src).expect_err("broken edit");
     assert!(matches!(e, LocalConfigError::Yaml { .. }), "{e}");
     assert!(
         src.reload_if_changed().unwrap().is_none(),
@@ -1295,7 +1305,7 @@ fn local_source_reports_each_change_once() {
 
     write(&path, "workloads:\n- {uid: u1, namespace: ns}\n");
     assert!(
-        matches!(src.reload_if_changed(), Err(LocalConfigError::Snapshot(_))),
+        matches!(settle(&mut src), Err(LocalConfigError::Snapshot(_))),
         "another broken content"
     );
     assert!(src.reload_if_changed().unwrap().is_none());
@@ -1304,12 +1314,12 @@ fn local_source_reports_each_change_once() {
         &path,
         "workloads:\n- {uid: u1, namespace: ns, workloadIps: [10.0.0.1]}\n",
     );
-    let fixed = src.reload_if_changed().unwrap().expect("fix publishes");
+    let fixed = settle(&mut src).unwrap().expect("fix publishes");
     assert_eq!(fixed.workload_count(), 1);
 
     fs::remove_file(&path).unwrap();
     assert!(
-        matches!(src.reload_if_changed(), Err(LocalConfigError::Read { .. })),
+        matches!(settle(&mut src), Err(LocalConfigError::Read { .. })),
         "file gone"
     );
     assert!(
@@ -1320,10 +1330,25 @@ fn local_source_reports_each_change_once() {
         &path,
         "workloads:\n- {uid: u1, namespace: ns, workloadIps: [10.0.0.1]}\n",
     );
-    assert!(
-        src.reload_if_changed().unwrap().is_some(),
-        "back: republished"
-    );
+    assert!(settle(&mut src).unwrap().is_some(), "back: republished");
+}
+
+/// A writer caught half way (the file truncated, then written) never publishes the
+/// intermediate content: only what two consecutive reads agree on.
+#[test]
+fn local_source_never_publishes_a_half_written_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("local.yaml");
+    write(&path, SEED);
+    let mut src = LocalSource::new(&path);
+    assert_eq!(src.reload_if_changed().unwrap().unwrap().workload_count(), 2);
+    // Truncated: seen once, not applied; then the full new content lands before the next read.
+    write(&path, "");
+    assert!(src.reload_if_changed().unwrap().is_none());
+    write(&path, &format!("{SEED}\n# edited\n"));
+    assert!(src.reload_if_changed().unwrap().is_none(), "new content seen once");
+    let s = src.reload_if_changed().unwrap().expect("stable content applies");
+    assert_eq!(s.workload_count(), 2, "the empty intermediate state was never published");
 }
 
 #[test]
@@ -1344,6 +1369,6 @@ fn local_source_sees_configmap_style_symlink_swaps() {
     let tmp = dir.path().join("local.yaml.tmp");
     std::os::unix::fs::symlink(&v2, &tmp).unwrap();
     fs::rename(&tmp, &link).unwrap();
-    assert!(src.reload_if_changed().unwrap().unwrap().is_empty());
+    assert!(settle(&mut src).unwrap().unwrap().is_empty());
     assert!(src.reload_if_changed().unwrap().is_none());
 }
