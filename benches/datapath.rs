@@ -38,7 +38,10 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let secs: u64 = std::env::var("ZRING_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+    let secs: u64 = std::env::var("ZRING_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
     let driver = std::env::var("ZRING_BENCH_DRIVER").unwrap_or_else(|_| "uring".into());
     let dur = Duration::from_secs(secs);
     let lab = Lab::seed().expect("the bench builds network namespaces: run it as root");
@@ -72,11 +75,15 @@ fn start_zring(lab: &Lab, config: &std::path::Path, driver: &str) -> Vec<Process
             cmd.env("NODE_NAME", node)
                 .env("LOCAL_XDS_PATH", config)
                 .env("ZRING_DRIVER", driver)
-                .env("ZRING_CORES", std::env::var("ZRING_BENCH_CORES").unwrap_or_else(|_| "1".into()))
+                .env(
+                    "ZRING_CORES",
+                    std::env::var("ZRING_BENCH_CORES").unwrap_or_else(|_| "1".into()),
+                )
                 .env("ZRING_DEV_CA_DIR", lab.dir().join("ca"))
                 .env("RUST_LOG", "warn,zring::app=info");
             let p = lab.spawn_process(lab.node(node), cmd).unwrap();
-            p.wait_for_log("zring ready", Duration::from_secs(30)).unwrap();
+            p.wait_for_log("zring ready", Duration::from_secs(30))
+                .unwrap();
             p
         })
         .collect()
@@ -147,7 +154,11 @@ fn throughput(dur: Duration) -> f64 {
     let mut n = [0u8; 8];
     s.read_exact(&mut n).unwrap();
     let secs = start.elapsed().as_secs_f64();
-    assert_eq!(u64::from_be_bytes(n), sent, "the sink counted a different byte total");
+    assert_eq!(
+        u64::from_be_bytes(n),
+        sent,
+        "the sink counted a different byte total"
+    );
     sent as f64 * 8.0 / secs / 1e9
 }
 
@@ -179,15 +190,22 @@ fn request_response(dur: Duration) -> (f64, f64, f64) {
         let t = Instant::now();
         s.write_all(&req).unwrap();
         s.read_exact(&mut resp).unwrap();
-        h.record(t.elapsed().as_nanos() as u64 / 1000).unwrap_or_default();
+        h.record(t.elapsed().as_nanos() as u64 / 1000)
+            .unwrap_or_default();
         n += 1;
     }
-    (n as f64 / start.elapsed().as_secs_f64(), h.value_at_quantile(0.5) as f64, h.value_at_quantile(0.99) as f64)
+    (
+        n as f64 / start.elapsed().as_secs_f64(),
+        h.value_at_quantile(0.5) as f64,
+        h.value_at_quantile(0.99) as f64,
+    )
 }
 
 fn report(rows: &[(&str, Figures)], driver: &str, secs: u64) {
     let base = rows[0].1;
-    println!("\nzring data path, {secs} s per measurement, driver {driver} (ratios are to direct, same run)\n");
+    println!(
+        "\nzring data path, {secs} s per measurement, driver {driver} (ratios are to direct, same run)\n"
+    );
     println!(
         "{:<10} {:>16} {:>20} {:>20} {:>16} {:>16}",
         "scenario", "stream Gb/s", "new conns/s", "1KiB req/resp/s", "p50 µs", "p99 µs"

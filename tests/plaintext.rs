@@ -137,7 +137,11 @@ impl Cluster {
     /// An exchange that must succeed; on failure the message carries both nodes' logs.
     fn must_exchange(&self, from: &str, to: SocketAddr, up: u64, down: u64) -> Report {
         self.exchange(from, to, up, down).unwrap_or_else(|e| {
-            panic!("{from} → {to}: {e}\n--- node a:\n{}\n--- node b:\n{}", self.log(0), self.log(1))
+            panic!(
+                "{from} → {to}: {e}\n--- node a:\n{}\n--- node b:\n{}",
+                self.log(0),
+                self.log(1)
+            )
         })
     }
 

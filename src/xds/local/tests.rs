@@ -1341,14 +1341,27 @@ fn local_source_never_publishes_a_half_written_file() {
     let path = dir.path().join("local.yaml");
     write(&path, SEED);
     let mut src = LocalSource::new(&path);
-    assert_eq!(src.reload_if_changed().unwrap().unwrap().workload_count(), 2);
+    assert_eq!(
+        src.reload_if_changed().unwrap().unwrap().workload_count(),
+        2
+    );
     // Truncated: seen once, not applied; then the full new content lands before the next read.
     write(&path, "");
     assert!(src.reload_if_changed().unwrap().is_none());
     write(&path, &format!("{SEED}\n# edited\n"));
-    assert!(src.reload_if_changed().unwrap().is_none(), "new content seen once");
-    let s = src.reload_if_changed().unwrap().expect("stable content applies");
-    assert_eq!(s.workload_count(), 2, "the empty intermediate state was never published");
+    assert!(
+        src.reload_if_changed().unwrap().is_none(),
+        "new content seen once"
+    );
+    let s = src
+        .reload_if_changed()
+        .unwrap()
+        .expect("stable content applies");
+    assert_eq!(
+        s.workload_count(),
+        2,
+        "the empty intermediate state was never published"
+    );
 }
 
 #[test]
