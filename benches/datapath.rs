@@ -23,7 +23,7 @@ const SINK: u16 = 5001;
 const ECHO: u16 = 5002;
 const CPS: u16 = 5003;
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 struct Figures {
     gbps: f64,
     conns_per_sec: f64,
@@ -132,12 +132,16 @@ fn servers() {
 }
 
 fn measure(lab: &Lab, dur: Duration) -> Figures {
-    let mut f = Figures::default();
-    f.gbps = lab.pod("appa").run(move || throughput(dur));
-    f.conns_per_sec = lab.pod("appa").run(move || conn_rate(dur));
-    let (rate, p50, p99) = lab.pod("appa").run(move || request_response(dur));
-    (f.rr_per_sec, f.p50_us, f.p99_us) = (rate, p50, p99);
-    f
+    let gbps = lab.pod("appa").run(move || throughput(dur));
+    let conns_per_sec = lab.pod("appa").run(move || conn_rate(dur));
+    let (rr_per_sec, p50_us, p99_us) = lab.pod("appa").run(move || request_response(dur));
+    Figures {
+        gbps,
+        conns_per_sec,
+        rr_per_sec,
+        p50_us,
+        p99_us,
+    }
 }
 
 /// One stream, 1 MiB writes for `dur`, counted by the server.
