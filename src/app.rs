@@ -70,6 +70,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     // do yet; a poll keeps file watching dependency-free and works on every filesystem
     // (configmaps swap symlinks). Cores run until the process exits.
     loop {
+        #[expect(clippy::disallowed_methods, reason = "the control thread, not a core")]
         std::thread::sleep(config.local_xds_poll);
         if let Some(src) = source.as_mut() {
             match src.reload_if_changed() {

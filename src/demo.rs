@@ -103,6 +103,10 @@ pub fn run() -> anyhow::Result<()> {
         < 4
         && Instant::now() < deadline
     {
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the demo's main thread, not a core"
+        )]
         std::thread::sleep(Duration::from_millis(50));
     }
     let mut failures = 0;

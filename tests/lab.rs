@@ -5,6 +5,11 @@
 //! Runs as root under `cargo test`, each test on its own thread with its own `Lab`; without
 //! root (or without `ip`/`nft`) every test fails with `Lab::new`'s error, never skips.
 
+#![expect(
+    clippy::disallowed_methods,
+    reason = "test threads poll with a deadline; no core runs here"
+)]
+
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;

@@ -3,6 +3,11 @@
 //!
 //! Needs root (namespaces, nftables, IP_TRANSPARENT): without it `Lab::new` fails the test.
 
+#![expect(
+    clippy::disallowed_methods,
+    reason = "test threads poll with a deadline; no core runs here"
+)]
+
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
