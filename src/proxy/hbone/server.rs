@@ -81,7 +81,7 @@ async fn keepalive_tick(pings: Option<&mut h2::PingPong>, at: monoio::time::Inst
 }
 
 /// The CONNECT target of a request, or why the request is refused (answered 400).
-pub fn connect_target(request: &Request<RecvStream>) -> Result<SocketAddr, HeaderError> {
+pub fn connect_target<B>(request: &Request<B>) -> Result<SocketAddr, HeaderError> {
     if request.method() != Method::CONNECT {
         return Err(HeaderError::Method);
     }
@@ -110,4 +110,41 @@ pub fn accept(mut respond: SendResponse<Bytes>) -> Result<h2::SendStream<Bytes>,
         .body(())
         .expect("a status-only response is always valid");
     respond.send_response(response, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(method: Method, uri: &str) -> Request<()> {
+        Request::builder().method(method).uri(uri).body(()).unwrap()
+    }
+
+    #[test]
+    fn only_a_connect_to_ip_port_has_a_target() {
+        assert_eq!(
+            connect_target(&req(Method::CONNECT, "10.244.2.4:80")),
+            Ok("10.244.2.4:80".parse().unwrap())
+        );
+        assert_eq!(
+            connect_target(&req(Method::GET, "http://10.244.2.4:80/")),
+            Err(HeaderError::Method)
+        );
+        assert_eq!(
+            connect_target(&req(Method::POST, "10.244.2.4:80")),
+            Err(HeaderError::Method)
+        );
+        assert_eq!(
+            connect_target(&req(Method::CONNECT, "appb.default.svc:80")),
+            Err(HeaderError::Authority)
+        );
+        assert_eq!(
+            connect_target(&req(Method::CONNECT, "10.244.2.4:0")),
+            Err(HeaderError::AuthorityPort)
+        );
+        assert_eq!(
+            connect_target(&req(Method::CONNECT, "/just/a/path")),
+            Err(HeaderError::Authority)
+        );
+    }
 }

@@ -104,6 +104,7 @@ pub async fn connect(tcp: TcpStream, config: Arc<ClientConfig>) -> io::Result<Cl
     tokio_rustls::TlsConnector::from(config)
         .connect(identity::placeholder_server_name(), io)
         .await
+        .map_err(explain)
 }
 
 /// Runs the server handshake on an accepted socket and returns the client's identity (its
@@ -116,9 +117,27 @@ pub async fn accept(
     let tls = tokio_rustls::TlsAcceptor::from(config)
         .accept(io)
         .await
-        .map_err(AcceptError::Io)?;
+        .map_err(|e| AcceptError::Io(explain(e)))?;
     let peer = identity::peer_identity(tls.get_ref().1).map_err(AcceptError::Identity)?;
     Ok((tls, peer))
+}
+
+/// rustls reports our verifiers' refusals as `InvalidCertificate(Other(..))`, whose Display is
+/// a Debug dump; say what the verifier said instead (cold path: a failed handshake).
+fn explain(e: io::Error) -> io::Error {
+    let reason = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .and_then(|tls| match tls {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => {
+                Some(format!("invalid peer certificate: {}", other.0))
+            }
+            _ => None,
+        });
+    match reason {
+        Some(reason) => io::Error::new(e.kind(), reason),
+        None => e,
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
