@@ -42,3 +42,19 @@ pub fn open_fds() -> std::io::Result<usize> {
         .count()
         .saturating_sub(1))
 }
+
+/// CPU time (user + system) the calling thread has used so far.
+pub fn thread_cpu_time() -> std::io::Result<std::time::Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(std::time::Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    ))
+}

@@ -19,6 +19,7 @@ use h2::client::SendRequest;
 use h2::{Ping, PingPong, RecvStream, SendStream};
 use http::{Request, StatusCode};
 use rustls::ClientConfig;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
 use super::{
@@ -70,26 +71,34 @@ impl H2Client {
                     peer: dial.via,
                     source,
                 })?;
-            let (send, conn) = h2::client::Builder::new()
-                .initial_window_size(STREAM_WINDOW)
-                .initial_connection_window_size(CONNECTION_WINDOW)
-                .max_frame_size(MAX_FRAME_SIZE)
-                .max_header_list_size(MAX_HEADER_LIST_SIZE)
-                .max_send_buffer_size(MAX_SEND_BUFFER)
-                .max_pending_accept_reset_streams(MAX_PENDING_RESETS)
-                .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
-                .enable_push(false)
-                .handshake::<_, Bytes>(io)
-                .await?;
-            Ok::<_, HboneError>((send, conn))
+            H2Client::handshake(io, dial.via).await
         };
-        let (send, mut conn) = monoio::time::timeout(dial.timeout, fut)
+        monoio::time::timeout(dial.timeout, fut)
             .await
-            .map_err(|_| HboneError::HandshakeTimeout(dial.via))??;
+            .map_err(|_| HboneError::HandshakeTimeout(dial.via))?
+    }
+
+    /// Runs the HTTP/2 handshake on an established (TLS) stream to `peer` and spawns the
+    /// connection's driver task on this core. `connect` uses it after TLS; benches use it to
+    /// compare TLS adapters.
+    pub async fn handshake<T>(io: T, peer: SocketAddr) -> Result<H2Client, HboneError>
+    where
+        T: AsyncRead + AsyncWrite + Unpin + 'static,
+    {
+        let (send, mut conn) = h2::client::Builder::new()
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .max_frame_size(MAX_FRAME_SIZE)
+            .max_header_list_size(MAX_HEADER_LIST_SIZE)
+            .max_send_buffer_size(MAX_SEND_BUFFER)
+            .max_pending_accept_reset_streams(MAX_PENDING_RESETS)
+            .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
+            .enable_push(false)
+            .handshake::<_, Bytes>(io)
+            .await?;
         let closed = Rc::new(Cell::new(false));
         let pings = conn.ping_pong();
         let done = closed.clone();
-        let peer = dial.via;
         monoio::spawn(async move {
             let keepalive = keepalive(pings);
             let mut conn = std::pin::pin!(conn);
