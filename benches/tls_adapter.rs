@@ -78,7 +78,8 @@ fn main() {
     let store = CertStore::new(vec![ca.root().clone()])
         .unwrap()
         .with_certs([ca.issue(&client_id).unwrap(), ca.issue(&server_id).unwrap()]);
-    let client_cfg = identity::client_config(&store, &client_id, &[server_id.clone()]).unwrap();
+    let client_cfg =
+        identity::client_config(&store, &client_id, std::slice::from_ref(&server_id)).unwrap();
     let server_cfg = identity::server_config(&store, &server_id).unwrap();
 
     println!(
