@@ -110,6 +110,40 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
         .clone()
 }
 
+/// PEM text of one DER certificate (what the Istio CA returns, and what root files hold).
+pub fn pem_certificate(der: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut b64 = String::with_capacity(der.len().div_ceil(3) * 4);
+    for chunk in der.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                b64.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                b64.push('=');
+            }
+        }
+    }
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
+}
+
+/// The provider for connections to the control plane (istiod's xDS and CA ports): the
+/// backend's defaults, TLS 1.2 and 1.3, because those servers are not HBONE peers and owe us
+/// no particular suite.
+pub fn control_plane_provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER.get_or_init(|| Arc::new(backend_provider())).clone()
+}
+
 #[cfg(feature = "ring")]
 fn backend_provider() -> CryptoProvider {
     rustls::crypto::ring::default_provider()

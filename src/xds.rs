@@ -15,4 +15,5 @@
 pub mod local;
 pub mod proto;
 pub mod convert;
+pub mod client;
 pub mod resources;

@@ -106,6 +106,33 @@ pub struct ResourceSet {
     policies: HashMap<String, Held<Authorization>>,
 }
 
+/// The names a response updated, in response order.
+#[derive(Default)]
+struct Updated {
+    order: Vec<String>,
+    set: HashSet<String>,
+}
+
+impl Updated {
+    fn insert(&mut self, name: String) {
+        if self.set.insert(name.clone()) {
+            self.order.push(name);
+        }
+    }
+
+    fn remove(&mut self, name: &str) -> bool {
+        let found = self.set.remove(name);
+        if found {
+            self.order.retain(|n| n != name);
+        }
+        found
+    }
+
+    fn len(&self) -> usize {
+        self.set.len()
+    }
+}
+
 /// A converted resource waiting to be applied.
 enum Value {
     Address(AddressEntry),
@@ -177,7 +204,7 @@ impl ResourceSet {
             }
         }
         let removals = undo.len();
-        let mut updated: HashSet<String> = HashSet::with_capacity(staged.len());
+        let mut updated = Updated::default();
         for (name, version, value) in staged {
             let previous = match value {
                 Value::Address(v) => Previous::Address(
@@ -213,7 +240,7 @@ impl ResourceSet {
                 Err(e) => e,
             };
             conflicts += 1;
-            match culprit(&error, &updated) {
+            match culprit(&error, &updated.set) {
                 Some(name) if conflicts <= MAX_CONFLICT_RETRIES => {
                     if let Some(i) = undo[removals..].iter().position(|(n, _)| *n == name) {
                         let (name, previous) = undo.remove(removals + i);
@@ -251,16 +278,20 @@ impl ResourceSet {
 
     /// Builds the snapshot of everything held.
     pub fn build(&self) -> Result<Snapshot, SnapshotError> {
-        self.build_with_last(&HashSet::new())
+        self.build_with_last(&Updated::default())
     }
 
-    /// Builds with the names in `last` added after all others, so that in a conflict the
-    /// builder's `second` object is one of them.
-    fn build_with_last(&self, last: &HashSet<String>) -> Result<Snapshot, SnapshotError> {
+    /// Builds with the names in `last` added after all others, in their order, so that in a
+    /// conflict the builder's `second` object is the later of them.
+    fn build_with_last(&self, last: &Updated) -> Result<Snapshot, SnapshotError> {
         let mut b = SnapshotBuilder::new();
-        let (late, early): (Vec<_>, Vec<_>) =
-            self.addresses.iter().partition(|(n, _)| last.contains(*n));
-        for (_, held) in early.into_iter().chain(late) {
+        let early = self
+            .addresses
+            .iter()
+            .filter(|(n, _)| !last.set.contains(*n))
+            .map(|(_, h)| h);
+        let late = last.order.iter().filter_map(|n| self.addresses.get(n));
+        for held in early.chain(late) {
             match &held.value {
                 AddressEntry::Workload(w) => {
                     b.add_workload(w.workload.clone(), w.memberships.clone());
@@ -359,4 +390,4 @@ fn decode(kind: Kind, r: Resource) -> Result<(String, Value), ResourceError> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
