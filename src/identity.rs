@@ -3,6 +3,8 @@
 //! What it owns:
 //! - [`Identity`]: a strictly parsed `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`.
 //! - [`DevCa`]: the built-in development CA used when no `CA_ADDRESS` is configured.
+//! - [`IstioCa`]: the client of Istio's certificate service (`CA_ADDRESS`).
+//! - [`CertManager`]: keeps a certificate for every local identity, over either [`Issuer`].
 //! - [`CertStore`]: the immutable set of workload certificates plus trust roots, published to the
 //!   cores through `arc-swap`.
 //! - [`server_config`] / [`client_config`]: rustls configurations for HBONE (TLS 1.3, ALPN `h2`,
@@ -21,6 +23,7 @@
 //! - Nothing here panics on malformed certificates or names: every failure is an [`Error`].
 
 mod dev_ca;
+mod istio_ca;
 mod manager;
 mod spiffe;
 mod store;
@@ -35,7 +38,8 @@ use std::sync::{Arc, OnceLock};
 use rustls::crypto::CryptoProvider;
 
 pub use dev_ca::{DevCa, ROOT_CERT_FILE, ROOT_KEY_FILE};
-pub use manager::{CertManager, local_identities};
+pub use istio_ca::IstioCa;
+pub use manager::{CertManager, Issuer, Synced, local_identities};
 pub use spiffe::{Identity, MAX_IDENTITY_LEN};
 pub use store::{CertStore, WorkloadCert};
 pub use tls::{
@@ -86,6 +90,14 @@ pub enum Error {
     Tls(#[from] rustls::Error),
     #[error("TLS verifier: {0}")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("Istio CA: {0}")]
+    CaRequest(Box<tonic::Status>),
+    #[error("Istio CA: no answer within {0:?}")]
+    CaTimeout(std::time::Duration),
+    #[error("Istio CA response: {0}")]
+    CaResponse(&'static str),
+    #[error(transparent)]
+    Grpc(#[from] crate::grpc::GrpcError),
 }
 
 /// The crypto provider every config in this module uses, built once per process.

@@ -10,6 +10,7 @@
 pub mod app;
 pub mod backoff;
 pub mod config;
+pub mod control;
 pub mod core;
 pub mod demo;
 pub mod grpc;

@@ -269,7 +269,11 @@ impl AdsClient {
             );
             publish(snapshot);
         }
+        let was_done = self.sync.is_done();
         self.sync.mark(kind);
+        if !was_done && self.sync.is_done() {
+            info!("initial xDS sync complete: every subscribed type received");
+        }
         if applied.rejected.is_empty() {
             return DeltaDiscoveryRequest {
                 type_url,
