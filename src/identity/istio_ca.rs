@@ -165,3 +165,6 @@ impl IstioCa {
         WorkloadCert::new(identity.clone(), certs, key)
     }
 }
+
+#[cfg(test)]
+mod tests;
