@@ -60,7 +60,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             poll: config.local_xds_poll,
         },
         (None, Some(target)) => {
-            info!(address = target.address(), "configuration from istiod (Delta ADS)");
+            info!(
+                address = target.address(),
+                "configuration from istiod (Delta ADS)"
+            );
             Source::Xds(AdsClient::new(
                 target.clone(),
                 client::node(&config),
@@ -72,12 +75,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     let mut certs = match &config.ca {
         Some(target) => {
-            let roots = crate::grpc::load_certs(&config.ca_root_ca).map_err(|e| {
-                anyhow::anyhow!("CA_ROOT_CA={}: {e}", config.ca_root_ca.display())
-            })?;
+            let roots = crate::grpc::load_certs(&config.ca_root_ca)
+                .map_err(|e| anyhow::anyhow!("CA_ROOT_CA={}: {e}", config.ca_root_ca.display()))?;
             let ca = IstioCa::new(target.clone(), roots, config.secret_ttl, &config.cluster_id)
                 .with_context(|| format!("CA_ADDRESS={}", target.address()))?;
-            info!(address = target.address(), "workload certificates from the Istio CA");
+            info!(
+                address = target.address(),
+                "workload certificates from the Istio CA"
+            );
             CertManager::new(ca)
         }
         None => {

@@ -41,7 +41,11 @@ impl Backoff {
         self.current = (self.current * 2).min(self.max);
         let half = base / 2;
         let span = (base - half).as_nanos() as u64;
-        let jitter = if span == 0 { 0 } else { self.random() % (span + 1) };
+        let jitter = if span == 0 {
+            0
+        } else {
+            self.random() % (span + 1)
+        };
         half + Duration::from_nanos(jitter)
     }
 
@@ -69,7 +73,11 @@ mod tests {
         let mut delays = Vec::new();
         for _ in 0..20 {
             let d = b.next_delay();
-            assert!(d >= base / 2 && d <= base, "{d:?} outside [{:?}, {base:?}]", base / 2);
+            assert!(
+                d >= base / 2 && d <= base,
+                "{d:?} outside [{:?}, {base:?}]",
+                base / 2
+            );
             delays.push(d);
             base = (base * 2).min(Duration::from_secs(15));
         }

@@ -34,7 +34,10 @@ pub const CERT_TICK: Duration = Duration::from_secs(1);
 pub enum Source {
     /// No source: the start-up snapshot (empty) stays.
     None,
-    Local { source: LocalSource, poll: Duration },
+    Local {
+        source: LocalSource,
+        poll: Duration,
+    },
     Xds(AdsClient),
 }
 

@@ -189,9 +189,12 @@ impl Target {
 type Connecting<T> = std::pin::Pin<Box<dyn Future<Output = io::Result<T>> + Send>>;
 type Io<T> = hyper_util::rt::TokioIo<T>;
 
-fn plain_connector()
--> impl tower::Service<Uri, Response = Io<tokio::net::TcpStream>, Error = io::Error, Future = Connecting<Io<tokio::net::TcpStream>>>
-+ Clone
+fn plain_connector() -> impl tower::Service<
+    Uri,
+    Response = Io<tokio::net::TcpStream>,
+    Error = io::Error,
+    Future = Connecting<Io<tokio::net::TcpStream>>,
+> + Clone
 + Send
 + 'static {
     tower::service_fn(|uri: Uri| -> Connecting<_> {
@@ -241,12 +244,10 @@ fn tls_config(tls: &Tls) -> Result<Arc<ClientConfig>, GrpcError> {
     };
     let mut roots = RootCertStore::empty();
     for cert in load_certs(&tls.roots).map_err(error)? {
-        roots
-            .add(cert)
-            .map_err(|e| GrpcError::Roots {
-                path: tls.roots.clone(),
-                reason: e.to_string(),
-            })?;
+        roots.add(cert).map_err(|e| GrpcError::Roots {
+            path: tls.roots.clone(),
+            reason: e.to_string(),
+        })?;
     }
     let mut config = ClientConfig::builder_with_provider(control_plane_provider())
         .with_safe_default_protocol_versions()
@@ -345,7 +346,10 @@ mod tests {
             "rotated tokens are picked up"
         );
         std::fs::write(&path, "").unwrap();
-        assert!(header(&target(false)).is_err(), "an empty token is an error");
+        assert!(
+            header(&target(false)).is_err(),
+            "an empty token is an error"
+        );
         std::fs::write(&path, "a\nb").unwrap();
         assert!(header(&target(false)).is_err());
     }

@@ -153,7 +153,9 @@ pub fn pem_certificate(der: &[u8]) -> String {
 /// no particular suite.
 pub fn control_plane_provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    PROVIDER.get_or_init(|| Arc::new(backend_provider())).clone()
+    PROVIDER
+        .get_or_init(|| Arc::new(backend_provider()))
+        .clone()
 }
 
 #[cfg(feature = "ring")]

@@ -12,8 +12,8 @@
 //!
 //! Both sources feed the same `state::SnapshotBuilder`, so both get the same validation.
 
+pub mod client;
+pub mod convert;
 pub mod local;
 pub mod proto;
-pub mod convert;
-pub mod client;
 pub mod resources;

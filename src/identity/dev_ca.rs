@@ -183,7 +183,10 @@ impl DevCa {
         let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
         let mut params = workload_params(&Identity::new("td", "ns", "sa")?, now)?;
         params.subject_alt_names = csr.params.subject_alt_names;
-        Ok(params.signed_by(&csr.public_key, &self.issuer)?.der().clone())
+        Ok(params
+            .signed_by(&csr.public_key, &self.issuer)?
+            .der()
+            .clone())
     }
 
     /// Signs a certificate for a fresh key with arbitrary parameters, starting from the workload

@@ -168,7 +168,10 @@ impl AdsClient {
         loop {
             let mut progressed = false;
             match self.stream(&mut publish, &mut progressed).await {
-                Ok(()) => info!(address = self.target.address(), "xDS stream ended by istiod"),
+                Ok(()) => info!(
+                    address = self.target.address(),
+                    "xDS stream ended by istiod"
+                ),
                 Err(e) => warn!(address = self.target.address(), "xDS stream: {e}"),
             }
             if progressed {

@@ -127,19 +127,15 @@ impl TryFrom<pw::Workload> for WorkloadEntry {
                 if target != 0 && map.insert(service_port, target).is_some() {
                     return Err(ConvertError::Invalid {
                         field: "services",
-                        reason: format!(
-                            "{} maps service port {service_port} twice",
-                            excerpt(&key)
-                        ),
+                        reason: format!("{} maps service port {service_port} twice", excerpt(&key)),
                     });
                 }
             }
             memberships.push((name, map));
         }
         // prost maps are hash maps: sort so equal resources convert to equal entries.
-        memberships.sort_by(|a, b| {
-            (&a.0.namespace, &a.0.hostname).cmp(&(&b.0.namespace, &b.0.hostname))
-        });
+        memberships
+            .sort_by(|a, b| (&a.0.namespace, &a.0.hostname).cmp(&(&b.0.namespace, &b.0.hostname)));
         let locality = w.locality.unwrap_or_default();
         let workload = Workload {
             uid: text("uid", w.uid)?,
@@ -340,7 +336,11 @@ fn string_match(field: &'static str, s: psec::StringMatch) -> Result<StringMatch
         Some(MatchType::Prefix(v)) => StringMatch::Prefix(text(field, v)?),
         Some(MatchType::Suffix(v)) => StringMatch::Suffix(text(field, v)?),
         Some(MatchType::Presence(())) => StringMatch::Presence,
-        None => return Err(ConvertError::Missing("string match (exact, prefix, suffix or presence)")),
+        None => {
+            return Err(ConvertError::Missing(
+                "string match (exact, prefix, suffix or presence)",
+            ));
+        }
     })
 }
 
@@ -367,7 +367,11 @@ fn gateway(field: &'static str, g: pw::GatewayAddress) -> Result<GatewayAddress,
             hostname: text(field, h.hostname)?,
         }),
         Some(D::Address(a)) => Destination::Address(network_address(field, a)?),
-        None => return Err(ConvertError::Missing("gateway destination (hostname or address)")),
+        None => {
+            return Err(ConvertError::Missing(
+                "gateway destination (hostname or address)",
+            ));
+        }
     };
     let hbone_mtls_port = match g.hbone_mtls_port {
         0 => DEFAULT_HBONE_MTLS_PORT,

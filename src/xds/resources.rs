@@ -208,11 +208,13 @@ impl ResourceSet {
         for (name, version, value) in staged {
             let previous = match value {
                 Value::Address(v) => Previous::Address(
-                    self.addresses.insert(name.clone(), Held { version, value: v }),
+                    self.addresses
+                        .insert(name.clone(), Held { version, value: v }),
                 ),
-                Value::Policy(v) => {
-                    Previous::Policy(self.policies.insert(name.clone(), Held { version, value: v }))
-                }
+                Value::Policy(v) => Previous::Policy(
+                    self.policies
+                        .insert(name.clone(), Held { version, value: v }),
+                ),
             };
             updated.insert(name.clone());
             undo.push((name, previous));

@@ -105,7 +105,9 @@ impl IstioCertificateService for Arc<FakeCa> {
                 vec![sign(&self.ca, &csr)?]
             }
         };
-        Ok(Response::new(IstioCertificateResponse { cert_chain: chain }))
+        Ok(Response::new(IstioCertificateResponse {
+            cert_chain: chain,
+        }))
     }
 }
 
@@ -140,7 +142,9 @@ fn client(fake: &FakeCa, addr: SocketAddr, token: Option<TokenFile>) -> IstioCa 
 }
 
 fn alice() -> Identity {
-    "spiffe://cluster.local/ns/default/sa/alice".parse().unwrap()
+    "spiffe://cluster.local/ns/default/sa/alice"
+        .parse()
+        .unwrap()
 }
 
 fn uri_sans(der: &[u8]) -> Vec<String> {
@@ -247,10 +251,14 @@ async fn ca_outage_during_rotation_keeps_the_old_certificates() {
     assert_eq!(published.load().generation(), first.generation());
     assert_eq!(requests(), 4);
     let retry = m.next_retry(&alice()).unwrap();
-    assert!(retry > t1 && retry <= t1 + Duration::from_secs(1), "{retry:?}");
+    assert!(
+        retry > t1 && retry <= t1 + Duration::from_secs(1),
+        "{retry:?}"
+    );
 
     // Before the retry time nothing is asked.
-    m.sync(&published, &s, "n", t1 + Duration::from_millis(100)).await;
+    m.sync(&published, &s, "n", t1 + Duration::from_millis(100))
+        .await;
     assert_eq!(requests(), 4);
 
     // Failures keep backing off, never beyond 150 s.

@@ -261,7 +261,10 @@ async fn initial_sync_then_incremental_updates_are_acked() {
         &[],
     );
     assert_eq!(conn.reply_to("n1").await, None, "ACK");
-    eventually("the workloads", || uids(&published.current.load()) == ["w1", "w2"]).await;
+    eventually("the workloads", || {
+        uids(&published.current.load()) == ["w1", "w2"]
+    })
+    .await;
     assert!(!sync.is_done(), "policies not received yet");
 
     conn.send(AUTHORIZATION_TYPE, "n2", vec![policy("deny-all")], &[]);
@@ -334,7 +337,12 @@ async fn a_bad_resource_is_nacked_while_the_others_apply() {
     eventually("initial sync", || sync.is_done()).await;
 
     // A type nobody subscribed to is NACKed and changes nothing.
-    conn.send("type.googleapis.com/envoy.config.cluster.v3.Cluster", "n3", vec![], &[]);
+    conn.send(
+        "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+        "n3",
+        vec![],
+        &[],
+    );
     assert!(conn.reply_to("n3").await.is_some());
     assert_eq!(uids(&published.current.load()), ["good"]);
     client.abort();

@@ -289,7 +289,11 @@ fn full_service_and_policy_convert() {
         ]
     );
     assert_eq!(&*m.service_accounts[0].service_account, "appa");
-    assert_eq!(m.source_ips[0].to_string(), "10.0.0.0/8", "host bits cleared");
+    assert_eq!(
+        m.source_ips[0].to_string(),
+        "10.0.0.0/8",
+        "host bits cleared"
+    );
     assert_eq!(m.destination_ips[0].to_string(), "fd00::1/128");
     assert_eq!(m.destination_ports, [80, 65535]);
     assert_eq!(m.not_destination_ports, [22]);
@@ -341,7 +345,15 @@ fn hostile_workloads_are_named_errors() {
                 w.services
                     .insert("default/x.svc".into(), ports(&[(80, u32::MAX)]));
             }),
-            |e| matches!(e, E::Port { value: u32::MAX, .. }),
+            |e| {
+                matches!(
+                    e,
+                    E::Port {
+                        value: u32::MAX,
+                        ..
+                    }
+                )
+            },
         ),
         (
             "service port mapped twice",
@@ -349,14 +361,30 @@ fn hostile_workloads_are_named_errors() {
                 w.services
                     .insert("default/x.svc".into(), ports(&[(80, 81), (80, 82)]));
             }),
-            |e| matches!(e, E::Invalid { field: "services", .. }),
+            |e| {
+                matches!(
+                    e,
+                    E::Invalid {
+                        field: "services",
+                        ..
+                    }
+                )
+            },
         ),
         (
             "services key without a slash",
             workload_error(|w| {
                 w.services.insert("nonamespace".into(), ports(&[]));
             }),
-            |e| matches!(e, E::Invalid { field: "services", .. }),
+            |e| {
+                matches!(
+                    e,
+                    E::Invalid {
+                        field: "services",
+                        ..
+                    }
+                )
+            },
         ),
         (
             "unknown tunnel protocol",
@@ -371,20 +399,40 @@ fn hostile_workloads_are_named_errors() {
                 )
             },
         ),
-        (
-            "unknown status",
-            workload_error(|w| w.status = -1),
-            |e| matches!(e, E::UnknownEnum { field: "status", .. }),
-        ),
+        ("unknown status", workload_error(|w| w.status = -1), |e| {
+            matches!(
+                e,
+                E::UnknownEnum {
+                    field: "status",
+                    ..
+                }
+            )
+        }),
         (
             "unknown workload type",
             workload_error(|w| w.workload_type = 99),
-            |e| matches!(e, E::UnknownEnum { field: "workloadType", .. }),
+            |e| {
+                matches!(
+                    e,
+                    E::UnknownEnum {
+                        field: "workloadType",
+                        ..
+                    }
+                )
+            },
         ),
         (
             "unknown network mode",
             workload_error(|w| w.network_mode = 2),
-            |e| matches!(e, E::UnknownEnum { field: "networkMode", .. }),
+            |e| {
+                matches!(
+                    e,
+                    E::UnknownEnum {
+                        field: "networkMode",
+                        ..
+                    }
+                )
+            },
         ),
         (
             "unknown application tunnel protocol",
@@ -434,11 +482,9 @@ fn hostile_workloads_are_named_errors() {
             workload_error(|w| w.canonical_revision = "v1\r\nx: y".into()),
             |e| matches!(e, E::Snapshot(_)),
         ),
-        (
-            "empty uid",
-            workload_error(|w| w.uid.clear()),
-            |e| matches!(e, E::Snapshot(_)),
-        ),
+        ("empty uid", workload_error(|w| w.uid.clear()), |e| {
+            matches!(e, E::Snapshot(_))
+        }),
     ];
     for (what, error, expected) in cases {
         assert!(expected(&error), "{what}: got {error:?}");
@@ -537,11 +583,17 @@ fn hostile_services_and_policies_are_named_errors() {
     p.action = 2; // CUSTOM never reaches ztunnel
     assert!(matches!(
         Authorization::try_from(p).unwrap_err(),
-        E::UnknownEnum { field: "action", .. }
+        E::UnknownEnum {
+            field: "action",
+            ..
+        }
     ));
     let mut p = full_policy();
     p.name = "has space".into();
-    assert!(matches!(Authorization::try_from(p).unwrap_err(), E::Snapshot(_)));
+    assert!(matches!(
+        Authorization::try_from(p).unwrap_err(),
+        E::Snapshot(_)
+    ));
 
     assert!(matches!(
         AddressEntry::try_from(pw::Address { r#type: None }),

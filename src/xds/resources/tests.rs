@@ -109,7 +109,11 @@ fn adds_replaces_and_removes() {
     assert_eq!(uids(&s), ["w1", "w2"]);
     assert!(s.service_by_vip(ip("10.96.0.1")).is_some());
 
-    let p = set.apply(Kind::Authorization, vec![policy_resource("deny-all")], vec![]);
+    let p = set.apply(
+        Kind::Authorization,
+        vec![policy_resource("deny-all")],
+        vec![],
+    );
     assert_eq!(p.snapshot.unwrap().policy_count(), 1);
     assert_eq!(
         set.versions(Kind::Authorization),
