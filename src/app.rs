@@ -64,11 +64,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 address = target.address(),
                 "configuration from istiod (Delta ADS)"
             );
-            Source::Xds(AdsClient::new(
+            Source::Xds(Box::new(AdsClient::new(
                 target.clone(),
                 client::node(&config),
                 initial_sync.clone(),
-            ))
+            )))
         }
         (None, None) => Source::None,
     };
@@ -128,6 +128,18 @@ pub fn check(config: &Config) -> anyhow::Result<String> {
         "config ok: node={} cores={} driver={:?}\n",
         config.node_name, config.cores, config.driver
     );
+    match &config.xds {
+        Some(t) => out.push_str(&format!("xds: Delta ADS from {}\n", t.address())),
+        None => out.push_str("xds: off\n"),
+    }
+    match &config.ca {
+        Some(t) => {
+            crate::grpc::load_certs(&config.ca_root_ca)
+                .map_err(|e| anyhow::anyhow!("CA_ROOT_CA={}: {e}", config.ca_root_ca.display()))?;
+            out.push_str(&format!("ca: Istio CA at {}\n", t.address()));
+        }
+        None => out.push_str("ca: built-in development CA\n"),
+    }
     if let Some(p) = &config.local_xds_path {
         let s = local::load(p).with_context(|| format!("LOCAL_XDS_PATH={}", p.display()))?;
         out.push_str(&format!(

@@ -38,7 +38,8 @@ pub enum Source {
         source: LocalSource,
         poll: Duration,
     },
-    Xds(AdsClient),
+    /// Boxed: the client is large and the enum is built once.
+    Xds(Box<AdsClient>),
 }
 
 /// Runs the control loops forever.

@@ -70,6 +70,10 @@ pub struct WorkloadEntry {
 }
 
 /// One converted `istio.workload.Address`.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "held by value in the resource map: boxing would add an allocation per workload"
+)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AddressEntry {
     Workload(WorkloadEntry),

@@ -134,12 +134,20 @@ impl Updated {
 }
 
 /// A converted resource waiting to be applied.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "short-lived, moved into the map; boxing would allocate once more per workload"
+)]
 enum Value {
     Address(AddressEntry),
     Policy(Authorization),
 }
 
 /// A map entry as it was before this response touched it, to roll back to.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "short-lived undo log entries; boxing would allocate once more per workload"
+)]
 enum Previous {
     Address(Option<Held<AddressEntry>>),
     Policy(Option<Held<Authorization>>),

@@ -308,7 +308,8 @@ fn workload_error(edit: impl FnOnce(&mut pw::Workload)) -> ConvertError {
 #[test]
 fn hostile_workloads_are_named_errors() {
     use ConvertError as E;
-    let cases: Vec<(&str, ConvertError, fn(&ConvertError) -> bool)> = vec![
+    type Case = (&'static str, ConvertError, fn(&ConvertError) -> bool);
+    let cases: Vec<Case> = vec![
         (
             "3-byte IP",
             workload_error(|w| w.addresses = vec![vec![1, 2, 3]]),
