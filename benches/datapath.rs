@@ -2,7 +2,8 @@
 //! to direct TCP between the same pods in the same run.
 //!
 //! Scenarios: `direct` (no capture: the kernel forwards between the pods), `plaintext` (zring
-//! on both nodes, TCP workloads: 15001 on the client's node, 15006 on the server's). Each
+//! on both nodes, TCP workloads: 15001 on the client's node, 15006 on the server's), `hbone`
+//! (zring on both nodes, HBONE workloads: 15001 → mTLS HTTP/2 CONNECT → 15008). Each
 //! measures single-stream throughput, new connections per second, and 1 KiB request/response
 //! rate with p50/p99 latency. Needs root. Environment: `ZRING_BENCH_SECS` (per measurement,
 //! default 3), `ZRING_BENCH_DRIVER` (`uring`/`legacy`, default `uring`), `ZRING_BENCH_CORES`
@@ -53,6 +54,11 @@ fn main() {
     std::fs::write(&config, workloads("TCP")).unwrap();
     let nodes = start_zring(&lab, &config, &driver);
     rows.push(("plaintext", measure(&lab, dur)));
+    drop(nodes);
+
+    std::fs::write(&config, workloads("HBONE")).unwrap();
+    let nodes = start_zring(&lab, &config, &driver);
+    rows.push(("hbone", measure(&lab, dur)));
     drop(nodes);
 
     report(&rows, &driver, secs);

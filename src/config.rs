@@ -60,6 +60,10 @@ pub struct Config {
     pub outbound_addr: SocketAddr,
     pub inbound_plaintext_addr: SocketAddr,
     pub inbound_addr: SocketAddr,
+    /// Most CONNECT streams one pooled HBONE connection carries at once.
+    pub pool_max_streams: u32,
+    /// An HBONE connection idle this long is closed.
+    pub pool_idle_timeout: Duration,
     /// Where the built-in development CA keeps its root; zring processes sharing the
     /// directory share the root, so they trust each other.
     pub dev_ca_dir: PathBuf,
@@ -160,6 +164,16 @@ pub const VARS: &[Var] = &[
         name: "ZRING_LISTEN_BACKLOG",
         default: "1024",
         help: "listen(2) backlog per core and port",
+    },
+    Var {
+        name: "POOL_MAX_STREAMS_PER_CONNECTION",
+        default: "100",
+        help: "CONNECT streams per pooled HBONE connection, 1..=10000",
+    },
+    Var {
+        name: "POOL_UNUSED_RELEASE_TIMEOUT",
+        default: "5m",
+        help: "close a pooled HBONE connection idle this long (e.g. 300s, 5m, 1500ms)",
     },
     Var {
         name: "XDS_ADDRESS",
@@ -341,7 +355,7 @@ impl Config {
         }
         let secret_ttl = match var("SECRET_TTL") {
             None => Duration::from_secs(24 * 3600),
-            Some(v) => parse_duration(&v)
+            Some(v) => parse_secret_ttl(&v)
                 .filter(|d| (600..=365 * 24 * 3600).contains(&d.as_secs()))
                 .ok_or_else(|| {
                     err(
@@ -394,6 +408,20 @@ impl Config {
             outbound_addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 15001)),
             inbound_plaintext_addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 15006)),
             inbound_addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 15008)),
+            pool_max_streams: match var("POOL_MAX_STREAMS_PER_CONNECTION") {
+                None => 100,
+                Some(v) => parse_range("POOL_MAX_STREAMS_PER_CONNECTION", &v, 1, 10_000)? as u32,
+            },
+            pool_idle_timeout: match var("POOL_UNUSED_RELEASE_TIMEOUT") {
+                None => Duration::from_secs(300),
+                Some(v) => parse_duration(&v).ok_or_else(|| {
+                    err(
+                        "POOL_UNUSED_RELEASE_TIMEOUT",
+                        &v,
+                        "expected a duration such as 300s, 5m or 1500ms (at least 10ms)",
+                    )
+                })?,
+            },
             dev_ca_dir: var("ZRING_DEV_CA_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| std::env::temp_dir().join("zring-dev-ca")),
@@ -441,8 +469,27 @@ fn parse_bool(var: &'static str, v: Option<String>, default: bool) -> Result<boo
     }
 }
 
-/// `90`, `90s`, `15m`, `24h`, `7d`.
+/// A duration as ztunnel's environment spells them: a whole number with a unit (`ms`, `s`, `m`,
+/// `h`), at least 10 ms and at most a day.
 fn parse_duration(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = v.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60)?),
+        "h" => Duration::from_secs(n.checked_mul(3600)?),
+        _ => return None,
+    };
+    (Duration::from_millis(10)..=Duration::from_secs(86_400))
+        .contains(&d)
+        .then_some(d)
+}
+
+/// `SECRET_TTL`: `90` (seconds), `90s`, `15m`, `24h`, `7d`.
+fn parse_secret_ttl(v: &str) -> Option<Duration> {
     let v = v.trim();
     let (digits, unit) = match v.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => v.split_at(i),
@@ -499,6 +546,32 @@ mod tests {
         assert_eq!(c.trust_domain, "cluster.local");
         assert!(c.cores >= 1);
         assert!(c.local_xds_path.is_none());
+        assert_eq!(c.pool_max_streams, 100);
+        assert_eq!(c.pool_idle_timeout, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn durations_take_units() {
+        for (text, d) in [
+            ("1500ms", Duration::from_millis(1500)),
+            ("30s", Duration::from_secs(30)),
+            ("5m", Duration::from_secs(300)),
+            ("1h", Duration::from_secs(3600)),
+        ] {
+            assert_eq!(parse_duration(text), Some(d), "{text}");
+        }
+        for bad in [
+            "",
+            "s",
+            "10",
+            "1.5s",
+            "-1s",
+            "9ms",
+            "25h",
+            "99999999999999999999h",
+        ] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
     }
 
     #[test]
@@ -540,6 +613,10 @@ mod tests {
             ("SECRET_TTL", "1y"),
             ("SECRET_TTL", "h"),
             ("INSTANCE_IP", "10.0.0"),
+            ("POOL_MAX_STREAMS_PER_CONNECTION", "0"),
+            ("POOL_UNUSED_RELEASE_TIMEOUT", "5"),
+            ("POOL_UNUSED_RELEASE_TIMEOUT", "1ms"),
+            ("POOL_UNUSED_RELEASE_TIMEOUT", "3d"),
         ] {
             let e = cfg(&[(k, v)]).unwrap_err();
             assert_eq!(e.var, k, "{e}");
@@ -565,8 +642,8 @@ mod tests {
         assert!(c.xds.as_ref().unwrap().is_tls());
         assert!(!c.ca.as_ref().unwrap().is_tls());
         assert_eq!(c.secret_ttl, Duration::from_secs(12 * 3600));
-        assert_eq!(parse_duration("3600"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("2d"), Some(Duration::from_secs(172800)));
+        assert_eq!(parse_secret_ttl("3600"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_secret_ttl("2d"), Some(Duration::from_secs(172800)));
         let e = cfg(&[("XDS_ROOT_CA", "SYSTEM"), ("XDS_ADDRESS", "https://a:1")]).unwrap_err();
         assert_eq!(e.var, "XDS_ADDRESS");
         // One config source at a time.

@@ -21,6 +21,8 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, DriverChoice};
 use crate::identity::CertStore;
+use crate::proxy::hbone::tls::TlsCache;
+use crate::proxy::pool::Pool;
 use crate::state::Snapshot;
 use crate::sys::socket::{self, ListenOpts};
 
@@ -89,6 +91,10 @@ pub struct CoreCtx {
     pub driver: Driver,
     pub shared: Arc<Shared>,
     pub buffers: BufferPool,
+    /// This core's HBONE client connections.
+    pub pool: Pool,
+    /// This core's rustls configs, rebuilt when the published certificates change.
+    pub tls: TlsCache,
     /// Connections this core is proxying right now.
     pub active: Cell<u64>,
     /// State of a xorshift generator for endpoint selection; per core, so no atomics.
@@ -134,6 +140,8 @@ pub enum ListenerKind {
     Outbound,
     /// 15006: plaintext connections to local pods, captured on arrival.
     InboundPlaintext,
+    /// 15008: HBONE (mTLS HTTP/2 CONNECT) from other nodes to local pods.
+    Inbound,
 }
 
 impl ListenerKind {
@@ -141,6 +149,7 @@ impl ListenerKind {
         match self {
             ListenerKind::Outbound => "outbound",
             ListenerKind::InboundPlaintext => "inbound_plaintext",
+            ListenerKind::Inbound => "inbound",
         }
     }
 }
@@ -245,6 +254,8 @@ async fn core_main(
         id,
         driver,
         buffers: BufferPool::new(cfg.buffer_size),
+        pool: Pool::new(cfg.pool_max_streams, cfg.pool_idle_timeout),
+        tls: TlsCache::default(),
         shared,
         active: Cell::new(0),
         rng: Cell::new(seed | 1),
@@ -258,6 +269,7 @@ async fn core_main(
     for (kind, addr) in [
         (ListenerKind::Outbound, cfg.outbound_addr),
         (ListenerKind::InboundPlaintext, cfg.inbound_plaintext_addr),
+        (ListenerKind::Inbound, cfg.inbound_addr),
     ] {
         match socket::listener(addr, opts).and_then(TcpListener::from_std) {
             Ok(l) => listeners.push((kind, l)),
@@ -275,17 +287,35 @@ async fn core_main(
     info!(
         core = id,
         driver = driver.name(),
-        "core listening on 15001 (outbound) and 15006 (inbound plaintext)"
+        "core listening on 15001 (outbound), 15006 (inbound plaintext), 15008 (inbound HBONE)"
     );
     let _ = ready.send(Ok(id));
     drop(ready);
 
     let mut tasks = Vec::new();
+    tasks.push(monoio::spawn(reap_pool(ctx.clone())));
     for (kind, listener) in listeners {
         tasks.push(monoio::spawn(accept_loop(ctx.clone(), listener, kind)));
     }
     for t in tasks {
         t.await;
+    }
+}
+
+/// Releases idle and dead HBONE connections of this core's pool, forever.
+async fn reap_pool(ctx: Rc<CoreCtx>) {
+    let interval = ctx.pool.reap_interval();
+    loop {
+        monoio::time::sleep(interval).await;
+        let released = ctx.pool.reap(std::time::Instant::now());
+        if released > 0 {
+            info!(
+                core = ctx.id,
+                released,
+                open = ctx.pool.connections(),
+                "released idle HBONE connections"
+            );
+        }
     }
 }
 
@@ -303,6 +333,9 @@ async fn accept_loop(ctx: Rc<CoreCtx>, listener: TcpListener, kind: ListenerKind
                     }
                     ListenerKind::InboundPlaintext => {
                         monoio::spawn(crate::proxy::inbound_passthrough::serve(ctx, stream, peer))
+                    }
+                    ListenerKind::Inbound => {
+                        monoio::spawn(crate::proxy::inbound::serve(ctx, stream, peer))
                     }
                 };
             }

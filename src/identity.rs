@@ -68,7 +68,10 @@ pub enum Error {
     NoSpiffeSan,
     #[error("peer {0} is not in our trust domain")]
     ForeignTrustDomain(Identity),
-    #[error("peer identity {presented:?} is not one of the expected identities")]
+    #[error(
+        "peer identity {} is not one of the expected identities",
+        presented.as_ref().map_or("(none)", Identity::as_str)
+    )]
     UnexpectedPeer { presented: Option<Identity> },
     #[error("no expected peer identity was given")]
     NoExpectedIdentity,

@@ -39,6 +39,7 @@
 )]
 
 mod cmd;
+pub mod mesh;
 mod ns;
 mod process;
 mod redirect;
@@ -53,6 +54,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
+pub use mesh::Mesh;
 pub use ns::Netns;
 pub use process::Process;
 pub use redirect::{

@@ -4,14 +4,20 @@
 //! accept → classify (`route`) → (authorize) → connect → copy → record. Modules:
 //! - `outbound`: 15001, connections captured from local pods;
 //! - `inbound_passthrough`: 15006, plaintext connections to local pods;
+//! - `inbound`: 15008, HBONE tunnels from other nodes to local pods;
 //! - `route`: the pure outbound routing decision;
-//! - `copy`: the bidirectional byte pump.
+//! - `hbone`: mTLS HTTP/2 CONNECT client, server, headers and the stream pump;
+//! - `pool`: the per-core pool of HBONE client connections;
+//! - `copy`: the bidirectional byte pump between two TCP sockets.
 //!
 //! A connection's outcome is recorded exactly once, by [`ConnRecord`]'s `Drop`.
 
 pub mod copy;
+pub mod hbone;
+pub mod inbound;
 pub mod inbound_passthrough;
 pub mod outbound;
+pub mod pool;
 pub mod route;
 
 use std::cell::RefCell;
@@ -25,6 +31,7 @@ use std::time::{Duration, Instant};
 use monoio::net::TcpStream;
 use tracing::{info, warn};
 
+use crate::identity::Identity;
 use crate::state::{Service, Workload};
 use crate::sys::socket::{self, UpstreamOpts};
 use copy::{CopyError, Transferred};
@@ -67,8 +74,10 @@ pub enum Error {
     Accept(io::Error),
     #[error("{0}")]
     Copy(#[from] CopyError),
-    #[error("HBONE to {0} is not available in this build")]
-    HboneUnavailable(SocketAddr),
+    #[error("HBONE: {0}")]
+    Hbone(#[from] hbone::HboneError),
+    #[error("workload {0} has no valid SPIFFE identity")]
+    NoIdentity(Arc<str>),
 }
 
 impl Error {
@@ -77,9 +86,9 @@ impl Error {
         match self {
             Error::Denied(_) => "DENY",
             Error::UnknownDestination(_) | Error::NotLocal(_) => "DENY",
-            Error::Connect { .. } | Error::ConnectTimeout(_) | Error::HboneUnavailable(_) => {
-                "CONNECT"
-            }
+            Error::Connect { .. } | Error::ConnectTimeout(_) => "CONNECT",
+            Error::Hbone(e) => e.response_flag(),
+            Error::NoIdentity(_) => "CONNECT",
             Error::Accept(_) | Error::Copy(_) => "-",
         }
     }
@@ -142,6 +151,11 @@ pub struct ConnRecord {
     pub dst_service: Option<Arc<Service>>,
     /// Where zring actually connected (the pod, or a peer's 15008), once known.
     pub upstream: Option<SocketAddr>,
+    /// The source's identity: the peer certificate's on inbound HBONE, the source workload's
+    /// when zring presents its certificate on outbound HBONE.
+    pub src_identity: Option<Identity>,
+    /// The identity the destination proved (outbound HBONE) or that we presented (inbound).
+    pub dst_identity: Option<Identity>,
     pub counts: Transferred,
     pub error: RefCell<Option<Error>>,
 }
@@ -158,6 +172,8 @@ impl ConnRecord {
             dst_workload: None,
             dst_service: None,
             upstream: None,
+            src_identity: None,
+            dst_identity: None,
             counts: Transferred::default(),
             error: RefCell::new(None),
         }
@@ -177,7 +193,11 @@ impl Drop for ConnRecord {
         let dur = self.start.elapsed();
         let name = |w: &Option<Arc<Workload>>| w.as_ref().map(|w| w.name.to_string());
         let ns = |w: &Option<Arc<Workload>>| w.as_ref().map(|w| w.namespace.to_string());
-        let id = |w: &Option<Arc<Workload>>| w.as_ref().map(|w| w.identity());
+        let id = |i: &Option<Identity>, w: &Option<Arc<Workload>>| {
+            i.as_ref()
+                .map(|i| i.to_string())
+                .or_else(|| w.as_ref().map(|w| w.identity()))
+        };
         let svc = self.dst_service.as_ref().map(|s| s.hostname.to_string());
         let error = self.error.borrow();
         macro_rules! access {
@@ -188,13 +208,13 @@ impl Drop for ConnRecord {
                     "src.addr" = %self.src,
                     "src.workload" = name(&self.src_workload),
                     "src.namespace" = ns(&self.src_workload),
-                    "src.identity" = id(&self.src_workload),
+                    "src.identity" = id(&self.src_identity, &self.src_workload),
                     "dst.addr" = %self.dst,
                     "dst.hbone_addr" = self.upstream.map(|a| a.to_string()),
                     "dst.service" = svc,
                     "dst.workload" = name(&self.dst_workload),
                     "dst.namespace" = ns(&self.dst_workload),
-                    "dst.identity" = id(&self.dst_workload),
+                    "dst.identity" = id(&self.dst_identity, &self.dst_workload),
                     direction = self.direction.name(),
                     bytes_sent = self.counts.sent.get(),
                     bytes_recv = self.counts.received.get(),

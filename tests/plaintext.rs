@@ -3,18 +3,12 @@
 //!
 //! Needs root (namespaces, nftables, IP_TRANSPARENT): without it `Lab::new` fails the test.
 
-#![expect(
-    clippy::disallowed_methods,
-    reason = "test threads poll with a deadline; no core runs here"
-)]
-
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::net::{Ipv4Addr, TcpStream};
+use std::path::Path;
+use std::time::Duration;
 
 use zring::lab::traffic::{self, Report};
-use zring::lab::{Lab, Process};
+use zring::lab::{Lab, Mesh};
 
 const ZRING: &str = env!("CARGO_BIN_EXE_zring");
 const APPA: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 8);
@@ -69,15 +63,9 @@ services:
     )
 }
 
-struct Cluster {
-    lab: Lab,
-    config: PathBuf,
-    zring: Vec<Process>,
-}
-
 /// Seed topology plus appa2 and a stranger on node a, and node c (outside the mesh: no zring,
 /// no capture) with pod `ext`; zring on a and b.
-fn cluster(driver: &str, with_appa: bool) -> Cluster {
+fn cluster(driver: &str, with_appa: bool) -> Mesh {
     let mut lab = Lab::seed().expect("lab (needs root, ip, nft)");
     lab.add_pod("a", "appa2", APPA2).unwrap();
     lab.add_pod("a", "stranger", STRANGER).unwrap();
@@ -88,80 +76,27 @@ fn cluster(driver: &str, with_appa: bool) -> Cluster {
     )
     .unwrap();
     lab.add_pod("c", "ext", EXT).unwrap();
-    let config = lab.dir().join("config.yaml");
-    std::fs::write(&config, config_text(with_appa)).unwrap();
-    let mut zring = Vec::new();
+    let m = Mesh::start(
+        lab,
+        Path::new(ZRING),
+        &config(with_appa),
+        &["a", "b"],
+        &[("ZRING_DRIVER", driver)],
+    )
+    .unwrap();
+    let want = if driver == "uring" {
+        "driver=\"io_uring\""
+    } else {
+        "driver=\"epoll\""
+    };
     for node in ["a", "b"] {
-        lab.redirect(lab.node(node)).unwrap();
-        let mut cmd = Command::new(ZRING);
-        cmd.env("NODE_NAME", node)
-            .env("LOCAL_XDS_PATH", &config)
-            .env("ZRING_LOCAL_XDS_POLL_MS", "50")
-            .env("ZRING_DRIVER", driver)
-            .env("ZRING_CORES", "2")
-            .env("RUST_LOG", "info");
-        let p = lab.spawn_process(lab.node(node), cmd).unwrap();
-        p.wait_for_log("zring ready", Duration::from_secs(30))
-            .unwrap();
-        let want = if driver == "uring" {
-            "driver=\"io_uring\""
-        } else {
-            "driver=\"epoll\""
-        };
-        assert!(p.log().contains(want), "driver not logged: {}", p.log());
-        zring.push(p);
+        assert!(
+            m.log(node).contains(want),
+            "driver not logged: {}",
+            m.logs()
+        );
     }
-    Cluster { lab, config, zring }
-}
-
-fn config_text(with_appa: bool) -> String {
-    config(with_appa)
-}
-
-impl Cluster {
-    fn log(&self, node: usize) -> String {
-        self.zring[node].log()
-    }
-
-    /// Starts an exchange server in `pod` on `port` for `conns` connections.
-    fn serve(&self, pod: &str, port: u16, conns: usize) {
-        self.lab.pod(pod).run(move || {
-            let l = TcpListener::bind(("0.0.0.0", port)).unwrap();
-            traffic::spawn_server(l, Some(conns));
-        });
-    }
-
-    fn exchange(&self, from: &str, to: SocketAddr, up: u64, down: u64) -> Result<Report, String> {
-        self.lab.pod(from).run(move || {
-            let s = TcpStream::connect_timeout(&to, Duration::from_secs(10))
-                .map_err(|e| e.to_string())?;
-            traffic::exchange(s, up, down, up ^ down ^ 0xfeed).map_err(|e| e.to_string())
-        })
-    }
-
-    /// An exchange that must succeed; on failure the message carries both nodes' logs.
-    fn must_exchange(&self, from: &str, to: SocketAddr, up: u64, down: u64) -> Report {
-        self.exchange(from, to, up, down).unwrap_or_else(|e| {
-            panic!(
-                "{from} → {to}: {e}\n--- node a:\n{}\n--- node b:\n{}",
-                self.log(0),
-                self.log(1)
-            )
-        })
-    }
-
-    /// Waits until zring on `node` has logged `needle` at least `n` times.
-    fn eventually_logged(&self, node: usize, needle: &str, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.log(node).matches(needle).count() < n {
-            assert!(
-                Instant::now() < deadline,
-                "{needle:?} ×{n} never logged:\n{}",
-                self.log(node)
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+    m
 }
 
 macro_rules! on_both_drivers {
@@ -193,33 +128,35 @@ on_both_drivers!(
 /// 64 MiB each way at once, checksummed; appb sees appa's own IP.
 fn cross_node_tcp_workload(driver: &str) {
     let c = cluster(driver, true);
-    c.serve("appb", 80, 1);
+    c.serve("appb", 80, 1).unwrap();
     let r = c
         .exchange("appa", (APPB, 80).into(), 64 * MIB, 64 * MIB)
         .unwrap();
     assert_eq!(r.peer_seen_by_server.ip(), APPA);
     assert_eq!((r.uploaded, r.downloaded), (64 * MIB, 64 * MIB));
-    c.eventually_logged(0, "proxy to 10.244.2.4:80 using TCP type Direct", 1);
-    c.eventually_logged(0, "complete dur=", 1);
-    c.eventually_logged(1, "direction=\"inbound\"", 1);
+    c.eventually_logged("a", "proxy to 10.244.2.4:80 using TCP type Direct", 1)
+        .unwrap();
+    c.eventually_logged("a", "complete dur=", 1).unwrap();
+    c.eventually_logged("b", "direction=\"inbound\"", 1)
+        .unwrap();
     // Byte counts are exact on both nodes: 16 bytes of header, the payload, the trailer.
-    let a = c.log(0);
+    let a = c.log("a");
     assert!(a.contains(&format!("bytes_sent={}", 64 * MIB + 16)), "{a}");
-    let b = c.log(1);
+    let b = c.log("b");
     assert!(b.contains(&format!("bytes_sent={}", 64 * MIB + 16)), "{b}");
 }
 
 /// appa → appa2 on the same node: one hop, no capture on the way back in.
 fn same_node_direct_local(driver: &str) {
     let c = cluster(driver, true);
-    c.serve("appa2", 8080, 1);
+    c.serve("appa2", 8080, 1).unwrap();
     let r = c
         .exchange("appa", (APPA2, 8080).into(), 8 * MIB, 8 * MIB)
         .unwrap();
     assert_eq!(r.peer_seen_by_server.ip(), APPA);
-    c.eventually_logged(0, "type DirectLocal", 1);
+    c.eventually_logged("a", "type DirectLocal", 1).unwrap();
     assert!(
-        !c.log(1).contains("complete dur="),
+        !c.log("b").contains("complete dur="),
         "node b saw a same-node connection"
     );
 }
@@ -227,22 +164,29 @@ fn same_node_direct_local(driver: &str) {
 /// appa → the service VIP: zring picks the endpoint and maps port 8000 → 80.
 fn service_vip_to_endpoint(driver: &str) {
     let c = cluster(driver, true);
-    c.serve("appb", 80, 1);
+    c.serve("appb", 80, 1).unwrap();
     let r = c.must_exchange("appa", (VIP, 8000).into(), MIB, MIB);
     assert_eq!(r.peer_seen_by_server.ip(), APPA);
-    c.eventually_logged(0, "proxy to 10.244.2.4:80 using TCP type Direct", 1);
-    c.eventually_logged(0, "dst.service=\"appb.default.svc.cluster.local\"", 1);
+    c.eventually_logged("a", "proxy to 10.244.2.4:80 using TCP type Direct", 1)
+        .unwrap();
+    c.eventually_logged("a", "dst.service=\"appb.default.svc.cluster.local\"", 1)
+        .unwrap();
 }
 
 /// appa → a host outside the mesh: passed through, still from appa's IP.
 fn passthrough_to_unknown_address(driver: &str) {
     let c = cluster(driver, true);
-    c.serve("ext", 9000, 1);
+    c.serve("ext", 9000, 1).unwrap();
     let r = c
         .exchange("appa", (EXT, 9000).into(), 4 * MIB, 4 * MIB)
         .unwrap();
     assert_eq!(r.peer_seen_by_server.ip(), APPA);
-    c.eventually_logged(0, "proxy to 10.244.3.7:9000 using TCP type Passthrough", 1);
+    c.eventually_logged(
+        "a",
+        "proxy to 10.244.3.7:9000 using TCP type Passthrough",
+        1,
+    )
+    .unwrap();
 }
 
 /// 128 concurrent connections: all complete intact, and both cores of each zring served some
@@ -250,7 +194,7 @@ fn passthrough_to_unknown_address(driver: &str) {
 fn many_connections_spread_across_cores(driver: &str) {
     let c = cluster(driver, true);
     const N: usize = 128;
-    c.serve("appb", 80, N);
+    c.serve("appb", 80, N).unwrap();
     let results: Vec<Result<Report, String>> = c.lab.pod("appa").run(|| {
         let handles: Vec<_> = (0..N)
             .map(|i| {
@@ -268,8 +212,8 @@ fn many_connections_spread_across_cores(driver: &str) {
         let r = r.as_ref().unwrap_or_else(|e| panic!("connection {i}: {e}"));
         assert_eq!(r.peer_seen_by_server.ip(), APPA);
     }
-    for node in 0..2 {
-        c.eventually_logged(node, "complete dur=", N);
+    for node in ["a", "b"] {
+        c.eventually_logged(node, "complete dur=", N).unwrap();
         let log = c.log(node);
         for core in ["core=0", "core=1"] {
             let n = log
@@ -285,13 +229,15 @@ fn many_connections_spread_across_cores(driver: &str) {
 /// with a reset; zring keeps serving.
 fn refusals(driver: &str) {
     let c = cluster(driver, true);
-    c.serve("appb", 80, 1);
+    c.serve("appb", 80, 1).unwrap();
     let own = c.exchange("appa", (APPB, 15008).into(), 1024, 1024);
     assert!(own.is_err(), "own port passed: {own:?}");
-    c.eventually_logged(0, "one of zring's own ports", 1);
+    c.eventually_logged("a", "one of zring's own ports", 1)
+        .unwrap();
     let stranger = c.exchange("stranger", (APPB, 80).into(), 1024, 1024);
     assert!(stranger.is_err(), "unknown source passed: {stranger:?}");
-    c.eventually_logged(0, "unknown source workload 10.244.1.66", 1);
+    c.eventually_logged("a", "unknown source workload 10.244.1.66", 1)
+        .unwrap();
     c.must_exchange("appa", (APPB, 80).into(), MIB, MIB);
 }
 
@@ -299,16 +245,17 @@ fn refusals(driver: &str) {
 /// the file: the broken edit is rejected and the last good snapshot keeps serving.
 fn config_edits_apply_live(driver: &str) {
     let c = cluster(driver, false);
-    c.serve("appb", 80, 2);
+    c.serve("appb", 80, 2).unwrap();
     assert!(c.exchange("appa", (APPB, 80).into(), 1024, 1024).is_err());
-    std::fs::write(&c.config, config_text(true)).unwrap();
-    c.eventually_logged(0, "workloads=3", 1);
+    std::fs::write(&c.config, config(true)).unwrap();
+    c.eventually_logged("a", "workloads=3", 1).unwrap();
     c.must_exchange("appa", (APPB, 80).into(), MIB, MIB);
     std::fs::write(&c.config, "workloads: [ {{{ not yaml").unwrap();
-    c.eventually_logged(0, "keeping the last good snapshot", 1);
+    c.eventually_logged("a", "keeping the last good snapshot", 1)
+        .unwrap();
     c.must_exchange("appa", (APPB, 80).into(), MIB, MIB);
     assert!(
-        c.zring[0].try_status().unwrap().is_none(),
+        c.zring("a").try_status().unwrap().is_none(),
         "zring exited on a broken config"
     );
 }

@@ -7,11 +7,17 @@
 use std::fmt::Write;
 use std::net::SocketAddr;
 
+use http::{HeaderValue, Method, Request, Uri};
+
+use crate::state::Workload;
+
 /// Longest header value we parse; anything longer is refused before parsing.
 pub const MAX_VALUE_LEN: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HeaderError {
+    #[error("method is not CONNECT")]
+    Method,
     #[error("authority is not an ip:port socket address")]
     Authority,
     #[error("authority port is 0")]
@@ -34,10 +40,10 @@ pub fn parse_authority(raw: &[u8]) -> Result<SocketAddr, HeaderError> {
     let s = std::str::from_utf8(raw).map_err(|_| HeaderError::Authority)?;
     let addr: SocketAddr = s.parse().map_err(|_| HeaderError::Authority)?;
     // `SocketAddr` accepts scoped IPv6 (`%eth0`); ours never carry scopes.
-    if let SocketAddr::V6(v6) = addr {
-        if v6.scope_id() != 0 || v6.flowinfo() != 0 {
-            return Err(HeaderError::Authority);
-        }
+    if let SocketAddr::V6(v6) = addr
+        && (v6.scope_id() != 0 || v6.flowinfo() != 0)
+    {
+        return Err(HeaderError::Authority);
     }
     if addr.port() == 0 {
         return Err(HeaderError::AuthorityPort);
@@ -208,17 +214,58 @@ impl Baggage {
                 "service.version" => b.service_version = v,
                 _ => {
                     if let Some(kind) = k.strip_prefix("k8s.").and_then(|r| r.strip_suffix(".name"))
+                        && WORKLOAD_KINDS.contains(&kind)
                     {
-                        if WORKLOAD_KINDS.contains(&kind) {
-                            b.workload_type = Some(kind.to_owned());
-                            b.workload_name = v;
-                        }
+                        b.workload_type = Some(kind.to_owned());
+                        b.workload_name = v;
                     }
                 }
             }
         }
         Ok(b)
     }
+}
+
+impl Baggage {
+    /// What zring says about a source workload: ztunnel's keys, canonical service as
+    /// `service.name` and its revision as `service.version`.
+    pub fn of(w: &Workload) -> Baggage {
+        let some = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        Baggage {
+            cluster: some(&w.cluster_id),
+            namespace: some(&w.namespace),
+            workload_type: some(&w.workload_type),
+            workload_name: some(&w.workload_name),
+            service_name: some(&w.canonical_name),
+            service_version: some(&w.canonical_revision),
+        }
+    }
+}
+
+/// The CONNECT request for a tunnel to `authority` on behalf of `client` (the source pod's
+/// socket address), with the metadata headers ztunnel sends.
+pub fn connect_request(
+    authority: SocketAddr,
+    client: SocketAddr,
+    source: &Workload,
+    trace: TraceParent,
+) -> Request<()> {
+    let mut req = Request::new(());
+    *req.method_mut() = Method::CONNECT;
+    // An `ip:port` always parses as an authority-form URI.
+    *req.uri_mut() = Uri::try_from(authority.to_string()).unwrap_or_default();
+    let h = req.headers_mut();
+    let value = |s: String| HeaderValue::try_from(s).ok();
+    if let Some(v) = value(Baggage::of(source).header()) {
+        h.insert("baggage", v);
+    }
+    if let Some(v) = value(forwarded(client)) {
+        h.insert(http::header::FORWARDED, v);
+    }
+    if let Some(v) = value(trace.header()) {
+        h.insert("traceparent", v);
+    }
+    req
 }
 
 #[cfg(test)]
@@ -287,6 +334,47 @@ mod tests {
         ] {
             assert!(TraceParent::parse(bad.as_bytes()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn connect_request_carries_authority_and_metadata() {
+        let w = Workload {
+            namespace: "default".into(),
+            workload_name: "appa".into(),
+            workload_type: "deployment".into(),
+            canonical_name: "appa".into(),
+            canonical_revision: "v1".into(),
+            ..Workload::default()
+        };
+        let req = connect_request(
+            "10.244.2.4:80".parse().unwrap(),
+            "10.244.1.8:41234".parse().unwrap(),
+            &w,
+            TraceParent::new(1, 2, 3),
+        );
+        assert_eq!(req.method(), Method::CONNECT);
+        assert_eq!(req.uri().authority().unwrap().as_str(), "10.244.2.4:80");
+        assert_eq!(req.uri().path_and_query(), None);
+        assert_eq!(req.headers()["forwarded"], "for=\"10.244.1.8:41234\"");
+        assert_eq!(
+            req.headers()["baggage"],
+            "k8s.cluster.name=Kubernetes,k8s.namespace.name=default,k8s.deployment.name=appa,service.name=appa,service.version=v1"
+        );
+        assert_eq!(
+            TraceParent::parse(req.headers()["traceparent"].as_bytes()).unwrap(),
+            TraceParent::new(1, 2, 3)
+        );
+        let v6 = connect_request(
+            "[fd00::4]:80".parse().unwrap(),
+            "[fd00::8]:1".parse().unwrap(),
+            &w,
+            TraceParent::new(1, 2, 3),
+        );
+        assert_eq!(v6.uri().authority().unwrap().as_str(), "[fd00::4]:80");
+        assert_eq!(
+            parse_authority(v6.uri().authority().unwrap().as_str().as_bytes()).unwrap(),
+            "[fd00::4]:80".parse().unwrap()
+        );
     }
 
     #[test]

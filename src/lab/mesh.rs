@@ -1,0 +1,176 @@
+//! A lab with zring running on some of its nodes: the harness the end-to-end tests, the demo
+//! and the benches share.
+//!
+//! Runs on the caller's thread (a test's, the demo's); zring runs as child processes of this
+//! binary's sibling `zring` executable, one per node, each with the node's capture rules
+//! installed, a shared local config file and a shared development CA directory (so every node
+//! trusts every other). Traffic helpers enter pod namespaces on their own threads.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::traffic::{self, Report};
+use super::{Lab, LabError, Process};
+
+/// How long a zring process may take to report `zring ready`.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long [`Mesh::eventually_logged`] waits.
+const LOG_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A lab plus the zring processes serving its nodes.
+#[derive(Debug)]
+pub struct Mesh {
+    pub lab: Lab,
+    /// The `LOCAL_XDS_PATH` every node reads (tests rewrite it to change the mesh live).
+    pub config: PathBuf,
+    /// The development CA directory every node shares.
+    pub ca_dir: PathBuf,
+    binary: PathBuf,
+    base_env: Vec<(String, String)>,
+    zring: Vec<(String, Process)>,
+}
+
+impl Mesh {
+    /// Writes `config` (ztunnel's local-config YAML) into the lab's directory, installs capture
+    /// on each of `nodes` and starts `binary` there with `NODE_NAME` set to the node's name and
+    /// `env` on top of the defaults (2 cores, poll the config every 50 ms).
+    pub fn start(
+        lab: Lab,
+        binary: &Path,
+        config: &str,
+        nodes: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Mesh, LabError> {
+        let path = lab.dir().join("config.yaml");
+        std::fs::write(&path, config).map_err(|source| LabError::Io {
+            context: format!("writing {}", path.display()),
+            source,
+        })?;
+        let ca_dir = lab.dir().join("dev-ca");
+        let mut base_env: Vec<(String, String)> = [
+            ("ZRING_CORES", "2"),
+            ("ZRING_LOCAL_XDS_POLL_MS", "50"),
+            ("RUST_LOG", "info"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for (k, v) in env {
+            base_env.retain(|(name, _)| name != k);
+            base_env.push((k.to_string(), v.to_string()));
+        }
+        let mut mesh = Mesh {
+            lab,
+            config: path,
+            ca_dir,
+            binary: binary.to_owned(),
+            base_env,
+            zring: Vec::new(),
+        };
+        for node in nodes {
+            mesh.lab.redirect(mesh.lab.node(node))?;
+            mesh.start_node(node, &[])?;
+        }
+        Ok(mesh)
+    }
+
+    /// Starts (or starts again) zring on `node`, with `env` over the mesh's, and waits until
+    /// it is ready. A previous process on that node must have exited or been killed.
+    pub fn start_node(&mut self, node: &str, env: &[(&str, &str)]) -> Result<&Process, LabError> {
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("run")
+            .env("NODE_NAME", node)
+            .env("LOCAL_XDS_PATH", &self.config)
+            .env("ZRING_DEV_CA_DIR", &self.ca_dir);
+        for (k, v) in &self.base_env {
+            cmd.env(k, v);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let p = self.lab.spawn_process(self.lab.node(node), cmd)?;
+        p.wait_for_log("zring ready", READY_TIMEOUT)?;
+        self.zring.retain(|(n, _)| n != node);
+        self.zring.push((node.to_owned(), p));
+        Ok(&self.zring.last().expect("just pushed").1)
+    }
+
+    /// The zring process on `node`. Panics if none was started there.
+    pub fn zring(&self, node: &str) -> &Process {
+        self.zring
+            .iter()
+            .find(|(n, _)| n == node)
+            .map(|(_, p)| p)
+            .unwrap_or_else(|| panic!("no zring on node {node:?}"))
+    }
+
+    /// Everything zring on `node` has logged.
+    pub fn log(&self, node: &str) -> String {
+        self.zring(node).log()
+    }
+
+    /// Every zring's log, labelled, for failure messages.
+    pub fn logs(&self) -> String {
+        self.zring
+            .iter()
+            .map(|(n, p)| format!("--- zring on node {n}:\n{}\n", p.log()))
+            .collect()
+    }
+
+    /// Waits until zring on `node` has logged `needle` at least `n` times.
+    pub fn eventually_logged(&self, node: &str, needle: &str, n: usize) -> Result<(), LabError> {
+        let deadline = Instant::now() + LOG_TIMEOUT;
+        loop {
+            let log = self.log(node);
+            if log.matches(needle).count() >= n {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(LabError::Timeout {
+                    what: format!("{needle:?} ×{n} in the log of zring on {node}"),
+                    timeout: LOG_TIMEOUT,
+                    tail: log,
+                });
+            }
+            #[expect(clippy::disallowed_methods, reason = "a test thread, not a core")]
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts an exchange server (see [`traffic`]) in `pod` on `port` for `conns` connections.
+    pub fn serve(&self, pod: &str, port: u16, conns: usize) -> Result<(), LabError> {
+        let listener = self
+            .lab
+            .pod(pod)
+            .run(move || TcpListener::bind(("0.0.0.0", port)))
+            .map_err(|source| LabError::Io {
+                context: format!("listening on {pod}:{port}"),
+                source,
+            })?;
+        traffic::spawn_server(listener, Some(conns));
+        Ok(())
+    }
+
+    /// One checksummed exchange from `pod` to `to`: `up` bytes up, `down` bytes down.
+    pub fn exchange(
+        &self,
+        pod: &str,
+        to: SocketAddr,
+        up: u64,
+        down: u64,
+    ) -> Result<Report, String> {
+        self.lab.pod(pod).run(move || {
+            let s = TcpStream::connect_timeout(&to, Duration::from_secs(10))
+                .map_err(|e| format!("connect {to}: {e}"))?;
+            traffic::exchange(s, up, down, up ^ down ^ 0xfeed).map_err(|e| e.to_string())
+        })
+    }
+
+    /// An exchange that must succeed; the panic message carries every zring's log.
+    pub fn must_exchange(&self, pod: &str, to: SocketAddr, up: u64, down: u64) -> Report {
+        self.exchange(pod, to, up, down)
+            .unwrap_or_else(|e| panic!("{pod} → {to}: {e}\n{}", self.logs()))
+    }
+}

@@ -1,0 +1,183 @@
+//! One HBONE client connection: mTLS + HTTP/2 to a peer's 15008, shared by up to
+//! `POOL_MAX_STREAMS_PER_CONNECTION` CONNECT streams (see `proxy::pool`).
+//!
+//! Runs on a core. [`H2Client::connect`] does the TCP connect (from the source pod's IP, marked),
+//! the TLS handshake (the peer is verified against the expected identities inside it) and the
+//! HTTP/2 handshake, then spawns the connection's driver task on the same core: it polls the h2
+//! connection future and pings the peer every [`PING_INTERVAL`]; a peer silent for
+//! [`PING_TIMEOUT`] is dead and the connection is dropped. When the driver ends, for whatever
+//! reason, it marks the client closed so the pool stops handing it out.
+
+use std::cell::Cell;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use h2::client::SendRequest;
+use h2::{Ping, PingPong, RecvStream, SendStream};
+use http::{Request, StatusCode};
+use rustls::ClientConfig;
+use tracing::debug;
+
+use super::{
+    CONNECTION_WINDOW, HboneError, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE, MAX_LOCAL_ERROR_RESETS,
+    MAX_PENDING_RESETS, MAX_SEND_BUFFER, PING_INTERVAL, PING_TIMEOUT, STREAM_WINDOW, tls,
+};
+
+/// How to reach the peer.
+#[derive(Debug, Clone, Copy)]
+pub struct Dial {
+    /// The peer's HBONE address, `<pod ip>:15008`.
+    pub via: SocketAddr,
+    /// The source pod's IP, bound with IP_TRANSPARENT so the peer sees the real client.
+    pub source_ip: Option<IpAddr>,
+    pub mark: u32,
+    /// Bounds TCP connect, TLS and HTTP/2 handshakes together.
+    pub timeout: Duration,
+}
+
+/// An established HTTP/2 client connection.
+#[derive(Debug)]
+pub struct H2Client {
+    send: SendRequest<Bytes>,
+    pub peer: SocketAddr,
+    /// Streams open on this connection right now; the pool keeps it under its limit.
+    active: Cell<u32>,
+    /// When the last stream ended (or the connection was made), for idle release.
+    idle_since: Cell<Instant>,
+    /// Set by the driver task when the connection is gone.
+    closed: Rc<Cell<bool>>,
+}
+
+impl H2Client {
+    /// Connects, handshakes, and starts the connection's driver task on this core.
+    pub async fn connect(dial: Dial, config: Arc<ClientConfig>) -> Result<H2Client, HboneError> {
+        let fut = async {
+            let tcp = crate::proxy::connect(dial.via, dial.source_ip, dial.mark, dial.timeout)
+                .await
+                .map_err(|e| match e {
+                    crate::proxy::Error::Connect { source, .. } => HboneError::Tls {
+                        peer: dial.via,
+                        source,
+                    },
+                    _ => HboneError::HandshakeTimeout(dial.via),
+                })?;
+            let io = tls::connect(tcp, config)
+                .await
+                .map_err(|source| HboneError::Tls {
+                    peer: dial.via,
+                    source,
+                })?;
+            let (send, conn) = h2::client::Builder::new()
+                .initial_window_size(STREAM_WINDOW)
+                .initial_connection_window_size(CONNECTION_WINDOW)
+                .max_frame_size(MAX_FRAME_SIZE)
+                .max_header_list_size(MAX_HEADER_LIST_SIZE)
+                .max_send_buffer_size(MAX_SEND_BUFFER)
+                .max_pending_accept_reset_streams(MAX_PENDING_RESETS)
+                .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
+                .enable_push(false)
+                .handshake::<_, Bytes>(io)
+                .await?;
+            Ok::<_, HboneError>((send, conn))
+        };
+        let (send, mut conn) = monoio::time::timeout(dial.timeout, fut)
+            .await
+            .map_err(|_| HboneError::HandshakeTimeout(dial.via))??;
+        let closed = Rc::new(Cell::new(false));
+        let pings = conn.ping_pong();
+        let done = closed.clone();
+        let peer = dial.via;
+        monoio::spawn(async move {
+            let keepalive = keepalive(pings);
+            let mut conn = std::pin::pin!(conn);
+            let mut keepalive = std::pin::pin!(keepalive);
+            monoio::select! {
+                r = &mut conn => if let Err(e) = r {
+                    debug!(%peer, "HBONE connection ended: {e}");
+                },
+                () = &mut keepalive => debug!(%peer, "HBONE peer stopped answering pings"),
+            }
+            done.set(true);
+        });
+        Ok(H2Client {
+            send,
+            peer,
+            active: Cell::new(0),
+            idle_since: Cell::new(Instant::now()),
+            closed,
+        })
+    }
+
+    /// Whether the connection can still carry new streams.
+    pub fn is_open(&self) -> bool {
+        !self.closed.get()
+    }
+
+    pub fn active(&self) -> u32 {
+        self.active.get()
+    }
+
+    /// How long the connection has carried no stream; zero while it carries one.
+    pub fn idle_for(&self, now: Instant) -> Duration {
+        if self.active.get() > 0 {
+            Duration::ZERO
+        } else {
+            now.saturating_duration_since(self.idle_since.get())
+        }
+    }
+
+    /// Counts a stream as open until [`H2Client::release`].
+    pub(crate) fn acquire(&self) {
+        self.active.set(self.active.get() + 1);
+    }
+
+    pub(crate) fn release(&self) {
+        let n = self.active.get().saturating_sub(1);
+        self.active.set(n);
+        if n == 0 {
+            self.idle_since.set(Instant::now());
+        }
+    }
+
+    /// Sends a CONNECT request and waits for the answer: on 200 the stream is open both ways.
+    pub async fn open(
+        &self,
+        request: Request<()>,
+        timeout: Duration,
+    ) -> Result<(SendStream<Bytes>, RecvStream), HboneError> {
+        let fut = async {
+            let mut send = self.send.clone().ready().await?;
+            let (response, stream) = send.send_request(request, false)?;
+            let response = response.await?;
+            if response.status() != StatusCode::OK {
+                return Err(HboneError::Status(response.status()));
+            }
+            Ok((stream, response.into_body()))
+        };
+        monoio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| HboneError::HandshakeTimeout(self.peer))?
+    }
+}
+
+/// Pings forever; returns when the peer failed to answer in time (or the connection is gone).
+async fn keepalive(pings: Option<PingPong>) {
+    let Some(mut pings) = pings else {
+        // Only one PingPong exists per connection and it is ours; without it, never give up.
+        return std::future::pending().await;
+    };
+    loop {
+        monoio::time::sleep(PING_INTERVAL).await;
+        match monoio::time::timeout(PING_TIMEOUT, pings.ping(Ping::opaque())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                debug!("HBONE ping: {e}");
+                return;
+            }
+            Err(_) => return,
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! TLS for HBONE on a core: handshakes over a core's sockets, and the core's cache of rustls
+//! configurations.
+//!
+//! Runs on the cores. A socket leaves monoio's completion mode (`try_into_poll_io`) so that
+//! tokio-rustls and h2 can drive it through tokio's poll-style IO traits; under io_uring monoio
+//! then waits for readiness with `POLL_ADD` and reads with plain syscalls, under epoll as usual.
+//!
+//! Configs are built from the published `CertStore` (see `identity::tls`) the first time a core
+//! needs them and reused until the store's generation changes: building one costs a few
+//! microseconds and allocations we do not want per connection. The cache belongs to one core
+//! (`RefCell`), so there is no lock; each core builds its own copies, at most one per local
+//! identity (server) and per (source identity, expected peers) pair (client).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+
+use monoio::net::TcpStream;
+use monoio::net::tcp::stream_poll::TcpStreamPoll;
+use rustls::{ClientConfig, ServerConfig};
+
+use crate::identity::{self, CertStore, Identity};
+
+/// A TLS client connection as h2 drives it.
+pub type ClientIo = tokio_rustls::client::TlsStream<TcpStreamPoll>;
+/// A TLS server connection as h2 drives it.
+pub type ServerIo = tokio_rustls::server::TlsStream<TcpStreamPoll>;
+
+/// More cached client configs than this means destinations churn; start over rather than grow.
+const MAX_CLIENT_CONFIGS: usize = 4096;
+
+/// A client config is specific to the certificate presented and the identities accepted.
+type ClientKey = (Identity, Box<[Identity]>);
+
+/// One core's rustls configs, valid for one `CertStore` generation.
+#[derive(Debug, Default)]
+pub struct TlsCache {
+    generation: Cell<u64>,
+    server: RefCell<HashMap<Identity, Arc<ServerConfig>>>,
+    client: RefCell<HashMap<ClientKey, Arc<ClientConfig>>>,
+}
+
+impl TlsCache {
+    /// The server config presenting `local`'s certificate.
+    pub fn server(
+        &self,
+        store: &CertStore,
+        local: &Identity,
+    ) -> Result<Arc<ServerConfig>, identity::Error> {
+        self.follow(store);
+        if let Some(c) = self.server.borrow().get(local) {
+            return Ok(c.clone());
+        }
+        let config = identity::server_config(store, local)?;
+        self.server
+            .borrow_mut()
+            .insert(local.clone(), config.clone());
+        Ok(config)
+    }
+
+    /// The client config presenting `source`'s certificate and accepting one of `expected`.
+    pub fn client(
+        &self,
+        store: &CertStore,
+        source: &Identity,
+        expected: &[Identity],
+    ) -> Result<Arc<ClientConfig>, identity::Error> {
+        self.follow(store);
+        // The lookup key borrows nothing: a tuple of owned values is what the map holds, and
+        // cloning identities is a reference-count increment each.
+        let key = (source.clone(), Box::<[Identity]>::from(expected));
+        if let Some(c) = self.client.borrow().get(&key) {
+            return Ok(c.clone());
+        }
+        let config = identity::client_config(store, source, expected)?;
+        let mut map = self.client.borrow_mut();
+        if map.len() >= MAX_CLIENT_CONFIGS {
+            map.clear();
+        }
+        map.insert(key, config.clone());
+        Ok(config)
+    }
+
+    /// Drops every cached config built from an older store.
+    fn follow(&self, store: &CertStore) {
+        if self.generation.get() != store.generation() {
+            self.generation.set(store.generation());
+            self.server.borrow_mut().clear();
+            self.client.borrow_mut().clear();
+        }
+    }
+}
+
+/// Hands a connected socket to the poll-style IO that tokio-rustls and h2 need.
+fn poll_io(tcp: TcpStream) -> io::Result<TcpStreamPoll> {
+    tcp.try_into_poll_io().map_err(|(e, _)| e)
+}
+
+/// Runs the client handshake on a connected socket. The peer is verified by `config`'s
+/// verifier (chain + expected identities) during the handshake.
+pub async fn connect(tcp: TcpStream, config: Arc<ClientConfig>) -> io::Result<ClientIo> {
+    let io = poll_io(tcp)?;
+    tokio_rustls::TlsConnector::from(config)
+        .connect(identity::placeholder_server_name(), io)
+        .await
+        .map_err(explain)
+}
+
+/// Runs the server handshake on an accepted socket and returns the client's identity (its
+/// certificate was verified against the roots and our trust domain during the handshake).
+pub async fn accept(
+    tcp: TcpStream,
+    config: Arc<ServerConfig>,
+) -> Result<(ServerIo, Identity), AcceptError> {
+    let io = poll_io(tcp).map_err(AcceptError::Io)?;
+    let tls = tokio_rustls::TlsAcceptor::from(config)
+        .accept(io)
+        .await
+        .map_err(|e| AcceptError::Io(explain(e)))?;
+    let peer = identity::peer_identity(tls.get_ref().1).map_err(AcceptError::Identity)?;
+    Ok((tls, peer))
+}
+
+/// rustls reports our verifiers' refusals as `InvalidCertificate(Other(..))`, whose Display is
+/// a Debug dump; say what the verifier said instead (cold path: a failed handshake).
+fn explain(e: io::Error) -> io::Error {
+    let reason = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .and_then(|tls| match tls {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => {
+                Some(format!("invalid peer certificate: {}", other.0))
+            }
+            _ => None,
+        });
+    match reason {
+        Some(reason) => io::Error::new(e.kind(), reason),
+        None => e,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    #[error("{0}")]
+    Io(io::Error),
+    #[error("{0}")]
+    Identity(identity::Error),
+}
