@@ -1,21 +1,25 @@
-//! Process assembly: start-up order, the control loop, and the published state.
+//! Process assembly: start-up order, then the control thread.
 //!
 //! Runs on the main thread, which becomes the control thread once the cores are up: it loads
-//! the first snapshot (a broken config at start-up is fatal, with a clear error), resolves the
-//! driver, starts the cores, then watches `LOCAL_XDS_PATH` and publishes each new valid
-//! snapshot through arc-swap. A broken edit is logged and the last good snapshot stays.
+//! the first snapshot from `LOCAL_XDS_PATH` (a broken config at start-up is fatal, with a clear
+//! error) or starts empty when xDS will fill it, sets up the certificate issuer (the Istio CA
+//! when `CA_ADDRESS` is set, the development CA otherwise), resolves the driver, starts the
+//! cores, and then runs `control::run` on a tokio current-thread runtime: config updates
+//! (file or Delta ADS) and certificate rotation, published through arc-swap.
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::control::{self, Source};
 use crate::core::{self, Shared};
-use crate::identity::{CertManager, DevCa};
+use crate::identity::{CertManager, DevCa, IstioCa};
 use crate::state::Snapshot;
+use crate::xds::client::{self, AdsClient, InitialSync};
 use crate::xds::local::{self, LocalSource};
 
 pub fn run(config: Config) -> anyhow::Result<()> {
@@ -24,30 +28,78 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         Ok(n) => info!(nofile = n, "file descriptor limit"),
         Err(e) => warn!("cannot raise the file descriptor limit: {e}"),
     }
+    // The control thread's runtime; built first because gRPC channels need its context.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("zring-control")
+        .build()
+        .context("control thread runtime")?;
+    let _context = runtime.enter();
 
-    let mut source = config
+    let mut local_source = config
         .local_xds_path
         .as_ref()
         .map(|p| LocalSource::new(p.clone()));
-    let first = match source.as_mut() {
+    let first = match local_source.as_mut() {
         None => Snapshot::empty(),
         Some(src) => src
             .reload_if_changed()
             .with_context(|| format!("LOCAL_XDS_PATH={}", src.path().display()))?
             .unwrap_or_else(Snapshot::empty),
     };
-    log_snapshot(&first);
+    control::log_snapshot(&first);
+    // The readiness signal (for the 15021 endpoint): with xDS, every type received once;
+    // otherwise the start-up snapshot is the whole config.
+    let initial_sync = match config.xds {
+        Some(_) => InitialSync::pending(),
+        None => InitialSync::complete(),
+    };
+    let source = match (local_source, &config.xds) {
+        (Some(source), _) => Source::Local {
+            source,
+            poll: config.local_xds_poll,
+        },
+        (None, Some(target)) => {
+            info!(
+                address = target.address(),
+                "configuration from istiod (Delta ADS)"
+            );
+            Source::Xds(Box::new(AdsClient::new(
+                target.clone(),
+                client::node(&config),
+                initial_sync.clone(),
+            )))
+        }
+        (None, None) => Source::None,
+    };
 
-    let ca = DevCa::load_or_create(&config.dev_ca_dir).with_context(|| {
-        format!(
-            "development CA in ZRING_DEV_CA_DIR={}",
-            config.dev_ca_dir.display()
-        )
-    })?;
-    info!(dir = %config.dev_ca_dir.display(), "using the built-in development CA");
-    let certs = CertManager::new(ca);
+    let mut certs = match &config.ca {
+        Some(target) => {
+            let roots = crate::grpc::load_certs(&config.ca_root_ca)
+                .map_err(|e| anyhow::anyhow!("CA_ROOT_CA={}: {e}", config.ca_root_ca.display()))?;
+            let ca = IstioCa::new(target.clone(), roots, config.secret_ttl, &config.cluster_id)
+                .with_context(|| format!("CA_ADDRESS={}", target.address()))?;
+            info!(
+                address = target.address(),
+                "workload certificates from the Istio CA"
+            );
+            CertManager::new(ca)
+        }
+        None => {
+            let ca = DevCa::load_or_create(&config.dev_ca_dir).with_context(|| {
+                format!(
+                    "development CA in ZRING_DEV_CA_DIR={}",
+                    config.dev_ca_dir.display()
+                )
+            })?;
+            info!(dir = %config.dev_ca_dir.display(), "using the built-in development CA");
+            CertManager::new(ca)
+        }
+    };
     let store = ArcSwap::from_pointee(certs.empty_store()?);
-    certs.sync(&store, &first, &config.node_name, SystemTime::now())?;
+    // With the dev CA this issues everything before the cores start; with the Istio CA a
+    // failure here is retried by the control loop (HBONE waits for the certificates).
+    runtime.block_on(certs.sync(&store, &first, &config.node_name, SystemTime::now()));
 
     let (driver, fallback) = core::resolve_driver(config.driver, config.uring_entries)?;
     if let Some(why) = fallback {
@@ -63,48 +115,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         cores = cores.len(),
         driver = driver.name(),
         node = %config.node_name,
+        initial_sync = initial_sync.is_done(),
         "zring ready"
     );
-
-    // The control loop: configuration edits and certificate renewals. It has nothing else to
-    // do yet; a poll keeps file watching dependency-free and works on every filesystem
-    // (configmaps swap symlinks). Cores run until the process exits.
-    loop {
-        #[expect(clippy::disallowed_methods, reason = "the control thread, not a core")]
-        std::thread::sleep(config.local_xds_poll);
-        if let Some(src) = source.as_mut() {
-            match src.reload_if_changed() {
-                Ok(None) => {}
-                Ok(Some(snapshot)) => {
-                    let snapshot = Arc::new(snapshot);
-                    shared.snapshot.store(snapshot.clone());
-                    log_snapshot(&snapshot);
-                }
-                Err(e) => error!(
-                    "rejected {}: {e:#}; keeping the last good snapshot",
-                    src.path().display()
-                ),
-            }
-        }
-        let snapshot = shared.snapshot.load();
-        if let Err(e) = certs.sync(
-            &shared.certs,
-            &snapshot,
-            &config.node_name,
-            SystemTime::now(),
-        ) {
-            error!("certificate renewal failed, still serving the current certificates: {e}");
-        }
-    }
-}
-
-fn log_snapshot(s: &Snapshot) {
-    info!(
-        workloads = s.workloads().count(),
-        services = s.services().count(),
-        policies = s.policies().count(),
-        "published snapshot"
-    );
+    runtime.block_on(control::run(shared, source, certs));
+    Ok(())
 }
 
 /// Validates the environment and the local config, then reports; `zring check`.
@@ -113,6 +128,18 @@ pub fn check(config: &Config) -> anyhow::Result<String> {
         "config ok: node={} cores={} driver={:?}\n",
         config.node_name, config.cores, config.driver
     );
+    match &config.xds {
+        Some(t) => out.push_str(&format!("xds: Delta ADS from {}\n", t.address())),
+        None => out.push_str("xds: off\n"),
+    }
+    match &config.ca {
+        Some(t) => {
+            crate::grpc::load_certs(&config.ca_root_ca)
+                .map_err(|e| anyhow::anyhow!("CA_ROOT_CA={}: {e}", config.ca_root_ca.display()))?;
+            out.push_str(&format!("ca: Istio CA at {}\n", t.address()));
+        }
+        None => out.push_str("ca: built-in development CA\n"),
+    }
     if let Some(p) = &config.local_xds_path {
         let s = local::load(p).with_context(|| format!("LOCAL_XDS_PATH={}", p.display()))?;
         out.push_str(&format!(

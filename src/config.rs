@@ -5,9 +5,19 @@
 //! a [`ConfigError`] naming the variable, which `main` prints on one line before exiting non-zero;
 //! nothing downstream re-validates.
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use crate::grpc::{Target, TokenFile};
+
+/// ztunnel's default locations (it runs from `/`) for the mesh root and the istiod token.
+pub const DEFAULT_ROOT_CA: &str = "/var/run/secrets/istio/root-cert.pem";
+pub const DEFAULT_AUTH_TOKEN: &str = "/var/run/secrets/tokens/istio-token";
+/// Environment variables with this prefix become xDS node metadata (prefix stripped), as in
+/// ztunnel and the Istio agent.
+pub const ISTIO_META_PREFIX: &str = "ISTIO_META_";
 
 /// Which monoio driver the cores run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +67,18 @@ pub struct Config {
     /// Where the built-in development CA keeps its root; zring processes sharing the
     /// directory share the root, so they trust each other.
     pub dev_ca_dir: PathBuf,
+    /// istiod's Delta ADS endpoint; `None`: no xDS (the local file, or an empty snapshot).
+    pub xds: Option<Target>,
+    /// The Istio CA; `None`: the built-in development CA issues certificates.
+    pub ca: Option<Target>,
+    /// The mesh trust bundle workload certificates chain to when `ca` is set (`CA_ROOT_CA`).
+    pub ca_root_ca: PathBuf,
+    /// Requested workload certificate lifetime (the CA may shorten it).
+    pub secret_ttl: Duration,
+    /// This proxy's own IP, for the xDS node id (`INSTANCE_IP`).
+    pub instance_ip: IpAddr,
+    /// `ISTIO_META_*` variables, prefix stripped: extra xDS node metadata.
+    pub proxy_metadata: BTreeMap<String, String>,
 }
 
 /// One documented environment variable, for `--help` and the README.
@@ -154,9 +176,54 @@ pub const VARS: &[Var] = &[
         help: "close a pooled HBONE connection idle this long (e.g. 300s, 5m, 1500ms)",
     },
     Var {
+        name: "XDS_ADDRESS",
+        default: "(none)",
+        help: "istiod Delta ADS address, https://host:port (http:// for tests); excludes LOCAL_XDS_PATH",
+    },
+    Var {
+        name: "XDS_ROOT_CA",
+        default: DEFAULT_ROOT_CA,
+        help: "PEM roots trusted for XDS_ADDRESS (https)",
+    },
+    Var {
+        name: "ALT_XDS_HOSTNAME",
+        default: "(address host)",
+        help: "TLS name to verify on XDS_ADDRESS instead of its host",
+    },
+    Var {
         name: "CA_ADDRESS",
         default: "(none)",
-        help: "Istio CA address; unset: the built-in development CA (the Istio CA client is not built yet)",
+        help: "Istio CA address, https://host:port; unset: the built-in development CA",
+    },
+    Var {
+        name: "CA_ROOT_CA",
+        default: DEFAULT_ROOT_CA,
+        help: "PEM roots trusted for CA_ADDRESS, and the mesh trust bundle for HBONE",
+    },
+    Var {
+        name: "ALT_CA_HOSTNAME",
+        default: "(address host)",
+        help: "TLS name to verify on CA_ADDRESS instead of its host",
+    },
+    Var {
+        name: "AUTH_TOKEN",
+        default: DEFAULT_AUTH_TOKEN,
+        help: "bearer token file for istiod (xDS and CA), read per request; optional at the default path",
+    },
+    Var {
+        name: "SECRET_TTL",
+        default: "24h",
+        help: "requested workload certificate lifetime: seconds, or with s, m, h, d; 10m..=365d",
+    },
+    Var {
+        name: "INSTANCE_IP",
+        default: "1.1.1.1",
+        help: "this proxy's IP, in the xDS node id (ztunnel's default when unset)",
+    },
+    Var {
+        name: "ISTIO_META_*",
+        default: "(none)",
+        help: "each becomes xDS node metadata, prefix stripped (e.g. ISTIO_META_CLUSTER_ID)",
     },
     Var {
         name: "ZRING_DEV_CA_DIR",
@@ -179,9 +246,15 @@ pub struct ConfigError {
 }
 
 impl Config {
-    /// Reads the process environment.
+    /// Reads the process environment, including every `ISTIO_META_*` variable.
     pub fn from_env() -> Result<Config, ConfigError> {
-        Config::from_lookup(|name| std::env::var(name).ok())
+        let mut config = Config::from_lookup(|name| std::env::var(name).ok())?;
+        for (k, v) in std::env::vars() {
+            if let Some(key) = k.strip_prefix(ISTIO_META_PREFIX).filter(|k| !k.is_empty()) {
+                config.proxy_metadata.insert(key.to_owned(), v);
+            }
+        }
+        Ok(config)
     }
 
     /// Builds a config from any name → value lookup; tests pass a map.
@@ -240,13 +313,65 @@ impl Config {
                 "no such file",
             ));
         }
-        if let Some(ca) = var("CA_ADDRESS") {
+        let auth_token = match var("AUTH_TOKEN") {
+            Some(p) => TokenFile {
+                path: p.into(),
+                required: true,
+            },
+            None => TokenFile {
+                path: DEFAULT_AUTH_TOKEN.into(),
+                required: false,
+            },
+        };
+        let target = |address: &'static str, roots: &'static str, alt: &'static str| {
+            let Some(a) = var(address) else {
+                return Ok(None);
+            };
+            let roots = var(roots).unwrap_or_else(|| DEFAULT_ROOT_CA.into());
+            if roots == "SYSTEM" {
+                return Err(err(
+                    address,
+                    &a,
+                    "system roots (SYSTEM) are not supported; name a PEM file",
+                ));
+            }
+            Target::new(
+                &a,
+                Path::new(&roots),
+                var(alt).as_deref(),
+                Some(auth_token.clone()),
+            )
+            .map(Some)
+            .map_err(|e| err(address, &a, &e.to_string()))
+        };
+        let xds = target("XDS_ADDRESS", "XDS_ROOT_CA", "ALT_XDS_HOSTNAME")?;
+        let ca = target("CA_ADDRESS", "CA_ROOT_CA", "ALT_CA_HOSTNAME")?;
+        if let (Some(x), Some(_)) = (&xds, &local_xds_path) {
             return Err(err(
-                "CA_ADDRESS",
-                &ca,
-                "the Istio CA client is not built yet; unset it to use the development CA",
+                "XDS_ADDRESS",
+                x.address(),
+                "LOCAL_XDS_PATH is set too; use one config source",
             ));
         }
+        let secret_ttl = match var("SECRET_TTL") {
+            None => Duration::from_secs(24 * 3600),
+            Some(v) => parse_secret_ttl(&v)
+                .filter(|d| (600..=365 * 24 * 3600).contains(&d.as_secs()))
+                .ok_or_else(|| {
+                    err(
+                        "SECRET_TTL",
+                        &v,
+                        "expected a duration from 10m to 365d (e.g. 24h, 3600s)",
+                    )
+                })?,
+        };
+        let instance_ip = match var("INSTANCE_IP") {
+            None => IpAddr::from([1, 1, 1, 1]),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| err("INSTANCE_IP", &v, "expected an IP address"))?,
+        };
         let trust_domain = var("TRUST_DOMAIN").unwrap_or_else(|| "cluster.local".into());
         if !trust_domain.bytes().all(|b| {
             b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'_'
@@ -300,6 +425,14 @@ impl Config {
             dev_ca_dir: var("ZRING_DEV_CA_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| std::env::temp_dir().join("zring-dev-ca")),
+            xds,
+            ca,
+            ca_root_ca: var("CA_ROOT_CA")
+                .unwrap_or_else(|| DEFAULT_ROOT_CA.into())
+                .into(),
+            secret_ttl,
+            instance_ip,
+            proxy_metadata: BTreeMap::new(),
         })
     }
 }
@@ -353,6 +486,27 @@ fn parse_duration(v: &str) -> Option<Duration> {
     (Duration::from_millis(10)..=Duration::from_secs(86_400))
         .contains(&d)
         .then_some(d)
+}
+
+/// `SECRET_TTL`: `90` (seconds), `90s`, `15m`, `24h`, `7d`.
+fn parse_secret_ttl(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    let (digits, unit) = match v.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => v.split_at(i),
+        None => (v, "s"),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return None,
+    };
+    n.checked_mul(scale).map(Duration::from_secs)
 }
 
 fn parse_u32_any_radix(v: &str) -> Option<u32> {
@@ -452,6 +606,13 @@ mod tests {
             ("LOCAL_XDS_PATH", "/definitely/not/here.yaml"),
             ("TRUST_DOMAIN", "Cluster Local"),
             ("ZRING_CONNECT_TIMEOUT_MS", "-5"),
+            ("XDS_ADDRESS", "istiod:15012"),
+            ("XDS_ADDRESS", "grpc://istiod:15012"),
+            ("CA_ADDRESS", "https://"),
+            ("SECRET_TTL", "5m"),
+            ("SECRET_TTL", "1y"),
+            ("SECRET_TTL", "h"),
+            ("INSTANCE_IP", "10.0.0"),
             ("POOL_MAX_STREAMS_PER_CONNECTION", "0"),
             ("POOL_UNUSED_RELEASE_TIMEOUT", "5"),
             ("POOL_UNUSED_RELEASE_TIMEOUT", "1ms"),
@@ -463,6 +624,36 @@ mod tests {
             assert!(line.starts_with(&format!("invalid {k}=")), "{line}");
             assert!(!line.contains('\n'));
         }
+    }
+
+    #[test]
+    fn control_plane_settings() {
+        let c = cfg(&[]).unwrap();
+        assert!(c.xds.is_none() && c.ca.is_none());
+        assert_eq!(c.secret_ttl, Duration::from_secs(86400));
+        assert_eq!(c.instance_ip, IpAddr::from([1, 1, 1, 1]));
+        let c = cfg(&[
+            ("XDS_ADDRESS", "https://istiod.istio-system.svc:15012"),
+            ("CA_ADDRESS", "http://127.0.0.1:15010"),
+            ("SECRET_TTL", "12h"),
+            ("INSTANCE_IP", "10.1.2.3"),
+        ])
+        .unwrap();
+        assert!(c.xds.as_ref().unwrap().is_tls());
+        assert!(!c.ca.as_ref().unwrap().is_tls());
+        assert_eq!(c.secret_ttl, Duration::from_secs(12 * 3600));
+        assert_eq!(parse_secret_ttl("3600"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_secret_ttl("2d"), Some(Duration::from_secs(172800)));
+        let e = cfg(&[("XDS_ROOT_CA", "SYSTEM"), ("XDS_ADDRESS", "https://a:1")]).unwrap_err();
+        assert_eq!(e.var, "XDS_ADDRESS");
+        // One config source at a time.
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let e = cfg(&[
+            ("LOCAL_XDS_PATH", file.path().to_str().unwrap()),
+            ("XDS_ADDRESS", "http://127.0.0.1:1"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.var, "XDS_ADDRESS");
     }
 
     #[test]

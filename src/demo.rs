@@ -52,6 +52,7 @@ pub fn run() -> anyhow::Result<()> {
             .env("LOCAL_XDS_PATH", &config)
             .env("ZRING_DEV_CA_DIR", &ca_dir)
             .env_remove("CA_ADDRESS")
+            .env_remove("XDS_ADDRESS")
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),

@@ -3,6 +3,8 @@
 //! What it owns:
 //! - [`Identity`]: a strictly parsed `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`.
 //! - [`DevCa`]: the built-in development CA used when no `CA_ADDRESS` is configured.
+//! - [`IstioCa`]: the client of Istio's certificate service (`CA_ADDRESS`).
+//! - [`CertManager`]: keeps a certificate for every local identity, over either [`Issuer`].
 //! - [`CertStore`]: the immutable set of workload certificates plus trust roots, published to the
 //!   cores through `arc-swap`.
 //! - [`server_config`] / [`client_config`]: rustls configurations for HBONE (TLS 1.3, ALPN `h2`,
@@ -21,6 +23,7 @@
 //! - Nothing here panics on malformed certificates or names: every failure is an [`Error`].
 
 mod dev_ca;
+mod istio_ca;
 mod manager;
 mod spiffe;
 mod store;
@@ -35,7 +38,8 @@ use std::sync::{Arc, OnceLock};
 use rustls::crypto::CryptoProvider;
 
 pub use dev_ca::{DevCa, ROOT_CERT_FILE, ROOT_KEY_FILE};
-pub use manager::{CertManager, local_identities};
+pub use istio_ca::IstioCa;
+pub use manager::{CertManager, Issuer, Synced, local_identities};
 pub use spiffe::{Identity, MAX_IDENTITY_LEN};
 pub use store::{CertStore, WorkloadCert};
 pub use tls::{
@@ -89,6 +93,14 @@ pub enum Error {
     Tls(#[from] rustls::Error),
     #[error("TLS verifier: {0}")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("Istio CA: {0}")]
+    CaRequest(Box<tonic::Status>),
+    #[error("Istio CA: no answer within {0:?}")]
+    CaTimeout(std::time::Duration),
+    #[error("Istio CA response: {0}")]
+    CaResponse(&'static str),
+    #[error(transparent)]
+    Grpc(#[from] crate::grpc::GrpcError),
 }
 
 /// The crypto provider every config in this module uses, built once per process.
@@ -110,6 +122,42 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
             });
             Arc::new(provider)
         })
+        .clone()
+}
+
+/// PEM text of one DER certificate (what the Istio CA returns, and what root files hold).
+pub fn pem_certificate(der: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut b64 = String::with_capacity(der.len().div_ceil(3) * 4);
+    for chunk in der.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                b64.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                b64.push('=');
+            }
+        }
+    }
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
+}
+
+/// The provider for connections to the control plane (istiod's xDS and CA ports): the
+/// backend's defaults, TLS 1.2 and 1.3, because those servers are not HBONE peers and owe us
+/// no particular suite.
+pub fn control_plane_provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(backend_provider()))
         .clone()
 }
 

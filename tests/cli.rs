@@ -41,6 +41,9 @@ fn bad_variable_is_one_line_naming_it() {
         ("ZRING_CORES", "lots"),
         ("ZRING_DRIVER", "kqueue"),
         ("PACKET_MARK", "-1"),
+        ("XDS_ADDRESS", "istiod:15012"),
+        ("CA_ADDRESS", "ftp://istiod:15012"),
+        ("SECRET_TTL", "1s"),
     ] {
         let (code, out, err) = run(&["run"], &[(k, v)]);
         assert_eq!(code, 2, "{k}={v}: {out}{err}");

@@ -173,6 +173,22 @@ impl DevCa {
         Ok(Some(store.with_certs(certs)))
     }
 
+    /// Signs a CSR with the workload profile, as a fake Istio CA in tests does.
+    #[cfg(test)]
+    pub(crate) fn sign_csr(
+        &self,
+        csr_pem: &str,
+        now: SystemTime,
+    ) -> Result<CertificateDer<'static>, Error> {
+        let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
+        let mut params = workload_params(&Identity::new("td", "ns", "sa")?, now)?;
+        params.subject_alt_names = csr.params.subject_alt_names;
+        Ok(params
+            .signed_by(&csr.public_key, &self.issuer)?
+            .der()
+            .clone())
+    }
+
     /// Signs a certificate for a fresh key with arbitrary parameters, starting from the workload
     /// profile: tests use it to craft hostile certificates the public API refuses to build.
     #[cfg(test)]

@@ -1,54 +1,169 @@
 //! The certificate manager: keeps the published [`CertStore`] holding a valid certificate for
-//! every identity a workload on this node has, and nothing else.
+//! every identity a workload on this node has, and nothing else, over either [`Issuer`]: the
+//! built-in development CA or the Istio CA.
 //!
 //! Runs on the control thread (key generation and CA calls never run on a core). It is called
 //! after each new snapshot and periodically; when nothing is missing, due or stale it publishes
 //! nothing, so the cores keep their cached rustls configs.
+//!
+//! Rotation: a certificate is renewed at half its lifetime. When a request fails, the current
+//! certificate (if any) keeps being served and that identity is retried after a jittered
+//! backoff from 1 s doubling to [`MAX_RETRY`] (150 s); the other identities are unaffected.
+//! Identities that left the node are dropped from the store and from the retry schedule.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
+use rustls::pki_types::CertificateDer;
 use tracing::{info, warn};
 
-use super::{CertStore, DevCa, Error, Identity};
+use super::{CertStore, DevCa, Error, Identity, IstioCa, WorkloadCert};
+use crate::backoff::Backoff;
 use crate::state::Snapshot;
+
+/// First and longest delay before retrying a failed certificate request.
+pub const MIN_RETRY: Duration = Duration::from_secs(1);
+pub const MAX_RETRY: Duration = Duration::from_secs(150);
+
+/// Who signs workload certificates.
+#[derive(Debug)]
+pub enum Issuer {
+    /// The built-in development CA (no `CA_ADDRESS`).
+    Dev(DevCa),
+    /// Istio's certificate service.
+    Istio(IstioCa),
+}
+
+impl From<DevCa> for Issuer {
+    fn from(ca: DevCa) -> Issuer {
+        Issuer::Dev(ca)
+    }
+}
+
+impl From<IstioCa> for Issuer {
+    fn from(ca: IstioCa) -> Issuer {
+        Issuer::Istio(ca)
+    }
+}
+
+impl Issuer {
+    /// The trust roots peers must chain to.
+    pub fn roots(&self) -> Vec<CertificateDer<'static>> {
+        match self {
+            Issuer::Dev(ca) => vec![ca.root().clone()],
+            Issuer::Istio(ca) => ca.roots().to_vec(),
+        }
+    }
+
+    async fn issue(&self, identity: &Identity, now: SystemTime) -> Result<WorkloadCert, Error> {
+        match self {
+            Issuer::Dev(ca) => ca.issue_at(identity, now),
+            Issuer::Istio(ca) => ca.issue(identity, now).await,
+        }
+    }
+}
+
+/// What one `sync` did.
+#[derive(Debug, Default)]
+pub struct Synced {
+    /// A new store was published.
+    pub published: bool,
+    /// Identities whose request failed this time (each keeps its current certificate, if any,
+    /// and is retried later).
+    pub failed: Vec<(Identity, Error)>,
+}
+
+#[derive(Debug)]
+struct Retry {
+    at: SystemTime,
+    backoff: Backoff,
+}
 
 #[derive(Debug)]
 pub struct CertManager {
-    ca: DevCa,
+    issuer: Issuer,
+    /// Identities whose last request failed: not asked again before `at`.
+    retries: HashMap<Identity, Retry>,
 }
 
 impl CertManager {
-    pub fn new(ca: DevCa) -> CertManager {
-        CertManager { ca }
+    pub fn new(issuer: impl Into<Issuer>) -> CertManager {
+        CertManager {
+            issuer: issuer.into(),
+            retries: HashMap::new(),
+        }
+    }
+
+    pub fn issuer(&self) -> &Issuer {
+        &self.issuer
     }
 
     /// An empty store trusting this manager's roots: what cores see before the first sync.
     pub fn empty_store(&self) -> Result<CertStore, Error> {
-        self.ca.empty_store()
+        CertStore::new(self.issuer.roots())
+    }
+
+    /// When a failed identity will be asked for again, if it failed.
+    pub fn next_retry(&self, identity: &Identity) -> Option<SystemTime> {
+        self.retries.get(identity).map(|r| r.at)
     }
 
     /// Issues what is missing or due and forgets identities no workload on `node` has any more.
-    /// Returns whether a new store was published.
-    pub fn sync(
-        &self,
+    pub async fn sync(
+        &mut self,
         published: &ArcSwap<CertStore>,
         snapshot: &Snapshot,
         node: &str,
         now: SystemTime,
-    ) -> Result<bool, Error> {
+    ) -> Synced {
         let wanted = local_identities(snapshot, node);
+        self.retries.retain(|id, _| wanted.contains(id));
         let current = published.load_full();
         let stale = current.identities().any(|id| !wanted.contains(id));
         let retained = stale.then(|| current.retain(|id| wanted.contains(id)));
         let base = retained.as_ref().unwrap_or(&current);
         let wanted: Vec<Identity> = wanted.into_iter().collect();
-        let next = match (self.ca.refresh(base, &wanted, now)?, retained) {
-            (Some(next), _) => next,
-            (None, Some(retained)) => retained,
-            (None, None) => return Ok(false),
+        let mut issued = Vec::new();
+        let mut failed = Vec::new();
+        for id in base.due(&wanted, now) {
+            if self.retries.get(&id).is_some_and(|r| r.at > now) {
+                continue;
+            }
+            match self.issuer.issue(&id, now).await {
+                Ok(cert) => {
+                    self.retries.remove(&id);
+                    issued.push(cert);
+                }
+                Err(e) => {
+                    let retry = self.retries.entry(id.clone()).or_insert_with(|| Retry {
+                        at: now,
+                        backoff: Backoff::new(MIN_RETRY, MAX_RETRY),
+                    });
+                    let delay = retry.backoff.next_delay();
+                    retry.at = now + delay;
+                    let serving = base.get(&id).is_some_and(|c| c.not_after() > now);
+                    warn!(
+                        identity = %id,
+                        retry_in = ?delay,
+                        still_serving_previous = serving,
+                        "certificate request failed: {e}"
+                    );
+                    failed.push((id, e));
+                }
+            }
+        }
+        let next = if issued.is_empty() {
+            retained
+        } else {
+            Some(base.with_certs(issued))
+        };
+        let Some(next) = next else {
+            return Synced {
+                published: false,
+                failed,
+            };
         };
         info!(
             identities = next.len(),
@@ -56,7 +171,10 @@ impl CertManager {
             "published workload certificates"
         );
         published.store(Arc::new(next));
-        Ok(true)
+        Synced {
+            published: true,
+            failed,
+        }
     }
 }
 
@@ -92,13 +210,23 @@ mod tests {
 - { uid: d, name: d, namespace: ns3, serviceAccount: sa3, workloadIps: ["10.0.0.4"], node: other }
 "#;
 
+    /// Runs one `sync` to completion (the dev CA never waits on anything).
+    fn sync(m: &mut CertManager, p: &ArcSwap<CertStore>, s: &Snapshot, now: SystemTime) -> bool {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let synced = rt.block_on(m.sync(p, s, "n", now));
+        assert!(synced.failed.is_empty(), "{:?}", synced.failed);
+        synced.published
+    }
+
     #[test]
     fn issues_for_local_workloads_renews_and_forgets() {
-        let m = CertManager::new(DevCa::generate().unwrap());
+        let mut m = CertManager::new(DevCa::generate().unwrap());
         let published = ArcSwap::from_pointee(m.empty_store().unwrap());
         let now = SystemTime::now();
         let s = snapshot(TWO);
-        assert!(m.sync(&published, &s, "n", now).unwrap());
+        assert!(sync(&mut m, &published, &s, now));
         let mut ids: Vec<String> = published
             .load()
             .identities()
@@ -114,17 +242,19 @@ mod tests {
         );
         // Nothing due: nothing published, the generation stays.
         let g = published.load().generation();
-        assert!(!m.sync(&published, &s, "n", now).unwrap());
+        assert!(!sync(&mut m, &published, &s, now));
         assert_eq!(published.load().generation(), g);
         // Past half-life: renewed.
-        assert!(
-            m.sync(&published, &s, "n", now + Duration::from_secs(13 * 3600))
-                .unwrap()
-        );
+        assert!(sync(
+            &mut m,
+            &published,
+            &s,
+            now + Duration::from_secs(13 * 3600)
+        ));
         assert!(published.load().generation() > g);
         // ns2/sa2 leaves the node: forgotten.
         let fewer = snapshot(&TWO.replace("node: n }\n- { uid: d", "node: gone }\n- { uid: d"));
-        assert!(m.sync(&published, &fewer, "n", now).unwrap());
+        assert!(sync(&mut m, &published, &fewer, now));
         assert_eq!(published.load().len(), 1);
     }
 }

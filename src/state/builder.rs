@@ -36,11 +36,17 @@ pub enum SnapshotError {
     },
     #[error("workload uid {0:?} is used by more than one workload")]
     DuplicateWorkloadUid(Arc<str>),
-    #[error("services {first} and {second} both have VIP {vip}; a VIP belongs to one service")]
+    /// The keys are kept whole (an xDS source names the culprit by them); the message cuts
+    /// them short.
+    #[error(
+        "services {} and {} both have VIP {vip}; a VIP belongs to one service",
+        excerpt(&first.to_string()),
+        excerpt(&second.to_string())
+    )]
     DuplicateVip {
         vip: IpAddr,
-        first: String,
-        second: String,
+        first: NamespacedHostname,
+        second: NamespacedHostname,
     },
     #[error("service {0} is defined more than once")]
     DuplicateService(String),
@@ -81,6 +87,26 @@ impl SnapshotBuilder {
     pub fn add_policy(&mut self, policy: Authorization) -> &mut Self {
         self.policies.push(policy);
         self
+    }
+
+    /// The rules `build` holds one workload to on its own (names, IPs, gateways, port
+    /// mappings), without the rules between objects (duplicates). Lets an xDS source reject
+    /// one resource while the others apply.
+    pub fn check_workload(
+        workload: &Workload,
+        memberships: &[(NamespacedHostname, PortMap)],
+    ) -> Result<(), SnapshotError> {
+        check_workload(workload, 0, memberships)
+    }
+
+    /// The rules `build` holds one service to on its own.
+    pub fn check_service(service: &Service) -> Result<(), SnapshotError> {
+        check_service(service)
+    }
+
+    /// The rules `build` holds one policy to on its own.
+    pub fn check_policy(policy: &Authorization) -> Result<(), SnapshotError> {
+        check_policy(policy)
     }
 
     /// Validates everything and builds the indexes. Memberships naming a service that is not
@@ -146,8 +172,8 @@ impl SnapshotBuilder {
                     Entry::Occupied(o) => {
                         return Err(SnapshotError::DuplicateVip {
                             vip: vip.address,
-                            first: excerpt(&services[*o.get()].key().to_string()),
-                            second: excerpt(&s.key().to_string()),
+                            first: services[*o.get()].key(),
+                            second: s.key(),
                         });
                     }
                     Entry::Vacant(v) => {

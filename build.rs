@@ -1,0 +1,30 @@
+//! Compiles `proto/` into Rust at build time: protox parses the .proto files in pure Rust (no
+//! system `protoc`), tonic-prost-build generates prost messages and the gRPC client stubs.
+//!
+//! Server stubs are generated too, but only compiled into the crate's unit tests
+//! (`#[cfg(test)]` on every server module): the fake istiod and fake CA in the tests are real
+//! tonic servers, while the shipped binary carries only clients.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    const PROTOS: &[&str] = &[
+        "proto/istio/workload.proto",
+        "proto/istio/authorization.proto",
+        "proto/istio/ca.proto",
+        "proto/envoy/base.proto",
+        "proto/envoy/discovery.proto",
+        "proto/google/rpc/status.proto",
+    ];
+    for p in PROTOS {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    let fds = protox::compile(PROTOS, ["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .build_transport(false)
+        .server_mod_attribute(".", "#[cfg(test)]")
+        .include_file("protos.rs")
+        .emit_rerun_if_changed(false)
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! The Istio CA client (`CA_ADDRESS`): for one identity, a fresh ECDSA P-256 key and a CSR
+//! naming it, `istio.v1.auth.IstioCertificateService/CreateCertificate`, and a strict check of
+//! the chain that comes back. Runs on the control thread's tokio runtime (key generation too:
+//! it is milliseconds, and never on a core).
+//!
+//! Authentication, as ztunnel does it for a node proxy: the bearer token of zring's own service
+//! account (`AUTH_TOKEN`, see `grpc`) and `ImpersonatedIdentity` in the request metadata, which
+//! istiod grants only to trusted node proxies and only for identities of pods on their node.
+//! zring also sends the `clusterid` header the Istio agent sends, so a multi-cluster istiod
+//! reviews the token against the right cluster. Not supported (documented gaps): extra
+//! `CA_HEADER_*` headers, SPIRE / other CAs, and client-certificate authentication to the CA.
+//!
+//! Checks on the response, all before anything is published: at least one certificate, every
+//! entry PEM, the leaf names the identity we asked for and carries the key we generated
+//! (`WorkloadCert::new`), and the chain verifies against the mesh trust bundle (`CA_ROOT_CA`)
+//! with webpki — a certificate peers would refuse is an error here, not an outage later.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use prost_types::{Struct, Value, value::Kind as ValueKind};
+use rcgen::string::Ia5String;
+use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType};
+use rustls::RootCertStore;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
+use tonic::metadata::AsciiMetadataValue;
+use tonic::transport::Channel;
+
+use super::{Error, Identity, WorkloadCert, crypto_provider};
+use crate::grpc::Target;
+use crate::xds::proto::ca::{
+    IstioCertificateRequest, istio_certificate_service_client::IstioCertificateServiceClient,
+};
+
+/// How long one CreateCertificate call (connect included) may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest response accepted (a chain is a few KiB).
+const MAX_RESPONSE_BYTES: usize = 1 << 20;
+
+/// A connection to the Istio CA and the trust bundle its certificates must chain to.
+pub struct IstioCa {
+    target: Target,
+    /// Lazy: connects on first use and reconnects by itself.
+    channel: Channel,
+    roots: Vec<CertificateDer<'static>>,
+    /// webpki chain verification against `roots` (client-auth profile: workload certificates
+    /// are used as client certificates on every HBONE connection).
+    verifier: Arc<dyn ClientCertVerifier>,
+    ttl: Duration,
+    cluster_id: AsciiMetadataValue,
+}
+
+impl std::fmt::Debug for IstioCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IstioCa")
+            .field("address", &self.target.address())
+            .field("roots", &self.roots.len())
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+impl IstioCa {
+    /// `roots` is the mesh trust bundle: what HBONE peers verify against and what every
+    /// issued chain must verify against. `ttl` is the lifetime asked for.
+    pub fn new(
+        target: Target,
+        roots: Vec<CertificateDer<'static>>,
+        ttl: Duration,
+        cluster_id: &str,
+    ) -> Result<IstioCa, Error> {
+        let mut store = RootCertStore::empty();
+        for root in &roots {
+            store.add(root.clone())?;
+        }
+        if store.is_empty() {
+            return Err(Error::NoRoots);
+        }
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(store), crypto_provider())
+                .build()?;
+        let channel = target.connect_lazy()?;
+        let cluster_id = AsciiMetadataValue::try_from(cluster_id)
+            .map_err(|_| Error::CaResponse("CLUSTER_ID is not a valid header value"))?;
+        Ok(IstioCa {
+            target,
+            channel,
+            roots,
+            verifier,
+            ttl,
+            cluster_id,
+        })
+    }
+
+    pub fn roots(&self) -> &[CertificateDer<'static>] {
+        &self.roots
+    }
+
+    pub fn address(&self) -> &str {
+        self.target.address()
+    }
+
+    /// Requests a certificate for `identity`; `now` is the time its chain is verified at.
+    pub async fn issue(&self, identity: &Identity, now: SystemTime) -> Result<WorkloadCert, Error> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params.subject_alt_names = vec![SanType::URI(Ia5String::try_from(identity.as_str())?)];
+        let csr = params.serialize_request(&key)?.pem()?;
+
+        let mut request = tonic::Request::new(IstioCertificateRequest {
+            csr,
+            validity_duration: i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX),
+            metadata: Some(Struct {
+                fields: [(
+                    "ImpersonatedIdentity".to_owned(),
+                    Value {
+                        kind: Some(ValueKind::StringValue(identity.to_string())),
+                    },
+                )]
+                .into(),
+            }),
+        });
+        self.target.authorize(&mut request)?;
+        request
+            .metadata_mut()
+            .insert("clusterid", self.cluster_id.clone());
+        let mut client = IstioCertificateServiceClient::new(self.channel.clone())
+            .max_decoding_message_size(MAX_RESPONSE_BYTES);
+        let response = tokio::time::timeout(REQUEST_TIMEOUT, client.create_certificate(request))
+            .await
+            .map_err(|_| Error::CaTimeout(REQUEST_TIMEOUT))?
+            .map_err(|s| Error::CaRequest(Box::new(s)))?
+            .into_inner();
+
+        let mut certs = Vec::new();
+        for pem in &response.cert_chain {
+            let before = certs.len();
+            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                certs.push(cert.map_err(|_| Error::CaResponse("a chain entry is not PEM"))?);
+            }
+            if certs.len() == before {
+                return Err(Error::CaResponse("a chain entry holds no certificate"));
+            }
+        }
+        if certs.is_empty() {
+            return Err(Error::CaResponse("the certificate chain is empty"));
+        }
+        // Present leaf and intermediates; the roots are already with every peer.
+        certs.retain(|c| !self.roots.contains(c));
+        let Some((leaf, intermediates)) = certs.split_first() else {
+            return Err(Error::CaResponse("the chain holds only trust roots"));
+        };
+        let at = UnixTime::since_unix_epoch(
+            now.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or(Duration::ZERO),
+        );
+        self.verifier
+            .verify_client_cert(leaf, intermediates, at)
+            .map_err(Error::Tls)?;
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        WorkloadCert::new(identity.clone(), certs, key)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,20 @@
+//! The generated protobuf types (see `build.rs` and `proto/`): Istio's workload and
+//! authorization API, Envoy's Delta ADS, google.rpc.Status and Istio's certificate service.
+//!
+//! Pure data plus tonic client stubs; server stubs exist only in unit tests. Nothing here is
+//! trusted: every message that arrives from the network goes through `xds::convert` (or the CA
+//! client's checks) before it becomes zring state.
+
+#![allow(clippy::all, missing_docs, rustdoc::all)]
+
+include!(concat!(env!("OUT_DIR"), "/protos.rs"));
+
+pub use envoy::service::discovery::v3 as discovery;
+pub use istio::security;
+pub use istio::v1::auth as ca;
+pub use istio::workload;
+
+/// Type URL of `istio.workload.Address` resources (workloads and services).
+pub const ADDRESS_TYPE: &str = "type.googleapis.com/istio.workload.Address";
+/// Type URL of `istio.security.Authorization` resources (policies).
+pub const AUTHORIZATION_TYPE: &str = "type.googleapis.com/istio.security.Authorization";
