@@ -17,7 +17,7 @@
 
 use std::alloc::System;
 use std::hint::black_box;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
@@ -141,12 +141,20 @@ fn scenarios(policies: usize) -> Vec<Scenario> {
     ]
 }
 
-fn decide(snapshot: &Snapshot, workload: &Workload, id: &Identity, dst: SocketAddr) -> Decision {
+/// The one connection every scenario decides: mTLS from `client`, 10.0.0.1 → 10.0.0.2:8080.
+struct Conn {
+    workload: Workload,
+    id: Identity,
+    src_ip: IpAddr,
+    dst: SocketAddr,
+}
+
+fn decide(snapshot: &Snapshot, c: &Conn) -> Decision {
     authorize(black_box(&Connection {
-        src_identity: Some(id),
-        src_ip: "10.0.0.1".parse().unwrap(),
-        dst,
-        dst_workload: workload,
+        src_identity: Some(&c.id),
+        src_ip: c.src_ip,
+        dst: c.dst,
+        dst_workload: &c.workload,
         snapshot,
     }))
 }
@@ -157,17 +165,20 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2);
-    let workload = Workload {
-        uid: "server".into(),
-        name: "server".into(),
-        namespace: "server".into(),
-        workload_ips: vec!["10.0.0.2".parse().unwrap()],
-        ..Workload::default()
+    let conn = Conn {
+        workload: Workload {
+            uid: "server".into(),
+            name: "server".into(),
+            namespace: "server".into(),
+            workload_ips: vec!["10.0.0.2".parse().unwrap()],
+            ..Workload::default()
+        },
+        id: "spiffe://cluster.local/ns/client/sa/client"
+            .parse()
+            .unwrap(),
+        src_ip: "10.0.0.1".parse().unwrap(),
+        dst: "10.0.0.2:8080".parse().unwrap(),
     };
-    let id: Identity = "spiffe://cluster.local/ns/client/sa/client"
-        .parse()
-        .unwrap();
-    let dst: SocketAddr = "10.0.0.2:8080".parse().unwrap();
 
     let policies = if bench {
         std::env::var("ZRING_BENCH_RBAC_POLICIES")
@@ -187,7 +198,7 @@ fn main() {
     }
     let mut baseline = None;
     for s in &scenarios {
-        let first = decide(&s.snapshot, &workload, &id, dst);
+        let first = decide(&s.snapshot, &conn);
         assert_eq!(first.to_string(), s.want, "{}", s.name);
         if !bench {
             continue;
@@ -195,7 +206,7 @@ fn main() {
 
         let region = Region::new(GLOBAL);
         let (n, elapsed) = run(Duration::from_secs(secs), || {
-            black_box(decide(&s.snapshot, &workload, &id, dst));
+            black_box(decide(&s.snapshot, &conn));
         });
         let allocs = region.change().allocations;
         let ns = elapsed.as_nanos() as f64 / n as f64;
