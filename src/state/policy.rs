@@ -1,5 +1,5 @@
 //! `Authorization`: the data of an Istio authorization policy as ztunnel receives it (Istio's
-//! `istio.security.Authorization`). Pure data; evaluation lives in `rbac` (a later issue).
+//! `istio.security.Authorization`). Pure data; evaluation lives in `rbac`.
 //! Built on the control thread, read through `Arc` by every core.
 //!
 //! Shape: `rules` are ORed; each rule is a list of clauses that are ANDed; each clause is a
@@ -101,7 +101,7 @@ pub struct Match {
 
 impl Match {
     /// A match with no conditions at all. ztunnel skips such groups (they match nothing);
-    /// `rbac` decides and documents zring's treatment.
+    /// `rbac` treats them as matching in DENY policies and not in ALLOW ones (fail closed).
     pub fn is_empty(&self) -> bool {
         self == &Match::default()
     }
