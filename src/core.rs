@@ -7,6 +7,7 @@
 //! The only cross-thread inputs are the [`Shared`] handles published by the control thread.
 
 pub mod buffers;
+pub mod conns;
 
 use std::cell::Cell;
 use std::io;
@@ -27,6 +28,7 @@ use crate::state::Snapshot;
 use crate::sys::socket::{self, ListenOpts};
 
 pub use buffers::BufferPool;
+pub use conns::ConnTable;
 
 /// The monoio driver a core runs, resolved once at start-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +97,8 @@ pub struct CoreCtx {
     pub pool: Pool,
     /// This core's rustls configs, rebuilt when the published certificates change.
     pub tls: TlsCache,
+    /// Connections whose authorization is re-checked when policies change.
+    pub conns: ConnTable,
     /// Connections this core is proxying right now.
     pub active: Cell<u64>,
     /// State of a xorshift generator for endpoint selection; per core, so no atomics.
@@ -256,6 +260,7 @@ async fn core_main(
         buffers: BufferPool::new(cfg.buffer_size),
         pool: Pool::new(cfg.pool_max_streams, cfg.pool_idle_timeout),
         tls: TlsCache::default(),
+        conns: ConnTable::default(),
         shared,
         active: Cell::new(0),
         rng: Cell::new(seed | 1),
@@ -294,6 +299,7 @@ async fn core_main(
 
     let mut tasks = Vec::new();
     tasks.push(monoio::spawn(reap_pool(ctx.clone())));
+    tasks.push(monoio::spawn(recheck_on_change(ctx.clone())));
     for (kind, listener) in listeners {
         tasks.push(monoio::spawn(accept_loop(ctx.clone(), listener, kind)));
     }
@@ -314,6 +320,36 @@ async fn reap_pool(ctx: Rc<CoreCtx>) {
                 released,
                 open = ctx.pool.connections(),
                 "released idle HBONE connections"
+            );
+        }
+    }
+}
+
+/// How often a core looks for a new snapshot to re-check its connections against: a pointer
+/// comparison, so cheap; it bounds how long a revoked connection keeps flowing.
+const SNAPSHOT_WATCH: Duration = Duration::from_millis(100);
+
+/// Re-decides this core's registered connections whenever a new snapshot is published, and
+/// closes those the new policies deny.
+async fn recheck_on_change(ctx: Rc<CoreCtx>) {
+    let mut seen = ctx.shared.snapshot.load_full();
+    loop {
+        monoio::time::sleep(SNAPSHOT_WATCH).await;
+        let current = ctx.shared.snapshot.load_full();
+        if Arc::ptr_eq(&current, &seen) {
+            continue;
+        }
+        seen = current;
+        if ctx.conns.is_empty() {
+            continue;
+        }
+        let closed = ctx.conns.recheck(&seen);
+        if closed > 0 {
+            info!(
+                core = ctx.id,
+                closed,
+                open = ctx.conns.len(),
+                "policy change: closing connections the new policies deny"
             );
         }
     }

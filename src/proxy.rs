@@ -22,17 +22,21 @@ pub mod route;
 
 use std::cell::RefCell;
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
 use tracing::{info, warn};
 
+use crate::core::CoreCtx;
+use crate::core::conns::{KillSwitch, Registration, Subject};
 use crate::identity::Identity;
-use crate::state::{Service, Workload};
+use crate::rbac::{self, Decision};
+use crate::state::{Service, Snapshot, Workload};
 use crate::sys::socket::{self, UpstreamOpts};
 use copy::{CopyError, Transferred};
 
@@ -78,6 +82,10 @@ pub enum Error {
     Hbone(#[from] hbone::HboneError),
     #[error("workload {0} has no valid SPIFFE identity")]
     NoIdentity(Arc<str>),
+    #[error("unauthorized: {0}")]
+    Unauthorized(Decision),
+    #[error("closed on policy change: {0}")]
+    Revoked(Decision),
 }
 
 impl Error {
@@ -89,6 +97,7 @@ impl Error {
             Error::Connect { .. } | Error::ConnectTimeout(_) => "CONNECT",
             Error::Hbone(e) => e.response_flag(),
             Error::NoIdentity(_) => "CONNECT",
+            Error::Unauthorized(_) | Error::Revoked(_) => "DENY",
             Error::Accept(_) | Error::Copy(_) => "-",
         }
     }
@@ -112,6 +121,55 @@ pub async fn connect(
     }
     socket::take_socket_error(stream.as_raw_fd()).map_err(err)?;
     Ok(stream)
+}
+
+/// Authorizes a connection to a local workload (the caller refuses it on `Err`) and, when
+/// allowed, registers it with the core's table so that policy changes re-check it. A dry-run
+/// policy that would have decided otherwise is logged here.
+pub fn authorize<'c>(
+    ctx: &'c CoreCtx,
+    snapshot: &Snapshot,
+    subject: Subject,
+    dst_workload: &Workload,
+) -> Result<Registration<'c>, Error> {
+    let decision = rbac::authorize(&rbac::Connection {
+        src_identity: subject.src_identity.as_ref(),
+        src_ip: subject.src_ip,
+        dst: subject.dst,
+        dst_workload,
+        snapshot,
+    });
+    if decision.dry_run_flips() {
+        info!(
+            core = ctx.id,
+            src.addr = %subject.src_ip,
+            dst.addr = %subject.dst,
+            "dry-run authorization differs: {decision}"
+        );
+    }
+    if !decision.is_allowed() {
+        return Err(Error::Unauthorized(decision));
+    }
+    Ok(ctx.conns.register(subject))
+}
+
+/// Runs a connection's pump until it ends, or until a policy change revokes the connection: then
+/// the sockets behind `fds` (still open: the pump owns them until this returns) are set to
+/// reset on close, so both ends see the connection fail rather than end.
+pub async fn until_revoked(
+    pump: impl Future<Output = Result<(), CopyError>>,
+    kill: &KillSwitch,
+    fds: &[RawFd],
+) -> Result<(), Error> {
+    let mut pump = std::pin::pin!(pump);
+    let why = monoio::select! {
+        r = &mut pump => return r.map_err(Error::from),
+        why = kill.fired() => why,
+    };
+    for fd in fds {
+        let _ = socket::set_reset_on_close(fd);
+    }
+    Err(Error::Revoked(why))
 }
 
 /// Refuses a plaintext connection with a TCP RST rather than a FIN, so the client sees a

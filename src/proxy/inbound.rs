@@ -3,16 +3,17 @@
 //!
 //! Runs on a core. One task per TCP connection terminates mTLS and serves HTTP/2; each CONNECT
 //! stream then gets its own task, which reads top to bottom: check the request → find the local
-//! workload → (authorize) → connect to the pod from the client's IP → answer 200 → pump →
-//! record. The certificate presented is the destination pod's own, chosen by the connection's
+//! workload → authorize the peer's identity (`rbac`) → connect to the pod from the client's IP
+//! → answer 200 → pump (until done, or until a policy change revokes it) → record. The certificate presented is the destination pod's own, chosen by the connection's
 //! original destination IP (TPROXY keeps it), so no SNI is needed.
 //!
 //! Answers: 400 for a request that is not a CONNECT to `ip:port` of the pod this connection was
-//! addressed to (or to a pod not on this node), 503 when the pod cannot be reached, 200 and the
-//! bytes otherwise. A TLS handshake that fails (unknown CA, foreign trust domain, no client
+//! addressed to (or to a pod not on this node), 401 when authorization denies the peer, 503
+//! when the pod cannot be reached, 200 and the bytes otherwise. A TLS handshake that fails (unknown CA, foreign trust domain, no client
 //! certificate) closes the connection before any HTTP is spoken.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ use super::hbone::pump::{self, TcpSide};
 use super::hbone::{HboneError, server, tls};
 use super::{ClientAddr, ConnRecord, Direction, Error, OrigDst};
 use crate::core::CoreCtx;
+use crate::core::conns::Subject;
 use crate::identity::Identity;
 use crate::state::Workload;
 
@@ -155,17 +157,31 @@ async fn proxy(
         server::refuse(respond, StatusCode::BAD_REQUEST);
         return Err(HboneError::BadRequest("target IP is not the connection's destination").into());
     }
-    {
+    let registration = {
         let snapshot = ctx.shared.snapshot.load();
         rec.src_workload = snapshot.workload_by_ip(tunnel.peer.0.ip()).cloned();
-        match local_workload(ctx, &snapshot, target) {
-            Ok(w) => rec.dst_workload = Some(w),
+        let w = match local_workload(ctx, &snapshot, target) {
+            Ok(w) => w,
             Err(e) => {
                 server::refuse(respond, StatusCode::BAD_REQUEST);
                 return Err(e);
             }
+        };
+        rec.dst_workload = Some(w.clone());
+        let subject = Subject {
+            src_identity: Some(tunnel.peer_identity.clone()),
+            src_ip: tunnel.peer.0.ip(),
+            dst: target,
+            dst_uid: w.uid.clone(),
+        };
+        match super::authorize(ctx, &snapshot, subject, &w) {
+            Ok(r) => r,
+            Err(e) => {
+                server::refuse(respond, StatusCode::UNAUTHORIZED);
+                return Err(e);
+            }
         }
-    }
+    };
     let upstream = match super::connect(
         target,
         Some(tunnel.peer.0.ip()),
@@ -183,16 +199,16 @@ async fn proxy(
     rec.upstream = Some(target);
     let send = server::accept(respond).map_err(HboneError::H2)?;
     let _active = ctx.track();
-    pump::bidirectional(
+    let fd = upstream.as_raw_fd();
+    let pump = pump::bidirectional(
         upstream,
         send,
         request.into_body(),
         TcpSide::Upstream,
         ctx.buffers.large_size(),
         (&rec.counts.sent, &rec.counts.received),
-    )
-    .await?;
-    Ok(())
+    );
+    super::until_revoked(pump, &registration.kill, &[fd]).await
 }
 
 fn bad_request_reason(e: &super::hbone::headers::HeaderError) -> &'static str {

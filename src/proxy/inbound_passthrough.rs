@@ -1,9 +1,12 @@
 //! 15006: plaintext connections to pods on this node, captured by TPROXY on arrival.
 //!
 //! Runs on a core, one task per connection. The original destination must be a workload on
-//! this node; zring connects to it from the client's own IP (IP_TRANSPARENT), so the pod sees
-//! the real client, and pumps bytes. Refusals close with RST.
+//! this node, and authorization (`rbac`, with no source identity: plaintext proves none) must
+//! allow it; zring connects to it from the client's own IP (IP_TRANSPARENT), so the pod sees
+//! the real client, and pumps bytes until done or until a policy change revokes the
+//! connection. Refusals close with RST.
 
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
 use monoio::io::Splitable;
@@ -13,6 +16,7 @@ use tracing::debug;
 use super::{ClientAddr, ConnRecord, Direction, Error, OrigDst, copy, route};
 use crate::config::OWN_PORTS;
 use crate::core::CoreCtx;
+use crate::core::conns::Subject;
 
 pub async fn serve(ctx: Rc<CoreCtx>, downstream: TcpStream, peer: std::net::SocketAddr) {
     let dst = match downstream.local_addr() {
@@ -45,7 +49,21 @@ async fn proxy(ctx: &CoreCtx, downstream: TcpStream, rec: &mut ConnRecord) -> Re
         super::reset(downstream);
         return Err(Error::NotLocal(dst.ip()));
     }
-    rec.dst_workload = Some(workload);
+    rec.dst_workload = Some(workload.clone());
+    // Plaintext: no identity, whatever the source IP claims to be.
+    let subject = Subject {
+        src_identity: None,
+        src_ip: rec.src.0.ip(),
+        dst,
+        dst_uid: workload.uid.clone(),
+    };
+    let registration = match super::authorize(ctx, &snapshot, subject, &workload) {
+        Ok(r) => r,
+        Err(e) => {
+            super::reset(downstream);
+            return Err(e);
+        }
+    };
     drop(snapshot);
 
     let upstream = match super::connect(
@@ -64,12 +82,12 @@ async fn proxy(ctx: &CoreCtx, downstream: TcpStream, rec: &mut ConnRecord) -> Re
     };
     rec.upstream = Some(dst);
     let _active = ctx.track();
-    copy::bidirectional(
+    let fds = [downstream.as_raw_fd(), upstream.as_raw_fd()];
+    let pump = copy::bidirectional(
         downstream.into_split(),
         upstream.into_split(),
         &ctx.buffers,
         &rec.counts,
-    )
-    .await?;
-    Ok(())
+    );
+    super::until_revoked(pump, &registration.kill, &fds).await
 }

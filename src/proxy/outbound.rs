@@ -5,6 +5,7 @@
 //! with RST so the application sees a failed connection, not an empty one.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
 use monoio::io::Splitable;
@@ -19,6 +20,7 @@ use super::pool::PoolKey;
 use super::route::{self, Action};
 use super::{ClientAddr, ConnRecord, Direction, Error, OrigDst, copy};
 use crate::core::CoreCtx;
+use crate::core::conns::Subject;
 use crate::identity::Identity;
 use crate::state::Workload;
 
@@ -38,16 +40,14 @@ pub async fn serve(ctx: Rc<CoreCtx>, downstream: TcpStream, peer: std::net::Sock
 
 async fn proxy(ctx: &CoreCtx, downstream: TcpStream, rec: &mut ConnRecord) -> Result<(), Error> {
     let cfg = ctx.config();
-    let decision = {
-        let snapshot = ctx.shared.snapshot.load_full();
-        route::outbound(
-            &snapshot,
-            &cfg.node_name,
-            rec.src.0.ip(),
-            rec.dst.0,
-            ctx.random(),
-        )
-    };
+    let snapshot = ctx.shared.snapshot.load_full();
+    let decision = route::outbound(
+        &snapshot,
+        &cfg.node_name,
+        rec.src.0.ip(),
+        rec.dst.0,
+        ctx.random(),
+    );
     let route = match decision {
         Ok(r) => r,
         Err(denied) => {
@@ -56,7 +56,7 @@ async fn proxy(ctx: &CoreCtx, downstream: TcpStream, rec: &mut ConnRecord) -> Re
         }
     };
     rec.src_workload = Some(route.source.clone());
-    rec.dst_workload = route.dst_workload;
+    rec.dst_workload = route.dst_workload.clone();
     rec.dst_service = route.dst_service;
 
     let target = match route.action {
@@ -71,6 +71,7 @@ async fn proxy(ctx: &CoreCtx, downstream: TcpStream, rec: &mut ConnRecord) -> Re
                 core = ctx.id,
                 "proxy to {} using HBONE via {via} type {kind}", rec.dst
             );
+            drop(snapshot);
             return tunnel(ctx, downstream, rec, &route.source, peer, via, authority).await;
         }
     };
@@ -79,6 +80,27 @@ async fn proxy(ctx: &CoreCtx, downstream: TcpStream, rec: &mut ConnRecord) -> Re
         "proxy to {target} using TCP type {}",
         route.action.kind()
     );
+    // A pod on this node: no zring on the way in, so this core enforces the destination's
+    // policies itself, with the source's identity (zring knows its own pods).
+    let registration = match (&route.action, &route.dst_workload) {
+        (Action::DirectLocal(_), Some(dst)) => {
+            let subject = Subject {
+                src_identity: workload_identity(&route.source).ok(),
+                src_ip: rec.src.0.ip(),
+                dst: target,
+                dst_uid: dst.uid.clone(),
+            };
+            match super::authorize(ctx, &snapshot, subject, dst) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    super::reset(downstream);
+                    return Err(e);
+                }
+            }
+        }
+        _ => None,
+    };
+    drop(snapshot);
     let upstream = match super::connect(
         target,
         Some(rec.src.0.ip()),
@@ -95,14 +117,23 @@ async fn proxy(ctx: &CoreCtx, downstream: TcpStream, rec: &mut ConnRecord) -> Re
     };
     rec.upstream = Some(target);
     let _active = ctx.track();
-    copy::bidirectional(
+    let fds = [downstream.as_raw_fd(), upstream.as_raw_fd()];
+    let pump = copy::bidirectional(
         downstream.into_split(),
         upstream.into_split(),
         &ctx.buffers,
         &rec.counts,
-    )
-    .await?;
-    Ok(())
+    );
+    match &registration {
+        Some(r) => super::until_revoked(pump, &r.kill, &fds).await,
+        None => Ok(pump.await?),
+    }
+}
+
+/// The SPIFFE identity a workload's names make.
+fn workload_identity(w: &Workload) -> Result<Identity, Error> {
+    let (td, ns, sa) = w.identity_parts();
+    Identity::new(td, ns, sa).map_err(|_| Error::NoIdentity(w.uid.clone()))
 }
 
 /// Tunnels the connection over HBONE to `via` (the destination pod's or its waypoint's
@@ -119,11 +150,8 @@ async fn tunnel(
 ) -> Result<(), Error> {
     let cfg = ctx.config();
     let result = async {
-        let (td, ns, sa) = source.identity_parts();
-        let source_id =
-            Identity::new(td, ns, sa).map_err(|_| Error::NoIdentity(source.uid.clone()))?;
-        let (td, ns, sa) = peer.identity_parts();
-        let peer_id = Identity::new(td, ns, sa).map_err(|_| Error::NoIdentity(peer.uid.clone()))?;
+        let source_id = workload_identity(source)?;
+        let peer_id = workload_identity(peer)?;
         rec.src_identity = Some(source_id.clone());
         rec.dst_identity = Some(peer_id.clone());
         let mut expected = vec![peer_id];
