@@ -224,7 +224,7 @@ async fn serve(
                 let io = tcp.into_poll_io().unwrap();
                 let tls = tokio_rustls_accept(io, config.clone()).await;
                 monoio::select! {
-                    _ = server::serve(tls, peer, on_stream) => {},
+                    _ = server::serve(tls, peer, std::future::pending(), on_stream) => {},
                     () = round_over => {},
                 }
             }
@@ -235,7 +235,7 @@ async fn serve(
                     .unwrap();
                 let io = Box::new(monoio_compat::StreamWrapper::new(tls));
                 monoio::select! {
-                    _ = server::serve(io, peer, on_stream) => {},
+                    _ = server::serve(io, peer, std::future::pending(), on_stream) => {},
                     () = round_over => {},
                 }
             }

@@ -17,6 +17,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::control::{self, Source};
 use crate::core::{self, Shared};
+use crate::drain::Drain;
 use crate::identity::{CertManager, DevCa, IstioCa};
 use crate::state::Snapshot;
 use crate::xds::client::{self, AdsClient, InitialSync};
@@ -109,6 +110,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         config: config.clone(),
         snapshot: ArcSwap::from_pointee(first),
         certs: store,
+        drain: Drain::new(config.cores, config.drain_deadline),
     });
     let cores = core::start(shared.clone(), driver)?;
     info!(

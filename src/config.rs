@@ -64,6 +64,8 @@ pub struct Config {
     pub pool_max_streams: u32,
     /// An HBONE connection idle this long is closed.
     pub pool_idle_timeout: Duration,
+    /// How long a drain (SIGTERM, `/quitquitquit`) lets open connections finish.
+    pub drain_deadline: Duration,
     /// Where the built-in development CA keeps its root; zring processes sharing the
     /// directory share the root, so they trust each other.
     pub dev_ca_dir: PathBuf,
@@ -189,6 +191,16 @@ pub const VARS: &[Var] = &[
         name: "ALT_XDS_HOSTNAME",
         default: "(address host)",
         help: "TLS name to verify on XDS_ADDRESS instead of its host",
+    },
+    Var {
+        name: "TERMINATION_GRACE_PERIOD_SECONDS",
+        default: "(none)",
+        help: "the pod's grace period; the drain deadline is 5s less when above 10s, else 5s",
+    },
+    Var {
+        name: "ZRING_DRAIN_DEADLINE",
+        default: "(derived)",
+        help: "overrides the drain deadline (e.g. 20s, 1500ms)",
     },
     Var {
         name: "CA_ADDRESS",
@@ -412,6 +424,27 @@ impl Config {
                 None => 100,
                 Some(v) => parse_range("POOL_MAX_STREAMS_PER_CONNECTION", &v, 1, 10_000)? as u32,
             },
+            drain_deadline: crate::drain::deadline(
+                match var("ZRING_DRAIN_DEADLINE") {
+                    None => None,
+                    Some(v) => Some(parse_duration(&v).ok_or_else(|| {
+                        err(
+                            "ZRING_DRAIN_DEADLINE",
+                            &v,
+                            "expected a duration such as 20s or 1500ms (at least 10ms)",
+                        )
+                    })?),
+                },
+                match var("TERMINATION_GRACE_PERIOD_SECONDS") {
+                    None => None,
+                    Some(v) => Some(parse_range(
+                        "TERMINATION_GRACE_PERIOD_SECONDS",
+                        &v,
+                        0,
+                        86_400,
+                    )?),
+                },
+            ),
             pool_idle_timeout: match var("POOL_UNUSED_RELEASE_TIMEOUT") {
                 None => Duration::from_secs(300),
                 Some(v) => parse_duration(&v).ok_or_else(|| {
@@ -617,6 +650,8 @@ mod tests {
             ("POOL_UNUSED_RELEASE_TIMEOUT", "5"),
             ("POOL_UNUSED_RELEASE_TIMEOUT", "1ms"),
             ("POOL_UNUSED_RELEASE_TIMEOUT", "3d"),
+            ("ZRING_DRAIN_DEADLINE", "soon"),
+            ("TERMINATION_GRACE_PERIOD_SECONDS", "-1"),
         ] {
             let e = cfg(&[(k, v)]).unwrap_err();
             assert_eq!(e.var, k, "{e}");

@@ -6,6 +6,8 @@
 //! - the certificate loop: `CertManager::sync` after every published snapshot and every
 //!   [`CERT_TICK`], publishing into `Shared::certs`.
 //!
+//! - the drain trigger: SIGTERM/SIGINT start a drain (`drain`) and end the process.
+//!
 //! The loops run interleaved on this one thread (`tokio::join!`), so they share plain
 //! references; a CA that hangs delays only certificate work, never the xDS stream (every CA call
 //! has a timeout and awaits). Publication is an `ArcSwap::store`: a core that loaded the previous
@@ -85,7 +87,29 @@ pub async fn run(shared: Arc<Shared>, source: Source, mut certs: CertManager) {
             }
         }
     };
-    tokio::join!(source, certificates);
+    tokio::join!(source, certificates, drain_on_signal(&shared));
+}
+
+/// Drains on SIGTERM or SIGINT (see `drain`), then exits the process.
+async fn drain_on_signal(shared: &Shared) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            error!("cannot handle SIGTERM/SIGINT, drain on signal disabled: {e}");
+            return std::future::pending().await;
+        }
+    };
+    let which = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    info!("{which} received");
+    shared.drain.start();
+    crate::drain::wait_and_exit(&shared.drain).await
 }
 
 pub fn log_snapshot(s: &Snapshot) {

@@ -8,6 +8,7 @@
 
 pub mod buffers;
 pub mod conns;
+pub mod signal;
 
 use std::cell::Cell;
 use std::io;
@@ -21,6 +22,7 @@ use monoio::net::TcpListener;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, DriverChoice};
+use crate::drain::{DRAIN_WATCH, Drain};
 use crate::identity::CertStore;
 use crate::proxy::hbone::tls::TlsCache;
 use crate::proxy::pool::Pool;
@@ -29,6 +31,7 @@ use crate::sys::socket::{self, ListenOpts};
 
 pub use buffers::BufferPool;
 pub use conns::ConnTable;
+pub use signal::Signal;
 
 /// The monoio driver a core runs, resolved once at start-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +87,8 @@ pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     /// Workload certificates for this node's identities, and the trust roots.
     pub certs: ArcSwap<CertStore>,
+    /// Whether a drain has started, and each core's count of open connections.
+    pub drain: Drain,
 }
 
 /// One core's context. Lives in an `Rc` on its own thread.
@@ -99,6 +104,8 @@ pub struct CoreCtx {
     pub tls: TlsCache,
     /// Connections whose authorization is re-checked when policies change.
     pub conns: ConnTable,
+    /// Fired when this core starts draining: listeners close, HBONE servers send GOAWAY.
+    pub draining: Signal,
     /// Connections this core is proxying right now.
     pub active: Cell<u64>,
     /// State of a xorshift generator for endpoint selection; per core, so no atomics.
@@ -110,10 +117,19 @@ impl CoreCtx {
         &self.shared.config
     }
 
-    /// Counts a connection as active until the returned guard drops (whatever ends it).
+    /// Counts a connection as active until the returned guard drops (whatever ends it). The
+    /// count is mirrored into this core's slot of `Drain::active`, which only this core writes.
     pub fn track(&self) -> ActiveGuard<'_> {
-        self.active.set(self.active.get() + 1);
-        ActiveGuard(&self.active)
+        self.set_active(self.active.get() + 1);
+        ActiveGuard(self)
+    }
+
+    fn set_active(&self, n: u64) {
+        self.active.set(n);
+        self.shared
+            .drain
+            .active(self.id)
+            .store(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A pseudo-random number for load balancing (not for anything security related).
@@ -129,11 +145,11 @@ impl CoreCtx {
 
 /// See [`CoreCtx::track`].
 #[derive(Debug)]
-pub struct ActiveGuard<'a>(&'a Cell<u64>);
+pub struct ActiveGuard<'a>(&'a CoreCtx);
 
 impl Drop for ActiveGuard<'_> {
     fn drop(&mut self) {
-        self.0.set(self.0.get() - 1);
+        self.0.set_active(self.0.active.get() - 1);
     }
 }
 
@@ -261,6 +277,7 @@ async fn core_main(
         pool: Pool::new(cfg.pool_max_streams, cfg.pool_idle_timeout),
         tls: TlsCache::default(),
         conns: ConnTable::default(),
+        draining: Signal::default(),
         shared,
         active: Cell::new(0),
         rng: Cell::new(seed | 1),
@@ -299,7 +316,7 @@ async fn core_main(
 
     let mut tasks = Vec::new();
     tasks.push(monoio::spawn(reap_pool(ctx.clone())));
-    tasks.push(monoio::spawn(recheck_on_change(ctx.clone())));
+    tasks.push(monoio::spawn(housekeeping(ctx.clone())));
     for (kind, listener) in listeners {
         tasks.push(monoio::spawn(accept_loop(ctx.clone(), listener, kind)));
     }
@@ -325,16 +342,21 @@ async fn reap_pool(ctx: Rc<CoreCtx>) {
     }
 }
 
-/// How often a core looks for a new snapshot to re-check its connections against: a pointer
-/// comparison, so cheap; it bounds how long a revoked connection keeps flowing.
-const SNAPSHOT_WATCH: Duration = Duration::from_millis(100);
-
-/// Re-decides this core's registered connections whenever a new snapshot is published, and
-/// closes those the new policies deny.
-async fn recheck_on_change(ctx: Rc<CoreCtx>) {
+/// Watches what the control thread publishes, every [`DRAIN_WATCH`]: a new snapshot makes the
+/// core re-decide its registered connections and close those the new policies deny (a pointer
+/// comparison when nothing changed); a started drain fires the core's `draining` signal.
+async fn housekeeping(ctx: Rc<CoreCtx>) {
     let mut seen = ctx.shared.snapshot.load_full();
     loop {
-        monoio::time::sleep(SNAPSHOT_WATCH).await;
+        monoio::time::sleep(DRAIN_WATCH).await;
+        if ctx.shared.drain.started() && !ctx.draining.is_fired() {
+            info!(
+                core = ctx.id,
+                open = ctx.active.get(),
+                "draining: closing listeners, GOAWAY to HBONE clients"
+            );
+            ctx.draining.fire();
+        }
         let current = ctx.shared.snapshot.load_full();
         if Arc::ptr_eq(&current, &seen) {
             continue;
@@ -357,7 +379,15 @@ async fn recheck_on_change(ctx: Rc<CoreCtx>) {
 
 async fn accept_loop(ctx: Rc<CoreCtx>, listener: TcpListener, kind: ListenerKind) {
     loop {
-        match listener.accept().await {
+        let accepted = monoio::select! {
+            r = listener.accept() => r,
+            () = ctx.draining.wait() => {
+                // Dropping the listener closes it: the kernel refuses what arrives next.
+                drop(listener);
+                return;
+            }
+        };
+        match accepted {
             Ok((stream, peer)) => {
                 // Proxied bytes are forwarded as they arrive: Nagle on either leg would add a
                 // round trip of latency to every small write the application already sent.

@@ -13,6 +13,7 @@ pub mod config;
 pub mod control;
 pub mod core;
 pub mod demo;
+pub mod drain;
 pub mod grpc;
 pub mod identity;
 pub mod lab;

@@ -61,6 +61,8 @@ pub enum HboneError {
     PeerIdentity(crate::identity::Error),
     #[error("HTTP/2: {0}")]
     H2(#[from] h2::Error),
+    #[error("HTTP/2 connection unusable before the request was taken: {0}")]
+    Retryable(h2::Error),
     #[error("HBONE handshake with {0} timed out")]
     HandshakeTimeout(std::net::SocketAddr),
     #[error("pooled connection to {0} failed: {1}")]
@@ -82,6 +84,7 @@ impl HboneError {
             | HboneError::Config(_)
             | HboneError::PeerIdentity(_)
             | HboneError::H2(_)
+            | HboneError::Retryable(_)
             | HboneError::HandshakeTimeout(_)
             | HboneError::Pooled(..) => "CONNECT",
             HboneError::BadRequest(_) => "DENY",

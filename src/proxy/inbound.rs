@@ -91,7 +91,7 @@ pub async fn serve(ctx: Rc<CoreCtx>, tcp: TcpStream, peer: SocketAddr) {
         peer_identity,
         local_identity,
     });
-    let served = server::serve(io, peer, |request, respond| {
+    let served = server::serve(io, peer, ctx.draining.wait(), |request, respond| {
         monoio::spawn(stream(ctx.clone(), tunnel.clone(), request, respond));
     })
     .await;
@@ -128,6 +128,7 @@ async fn stream(
     request: Request<RecvStream>,
     respond: SendResponse<Bytes>,
 ) {
+    let _active = ctx.track();
     let mut rec = ConnRecord::new(ctx.id, Direction::Inbound, tunnel.peer, tunnel.dst);
     rec.src_identity = Some(tunnel.peer_identity.clone());
     rec.dst_identity = Some(tunnel.local_identity.clone());
@@ -198,7 +199,6 @@ async fn proxy(
     };
     rec.upstream = Some(target);
     let send = server::accept(respond).map_err(HboneError::H2)?;
-    let _active = ctx.track();
     let fd = upstream.as_raw_fd();
     let pump = pump::bidirectional(
         upstream,

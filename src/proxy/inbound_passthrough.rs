@@ -26,6 +26,7 @@ pub async fn serve(ctx: Rc<CoreCtx>, downstream: TcpStream, peer: std::net::Sock
             return;
         }
     };
+    let _active = ctx.track();
     let mut rec = ConnRecord::new(ctx.id, Direction::Inbound, ClientAddr(peer), dst);
     if let Err(e) = proxy(&ctx, downstream, &mut rec).await {
         rec.fail(e);
@@ -81,7 +82,6 @@ async fn proxy(ctx: &CoreCtx, downstream: TcpStream, rec: &mut ConnRecord) -> Re
         }
     };
     rec.upstream = Some(dst);
-    let _active = ctx.track();
     let fds = [downstream.as_raw_fd(), upstream.as_raw_fd()];
     let pump = copy::bidirectional(
         downstream.into_split(),

@@ -32,6 +32,8 @@ pub async fn serve(ctx: Rc<CoreCtx>, downstream: TcpStream, peer: std::net::Sock
             return;
         }
     };
+    // Counted from accept, so a drain waits for connections still being set up too.
+    let _active = ctx.track();
     let mut rec = ConnRecord::new(ctx.id, Direction::Outbound, ClientAddr(peer), dst);
     if let Err(e) = proxy(&ctx, downstream, &mut rec).await {
         rec.fail(e);
@@ -116,7 +118,6 @@ async fn proxy(ctx: &CoreCtx, downstream: TcpStream, rec: &mut ConnRecord) -> Re
         }
     };
     rec.upstream = Some(target);
-    let _active = ctx.track();
     let fds = [downstream.as_raw_fd(), upstream.as_raw_fd()];
     let pump = copy::bidirectional(
         downstream.into_split(),
@@ -186,10 +187,22 @@ async fn tunnel(
             mark: cfg.packet_mark,
             timeout: cfg.connect_timeout,
         };
-        let lease = ctx.pool.checkout(&key, dial, &config).await?;
-        let trace = TraceParent::new(ctx.random(), ctx.random(), ctx.random());
-        let request = headers::connect_request(authority, rec.src.0, source, trace);
-        let (send, recv) = lease.open(request, cfg.connect_timeout).await?;
+        // A pooled connection can turn out to be going away (the peer drains, or died) only
+        // when a stream is tried on it; then one fresh attempt, which dials if need be.
+        let mut retried = false;
+        let (lease, (send, recv)) = loop {
+            let lease = ctx.pool.checkout(&key, dial, &config).await?;
+            let trace = TraceParent::new(ctx.random(), ctx.random(), ctx.random());
+            let request = headers::connect_request(authority, rec.src.0, source, trace);
+            match lease.open(request, cfg.connect_timeout).await {
+                Ok(stream) => break (lease, stream),
+                Err(HboneError::Retryable(e)) if !retried => {
+                    debug!(core = ctx.id, peer = %via, "retrying on a new HBONE connection: {e}");
+                    retried = true;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         Ok::<_, Error>((lease, send, recv))
     }
     .await;
@@ -201,7 +214,6 @@ async fn tunnel(
         }
     };
     rec.upstream = Some(via);
-    let _active = ctx.track();
     pump::bidirectional(
         downstream,
         send,

@@ -157,10 +157,23 @@ impl H2Client {
         request: Request<()>,
         timeout: Duration,
     ) -> Result<(SendStream<Bytes>, RecvStream), HboneError> {
+        // Errors before the peer took the stream (the connection is gone or going away, or
+        // the stream was refused) mean the request was never processed: the connection is
+        // retired and the caller may retry on another.
+        let unused = |e: h2::Error| {
+            self.closed.set(true);
+            HboneError::Retryable(e)
+        };
         let fut = async {
-            let mut send = self.send.clone().ready().await?;
-            let (response, stream) = send.send_request(request, false)?;
-            let response = response.await?;
+            let mut send = self.send.clone().ready().await.map_err(unused)?;
+            let (response, stream) = send.send_request(request, false).map_err(unused)?;
+            let response = response.await.map_err(|e| {
+                if e.is_go_away() || e.reason() == Some(h2::Reason::REFUSED_STREAM) {
+                    unused(e)
+                } else {
+                    HboneError::H2(e)
+                }
+            })?;
             if response.status() != StatusCode::OK {
                 return Err(HboneError::Status(response.status()));
             }

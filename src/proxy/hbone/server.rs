@@ -10,6 +10,7 @@
 //! of streams reset before accept or reset by us in error (rapid-reset floods end the
 //! connection with GOAWAY).
 
+use std::future::Future;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
@@ -27,8 +28,15 @@ use super::{
 };
 
 /// Serves HTTP/2 on `io` until the connection ends, calling `on_stream` for every request.
-/// `on_stream` should spawn: the loop does not wait for streams to finish.
-pub async fn serve<T, F>(io: T, peer: SocketAddr, mut on_stream: F) -> Result<(), h2::Error>
+/// `on_stream` should spawn: the loop does not wait for streams to finish. When `drain`
+/// resolves, the server sends GOAWAY (no new streams) and keeps serving the open ones until
+/// the client closes.
+pub async fn serve<T, F>(
+    io: T,
+    peer: SocketAddr,
+    drain: impl Future<Output = ()>,
+    mut on_stream: F,
+) -> Result<(), h2::Error>
 where
     T: AsyncRead + AsyncWrite + Unpin,
     F: FnMut(Request<RecvStream>, SendResponse<Bytes>),
@@ -46,10 +54,23 @@ where
         .await?;
     let mut pings = conn.ping_pong();
     let mut next_ping = monoio::time::Instant::now() + PING_INTERVAL;
+    let mut drain = std::pin::pin!(drain);
+    let mut draining = false;
     loop {
         let accept = conn.accept();
         let ping = keepalive_tick(pings.as_mut(), next_ping);
+        let drained = async {
+            if draining {
+                std::future::pending::<()>().await;
+            }
+            (&mut drain).await
+        };
         monoio::select! {
+            () = drained => {
+                debug!(%peer, "draining: GOAWAY");
+                draining = true;
+                conn.graceful_shutdown();
+            },
             req = accept => match req {
                 None => return Ok(()),
                 Some(Err(e)) => return Err(e),
