@@ -178,6 +178,16 @@ pub const VARS: &[Var] = &[
         help: "close a pooled HBONE connection idle this long (e.g. 300s, 5m, 1500ms)",
     },
     Var {
+        name: "TERMINATION_GRACE_PERIOD_SECONDS",
+        default: "(none)",
+        help: "the pod's grace period; the drain deadline is 5s less when above 10s, else 5s",
+    },
+    Var {
+        name: "ZRING_DRAIN_DEADLINE",
+        default: "(derived)",
+        help: "overrides the drain deadline (e.g. 20s, 1500ms)",
+    },
+    Var {
         name: "XDS_ADDRESS",
         default: "(none)",
         help: "istiod Delta ADS address, https://host:port (http:// for tests); excludes LOCAL_XDS_PATH",
@@ -191,16 +201,6 @@ pub const VARS: &[Var] = &[
         name: "ALT_XDS_HOSTNAME",
         default: "(address host)",
         help: "TLS name to verify on XDS_ADDRESS instead of its host",
-    },
-    Var {
-        name: "TERMINATION_GRACE_PERIOD_SECONDS",
-        default: "(none)",
-        help: "the pod's grace period; the drain deadline is 5s less when above 10s, else 5s",
-    },
-    Var {
-        name: "ZRING_DRAIN_DEADLINE",
-        default: "(derived)",
-        help: "overrides the drain deadline (e.g. 20s, 1500ms)",
     },
     Var {
         name: "CA_ADDRESS",

@@ -15,7 +15,7 @@ fn usage() -> String {
         "zring: a node proxy for Istio's ambient mesh, one io_uring runtime per core.
 
 Usage:
-  zring [run]     run the proxy on this node (listens on 15001 and 15006)
+  zring [run]     run the proxy on this node (listens on 15001, 15006 and 15008)
   zring demo      as root: build the seed's two-node cluster in network namespaces, run zring
                   on each node, send traffic appa → appb, print the access logs, clean up
   zring check     validate the environment and LOCAL_XDS_PATH, then exit
@@ -25,8 +25,17 @@ Usage:
 Configuration (environment):
 ",
     );
+    // Name and default, then the help from a fixed column; a long pair pushes the help to
+    // the next line rather than out of alignment.
+    const HELP_COLUMN: usize = 52;
+    let name_width = VARS.iter().map(|v| v.name.len()).max().unwrap_or(0);
     for v in VARS {
-        s.push_str(&format!("  {:<26} {:<14} {}\n", v.name, v.default, v.help));
+        let head = format!("  {:<name_width$} {}", v.name, v.default);
+        if head.chars().count() < HELP_COLUMN {
+            s.push_str(&format!("{head:<HELP_COLUMN$}{}\n", v.help));
+        } else {
+            s.push_str(&format!("{head}\n{:HELP_COLUMN$}{}\n", "", v.help));
+        }
     }
     s
 }
