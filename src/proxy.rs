@@ -172,6 +172,28 @@ pub async fn until_revoked(
     Err(Error::Revoked(why))
 }
 
+/// Waits (up to the connect timeout) until the published certificates hold one for `id`.
+///
+/// A workload that just arrived in the snapshot gets its certificate from the control thread a
+/// moment later (from the Istio CA: a round trip), and the first connection to or from it may
+/// come first. Waiting here, off the fast path (a lookup when the certificate exists), turns
+/// that race into a short delay instead of a refused connection. Returns whether it arrived.
+pub async fn certificate_ready(ctx: &CoreCtx, id: &Identity) -> bool {
+    const POLL: Duration = Duration::from_millis(10);
+    if ctx.shared.certs.load().get(id).is_some() {
+        return true;
+    }
+    let start = std::time::Instant::now();
+    while start.elapsed() < ctx.config().connect_timeout {
+        monoio::time::sleep(POLL).await;
+        if ctx.shared.certs.load().get(id).is_some() {
+            info!(core = ctx.id, identity = %id, waited = ?start.elapsed(), "certificate arrived");
+            return true;
+        }
+    }
+    false
+}
+
 /// Refuses a plaintext connection with a TCP RST rather than a FIN, so the client sees a
 /// failure instead of an empty response.
 pub fn reset(stream: TcpStream) {

@@ -34,8 +34,10 @@ pub struct Mesh {
 
 impl Mesh {
     /// Writes `config` (ztunnel's local-config YAML) into the lab's directory, installs capture
-    /// on each of `nodes` and starts `binary` there with `NODE_NAME` set to the node's name and
-    /// `env` on top of the defaults (2 cores, poll the config every 50 ms).
+    /// on each of `nodes` and starts `binary` there with `NODE_NAME` set to the node's name,
+    /// `LOCAL_XDS_PATH` pointing at the config (unless `env` sets `XDS_ADDRESS`: then the
+    /// config comes from xDS and the file is unused) and `env` on top of the defaults (2 cores,
+    /// poll the config every 50 ms).
     pub fn start(
         lab: Lab,
         binary: &Path,
@@ -82,8 +84,16 @@ impl Mesh {
         let mut cmd = Command::new(&self.binary);
         cmd.arg("run")
             .env("NODE_NAME", node)
-            .env("LOCAL_XDS_PATH", &self.config)
             .env("ZRING_DEV_CA_DIR", &self.ca_dir);
+        let from_xds = self
+            .base_env
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .chain(env.iter().map(|(k, _)| *k))
+            .any(|k| k == "XDS_ADDRESS");
+        if !from_xds {
+            cmd.env("LOCAL_XDS_PATH", &self.config);
+        }
         for (k, v) in &self.base_env {
             cmd.env(k, v);
         }

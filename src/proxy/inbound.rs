@@ -61,6 +61,7 @@ pub async fn serve(ctx: Rc<CoreCtx>, tcp: TcpStream, peer: SocketAddr) {
             return;
         }
     };
+    super::certificate_ready(&ctx, &local_identity).await;
     let config = {
         let store = ctx.shared.certs.load();
         ctx.tls.server(&store, &local_identity)

@@ -166,10 +166,10 @@ async fn tunnel(
                     .filter_map(|s| Identity::parse(s).ok()),
             );
         }
-        let store = ctx.shared.certs.load();
-        if store.get(&source_id).is_none() {
+        if !super::certificate_ready(ctx, &source_id).await {
             return Err(HboneError::NoCertificate(source_id).into());
         }
+        let store = ctx.shared.certs.load();
         let config = ctx
             .tls
             .client(&store, &source_id, &expected)
