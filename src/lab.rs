@@ -62,6 +62,24 @@ pub use redirect::{
     RuleCounter, ZRING_MARK, ruleset,
 };
 
+/// Declares, for each named test function taking the driver name (`"uring"` or `"legacy"`), a
+/// module with one `#[test]` per driver, so every end-to-end test runs under both.
+#[macro_export]
+macro_rules! on_both_drivers {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn uring() {
+                super::$name("uring")
+            }
+            #[test]
+            fn legacy() {
+                super::$name("legacy")
+            }
+        }
+    )*};
+}
+
 /// Prefix length of the underlay network all nodes share.
 pub const UNDERLAY_PREFIX: u8 = 24;
 /// Environment variable that keeps a lab's temp dir (logs) after it drops.

@@ -5,7 +5,7 @@
 //! Needs root (namespaces, nftables, IP_TRANSPARENT): without it `Lab::seed` fails the test.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -142,28 +142,6 @@ fn a_referenced_policy_not_yet_received_denies() {
     m.must_exchange("appa", (APPB, 80).into(), MIB, MIB);
 }
 
-/// An echo server in `pod` on `port` for any number of connections.
-fn echo(m: &Mesh, pod: &str, port: u16) {
-    let l = m
-        .lab
-        .pod(pod)
-        .run(move || TcpListener::bind(("0.0.0.0", port)))
-        .unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut s = s;
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 || s.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-}
-
 /// Opens a connection from `pod` to `to` and proves it works with one echo round trip.
 fn open(m: &Mesh, pod: &str, to: SocketAddr) -> TcpStream {
     let mut s = m
@@ -191,8 +169,8 @@ fn still_echoes(s: &mut TcpStream) -> bool {
 #[test]
 fn a_policy_pushed_while_connections_are_open_closes_them() {
     let m = mesh(&config("[]", ""));
-    echo(&m, "appb", 7000);
-    echo(&m, "appa2", 7000);
+    m.echo("appb", 7000).unwrap();
+    m.echo("appa2", 7000).unwrap();
     let mut hbone = open(&m, "appa", (APPB, 7000).into());
     let mut local = open(&m, "appa", (APPA2, 7000).into());
     let mut other = open(&m, "appc", (APPB, 7000).into());

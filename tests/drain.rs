@@ -5,7 +5,7 @@
 //! Needs root (namespaces, nftables, IP_TRANSPARENT): without it `Lab::seed` fails the test.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
@@ -39,28 +39,6 @@ fn mesh(deadline: &str) -> Mesh {
     .unwrap()
 }
 
-/// An echo server in appb on `port`.
-fn echo(m: &Mesh, port: u16) {
-    let l = m
-        .lab
-        .pod("appb")
-        .run(move || TcpListener::bind(("0.0.0.0", port)))
-        .unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut s = s;
-                let mut buf = vec![0u8; 64 * 1024];
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 || s.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-}
-
 fn connect(m: &Mesh, to: SocketAddr) -> std::io::Result<TcpStream> {
     m.lab
         .pod("appa")
@@ -91,7 +69,7 @@ fn round_trip(s: &mut TcpStream, pattern: &mut Pattern) -> std::io::Result<()> {
 #[test]
 fn in_flight_transfer_completes_and_new_connections_are_refused() {
     let m = mesh("60s");
-    echo(&m, 7000);
+    m.echo("appb", 7000).unwrap();
     let mut s = connect(&m, (APPB, 7000).into()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut pattern = Pattern::new(42);
@@ -134,7 +112,7 @@ fn in_flight_transfer_completes_and_new_connections_are_refused() {
 #[test]
 fn drain_deadline_cuts_idle_connections_and_exits() {
     let m = mesh("1500ms");
-    echo(&m, 7000);
+    m.echo("appb", 7000).unwrap();
     let mut s = connect(&m, (APPB, 7000).into()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     round_trip(&mut s, &mut Pattern::new(7)).unwrap();

@@ -73,22 +73,7 @@ fn mesh(driver: &str, env: &[(&str, &str)]) -> Mesh {
     Mesh::start(lab, Path::new(ZRING), &config("appb"), &["a", "b"], &all).unwrap()
 }
 
-macro_rules! on_both_drivers {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn uring() {
-                super::$name("uring")
-            }
-            #[test]
-            fn legacy() {
-                super::$name("legacy")
-            }
-        }
-    )*};
-}
-
-on_both_drivers!(cross_node_64mib_both_ways, streams_share_pooled_connections);
+zring::on_both_drivers!(cross_node_64mib_both_ways, streams_share_pooled_connections);
 
 /// appa → appb across nodes through 15001 → HBONE → 15008: 64 MiB each way at once,
 /// checksummed; appb sees appa's own IP; both nodes log the tunnel and count the same bytes.

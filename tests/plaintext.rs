@@ -99,22 +99,7 @@ fn cluster(driver: &str, with_appa: bool) -> Mesh {
     m
 }
 
-macro_rules! on_both_drivers {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn uring() {
-                super::$name("uring")
-            }
-            #[test]
-            fn legacy() {
-                super::$name("legacy")
-            }
-        }
-    )*};
-}
-
-on_both_drivers!(
+zring::on_both_drivers!(
     cross_node_tcp_workload,
     same_node_direct_local,
     service_vip_to_endpoint,

@@ -194,7 +194,8 @@ fn workloads_added_and_removed_over_xds_take_effect_without_restart() {
     )
     .unwrap();
     for node in ["a", "b"] {
-        m.eventually_logged(node, "published snapshot workloads=1", 1).unwrap();
+        m.eventually_logged(node, "published snapshot workloads=1", 1)
+            .unwrap();
     }
     m.serve("appb", 80, 2).unwrap();
     // appb is unknown: node a passes the connection through, node b's 15006 refuses it.
@@ -205,7 +206,8 @@ fn workloads_added_and_removed_over_xds_take_effect_without_restart() {
         workload("appb", APPB, "b"),
     ]);
     for node in ["a", "b"] {
-        m.eventually_logged(node, "published snapshot workloads=2", 1).unwrap();
+        m.eventually_logged(node, "published snapshot workloads=2", 1)
+            .unwrap();
     }
     let r = m.must_exchange("appa", (APPB, 80).into(), MIB, MIB);
     assert_eq!(r.peer_seen_by_server.ip(), APPA);
@@ -214,7 +216,8 @@ fn workloads_added_and_removed_over_xds_take_effect_without_restart() {
 
     state.set(vec![workload("appa", APPA, "a")]);
     for node in ["a", "b"] {
-        m.eventually_logged(node, "published snapshot workloads=1", 2).unwrap();
+        m.eventually_logged(node, "published snapshot workloads=1", 2)
+            .unwrap();
     }
     assert!(m.exchange("appa", (APPB, 80).into(), 1024, 1024).is_err());
 }

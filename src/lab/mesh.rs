@@ -163,6 +163,20 @@ impl Mesh {
         Ok(())
     }
 
+    /// Starts an echo server (see [`traffic::spawn_echo`]) in `pod` on `port`.
+    pub fn echo(&self, pod: &str, port: u16) -> Result<(), LabError> {
+        let listener = self
+            .lab
+            .pod(pod)
+            .run(move || TcpListener::bind(("0.0.0.0", port)))
+            .map_err(|source| LabError::Io {
+                context: format!("listening on {pod}:{port}"),
+                source,
+            })?;
+        traffic::spawn_echo(listener);
+        Ok(())
+    }
+
     /// One checksummed exchange from `pod` to `to`: `up` bytes up, `down` bytes down.
     pub fn exchange(
         &self,

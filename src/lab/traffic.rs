@@ -106,6 +106,24 @@ pub fn spawn_server(listener: TcpListener, max: Option<usize>) -> JoinHandle<()>
     })
 }
 
+/// Echoes every byte back on every connection `listener` accepts, one thread per connection,
+/// until the client closes (for tests that hold connections open and probe them).
+pub fn spawn_echo(listener: TcpListener) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = stream;
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    })
+}
+
 /// The server side of one exchange.
 pub fn serve(stream: TcpStream, peer: SocketAddr) -> io::Result<()> {
     let mut header = [0u8; 16];
