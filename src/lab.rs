@@ -476,6 +476,25 @@ impl Lab {
     /// `ip netns exec`; its stdout and stderr go to a log file in [`dir`](Self::dir). The lab
     /// kills it on drop if it still runs.
     pub fn spawn_process(&self, ns: &Netns, command: Command) -> Result<Process, LabError> {
+        self.spawn(ns, command, false)
+    }
+
+    /// Like [`spawn_process`](Self::spawn_process), under a seccomp filter that refuses the
+    /// io_uring system calls: the program runs where io_uring is unavailable.
+    pub fn spawn_process_without_io_uring(
+        &self,
+        ns: &Netns,
+        command: Command,
+    ) -> Result<Process, LabError> {
+        self.spawn(ns, command, true)
+    }
+
+    fn spawn(
+        &self,
+        ns: &Netns,
+        command: Command,
+        deny_io_uring: bool,
+    ) -> Result<Process, LabError> {
         if !self.created.iter().any(|n| n == ns.name()) {
             return Err(LabError::Topology(format!(
                 "namespace {} is not part of this lab",
@@ -494,7 +513,7 @@ impl Lab {
         let log = self
             .dir
             .join(format!("{:02}-{role}-{program}.log", processes.len()));
-        let process = process::spawn(ns, &command, log)?;
+        let process = process::spawn(ns, &command, log, deny_io_uring)?;
         processes.push(process.clone());
         Ok(process)
     }

@@ -6,6 +6,7 @@
 //! set-up, the control thread at start-up.
 
 pub mod netns;
+pub mod seccomp;
 pub mod socket;
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit: a node proxy holds two descriptors per

@@ -81,6 +81,25 @@ impl Mesh {
     /// Starts (or starts again) zring on `node`, with `env` over the mesh's, and waits until
     /// it is ready. A previous process on that node must have exited or been killed.
     pub fn start_node(&mut self, node: &str, env: &[(&str, &str)]) -> Result<&Process, LabError> {
+        self.launch(node, env, false)
+    }
+
+    /// Like [`start_node`](Self::start_node), with the io_uring system calls refused to the
+    /// process (a seccomp filter, as container runtimes often install).
+    pub fn start_node_without_io_uring(
+        &mut self,
+        node: &str,
+        env: &[(&str, &str)],
+    ) -> Result<&Process, LabError> {
+        self.launch(node, env, true)
+    }
+
+    fn launch(
+        &mut self,
+        node: &str,
+        env: &[(&str, &str)],
+        deny_io_uring: bool,
+    ) -> Result<&Process, LabError> {
         let mut cmd = Command::new(&self.binary);
         cmd.arg("run")
             .env("NODE_NAME", node)
@@ -100,7 +119,12 @@ impl Mesh {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let p = self.lab.spawn_process(self.lab.node(node), cmd)?;
+        let ns = self.lab.node(node);
+        let p = if deny_io_uring {
+            self.lab.spawn_process_without_io_uring(ns, cmd)?
+        } else {
+            self.lab.spawn_process(ns, cmd)?
+        };
         p.wait_for_log("zring ready", READY_TIMEOUT)?;
         self.zring.retain(|(n, _)| n != node);
         self.zring.push((node.to_owned(), p));

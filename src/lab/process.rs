@@ -45,7 +45,15 @@ struct Inner {
 ///
 /// Program, arguments, environment changes (`env`, `env_remove`) and the working directory carry
 /// over; `env_clear` and stdio settings do not (stdin is null, output goes to the log).
-pub(crate) fn spawn(ns: &Netns, command: &Command, log: PathBuf) -> Result<Process, LabError> {
+///
+/// With `deny_io_uring`, a seccomp filter refuses the io_uring system calls to the program (as
+/// container runtimes often do).
+pub(crate) fn spawn(
+    ns: &Netns,
+    command: &Command,
+    log: PathBuf,
+    deny_io_uring: bool,
+) -> Result<Process, LabError> {
     let label = format!(
         "`{}` in {}",
         std::iter::once(command.get_program())
@@ -67,6 +75,9 @@ pub(crate) fn spawn(ns: &Netns, command: &Command, log: PathBuf) -> Result<Proce
     }
     if let Some(dir) = command.get_current_dir() {
         real.current_dir(dir);
+    }
+    if deny_io_uring {
+        sys::seccomp::deny_io_uring(&mut real);
     }
     let io_err = |context: String| move |source| LabError::Io { context, source };
     let out = OpenOptions::new()
