@@ -14,10 +14,15 @@ use std::process::Command;
 const FIRST_IO_URING: u32 = 425;
 const LAST_IO_URING: u32 = 427;
 
-// Classic BPF opcodes and seccomp return values (linux/filter.h, linux/seccomp.h).
-const BPF_LD_W_ABS: u16 = 0x00 | 0x00 | 0x20;
-const BPF_JMP_JGE_K: u16 = 0x05 | 0x30;
-const BPF_JMP_JGT_K: u16 = 0x05 | 0x20;
+// Classic BPF opcodes (linux/filter.h: class | size | mode, class | op | source) and seccomp
+// return values (linux/seccomp.h).
+/// `BPF_LD | BPF_W | BPF_ABS` (0x00 | 0x00 | 0x20).
+const BPF_LD_W_ABS: u16 = 0x20;
+/// `BPF_JMP | BPF_JGE | BPF_K` (0x05 | 0x30 | 0x00).
+const BPF_JMP_JGE_K: u16 = 0x35;
+/// `BPF_JMP | BPF_JGT | BPF_K` (0x05 | 0x20 | 0x00).
+const BPF_JMP_JGT_K: u16 = 0x25;
+/// `BPF_RET | BPF_K` (0x06 | 0x00).
 const BPF_RET_K: u16 = 0x06;
 const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
 const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
