@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use zring::lab::{Lab, Mesh};
 
@@ -39,15 +39,6 @@ fn fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
         .unwrap_or(0)
-}
-
-/// Waits until `f` holds, or panics with `what` and the mesh's logs.
-fn eventually(m: &Mesh, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "{what}\n{}", m.logs());
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn open(m: &Mesh, to: SocketAddr) -> TcpStream {
@@ -83,9 +74,11 @@ fn peer_zring_killed_mid_transfer_then_recovers() {
     );
     drop(s);
     m.eventually_logged("a", "complete dur=", 1).unwrap();
-    eventually(&m, "node a kept descriptors of the dead connection", || {
-        fds(a) == baseline
-    });
+    m.eventually(
+        "node a to release the dead connection's descriptors",
+        || fds(a) == baseline,
+    )
+    .unwrap();
 
     m.start_node("b", &[]).unwrap();
     m.serve("appb", 80, 1).unwrap();

@@ -173,6 +173,28 @@ impl Mesh {
         }
     }
 
+    /// Waits until `condition` holds; on timeout the error names `what` and carries every
+    /// zring's log.
+    pub fn eventually(
+        &self,
+        what: &str,
+        mut condition: impl FnMut() -> bool,
+    ) -> Result<(), LabError> {
+        let deadline = Instant::now() + LOG_TIMEOUT;
+        while !condition() {
+            if Instant::now() >= deadline {
+                return Err(LabError::Timeout {
+                    what: what.to_owned(),
+                    timeout: LOG_TIMEOUT,
+                    tail: self.logs(),
+                });
+            }
+            #[expect(clippy::disallowed_methods, reason = "a test thread, not a core")]
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
     /// Starts an exchange server (see [`traffic`]) in `pod` on `port` for `conns` connections.
     pub fn serve(&self, pod: &str, port: u16, conns: usize) -> Result<(), LabError> {
         let listener = self
