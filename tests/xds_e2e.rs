@@ -1,7 +1,8 @@
 //! End to end, in network namespaces: zring on two nodes configured only by xDS. A minimal
 //! Delta ADS server written here (gRPC framing over h2c, the protobuf types from
 //! `zring::xds::proto`) runs in node a's namespace; a workload it adds while zring runs becomes
-//! reachable over HBONE without a restart, and one it removes stops being reachable.
+//! reachable over HBONE without a restart, one it removes stops being reachable, and when the
+//! server goes away zring keeps serving its last snapshot.
 //!
 //! Needs root (namespaces, nftables, IP_TRANSPARENT): without it `Lab::seed` fails the test.
 
@@ -75,13 +76,14 @@ fn grpc_frame(m: &impl Message) -> Bytes {
 }
 
 /// Serves Delta ADS to every client: on connect and after every change, the full set of
-/// Address resources (removing what is gone) and an empty Authorization response.
-fn serve_ads(listener: TcpListener, state: Arc<State>) {
+/// Address resources (removing what is gone) and an empty Authorization response. When `stop`
+/// fires, the server goes away: listener, connections and streams are dropped at once.
+fn serve_ads(listener: TcpListener, state: Arc<State>, stop: tokio::sync::oneshot::Receiver<()>) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async move {
+    let accept_loop = async move {
         listener.set_nonblocking(true).unwrap();
         let listener = tokio::net::TcpListener::from_std(listener).unwrap();
         loop {
@@ -97,7 +99,15 @@ fn serve_ads(listener: TcpListener, state: Arc<State>) {
                 }
             });
         }
+    };
+    rt.block_on(async move {
+        tokio::select! {
+            () = accept_loop => {}
+            _ = stop => {}
+        }
     });
+    // Dropping the runtime drops every connection task with it.
+    drop(rt);
 }
 
 async fn ads_stream(
@@ -183,7 +193,8 @@ fn workloads_added_and_removed_over_xds_take_effect_without_restart() {
         .run(|| TcpListener::bind(("0.0.0.0", ADS_PORT)))
         .unwrap();
     let served = state.clone();
-    std::thread::spawn(move || serve_ads(listener, served));
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let server = std::thread::spawn(move || serve_ads(listener, served, stopped));
     let xds = format!("http://{}:{ADS_PORT}", lab.node("a").underlay_ip());
     let m = Mesh::start(
         lab,
