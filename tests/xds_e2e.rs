@@ -231,4 +231,21 @@ fn workloads_added_and_removed_over_xds_take_effect_without_restart() {
             .unwrap();
     }
     assert!(m.exchange("appa", (APPB, 80).into(), 1024, 1024).is_err());
+
+    // istiod goes away: both nodes notice, keep their last snapshot, and keep serving it.
+    state.set(vec![
+        workload("appa", APPA, "a"),
+        workload("appb", APPB, "b"),
+    ]);
+    for node in ["a", "b"] {
+        m.eventually_logged(node, "published snapshot workloads=2", 2)
+            .unwrap();
+    }
+    stop.send(()).unwrap();
+    server.join().unwrap();
+    for node in ["a", "b"] {
+        m.eventually_logged(node, "xDS stream", 2).unwrap();
+    }
+    m.serve("appb", 81, 1).unwrap();
+    m.must_exchange("appa", (APPB, 81).into(), MIB, MIB);
 }
