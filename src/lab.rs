@@ -43,6 +43,7 @@ pub mod mesh;
 mod ns;
 mod process;
 mod redirect;
+pub mod soak;
 pub mod traffic;
 
 use std::fmt;

@@ -9,9 +9,10 @@ pub mod netns;
 pub mod seccomp;
 pub mod socket;
 
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit: a node proxy holds two descriptors per
-/// proxied connection, and the usual soft limit (1024) caps it at a few hundred connections.
-/// Returns the new soft limit.
+/// Raises `RLIMIT_NOFILE` as far as allowed: a node proxy holds two descriptors per proxied
+/// connection, and the usual soft limit (1024) caps it at a few hundred connections. With
+/// CAP_SYS_RESOURCE (a root DaemonSet) both limits go up to the kernel's `fs.nr_open`;
+/// otherwise the soft limit goes up to the hard one. Returns the new soft limit.
 pub fn raise_nofile_limit() -> std::io::Result<u64> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -20,6 +21,21 @@ pub fn raise_nofile_limit() -> std::io::Result<u64> {
     // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(std::io::Error::last_os_error());
+    }
+    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    if ceiling > lim.rlim_max {
+        let wider = libc::rlimit {
+            rlim_cur: ceiling,
+            rlim_max: ceiling,
+        };
+        // SAFETY: `wider` is a valid rlimit; without the privilege the call fails with EPERM
+        // and changes nothing, and the soft-limit path below still applies.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &wider) } == 0 {
+            return Ok(ceiling);
+        }
     }
     if lim.rlim_cur < lim.rlim_max {
         lim.rlim_cur = lim.rlim_max;
