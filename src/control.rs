@@ -4,7 +4,12 @@
 //! - the config source: either the `LOCAL_XDS_PATH` poller or the Delta ADS client (never both;
 //!   `config` refuses that), each publishing a new `Snapshot` into `Shared::snapshot`;
 //! - the certificate loop: `CertManager::sync` after every published snapshot and every
-//!   [`CERT_TICK`], publishing into `Shared::certs`.
+//!   [`CERT_TICK`], publishing into `Shared::certs` (and each identity's latest failure into
+//!   the admin state, for `/config_dump`);
+//! - the admin (15000), metrics (15020) and readiness (15021) servers (`admin::serve`).
+//!
+//! `run` returns once `/quitquitquit` has been answered (`admin::State::shutdown`); the
+//! process then exits (drain of live connections is not implemented yet).
 //!
 //! The loops run interleaved on this one thread (`tokio::join!`), so they share plain
 //! references; a CA that hangs delays only certificate work, never the xDS stream (every CA call
@@ -20,6 +25,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 use tracing::{error, info};
 
+use crate::admin::{self, Listeners};
 use crate::core::Shared;
 use crate::identity::CertManager;
 use crate::state::Snapshot;
@@ -42,8 +48,14 @@ pub enum Source {
     Xds(Box<AdsClient>),
 }
 
-/// Runs the control loops forever.
-pub async fn run(shared: Arc<Shared>, source: Source, mut certs: CertManager) {
+/// Runs the control loops until a shutdown is requested.
+pub async fn run(
+    shared: Arc<Shared>,
+    source: Source,
+    mut certs: CertManager,
+    listeners: Listeners,
+    admin: admin::State,
+) {
     let changed = Notify::new();
     let publish = |snapshot: Snapshot| {
         let snapshot = Arc::new(snapshot);
@@ -71,7 +83,7 @@ pub async fn run(shared: Arc<Shared>, source: Source, mut certs: CertManager) {
     let certificates = async {
         loop {
             let snapshot = shared.snapshot.load_full();
-            certs
+            let synced = certs
                 .sync(
                     &shared.certs,
                     &snapshot,
@@ -79,13 +91,21 @@ pub async fn run(shared: Arc<Shared>, source: Source, mut certs: CertManager) {
                     SystemTime::now(),
                 )
                 .await;
+            admin
+                .cert_failures
+                .record(&shared.certs.load(), &synced.failed);
             tokio::select! {
                 () = changed.notified() => {}
                 () = tokio::time::sleep(CERT_TICK) => {}
             }
         }
     };
-    tokio::join!(source, certificates);
+    let shutdown = admin.shutdown.clone();
+    let servers = admin::serve(listeners, admin.clone());
+    tokio::select! {
+        _ = async { tokio::join!(source, certificates, servers) } => {}
+        () = shutdown.notified() => info!("shutting down"),
+    }
 }
 
 pub fn log_snapshot(s: &Snapshot) {

@@ -39,6 +39,7 @@
 )]
 
 mod cmd;
+pub mod http;
 pub mod mesh;
 mod ns;
 mod process;

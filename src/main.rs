@@ -85,8 +85,9 @@ fn main() -> ExitCode {
             }
         };
     }
-    init_logging();
-    match zring::app::run(config) {
+    // The guard flushes the log writer's queue when main returns.
+    let (logs, _flush) = zring::logging::init(config.log_format);
+    match zring::app::run(config, Some(logs)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -94,17 +95,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stdout().is_terminal())
-        .with_target(true)
-        .init();
 }
 
 /// The demo prints its own story on stdout; library warnings (e.g. from the lab) go to stderr.

@@ -28,6 +28,7 @@ use super::hbone::{HboneError, server, tls};
 use super::{ClientAddr, ConnRecord, Direction, Error, OrigDst};
 use crate::core::CoreCtx;
 use crate::identity::Identity;
+use crate::metrics::LatencyKind;
 use crate::state::Workload;
 
 /// What every stream of one HBONE connection shares.
@@ -72,8 +73,13 @@ pub async fn serve(ctx: Rc<CoreCtx>, tcp: TcpStream, peer: SocketAddr) {
         }
     };
     let timeout = ctx.config().connect_timeout;
+    let started = std::time::Instant::now();
     let (io, peer_identity) = match monoio::time::timeout(timeout, tls::accept(tcp, config)).await {
-        Ok(Ok(r)) => r,
+        Ok(Ok(r)) => {
+            let took = started.elapsed();
+            ctx.metrics.observe(LatencyKind::HandshakeServer, took);
+            r
+        }
         Ok(Err(e)) => {
             warn!(core = ctx.id, src.addr = %peer, dst.addr = %dst, "HBONE TLS handshake failed: {e}");
             return;
@@ -126,7 +132,7 @@ async fn stream(
     request: Request<RecvStream>,
     respond: SendResponse<Bytes>,
 ) {
-    let mut rec = ConnRecord::new(ctx.id, Direction::Inbound, tunnel.peer, tunnel.dst);
+    let mut rec = ConnRecord::new(&ctx, Direction::Inbound, tunnel.peer, tunnel.dst);
     rec.src_identity = Some(tunnel.peer_identity.clone());
     rec.dst_identity = Some(tunnel.local_identity.clone());
     if let Err(e) = proxy(&ctx, &tunnel, request, respond, &mut rec).await {
@@ -182,6 +188,7 @@ async fn proxy(
     };
     rec.upstream = Some(target);
     let send = server::accept(respond).map_err(HboneError::H2)?;
+    rec.established(ctx);
     let _active = ctx.track();
     pump::bidirectional(
         upstream,

@@ -22,7 +22,7 @@ pub async fn serve(ctx: Rc<CoreCtx>, downstream: TcpStream, peer: std::net::Sock
             return;
         }
     };
-    let mut rec = ConnRecord::new(ctx.id, Direction::Inbound, ClientAddr(peer), dst);
+    let mut rec = ConnRecord::new(&ctx, Direction::Inbound, ClientAddr(peer), dst);
     if let Err(e) = proxy(&ctx, downstream, &mut rec).await {
         rec.fail(e);
     }
@@ -63,6 +63,7 @@ async fn proxy(ctx: &CoreCtx, downstream: TcpStream, rec: &mut ConnRecord) -> Re
         }
     };
     rec.upstream = Some(dst);
+    rec.established(ctx);
     let _active = ctx.track();
     copy::bidirectional(
         downstream.into_split(),

@@ -30,7 +30,7 @@ pub async fn serve(ctx: Rc<CoreCtx>, downstream: TcpStream, peer: std::net::Sock
             return;
         }
     };
-    let mut rec = ConnRecord::new(ctx.id, Direction::Outbound, ClientAddr(peer), dst);
+    let mut rec = ConnRecord::new(&ctx, Direction::Outbound, ClientAddr(peer), dst);
     if let Err(e) = proxy(&ctx, downstream, &mut rec).await {
         rec.fail(e);
     }
@@ -94,6 +94,7 @@ async fn proxy(ctx: &CoreCtx, downstream: TcpStream, rec: &mut ConnRecord) -> Re
         }
     };
     rec.upstream = Some(target);
+    rec.established(ctx);
     let _active = ctx.track();
     copy::bidirectional(
         downstream.into_split(),
@@ -173,6 +174,7 @@ async fn tunnel(
         }
     };
     rec.upstream = Some(via);
+    rec.established(ctx);
     let _active = ctx.track();
     pump::bidirectional(
         downstream,
