@@ -43,6 +43,7 @@ pub mod http;
 pub mod mesh;
 mod ns;
 mod process;
+pub mod prom;
 mod redirect;
 pub mod traffic;
 

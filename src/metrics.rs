@@ -310,7 +310,8 @@ impl Registry {
     }
 
     fn write_cores(&self, e: &mut Encoder) {
-        let cores = self.lock().cores.clone();
+        let mut cores = self.lock().cores.clone();
+        cores.sort_by_key(|c| c.core);
         if cores.is_empty() {
             return;
         }

@@ -36,9 +36,7 @@ use tracing::{info, warn};
 use crate::core::CoreCtx;
 use crate::identity::Identity;
 use crate::metrics::labels::{self, NO_FLAGS};
-use crate::metrics::{
-    Conn, Flow, LabelsRef, LatencyKind, Meter, Reporter, SecurityPolicy, Series, Shard,
-};
+use crate::metrics::{Conn, Flow, LabelsRef, LatencyKind, Meter, Reporter, SecurityPolicy, Series};
 use crate::state::{Service, Workload};
 use crate::sys::socket::{self, UpstreamOpts};
 use copy::{CopyError, Transferred};
@@ -171,14 +169,19 @@ pub struct ConnRecord {
     pub dst_identity: Option<Identity>,
     pub counts: Transferred,
     pub error: RefCell<Option<Error>>,
-    /// This core's metrics.
-    metrics: Rc<Shard>,
+    /// The core's context: its metrics shard, and the snapshot for the inbound service guess.
+    ctx: Rc<CoreCtx>,
     /// The series the connection was opened under (`response_flags="-"`), once it is.
     opened: OnceCell<Rc<Series>>,
 }
 
 impl ConnRecord {
-    pub fn new(ctx: &CoreCtx, direction: Direction, src: ClientAddr, dst: OrigDst) -> ConnRecord {
+    pub fn new(
+        ctx: &Rc<CoreCtx>,
+        direction: Direction,
+        src: ClientAddr,
+        dst: OrigDst,
+    ) -> ConnRecord {
         ctx.metrics.connection_started();
         ConnRecord {
             core: ctx.id,
@@ -194,7 +197,7 @@ impl ConnRecord {
             dst_identity: None,
             counts: Transferred::default(),
             error: RefCell::new(None),
-            metrics: ctx.metrics.clone(),
+            ctx: ctx.clone(),
             opened: OnceCell::new(),
         }
     }
@@ -211,29 +214,36 @@ impl ConnRecord {
     /// observe its setup time, and from now on count its bytes into its series as they flow.
     /// Inbound connections that did not name a service get the one they most likely used.
     /// Call once, before copying; later calls do nothing.
-    pub fn established(&mut self, ctx: &CoreCtx) {
+    pub fn established(&mut self) {
         if self.opened.get().is_some() {
             return;
         }
-        if self.direction == Direction::Inbound
-            && self.dst_service.is_none()
-            && let Some(w) = &self.dst_workload
-        {
-            let snapshot = ctx.shared.snapshot.load();
-            self.dst_service = labels::guess_inbound_service(&snapshot, w, self.dst.0.port());
-        }
+        self.guess_service();
         self.open_series();
         let kind = match self.direction {
             Direction::Outbound => LatencyKind::SetupOutbound,
             Direction::Inbound => LatencyKind::SetupInbound,
         };
-        self.metrics.observe(kind, self.start.elapsed());
+        self.ctx.metrics.observe(kind, self.start.elapsed());
+    }
+
+    /// For an inbound connection that named no service, the one it most likely came through
+    /// (before the labels are taken, whether the connection got established or not).
+    fn guess_service(&mut self) {
+        if self.direction == Direction::Inbound
+            && self.dst_service.is_none()
+            && self.opened.get().is_none()
+            && let Some(w) = &self.dst_workload
+        {
+            let snapshot = self.ctx.shared.snapshot.load();
+            self.dst_service = labels::guess_inbound_service(&snapshot, w, self.dst.0.port());
+        }
     }
 
     /// The connection's opening series, counting it opened the first time.
     fn open_series(&self) -> &Rc<Series> {
         self.opened.get_or_init(|| {
-            let series = self.metrics.series(&self.labels());
+            let series = self.ctx.metrics.series(&self.labels());
             series.open();
             self.counts
                 .sent
@@ -273,17 +283,19 @@ impl ConnRecord {
         if flags == NO_FLAGS {
             opened.close(failed);
         } else {
-            self.metrics
+            self.ctx
+                .metrics
                 .series(&self.labels().with_flags(flags))
                 .close(failed);
         }
-        self.metrics.connection_ended();
+        self.ctx.metrics.connection_ended();
     }
 }
 
 impl Drop for ConnRecord {
     fn drop(&mut self) {
         let dur = self.start.elapsed();
+        self.guess_service();
         let name = |w: &Option<Arc<Workload>>| w.as_ref().map(|w| w.name.to_string());
         let ns = |w: &Option<Arc<Workload>>| w.as_ref().map(|w| w.namespace.to_string());
         let id = |i: &Option<Identity>, w: &Option<Arc<Workload>>| {

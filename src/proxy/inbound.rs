@@ -188,7 +188,7 @@ async fn proxy(
     };
     rec.upstream = Some(target);
     let send = server::accept(respond).map_err(HboneError::H2)?;
-    rec.established(ctx);
+    rec.established();
     let _active = ctx.track();
     pump::bidirectional(
         upstream,

@@ -63,7 +63,7 @@ async fn proxy(ctx: &CoreCtx, downstream: TcpStream, rec: &mut ConnRecord) -> Re
         }
     };
     rec.upstream = Some(dst);
-    rec.established(ctx);
+    rec.established();
     let _active = ctx.track();
     copy::bidirectional(
         downstream.into_split(),

@@ -94,7 +94,7 @@ async fn proxy(ctx: &CoreCtx, downstream: TcpStream, rec: &mut ConnRecord) -> Re
         }
     };
     rec.upstream = Some(target);
-    rec.established(ctx);
+    rec.established();
     let _active = ctx.track();
     copy::bidirectional(
         downstream.into_split(),
@@ -174,7 +174,7 @@ async fn tunnel(
         }
     };
     rec.upstream = Some(via);
-    rec.established(ctx);
+    rec.established();
     let _active = ctx.track();
     pump::bidirectional(
         downstream,
