@@ -15,7 +15,8 @@ fn usage() -> String {
         "zring: a node proxy for Istio's ambient mesh, one io_uring runtime per core.
 
 Usage:
-  zring [run]     run the proxy on this node (listens on 15001 and 15006)
+  zring [run]     run the proxy on this node (proxies on 15001, 15006, 15008; admin on
+                  127.0.0.1:15000, metrics on :15020, readiness on :15021)
   zring demo      as root: build the seed's two-node cluster in network namespaces, run zring
                   on each node, send traffic appa → appb, print the access logs, clean up
   zring check     validate the environment and LOCAL_XDS_PATH, then exit

@@ -355,7 +355,9 @@ fn write_traffic(e: &mut Encoder, traffic: &BTreeMap<LabelSet, Totals>) {
             .iter()
             .filter(|(l, _)| l.response_flags() == labels::NO_FLAGS)
     };
-    let families: [(&str, &str, bool, fn(&Totals) -> u64); 5] = [
+    /// Name, help, whether only `response_flags="-"` series have it, and its value.
+    type Family = (&'static str, &'static str, bool, fn(&Totals) -> u64);
+    let families: [Family; 5] = [
         (
             "istio_tcp_connections_opened_total",
             "TCP connections opened",
