@@ -67,6 +67,9 @@ workloads:
   canonicalName: appc
   canonicalRevision: v3
   clusterId: east
+  locality:
+    region: us-east
+    zone: us-east-2
   workloadIps: ["10.244.2.5"]
   protocol: TCP
   node: b
@@ -167,6 +170,10 @@ fn appa_to_appb(reporter: &str, service: Option<(&str, &str, &str)>) -> BTreeMap
         ("request_protocol", "tcp"),
         ("response_flags", "-"),
         ("connection_security_policy", "mutual_tls"),
+        ("source_region", "unknown"),
+        ("source_zone", "unknown"),
+        ("destination_region", "unknown"),
+        ("destination_zone", "unknown"),
     ])
 }
 
@@ -196,6 +203,10 @@ fn appa_to_appc(reporter: &str) -> BTreeMap<String, String> {
         ("request_protocol", "tcp"),
         ("response_flags", "-"),
         ("connection_security_policy", "unknown"),
+        ("source_region", "unknown"),
+        ("source_zone", "unknown"),
+        ("destination_region", "us-east"),
+        ("destination_zone", "us-east-2"),
     ])
 }
 

@@ -11,7 +11,9 @@
 //! - `source_principal` is known only when the source proved it over mTLS (HBONE); the
 //!   destination principal is the destination workload's identity (or the one it proved);
 //! - `connection_security_policy` is `mutual_tls` when the connection crossed HBONE, else
-//!   `unknown`; `request_protocol` is always `tcp`.
+//!   `unknown`; `request_protocol` is always `tcp`;
+//! - the locality labels (`source_region`, `source_zone`, `destination_region`,
+//!   `destination_zone`) come last, as ztunnel has written them since 1.25.
 //!
 //! Invariant: a [`LabelsRef`] and the [`LabelSet`] made from it hash ([`LabelsRef::hash_with`],
 //! [`LabelSet::hash_with`]) and compare ([`LabelSet::matches`]) equal, whatever form a value
@@ -22,8 +24,11 @@ use std::sync::Arc;
 
 use crate::state::{Service, Snapshot, Workload};
 
+/// How many labels a traffic series has.
+pub const LEN: usize = 27;
+
 /// Label names, in exposition order (ztunnel's).
-pub const NAMES: [&str; 23] = [
+pub const NAMES: [&str; LEN] = [
     "reporter",
     "source_workload",
     "source_canonical_service",
@@ -47,6 +52,10 @@ pub const NAMES: [&str; 23] = [
     "request_protocol",
     "response_flags",
     "connection_security_policy",
+    "source_region",
+    "source_zone",
+    "destination_region",
+    "destination_zone",
 ];
 
 /// Index of `response_flags` in [`NAMES`]: the one label that differs between a connection's
@@ -151,7 +160,7 @@ impl Value<'_> {
 /// A label set borrowed from a connection: what a core looks up in its shard.
 #[derive(Debug, Clone, Copy)]
 pub struct LabelsRef<'a> {
-    pub values: [Value<'a>; 23],
+    pub values: [Value<'a>; LEN],
 }
 
 fn or_unknown(s: &str) -> Value<'_> {
@@ -205,6 +214,10 @@ impl<'a> LabelsRef<'a> {
                 Value::Str("tcp"),
                 Value::Str(c.response_flags),
                 Value::Str(c.security.as_str()),
+                name(src, |w| &*w.locality.region),
+                name(src, |w| &*w.locality.zone),
+                name(dst, |w| &*w.locality.region),
+                name(dst, |w| &*w.locality.zone),
             ],
         }
     }

@@ -9,7 +9,7 @@ use crate::metrics::labels::{NO_FLAGS, Value};
 
 /// A label set whose only distinguishing value is the source workload.
 fn labels(source: &'static str, flags: &'static str) -> LabelsRef<'static> {
-    let mut values = [Value::Str("unknown"); 23];
+    let mut values = [Value::Str("unknown"); labels::LEN];
     values[0] = Value::Str("source");
     values[1] = Value::Str(source);
     values[20] = Value::Str("tcp");

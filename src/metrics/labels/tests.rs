@@ -32,6 +32,9 @@ workloads:
   canonicalName: appb
   canonicalRevision: v2
   clusterId: east
+  locality:
+    region: eu
+    zone: eu-1
   workloadIps: ["10.244.2.4"]
   protocol: HBONE
   node: b
@@ -111,6 +114,10 @@ fn outbound_hbone_labels_follow_ztunnel() {
         ("request_protocol", "tcp"),
         ("response_flags", "-"),
         ("connection_security_policy", "mutual_tls"),
+        ("source_region", "unknown"),
+        ("source_zone", "unknown"),
+        ("destination_region", "eu"),
+        ("destination_zone", "eu-1"),
     ]
     .into_iter()
     .map(|(k, v)| (k, v.to_owned()))
@@ -152,6 +159,10 @@ fn missing_values_are_unknown() {
         "destination_app",
         "destination_version",
         "connection_security_policy",
+        "source_region",
+        "source_zone",
+        "destination_region",
+        "destination_zone",
     ] {
         assert_eq!(m[name], "unknown", "{name}");
     }
@@ -235,7 +246,7 @@ fn spiffe_values_compare_piecewise() {
     // Values that concatenate alike are still different label sets.
     let state = RandomState::new();
     let mk = |a: &'static str, b: &'static str| {
-        let mut values = [Value::Str("x"); 23];
+        let mut values = [Value::Str("x"); LEN];
         values[1] = Value::Str(a);
         values[2] = Value::Str(b);
         LabelsRef { values }.hash_with(&state)
