@@ -76,8 +76,8 @@ pub async fn serve(ctx: Rc<CoreCtx>, tcp: TcpStream, peer: SocketAddr) {
     let started = std::time::Instant::now();
     let (io, peer_identity) = match monoio::time::timeout(timeout, tls::accept(tcp, config)).await {
         Ok(Ok(r)) => {
-            let took = started.elapsed();
-            ctx.metrics.observe(LatencyKind::HandshakeServer, took);
+            ctx.metrics
+                .observe(LatencyKind::HandshakeServer, started.elapsed());
             r
         }
         Ok(Err(e)) => {
