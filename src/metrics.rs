@@ -6,7 +6,8 @@
 //!   writer), so the data path takes no lock and touches no contended atomic;
 //! - the [`Registry`] (`Arc`, shared) holds the receiving ends: new series arrive from the
 //!   cores once per label set through a lock-free channel, latency batches every
-//!   [`shard::FLUSH_INTERVAL`]; xDS counters and build facts live here directly;
+//!   [`shard::FLUSH_INTERVAL`] through a bounded one ([`LATENCY_QUEUE`]; when it is full a core
+//!   keeps its observations until there is room); xDS counters and build facts live here;
 //! - the metrics server (control thread) calls [`Registry::scrape`], which drains those
 //!   channels under the registry's own mutex (never taken by a core), sums every series over
 //!   the cores by label set, merges the histograms, and renders the Prometheus text format.
@@ -41,6 +42,9 @@ pub use xds::{Termination, XdsMetrics};
 
 use shard::{LatencyBatch, NewSeries};
 use text::{Encoder, Type};
+
+/// Latency batches waiting for a scrape, at most; beyond, cores keep accumulating locally.
+pub const LATENCY_QUEUE: usize = 256;
 
 /// The version the build-info metrics and `/config_dump` report.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -108,7 +112,7 @@ pub struct Totals {
 impl Registry {
     pub fn new() -> Registry {
         let (series_tx, series_rx) = crossbeam_channel::unbounded();
-        let (latency_tx, latency_rx) = crossbeam_channel::unbounded();
+        let (latency_tx, latency_rx) = crossbeam_channel::bounded(LATENCY_QUEUE);
         Registry {
             series_tx,
             series_rx,

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Sender, TrySendError};
 
 use super::labels::{LabelSet, LabelsRef};
 use super::latency::{Kind, Latency};
@@ -197,15 +197,22 @@ impl Shard {
         self.latencies.borrow_mut()[kind.index()].record(d);
     }
 
-    /// Hands every non-empty histogram to the server. Returns how many were sent.
+    /// Hands every non-empty histogram to the server. Returns how many were sent. When the
+    /// server's queue is full (nobody has scraped for a while) the core keeps accumulating
+    /// into its own histogram instead: nothing is lost and memory stays bounded.
     pub fn flush(&self) -> usize {
         let mut sent = 0;
         let mut latencies = self.latencies.borrow_mut();
         for kind in Kind::ALL {
             let l = &mut latencies[kind.index()];
-            if !l.is_empty() {
-                let _ = self.flushes.send((kind, l.take()));
-                sent += 1;
+            if l.is_empty() {
+                continue;
+            }
+            match self.flushes.try_send((kind, l.take())) {
+                Ok(()) => sent += 1,
+                Err(TrySendError::Full((_, batch)) | TrySendError::Disconnected((_, batch))) => {
+                    *l = batch;
+                }
             }
         }
         sent

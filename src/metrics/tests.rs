@@ -136,6 +136,31 @@ fn shards_on_two_threads_merge_by_label_set() {
 }
 
 #[test]
+fn latencies_wait_in_the_core_while_nobody_scrapes() {
+    let registry = Registry::new();
+    let shard = registry.attach_core(0, "epoll");
+    for i in 0..LATENCY_QUEUE as u64 + 10 {
+        shard.observe(LatencyKind::SetupInbound, Duration::from_micros(10 + i));
+        shard.flush();
+    }
+    // The queue is full: the last observations stayed on the core, none was dropped.
+    assert_eq!(shard.flush(), 0);
+    assert_eq!(
+        registry.latency(LatencyKind::SetupInbound).count(),
+        LATENCY_QUEUE as u64
+    );
+    assert_eq!(
+        shard.flush(),
+        1,
+        "room again after the scrape drained the queue"
+    );
+    assert_eq!(
+        registry.latency(LatencyKind::SetupInbound).count(),
+        LATENCY_QUEUE as u64 + 10
+    );
+}
+
+#[test]
 fn counters_move_while_connections_are_open() {
     let registry = Registry::new();
     let shard = registry.attach_core(0, "io_uring");
