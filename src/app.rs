@@ -5,7 +5,9 @@
 //! error) or starts empty when xDS will fill it, sets up the certificate issuer (the Istio CA
 //! when `CA_ADDRESS` is set, the development CA otherwise), resolves the driver, starts the
 //! cores, and then runs `control::run` on a tokio current-thread runtime: config updates
-//! (file or Delta ADS) and certificate rotation, published through arc-swap.
+//! (file or Delta ADS) and certificate rotation, published through arc-swap, and the admin,
+//! metrics and readiness servers (bound here, before the cores start, so a port in use fails
+//! start-up). `run` returns when `/quitquitquit` asks the process to stop.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -14,17 +16,24 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use tracing::{info, warn};
 
+use crate::admin::{self, CertFailures, Listeners, Readiness};
 use crate::config::Config;
 use crate::control::{self, Source};
 use crate::core::{self, Shared};
 use crate::drain::Drain;
 use crate::identity::{CertManager, DevCa, IstioCa};
+use crate::logging::LogControl;
+use crate::metrics::Registry;
 use crate::state::Snapshot;
 use crate::xds::client::{self, AdsClient, InitialSync};
 use crate::xds::local::{self, LocalSource};
 
-pub fn run(config: Config) -> anyhow::Result<()> {
+pub fn run(config: Config, logs: Option<LogControl>) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    let metrics = Arc::new(Registry::new());
+    if let Some(counter) = logs.as_ref().and_then(LogControl::dropped_lines) {
+        metrics.watch_dropped_logs(counter);
+    }
     match crate::sys::raise_nofile_limit() {
         Ok(n) => info!(nofile = n, "file descriptor limit"),
         Err(e) => warn!("cannot raise the file descriptor limit: {e}"),
@@ -65,11 +74,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 address = target.address(),
                 "configuration from istiod (Delta ADS)"
             );
-            Source::Xds(Box::new(AdsClient::new(
-                target.clone(),
-                client::node(&config),
-                initial_sync.clone(),
-            )))
+            Source::Xds(Box::new(
+                AdsClient::new(target.clone(), client::node(&config), initial_sync.clone())
+                    .with_metrics(metrics.xds().clone()),
+            ))
         }
         (None, None) => Source::None,
     };
@@ -102,6 +110,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     // failure here is retried by the control loop (HBONE waits for the certificates).
     runtime.block_on(certs.sync(&store, &first, &config.node_name, SystemTime::now()));
 
+    let listeners = Listeners::bind(&config)?;
+    let readiness = Arc::new(Readiness::new(initial_sync.clone()));
     let (driver, fallback) = core::resolve_driver(config.driver, config.uring_entries)?;
     if let Some(why) = fallback {
         warn!("io_uring unavailable, falling back to epoll: {why}");
@@ -111,8 +121,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         snapshot: ArcSwap::from_pointee(first),
         certs: store,
         drain: Drain::new(config.cores, config.drain_deadline),
+        metrics,
     });
     let cores = core::start(shared.clone(), driver)?;
+    readiness.cores_started();
     info!(
         cores = cores.len(),
         driver = driver.name(),
@@ -120,7 +132,15 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         initial_sync = initial_sync.is_done(),
         "zring ready"
     );
-    runtime.block_on(control::run(shared, source, certs));
+    let admin = admin::State {
+        shared: shared.clone(),
+        readiness,
+        logs,
+        cert_failures: Arc::new(CertFailures::default()),
+        shutdown: Default::default(),
+    };
+    runtime.block_on(control::run(shared, source, certs, listeners, admin));
+    info!("zring exiting");
     Ok(())
 }
 

@@ -30,6 +30,15 @@ pub enum DriverChoice {
     Legacy,
 }
 
+/// How log lines are written (`LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    Plain,
+    /// One JSON object per line, fields at the top level (`src.addr`, `dst.workload`, …).
+    Json,
+}
+
 /// Ports zring listens on. A captured connection to one of them is refused: it would loop
 /// back into zring or reach its control surface through the capture path.
 pub const OWN_PORTS: [u16; 6] = [15000, 15001, 15006, 15008, 15020, 15021];
@@ -60,6 +69,13 @@ pub struct Config {
     pub outbound_addr: SocketAddr,
     pub inbound_plaintext_addr: SocketAddr,
     pub inbound_addr: SocketAddr,
+    /// Admin API (`/config_dump`, `/logging`, `/quitquitquit`): loopback only.
+    pub admin_addr: SocketAddr,
+    /// Prometheus metrics (`/metrics`, `/stats/prometheus`).
+    pub stats_addr: SocketAddr,
+    /// Readiness probe (`/healthz/ready`).
+    pub readiness_addr: SocketAddr,
+    pub log_format: LogFormat,
     /// Most CONNECT streams one pooled HBONE connection carries at once.
     pub pool_max_streams: u32,
     /// An HBONE connection idle this long is closed.
@@ -245,7 +261,12 @@ pub const VARS: &[Var] = &[
     Var {
         name: "RUST_LOG",
         default: "info",
-        help: "log filter (tracing EnvFilter syntax)",
+        help: "log filter (tracing EnvFilter syntax); changed at run time by POST /logging?level=",
+    },
+    Var {
+        name: "LOG_FORMAT",
+        default: "plain",
+        help: "plain | json (one JSON object per log line)",
     },
 ];
 
@@ -384,6 +405,11 @@ impl Config {
                 .parse()
                 .map_err(|_| err("INSTANCE_IP", &v, "expected an IP address"))?,
         };
+        let log_format = match var("LOG_FORMAT").as_deref() {
+            None | Some("plain") | Some("text") => LogFormat::Plain,
+            Some("json") => LogFormat::Json,
+            Some(v) => return Err(err("LOG_FORMAT", v, "expected plain or json")),
+        };
         let trust_domain = var("TRUST_DOMAIN").unwrap_or_else(|| "cluster.local".into());
         if !trust_domain.bytes().all(|b| {
             b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'_'
@@ -420,6 +446,10 @@ impl Config {
             outbound_addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 15001)),
             inbound_plaintext_addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 15006)),
             inbound_addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 15008)),
+            admin_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 15000)),
+            stats_addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 15020)),
+            readiness_addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 15021)),
+            log_format,
             pool_max_streams: match var("POOL_MAX_STREAMS_PER_CONNECTION") {
                 None => 100,
                 Some(v) => parse_range("POOL_MAX_STREAMS_PER_CONNECTION", &v, 1, 10_000)? as u32,
@@ -581,6 +611,20 @@ mod tests {
         assert!(c.local_xds_path.is_none());
         assert_eq!(c.pool_max_streams, 100);
         assert_eq!(c.pool_idle_timeout, Duration::from_secs(300));
+        assert_eq!(c.log_format, LogFormat::Plain);
+        assert!(c.admin_addr.ip().is_loopback(), "admin is loopback only");
+        assert_eq!(
+            (
+                c.admin_addr.port(),
+                c.stats_addr.port(),
+                c.readiness_addr.port()
+            ),
+            (15000, 15020, 15021)
+        );
+        assert_eq!(
+            cfg(&[("LOG_FORMAT", "json")]).unwrap().log_format,
+            LogFormat::Json
+        );
     }
 
     #[test]
@@ -652,6 +696,7 @@ mod tests {
             ("POOL_UNUSED_RELEASE_TIMEOUT", "3d"),
             ("ZRING_DRAIN_DEADLINE", "soon"),
             ("TERMINATION_GRACE_PERIOD_SECONDS", "-1"),
+            ("LOG_FORMAT", "yaml"),
         ] {
             let e = cfg(&[(k, v)]).unwrap_err();
             assert_eq!(e.var, k, "{e}");

@@ -4,9 +4,12 @@
 //! - the config source: either the `LOCAL_XDS_PATH` poller or the Delta ADS client (never both;
 //!   `config` refuses that), each publishing a new `Snapshot` into `Shared::snapshot`;
 //! - the certificate loop: `CertManager::sync` after every published snapshot and every
-//!   [`CERT_TICK`], publishing into `Shared::certs`.
-//!
-//! - the drain trigger: SIGTERM/SIGINT start a drain (`drain`) and end the process.
+//!   [`CERT_TICK`], publishing into `Shared::certs` (and each identity's latest failure into
+//!   the admin state, for `/config_dump`);
+//! - the admin (15000), metrics (15020) and readiness (15021) servers (`admin::serve`);
+//! - the drain trigger: SIGTERM, SIGINT or `/quitquitquit` (`admin::State::shutdown`) start a
+//!   drain (`drain`); `run` returns once it is over (every connection done, or the deadline),
+//!   and the process exits 0. The other loops keep running meanwhile.
 //!
 //! The loops run interleaved on this one thread (`tokio::join!`), so they share plain
 //! references; a CA that hangs delays only certificate work, never the xDS stream (every CA call
@@ -22,6 +25,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 use tracing::{error, info};
 
+use crate::admin::{self, Listeners};
 use crate::core::Shared;
 use crate::identity::CertManager;
 use crate::state::Snapshot;
@@ -44,8 +48,14 @@ pub enum Source {
     Xds(Box<AdsClient>),
 }
 
-/// Runs the control loops forever.
-pub async fn run(shared: Arc<Shared>, source: Source, mut certs: CertManager) {
+/// Runs the control loops until a shutdown is requested.
+pub async fn run(
+    shared: Arc<Shared>,
+    source: Source,
+    mut certs: CertManager,
+    listeners: Listeners,
+    admin: admin::State,
+) {
     let changed = Notify::new();
     let publish = |snapshot: Snapshot| {
         let snapshot = Arc::new(snapshot);
@@ -73,7 +83,7 @@ pub async fn run(shared: Arc<Shared>, source: Source, mut certs: CertManager) {
     let certificates = async {
         loop {
             let snapshot = shared.snapshot.load_full();
-            certs
+            let synced = certs
                 .sync(
                     &shared.certs,
                     &snapshot,
@@ -81,17 +91,37 @@ pub async fn run(shared: Arc<Shared>, source: Source, mut certs: CertManager) {
                     SystemTime::now(),
                 )
                 .await;
+            admin
+                .cert_failures
+                .record(&shared.certs.load(), &synced.failed);
             tokio::select! {
                 () = changed.notified() => {}
                 () = tokio::time::sleep(CERT_TICK) => {}
             }
         }
     };
-    tokio::join!(source, certificates, drain_on_signal(&shared));
+    let shutdown = admin.shutdown.clone();
+    let servers = admin::serve(listeners, admin.clone());
+    // A drain (SIGTERM, SIGINT, `/quitquitquit`) runs beside the other loops, which keep
+    // serving config, certificates and scrapes until every connection is done; then `run`
+    // returns and the process exits.
+    let drain = async {
+        let why = tokio::select! {
+            why = signalled() => why,
+            () = shutdown.notified() => "/quitquitquit",
+        };
+        info!("{why}: draining");
+        shared.drain.start();
+        crate::drain::wait(&shared.drain).await;
+    };
+    tokio::select! {
+        _ = async { tokio::join!(source, certificates, servers) } => {}
+        () = drain => {}
+    }
 }
 
-/// Drains on SIGTERM or SIGINT (see `drain`), then exits the process.
-async fn drain_on_signal(shared: &Shared) {
+/// Resolves with the signal's name on SIGTERM or SIGINT; never, if they cannot be handled.
+async fn signalled() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
     let (mut term, mut int) = match (
         signal(SignalKind::terminate()),
@@ -103,13 +133,10 @@ async fn drain_on_signal(shared: &Shared) {
             return std::future::pending().await;
         }
     };
-    let which = tokio::select! {
+    tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
-    };
-    info!("{which} received");
-    shared.drain.start();
-    crate::drain::wait_and_exit(&shared.drain).await
+    }
 }
 
 pub fn log_snapshot(s: &Snapshot) {

@@ -24,6 +24,7 @@ use tracing::{error, info, warn};
 use crate::config::{Config, DriverChoice};
 use crate::drain::{DRAIN_WATCH, Drain};
 use crate::identity::CertStore;
+use crate::metrics::{Registry, Shard};
 use crate::proxy::hbone::tls::TlsCache;
 use crate::proxy::pool::Pool;
 use crate::state::Snapshot;
@@ -89,6 +90,8 @@ pub struct Shared {
     pub certs: ArcSwap<CertStore>,
     /// Whether a drain has started, and each core's count of open connections.
     pub drain: Drain,
+    /// Where each core attaches its metrics shard; the metrics server scrapes it.
+    pub metrics: Arc<Registry>,
 }
 
 /// One core's context. Lives in an `Rc` on its own thread.
@@ -108,6 +111,8 @@ pub struct CoreCtx {
     pub draining: Signal,
     /// Connections this core is proxying right now.
     pub active: Cell<u64>,
+    /// This core's metrics shard (single writer: only this core writes its cells).
+    pub metrics: Rc<Shard>,
     /// State of a xorshift generator for endpoint selection; per core, so no atomics.
     rng: Cell<u64>,
 }
@@ -270,11 +275,13 @@ async fn core_main(
 ) {
     let cfg = shared.config.clone();
     let seed = 0x9E37_79B9_7F4A_7C15u64 ^ ((id as u64 + 1) << 32) ^ u64::from(std::process::id());
+    let metrics = Rc::new(shared.metrics.attach_core(id, driver.name()));
     let ctx = Rc::new(CoreCtx {
         id,
         driver,
         buffers: BufferPool::new(cfg.buffer_size),
-        pool: Pool::new(cfg.pool_max_streams, cfg.pool_idle_timeout),
+        pool: Pool::new(cfg.pool_max_streams, cfg.pool_idle_timeout, metrics.clone()),
+        metrics,
         tls: TlsCache::default(),
         conns: ConnTable::default(),
         draining: Signal::default(),
@@ -317,6 +324,9 @@ async fn core_main(
     let mut tasks = Vec::new();
     tasks.push(monoio::spawn(reap_pool(ctx.clone())));
     tasks.push(monoio::spawn(housekeeping(ctx.clone())));
+    tasks.push(monoio::spawn(crate::metrics::flush_loop(
+        ctx.metrics.clone(),
+    )));
     for (kind, listener) in listeners {
         tasks.push(monoio::spawn(accept_loop(ctx.clone(), listener, kind)));
     }

@@ -1,14 +1,14 @@
 //! Graceful drain: what happens between SIGTERM (or `/quitquitquit`) and exit.
 //!
 //! Threads: [`Drain`] lives in `core::Shared`. The control thread starts a drain
-//! ([`Drain::start`]) and then waits ([`wait_and_exit`]); each core notices within
+//! ([`Drain::start`]) and then waits ([`wait`]); each core notices within
 //! [`DRAIN_WATCH`] (its housekeeping task polls one atomic) and stops accepting (its listeners
 //! close, so the kernel refuses new connections), sends HTTP/2 GOAWAY on its HBONE server
 //! connections, and lets every proxied connection run to its end. Cores publish how many
 //! connections they still proxy in their own slot of [`Drain::active`] (single writer each, so
-//! relaxed loads and stores suffice). The control thread exits the process with status 0 when
-//! every slot reads 0, or when the deadline passes, whichever comes first; at the deadline the
-//! remaining connections are cut by the exit itself.
+//! relaxed loads and stores suffice). The process exits with status 0 when every slot reads 0,
+//! or when the deadline passes, whichever comes first; at the deadline the remaining
+//! connections are cut by the exit itself.
 //!
 //! Deadline: `ZRING_DRAIN_DEADLINE` when set; otherwise `TERMINATION_GRACE_PERIOD_SECONDS`
 //! minus 5 s when that is above 10 s (Kubernetes kills at the grace period: leave time to
@@ -68,9 +68,9 @@ pub fn deadline(explicit: Option<Duration>, grace_period_secs: Option<u64>) -> D
     }
 }
 
-/// Waits until every core's connections are done or the deadline passes, then exits the
-/// process with status 0. Runs on the control thread after [`Drain::start`].
-pub async fn wait_and_exit(drain: &Drain) -> ! {
+/// Waits until every core's connections are done or the deadline passes. Runs on the control
+/// thread after [`Drain::start`]; the caller then ends the process (exit status 0).
+pub async fn wait(drain: &Drain) {
     let start = Instant::now();
     info!(
         open = drain.total_active(),
@@ -92,7 +92,6 @@ pub async fn wait_and_exit(drain: &Drain) -> ! {
         }
         tokio::time::sleep(DRAIN_WATCH).await;
     }
-    std::process::exit(0)
 }
 
 #[cfg(test)]

@@ -125,11 +125,11 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
         .clone()
 }
 
-/// PEM text of one DER certificate (what the Istio CA returns, and what root files hold).
-pub fn pem_certificate(der: &[u8]) -> String {
+/// Standard base64 (RFC 4648, with padding) of `bytes`.
+pub fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut b64 = String::with_capacity(der.len().div_ceil(3) * 4);
-    for chunk in der.chunks(3) {
+    let mut b64 = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
         let n = chunk
             .iter()
             .enumerate()
@@ -142,6 +142,12 @@ pub fn pem_certificate(der: &[u8]) -> String {
             }
         }
     }
+    b64
+}
+
+/// PEM text of one DER certificate (what the Istio CA returns, and what root files hold).
+pub fn pem_certificate(der: &[u8]) -> String {
+    let b64 = base64(der);
     let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
     for line in b64.as_bytes().chunks(64) {
         pem.push_str(std::str::from_utf8(line).unwrap_or_default());

@@ -39,9 +39,11 @@
 )]
 
 mod cmd;
+pub mod http;
 pub mod mesh;
 mod ns;
 mod process;
+pub mod prom;
 mod redirect;
 pub mod soak;
 pub mod traffic;

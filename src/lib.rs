@@ -5,8 +5,11 @@
 //!   control-thread code;
 //! - `core` and `proxy` run inside the per-core monoio runtimes and never block or lock;
 //! - `sys` holds every `unsafe` block in the crate;
-//! - `lab` builds network-namespace topologies for `zring demo`, the tests and the benches.
+//! - `lab` builds network-namespace topologies for `zring demo`, the tests and the benches;
+//! - `metrics` (per-core shards, merged on scrape), `admin` (the 15000/15020/15021 servers on
+//!   the control thread) and `logging` (non-blocking writer, run-time levels) are observability.
 
+pub mod admin;
 pub mod app;
 pub mod backoff;
 pub mod config;
@@ -17,6 +20,8 @@ pub mod drain;
 pub mod grpc;
 pub mod identity;
 pub mod lab;
+pub mod logging;
+pub mod metrics;
 pub mod proxy;
 pub mod rbac;
 pub mod state;

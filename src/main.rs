@@ -15,7 +15,8 @@ fn usage() -> String {
         "zring: a node proxy for Istio's ambient mesh, one io_uring runtime per core.
 
 Usage:
-  zring [run]     run the proxy on this node (listens on 15001, 15006 and 15008)
+  zring [run]     run the proxy on this node (proxies on 15001, 15006, 15008; admin on
+                  127.0.0.1:15000, metrics on :15020, readiness on :15021)
   zring demo      as root: build the seed's two-node cluster in network namespaces, run zring
                   on each node, send traffic appa → appb, print the access logs, clean up
   zring check     validate the environment and LOCAL_XDS_PATH, then exit
@@ -94,8 +95,9 @@ fn main() -> ExitCode {
             }
         };
     }
-    init_logging();
-    match zring::app::run(config) {
+    // The guard flushes the log writer's queue when main returns.
+    let (logs, _flush) = zring::logging::init(config.log_format);
+    match zring::app::run(config, Some(logs)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -103,17 +105,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stdout().is_terminal())
-        .with_target(true)
-        .init();
 }
 
 /// The demo prints its own story on stdout; library warnings (e.g. from the lab) go to stderr.

@@ -10,7 +10,8 @@
 //! - `pool`: the per-core pool of HBONE client connections;
 //! - `copy`: the bidirectional byte pump between two TCP sockets.
 //!
-//! A connection's outcome is recorded exactly once, by [`ConnRecord`]'s `Drop`.
+//! A connection's outcome is recorded exactly once, by [`ConnRecord`]'s `Drop`: one access-log
+//! line and the Istio TCP metrics on the core's shard (see `metrics` for the accounting).
 
 pub mod copy;
 pub mod hbone;
@@ -20,12 +21,13 @@ pub mod outbound;
 pub mod pool;
 pub mod route;
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,6 +37,8 @@ use tracing::{info, warn};
 use crate::core::CoreCtx;
 use crate::core::conns::{KillSwitch, Registration, Subject};
 use crate::identity::Identity;
+use crate::metrics::labels::{self, NO_FLAGS};
+use crate::metrics::{Conn, Flow, LabelsRef, LatencyKind, Meter, Reporter, SecurityPolicy, Series};
 use crate::rbac::{self, Decision};
 use crate::state::{Service, Snapshot, Workload};
 use crate::sys::socket::{self, UpstreamOpts};
@@ -217,8 +221,13 @@ impl Direction {
     }
 }
 
-/// Everything known about one proxied connection; logs (and later counts) its outcome once,
-/// when dropped, whatever path ended it.
+/// Everything known about one proxied connection; logs and counts its outcome once, when
+/// dropped, whatever path ended it.
+///
+/// Metrics: [`ConnRecord::established`] (upstream connected) counts the connection opened under
+/// its label set and routes its byte counters into that series; `Drop` counts it closed (and
+/// failed, on error) under the outcome's `response_flags`, opening it first if it never got
+/// that far. The core's open-connections gauge covers the record's whole life.
 #[derive(Debug)]
 pub struct ConnRecord {
     pub core: usize,
@@ -232,18 +241,29 @@ pub struct ConnRecord {
     /// Where zring actually connected (the pod, or a peer's 15008), once known.
     pub upstream: Option<SocketAddr>,
     /// The source's identity: the peer certificate's on inbound HBONE, the source workload's
-    /// when zring presents its certificate on outbound HBONE.
+    /// when zring presents its certificate on outbound HBONE. Set only on HBONE paths, so it
+    /// also tells that the connection is mutual TLS.
     pub src_identity: Option<Identity>,
     /// The identity the destination proved (outbound HBONE) or that we presented (inbound).
     pub dst_identity: Option<Identity>,
     pub counts: Transferred,
     pub error: RefCell<Option<Error>>,
+    /// The core's context: its metrics shard, and the snapshot for the inbound service guess.
+    ctx: Rc<CoreCtx>,
+    /// The series the connection was opened under (`response_flags="-"`), once it is.
+    opened: OnceCell<Rc<Series>>,
 }
 
 impl ConnRecord {
-    pub fn new(core: usize, direction: Direction, src: ClientAddr, dst: OrigDst) -> ConnRecord {
+    pub fn new(
+        ctx: &Rc<CoreCtx>,
+        direction: Direction,
+        src: ClientAddr,
+        dst: OrigDst,
+    ) -> ConnRecord {
+        ctx.metrics.connection_started();
         ConnRecord {
-            core,
+            core: ctx.id,
             direction,
             start: Instant::now(),
             src,
@@ -256,6 +276,8 @@ impl ConnRecord {
             dst_identity: None,
             counts: Transferred::default(),
             error: RefCell::new(None),
+            ctx: ctx.clone(),
+            opened: OnceCell::new(),
         }
     }
 
@@ -266,11 +288,93 @@ impl ConnRecord {
             *slot = Some(e);
         }
     }
+
+    /// The upstream is connected and what the connection is about is known: count it opened,
+    /// observe its setup time, and from now on count its bytes into its series as they flow.
+    /// Inbound connections that did not name a service get the one they most likely used.
+    /// Call once, before copying; later calls do nothing.
+    pub fn established(&mut self) {
+        if self.opened.get().is_some() {
+            return;
+        }
+        self.guess_service();
+        self.open_series();
+        let kind = match self.direction {
+            Direction::Outbound => LatencyKind::SetupOutbound,
+            Direction::Inbound => LatencyKind::SetupInbound,
+        };
+        self.ctx.metrics.observe(kind, self.start.elapsed());
+    }
+
+    /// For an inbound connection that named no service, the one it most likely came through
+    /// (before the labels are taken, whether the connection got established or not).
+    fn guess_service(&mut self) {
+        if self.direction == Direction::Inbound
+            && self.dst_service.is_none()
+            && self.opened.get().is_none()
+            && let Some(w) = &self.dst_workload
+        {
+            let snapshot = self.ctx.shared.snapshot.load();
+            self.dst_service = labels::guess_inbound_service(&snapshot, w, self.dst.0.port());
+        }
+    }
+
+    /// The connection's opening series, counting it opened the first time.
+    fn open_series(&self) -> &Rc<Series> {
+        self.opened.get_or_init(|| {
+            let series = self.ctx.metrics.series(&self.labels());
+            series.open();
+            self.counts
+                .sent
+                .attach(Meter::new(series.clone(), Flow::Request));
+            self.counts
+                .received
+                .attach(Meter::new(series.clone(), Flow::Response));
+            series
+        })
+    }
+
+    /// The connection's metric labels, with `response_flags="-"`.
+    fn labels(&self) -> LabelsRef<'_> {
+        let mtls = self.src_identity.is_some();
+        LabelsRef::new(&Conn {
+            reporter: match self.direction {
+                Direction::Outbound => Reporter::Source,
+                Direction::Inbound => Reporter::Destination,
+            },
+            source: self.src_workload.as_deref(),
+            source_principal: self.src_identity.as_ref().map(Identity::as_str),
+            destination: self.dst_workload.as_deref(),
+            destination_principal: self.dst_identity.as_ref().map(Identity::as_str),
+            service: self.dst_service.as_deref(),
+            security: if mtls {
+                SecurityPolicy::MutualTls
+            } else {
+                SecurityPolicy::Unknown
+            },
+            response_flags: NO_FLAGS,
+        })
+    }
+
+    /// Counts the outcome: closed (and failed, on error) under the outcome's flags.
+    fn count_outcome(&self, flags: &'static str, failed: bool) {
+        let opened = self.open_series();
+        if flags == NO_FLAGS {
+            opened.close(failed);
+        } else {
+            self.ctx
+                .metrics
+                .series(&self.labels().with_flags(flags))
+                .close(failed);
+        }
+        self.ctx.metrics.connection_ended();
+    }
 }
 
 impl Drop for ConnRecord {
     fn drop(&mut self) {
         let dur = self.start.elapsed();
+        self.guess_service();
         let name = |w: &Option<Arc<Workload>>| w.as_ref().map(|w| w.name.to_string());
         let ns = |w: &Option<Arc<Workload>>| w.as_ref().map(|w| w.namespace.to_string());
         let id = |i: &Option<Identity>, w: &Option<Arc<Workload>>| {
@@ -280,6 +384,9 @@ impl Drop for ConnRecord {
         };
         let svc = self.dst_service.as_ref().map(|s| s.hostname.to_string());
         let error = self.error.borrow();
+        let flags = error.as_ref().map_or(NO_FLAGS, Error::response_flag);
+        self.count_outcome(flags, error.is_some());
+        let duration = format!("{}ms", dur.as_millis());
         macro_rules! access {
             ($lvl:ident, $err:expr, $flag:expr) => {
                 $lvl!(
@@ -299,6 +406,7 @@ impl Drop for ConnRecord {
                     bytes_sent = self.counts.sent.get(),
                     bytes_recv = self.counts.received.get(),
                     response_flags = $flag,
+                    duration = %duration,
                     error = $err,
                     "complete dur={dur:?}"
                 )

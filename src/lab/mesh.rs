@@ -11,13 +11,37 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use super::prom::Scrape;
 use super::traffic::{self, Report};
-use super::{Lab, LabError, Process};
+use super::{Lab, LabError, Process, http};
 
 /// How long a zring process may take to report `zring ready`.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long [`Mesh::eventually_logged`] waits.
+/// How long [`Mesh::eventually_logged`] and [`eventually`] wait.
 const LOG_TIMEOUT: Duration = Duration::from_secs(20);
+/// zring's metrics port, as every node serves it.
+pub const STATS_PORT: u16 = 15020;
+/// zring's admin port (loopback only).
+pub const ADMIN_PORT: u16 = 15000;
+/// zring's readiness port.
+pub const READINESS_PORT: u16 = 15021;
+
+/// Polls `check` until it returns `Ok`, for up to 20 s; panics with the last `Err` after that.
+pub fn eventually<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + LOG_TIMEOUT;
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(e) if Instant::now() >= deadline => {
+                panic!("timed out after {LOG_TIMEOUT:?} waiting for {what}: {e}")
+            }
+            Err(_) => {
+                #[expect(clippy::disallowed_methods, reason = "a test thread, not a core")]
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
 
 /// A lab plus the zring processes serving its nodes.
 #[derive(Debug)]
@@ -193,6 +217,25 @@ impl Mesh {
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(())
+    }
+
+    /// GETs `path` from zring's metrics port on `node` (from inside the node's namespace) and
+    /// parses the answer. Panics unless it is a 200 in the text format.
+    pub fn scrape_path(&self, node: &str, path: &str) -> Scrape {
+        let addr = SocketAddr::from(([127, 0, 0, 1], STATS_PORT));
+        let path = path.to_owned();
+        let a = self
+            .lab
+            .node(node)
+            .run(move || http::get(addr, &path))
+            .unwrap_or_else(|e| panic!("scraping node {node}: {e}\n{}", self.logs()));
+        assert_eq!(a.status, 200, "scraping node {node}: {a:?}");
+        Scrape::parse(a.body).unwrap_or_else(|e| panic!("node {node}: {e}"))
+    }
+
+    /// `/metrics` of zring on `node`.
+    pub fn scrape(&self, node: &str) -> Scrape {
+        self.scrape_path(node, "/metrics")
     }
 
     /// Starts an exchange server (see [`traffic`]) in `pod` on `port` for `conns` connections.

@@ -6,20 +6,53 @@
 //! ends both, dropping the sockets. Bytes are added to the caller's counters as each write
 //! completes, so long-lived connections show progress.
 
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
 use std::io;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
 use crate::core::buffers::{BufferPool, SMALL};
+use crate::metrics::Meter;
 
 /// Bytes moved so far in each direction of one connection.
 #[derive(Debug, Default)]
 pub struct Transferred {
     /// From the connection's initiator (downstream) toward the upstream.
-    pub sent: Cell<u64>,
+    pub sent: ByteCounter,
     /// From the upstream back to the initiator.
-    pub received: Cell<u64>,
+    pub received: ByteCounter,
+}
+
+/// One direction's byte count: the connection's own total (for its access log line) and, once
+/// the connection's label set is known, that series' counter on this core's metrics shard, so
+/// long connections show progress on every scrape.
+#[derive(Debug, Default)]
+pub struct ByteCounter {
+    total: Cell<u64>,
+    meter: OnceCell<Meter>,
+}
+
+impl ByteCounter {
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.total.set(self.total.get() + n);
+        if let Some(m) = self.meter.get() {
+            m.add(n);
+        }
+    }
+
+    pub fn get(&self) -> u64 {
+        self.total.get()
+    }
+
+    /// From now on bytes also count into `meter`; the bytes counted so far are added to it at
+    /// once. The first meter attached wins.
+    pub fn attach(&self, meter: Meter) {
+        if self.meter.get().is_none() {
+            meter.add(self.total.get());
+            let _ = self.meter.set(meter);
+        }
+    }
 }
 
 /// Which side of the pump failed, for error reporting.
@@ -78,7 +111,7 @@ pub async fn one_way<R, W>(
     mut w: W,
     (from, to): (Side, Side),
     pool: &BufferPool,
-    counter: &Cell<u64>,
+    counter: &ByteCounter,
 ) -> Result<(), CopyError>
 where
     R: AsyncReadRent,
@@ -109,7 +142,7 @@ where
             pool.put(buf);
             return Err(CopyError::Write { side: to, source });
         }
-        counter.set(counter.get() + n as u64);
+        counter.add(n as u64);
         // A full small read means bulk data is flowing: switch to the large buffer. A short
         // read on the large one means the flow went quiet: give the large buffer back.
         if !large && n == buf.capacity() {

@@ -30,6 +30,7 @@ use super::{ClientAddr, ConnRecord, Direction, Error, OrigDst};
 use crate::core::CoreCtx;
 use crate::core::conns::Subject;
 use crate::identity::Identity;
+use crate::metrics::LatencyKind;
 use crate::state::Workload;
 
 /// What every stream of one HBONE connection shares.
@@ -75,8 +76,13 @@ pub async fn serve(ctx: Rc<CoreCtx>, tcp: TcpStream, peer: SocketAddr) {
         }
     };
     let timeout = ctx.config().connect_timeout;
+    let started = std::time::Instant::now();
     let (io, peer_identity) = match monoio::time::timeout(timeout, tls::accept(tcp, config)).await {
-        Ok(Ok(r)) => r,
+        Ok(Ok(r)) => {
+            ctx.metrics
+                .observe(LatencyKind::HandshakeServer, started.elapsed());
+            r
+        }
         Ok(Err(e)) => {
             warn!(core = ctx.id, src.addr = %peer, dst.addr = %dst, "HBONE TLS handshake failed: {e}");
             return;
@@ -130,7 +136,7 @@ async fn stream(
     respond: SendResponse<Bytes>,
 ) {
     let _active = ctx.track();
-    let mut rec = ConnRecord::new(ctx.id, Direction::Inbound, tunnel.peer, tunnel.dst);
+    let mut rec = ConnRecord::new(&ctx, Direction::Inbound, tunnel.peer, tunnel.dst);
     rec.src_identity = Some(tunnel.peer_identity.clone());
     rec.dst_identity = Some(tunnel.local_identity.clone());
     if let Err(e) = proxy(&ctx, &tunnel, request, respond, &mut rec).await {
@@ -200,6 +206,7 @@ async fn proxy(
     };
     rec.upstream = Some(target);
     let send = server::accept(respond).map_err(HboneError::H2)?;
+    rec.established();
     let fd = upstream.as_raw_fd();
     let pump = pump::bidirectional(
         upstream,

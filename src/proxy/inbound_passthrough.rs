@@ -27,7 +27,7 @@ pub async fn serve(ctx: Rc<CoreCtx>, downstream: TcpStream, peer: std::net::Sock
         }
     };
     let _active = ctx.track();
-    let mut rec = ConnRecord::new(ctx.id, Direction::Inbound, ClientAddr(peer), dst);
+    let mut rec = ConnRecord::new(&ctx, Direction::Inbound, ClientAddr(peer), dst);
     if let Err(e) = proxy(&ctx, downstream, &mut rec).await {
         rec.fail(e);
     }
@@ -82,6 +82,7 @@ async fn proxy(ctx: &CoreCtx, downstream: TcpStream, rec: &mut ConnRecord) -> Re
         }
     };
     rec.upstream = Some(dst);
+    rec.established();
     let fds = [downstream.as_raw_fd(), upstream.as_raw_fd()];
     let pump = copy::bidirectional(
         downstream.into_split(),

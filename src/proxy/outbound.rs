@@ -34,7 +34,7 @@ pub async fn serve(ctx: Rc<CoreCtx>, downstream: TcpStream, peer: std::net::Sock
     };
     // Counted from accept, so a drain waits for connections still being set up too.
     let _active = ctx.track();
-    let mut rec = ConnRecord::new(ctx.id, Direction::Outbound, ClientAddr(peer), dst);
+    let mut rec = ConnRecord::new(&ctx, Direction::Outbound, ClientAddr(peer), dst);
     if let Err(e) = proxy(&ctx, downstream, &mut rec).await {
         rec.fail(e);
     }
@@ -118,6 +118,7 @@ async fn proxy(ctx: &CoreCtx, downstream: TcpStream, rec: &mut ConnRecord) -> Re
         }
     };
     rec.upstream = Some(target);
+    rec.established();
     let fds = [downstream.as_raw_fd(), upstream.as_raw_fd()];
     let pump = copy::bidirectional(
         downstream.into_split(),
@@ -214,6 +215,7 @@ async fn tunnel(
         }
     };
     rec.upstream = Some(via);
+    rec.established();
     pump::bidirectional(
         downstream,
         send,

@@ -32,6 +32,7 @@ use tracing::info;
 use super::hbone::HboneError;
 use super::hbone::client::{Dial, H2Client};
 use crate::identity::Identity;
+use crate::metrics::{LatencyKind, Shard};
 
 /// What makes a pooled connection reusable for a new stream.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -48,6 +49,8 @@ pub struct Pool {
     entries: RefCell<HashMap<PoolKey, Entry>>,
     max_streams: u32,
     idle_timeout: Duration,
+    /// The core's metrics, for the handshake time of every connection dialed.
+    metrics: Rc<Shard>,
 }
 
 #[derive(Debug, Default)]
@@ -129,11 +132,12 @@ enum Step {
 }
 
 impl Pool {
-    pub fn new(max_streams: u32, idle_timeout: Duration) -> Pool {
+    pub fn new(max_streams: u32, idle_timeout: Duration, metrics: Rc<Shard>) -> Pool {
         Pool {
             entries: RefCell::default(),
             max_streams: max_streams.max(1),
             idle_timeout,
+            metrics,
         }
     }
 
@@ -178,8 +182,13 @@ impl Pool {
                         key,
                         dialing,
                     };
+                    let started = Instant::now();
                     let client = match H2Client::connect(dial, config.clone()).await {
-                        Ok(c) => Rc::new(c),
+                        Ok(c) => {
+                            self.metrics
+                                .observe(LatencyKind::HandshakeClient, started.elapsed());
+                            Rc::new(c)
+                        }
                         Err(e) => {
                             guard.dialing.finish(Err(e.to_string().into()));
                             return Err(e);

@@ -42,6 +42,7 @@ use super::resources::{Kind, Rejection, ResourceSet};
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::grpc::{GrpcError, Target};
+use crate::metrics::{Termination, XdsMetrics};
 use crate::state::{Snapshot, excerpt};
 
 /// Reconnect delays (ztunnel's schedule).
@@ -150,6 +151,8 @@ pub struct AdsClient {
     resources: ResourceSet,
     sync: Arc<InitialSync>,
     backoff: Backoff,
+    /// Streams ended, responses ACKed/NACKed, resources rejected: for `/metrics`.
+    metrics: Arc<XdsMetrics>,
 }
 
 impl AdsClient {
@@ -160,14 +163,35 @@ impl AdsClient {
             resources: ResourceSet::new(),
             sync,
             backoff: Backoff::new(MIN_BACKOFF, MAX_BACKOFF),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Counts into `metrics` (the process registry's) instead of a private set.
+    pub fn with_metrics(mut self, metrics: Arc<XdsMetrics>) -> AdsClient {
+        self.metrics = metrics;
+        self
+    }
+
+    pub fn metrics(&self) -> &Arc<XdsMetrics> {
+        &self.metrics
     }
 
     /// Streams forever: every new snapshot goes to `publish`. Returns only when dropped.
     pub async fn run(mut self, mut publish: impl FnMut(Snapshot)) {
         loop {
             let mut progressed = false;
-            match self.stream(&mut publish, &mut progressed).await {
+            let mut established = false;
+            let ended = self
+                .stream(&mut publish, &mut progressed, &mut established)
+                .await;
+            let why = match (&ended, established) {
+                (Ok(()), _) => Termination::Complete,
+                (Err(_), true) => Termination::Error,
+                (Err(_), false) => Termination::ConnectionError,
+            };
+            self.metrics.terminated(why);
+            match ended {
                 Ok(()) => info!(
                     address = self.target.address(),
                     "xDS stream ended by istiod"
@@ -184,11 +208,13 @@ impl AdsClient {
     }
 
     /// One stream: connect, subscribe to both types, apply and acknowledge responses until
-    /// the stream ends. `progressed` turns true once a response has been handled.
+    /// the stream ends. `established` turns true once istiod accepted the stream, `progressed`
+    /// once a response has been handled.
     async fn stream(
         &mut self,
         publish: &mut impl FnMut(Snapshot),
         progressed: &mut bool,
+        established: &mut bool,
     ) -> Result<(), ClientError> {
         let channel = self.target.connect().await?;
         let (requests, outbound) = mpsc::channel(Kind::ALL.len() + 2);
@@ -211,6 +237,7 @@ impl AdsClient {
             .delta_aggregated_resources(request)
             .await?
             .into_inner();
+        *established = true;
         info!(address = self.target.address(), "xDS stream established");
         while let Some(response) = responses.message().await? {
             let reply = self.handle(response, publish);
@@ -272,6 +299,7 @@ impl AdsClient {
             );
             publish(snapshot);
         }
+        self.metrics.response(kind, applied.rejected.len());
         let was_done = self.sync.is_done();
         self.sync.mark(kind);
         if !was_done && self.sync.is_done() {

@@ -14,7 +14,6 @@
 //! other direction keeps flowing (half-close). An error in either direction ends both and resets
 //! the stream (RST_STREAM CANCEL), so the peer learns the connection failed rather than ended.
 
-use std::cell::Cell;
 use std::future::poll_fn;
 
 use bytes::{Bytes, BytesMut};
@@ -23,7 +22,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 
 use crate::core::buffers::SMALL;
-use crate::proxy::copy::{CopyError, Side};
+use crate::proxy::copy::{ByteCounter, CopyError, Side};
 
 /// Which side of the proxy the TCP socket is: decides which counter each direction feeds and
 /// how errors are attributed.
@@ -45,7 +44,7 @@ pub async fn bidirectional(
     recv: RecvStream,
     tcp_side: TcpSide,
     large: usize,
-    (sent, received): (&Cell<u64>, &Cell<u64>),
+    (sent, received): (&ByteCounter, &ByteCounter),
 ) -> Result<(), CopyError> {
     let (stream_side, to_stream_counter, to_tcp_counter) = match tcp_side {
         TcpSide::Downstream => (Side::Upstream, sent, received),
@@ -90,7 +89,7 @@ async fn tcp_to_stream<R: AsyncReadRent>(
     send: &mut SendStream<Bytes>,
     (from, to): (Side, Side),
     large: usize,
-    counter: &Cell<u64>,
+    counter: &ByteCounter,
 ) -> Result<(), CopyError> {
     let write_err = |e: h2::Error| CopyError::Write {
         side: to,
@@ -120,7 +119,7 @@ async fn tcp_to_stream<R: AsyncReadRent>(
             let part = chunk.split_to(granted.min(chunk.len()));
             send.send_data(part, false).map_err(write_err)?;
         }
-        counter.set(counter.get() + n as u64);
+        counter.add(n as u64);
         // Grow after a full read (bulk data); shrink after a short one (the flow went quiet) so
         // the next pending read does not pin a large buffer.
         if n == wanted && size < large {
@@ -140,7 +139,7 @@ async fn stream_to_tcp<W: AsyncWriteRent>(
     mut recv: RecvStream,
     mut w: W,
     (from, to): (Side, Side),
-    counter: &Cell<u64>,
+    counter: &ByteCounter,
 ) -> Result<(), CopyError> {
     loop {
         let data = match poll_fn(|cx| recv.poll_data(cx)).await {
@@ -163,7 +162,7 @@ async fn stream_to_tcp<W: AsyncWriteRent>(
         res.map_err(|source| CopyError::Write { side: to, source })?;
         // Only now may the peer send these bytes again: flow control tracks our socket.
         let _ = recv.flow_control().release_capacity(n);
-        counter.set(counter.get() + n as u64);
+        counter.add(n as u64);
     }
 }
 

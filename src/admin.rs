@@ -1,0 +1,416 @@
+//! The HTTP servers operators and Kubernetes talk to, on the control thread's tokio runtime:
+//!
+//! | address          | paths |
+//! |------------------|-------|
+//! | 127.0.0.1:15000  | `/` index, `/config_dump`, `/logging`, `/quitquitquit` (admin, loopback only) |
+//! | 0.0.0.0:15020    | `/metrics`, `/stats/prometheus` (Prometheus text format) |
+//! | 0.0.0.0:15021    | `/healthz/ready` (503 until ready, then 200) |
+//!
+//! Threads: `bind` runs on the main thread before the cores start, so a port already in use
+//! fails start-up with a clear error; `serve` runs the three accept loops as tasks of the
+//! control thread (one task per HTTP connection). Nothing here runs on a core: a scrape reads
+//! the cores' shards through `metrics::Registry`, the dump reads the published snapshot and
+//! certificate store.
+//!
+//! Invariants: the admin listener is bound to loopback, and a connection from any other
+//! address is closed unanswered all the same (defence in depth). `/quitquitquit` answers, closes
+//! its connection, and only then wakes [`State::shutdown`], so the caller always gets its
+//! answer. Request headers must arrive within [`HEADER_TIMEOUT`]; bodies are never read.
+
+pub mod config_dump;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::core::Shared;
+use crate::identity::{CertStore, Identity};
+use crate::logging::LogControl;
+use crate::xds::client::InitialSync;
+
+/// How long a client may take to send its request headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        what: &'static str,
+        source: io::Error,
+    },
+}
+
+/// Which server a connection arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Server {
+    Admin,
+    Stats,
+    Readiness,
+}
+
+impl Server {
+    fn name(self) -> &'static str {
+        match self {
+            Server::Admin => "admin",
+            Server::Stats => "metrics",
+            Server::Readiness => "readiness",
+        }
+    }
+}
+
+/// The three listening sockets, bound and not yet served.
+#[derive(Debug)]
+pub struct Listeners {
+    sockets: Vec<(Server, std::net::TcpListener)>,
+}
+
+impl Listeners {
+    /// Binds the admin, metrics and readiness addresses of `config`.
+    pub fn bind(config: &Config) -> Result<Listeners, AdminError> {
+        Listeners::bind_addrs([
+            (Server::Admin, config.admin_addr),
+            (Server::Stats, config.stats_addr),
+            (Server::Readiness, config.readiness_addr),
+        ])
+    }
+
+    /// Binds any set of servers (tests use ephemeral ports).
+    pub fn bind_addrs(
+        addrs: impl IntoIterator<Item = (Server, SocketAddr)>,
+    ) -> Result<Listeners, AdminError> {
+        let mut sockets = Vec::new();
+        for (server, addr) in addrs {
+            let bind = || {
+                let l = std::net::TcpListener::bind(addr)?;
+                l.set_nonblocking(true)?;
+                Ok(l)
+            };
+            let l = bind().map_err(|source| AdminError::Bind {
+                addr,
+                what: server.name(),
+                source,
+            })?;
+            sockets.push((server, l));
+        }
+        Ok(Listeners { sockets })
+    }
+
+    /// Where each server actually listens (the port, when bound to port 0).
+    pub fn addrs(&self) -> Vec<(Server, SocketAddr)> {
+        self.sockets
+            .iter()
+            .filter_map(|(s, l)| l.local_addr().ok().map(|a| (*s, a)))
+            .collect()
+    }
+}
+
+/// Whether this node may receive traffic: its cores listen and its config has arrived.
+#[derive(Debug)]
+pub struct Readiness {
+    cores: AtomicBool,
+    xds: Arc<InitialSync>,
+}
+
+impl Readiness {
+    pub fn new(xds: Arc<InitialSync>) -> Readiness {
+        Readiness {
+            cores: AtomicBool::new(false),
+            xds,
+        }
+    }
+
+    /// Every core has bound its listeners.
+    pub fn cores_started(&self) {
+        self.cores.store(true, Ordering::Release);
+    }
+
+    /// `Ok` when ready, else what is still awaited.
+    pub fn check(&self) -> Result<(), &'static str> {
+        if !self.cores.load(Ordering::Acquire) {
+            return Err("the proxy cores have not started");
+        }
+        if !self.xds.is_done() {
+            return Err("waiting for the initial configuration from istiod");
+        }
+        Ok(())
+    }
+}
+
+/// The latest certificate failure of each identity, for the dump's `Unavailable` state. Written
+/// by the control thread's certificate loop after every sync.
+#[derive(Debug, Default)]
+pub struct CertFailures {
+    failed: Mutex<BTreeMap<Identity, String>>,
+}
+
+impl CertFailures {
+    /// Forgets identities that now have a certificate, then records this sync's failures.
+    pub fn record(&self, store: &CertStore, failed: &[(Identity, crate::identity::Error)]) {
+        let mut map = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|id, _| store.get(id).is_none());
+        for (id, e) in failed {
+            map.insert(id.clone(), e.to_string());
+        }
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<Identity, String> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// What the handlers read. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct State {
+    pub shared: Arc<Shared>,
+    pub readiness: Arc<Readiness>,
+    /// `None` when logging was not set up by `logging::init` (library use, tests).
+    pub logs: Option<LogControl>,
+    pub cert_failures: Arc<CertFailures>,
+    /// Woken once `/quitquitquit` has answered; the control thread then returns.
+    pub shutdown: Arc<Notify>,
+}
+
+/// Serves every listener until the process ends.
+pub async fn serve(listeners: Listeners, state: State) {
+    let mut servers = Vec::new();
+    for (server, socket) in listeners.sockets {
+        match TcpListener::from_std(socket) {
+            Ok(l) => servers.push(accept_loop(server, l, state.clone())),
+            Err(e) => warn!(server = server.name(), "cannot serve: {e}"),
+        }
+    }
+    futures_join_all(servers).await;
+}
+
+/// Polls every future to completion on this task (the accept loops never complete).
+async fn futures_join_all<F: std::future::Future<Output = ()>>(futs: Vec<F>) {
+    let mut futs: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    std::future::poll_fn(|cx| {
+        futs.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+        if futs.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
+async fn accept_loop(server: Server, listener: TcpListener, state: State) {
+    if let Ok(addr) = listener.local_addr() {
+        info!(server = server.name(), %addr, "listening");
+    }
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(server = server.name(), "accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if server == Server::Admin && !peer.ip().to_canonical().is_loopback() {
+            warn!(%peer, "admin connection from a non-loopback address refused");
+            continue;
+        }
+        let state = state.clone();
+        tokio::spawn(async move {
+            let quit = Arc::new(AtomicBool::new(false));
+            let shutdown = state.shutdown.clone();
+            let service = {
+                let quit = quit.clone();
+                service_fn(move |req| {
+                    let response = handle(server, &state, &quit, req);
+                    async move { Ok::<_, Infallible>(response) }
+                })
+            };
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = served {
+                debug!(server = server.name(), %peer, "HTTP connection: {e}");
+            }
+            if quit.load(Ordering::Acquire) {
+                shutdown.notify_one();
+            }
+        });
+    }
+}
+
+type Answer = Response<Full<Bytes>>;
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Answer {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn with_type(mut r: Answer, content_type: &'static str) -> Answer {
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    r
+}
+
+/// Answers one request. Never reads the body.
+pub fn handle<B>(server: Server, state: &State, quit: &AtomicBool, req: Request<B>) -> Answer {
+    let path = req.uri().path();
+    match (server, path) {
+        (Server::Stats, "/metrics" | "/stats/prometheus") => with_type(
+            text(StatusCode::OK, state.shared.metrics.scrape()),
+            crate::metrics::text::CONTENT_TYPE,
+        ),
+        (Server::Readiness, "/healthz/ready") => match state.readiness.check() {
+            Ok(()) => text(StatusCode::OK, "ready\n"),
+            Err(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+            ),
+        },
+        (Server::Admin, "/") => with_type(text(StatusCode::OK, INDEX), "text/html; charset=utf-8"),
+        (Server::Admin, "/config_dump") => {
+            let dump = config_dump::build(
+                &state.shared,
+                &state.cert_failures.snapshot(),
+                std::time::SystemTime::now(),
+            );
+            match serde_json::to_string_pretty(&dump) {
+                Ok(json) => with_type(text(StatusCode::OK, json), "application/json"),
+                Err(e) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot encode the dump: {e}\n"),
+                ),
+            }
+        }
+        (Server::Admin, "/logging") => logging(state, req.method(), req.uri().query()),
+        (Server::Admin, "/quitquitquit") => {
+            if req.method() != Method::POST {
+                return text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n");
+            }
+            info!("shutdown requested on /quitquitquit");
+            quit.store(true, Ordering::Release);
+            let mut r = text(StatusCode::OK, "shutdown now\n");
+            r.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            r
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+const INDEX: &str = "<!DOCTYPE html>
+<html><head><title>zring admin</title></head><body>
+<h1>zring admin</h1>
+<table>
+<tr><td><a href=\"config_dump\">config_dump</a></td><td>dump the current configuration (workloads, services, policies, certificates)</td></tr>
+<tr><td><a href=\"logging\">logging</a></td><td>show (GET) or change (POST ?level=) the log levels</td></tr>
+<tr><td>quitquitquit</td><td>shut the process down (POST)</td></tr>
+</table>
+<p>Metrics: <code>:15020/metrics</code>, <code>:15020/stats/prometheus</code>. Readiness: <code>:15021/healthz/ready</code>.</p>
+</body></html>
+";
+
+const LOGGING_HELP: &str = "usage: GET /logging                       show the current level
+usage: POST /logging?level=<level>          change the default level
+usage: POST /logging?level=<target>=<level>[,...]  change some targets' levels (e.g. access=debug)
+usage: POST /logging?reset[&level=...]      back to the start-up level (then apply level)
+levels: off error warn info debug trace
+";
+
+fn logging(state: &State, method: &Method, query: Option<&str>) -> Answer {
+    let Some(logs) = &state.logs else {
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "logging is not under this server's control\n",
+        );
+    };
+    let current = |s: String| text(StatusCode::OK, format!("current log level is {s}\n"));
+    match *method {
+        Method::GET => current(logs.current()),
+        Method::POST => {
+            let params = query_params(query.unwrap_or(""));
+            let level = params.get("level").cloned();
+            let reset = params.contains_key("reset");
+            if level.is_none() && !reset {
+                return current(logs.current());
+            }
+            match logs.set(level.as_deref().unwrap_or(""), reset) {
+                Ok(now) => {
+                    info!(level = %now, "log level changed");
+                    current(now)
+                }
+                Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n{LOGGING_HELP}")),
+            }
+        }
+        _ => text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("use GET or POST\n{LOGGING_HELP}"),
+        ),
+    }
+}
+
+/// `a=1&b=x%3Dy&c` → {a: "1", b: "x=y", c: ""}; `+` is a space. Later keys win.
+pub fn query_params(query: &str) -> BTreeMap<String, String> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests;
