@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::lab::{Lab, LabError, Process, traffic};
+use crate::lab::prom::Scrape;
+use crate::lab::{Lab, LabError, Process, http, traffic};
 
 /// The seed's cluster (ztunnel's local-config format); the demo's nodes carry its node names.
 pub const SEED_CONFIG: &str = include_str!("../tests/data/seed-two-nodes.yaml");
@@ -111,19 +112,26 @@ pub fn run() -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     let mut failures = 0;
-    for (name, p) in &nodes {
+    for ((name, p), (lab_node, _)) in nodes.iter().zip(NODES) {
         println!("\naccess log of zring on {name}:");
-        let mut totals = (0u64, 0u64);
         for line in p.log().lines().filter(|l| is_access_line(l)) {
             println!("  {}", strip_prefix(line));
-            totals.0 += field(line, "bytes_sent=").unwrap_or(0);
-            totals.1 += field(line, "bytes_recv=").unwrap_or(0);
             failures += usize::from(line.contains(" WARN ") || line.contains(" ERROR "));
         }
-        println!(
-            "  traffic counters: {} bytes sent, {} bytes received",
-            totals.0, totals.1
-        );
+        match scrape(&lab, lab_node) {
+            Ok(m) => {
+                println!("  traffic counters (its :15020/metrics, all label sets summed):");
+                for name in [
+                    "istio_tcp_connections_opened_total",
+                    "istio_tcp_connections_closed_total",
+                    "istio_tcp_received_bytes_total",
+                    "istio_tcp_sent_bytes_total",
+                ] {
+                    println!("    {name} {}", m.sum(name, &[]));
+                }
+            }
+            Err(e) => println!("  traffic counters: cannot scrape :15020/metrics: {e}"),
+        }
     }
     println!("\ncleaning up the namespaces");
     drop(nodes);
@@ -132,6 +140,16 @@ pub fn run() -> anyhow::Result<()> {
         bail!("{failures} connection(s) failed; see the access logs above");
     }
     Ok(())
+}
+
+/// The metrics zring on `node` serves on :15020, fetched from inside the node's namespace.
+fn scrape(lab: &Lab, node: &str) -> anyhow::Result<Scrape> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 15020));
+    let answer = lab.node(node).run(move || http::get(addr, "/metrics"))?;
+    if answer.status != 200 {
+        bail!("status {}", answer.status);
+    }
+    Scrape::parse(answer.body).map_err(|e| anyhow::anyhow!(e))
 }
 
 fn ready_summary(log: &str) -> String {
@@ -164,13 +182,4 @@ fn is_access_line(l: &str) -> bool {
 /// Drops the timestamp and level so the demo's output reads like ztunnel's examples.
 fn strip_prefix(l: &str) -> &str {
     l.split_once(": ").map_or(l, |(_, rest)| rest)
-}
-
-fn field(line: &str, key: &str) -> Option<u64> {
-    line.split(key)
-        .nth(1)?
-        .split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()
 }
