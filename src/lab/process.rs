@@ -154,6 +154,39 @@ impl Process {
         }
     }
 
+    /// Waits until `ready()` holds, checking every few milliseconds. Fails at once if the
+    /// program exits first and after `timeout` otherwise (errors name `what` and carry the log's
+    /// tail).
+    pub fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut ready: impl FnMut() -> bool,
+    ) -> Result<(), LabError> {
+        let deadline = Instant::now() + timeout;
+        let what = || format!("{what} of {}", self.inner.label);
+        loop {
+            if ready() {
+                return Ok(());
+            }
+            if let Some(status) = self.try_status()? {
+                return Err(LabError::Exited {
+                    what: what(),
+                    status: status.to_string(),
+                    tail: self.log_tail(),
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(LabError::Timeout {
+                    what: what(),
+                    timeout,
+                    tail: self.log_tail(),
+                });
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
     /// The exit status if the program has exited (reaping it), `None` while it runs.
     pub fn try_status(&self) -> Result<Option<ExitStatus>, LabError> {
         self.child().try_wait().map_err(|source| LabError::Io {
