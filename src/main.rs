@@ -123,8 +123,9 @@ fn redirect(action: Option<&str>, extra: Option<&String>) -> ExitCode {
         let cidrs = std::env::var("ZRING_POD_CIDRS")
             .map_err(|_| anyhow::anyhow!("ZRING_POD_CIDRS is not set (e.g. 10.244.0.0/16)"))?;
         let ifaces = std::env::var("ZRING_POD_INTERFACES").unwrap_or_else(|_| "veth*".into());
-        Capture::parse(&cidrs, &ifaces)
-            .map_err(|e| anyhow::anyhow!("ZRING_POD_CIDRS={cidrs:?} ZRING_POD_INTERFACES={ifaces:?}: {e}"))
+        Capture::parse(&cidrs, &ifaces).map_err(|e| {
+            anyhow::anyhow!("ZRING_POD_CIDRS={cidrs:?} ZRING_POD_INTERFACES={ifaces:?}: {e}")
+        })
     };
     let result = match action {
         Some("print") => capture().map(|c| {
@@ -138,7 +139,10 @@ fn redirect(action: Option<&str>, extra: Option<&String>) -> ExitCode {
             println!(
                 "zring redirect: capture installed (table ip {}, pods {:?} behind {:?})",
                 redirect::TABLE,
-                c.pod_cidrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                c.pod_cidrs
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>(),
                 c.pod_interfaces
             );
             Ok(())

@@ -102,14 +102,20 @@ fn redirect_prints_the_lab_ruleset_for_a_real_node() {
     let capture = zring::lab::Capture::parse("10.244.0.0/16", "cali*").unwrap();
     let script = zring::lab::redirect::script(&capture);
     assert!(out.starts_with(&script), "{out}");
-    assert!(out.contains("# then: ip rule add fwmark 0x111 lookup 133"), "{out}");
+    assert!(
+        out.contains("# then: ip rule add fwmark 0x111 lookup 133"),
+        "{out}"
+    );
 }
 
 #[test]
 fn redirect_refuses_missing_or_unsafe_parameters() {
     for (env, needle) in [
         (vec![], "ZRING_POD_CIDRS"),
-        (vec![("ZRING_POD_CIDRS", "10.244.0.1/16")], "ZRING_POD_CIDRS"),
+        (
+            vec![("ZRING_POD_CIDRS", "10.244.0.1/16")],
+            "ZRING_POD_CIDRS",
+        ),
         (
             vec![
                 ("ZRING_POD_CIDRS", "10.244.0.0/16"),
@@ -123,7 +129,8 @@ fn redirect_refuses_missing_or_unsafe_parameters() {
         ),
     ] {
         let mut cmd = Command::new(ZRING);
-        cmd.args(["redirect", "print"]).env_remove("ZRING_POD_CIDRS");
+        cmd.args(["redirect", "print"])
+            .env_remove("ZRING_POD_CIDRS");
         for (k, v) in &env {
             cmd.env(k, v);
         }

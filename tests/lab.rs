@@ -517,13 +517,37 @@ fn zring_redirect_installs_the_lab_ruleset_and_removes_it() -> Result<()> {
     };
     zring("apply")?;
     zring("apply")?;
-    let listing = |n: &Netns| run("ip", &["netns", "exec", n.name(), "nft", "list", "table", "ip", "zring"]);
+    let listing = |n: &Netns| {
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                n.name(),
+                "nft",
+                "list",
+                "table",
+                "ip",
+                "zring",
+            ],
+        )
+    };
     // Node b's table came from the lab for its own CIDR: the same text once a's CIDR is put in.
     let from_lab = listing(b)?.replace(&b.pod_cidr().to_string(), &a.pod_cidr().to_string());
-    ensure!(listing(a)? == from_lab, "zring redirect:\n{}\nlab:\n{from_lab}", listing(a)?);
+    ensure!(
+        listing(a)? == from_lab,
+        "zring redirect:\n{}\nlab:\n{from_lab}",
+        listing(a)?
+    );
     let rules = a.ip(&["rule", "show"])?;
-    ensure!(rules.matches("fwmark 0x111 lookup 133").count() == 1, "{rules}");
-    ensure!(a.ip(&["route", "show", "table", "133"])?.contains("local default dev lo"));
+    ensure!(
+        rules.matches("fwmark 0x111 lookup 133").count() == 1,
+        "{rules}"
+    );
+    ensure!(
+        a.ip(&["route", "show", "table", "133"])?
+            .contains("local default dev lo")
+    );
 
     zring("remove")?;
     ensure!(listing(a).is_err(), "the table is gone");

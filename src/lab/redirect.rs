@@ -17,6 +17,9 @@
 //! usually bind the *client pod's* IP with `IP_TRANSPARENT` (source spoofing), so the pod at the
 //! far end sees the real client.
 //!
+//! Below, `zp*` is the lab's pod-interface pattern and "the pod CIDR" the node's; a real node
+//! substitutes its CNI's pattern and its cluster's pod CIDRs.
+//!
 //! - `output`, `meta mark 0x539 → ct mark set 0x539` (rule `zring-conn`): remembers on the
 //!   connection that zring opened it. The answers to a spoofed connection are addressed to a pod
 //!   IP, which the node would otherwise *forward* to that pod, who never sent the SYN and resets
@@ -24,9 +27,6 @@
 //! - Policy routing `fwmark 0x111 lookup 133` + `local 0.0.0.0/0 dev lo table 133`: a packet
 //!   marked 0x111 in prerouting is delivered locally whatever its destination address, which is
 //!   what lets a transparent socket receive packets for addresses the node does not own.
-//! Below, `zp*` is the lab's pod-interface pattern and "the pod CIDR" the node's; a real node
-//! substitutes its CNI's pattern and its cluster's pod CIDRs.
-//!
 //! - `prerouting` (filter, priority mangle), in order:
 //!   1. `reply-to-zring`: TCP whose ct mark is 0x539 → mark 0x111. Replies to zring's own
 //!      spoofing connections come back to zring instead of being forwarded to the pod whose IP
@@ -270,7 +270,9 @@ pub fn remove(place: Place<'_>) -> Result<(), LabError> {
     while place.ip("rule show")?.contains(&wanted) {
         place.ip(&format!("rule del {wanted}"))?;
     }
-    place.ip(&format!("route flush table {CAPTURE_TABLE}")).map(drop)
+    place
+        .ip(&format!("route flush table {CAPTURE_TABLE}"))
+        .map(drop)
 }
 
 /// Packets and bytes one commented rule of `table ip zring` has matched.
@@ -375,7 +377,10 @@ mod tests {
     #[test]
     fn a_real_node_gets_its_cni_interfaces_and_every_pod_cidr() {
         let capture = Capture::new(
-            vec!["10.244.0.0/16".parse().unwrap(), "10.96.0.0/12".parse().unwrap()],
+            vec![
+                "10.244.0.0/16".parse().unwrap(),
+                "10.96.0.0/12".parse().unwrap(),
+            ],
             "veth*",
         )
         .unwrap();
@@ -396,19 +401,33 @@ mod tests {
         for ok in ["veth*", "cali*", "lxc*", "eth0", "azv*", "vxlan.calico"] {
             assert!(Capture::new(cidrs(), ok).is_ok(), "{ok}");
         }
-        for bad in ["", "*", "veth\"*", "a b*", "veth*\" accept", "x*y", "abcdefghijklmnop*"] {
+        for bad in [
+            "",
+            "*",
+            "veth\"*",
+            "a b*",
+            "veth*\" accept",
+            "x*y",
+            "abcdefghijklmnop*",
+        ] {
             assert!(Capture::new(cidrs(), bad).is_err(), "{bad}");
         }
         assert!(Capture::new(Vec::new(), "veth*").is_err());
         assert_eq!(
             Capture::parse(" 10.244.0.0/16, 10.245.0.0/16 ,", "cali*").unwrap(),
             Capture::new(
-                vec!["10.244.0.0/16".parse().unwrap(), "10.245.0.0/16".parse().unwrap()],
+                vec![
+                    "10.244.0.0/16".parse().unwrap(),
+                    "10.245.0.0/16".parse().unwrap()
+                ],
                 "cali*"
             )
             .unwrap()
         );
-        assert!(Capture::parse("10.244.0.1/16", "veth*").is_err(), "host bits");
+        assert!(
+            Capture::parse("10.244.0.1/16", "veth*").is_err(),
+            "host bits"
+        );
         assert!(Capture::parse("", "veth*").is_err());
     }
 
