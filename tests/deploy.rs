@@ -55,13 +55,20 @@ fn every_variable_is_one_zring_reads_and_accepts() {
         zring::config::VARS.iter().any(|v| v.name == name) || REDIRECT_VARS.contains(&name)
     };
     for name in data.keys() {
-        assert!(known(name), "ConfigMap sets {name}, which zring does not read");
+        assert!(
+            known(name),
+            "ConfigMap sets {name}, which zring does not read"
+        );
     }
     let ds = kind(&docs, "DaemonSet")[0];
     for c in containers(get(ds, "spec.template.spec")) {
         for e in c["env"].as_sequence().into_iter().flatten() {
             let name = str_of(e, "name");
-            assert!(known(name), "{} sets {name}, which zring does not read", str_of(c, "name"));
+            assert!(
+                known(name),
+                "{} sets {name}, which zring does not read",
+                str_of(c, "name")
+            );
         }
     }
     // The values parse, as `zring run` would read them (the pod's own fields filled in).
@@ -89,9 +96,7 @@ fn probes_and_annotations_name_zrings_ports() {
     let probe = get(zring, "readinessProbe.httpGet");
     assert_eq!(probe["port"], 15021);
     assert_eq!(probe["path"], "/healthz/ready");
-    assert!(
-        zring::config::OWN_PORTS.contains(&15021) && zring::config::OWN_PORTS.contains(&15020)
-    );
+    assert!(zring::config::OWN_PORTS.contains(&15021) && zring::config::OWN_PORTS.contains(&15020));
 }
 
 #[test]
@@ -134,6 +139,12 @@ fn the_image_holds_what_the_init_containers_run() {
     let script = std::fs::read_to_string("deploy/redirect.sh").unwrap();
     assert!(script.contains("\"$zring\" redirect apply"));
     let uninstall = documents(MANIFESTS[1]);
-    let init = &get(kind(&uninstall, "DaemonSet")[0], "spec.template.spec.initContainers")[0];
-    assert_eq!(init["args"], serde_yaml::from_str::<Value>("[redirect, remove]").unwrap());
+    let init = &get(
+        kind(&uninstall, "DaemonSet")[0],
+        "spec.template.spec.initContainers",
+    )[0];
+    assert_eq!(
+        init["args"],
+        serde_yaml::from_str::<Value>("[redirect, remove]").unwrap()
+    );
 }
