@@ -30,28 +30,6 @@ pub fn raise_nofile_limit() -> std::io::Result<u64> {
     Ok(lim.rlim_cur)
 }
 
-/// Sets both `RLIMIT_NOFILE` limits to at least `n` (root may raise the hard limit, up to
-/// `fs.nr_open`); limits already above `n` stay. For tools that hold many sockets, such as the
-/// bench's ten thousand idle connections. Returns the new soft limit.
-pub fn raise_nofile_limit_to(n: u64) -> std::io::Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    lim.rlim_max = lim.rlim_max.max(n);
-    lim.rlim_cur = lim.rlim_cur.max(n);
-    // SAFETY: `lim` is a valid rlimit; raising the hard limit needs CAP_SYS_RESOURCE, and the
-    // call fails cleanly (EPERM) without it.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(lim.rlim_cur)
-}
-
 /// CPU time (user + system, every thread) process `pid` has used so far, from
 /// `/proc/<pid>/stat`, at the kernel's clock-tick resolution (usually 10 ms).
 pub fn process_cpu_time(pid: u32) -> std::io::Result<std::time::Duration> {

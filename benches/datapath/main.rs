@@ -40,14 +40,21 @@ use report::{Report, Row};
 use setup::{APPB, Proxy, Recording, Running, Setup, cpu};
 
 const ZRING: &str = env!("CARGO_BIN_EXE_zring");
-/// Open-file limit the bench asks for: the memory scenario's clients and servers share it.
-const NOFILE: u64 = 1 << 17;
 /// How quickly the memory scenario's proxies release idle pooled tunnels.
 const POOL_RELEASE: Duration = Duration::from_secs(2);
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(memory::SERVER_ARG) {
+        let n = args
+            .get(2)
+            .and_then(|n| n.parse().ok())
+            .expect("--idle-server N");
+        memory::serve(n);
+        return;
+    }
     // `cargo test --benches` runs bench targets without `--bench`; only `cargo bench` measures.
-    if !std::env::args().any(|a| a == "--bench") {
+    if !args.iter().any(|a| a == "--bench") {
         return;
     }
     // Cargo's per-target scratch directory is `<target dir>/tmp`, wherever the target dir is.
@@ -55,9 +62,6 @@ fn main() {
         .parent()
         .unwrap_or(Path::new("target"));
     let opts = Options::from_env(target);
-    if let Err(e) = zring::sys::raise_nofile_limit_to(NOFILE) {
-        eprintln!("cannot raise the open-file limit to {NOFILE}: {e}");
-    }
     let mut report = Report::new(&opts);
 
     let mut setups = vec![Setup::direct()];
@@ -135,15 +139,19 @@ fn main() {
             let m =
                 memory::idle_connections(&running, &setup.label(), opts.idle_conns, POOL_RELEASE);
             for side in &m.sides {
+                let rounds: Vec<String> = side
+                    .rounds
+                    .iter()
+                    .map(|r| format!("{} open, {} closed", r.open.rss_kib, r.closed.rss_kib))
+                    .collect();
                 println!(
-                    "{:<24} {} idle connections: {:>6} bytes each on the {} side ({} → {} KiB, {} KiB after closing)",
+                    "{:<24} {} idle connections: {:>6} bytes each on the {} side (KiB: {} before; {})",
                     m.setup,
                     m.connections,
                     side.bytes_per_conn.round(),
                     side.role,
-                    side.baseline_kib,
-                    side.open_kib,
-                    side.closed_kib
+                    side.baseline.rss_kib,
+                    rounds.join("; then ")
                 );
             }
             report.memory.push(m);

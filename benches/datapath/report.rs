@@ -273,27 +273,32 @@ impl Report {
         if !self.memory.is_empty() {
             let _ = writeln!(
                 t,
-                "\nIdle HBONE connections: resident memory per proxy (KiB) before, with the \
-                 connections open, and after they closed"
+                "\nIdle HBONE connections: resident memory of each proxy (KiB) before, with the \
+                 connections open and after they closed, twice over"
             );
             let _ = writeln!(
                 t,
-                "{:<24} {:>7} {:>9} {:>10} {:>10} {:>10} {:>14}",
-                "setup", "conns", "side", "before", "open", "closed", "bytes/conn"
+                "{:<24} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11}",
+                "setup",
+                "conns",
+                "side",
+                "before",
+                "open",
+                "closed",
+                "open 2",
+                "closed 2",
+                "bytes/conn"
             );
             for m in &self.memory {
                 for side in &m.sides {
-                    let _ = writeln!(
-                        t,
-                        "{:<24} {:>7} {:>9} {:>10} {:>10} {:>10} {:>14.0}",
-                        m.setup,
-                        m.connections,
-                        side.role,
-                        side.baseline_kib,
-                        side.open_kib,
-                        side.closed_kib,
-                        side.bytes_per_conn
+                    let mut line = format!(
+                        "{:<24} {:>7} {:>9} {:>9}",
+                        m.setup, m.connections, side.role, side.baseline.rss_kib
                     );
+                    for r in &side.rounds {
+                        let _ = write!(line, " {:>9} {:>9}", r.open.rss_kib, r.closed.rss_kib);
+                    }
+                    let _ = writeln!(t, "{line} {:>11.0}", side.bytes_per_conn);
                 }
             }
         }
