@@ -92,7 +92,7 @@ for data in "$out"/data/*.perf.data; do
   # which takes minutes on a DWARF profile; the inlined callers still show in the parent frame.
   perf script --no-inline -i "$data" 2>/dev/null \
     | inferno-collapse-perf --all \
-    | inferno-flamegraph --title "zring $name ($event, $callgraph)" --width 1600 > "$svg"
+    | inferno-flamegraph --title "$name ($event, $callgraph)" --width 1600 > "$svg"
   echo "flamegraph: $svg"
   made=$((made + 1))
 done
