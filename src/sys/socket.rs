@@ -69,12 +69,7 @@ pub fn start_connect(dst: SocketAddr, opts: UpstreamOpts) -> io::Result<std::net
             ));
         }
         set_transparent(&socket, src.is_ipv6())?;
-        // Port 0 with IP_BIND_ADDRESS_NO_PORT: bind takes only the address and connect picks
-        // the port for the whole 4-tuple. A plain bind to port 0 must find a port no other
-        // socket of that address holds, TIME_WAIT ones included, so under connection churn
-        // every bind searched the port space (the datapath bench's crr × 64 spent 38% of the
-        // inbound node's CPU there) and fewer than one port per destination was usable.
-        set_bind_address_no_port(&socket)?;
+        // Port 0: the kernel picks an ephemeral port for the spoofed address.
         socket.bind(&SocketAddr::new(src, 0).into())?;
     }
     match socket.connect(&dst.into()) {
@@ -153,26 +148,6 @@ fn set_transparent(socket: &Socket, v6: bool) -> io::Result<()> {
     }
 }
 
-/// IP_BIND_ADDRESS_NO_PORT (Linux ≥ 4.2, IPv4 and IPv6 sockets alike): defer the port choice
-/// of a bind to port 0 until connect.
-fn set_bind_address_no_port(socket: &Socket) -> io::Result<()> {
-    let one: libc::c_int = 1;
-    // SAFETY: `one` is a valid c_int for the duration of the call; the fd is owned by `socket`.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&raw const one).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,21 +175,6 @@ mod tests {
         assert!(poll(fds) > 0);
         let err = take_socket_error(s.as_raw_fd()).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
-    }
-
-    #[test]
-    fn bind_without_port_leaves_the_port_to_connect() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
-        set_bind_address_no_port(&socket).unwrap();
-        socket
-            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-            .unwrap();
-        let bound = socket.local_addr().unwrap().as_socket().unwrap();
-        assert_eq!(bound.port(), 0, "no port is taken at bind");
-        socket.connect(&l.local_addr().unwrap().into()).unwrap();
-        let connected = socket.local_addr().unwrap().as_socket().unwrap();
-        assert_ne!(connected.port(), 0);
     }
 
     #[test]
