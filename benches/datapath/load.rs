@@ -7,7 +7,8 @@
 //! per request in nanoseconds in a per-thread hdrhistogram, merged at the end. Failures are
 //! counted, not fatal: a proxy that drops connections shows it in the `errors` column.
 
-use std::io::{Read, Write};
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -45,7 +46,15 @@ pub struct Sample {
     pub bytes: u64,
     /// Per-request latency in nanoseconds (empty for bulk).
     pub latency: Histogram<u64>,
-    pub errors: u64,
+    /// Failures by what failed and how (`connect: connection refused`, …).
+    pub errors: Errors,
+}
+
+/// Failure counts by `stage: error kind`.
+pub type Errors = BTreeMap<String, u64>;
+
+fn count(errors: &mut Errors, stage: &str, e: &io::Error) {
+    *errors.entry(format!("{stage}: {}", e.kind())).or_default() += 1;
 }
 
 fn histogram() -> Histogram<u64> {
@@ -125,17 +134,23 @@ struct Part {
     requests: u64,
     bytes: u64,
     latency: Histogram<u64>,
-    errors: u64,
+    errors: Errors,
 }
 
 impl Part {
-    fn failed() -> Part {
+    fn new() -> Part {
         Part {
             requests: 0,
             bytes: 0,
             latency: histogram(),
-            errors: 1,
+            errors: Errors::new(),
         }
+    }
+
+    fn failed(stage: &str, e: &io::Error) -> Part {
+        let mut part = Part::new();
+        count(&mut part.errors, stage, e);
+        part
     }
 }
 
@@ -160,13 +175,15 @@ pub fn run(workload: Workload, conns: usize, server: Ipv4Addr, dur: Duration) ->
         requests: 0,
         bytes: 0,
         latency: histogram(),
-        errors: 0,
+        errors: Errors::new(),
     };
     for t in threads {
         let part = t.join().expect("a load thread panicked");
         sample.requests += part.requests;
         sample.bytes += part.bytes;
-        sample.errors += part.errors;
+        for (what, n) in part.errors {
+            *sample.errors.entry(what).or_default() += n;
+        }
         sample
             .latency
             .add(&part.latency)
@@ -178,15 +195,16 @@ pub fn run(workload: Workload, conns: usize, server: Ipv4Addr, dur: Duration) ->
 
 /// Connects before the barrier, so connection set-up is outside the measured time. Every
 /// thread reaches the barrier, failed or not, or the others would wait forever.
-fn connected(server: Ipv4Addr, port: u16, barrier: &Barrier) -> Option<TcpStream> {
+fn connected(server: Ipv4Addr, port: u16, barrier: &Barrier) -> io::Result<TcpStream> {
     let s = connect(SocketAddr::from((server, port)));
     barrier.wait();
-    s.ok()
+    s
 }
 
 fn bulk(server: Ipv4Addr, barrier: &Barrier, dur: Duration) -> Part {
-    let Some(mut s) = connected(server, SINK, barrier) else {
-        return Part::failed();
+    let mut s = match connected(server, SINK, barrier) {
+        Ok(s) => s,
+        Err(e) => return Part::failed("connect", &e),
     };
     let buf = vec![0x5Au8; CHUNK];
     let deadline = Instant::now() + dur;
@@ -204,35 +222,30 @@ fn bulk(server: Ipv4Addr, barrier: &Barrier, dur: Duration) -> Part {
     match result {
         // Only bytes the sink confirmed count.
         Ok(counted) if counted == sent => Part {
-            requests: 0,
             bytes: sent,
-            latency: histogram(),
-            errors: 0,
+            ..Part::new()
         },
-        _ => Part::failed(),
+        Ok(counted) => Part::failed(
+            "transfer",
+            &io::Error::other(format!("the sink counted {counted} of {sent} bytes")),
+        ),
+        Err(e) => Part::failed("transfer", &e),
     }
 }
 
 fn rr(server: Ipv4Addr, barrier: &Barrier, dur: Duration) -> Part {
-    let Some(mut s) = connected(server, ECHO, barrier) else {
-        return Part::failed();
+    let mut s = match connected(server, ECHO, barrier) {
+        Ok(s) => s,
+        Err(e) => return Part::failed("connect", &e),
     };
-    let mut part = Part {
-        requests: 0,
-        bytes: 0,
-        latency: histogram(),
-        errors: 0,
-    };
+    let mut part = Part::new();
     let req = [7u8; MSG];
     let mut resp = [0u8; MSG];
     let deadline = Instant::now() + dur;
     while Instant::now() < deadline {
         let t = Instant::now();
-        if s.write_all(&req)
-            .and_then(|()| s.read_exact(&mut resp))
-            .is_err()
-        {
-            part.errors += 1;
+        if let Err(e) = s.write_all(&req).and_then(|()| s.read_exact(&mut resp)) {
+            count(&mut part.errors, "request", &e);
             break;
         }
         part.latency
@@ -246,21 +259,17 @@ fn rr(server: Ipv4Addr, barrier: &Barrier, dur: Duration) -> Part {
 fn crr(server: Ipv4Addr, barrier: &Barrier, dur: Duration) -> Part {
     barrier.wait();
     let addr = SocketAddr::from((server, CRR));
-    let mut part = Part {
-        requests: 0,
-        bytes: 0,
-        latency: histogram(),
-        errors: 0,
-    };
+    let mut part = Part::new();
     let req = [7u8; MSG];
     let mut resp = [0u8; MSG];
     let deadline = Instant::now() + dur;
     let mut failures_in_a_row = 0;
     while Instant::now() < deadline && failures_in_a_row < MAX_FAILURES_IN_A_ROW {
         let t = Instant::now();
-        let done = connect(addr).and_then(|mut s| {
-            s.write_all(&req)?;
-            s.read_exact(&mut resp)
+        let done = connect(addr).map_err(|e| ("connect", e)).and_then(|mut s| {
+            s.write_all(&req)
+                .and_then(|()| s.read_exact(&mut resp))
+                .map_err(|e| ("request", e))
         });
         match done {
             Ok(()) => {
@@ -269,8 +278,8 @@ fn crr(server: Ipv4Addr, barrier: &Barrier, dur: Duration) -> Part {
                 part.requests += 1;
                 failures_in_a_row = 0;
             }
-            Err(_) => {
-                part.errors += 1;
+            Err((stage, e)) => {
+                count(&mut part.errors, stage, &e);
                 failures_in_a_row += 1;
             }
         }

@@ -221,7 +221,12 @@ fn progress(r: &Row) -> String {
         _ => "no result".into(),
     };
     let errors = if r.errors > 0 {
-        format!(", {} errors", r.errors)
+        let kinds: Vec<String> = r
+            .error_kinds
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        format!(", {} errors ({})", r.errors, kinds.join(", "))
     } else {
         String::new()
     };

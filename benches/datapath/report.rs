@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::load::Sample;
+use crate::load::{Errors, Sample};
 use crate::memory::Memory;
 use crate::options::{Options, Workload};
 use crate::setup::Setup;
@@ -64,6 +64,8 @@ pub struct Row {
     pub rps: Option<f64>,
     pub latency_us: Option<Latency>,
     pub errors: u64,
+    /// Failures by stage and kind, e.g. `{"connect: connection refused": 3}`.
+    pub error_kinds: Errors,
     pub cpu_s_per_gib: Cpu,
     pub vs_direct: Ratios,
 }
@@ -115,7 +117,8 @@ impl Row {
             gbps,
             rps,
             latency_us,
-            errors: sample.errors,
+            errors: sample.errors.values().sum(),
+            error_kinds: sample.errors.clone(),
             cpu_s_per_gib: Cpu {
                 outbound: proxies.map(|(a, _)| per_gib(a)),
                 inbound: proxies.map(|(_, b)| per_gib(b)),
