@@ -1,7 +1,8 @@
 //! `datapath.svg`: the table as grouped bar charts, for people who would rather look than read.
 //!
-//! One panel per figure (bulk Gb/s; requests/s and latency for rr and crr), a group of bars per
-//! connection count, a bar per setup in one colour throughout. Throughput panels are linear and
+//! One panel per figure (bulk Gb/s; requests/s and latency for rr and crr; bytes per idle
+//! connection), a group of bars per connection count (per proxy side for memory), a bar per
+//! setup in one colour throughout. Throughput panels are linear and
 //! label each bar with its ratio to direct; latency panels are logarithmic: the bar is p50, the
 //! whisker reaches p99 and the dot marks p999. Hand-written SVG: no plotting dependency, and
 //! any browser shows it.
@@ -47,7 +48,8 @@ pub fn svg(report: &Report) -> String {
     }
     let legend_rows = setups.len().div_ceil(4);
     let legend_height = 20.0 * legend_rows as f64 + 40.0;
-    let height = legend_height + PANEL_HEIGHT * panels.len() as f64;
+    let memory_panels = usize::from(!report.memory.is_empty());
+    let height = legend_height + PANEL_HEIGHT * (panels.len() + memory_panels) as f64;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -70,20 +72,99 @@ pub fn svg(report: &Report) -> String {
             escape(name)
         );
     }
+    let throughput_panels = panels.len();
     for (i, (w, figure)) in panels.into_iter().enumerate() {
         let y0 = legend_height + PANEL_HEIGHT * i as f64;
         panel(&mut s, report, &setups, w, figure, y0);
+    }
+    if memory_panels > 0 {
+        let y0 = legend_height + PANEL_HEIGHT * throughput_panels as f64;
+        memory_panel(&mut s, report, &setups, y0);
     }
     s.push_str("</svg>\n");
     s
 }
 
+/// Resident memory per idle HBONE connection, a group per side (outbound, inbound), a bar per
+/// setup, labelled with the bytes.
+fn memory_panel(s: &mut String, report: &Report, setups: &[String], y0: f64) {
+    let (top, bottom) = (y0 + TOP, y0 + PANEL_HEIGHT - BOTTOM);
+    let (left, right) = (LEFT, WIDTH - RIGHT);
+    let n = report.memory.first().map_or(0, |m| m.connections);
+    let _ = writeln!(
+        s,
+        r#"<text x="{left}" y="{}" font-size="13" font-weight="bold">{}</text>"#,
+        top - 10.0,
+        escape(&format!(
+            "{n} idle HBONE connections: resident bytes per connection, by proxy side (lower is better)"
+        ))
+    );
+    let max = report
+        .memory
+        .iter()
+        .flat_map(|m| m.sides.iter().map(|s| s.bytes_per_conn))
+        .fold(0.0f64, f64::max);
+    let scale = Scale::linear(max);
+    let y = |v: f64| bottom - (bottom - top) * scale.fraction(v);
+    for (tick, label) in scale.ticks() {
+        let ty = y(tick);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{left}" x2="{right}" y1="{ty:.1}" y2="{ty:.1}" stroke="#e0e0e0"/><text x="{}" y="{:.1}" text-anchor="end">{label}</text>"##,
+            left - 6.0,
+            ty + 4.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<line x1="{left}" x2="{right}" y1="{bottom}" y2="{bottom}" stroke="black"/>"#
+    );
+    let roles = [
+        ("outbound", "outbound (client's node)"),
+        ("inbound", "inbound (server's node)"),
+    ];
+    let group_width = (right - left) / roles.len() as f64;
+    let bar = (group_width * 0.8 / setups.len().max(1) as f64).min(60.0);
+    for (g, (role, caption)) in roles.iter().enumerate() {
+        let gx = left + group_width * g as f64;
+        let start = gx + (group_width - bar * setups.len() as f64) / 2.0;
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{}" text-anchor="middle">{caption}</text>"#,
+            gx + group_width / 2.0,
+            bottom + 18.0
+        );
+        for m in &report.memory {
+            let Some(i) = setups.iter().position(|n| *n == m.setup) else {
+                continue;
+            };
+            let Some(side) = m.sides.iter().find(|s| s.role == *role) else {
+                continue;
+            };
+            let (x, v) = (start + bar * i as f64, side.bytes_per_conn.max(0.0));
+            let _ = writeln!(
+                s,
+                r#"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{}: {v:.0} bytes</title></rect><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="9">{}</text>"#,
+                y(v),
+                bar - 2.0,
+                bottom - y(v),
+                COLOURS[i % COLOURS.len()],
+                escape(&m.setup),
+                x + bar / 2.0 - 1.0,
+                y(v) - 3.0,
+                short(v)
+            );
+        }
+    }
+}
+
 /// Setup labels in order of first appearance (direct first), which fixes their colours.
 fn setups(report: &Report) -> Vec<String> {
     let mut v: Vec<String> = Vec::new();
-    for r in &report.rows {
-        if !v.contains(&r.setup) {
-            v.push(r.setup.clone());
+    let labels = report.rows.iter().map(|r| &r.setup);
+    for label in labels.chain(report.memory.iter().map(|m| &m.setup)) {
+        if !v.contains(label) {
+            v.push(label.clone());
         }
     }
     v
