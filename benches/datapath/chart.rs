@@ -106,19 +106,7 @@ fn memory_panel(s: &mut String, report: &Report, setups: &[String], y0: f64) {
         .fold(0.0f64, f64::max);
     let scale = Scale::linear(max);
     let y = |v: f64| bottom - (bottom - top) * scale.fraction(v);
-    for (tick, label) in scale.ticks() {
-        let ty = y(tick);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{left}" x2="{right}" y1="{ty:.1}" y2="{ty:.1}" stroke="#e0e0e0"/><text x="{}" y="{:.1}" text-anchor="end">{label}</text>"##,
-            left - 6.0,
-            ty + 4.0
-        );
-    }
-    let _ = writeln!(
-        s,
-        r#"<line x1="{left}" x2="{right}" y1="{bottom}" y2="{bottom}" stroke="black"/>"#
-    );
+    axis(s, &scale, top, bottom);
     let roles = [
         ("outbound", "outbound (client's node)"),
         ("inbound", "inbound (server's node)"),
@@ -156,6 +144,24 @@ fn memory_panel(s: &mut String, report: &Report, setups: &[String], y0: f64) {
             );
         }
     }
+}
+
+/// Grid lines with their tick labels, and the baseline, between `top` and `bottom`.
+fn axis(s: &mut String, scale: &Scale, top: f64, bottom: f64) {
+    let (left, right) = (LEFT, WIDTH - RIGHT);
+    for (tick, label) in scale.ticks() {
+        let ty = bottom - (bottom - top) * scale.fraction(tick);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{left}" x2="{right}" y1="{ty:.1}" y2="{ty:.1}" stroke="#e0e0e0"/><text x="{}" y="{:.1}" text-anchor="end">{label}</text>"##,
+            left - 6.0,
+            ty + 4.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<line x1="{left}" x2="{right}" y1="{bottom}" y2="{bottom}" stroke="black"/>"#
+    );
 }
 
 /// Setup labels in order of first appearance (direct first), which fixes their colours.
@@ -210,20 +216,7 @@ fn panel(s: &mut String, report: &Report, setups: &[String], w: Workload, figure
         _ => Scale::linear(max),
     };
     let y = |v: f64| bottom - (bottom - top) * scale.fraction(v);
-    // Axis, grid and tick labels.
-    for (tick, label) in scale.ticks() {
-        let ty = y(tick);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{left}" x2="{right}" y1="{ty:.1}" y2="{ty:.1}" stroke="#e0e0e0"/><text x="{}" y="{:.1}" text-anchor="end">{label}</text>"##,
-            left - 6.0,
-            ty + 4.0
-        );
-    }
-    let _ = writeln!(
-        s,
-        r#"<line x1="{left}" x2="{right}" y1="{bottom}" y2="{bottom}" stroke="black"/>"#
-    );
+    axis(s, &scale, top, bottom);
     let group_width = (right - left) / conns.len().max(1) as f64;
     let bar = (group_width * 0.8 / setups.len().max(1) as f64).min(60.0);
     for (g, &c) in conns.iter().enumerate() {
