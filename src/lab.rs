@@ -44,7 +44,7 @@ pub mod mesh;
 mod ns;
 mod process;
 pub mod prom;
-mod redirect;
+pub mod redirect;
 pub mod soak;
 pub mod traffic;
 
@@ -54,15 +54,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::str::FromStr;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-pub use mesh::Mesh;
+pub use mesh::{Mesh, NodeProxy, Ready};
 pub use ns::Netns;
 pub use process::Process;
 pub use redirect::{
-    CAPTURE_MARK, CAPTURE_TABLE, INBOUND_HBONE_PORT, INBOUND_PLAINTEXT_PORT, OUTBOUND_PORT,
-    RuleCounter, ZRING_MARK, ruleset,
+    CAPTURE_MARK, CAPTURE_TABLE, Capture, INBOUND_HBONE_PORT, INBOUND_PLAINTEXT_PORT,
+    OUTBOUND_PORT, RuleCounter, ZRING_MARK, ruleset,
 };
 
 /// Declares, for each named test function taking the driver name (`"uring"` or `"legacy"`), a
@@ -213,8 +213,6 @@ pub struct Node {
     netns: Netns,
     underlay_ip: Ipv4Addr,
     pod_cidr: Cidr,
-    /// Set once `ip rule`/table 133 exist, so a second `redirect` only replaces the nft table.
-    redirected: AtomicBool,
 }
 
 impl Node {
@@ -401,7 +399,6 @@ impl Lab {
             netns,
             underlay_ip,
             pod_cidr,
-            redirected: AtomicBool::new(false),
         });
         Ok(self.nodes.last().expect("just pushed"))
     }
@@ -462,17 +459,17 @@ impl Lab {
     /// again replaces the table atomically.
     pub fn redirect(&self, node: &Node) -> Result<(), LabError> {
         self.check_own(node)?;
-        let first = !node.redirected.load(Ordering::Acquire);
-        redirect::install(&node.netns, node.pod_cidr, first)?;
-        node.redirected.store(true, Ordering::Release);
-        Ok(())
+        redirect::install(
+            redirect::Place::Lab(&node.netns),
+            &Capture::lab(node.pod_cidr),
+        )
     }
 
     /// Packet counters of every capture rule in `node` (empty names none: it was never
     /// redirected). Lets a test prove which rule carried its traffic.
     pub fn rule_counters(&self, node: &Node) -> Result<Vec<RuleCounter>, LabError> {
         self.check_own(node)?;
-        redirect::counters(&node.netns)
+        redirect::counters(redirect::Place::Lab(&node.netns))
     }
 
     /// Starts `command` inside `ns` (a node, a pod, or any of this lab's namespaces) through
@@ -720,7 +717,6 @@ mod tests {
             netns: Netns::named("unused"),
             underlay_ip: underlay.into(),
             pod_cidr: cidr.parse().unwrap(),
-            redirected: AtomicBool::new(false),
         }
     }
 

@@ -20,6 +20,12 @@ Usage:
   zring demo      as root: build the seed's two-node cluster in network namespaces, run zring
                   on each node, send traffic appa → appb, print the access logs, clean up
   zring check     validate the environment and LOCAL_XDS_PATH, then exit
+  zring redirect print|apply|remove
+                  the node's capture rules (nftables TPROXY + policy routing, table ip zring):
+                  print the nft script, install it in this network namespace (idempotent), or
+                  remove it. Takes ZRING_POD_CIDRS (comma-separated, required for print/apply)
+                  and ZRING_POD_INTERFACES (nft iifname pattern of pod interfaces, default
+                  veth*); the rules assume PACKET_MARK 1337. deploy/ runs `apply` at start-up.
   zring help      show this help (also -h, --help)
   zring version   show the version (also -V, --version)
 
@@ -44,6 +50,9 @@ Configuration (environment):
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let cmd = args.first().map(String::as_str).unwrap_or("run");
+    if cmd == "redirect" {
+        return redirect(args.get(1).map(String::as_str), args.get(2));
+    }
     if args.len() > 1 {
         eprintln!(
             "zring: unexpected argument {:?} (see zring --help)",
@@ -102,6 +111,65 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("zring: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `zring redirect ACTION`: the node's capture rules, from the same text the lab installs.
+fn redirect(action: Option<&str>, extra: Option<&String>) -> ExitCode {
+    use zring::lab::redirect::{self, Capture, Place};
+    if let Some(extra) = extra {
+        eprintln!("zring redirect: unexpected argument {extra:?}");
+        return ExitCode::from(2);
+    }
+    let capture = || -> anyhow::Result<Capture> {
+        let config = Config::from_env()?;
+        anyhow::ensure!(
+            config.packet_mark == zring::lab::ZRING_MARK,
+            "PACKET_MARK={} but the capture rules recognise zring's sockets by mark {}",
+            config.packet_mark,
+            zring::lab::ZRING_MARK
+        );
+        let cidrs = std::env::var("ZRING_POD_CIDRS")
+            .map_err(|_| anyhow::anyhow!("ZRING_POD_CIDRS is not set (e.g. 10.244.0.0/16)"))?;
+        let ifaces = std::env::var("ZRING_POD_INTERFACES").unwrap_or_else(|_| "veth*".into());
+        Capture::parse(&cidrs, &ifaces).map_err(|e| {
+            anyhow::anyhow!("ZRING_POD_CIDRS={cidrs:?} ZRING_POD_INTERFACES={ifaces:?}: {e}")
+        })
+    };
+    let result = match action {
+        Some("print") => capture().map(|c| {
+            print!("{}", redirect::script(&c));
+            for line in redirect::policy_routing() {
+                println!("# then: ip {line}");
+            }
+        }),
+        Some("apply") => capture().and_then(|c| {
+            redirect::install(Place::Here, &c)?;
+            println!(
+                "zring redirect: capture installed (table ip {}, pods {:?} behind {:?})",
+                redirect::TABLE,
+                c.pod_cidrs
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>(),
+                c.pod_interfaces
+            );
+            Ok(())
+        }),
+        Some("remove") => redirect::remove(Place::Here)
+            .map(|()| println!("zring redirect: capture removed"))
+            .map_err(Into::into),
+        other => {
+            eprintln!("zring redirect: expected print, apply or remove, got {other:?}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("zring redirect: {e:#}");
             ExitCode::FAILURE
         }
     }

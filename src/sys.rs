@@ -47,6 +47,32 @@ pub fn raise_nofile_limit() -> std::io::Result<u64> {
     Ok(lim.rlim_cur)
 }
 
+/// CPU time (user + system, every thread) process `pid` has used so far, from
+/// `/proc/<pid>/stat`, at the kernel's clock-tick resolution (usually 10 ms).
+pub fn process_cpu_time(pid: u32) -> std::io::Result<std::time::Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) is in parentheses and may hold spaces; fields after it are
+    // plain. utime and stime are fields 14 and 15, so the 12th and 13th after the name.
+    let after_name = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| std::io::Error::other("malformed /proc stat"))?;
+    let mut fields = after_name.split_whitespace().skip(11);
+    let mut next = || -> std::io::Result<u64> {
+        fields
+            .next()
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| std::io::Error::other("malformed /proc stat"))
+    };
+    let ticks = next()? + next()?;
+    // SAFETY: sysconf has no preconditions; _SC_CLK_TCK is always supported on Linux.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = u64::try_from(hz).unwrap_or(100).max(1);
+    Ok(std::time::Duration::from_nanos(
+        ticks.saturating_mul(1_000_000_000) / hz,
+    ))
+}
+
 /// Whether this process runs with an effective uid of 0 (needed for IP_TRANSPARENT and netns).
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -74,4 +100,30 @@ pub fn thread_cpu_time() -> std::io::Result<std::time::Duration> {
         ts.tv_sec.max(0) as u64,
         ts.tv_nsec.clamp(0, 999_999_999) as u32,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_cpu_time_counts_every_thread() {
+        let me = std::process::id();
+        let before = process_cpu_time(me).unwrap();
+        // Spin until the thread itself has used `ms` of CPU (wall time says nothing on a busy
+        // machine).
+        let busy = |ms: u64| {
+            let start = thread_cpu_time().unwrap();
+            let mut x = 0u64;
+            while thread_cpu_time().unwrap() - start < std::time::Duration::from_millis(ms) {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        };
+        std::thread::spawn(move || busy(150)).join().unwrap();
+        busy(150);
+        let spent = process_cpu_time(me).unwrap() - before;
+        // 300 ms on two threads, read at the kernel's tick resolution (10 ms per reading).
+        assert!(spent >= std::time::Duration::from_millis(270), "{spent:?}");
+        assert!(process_cpu_time(u32::MAX).is_err());
+    }
 }

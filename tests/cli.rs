@@ -88,3 +88,57 @@ fn check_accepts_the_seed_config() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("2 workloads, 1 services, 1 policies"), "{out}");
 }
+
+#[test]
+fn redirect_prints_the_lab_ruleset_for_a_real_node() {
+    let (code, out, err) = run(
+        &["redirect", "print"],
+        &[
+            ("ZRING_POD_CIDRS", "10.244.0.0/16"),
+            ("ZRING_POD_INTERFACES", "cali*"),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let capture = zring::lab::Capture::parse("10.244.0.0/16", "cali*").unwrap();
+    let script = zring::lab::redirect::script(&capture);
+    assert!(out.starts_with(&script), "{out}");
+    assert!(
+        out.contains("# then: ip rule add fwmark 0x111 lookup 133"),
+        "{out}"
+    );
+}
+
+#[test]
+fn redirect_refuses_missing_or_unsafe_parameters() {
+    for (env, needle) in [
+        (vec![], "ZRING_POD_CIDRS"),
+        (
+            vec![("ZRING_POD_CIDRS", "10.244.0.1/16")],
+            "ZRING_POD_CIDRS",
+        ),
+        (
+            vec![
+                ("ZRING_POD_CIDRS", "10.244.0.0/16"),
+                ("ZRING_POD_INTERFACES", "veth\" accept"),
+            ],
+            "ZRING_POD_INTERFACES",
+        ),
+        (
+            vec![("ZRING_POD_CIDRS", "10.244.0.0/16"), ("PACKET_MARK", "7")],
+            "PACKET_MARK",
+        ),
+    ] {
+        let mut cmd = Command::new(ZRING);
+        cmd.args(["redirect", "print"])
+            .env_remove("ZRING_POD_CIDRS");
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{env:?}: {err}");
+        assert!(err.contains(needle), "{env:?}: {err}");
+    }
+    assert_eq!(run(&["redirect"], &[]).0, 2);
+    assert_eq!(run(&["redirect", "print", "extra"], &[]).0, 2);
+}

@@ -498,6 +498,63 @@ fn with_timeouts(conn: &TcpStream) -> io::Result<()> {
     conn.set_write_timeout(Some(STEP))
 }
 
+/// `zring redirect apply` (what the DaemonSet runs on a node) installs exactly what the lab
+/// installs, keeps one policy rule when applied twice, and `remove` takes it all away.
+#[test]
+fn zring_redirect_installs_the_lab_ruleset_and_removes_it() -> Result<()> {
+    let lab = Lab::seed()?;
+    let (a, b) = (lab.node("a"), lab.node("b"));
+    lab.redirect(b)?;
+    let zring = |action: &str| -> Result<()> {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_zring"));
+        cmd.args(["redirect", action])
+            .env("ZRING_POD_CIDRS", a.pod_cidr().to_string())
+            .env("ZRING_POD_INTERFACES", "zp*");
+        let p = lab.spawn_process(a, cmd)?;
+        let status = p.wait_exit(STEP * 10)?;
+        ensure!(status.success(), "zring redirect {action}: {}", p.log());
+        Ok(())
+    };
+    zring("apply")?;
+    zring("apply")?;
+    let listing = |n: &Netns| {
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                n.name(),
+                "nft",
+                "list",
+                "table",
+                "ip",
+                "zring",
+            ],
+        )
+    };
+    // Node b's table came from the lab for its own CIDR: the same text once a's CIDR is put in.
+    let from_lab = listing(b)?.replace(&b.pod_cidr().to_string(), &a.pod_cidr().to_string());
+    ensure!(
+        listing(a)? == from_lab,
+        "zring redirect:\n{}\nlab:\n{from_lab}",
+        listing(a)?
+    );
+    let rules = a.ip(&["rule", "show"])?;
+    ensure!(
+        rules.matches("fwmark 0x111 lookup 133").count() == 1,
+        "{rules}"
+    );
+    ensure!(
+        a.ip(&["route", "show", "table", "133"])?
+            .contains("local default dev lo")
+    );
+
+    zring("remove")?;
+    ensure!(listing(a).is_err(), "the table is gone");
+    ensure!(!a.ip(&["rule", "show"])?.contains("lookup 133"));
+    Ok(())
+}
+
 // ---- looking at the host ----
 
 fn run(program: &str, args: &[&str]) -> Result<String> {

@@ -5,7 +5,12 @@
 //! binary's sibling `zring` executable, one per node, each with the node's capture rules
 //! installed, a shared local config file and a shared development CA directory (so every node
 //! trusts every other). Traffic helpers enter pod namespaces on their own threads.
+//!
+//! The node proxy need not be zring: a [`NodeProxy`] names any binary that takes ztunnel's
+//! environment (`NODE_NAME`, `LOCAL_XDS_PATH`, …) and listens on the capture ports, which is how
+//! the benches compare implementations side by side.
 
+use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -43,7 +48,51 @@ pub fn eventually<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -
     }
 }
 
-/// A lab plus the zring processes serving its nodes.
+/// The program a [`Mesh`] runs on each node, and how to tell it is ready.
+#[derive(Debug, Clone)]
+pub struct NodeProxy {
+    pub binary: PathBuf,
+    pub args: Vec<String>,
+    pub ready: Ready,
+}
+
+/// When a node proxy counts as started.
+#[derive(Debug, Clone)]
+pub enum Ready {
+    /// Its log contains this text (zring: `zring ready`).
+    Logged(String),
+    /// It listens on every one of these TCP ports in the node's namespace: what any node proxy
+    /// does once it can take captured traffic, whatever it logs.
+    Listening(Vec<u16>),
+}
+
+impl NodeProxy {
+    /// zring itself: `zring run`, ready once it logs `zring ready`.
+    pub fn zring(binary: &Path) -> NodeProxy {
+        NodeProxy {
+            binary: binary.to_owned(),
+            args: vec!["run".into()],
+            ready: Ready::Logged("zring ready".into()),
+        }
+    }
+
+    /// Any other node proxy (another zring build, ztunnel in its shared node mode): run without
+    /// arguments, ready once it listens on 15001, 15006 and 15008.
+    pub fn other(binary: &Path) -> NodeProxy {
+        use super::{INBOUND_HBONE_PORT, INBOUND_PLAINTEXT_PORT, OUTBOUND_PORT};
+        NodeProxy {
+            binary: binary.to_owned(),
+            args: Vec::new(),
+            ready: Ready::Listening(vec![
+                OUTBOUND_PORT,
+                INBOUND_PLAINTEXT_PORT,
+                INBOUND_HBONE_PORT,
+            ]),
+        }
+    }
+}
+
+/// A lab plus the node proxy processes serving its nodes.
 #[derive(Debug)]
 pub struct Mesh {
     pub lab: Lab,
@@ -51,20 +100,31 @@ pub struct Mesh {
     pub config: PathBuf,
     /// The development CA directory every node shares.
     pub ca_dir: PathBuf,
-    binary: PathBuf,
+    proxy: NodeProxy,
     base_env: Vec<(String, String)>,
     zring: Vec<(String, Process)>,
 }
 
 impl Mesh {
     /// Writes `config` (ztunnel's local-config YAML) into the lab's directory, installs capture
-    /// on each of `nodes` and starts `binary` there with `NODE_NAME` set to the node's name,
-    /// `LOCAL_XDS_PATH` pointing at the config (unless `env` sets `XDS_ADDRESS`: then the
+    /// on each of `nodes` and starts zring (`binary`) there with `NODE_NAME` set to the node's
+    /// name, `LOCAL_XDS_PATH` pointing at the config (unless `env` sets `XDS_ADDRESS`: then the
     /// config comes from xDS and the file is unused) and `env` on top of the defaults (2 cores,
     /// poll the config every 50 ms).
     pub fn start(
         lab: Lab,
         binary: &Path,
+        config: &str,
+        nodes: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Mesh, LabError> {
+        Mesh::start_proxy(lab, NodeProxy::zring(binary), config, nodes, env)
+    }
+
+    /// [`start`](Self::start) with any node proxy.
+    pub fn start_proxy(
+        lab: Lab,
+        proxy: NodeProxy,
         config: &str,
         nodes: &[&str],
         env: &[(&str, &str)],
@@ -91,7 +151,7 @@ impl Mesh {
             lab,
             config: path,
             ca_dir,
-            binary: binary.to_owned(),
+            proxy,
             base_env,
             zring: Vec::new(),
         };
@@ -102,8 +162,8 @@ impl Mesh {
         Ok(mesh)
     }
 
-    /// Starts (or starts again) zring on `node`, with `env` over the mesh's, and waits until
-    /// it is ready. A previous process on that node must have exited or been killed.
+    /// Starts (or starts again) the node proxy on `node`, with `env` over the mesh's, and waits
+    /// until it is ready. A previous process on that node must have exited or been killed.
     pub fn start_node(&mut self, node: &str, env: &[(&str, &str)]) -> Result<&Process, LabError> {
         self.launch(node, env, false)
     }
@@ -124,8 +184,8 @@ impl Mesh {
         env: &[(&str, &str)],
         deny_io_uring: bool,
     ) -> Result<&Process, LabError> {
-        let mut cmd = Command::new(&self.binary);
-        cmd.arg("run")
+        let mut cmd = Command::new(&self.proxy.binary);
+        cmd.args(&self.proxy.args)
             .env("NODE_NAME", node)
             .env("ZRING_DEV_CA_DIR", &self.ca_dir);
         let from_xds = self
@@ -149,13 +209,22 @@ impl Mesh {
         } else {
             self.lab.spawn_process(ns, cmd)?
         };
-        p.wait_for_log("zring ready", READY_TIMEOUT)?;
+        match &self.proxy.ready {
+            Ready::Logged(needle) => p.wait_for_log(needle, READY_TIMEOUT)?,
+            Ready::Listening(ports) => {
+                let what = format!("listeners on {ports:?}");
+                p.wait_for(&what, READY_TIMEOUT, || {
+                    let open = listening_ports(p.pid());
+                    ports.iter().all(|port| open.contains(port))
+                })?
+            }
+        }
         self.zring.retain(|(n, _)| n != node);
         self.zring.push((node.to_owned(), p));
         Ok(&self.zring.last().expect("just pushed").1)
     }
 
-    /// The zring process on `node`. Panics if none was started there.
+    /// The node proxy process on `node`. Panics if none was started there.
     pub fn zring(&self, node: &str) -> &Process {
         self.zring
             .iter()
@@ -285,5 +354,44 @@ impl Mesh {
     pub fn must_exchange(&self, pod: &str, to: SocketAddr, up: u64, down: u64) -> Report {
         self.exchange(pod, to, up, down)
             .unwrap_or_else(|e| panic!("{pod} → {to}: {e}\n{}", self.logs()))
+    }
+}
+
+/// TCP ports with a listening socket in the network namespace of process `pid` (IPv4 and IPv6
+/// tables of `/proc/<pid>/net`, which show that process's namespace). Empty if unreadable.
+pub fn listening_ports(pid: u32) -> BTreeSet<u16> {
+    const LISTEN: &str = "0A";
+    ["tcp", "tcp6"]
+        .iter()
+        .filter_map(|t| std::fs::read_to_string(format!("/proc/{pid}/net/{t}")).ok())
+        .flat_map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let mut fields = line.split_whitespace();
+                    let local = fields.nth(1)?;
+                    let state = fields.nth(1)?;
+                    let port = local.rsplit_once(':')?.1;
+                    (state == LISTEN)
+                        .then(|| u16::from_str_radix(port, 16).ok())
+                        .flatten()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_listeners_are_found() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert!(listening_ports(std::process::id()).contains(&port));
+        drop(l);
+        assert!(!listening_ports(std::process::id()).contains(&port));
     }
 }

@@ -133,30 +133,45 @@ impl Process {
     /// Waits until the log contains `needle`. Fails at once if the program exits first, and after
     /// `timeout` otherwise; both errors carry the log's tail.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> Result<(), LabError> {
-        let deadline = Instant::now() + timeout;
-        let what = format!("{:?} in the log of {}", needle, self.inner.label);
         // Scan only what is new each round, overlapping by the needle's length so a needle split
         // across two reads is still found.
         let mut scanned = 0u64;
+        self.wait_for(&format!("{needle:?} in the log"), timeout, || {
+            let start = scanned.saturating_sub(needle.len() as u64);
+            read_from(&self.inner.log, start).is_ok_and(|(text, end)| {
+                scanned = end;
+                text.contains(needle)
+            })
+        })
+    }
+
+    /// Waits until `ready()` holds, checking every few milliseconds. Fails at once if the
+    /// program exits first and after `timeout` otherwise (errors name `what` and carry the log's
+    /// tail). The exit status is taken before `ready()` runs, so a program that gets ready and
+    /// then exits still counts as ready.
+    pub fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut ready: impl FnMut() -> bool,
+    ) -> Result<(), LabError> {
+        let deadline = Instant::now() + timeout;
+        let what = || format!("{what} of {}", self.inner.label);
         loop {
             let exited = self.try_status()?;
-            let start = scanned.saturating_sub(needle.len() as u64);
-            if let Ok((text, end)) = read_from(&self.inner.log, start) {
-                if text.contains(needle) {
-                    return Ok(());
-                }
-                scanned = end;
+            if ready() {
+                return Ok(());
             }
             if let Some(status) = exited {
                 return Err(LabError::Exited {
-                    what,
+                    what: what(),
                     status: status.to_string(),
                     tail: self.log_tail(),
                 });
             }
             if Instant::now() >= deadline {
                 return Err(LabError::Timeout {
-                    what,
+                    what: what(),
                     timeout,
                     tail: self.log_tail(),
                 });

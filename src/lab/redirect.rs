@@ -1,9 +1,14 @@
-//! Node-level traffic capture for a lab node: the nftables ruleset and policy routing that send
-//! pod traffic to zring's listeners the way Istio ambient's node-level (TPROXY) capture does.
+//! Node-level traffic capture: the nftables ruleset and policy routing that send pod traffic to
+//! zring's listeners the way Istio ambient's node-level (TPROXY) capture does, for a lab node
+//! ([`Lab::redirect`](super::Lab::redirect)) and for a real one (`zring redirect`, which the
+//! DaemonSet in `deploy/` runs). Both install the same text from [`ruleset`]; only the
+//! [`Capture`] parameters differ (pod CIDRs, the pod-interface pattern), so the lab's proof of
+//! every rule covers what a node gets.
 //!
-//! Runs on the thread that calls [`Lab::redirect`](super::Lab::redirect); [`ruleset`] is pure
-//! text, so it is unit-tested as text, and the integration tests (`tests/lab.rs`) prove every
-//! rule against the kernel through the per-rule counters ([`counters`]).
+//! Runs on the thread that calls [`install`] (a test's, `zring redirect`'s main thread);
+//! [`ruleset`] is pure text, so it is unit-tested as text, and the integration tests
+//! (`tests/lab.rs`) prove every rule against the kernel through the per-rule counters
+//! ([`counters`]).
 //!
 //! # What each piece is for
 //!
@@ -11,6 +16,9 @@
 //! (inbound plaintext) and 15008 (inbound HBONE). Its upstream sockets carry `SO_MARK 0x539` and
 //! usually bind the *client pod's* IP with `IP_TRANSPARENT` (source spoofing), so the pod at the
 //! far end sees the real client.
+//!
+//! Below, `zp*` is the lab's pod-interface pattern and "the pod CIDR" the node's; a real node
+//! substitutes its CNI's pattern and its cluster's pod CIDRs.
 //!
 //! - `output`, `meta mark 0x539 → ct mark set 0x539` (rule `zring-conn`): remembers on the
 //!   connection that zring opened it. The answers to a spoofed connection are addressed to a pod
@@ -78,15 +86,84 @@ pub const CAPTURE_MARK: u32 = 0x111;
 pub const CAPTURE_TABLE: u32 = 133;
 /// Name of the nftables table (family `ip`).
 pub const TABLE: &str = "zring";
+/// The pod-interface pattern of lab nodes (`zp-<pod>`, `zp<hash>`).
+pub const LAB_POD_INTERFACES: &str = "zp*";
 
-/// The `table ip zring` definition for a node whose pods live in `pod_cidr`.
-pub fn ruleset(pod_cidr: Cidr) -> String {
+/// What a node's capture is shaped by: where its pods' addresses are and which interfaces lead
+/// to them. The lab passes its node's pod CIDR and `zp*`; a real node passes its cluster's pod
+/// CIDRs and its CNI's interface prefix (`veth*`, `cali*`, `lxc*`, …).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capture {
+    /// Destinations that count as pods for the inbound rules (at least one).
+    pub pod_cidrs: Vec<Cidr>,
+    /// An nft `iifname` pattern matching every pod interface on the node.
+    pub pod_interfaces: String,
+}
+
+impl Capture {
+    /// Capture for pods in `pod_cidrs` behind interfaces matching `pod_interfaces`; fails on an
+    /// empty CIDR list or a pattern that is not a plain interface name with an optional
+    /// trailing `*` (the pattern is spliced into nft's text, so nothing else may pass).
+    pub fn new(pod_cidrs: Vec<Cidr>, pod_interfaces: &str) -> Result<Capture, LabError> {
+        let name = pod_interfaces.strip_suffix('*').unwrap_or(pod_interfaces);
+        let plain = name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if name.is_empty() || name.len() > 15 || !plain {
+            return Err(LabError::Topology(format!(
+                "pod interface pattern {pod_interfaces:?}: use an interface name or prefix \
+                 (letters, digits, - _ .), optionally ending in *"
+            )));
+        }
+        if pod_cidrs.is_empty() {
+            return Err(LabError::Topology("no pod CIDR given".into()));
+        }
+        Ok(Capture {
+            pod_cidrs,
+            pod_interfaces: pod_interfaces.to_owned(),
+        })
+    }
+
+    /// From text, as `zring redirect` takes it: comma-separated CIDRs and one pattern.
+    pub fn parse(pod_cidrs: &str, pod_interfaces: &str) -> Result<Capture, LabError> {
+        let cidrs = pod_cidrs
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::parse)
+            .collect::<Result<Vec<Cidr>, _>>()?;
+        Capture::new(cidrs, pod_interfaces.trim())
+    }
+
+    /// A lab node's capture: its pod CIDR, behind `zp*` interfaces.
+    pub fn lab(pod_cidr: Cidr) -> Capture {
+        Capture {
+            pod_cidrs: vec![pod_cidr],
+            pod_interfaces: LAB_POD_INTERFACES.to_owned(),
+        }
+    }
+
+    /// The pod CIDRs as nft writes a match on them: one network, or an anonymous set.
+    fn pods(&self) -> String {
+        match self.pod_cidrs.as_slice() {
+            [one] => one.to_string(),
+            many => {
+                let list: Vec<String> = many.iter().map(Cidr::to_string).collect();
+                format!("{{ {} }}", list.join(", "))
+            }
+        }
+    }
+}
+
+/// The `table ip zring` definition for a node with `capture`'s pods and interfaces.
+pub fn ruleset(capture: &Capture) -> String {
     let m = format!("{ZRING_MARK:#x}");
     let c = format!("{CAPTURE_MARK:#x}");
-    let capture = format!("meta mark set {c} counter accept");
+    let capture_set = format!("meta mark set {c} counter accept");
     let reset = "counter reject with tcp reset";
+    let (pods, ifaces) = (capture.pods(), &capture.pod_interfaces);
     let outside =
-        format!(r#"iifname != "lo" iifname != "zp*" ip daddr {pod_cidr} meta l4proto tcp"#);
+        format!(r#"iifname != "lo" iifname != "{ifaces}" ip daddr {pods} meta l4proto tcp"#);
     let hbone = INBOUND_HBONE_PORT;
     let mut s = String::new();
     let mut line = |text: String| writeln!(s, "{text}").expect("writing to a String");
@@ -100,25 +177,25 @@ pub fn ruleset(pod_cidr: Cidr) -> String {
     line("\tchain prerouting {".into());
     line("\t\ttype filter hook prerouting priority mangle; policy accept;".into());
     line(format!(
-        r#"		meta l4proto tcp ct mark {m} {capture} comment "reply-to-zring""#
+        r#"		meta l4proto tcp ct mark {m} {capture_set} comment "reply-to-zring""#
     ));
     line(format!(
-        r#"		meta l4proto tcp socket transparent 1 socket wildcard 0 {capture} comment "captured-flow""#
+        r#"		meta l4proto tcp socket transparent 1 socket wildcard 0 {capture_set} comment "captured-flow""#
     ));
     line(format!(
-        r#"		iifname "zp*" meta l4proto tcp tproxy to :{OUTBOUND_PORT} {capture} comment "outbound""#
+        r#"		iifname "{ifaces}" meta l4proto tcp tproxy to :{OUTBOUND_PORT} {capture_set} comment "outbound""#
     ));
     line(format!(
-        r#"		iifname "zp*" meta l4proto tcp {reset} comment "outbound-closed""#
+        r#"		iifname "{ifaces}" meta l4proto tcp {reset} comment "outbound-closed""#
     ));
     line(format!(
-        r#"		{outside} tcp dport {hbone} tproxy to :{hbone} {capture} comment "inbound-hbone""#
+        r#"		{outside} tcp dport {hbone} tproxy to :{hbone} {capture_set} comment "inbound-hbone""#
     ));
     line(format!(
         r#"		{outside} tcp dport {hbone} {reset} comment "inbound-hbone-closed""#
     ));
     line(format!(
-        r#"		{outside} tproxy to :{INBOUND_PLAINTEXT_PORT} {capture} comment "inbound-plaintext""#
+        r#"		{outside} tproxy to :{INBOUND_PLAINTEXT_PORT} {capture_set} comment "inbound-plaintext""#
     ));
     line(format!(
         r#"		{outside} {reset} comment "inbound-plaintext-closed""#
@@ -130,29 +207,72 @@ pub fn ruleset(pod_cidr: Cidr) -> String {
 
 /// The whole `nft -f` script: drop any previous `table ip zring`, then define it anew, in one
 /// transaction (`add` first so the `delete` cannot fail on a node without the table).
-pub fn script(pod_cidr: Cidr) -> String {
+pub fn script(capture: &Capture) -> String {
     format!(
         "add table ip {TABLE}\ndelete table ip {TABLE}\n{}",
-        ruleset(pod_cidr)
+        ruleset(capture)
     )
 }
 
-/// Installs capture in `node`: the nft table (replacing an older one) and, once, the policy route.
-pub(crate) fn install(
-    node: &Netns,
-    pod_cidr: Cidr,
-    with_policy_routing: bool,
-) -> Result<(), LabError> {
-    cmd::nft_in(node.name(), &["-f", "-"], Some(&script(pod_cidr)))?;
-    if with_policy_routing {
-        node.ip_line(&format!(
-            "rule add fwmark {CAPTURE_MARK:#x} lookup {CAPTURE_TABLE}"
-        ))?;
-        node.ip_line(&format!(
-            "route replace local 0.0.0.0/0 dev lo table {CAPTURE_TABLE}"
-        ))?;
+/// The policy routing capture needs, as `ip` arguments: marked packets are delivered locally.
+pub fn policy_routing() -> [String; 2] {
+    [
+        format!("rule add fwmark {CAPTURE_MARK:#x} lookup {CAPTURE_TABLE}"),
+        format!("route replace local 0.0.0.0/0 dev lo table {CAPTURE_TABLE}"),
+    ]
+}
+
+/// Where capture is installed: a lab namespace, or the namespace this process runs in (a real
+/// node's, for `zring redirect`).
+#[derive(Debug, Clone, Copy)]
+pub enum Place<'a> {
+    Lab(&'a Netns),
+    Here,
+}
+
+impl Place<'_> {
+    fn nft(self, args: &[&str], stdin: Option<&str>) -> Result<String, LabError> {
+        match self {
+            Place::Lab(ns) => cmd::nft_in(ns.name(), args, stdin),
+            Place::Here => cmd::run(cmd::program(cmd::NFT), args, stdin),
+        }
     }
-    Ok(())
+
+    fn ip(self, line: &str) -> Result<String, LabError> {
+        let args: Vec<&str> = line.split_whitespace().collect();
+        match self {
+            Place::Lab(ns) => ns.ip(&args),
+            Place::Here => cmd::run(cmd::program(cmd::IP), &args, None),
+        }
+    }
+}
+
+/// Installs capture at `place`: the nft table (replacing an older one atomically) and the
+/// policy route. Idempotent: the `ip rule` is added only if it is not there yet.
+pub fn install(place: Place<'_>, capture: &Capture) -> Result<(), LabError> {
+    place.nft(&["-f", "-"], Some(&script(capture)))?;
+    let [rule, route] = policy_routing();
+    let wanted = format!("fwmark {CAPTURE_MARK:#x} lookup {CAPTURE_TABLE}");
+    if !place.ip("rule show")?.contains(&wanted) {
+        place.ip(&rule)?;
+    }
+    place.ip(&route).map(drop)
+}
+
+/// Removes what [`install`] added at `place` (nothing missing is an error): the nft table, every
+/// copy of the policy rule, and the local route table.
+pub fn remove(place: Place<'_>) -> Result<(), LabError> {
+    place.nft(
+        &["-f", "-"],
+        Some(&format!("add table ip {TABLE}\ndelete table ip {TABLE}\n")),
+    )?;
+    let wanted = format!("fwmark {CAPTURE_MARK:#x} lookup {CAPTURE_TABLE}");
+    while place.ip("rule show")?.contains(&wanted) {
+        place.ip(&format!("rule del {wanted}"))?;
+    }
+    place
+        .ip(&format!("route flush table {CAPTURE_TABLE}"))
+        .map(drop)
 }
 
 /// Packets and bytes one commented rule of `table ip zring` has matched.
@@ -165,8 +285,8 @@ pub struct RuleCounter {
 }
 
 /// Reads the counters of every rule of `table ip zring` in `node`.
-pub fn counters(node: &Netns) -> Result<Vec<RuleCounter>, LabError> {
-    let listing = cmd::nft_in(node.name(), &["list", "table", "ip", TABLE], None)?;
+pub fn counters(place: Place<'_>) -> Result<Vec<RuleCounter>, LabError> {
+    let listing = place.nft(&["list", "table", "ip", TABLE], None)?;
     Ok(parse_counters(&listing))
 }
 
@@ -195,8 +315,8 @@ fn parse_counters(listing: &str) -> Vec<RuleCounter> {
 mod tests {
     use super::*;
 
-    fn cidr() -> Cidr {
-        "10.244.2.0/24".parse().unwrap()
+    fn lab_capture() -> Capture {
+        Capture::lab("10.244.2.0/24".parse().unwrap())
     }
 
     #[test]
@@ -219,12 +339,12 @@ mod tests {
 	}
 }
 "#;
-        assert_eq!(ruleset(cidr()), want);
+        assert_eq!(ruleset(&lab_capture()), want);
     }
 
     #[test]
     fn rules_keep_their_order() {
-        let text = ruleset(cidr());
+        let text = ruleset(&lab_capture());
         let order = [
             "reply-to-zring",
             "captured-flow",
@@ -243,15 +363,80 @@ mod tests {
     fn own_mark_never_routes_locally() {
         // Only the capture mark may reach the local-delivery table; zring's own mark is saved to
         // conntrack, never set on a packet in prerouting.
-        let text = ruleset(cidr());
+        let text = ruleset(&lab_capture());
         assert!(!text.contains("meta mark set 0x539"));
         assert_eq!(text.matches("meta mark set 0x111").count(), 5);
     }
 
     #[test]
     fn script_replaces_the_table_in_one_go() {
-        let s = script(cidr());
+        let s = script(&lab_capture());
         assert!(s.starts_with("add table ip zring\ndelete table ip zring\ntable ip zring {"));
+    }
+
+    #[test]
+    fn a_real_node_gets_its_cni_interfaces_and_every_pod_cidr() {
+        let capture = Capture::new(
+            vec![
+                "10.244.0.0/16".parse().unwrap(),
+                "10.96.0.0/12".parse().unwrap(),
+            ],
+            "veth*",
+        )
+        .unwrap();
+        let text = ruleset(&capture);
+        assert!(text.contains(r#"iifname "veth*" meta l4proto tcp tproxy to :15001"#));
+        assert!(text.contains(
+            r#"iifname != "lo" iifname != "veth*" ip daddr { 10.244.0.0/16, 10.96.0.0/12 } meta l4proto tcp tcp dport 15008"#
+        ));
+        assert!(!text.contains("zp*"));
+        // Same rules, same order, whatever the parameters.
+        let lab = ruleset(&lab_capture());
+        assert_eq!(text.lines().count(), lab.lines().count());
+    }
+
+    #[test]
+    fn capture_parameters_cannot_inject_nft_text() {
+        let cidrs = || vec!["10.244.0.0/16".parse().unwrap()];
+        for ok in ["veth*", "cali*", "lxc*", "eth0", "azv*", "vxlan.calico"] {
+            assert!(Capture::new(cidrs(), ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "*",
+            "veth\"*",
+            "a b*",
+            "veth*\" accept",
+            "x*y",
+            "abcdefghijklmnop*",
+        ] {
+            assert!(Capture::new(cidrs(), bad).is_err(), "{bad}");
+        }
+        assert!(Capture::new(Vec::new(), "veth*").is_err());
+        assert_eq!(
+            Capture::parse(" 10.244.0.0/16, 10.245.0.0/16 ,", "cali*").unwrap(),
+            Capture::new(
+                vec![
+                    "10.244.0.0/16".parse().unwrap(),
+                    "10.245.0.0/16".parse().unwrap()
+                ],
+                "cali*"
+            )
+            .unwrap()
+        );
+        assert!(
+            Capture::parse("10.244.0.1/16", "veth*").is_err(),
+            "host bits"
+        );
+        assert!(Capture::parse("", "veth*").is_err());
+    }
+
+    #[test]
+    fn policy_routing_matches_the_marks_in_the_ruleset() {
+        let [rule, route] = policy_routing();
+        assert_eq!(rule, "rule add fwmark 0x111 lookup 133");
+        assert_eq!(route, "route replace local 0.0.0.0/0 dev lo table 133");
+        assert!(ruleset(&lab_capture()).contains("meta mark set 0x111"));
     }
 
     #[test]

@@ -1,0 +1,259 @@
+//! `cargo bench --bench datapath`: the data path compared with direct TCP between the same pods,
+//! in network namespaces, every figure a ratio to direct measured in the same run.
+//!
+//! Setups: `direct` (no capture: the kernel forwards between the pods), `zring plaintext`
+//! (TCP workloads: 15001 on the client's node, 15006 on the server's) and `zring hbone` (HBONE
+//! workloads: 15001 → mTLS HTTP/2 CONNECT → 15008), each zring setup on both drivers, and the
+//! same proxied setups with another node proxy binary if `ZRING_BENCH_PROXY` names one.
+//! Workloads: bulk (one direction), rr (1 KiB request/response on long-lived connections) and
+//! crr (a new connection per 1 KiB request), each on 1, 8 and 64 concurrent connections.
+//! Figures: Gb/s, requests/s, p50/p99/p999 latency (hdrhistogram), CPU seconds per GiB of
+//! each proxy process (from `/proc/<pid>/stat`) and of the pods' own threads. Then the memory
+//! scenario: resident memory per idle HBONE connection, and after they closed.
+//!
+//! Results: the table on stdout and in `target/zring-bench/datapath.txt`, JSON in
+//! `datapath.json`, bar charts in `datapath.svg`. Needs root (namespaces, nftables).
+//!
+//! Environment (all optional; README "Benchmarks" has the full story):
+//! - `ZRING_BENCH_SECS` seconds per measurement (3);
+//! - `ZRING_BENCH_DRIVER` `uring,legacy` (both); `ZRING_BENCH_SCENARIOS` `plaintext,hbone,memory`
+//!   (direct always runs); `ZRING_BENCH_WORKLOADS` `bulk,rr,crr`; `ZRING_BENCH_CONNS` `1,8,64`;
+//! - `ZRING_BENCH_CORES` runtimes per zring (1: both nodes and the pods share this machine);
+//! - `ZRING_BENCH_IDLE_CONNS` connections of the memory scenario (10000);
+//! - `ZRING_BENCH_PROXY=/path/to/binary` another node proxy, with `ZRING_BENCH_PROXY_NAME`,
+//!   `ZRING_BENCH_PROXY_ARGS` and `ZRING_BENCH_PROXY_ENV` (`K=V K=V`);
+//! - `ZRING_BENCH_OUT` output directory; `ZRING_BENCH_PERF=dir` records `perf` profiles of the
+//!   proxies during each measurement (`perf/flamegraph.sh` drives it).
+
+mod chart;
+mod load;
+mod memory;
+mod options;
+mod report;
+mod setup;
+
+use std::path::Path;
+use std::time::Duration;
+
+use options::{Mode, Options, Workload};
+use report::{Report, Row};
+use setup::{APPB, Proxy, Recording, Running, Setup, cpu};
+
+const ZRING: &str = env!("CARGO_BIN_EXE_zring");
+/// How quickly the memory scenario's proxies release idle pooled tunnels.
+const POOL_RELEASE: Duration = Duration::from_secs(2);
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(memory::SERVER_ARG) {
+        let n = args
+            .get(2)
+            .and_then(|n| n.parse().ok())
+            .expect("--idle-server N");
+        memory::serve(n);
+        return;
+    }
+    // `cargo test --benches` runs bench targets without `--bench`; only `cargo bench` measures.
+    if !args.iter().any(|a| a == "--bench") {
+        return;
+    }
+    // Cargo's per-target scratch directory is `<target dir>/tmp`, wherever the target dir is.
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap_or(Path::new("target"));
+    let opts = Options::from_env(target);
+    let mut report = Report::new(&opts);
+
+    let mut setups = vec![Setup::direct()];
+    for &mode in &opts.modes {
+        for driver in &opts.drivers {
+            setups.push(Setup {
+                mode,
+                proxy: Some(Proxy::Zring {
+                    driver: driver.clone(),
+                }),
+            });
+        }
+    }
+    if let Some(other) = &opts.other {
+        for &mode in &opts.modes {
+            setups.push(Setup {
+                mode,
+                proxy: Some(Proxy::Other(other.clone())),
+            });
+        }
+    }
+    let measurements = setups.len() * opts.workloads.len() * opts.conns.len();
+    println!(
+        "\nzring datapath bench: {} setups × {} workloads × {} connection counts = {measurements} \
+         measurements of {:?}{}; results in {}",
+        setups.len(),
+        opts.workloads.len(),
+        opts.conns.len(),
+        opts.secs,
+        if opts.memory {
+            ", then the memory scenario"
+        } else {
+            ""
+        },
+        opts.out.display()
+    );
+
+    for setup in &setups {
+        let running = Running::start(setup, &opts, Path::new(ZRING), &[]);
+        for &workload in &opts.workloads {
+            for &conns in &opts.conns {
+                let mut row = measure(&running, setup, workload, conns, &opts);
+                if let Some(direct) = report
+                    .group(workload.name(), conns)
+                    .find(|r| r.mode == Mode::Direct.name())
+                {
+                    row.compare(direct);
+                }
+                println!("{}", progress(&row));
+                report.rows.push(row);
+            }
+        }
+        running.check_path(setup);
+    }
+
+    if opts.memory {
+        let mut proxies: Vec<Proxy> = opts
+            .drivers
+            .iter()
+            .map(|d| Proxy::Zring { driver: d.clone() })
+            .collect();
+        proxies.extend(opts.other.clone().map(Proxy::Other));
+        for proxy in proxies {
+            let setup = Setup {
+                mode: Mode::Hbone,
+                proxy: Some(proxy),
+            };
+            let release = format!("{}s", POOL_RELEASE.as_secs());
+            let running = Running::start(
+                &setup,
+                &opts,
+                Path::new(ZRING),
+                &[("POOL_UNUSED_RELEASE_TIMEOUT", &release)],
+            );
+            let m =
+                memory::idle_connections(&running, &setup.label(), opts.idle_conns, POOL_RELEASE);
+            for side in &m.sides {
+                let rounds: Vec<String> = side
+                    .rounds
+                    .iter()
+                    .map(|r| format!("{} open, {} closed", r.open.rss_kib, r.closed.rss_kib))
+                    .collect();
+                println!(
+                    "{:<24} {} idle connections: {:>6} bytes each on the {} side (KiB: {} before; {})",
+                    m.setup,
+                    m.connections,
+                    side.bytes_per_conn.round(),
+                    side.role,
+                    side.baseline.rss_kib,
+                    rounds.join("; then ")
+                );
+            }
+            report.memory.push(m);
+        }
+    }
+
+    write(&report, &opts);
+}
+
+/// One measurement: the load between the pods, with the proxies' and the pods' CPU time
+/// around it (and `perf record` on the proxies when asked).
+fn measure(
+    running: &Running,
+    setup: &Setup,
+    workload: Workload,
+    conns: usize,
+    opts: &Options,
+) -> Row {
+    let proxies = running.proxies();
+    let recording = opts
+        .perf
+        .as_ref()
+        .filter(|_| !proxies.is_empty())
+        .map(|perf| {
+            let name = format!("{}-{}-{conns}", setup.label(), workload.name()).replace(' ', "-");
+            Recording::start(perf, &name, &proxies)
+        });
+    let me = std::process::id();
+    let before: Vec<Duration> = proxies.iter().map(|(_, p)| cpu(p.pid())).collect();
+    let load_before = cpu(me);
+    let dur = opts.secs;
+    let sample = running
+        .lab()
+        .pod("appa")
+        .run(move || load::run(workload, conns, APPB, dur));
+    let load = cpu(me).saturating_sub(load_before);
+    let spent: Vec<Duration> = proxies
+        .iter()
+        .zip(&before)
+        .map(|((_, p), b)| cpu(p.pid()).saturating_sub(*b))
+        .collect();
+    if let Some(r) = recording {
+        for path in r.stop() {
+            println!("  perf profile: {}", path.display());
+        }
+    }
+    let proxy_cpu = match spent.as_slice() {
+        [a, b] => Some((*a, *b)),
+        _ => None,
+    };
+    Row::new(setup, workload, conns, &sample, proxy_cpu, load)
+}
+
+/// One line per measurement while the bench runs.
+fn progress(r: &Row) -> String {
+    let ratio = |x: Option<f64>| x.map_or(String::new(), |x| format!(" ({x:.2}×)"));
+    let main = match (r.gbps, r.rps, r.latency_us) {
+        (Some(g), _, _) => format!("{g:.2} Gb/s{}", ratio(r.vs_direct.gbps)),
+        (_, Some(q), Some(l)) => format!(
+            "{q:.0} req/s{}, p50 {:.0} µs, p99 {:.0} µs, p999 {:.0} µs",
+            ratio(r.vs_direct.rps),
+            l.p50,
+            l.p99,
+            l.p999
+        ),
+        (_, Some(q), None) => format!("{q:.0} req/s"),
+        _ => "no result".into(),
+    };
+    let errors = if r.errors > 0 {
+        let kinds: Vec<String> = r
+            .error_kinds
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        format!(", {} errors ({})", r.errors, kinds.join(", "))
+    } else {
+        String::new()
+    };
+    format!(
+        "{:<24} {:<5} × {:>3}: {main}, {:.2} CPU s/GiB total{}{errors}",
+        r.setup,
+        r.workload,
+        r.conns,
+        r.cpu_s_per_gib.total,
+        ratio(r.vs_direct.cpu_total)
+    )
+}
+
+/// The table on stdout, and the table, JSON and SVG in the output directory.
+fn write(report: &Report, opts: &Options) {
+    let table = report.table();
+    println!("\n{table}");
+    let out = &opts.out;
+    std::fs::create_dir_all(out).unwrap_or_else(|e| panic!("creating {}: {e}", out.display()));
+    let json = serde_json::to_string_pretty(report).expect("the report serializes");
+    for (name, text) in [
+        ("datapath.txt", table),
+        ("datapath.json", json),
+        ("datapath.svg", chart::svg(report)),
+    ] {
+        let path = out.join(name);
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        println!("wrote {}", path.display());
+    }
+}

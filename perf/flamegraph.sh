@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# One command from a fresh machine to flamegraphs of zring's outbound (client's node) and inbound
+# (server's node) processes under one datapath bench scenario. Run as root from anywhere:
+#
+#   perf/flamegraph.sh [--fp] [--secs N] [--driver uring|legacy] [MODE [WORKLOAD [CONNS]]]
+#
+#   MODE      hbone (default) | plaintext
+#   WORKLOAD  bulk (default) | rr | crr
+#   CONNS     concurrent connections (default 8)
+#   --fp      unwind with frame pointers (rebuilds with -C force-frame-pointers=yes in its own
+#             target dir) instead of DWARF call graphs (the default: works on any build)
+#   --secs N  seconds recorded (default 5)
+#
+# Installs what is missing: perf (Debian's linux-perf) and inferno (crates.io). Runs
+# `cargo bench --bench datapath` for the direct baseline and the chosen zring setup, with
+# `perf record` attached to both zring processes during the measurement. Output, in
+# $CARGO_TARGET_DIR (default target)/zring-bench/flamegraph/:
+#   <setup>-<workload>-<conns>-outbound.svg, ...-inbound.svg  the flamegraphs
+#   datapath.txt / .json / .svg                              the bench's figures for that run
+#   data/*.perf.data                                         the raw profiles (perf report -i)
+# perf/README.md explains how to read them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+INFERNO_VERSION=0.12.8
+fp=0 secs=5 driver=uring
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --fp) fp=1; shift ;;
+    --secs) secs=$2; shift 2 ;;
+    --driver) driver=$2; shift 2 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -*) echo "flamegraph.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    *) break ;;
+  esac
+done
+mode=${1:-hbone} workload=${2:-bulk} conns=${3:-8}
+case "$mode" in hbone|plaintext) ;; *) echo "MODE must be hbone or plaintext" >&2; exit 2 ;; esac
+case "$workload" in bulk|rr|crr) ;; *) echo "WORKLOAD must be bulk, rr or crr" >&2; exit 2 ;; esac
+case "$driver" in uring|legacy) ;; *) echo "--driver must be uring or legacy" >&2; exit 2 ;; esac
+
+if [ "$(id -u)" != 0 ]; then
+  echo "flamegraph.sh: run as root (the bench builds network namespaces; perf attaches to zring)" >&2
+  exit 1
+fi
+
+# perf: Debian's linux-perf (one build that runs on any kernel).
+if ! perf version >/dev/null 2>&1; then
+  echo "flamegraph.sh: installing linux-perf"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends linux-perf nftables iproute2 >/dev/null
+fi
+perf version >/dev/null || { echo "flamegraph.sh: perf does not run here" >&2; exit 1; }
+export PATH="$HOME/.cargo/bin:$PATH"
+
+if ! command -v inferno-flamegraph >/dev/null || ! command -v inferno-collapse-perf >/dev/null; then
+  echo "flamegraph.sh: installing inferno $INFERNO_VERSION (cargo install)"
+  cargo install --locked --quiet inferno --version "$INFERNO_VERSION"
+fi
+
+# Hardware cycles where the machine has them (bare metal), the software clock otherwise (most
+# VMs: `perf stat -e cycles` says <not supported>). Both sample where CPU time goes.
+if perf stat -e cycles -x, true 2>&1 | grep -q '^[0-9]'; then event=cycles; else event=cpu-clock; fi
+
+target=${CARGO_TARGET_DIR:-$PWD/target}
+out=$target/zring-bench/flamegraph
+rm -rf "$out/data"
+mkdir -p "$out/data"
+if [ "$fp" = 1 ]; then
+  # Frame pointers in zring and every crate; std is prebuilt without them, so its frames show
+  # as leaves. A separate target dir keeps the normal build intact.
+  export RUSTFLAGS="${RUSTFLAGS:-} -C force-frame-pointers=yes"
+  export CARGO_TARGET_DIR=$target/frame-pointers
+  callgraph=fp
+else
+  callgraph=dwarf
+fi
+
+echo "flamegraph.sh: zring $mode $driver, $workload × $conns connections, $secs s, event $event, call graph $callgraph"
+ZRING_BENCH_SCENARIOS=$mode ZRING_BENCH_WORKLOADS=$workload ZRING_BENCH_CONNS=$conns \
+ZRING_BENCH_DRIVER=$driver ZRING_BENCH_SECS=$secs ZRING_BENCH_OUT=$out \
+ZRING_BENCH_PERF=$out/data ZRING_BENCH_PERF_EVENT=$event ZRING_BENCH_PERF_CALLGRAPH=$callgraph \
+  cargo bench --locked --bench datapath
+
+shopt -s nullglob
+made=0
+for data in "$out"/data/*.perf.data; do
+  name=$(basename "$data" .perf.data)
+  svg=$out/$name.svg
+  # --no-inline: perf 6.1 resolves inlined frames through addr2line, one process per address,
+  # which takes minutes on a DWARF profile; the inlined callers still show in the parent frame.
+  perf script --no-inline -i "$data" 2>/dev/null \
+    | inferno-collapse-perf --all \
+    | inferno-flamegraph --title "$name ($event, $callgraph)" --width 1600 > "$svg"
+  echo "flamegraph: $svg"
+  made=$((made + 1))
+done
+[ "$made" -gt 0 ] || { echo "flamegraph.sh: no profile was recorded" >&2; exit 1; }
