@@ -191,9 +191,9 @@ impl Mesh {
         let from_xds = self
             .base_env
             .iter()
-            .map(|(k, _)| k.as_str())
-            .chain(env.iter().map(|(k, _)| *k))
-            .any(|k| k == "XDS_ADDRESS");
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain(env.iter().copied())
+            .any(|(k, v)| k == "XDS_ADDRESS" && !v.is_empty());
         if !from_xds {
             cmd.env("LOCAL_XDS_PATH", &self.config);
         }
