@@ -5,7 +5,9 @@
 //!   control-thread code;
 //! - `core` and `proxy` run inside the per-core monoio runtimes and never block or lock;
 //! - `sys` holds every `unsafe` block in the crate;
-//! - `lab` builds network-namespace topologies for `zring demo`, the tests and the benches.
+//! - `lab` builds network-namespace topologies for `zring demo`, the tests and the benches;
+//! - `fuzzing` holds the entry points the cargo-fuzz targets (`fuzz/`) and the seed-corpus
+//!   test share.
 
 pub mod app;
 pub mod backoff;
@@ -13,6 +15,8 @@ pub mod config;
 pub mod control;
 pub mod core;
 pub mod demo;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod identity;
 pub mod lab;
