@@ -122,17 +122,18 @@ pub fn connect_target<B>(request: &Request<B>) -> Result<SocketAddr, HeaderError
 }
 
 /// Runs `work` (connecting to the target, say) unless the client resets the stream first:
-/// `None` then, and `work` is dropped. A stream reset by the peer no longer counts against
-/// [`SERVER_MAX_STREAMS`], so without this a client could open and reset streams in a loop
-/// (the "rapid reset" attack) and leave one upstream connect pending per stream.
+/// then `work` is dropped and the reset is the error. A stream reset by the peer no longer
+/// counts against [`SERVER_MAX_STREAMS`], so without this a client could open and reset
+/// streams in a loop (the "rapid reset" attack) and leave one pending upstream connect per
+/// stream, without bound.
 pub async fn unless_reset<F: Future>(
     respond: &mut SendResponse<Bytes>,
     work: F,
-) -> Option<F::Output> {
+) -> Result<F::Output, h2::Error> {
     let reset = std::future::poll_fn(|cx| respond.poll_reset(cx));
     monoio::select! {
-        out = work => Some(out),
-        _ = reset => None,
+        out = work => Ok(out),
+        reset = reset => Err(reset.map_or_else(|e| e, h2::Error::from)),
     }
 }
 
