@@ -22,9 +22,12 @@ use crate::xds::proto::discovery::DeltaDiscoveryResponse;
 use crate::xds::proto::{security, workload};
 use crate::xds::resources::{Kind, ResourceSet};
 
+/// A target's entry function: panics when it finds a bug.
+pub type Entry = fn(&[u8]);
+
 /// Every target: its name (the file `fuzz/fuzz_targets/<name>.rs` and the corpus directory
 /// `fuzz/corpus/<name>/`) and its entry function.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Entry)] = &[
     ("connect_authority", connect_authority),
     ("hbone_headers", hbone_headers),
     ("spiffe_identity", spiffe_identity),

@@ -243,7 +243,9 @@ fn malformed_connect_requests_are_refused_per_stream() {
     let mut h = hostile(&[]);
     let mut conn = h.dial_as_appa();
     let appb_echo = format!("{APPB}:{ECHO}");
-    let cases: Vec<(&str, Vec<(&str, String)>, Answer)> = vec![
+    /// What the case is, its header fields, and zring's answer.
+    type Case = (&'static str, Vec<(&'static str, String)>, Answer);
+    let cases: Vec<Case> = vec![
         (
             "missing :authority",
             vec![(":method", "CONNECT".into())],
