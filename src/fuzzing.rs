@@ -2,19 +2,26 @@
 //! (`tests/fuzz_corpus.rs`), which runs every committed corpus file through the same
 //! functions: the two cannot drift, and CI exercises the corpora without cargo-fuzz.
 //!
-//! One function per parser that faces the network or the control plane. Each takes raw bytes,
+//! One function per parser that faces the network or the control plane (and one for the
+//! HBONE server's HTTP/2 loop as a whole). Each takes raw bytes,
 //! must never panic, and checks properties beyond "did not crash" (round trips, the invariants
 //! the parsers' module docs promise), so the fuzzer can find wrong answers as well as crashes.
-//! Pure: no IO, runs on the caller's thread. Not part of zring's API.
+//! No IO (`hbone_server` runs its own monoio runtime over an in-memory connection); runs on
+//! the caller's thread. Not part of zring's API.
 
+use std::cell::RefCell;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use http::{HeaderValue, Method, Request, Uri};
+use http::{HeaderValue, Method, Request, StatusCode, Uri};
 use prost::Message;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::identity::{Identity, identity_from_cert};
 use crate::proxy::hbone::headers::{self, Baggage, TraceParent};
-use crate::proxy::hbone::server::connect_target;
+use crate::proxy::hbone::server::{self, connect_target};
 use crate::state::{Authorization, SnapshotBuilder};
 use crate::xds::convert::AddressEntry;
 use crate::xds::local;
@@ -35,6 +42,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("xds_protobuf", xds_protobuf),
     ("xds_response", xds_response),
     ("local_yaml", local_yaml),
+    ("hbone_server", hbone_server),
 ];
 
 /// Longest error message a parser may produce: messages are logged, and a hostile input must
@@ -215,5 +223,102 @@ pub fn local_yaml(data: &[u8]) {
             "{}-byte error message",
             message.len()
         );
+    }
+}
+
+/// The HTTP/2 client preface; `hbone_server` puts it in front of every input, so the fuzzer
+/// spends its time on frames.
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The bytes a client sends to 15008 after TLS, served by the HBONE server's HTTP/2 loop
+/// with zring's settings and abuse limits; each request is checked as the inbound path does
+/// (`connect_target`) and answered 200 or 400. Must end (the input ends with EOF) without a
+/// panic: a panic in h2 or in the loop would take down a core.
+pub fn hbone_server(data: &[u8]) {
+    serve_script(data);
+}
+
+/// [`hbone_server`]'s work; returns how many requests reached the handler, so tests can tell
+/// that seeds get past h2's checks.
+pub fn serve_script(data: &[u8]) -> usize {
+    thread_local! {
+        static RUNTIME: RefCell<monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>>> =
+            RefCell::new(
+                monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                    .enable_timer()
+                    .build()
+                    .expect("a monoio runtime"),
+            );
+    }
+    let mut input = H2_PREFACE.to_vec();
+    input.extend_from_slice(data);
+    let io = Script {
+        input,
+        at: 0,
+        stalls: 0,
+    };
+    let peer = SocketAddr::from(([10, 244, 1, 8], 40000));
+    RUNTIME.with(|rt| {
+        rt.borrow_mut().block_on(async move {
+            let mut requests = 0;
+            let _ = server::serve(io, peer, |request, respond| {
+                requests += 1;
+                match connect_target(&request) {
+                    Ok(_) => drop(server::accept(respond)),
+                    Err(_) => server::refuse(respond, StatusCode::BAD_REQUEST),
+                }
+            })
+            .await;
+            requests
+        })
+    })
+}
+
+/// An in-memory connection: reads return the script, then "nothing yet" a few hundred times,
+/// then EOF; writes vanish. The stalls matter: h2 drops requests still queued when it reads
+/// EOF, and hands one out per `accept` only after a read has come back empty-handed.
+struct Script {
+    input: Vec<u8>,
+    at: usize,
+    stalls: usize,
+}
+
+/// More than the 200 streams a connection may have open, so every queued request gets out.
+const STALLS: usize = 256;
+
+impl AsyncRead for Script {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let rest = &self.input[self.at..];
+        if rest.is_empty() && self.stalls < STALLS {
+            self.stalls += 1;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let n = rest.len().min(buf.remaining());
+        buf.put_slice(&rest[..n]);
+        self.at += n;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Script {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 }

@@ -11,6 +11,11 @@ use std::path::{Path, PathBuf};
 
 use zring::fuzzing::TARGETS;
 
+// The frame writer of the hostile tests builds the HTTP/2 seeds.
+#[allow(dead_code)]
+#[path = "hostile/h2raw.rs"]
+mod h2raw;
+
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
 }
@@ -84,6 +89,25 @@ fn every_seed_passes_its_target() {
     assert!(ran >= 5 * TARGETS.len(), "only {ran} seeds ran");
 }
 
+/// The HTTP/2 seeds get where they should: well-formed requests reach zring's handler,
+/// floods do not.
+#[test]
+fn http2_seeds_reach_the_request_handler_or_not() {
+    let dir = fuzz_dir().join("corpus/hbone_server");
+    for (seed, want) in [
+        ("connect-data-close", 1),
+        ("get", 1),
+        ("no-authority", 1),
+        ("continuation", 1),
+        ("padded-priority", 1),
+        ("continuation-flood", 0),
+        ("oversized", 0),
+    ] {
+        let data = std::fs::read(dir.join(seed)).unwrap();
+        assert_eq!(zring::fuzzing::serve_script(&data), want, "{seed}");
+    }
+}
+
 #[test]
 #[ignore = "writes the generated seeds into fuzz/corpus; run by hand"]
 fn write_seeds() {
@@ -95,6 +119,7 @@ fn write_seeds() {
         ("xds_protobuf", seeds::protobufs()),
         ("xds_response", seeds::responses()),
         ("local_yaml", seeds::yaml()),
+        ("hbone_server", seeds::http2()),
     ] {
         let dir = fuzz_dir().join("corpus").join(target);
         std::fs::create_dir_all(&dir).unwrap();
@@ -112,7 +137,121 @@ mod seeds {
     use zring::xds::proto::discovery::{DeltaDiscoveryResponse, Resource};
     use zring::xds::proto::{ADDRESS_TYPE, AUTHORIZATION_TYPE, security as ps, workload as pw};
 
+    use super::h2raw::{self, frame};
+
     type Seeds = Vec<(String, Vec<u8>)>;
+
+    /// Client frames after the preface (the target adds the preface), starting with SETTINGS.
+    pub fn http2() -> Seeds {
+        let settings = frame(h2raw::SETTINGS, 0, 0, &[0, 4, 0, 0x40, 0, 0]);
+        let target = "10.244.2.4:80";
+        let connect = h2raw::connect(1, target);
+        let mut split = frame(
+            h2raw::HEADERS,
+            0,
+            1,
+            &h2raw::block(&[(":method", "CONNECT")]),
+        );
+        split.extend(frame(
+            h2raw::CONTINUATION,
+            h2raw::END_HEADERS,
+            1,
+            &h2raw::block(&[(":authority", target)]),
+        ));
+        let mut flood = frame(
+            h2raw::HEADERS,
+            0,
+            1,
+            &h2raw::block(&[(":method", "CONNECT")]),
+        );
+        for _ in 0..50 {
+            flood.extend(frame(h2raw::CONTINUATION, 0, 1, b""));
+        }
+        let mut resets = Vec::new();
+        for i in 0..30 {
+            resets.extend(h2raw::connect(1 + 2 * i, target));
+            resets.extend(h2raw::rst_stream(1 + 2 * i, h2raw::CANCEL));
+        }
+        let big = "x".repeat(20 << 10);
+        let mut padded = vec![4u8];
+        padded.extend(h2raw::block(&[
+            (":method", "CONNECT"),
+            (":authority", target),
+        ]));
+        padded.extend([0u8; 4]);
+        let cases: Vec<(&str, Vec<Vec<u8>>)> = vec![
+            (
+                "connect-data-close",
+                vec![
+                    connect.clone(),
+                    h2raw::data(1, b"hello", false),
+                    h2raw::data(1, b"", true),
+                ],
+            ),
+            (
+                "get",
+                vec![h2raw::headers(
+                    1,
+                    &[
+                        (":method", "GET"),
+                        (":scheme", "https"),
+                        (":authority", target),
+                        (":path", "/"),
+                    ],
+                    true,
+                )],
+            ),
+            (
+                "no-authority",
+                vec![h2raw::headers(1, &[(":method", "CONNECT")], false)],
+            ),
+            ("continuation", vec![split]),
+            ("continuation-flood", vec![flood]),
+            ("reset-burst", vec![resets]),
+            (
+                "oversized",
+                vec![h2raw::headers(
+                    1,
+                    &[
+                        (":method", "CONNECT"),
+                        (":authority", target),
+                        ("x-pad", &big),
+                    ],
+                    false,
+                )],
+            ),
+            (
+                "ping-window-goaway",
+                vec![
+                    frame(h2raw::PING, 0, 0, b"12345678"),
+                    frame(0x8, 0, 0, &1000u32.to_be_bytes()),
+                    connect.clone(),
+                    frame(0x8, 0, 1, &1000u32.to_be_bytes()),
+                    frame(h2raw::GOAWAY, 0, 0, &[0, 0, 0, 1, 0, 0, 0, 0]),
+                ],
+            ),
+            (
+                "padded-priority",
+                vec![
+                    frame(0x2, 0, 3, &[0, 0, 0, 1, 16]),
+                    frame(
+                        h2raw::HEADERS,
+                        h2raw::END_HEADERS | h2raw::PADDED,
+                        1,
+                        &padded,
+                    ),
+                ],
+            ),
+        ];
+        cases
+            .into_iter()
+            .map(|(name, frames)| {
+                let mut bytes = settings.clone();
+                bytes.extend(frames.concat());
+                (name.to_string(), bytes)
+            })
+            .collect()
+    }
 
     fn text(items: &[(&str, &str)]) -> Seeds {
         items
