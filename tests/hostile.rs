@@ -690,16 +690,20 @@ fn mesh_signed(
     (vec![cert.der().clone()], key)
 }
 
-/// Captured connections from a pod to zring's own ports (on another node's pod and on the
-/// pod's own node) are refused with a reset and logged; the pods' own traffic goes on.
+/// Captured connections from a pod to zring's own ports (at another node's pod, and at its own
+/// node's address) are refused with a reset and logged; the pods' own traffic goes on.
 #[test]
 fn own_ports_through_capture_are_refused() {
     let mut h = hostile(&[]);
-    let ports = zring::config::OWN_PORTS;
-    for (i, port) in ports.iter().enumerate() {
-        let r = h.m.exchange("appa", (APPB, *port).into(), 1024, 1024);
-        assert!(r.is_err(), "appa reached {APPB}:{port}: {r:?}");
-        h.logged("a", "one of zring's own ports", i + 1);
+    let node_a = h.m.lab.node("a").underlay_ip();
+    let mut refused = 0;
+    for ip in [APPB, node_a] {
+        for port in zring::config::OWN_PORTS {
+            let r = h.m.exchange("appa", (ip, port).into(), 1024, 1024);
+            assert!(r.is_err(), "appa reached {ip}:{port}: {r:?}");
+            refused += 1;
+            h.logged("a", "one of zring's own ports", refused);
+        }
     }
     h.m.serve("appb", 80, 1).unwrap();
     h.m.must_exchange("appa", (APPB, 80).into(), MIB, MIB);
