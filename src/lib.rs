@@ -8,6 +8,8 @@
 //! - `lab` builds network-namespace topologies for `zring demo`, the tests and the benches;
 //! - `metrics` (per-core shards, merged on scrape), `admin` (the 15000/15020/15021 servers on
 //!   the control thread) and `logging` (non-blocking writer, run-time levels) are observability.
+//! - `fuzzing` holds the entry points the cargo-fuzz targets (`fuzz/`) and the seed-corpus
+//!   test share.
 
 pub mod admin;
 pub mod app;
@@ -17,6 +19,8 @@ pub mod control;
 pub mod core;
 pub mod demo;
 pub mod drain;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod identity;
 pub mod lab;

@@ -148,7 +148,7 @@ async fn proxy(
     ctx: &CoreCtx,
     tunnel: &Tunnel,
     request: Request<RecvStream>,
-    respond: SendResponse<Bytes>,
+    mut respond: SendResponse<Bytes>,
     rec: &mut ConnRecord,
 ) -> Result<(), Error> {
     let cfg = ctx.config();
@@ -190,13 +190,16 @@ async fn proxy(
             }
         }
     };
-    let upstream = match super::connect(
+    let connect = super::connect(
         target,
         Some(tunnel.peer.0.ip()),
         cfg.packet_mark,
         cfg.connect_timeout,
-    )
-    .await
+    );
+    // A stream the client resets meanwhile stops the connect (rapid-reset floods).
+    let upstream = match server::unless_reset(&mut respond, connect)
+        .await
+        .map_err(HboneError::H2)?
     {
         Ok(s) => s,
         Err(e) => {

@@ -199,7 +199,8 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, ReadError> {
     Ok(bytes)
 }
 
-fn parse_bytes(bytes: &[u8]) -> Result<Snapshot, LocalConfigError> {
+/// [`parse`] for the file's raw bytes (which need not be UTF-8: serde_yaml checks).
+pub fn parse_bytes(bytes: &[u8]) -> Result<Snapshot, LocalConfigError> {
     check_flow_depth(bytes)?;
     let raw: Option<RawConfig> = {
         // A legitimate document cannot hold more list items, map entries and string bytes

@@ -12,13 +12,14 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{Ping, RecvStream};
 use http::{Method, Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::headers::{self, HeaderError};
 use super::{
@@ -35,6 +36,22 @@ pub async fn serve<T, F>(
     io: T,
     peer: SocketAddr,
     drain: impl Future<Output = ()>,
+    on_stream: F,
+) -> Result<(), h2::Error>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+    F: FnMut(Request<RecvStream>, SendResponse<Bytes>),
+{
+    serve_with(io, peer, drain, PING_INTERVAL, PING_TIMEOUT, on_stream).await
+}
+
+/// [`serve`] with the keepalive's interval and timeout as parameters (tests shorten them).
+pub(crate) async fn serve_with<T, F>(
+    io: T,
+    peer: SocketAddr,
+    drain: impl Future<Output = ()>,
+    ping_interval: Duration,
+    ping_timeout: Duration,
     mut on_stream: F,
 ) -> Result<(), h2::Error>
 where
@@ -52,13 +69,15 @@ where
         .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
         .handshake::<_, Bytes>(io)
         .await?;
-    let mut pings = conn.ping_pong();
-    let mut next_ping = monoio::time::Instant::now() + PING_INTERVAL;
+    // One keepalive future for the connection's whole life, polled beside `accept`. It must
+    // not be dropped and restarted when a request arrives: h2 allows one ping in flight, and a
+    // ping whose pong is never awaited stays in flight for good, so every later ping would
+    // fail and a busy connection would be declared dead one interval later.
+    let keepalive = keepalive(conn.ping_pong(), ping_interval, ping_timeout);
+    let mut keepalive = std::pin::pin!(keepalive);
     let mut drain = std::pin::pin!(drain);
     let mut draining = false;
     loop {
-        let accept = conn.accept();
-        let ping = keepalive_tick(pings.as_mut(), next_ping);
         let drained = async {
             if draining {
                 std::future::pending::<()>().await;
@@ -71,34 +90,44 @@ where
                 draining = true;
                 conn.graceful_shutdown();
             },
-            req = accept => match req {
+            req = conn.accept() => match req {
                 None => return Ok(()),
-                Some(Err(e)) => return Err(e),
+                Some(Err(e)) => {
+                    if e.is_go_away() && e.is_library() {
+                        // h2 caught the peer breaking the protocol or its abuse limits
+                        // (CONTINUATION or reset floods…) and sent GOAWAY: say so where an
+                        // operator looks, the stream tasks never hear of it.
+                        warn!(%peer, "HBONE connection refused: {e}");
+                    }
+                    return Err(e);
+                }
                 Some(Ok((request, respond))) => on_stream(request, respond),
             },
-            alive = ping => {
-                if !alive {
-                    debug!(%peer, "HBONE client stopped answering pings");
-                    return Ok(());
-                }
-                next_ping = monoio::time::Instant::now() + PING_INTERVAL;
+            () = &mut keepalive => {
+                debug!(%peer, "HBONE client stopped answering pings");
+                return Ok(());
             },
         }
     }
 }
 
-/// Waits until `at`, pings, and waits for the pong; `false` when the peer did not answer in
-/// time. Dropped (and started over) whenever a request arrives first, which is fine: any
-/// request proves the peer alive, and the deadline carries over between calls.
-async fn keepalive_tick(pings: Option<&mut h2::PingPong>, at: monoio::time::Instant) -> bool {
-    let Some(pings) = pings else {
+/// Pings every `interval`; returns when the peer failed to answer one within `timeout`.
+async fn keepalive(pings: Option<h2::PingPong>, interval: Duration, timeout: Duration) {
+    let Some(mut pings) = pings else {
+        // Only one PingPong exists per connection and it is ours; without it, never give up.
         return std::future::pending().await;
     };
-    monoio::time::sleep_until(at).await;
-    matches!(
-        monoio::time::timeout(PING_TIMEOUT, pings.ping(Ping::opaque())).await,
-        Ok(Ok(_))
-    )
+    loop {
+        monoio::time::sleep(interval).await;
+        match monoio::time::timeout(timeout, pings.ping(Ping::opaque())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                debug!("HBONE ping: {e}");
+                return;
+            }
+            Err(_) => return,
+        }
+    }
 }
 
 /// The CONNECT target of a request, or why the request is refused (answered 400).
@@ -112,6 +141,22 @@ pub fn connect_target<B>(request: &Request<B>) -> Result<SocketAddr, HeaderError
         .ok_or(HeaderError::Authority)?
         .as_str();
     headers::parse_authority(authority.as_bytes())
+}
+
+/// Runs `work` (connecting to the target, say) unless the client resets the stream first:
+/// then `work` is dropped and the reset is the error. A stream reset by the peer no longer
+/// counts against [`SERVER_MAX_STREAMS`], so without this a client could open and reset
+/// streams in a loop (the "rapid reset" attack) and leave one pending upstream connect per
+/// stream, without bound.
+pub async fn unless_reset<F: Future>(
+    respond: &mut SendResponse<Bytes>,
+    work: F,
+) -> Result<F::Output, h2::Error> {
+    let reset = std::future::poll_fn(|cx| respond.poll_reset(cx));
+    monoio::select! {
+        out = work => Ok(out),
+        reset = reset => Err(reset.map_or_else(|e| e, h2::Error::from)),
+    }
 }
 
 /// Answers a request with `status` and no body, ending the stream.
@@ -136,6 +181,59 @@ pub fn accept(mut respond: SendResponse<Bytes>) -> Result<h2::SendStream<Bytes>,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client that opens streams back to back for many ping intervals keeps its connection.
+    /// Regression: the keepalive was restarted whenever a request arrived, which abandoned an
+    /// in-flight ping; h2 then refused every later ping and the server hung up on the busy
+    /// client one interval later.
+    #[test]
+    fn a_busy_connection_outlives_its_keepalive_interval() {
+        const INTERVAL: Duration = Duration::from_millis(20);
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = monoio::spawn(async move {
+                let (tcp, peer) = listener.accept().await.unwrap();
+                let io = tcp.try_into_poll_io().map_err(|(e, _)| e).unwrap();
+                serve_with(
+                    io,
+                    peer,
+                    std::future::pending(),
+                    INTERVAL,
+                    Duration::from_secs(5),
+                    |_, respond| refuse(respond, StatusCode::BAD_REQUEST),
+                )
+                .await
+            });
+            let tcp = monoio::net::TcpStream::connect(addr).await.unwrap();
+            let (send, conn) =
+                h2::client::handshake(tcp.try_into_poll_io().map_err(|(e, _)| e).unwrap())
+                    .await
+                    .unwrap();
+            monoio::spawn(conn);
+            let end = std::time::Instant::now() + 25 * INTERVAL;
+            let mut requests = 0;
+            while std::time::Instant::now() < end {
+                let mut send =
+                    send.clone().ready().await.unwrap_or_else(|e| {
+                        panic!("connection closed after {requests} requests: {e}")
+                    });
+                let (response, _) = send.send_request(req(Method::GET, "/"), true).unwrap();
+                let response = response
+                    .await
+                    .unwrap_or_else(|e| panic!("connection closed after {requests} requests: {e}"));
+                assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+                requests += 1;
+            }
+            drop(send);
+            // The client hung up; the server ends cleanly.
+            assert!(server.await.is_ok());
+        });
+    }
 
     fn req(method: Method, uri: &str) -> Request<()> {
         Request::builder().method(method).uri(uri).body(()).unwrap()

@@ -1,0 +1,21 @@
+ý
+1Ù
+*type.googleapis.com/istio.workload.Addressª
+§
+appadefault
+ô(:appaB
+ô uJaRappaZv1`jappa‚default/allow¢Kubernetes//Pod/default/appa²1
+&default/appb.default.svc.cluster.local
+À>PÚKubernetes//Pod/default/appaý
+1Ù
+*type.googleapis.com/istio.workload.Addressª
+§
+appadefault
+ô(:appaB
+ô uJaRappaZv1`jappa‚default/allow¢Kubernetes//Pod/default/appb²1
+&default/appb.default.svc.cluster.local
+À>PÚKubernetes//Pod/default/appbÈ
+1š
+*type.googleapis.com/istio.workload.Addresslj
+appbdefaultappb.default.svc.cluster.local"
+`eË*À>P2*spiffe://cluster.local/ns/default/sa/extra&default/appb.default.svc.cluster.local"*type.googleapis.com/istio.workload.Address*n1
