@@ -37,7 +37,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 pub use labels::{Conn, LabelSet, LabelsRef, Reporter, SecurityPolicy};
 pub use latency::{Kind as LatencyKind, Latency};
-pub use shard::{CoreGauges, Flow, Meter, Series, Shard, TrafficCell, flush_loop};
+pub use shard::{CoreGauges, Flow, Meter, Refusal, Series, Shard, TrafficCell, flush_loop};
 pub use xds::{Termination, XdsMetrics};
 
 use shard::{LatencyBatch, NewSeries};
@@ -130,6 +130,7 @@ impl Registry {
             core,
             driver,
             connections: Default::default(),
+            refused: Default::default(),
         });
         self.lock().cores.push(gauges.clone());
         Shard::new(gauges, self.series_tx.clone(), self.latency_tx.clone())
@@ -330,6 +331,19 @@ impl Registry {
                 "zring_core_info",
                 [("core", id.as_str()), ("driver", c.driver)],
                 1,
+            );
+        }
+        e.family(
+            "zring_hbone_connections_refused_total",
+            Type::Counter,
+            "HBONE connections (15008) refused before carrying a stream, by reason",
+        );
+        for why in Refusal::ALL {
+            let n: u64 = cores.iter().map(|c| c.refused(why)).sum();
+            e.sample(
+                "zring_hbone_connections_refused_total",
+                [("reason", why.as_str())],
+                n,
             );
         }
         e.family(

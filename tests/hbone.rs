@@ -351,6 +351,12 @@ fn hostile_hbone_clients_are_refused() {
         "{}",
         m.logs()
     );
+    // Neither refused connection has an access line; both are counted.
+    let refused = m.scrape("b").sum(
+        "zring_hbone_connections_refused_total",
+        &[("reason", "tls_handshake")],
+    );
+    assert_eq!(refused, 2.0, "{}", m.logs());
 
     for (what, method, authority, want) in [
         (

@@ -486,6 +486,13 @@ fn continuation_flood_ends_the_connection() {
     );
     h.logged("b", "HBONE connection refused", 1);
     assert_eq!(h.connects(), 1, "only the bystander's\n{}", h.m.logs());
+    h.m.eventually("the refusal to be counted", || {
+        h.m.scrape("b").sum(
+            "zring_hbone_connections_refused_total",
+            &[("reason", "http2")],
+        ) >= 1.0
+    })
+    .unwrap();
     h.unharmed("after a CONTINUATION flood");
 }
 

@@ -118,6 +118,56 @@ pub struct CoreGauges {
     pub driver: &'static str,
     /// Connections with a live record on this core (accepted and not yet finished).
     pub connections: AtomicU64,
+    /// HBONE connections (15008) this core refused before any stream, by [`Refusal`].
+    pub refused: [AtomicU64; Refusal::ALL.len()],
+}
+
+/// Why an HBONE connection was refused before it carried a stream (no access-log record
+/// exists for it, so this is where it is counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The original destination is no workload on this node.
+    NoLocalWorkload,
+    /// No certificate for the destination's identity (yet), or no config could be built.
+    NoCertificate,
+    /// The TLS handshake failed or timed out (untrusted CA, foreign trust domain, no client
+    /// certificate, garbage).
+    TlsHandshake,
+    /// HTTP/2 ended the connection for a protocol violation or abuse (GOAWAY).
+    Http2,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 4] = [
+        Refusal::NoLocalWorkload,
+        Refusal::NoCertificate,
+        Refusal::TlsHandshake,
+        Refusal::Http2,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::NoLocalWorkload => "no_local_workload",
+            Refusal::NoCertificate => "no_certificate",
+            Refusal::TlsHandshake => "tls_handshake",
+            Refusal::Http2 => "http2",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Refusal::NoLocalWorkload => 0,
+            Refusal::NoCertificate => 1,
+            Refusal::TlsHandshake => 2,
+            Refusal::Http2 => 3,
+        }
+    }
+}
+
+impl CoreGauges {
+    pub fn refused(&self, why: Refusal) -> u64 {
+        self.refused[why.index()].load(Ordering::Relaxed)
+    }
 }
 
 /// A new series, on its way to the metrics server.
@@ -187,6 +237,11 @@ impl Shard {
 
     pub fn connection_started(&self) {
         bump(&self.gauges.connections, 1);
+    }
+
+    /// Counts an HBONE connection refused before any stream.
+    pub fn hbone_refused(&self, why: Refusal) {
+        bump(&self.gauges.refused[why.index()], 1);
     }
 
     pub fn connection_ended(&self) {

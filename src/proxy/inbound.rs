@@ -31,6 +31,7 @@ use crate::core::CoreCtx;
 use crate::core::conns::Subject;
 use crate::identity::Identity;
 use crate::metrics::LatencyKind;
+use crate::metrics::Refusal;
 use crate::state::Workload;
 
 /// What every stream of one HBONE connection shares.
@@ -58,6 +59,7 @@ pub async fn serve(ctx: Rc<CoreCtx>, tcp: TcpStream, peer: SocketAddr) {
         Ok(id) => id,
         Err(e) => {
             warn!(core = ctx.id, src.addr = %peer, dst.addr = %dst, "HBONE connection refused: {e}");
+            ctx.metrics.hbone_refused(Refusal::NoLocalWorkload);
             super::reset(tcp);
             return;
         }
@@ -71,6 +73,7 @@ pub async fn serve(ctx: Rc<CoreCtx>, tcp: TcpStream, peer: SocketAddr) {
         Ok(c) => c,
         Err(e) => {
             warn!(core = ctx.id, src.addr = %peer, dst.addr = %dst, "HBONE connection refused: {e}");
+            ctx.metrics.hbone_refused(Refusal::NoCertificate);
             super::reset(tcp);
             return;
         }
@@ -85,10 +88,12 @@ pub async fn serve(ctx: Rc<CoreCtx>, tcp: TcpStream, peer: SocketAddr) {
         }
         Ok(Err(e)) => {
             warn!(core = ctx.id, src.addr = %peer, dst.addr = %dst, "HBONE TLS handshake failed: {e}");
+            ctx.metrics.hbone_refused(Refusal::TlsHandshake);
             return;
         }
         Err(_) => {
             warn!(core = ctx.id, src.addr = %peer, dst.addr = %dst, "HBONE TLS handshake timed out");
+            ctx.metrics.hbone_refused(Refusal::TlsHandshake);
             return;
         }
     };
@@ -103,6 +108,11 @@ pub async fn serve(ctx: Rc<CoreCtx>, tcp: TcpStream, peer: SocketAddr) {
     })
     .await;
     if let Err(e) = served {
+        // h2 ending the connection itself (GOAWAY) means the client broke the protocol or an
+        // abuse limit; `server::serve` has logged it.
+        if e.is_go_away() && e.is_library() {
+            ctx.metrics.hbone_refused(Refusal::Http2);
+        }
         debug!(core = ctx.id, src.addr = %peer, "HBONE connection ended: {e}");
     }
 }
