@@ -41,7 +41,7 @@ use crate::metrics::labels::{self, NO_FLAGS};
 use crate::metrics::{Conn, Flow, LabelsRef, LatencyKind, Meter, Reporter, SecurityPolicy, Series};
 use crate::rbac::{self, Decision};
 use crate::state::{Service, Snapshot, Workload};
-use crate::sys::socket::{self, UpstreamOpts};
+use crate::sys::socket::{self, SpoofSide, UpstreamOpts};
 use copy::{CopyError, Transferred};
 
 /// The address of the peer that opened a connection to zring (a pod, or another node).
@@ -113,11 +113,17 @@ impl Error {
 pub async fn connect(
     dst: SocketAddr,
     spoof_source: Option<IpAddr>,
+    side: SpoofSide,
     mark: u32,
     timeout: Duration,
 ) -> Result<TcpStream, Error> {
     let err = |source| Error::Connect { dst, source };
-    let std = socket::start_connect(dst, UpstreamOpts { spoof_source, mark }).map_err(err)?;
+    let opts = UpstreamOpts {
+        spoof_source,
+        mark,
+        side,
+    };
+    let std = socket::start_connect(dst, opts).map_err(err)?;
     let stream = TcpStream::from_std(std).map_err(err)?;
     match monoio::time::timeout(timeout, stream.writable(false)).await {
         Err(_) => return Err(Error::ConnectTimeout(dst)),

@@ -33,6 +33,7 @@ use crate::identity::Identity;
 use crate::metrics::LatencyKind;
 use crate::metrics::Refusal;
 use crate::state::Workload;
+use crate::sys::socket::SpoofSide;
 
 /// What every stream of one HBONE connection shares.
 #[derive(Debug)]
@@ -203,6 +204,7 @@ async fn proxy(
     let connect = super::connect(
         target,
         Some(tunnel.peer.0.ip()),
+        SpoofSide::Inbound,
         cfg.packet_mark,
         cfg.connect_timeout,
     );

@@ -17,6 +17,7 @@ use super::{ClientAddr, ConnRecord, Direction, Error, OrigDst, copy, route};
 use crate::config::OWN_PORTS;
 use crate::core::CoreCtx;
 use crate::core::conns::Subject;
+use crate::sys::socket::SpoofSide;
 
 pub async fn serve(ctx: Rc<CoreCtx>, downstream: TcpStream, peer: std::net::SocketAddr) {
     let dst = match downstream.local_addr() {
@@ -70,6 +71,7 @@ async fn proxy(ctx: &CoreCtx, downstream: TcpStream, rec: &mut ConnRecord) -> Re
     let upstream = match super::connect(
         dst,
         Some(rec.src.0.ip()),
+        SpoofSide::Inbound,
         cfg.packet_mark,
         cfg.connect_timeout,
     )

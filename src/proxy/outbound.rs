@@ -23,6 +23,7 @@ use crate::core::CoreCtx;
 use crate::core::conns::Subject;
 use crate::identity::Identity;
 use crate::state::Workload;
+use crate::sys::socket::SpoofSide;
 
 pub async fn serve(ctx: Rc<CoreCtx>, downstream: TcpStream, peer: std::net::SocketAddr) {
     let dst = match downstream.local_addr() {
@@ -106,6 +107,7 @@ async fn proxy(ctx: &CoreCtx, downstream: TcpStream, rec: &mut ConnRecord) -> Re
     let upstream = match super::connect(
         target,
         Some(rec.src.0.ip()),
+        SpoofSide::Outbound,
         cfg.packet_mark,
         cfg.connect_timeout,
     )

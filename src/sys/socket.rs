@@ -50,27 +50,110 @@ pub struct UpstreamOpts {
     pub spoof_source: Option<IpAddr>,
     /// SO_MARK for the node's capture rules to skip zring's own traffic; 0 leaves it unset.
     pub mark: u32,
+    /// Which side of the node the connection leaves from: decides the source ports a spoofed
+    /// source is bound to.
+    pub side: SpoofSide,
+}
+
+/// The two hops zring spoofs a pod's address on, each with its own source-port range.
+///
+/// A connection that crosses two nodes is spoofed twice with the same client IP toward the same
+/// destination: once by the client's node (outbound) and again by the server's node (inbound),
+/// where the first hop's flow arrives captured. Were both hops to draw ports from one range, the
+/// second could pick the port of a flow the first made (live, or still in conntrack's
+/// TIME_WAIT), and conntrack would take the new SYN for that flow. Disjoint ranges, both below
+/// the default ephemeral range pods' own connections use, make those 5-tuples distinct.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpoofSide {
+    /// Leaving toward another node or a local pod on the client's behalf (15001).
+    Outbound,
+    /// Delivering to a pod on this node (15006, 15008).
+    Inbound,
+}
+
+impl SpoofSide {
+    fn ports(self) -> std::ops::RangeInclusive<u16> {
+        match self {
+            SpoofSide::Outbound => 16384..=24575,
+            SpoofSide::Inbound => 24576..=32767,
+        }
+    }
 }
 
 /// Starts a non-blocking connect. The returned stream is connecting: the caller waits for
 /// writability and then checks [`take_socket_error`].
 pub fn start_connect(dst: SocketAddr, opts: UpstreamOpts) -> io::Result<std::net::TcpStream> {
+    let Some(src) = opts.spoof_source else {
+        return connect_from(dst, opts, None);
+    };
+    if src.is_ipv6() != dst.is_ipv6() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "source and destination address families differ",
+        ));
+    }
+    // A spoofed source needs an explicit bind. Port 0 would make the kernel search the whole
+    // range for a port no socket on this node holds at all, for every connection: under churn
+    // from one pod that search dominated the node's CPU. A random port from the side's range
+    // (see `SpoofSide`) with SO_REUSEADDR binds at once; the kernel still refuses
+    // (EADDRNOTAVAIL) a 4-tuple that is in use, and then another port is tried.
+    for _ in 0..SPOOF_PORT_ATTEMPTS {
+        let port = random_port(opts.side.ports());
+        match connect_from(dst, opts, Some(SocketAddr::new(src, port))) {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EADDRINUSE | libc::EADDRNOTAVAIL)
+                ) => {}
+            other => return other,
+        }
+    }
+    connect_from(dst, opts, Some(SocketAddr::new(src, 0)))
+}
+
+/// Random ports tried before leaving the choice to the kernel.
+const SPOOF_PORT_ATTEMPTS: usize = 8;
+
+/// A port from `range`, from a per-thread xorshift generator (each core its own).
+fn random_port(range: std::ops::RangeInclusive<u16>) -> u16 {
+    thread_local! {
+        static STATE: std::cell::Cell<u64> = std::cell::Cell::new({
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            (t ^ u64::from(std::process::id()) << 32) | 1
+        });
+    }
+    let x = STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        x
+    });
+    let span = u64::from(range.end() - range.start()) + 1;
+    range.start() + (x % span) as u16
+}
+
+/// One connect attempt, bound to `bind` (IP_TRANSPARENT, SO_REUSEADDR) when given.
+fn connect_from(
+    dst: SocketAddr,
+    opts: UpstreamOpts,
+    bind: Option<SocketAddr>,
+) -> io::Result<std::net::TcpStream> {
     let socket = Socket::new(Domain::for_address(dst), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_nonblocking(true)?;
     socket.set_nodelay(true)?;
     if opts.mark != 0 {
         socket.set_mark(opts.mark)?;
     }
-    if let Some(src) = opts.spoof_source {
-        if src.is_ipv6() != dst.is_ipv6() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "source and destination address families differ",
-            ));
+    if let Some(addr) = bind {
+        set_transparent(&socket, addr.is_ipv6())?;
+        if addr.port() != 0 {
+            socket.set_reuse_address(true)?;
         }
-        set_transparent(&socket, src.is_ipv6())?;
-        // Port 0: the kernel picks an ephemeral port for the spoofed address.
-        socket.bind(&SocketAddr::new(src, 0).into())?;
+        socket.bind(&addr.into())?;
     }
     match socket.connect(&dst.into()) {
         Ok(()) => {}
@@ -162,6 +245,7 @@ mod tests {
             UpstreamOpts {
                 spoof_source: None,
                 mark: 0,
+                side: SpoofSide::Outbound,
             },
         )
         .unwrap();
@@ -184,10 +268,25 @@ mod tests {
             UpstreamOpts {
                 spoof_source: Some("127.0.0.1".parse().unwrap()),
                 mark: 0,
+                side: SpoofSide::Outbound,
             },
         )
         .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn spoof_ranges_are_disjoint_below_the_ephemeral_range() {
+        let (out, inb) = (SpoofSide::Outbound.ports(), SpoofSide::Inbound.ports());
+        assert!(out.end() < inb.start());
+        assert!(
+            *inb.end() < 32768,
+            "pods' own ephemeral ports start at 32768"
+        );
+        for _ in 0..10_000 {
+            assert!(out.contains(&random_port(out.clone())));
+            assert!(inb.contains(&random_port(inb.clone())));
+        }
     }
 
     fn poll(fds: &mut [libc::pollfd]) -> i32 {

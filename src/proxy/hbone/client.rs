@@ -20,6 +20,8 @@ use h2::{Ping, PingPong, RecvStream, SendStream};
 use http::{Request, StatusCode};
 use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::sys::socket::SpoofSide;
 use tracing::debug;
 
 use super::{
@@ -56,15 +58,21 @@ impl H2Client {
     /// Connects, handshakes, and starts the connection's driver task on this core.
     pub async fn connect(dial: Dial, config: Arc<ClientConfig>) -> Result<H2Client, HboneError> {
         let fut = async {
-            let tcp = crate::proxy::connect(dial.via, dial.source_ip, dial.mark, dial.timeout)
-                .await
-                .map_err(|e| match e {
-                    crate::proxy::Error::Connect { source, .. } => HboneError::Tls {
-                        peer: dial.via,
-                        source,
-                    },
-                    _ => HboneError::HandshakeTimeout(dial.via),
-                })?;
+            let tcp = crate::proxy::connect(
+                dial.via,
+                dial.source_ip,
+                SpoofSide::Outbound,
+                dial.mark,
+                dial.timeout,
+            )
+            .await
+            .map_err(|e| match e {
+                crate::proxy::Error::Connect { source, .. } => HboneError::Tls {
+                    peer: dial.via,
+                    source,
+                },
+                _ => HboneError::HandshakeTimeout(dial.via),
+            })?;
             let io = tls::connect(tcp, config)
                 .await
                 .map_err(|source| HboneError::Tls {
