@@ -1,5 +1,5 @@
-//! The control thread's work once the cores run: one tokio current-thread runtime driving up to
-//! three concurrent loops, none of which ever touches a core directly.
+//! The control thread's work once the cores run: one tokio current-thread runtime driving four
+//! concurrent loops, none of which ever touches a core directly.
 //!
 //! - the config source: either the `LOCAL_XDS_PATH` poller or the Delta ADS client (never both;
 //!   `config` refuses that), each publishing a new `Snapshot` into `Shared::snapshot`;

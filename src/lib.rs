@@ -1,10 +1,10 @@
 //! zring: a node proxy for Istio's ambient mesh, one io_uring runtime per core.
 //!
 //! The crate is split by thread and by purity (see `ARCHITECTURE.md`):
-//! - `config`, `state`, `rbac`, `xds`, `grpc`, `backoff` and `proxy::route` are pure or
-//!   control-thread code;
+//! - `config`, `state`, `rbac`, `xds`, `grpc`, `backoff`, `control`, `drain` and `proxy::route`
+//!   are pure or control-thread code;
 //! - `core` and `proxy` run inside the per-core monoio runtimes and never block or lock;
-//! - `sys` holds every `unsafe` block in the crate;
+//! - `sys` is the only module that may opt out of the compiler's memory-safety checks;
 //! - `lab` builds network-namespace topologies for `zring demo`, the tests and the benches;
 //! - `metrics` (per-core shards, merged on scrape), `admin` (the 15000/15020/15021 servers on
 //!   the control thread) and `logging` (non-blocking writer, run-time levels) are observability.
