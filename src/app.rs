@@ -34,7 +34,6 @@ pub fn run(config: Config, logs: Option<LogControl>) -> anyhow::Result<()> {
     if let Some(counter) = logs.as_ref().and_then(LogControl::dropped_lines) {
         metrics.watch_dropped_logs(counter);
     }
-    crate::sys::return_freed_memory_promptly();
     match crate::sys::raise_nofile_limit() {
         Ok(n) => info!(nofile = n, "file descriptor limit"),
         Err(e) => warn!("cannot raise the file descriptor limit: {e}"),

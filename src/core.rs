@@ -357,8 +357,10 @@ async fn reap_pool(ctx: Rc<CoreCtx>) {
 /// comparison when nothing changed); a started drain fires the core's `draining` signal.
 async fn housekeeping(ctx: Rc<CoreCtx>) {
     let mut seen = ctx.shared.snapshot.load_full();
+    let mut memory = MemoryKeeper::default();
     loop {
         monoio::time::sleep(DRAIN_WATCH).await;
+        memory.tick(&ctx);
         if ctx.shared.drain.started() && !ctx.draining.is_fired() {
             info!(
                 core = ctx.id,
@@ -383,6 +385,39 @@ async fn housekeeping(ctx: Rc<CoreCtx>) {
                 open = ctx.conns.len(),
                 "policy change: closing connections the new policies deny"
             );
+        }
+    }
+}
+
+/// Gives a core's memory back after a burst, once per [`TRIM_PERIOD`]: copy buffers no
+/// connection took during the period are freed, and when that freed something, or the core has
+/// just become idle (no connection, no pooled HBONE connection), the allocator returns this
+/// thread's free pages to the kernel. Without it a node keeps the resident memory of its
+/// biggest burst for good: in the buffer pool, and in the allocator's pages of an idle thread.
+#[derive(Debug, Default)]
+struct MemoryKeeper {
+    ticks: u32,
+    busy: bool,
+}
+
+/// How often a core trims its buffer pool and, if that or going idle calls for it, its heap.
+const TRIM_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl MemoryKeeper {
+    fn tick(&mut self, ctx: &CoreCtx) {
+        if ctx.active.get() > 0 || ctx.pool.connections() > 0 {
+            self.busy = true;
+        }
+        self.ticks += 1;
+        if DRAIN_WATCH * self.ticks < TRIM_PERIOD {
+            return;
+        }
+        self.ticks = 0;
+        let freed = ctx.buffers.trim();
+        let idle = ctx.active.get() == 0 && ctx.pool.connections() == 0;
+        let went_idle = idle && std::mem::take(&mut self.busy);
+        if freed > 0 || went_idle {
+            crate::sys::alloc::collect_thread_heap(went_idle);
         }
     }
 }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use zring::config::{Config, VARS};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: zring::sys::alloc::Counting = zring::sys::alloc::Counting::new();
 
 fn usage() -> String {
     let mut s = String::from(
@@ -48,6 +48,7 @@ Configuration (environment):
 }
 
 fn main() -> ExitCode {
+    zring::sys::alloc::configure();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let cmd = args.first().map(String::as_str).unwrap_or("run");
     if cmd == "redirect" {

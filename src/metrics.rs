@@ -213,6 +213,7 @@ impl Registry {
         self.write_latencies(&mut e);
         self.write_xds(&mut e);
         self.write_cores(&mut e);
+        write_process(&mut e);
         if let Some(c) = self.dropped_logs.get() {
             e.family(
                 "zring_log_lines_dropped_total",
@@ -358,6 +359,43 @@ impl Registry {
                 c.connections.load(Ordering::Relaxed),
             );
         }
+    }
+}
+
+/// The process's resources: the usual `process_*` gauges, and the allocator's live bytes,
+/// which unlike resident memory move only when something is held (see `sys::alloc`).
+fn write_process(e: &mut Encoder) {
+    if let Ok(rss) = crate::sys::resident_bytes() {
+        e.family(
+            "process_resident_memory_bytes",
+            Type::Gauge,
+            "Resident memory size in bytes",
+        );
+        e.sample("process_resident_memory_bytes", [], rss);
+    }
+    if let Ok(fds) = crate::sys::open_fds() {
+        e.family(
+            "process_open_fds",
+            Type::Gauge,
+            "Number of open file descriptors",
+        );
+        e.sample("process_open_fds", [], fds as u64);
+    }
+    if let Ok(cpu) = crate::sys::process_cpu_time(std::process::id()) {
+        e.family(
+            "process_cpu_seconds_total",
+            Type::Counter,
+            "Total user and system CPU time spent in seconds",
+        );
+        e.sample("process_cpu_seconds_total", [], cpu.as_secs_f64());
+    }
+    if let Some(live) = crate::sys::alloc::live_bytes() {
+        e.family(
+            "zring_heap_live_bytes",
+            Type::Gauge,
+            "Bytes allocated on the heap and not yet freed (RSS also counts the allocator's free pages)",
+        );
+        e.sample("zring_heap_live_bytes", [], live);
     }
 }
 

@@ -5,6 +5,7 @@
 //! spirit (house style). Functions here are synchronous and cheap; cores call them at connection
 //! set-up, the control thread at start-up.
 
+pub mod alloc;
 pub mod netns;
 pub mod seccomp;
 pub mod socket;
@@ -73,6 +74,19 @@ pub fn process_cpu_time(pid: u32) -> std::io::Result<std::time::Duration> {
     ))
 }
 
+/// Resident memory of this process, in bytes (`/proc/self/statm`).
+pub fn resident_bytes() -> std::io::Result<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm")?;
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(|| std::io::Error::other("malformed /proc/self/statm"))?;
+    // SAFETY: sysconf has no preconditions; _SC_PAGESIZE is always supported on Linux.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Ok(pages * u64::try_from(page).unwrap_or(4096))
+}
+
 /// Whether this process runs with an effective uid of 0 (needed for IP_TRANSPARENT and netns).
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -126,22 +140,4 @@ mod tests {
         assert!(spent >= std::time::Duration::from_millis(270), "{spent:?}");
         assert!(process_cpu_time(u32::MAX).is_err());
     }
-}
-
-/// mimalloc's option index for `purge_delay` (`mi_option_purge_delay` in `mimalloc.h`, the
-/// same in the v2 and v3 sources the `mimalloc` crate builds).
-const MI_OPTION_PURGE_DELAY: libc::c_int = 15;
-
-unsafe extern "C" {
-    /// From the mimalloc library the `mimalloc` crate links (the global allocator).
-    fn mi_option_set(option: libc::c_int, value: libc::c_long);
-}
-
-/// Makes the allocator give freed memory back to the kernel at once instead of after a delay
-/// that only elapses when the same thread allocates again: an idle core would otherwise keep
-/// the pages of every connection it ever served resident.
-pub fn return_freed_memory_promptly() {
-    // SAFETY: mi_option_set only stores an option value; any value is valid for purge_delay
-    // (0: purge immediately) and it may be called at any time from any thread.
-    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 0) }
 }

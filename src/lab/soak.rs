@@ -39,6 +39,8 @@ pub struct SoakOptions {
 pub struct Usage {
     pub fds: usize,
     pub rss_kib: u64,
+    /// `zring_heap_live_bytes` in KiB: read at start and end (a scrape), not at the peak.
+    pub heap_kib: Option<u64>,
 }
 
 /// Start, peak and end usage of one zring process.
@@ -75,17 +77,35 @@ impl std::fmt::Display for SoakReport {
         for z in &self.zring {
             writeln!(
                 f,
-                "zring on {}: fds {} → peak {} → {}, RSS {} KiB → peak {} KiB → {} KiB",
+                "zring on {}: fds {} → peak {} → {}, RSS {} KiB → peak {} KiB → {} KiB, heap {} → {}",
                 z.node,
                 z.start.fds,
                 z.peak.fds,
                 z.end.fds,
                 z.start.rss_kib,
                 z.peak.rss_kib,
-                z.end.rss_kib
+                z.end.rss_kib,
+                kib(z.start.heap_kib),
+                kib(z.end.heap_kib),
             )?;
         }
         Ok(())
+    }
+}
+
+fn kib(v: Option<u64>) -> String {
+    v.map_or_else(|| "?".to_owned(), |v| format!("{v} KiB"))
+}
+
+/// [`usage`] plus the heap's live bytes, scraped from zring's metrics on `node`.
+fn usage_with_heap(mesh: &Mesh, node: &str, pid: u32) -> Usage {
+    let heap_kib = mesh
+        .scrape(node)
+        .exact("zring_heap_live_bytes", &Default::default())
+        .map(|b| b as u64 / 1024);
+    Usage {
+        heap_kib,
+        ..usage(pid)
     }
 }
 
@@ -103,7 +123,11 @@ pub fn usage(pid: u32) -> Usage {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0);
-    Usage { fds, rss_kib }
+    Usage {
+        fds,
+        rss_kib,
+        heap_kib: None,
+    }
 }
 
 /// Runs the soak from `client_pod` to `server_pod:port` (an echo server is started there)
@@ -137,7 +161,10 @@ pub fn run(
         .iter()
         .map(|n| (n.to_string(), mesh.zring(n).pid()))
         .collect();
-    let starts: Vec<Usage> = pids.iter().map(|(_, p)| usage(*p)).collect();
+    let starts: Vec<Usage> = pids
+        .iter()
+        .map(|(n, p)| usage_with_heap(mesh, n, *p))
+        .collect();
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = {
         let pids = pids.clone();
@@ -165,10 +192,17 @@ pub fn run(
     // Connections are closed; wait (bounded) for zring to release their descriptors.
     let settle = Instant::now() + Duration::from_secs(30);
     let ends = loop {
-        let ends: Vec<Usage> = pids.iter().map(|(_, p)| usage(*p)).collect();
-        let settled = ends.iter().zip(&starts).all(|(e, s)| e.fds <= s.fds);
+        let now: Vec<Usage> = pids.iter().map(|(_, p)| usage(*p)).collect();
+        let settled = now.iter().zip(&starts).all(|(e, s)| e.fds <= s.fds);
         if settled || Instant::now() >= settle {
-            break ends;
+            // Cores give back a burst's memory at their next trim, once a second: "end" is
+            // zring at rest, after two of them.
+            #[expect(clippy::disallowed_methods, reason = "a test thread, not a core")]
+            std::thread::sleep(Duration::from_millis(2500));
+            break pids
+                .iter()
+                .map(|(n, p)| usage_with_heap(mesh, n, *p))
+                .collect::<Vec<_>>();
         }
         #[expect(clippy::disallowed_methods, reason = "a test thread, not a core")]
         std::thread::sleep(Duration::from_millis(50));
