@@ -13,6 +13,10 @@ use zring::xds::proto::discovery::Resource;
 use zring::xds::proto::{ADDRESS_TYPE, workload as pw};
 use zring::xds::resources::{Kind, ResourceSet};
 
+/// zring's own allocator, so the figures are the control thread's.
+#[global_allocator]
+static GLOBAL: zring::sys::alloc::Counting = zring::sys::alloc::Counting::new();
+
 const WORKLOADS: u32 = 100_000;
 const SERVICES: u32 = 1_000;
 
@@ -94,6 +98,7 @@ fn service(i: u32) -> Resource {
 }
 
 fn main() {
+    zring::sys::alloc::configure();
     let mut resources: Vec<Resource> = (0..SERVICES).map(service).collect();
     resources.extend((0..WORKLOADS).map(workload));
     let bytes: usize = resources.iter().map(|r| r.encoded_len()).sum();

@@ -159,7 +159,7 @@ pub fn xds_protobuf(data: &[u8]) {
     {
         let mut b = SnapshotBuilder::new();
         match entry {
-            AddressEntry::Workload(w) => b.add_workload(w.workload, w.memberships),
+            AddressEntry::Workload(w) => b.add_prepared_workload(w),
             AddressEntry::Service(s) => b.add_service(s),
         };
         if let Err(e) = b.build() {

@@ -29,7 +29,7 @@ mod service;
 mod snapshot;
 mod workload;
 
-pub use builder::{SnapshotBuilder, SnapshotError};
+pub use builder::{PreparedWorkload, SnapshotBuilder, SnapshotError};
 pub use cidr::{Cidr, CidrError};
 pub use policy::{
     Authorization, Match, PolicyAction, PolicyScope, ServiceAccountMatch, StringMatch,

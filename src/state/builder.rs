@@ -54,10 +54,55 @@ pub enum SnapshotError {
     DuplicatePolicy(String),
 }
 
+/// A workload that passed every rule it can break on its own, in the form a snapshot holds it:
+/// IPs canonical, `services` filled from its memberships. Two `Arc`s, so a config source that
+/// keeps its objects between builds (xDS, where one changed pod rebuilds the snapshot of every
+/// pod) builds without copying or re-checking them, and consecutive snapshots share them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedWorkload {
+    pub workload: Arc<Workload>,
+    /// The services it is an endpoint of, each with its port mapping.
+    pub memberships: Arc<[(NamespacedHostname, PortMap)]>,
+}
+
+impl PreparedWorkload {
+    /// Checks `workload` on its own (see [`SnapshotBuilder::check_workload`]) and prepares it.
+    pub fn new(
+        workload: Workload,
+        memberships: Vec<(NamespacedHostname, PortMap)>,
+    ) -> Result<PreparedWorkload, SnapshotError> {
+        prepare_workload(workload, 0, memberships)
+    }
+}
+
+fn prepare_workload(
+    mut w: Workload,
+    index: usize,
+    memberships: Vec<(NamespacedHostname, PortMap)>,
+) -> Result<PreparedWorkload, SnapshotError> {
+    check_workload(&w, index, &memberships)?;
+    for ip in &mut w.workload_ips {
+        *ip = ip.to_canonical();
+    }
+    w.services = memberships.iter().map(|(k, _)| k.clone()).collect();
+    Ok(PreparedWorkload {
+        workload: Arc::new(w),
+        memberships: memberships.into(),
+    })
+}
+
+/// A workload as added: prepared already, or to be checked when the snapshot is built.
+#[derive(Debug)]
+enum Added {
+    /// Boxed: a config file's workloads wait here only until `build`.
+    Raw(Box<Workload>, Vec<(NamespacedHostname, PortMap)>),
+    Prepared(PreparedWorkload),
+}
+
 /// Collects the objects of one snapshot; `build` validates and indexes them.
 #[derive(Debug, Default)]
 pub struct SnapshotBuilder {
-    workloads: Vec<(Workload, Vec<(NamespacedHostname, PortMap)>)>,
+    workloads: Vec<Added>,
     services: Vec<Service>,
     policies: Vec<Authorization>,
 }
@@ -74,7 +119,14 @@ impl SnapshotBuilder {
         workload: Workload,
         memberships: Vec<(NamespacedHostname, PortMap)>,
     ) -> &mut Self {
-        self.workloads.push((workload, memberships));
+        self.workloads
+            .push(Added::Raw(Box::new(workload), memberships));
+        self
+    }
+
+    /// Adds a workload prepared (and so checked) earlier.
+    pub fn add_prepared_workload(&mut self, workload: PreparedWorkload) -> &mut Self {
+        self.workloads.push(Added::Prepared(workload));
         self
     }
 
@@ -113,15 +165,23 @@ impl SnapshotBuilder {
     /// (yet) defined are kept on the workload but produce no endpoint: with xDS, workloads can
     /// arrive before their services.
     pub fn build(self) -> Result<Snapshot, SnapshotError> {
-        let mut snap = Snapshot::default();
+        let n = self.workloads.len();
+        // Sized up front: growing maps of 100,000 entries rehashes and copies them repeatedly.
+        let mut snap = Snapshot {
+            workloads: Vec::with_capacity(n),
+            workload_by_ip: HashMap::with_capacity(n),
+            workload_by_uid: HashMap::with_capacity(n),
+            ..Snapshot::default()
+        };
         let mut memberships = Vec::with_capacity(self.workloads.len());
-        for (index, (mut w, member_of)) in self.workloads.into_iter().enumerate() {
-            check_workload(&w, index, &member_of)?;
-            for ip in &mut w.workload_ips {
-                *ip = ip.to_canonical();
-            }
-            w.services = member_of.iter().map(|(k, _)| k.clone()).collect();
-            let w = Arc::new(w);
+        for (index, added) in self.workloads.into_iter().enumerate() {
+            let PreparedWorkload {
+                workload: w,
+                memberships: member_of,
+            } = match added {
+                Added::Raw(w, member_of) => prepare_workload(*w, index, member_of)?,
+                Added::Prepared(p) => p,
+            };
             match snap.workload_by_uid.entry(w.uid.clone()) {
                 Entry::Occupied(_) => {
                     return Err(SnapshotError::DuplicateWorkloadUid(w.uid.clone()));
@@ -183,11 +243,11 @@ impl SnapshotBuilder {
             }
         }
         for (w, member_of) in memberships {
-            for (key, ports) in member_of {
-                if let Some(&i) = by_key.get(&key) {
+            for (key, ports) in member_of.iter() {
+                if let Some(&i) = by_key.get(key) {
                     services[i].endpoints.push(Endpoint {
                         workload: w.clone(),
-                        ports,
+                        ports: ports.clone(),
                     });
                 }
             }
@@ -227,16 +287,35 @@ impl SnapshotBuilder {
     }
 }
 
-fn invalid(subject: &str, field: &'static str, reason: impl Into<String>) -> SnapshotError {
+/// Names a workload in an error; formatted only when there is an error, so checking the
+/// 100,000 valid workloads of a large push formats nothing.
+struct WorkloadSubject<'a>(&'a str);
+
+impl std::fmt::Display for WorkloadSubject<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "workload {}", excerpt(self.0))
+    }
+}
+
+fn invalid(
+    subject: &dyn std::fmt::Display,
+    field: &'static str,
+    reason: impl Into<String>,
+) -> SnapshotError {
     SnapshotError::Invalid {
-        subject: subject.to_owned(),
+        subject: subject.to_string(),
         field,
         reason: reason.into(),
     }
 }
 
 /// `field value is invalid: why`, with the value quoted and cut short.
-fn bad_value(subject: &str, field: &'static str, value: &str, why: &str) -> SnapshotError {
+fn bad_value(
+    subject: &dyn std::fmt::Display,
+    field: &'static str,
+    value: &str,
+    why: &str,
+) -> SnapshotError {
     invalid(
         subject,
         field,
@@ -245,7 +324,7 @@ fn bad_value(subject: &str, field: &'static str, value: &str, why: &str) -> Snap
 }
 
 fn check(
-    subject: &str,
+    subject: &dyn std::fmt::Display,
     field: &'static str,
     value: &str,
     rule: fn(&str) -> Result<(), &'static str>,
@@ -266,7 +345,7 @@ fn check_workload(
             "is empty: every workload needs a unique uid",
         ));
     }
-    let subject = &format!("workload {}", excerpt(&w.uid));
+    let subject = &WorkloadSubject(&w.uid);
     check(subject, "uid", &w.uid, names::check_text)?;
     check(subject, "namespace", &w.namespace, names::check_namespace)?;
     check(
@@ -384,7 +463,7 @@ fn check_service(s: &Service) -> Result<(), SnapshotError> {
 }
 
 fn check_gateway(
-    subject: &str,
+    subject: &dyn std::fmt::Display,
     field: &'static str,
     g: &GatewayAddress,
 ) -> Result<(), SnapshotError> {

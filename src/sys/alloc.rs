@@ -129,9 +129,8 @@ unsafe impl GlobalAlloc for Counting {
     }
 }
 
-/// mimalloc's option indices (`mi_option_e` in `mimalloc.h`; the v3 sources the `mimalloc`
-/// crate builds, where these two match v2's).
-const MI_OPTION_PURGE_DELAY: libc::c_int = 15;
+/// mimalloc's option index for `allow_thp` (`mi_option_e` in the v3 `mimalloc.h` the
+/// `mimalloc` crate builds).
 const MI_OPTION_ALLOW_THP: libc::c_int = 43;
 
 unsafe extern "C" {
@@ -143,21 +142,21 @@ unsafe extern "C" {
 /// Sets the process up for [`Counting`] as its global allocator; the binary calls it first
 /// thing in `main`:
 /// - [`live_bytes`] starts reporting;
-/// - freed memory goes back to the kernel at once (mimalloc's `purge_delay` 0) instead of after
-///   a delay that only elapses when the same thread allocates again, so an idle core does not
-///   keep the pages of every connection it ever served;
+/// - mimalloc keeps its default purge delay (10 ms, elapsed when the thread next allocates):
+///   purging every freed page at once cost the control thread 10-25 % on a 100,000-workload
+///   push (`cargo bench --bench xds_apply`), and a core that goes idle returns its pages with
+///   [`collect_thread_heap`] instead;
 /// - no transparent huge pages: mimalloc would ask for them on its arenas, and a 2 MiB page
 ///   stays resident while any of it is in use, so the small, short-lived blocks of many
 ///   connections kept whole huge pages alive. Measured with the soak test (1,000 HBONE
-///   connections, two nodes): at rest 46 MiB resident with them, 28 MiB without; at the peak
-///   57-60 MiB against 40-43 MiB.
+///   connections, two nodes): at rest 46 MiB resident with them, 31 MiB without; at the peak
+///   57-60 MiB against 42-47 MiB.
 pub fn configure() {
     INSTALLED.store(true, Ordering::Relaxed);
-    // SAFETY: mi_option_set only stores an option value, valid for both options (purge_delay
-    // 0: purge at once; allow_thp 0: off), from any thread at any time. prctl with
-    // PR_SET_THP_DISABLE takes plain integers and only sets a flag on this process.
+    // SAFETY: mi_option_set only stores an option value (allow_thp 0: off), from any thread
+    // at any time. prctl with PR_SET_THP_DISABLE takes plain integers and only sets a flag on
+    // this process.
     unsafe {
-        mi_option_set(MI_OPTION_PURGE_DELAY, 0);
         mi_option_set(MI_OPTION_ALLOW_THP, 0);
         libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }

@@ -31,8 +31,9 @@ use crate::state::{
     DEFAULT_HBONE_MTLS_PORT, DEFAULT_SERVICE_ACCOUNT, DEFAULT_TRUST_DOMAIN, Destination,
     GatewayAddress, HealthStatus, IpFamily, LoadBalancer, LoadBalancerHealthPolicy,
     LoadBalancerMode, LoadBalancerScope, Locality, Match, NamespacedHostname, NetworkAddress,
-    NetworkMode, PolicyAction, PolicyScope, PortMap, Protocol, Service, ServiceAccountMatch,
-    SnapshotBuilder, SnapshotError, StringMatch, TunnelProtocol, Workload, excerpt,
+    NetworkMode, PolicyAction, PolicyScope, PortMap, PreparedWorkload, Protocol, Service,
+    ServiceAccountMatch, SnapshotBuilder, SnapshotError, StringMatch, TunnelProtocol, Workload,
+    excerpt,
 };
 
 /// Longest string zring accepts in any field of an xDS resource. Real names are at most a few
@@ -61,13 +62,9 @@ pub enum ConvertError {
     Snapshot(#[from] SnapshotError),
 }
 
-/// A workload and the services it is an endpoint of, each with its port mapping: what
-/// `SnapshotBuilder::add_workload` takes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkloadEntry {
-    pub workload: Workload,
-    pub memberships: Vec<(NamespacedHostname, PortMap)>,
-}
+/// A workload and the services it is an endpoint of, each with its port mapping, checked and
+/// ready to be indexed: what `SnapshotBuilder::add_prepared_workload` takes.
+pub type WorkloadEntry = PreparedWorkload;
 
 /// One converted `istio.workload.Address`.
 #[expect(
@@ -191,11 +188,7 @@ impl TryFrom<pw::Workload> for WorkloadEntry {
             capacity: w.capacity.unwrap_or(DEFAULT_CAPACITY),
             services: Vec::new(), // rebuilt from the memberships by the builder
         };
-        SnapshotBuilder::check_workload(&workload, &memberships)?;
-        Ok(WorkloadEntry {
-            workload,
-            memberships,
-        })
+        Ok(PreparedWorkload::new(workload, memberships)?)
     }
 }
 

@@ -134,20 +134,12 @@ impl Updated {
 }
 
 /// A converted resource waiting to be applied.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "short-lived, moved into the map; boxing would allocate once more per workload"
-)]
 enum Value {
     Address(AddressEntry),
     Policy(Authorization),
 }
 
 /// A map entry as it was before this response touched it, to roll back to.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "short-lived undo log entries; boxing would allocate once more per workload"
-)]
 enum Previous {
     Address(Option<Held<AddressEntry>>),
     Policy(Option<Held<Authorization>>),
@@ -304,7 +296,7 @@ impl ResourceSet {
         for held in early.chain(late) {
             match &held.value {
                 AddressEntry::Workload(w) => {
-                    b.add_workload(w.workload.clone(), w.memberships.clone());
+                    b.add_prepared_workload(w.clone());
                 }
                 AddressEntry::Service(s) => {
                     b.add_service(s.clone());
