@@ -111,6 +111,9 @@ pub struct CoreCtx {
     pub draining: Signal,
     /// Connections this core is proxying right now.
     pub active: Cell<u64>,
+    /// HBONE connections this core's 15008 listener holds right now (their streams are in
+    /// `active`): an open tunnel with no stream is still memory in use, not an idle core.
+    pub tunnels_in: Cell<u64>,
     /// This core's metrics shard (single writer: only this core writes its cells).
     pub metrics: Rc<Shard>,
     /// State of a xorshift generator for endpoint selection; per core, so no atomics.
@@ -127,6 +130,17 @@ impl CoreCtx {
     pub fn track(&self) -> ActiveGuard<'_> {
         self.set_active(self.active.get() + 1);
         ActiveGuard(self)
+    }
+
+    /// Counts an inbound HBONE connection until the returned guard drops.
+    pub fn track_tunnel(&self) -> TunnelGuard<'_> {
+        self.tunnels_in.set(self.tunnels_in.get() + 1);
+        TunnelGuard(self)
+    }
+
+    /// Whether this core holds nothing: no connection, no inbound or pooled HBONE connection.
+    pub fn is_idle(&self) -> bool {
+        self.active.get() == 0 && self.tunnels_in.get() == 0 && self.pool.connections() == 0
     }
 
     fn set_active(&self, n: u64) {
@@ -155,6 +169,16 @@ pub struct ActiveGuard<'a>(&'a CoreCtx);
 impl Drop for ActiveGuard<'_> {
     fn drop(&mut self) {
         self.0.set_active(self.0.active.get() - 1);
+    }
+}
+
+/// See [`CoreCtx::track_tunnel`].
+#[derive(Debug)]
+pub struct TunnelGuard<'a>(&'a CoreCtx);
+
+impl Drop for TunnelGuard<'_> {
+    fn drop(&mut self) {
+        self.0.tunnels_in.set(self.0.tunnels_in.get() - 1);
     }
 }
 
@@ -287,6 +311,7 @@ async fn core_main(
         draining: Signal::default(),
         shared,
         active: Cell::new(0),
+        tunnels_in: Cell::new(0),
         rng: Cell::new(seed | 1),
     });
     let opts = ListenOpts {
@@ -391,7 +416,7 @@ async fn housekeeping(ctx: Rc<CoreCtx>) {
 
 /// Gives a core's memory back after a burst, once per [`TRIM_PERIOD`]: copy buffers no
 /// connection took during the period are freed, and when that freed something, or the core has
-/// just become idle (no connection, no pooled HBONE connection), the allocator returns this
+/// just become idle ([`CoreCtx::is_idle`]), the allocator returns this
 /// thread's free pages to the kernel. Without it a node keeps the resident memory of its
 /// biggest burst for good: in the buffer pool, and in the allocator's pages of an idle thread.
 #[derive(Debug, Default)]
@@ -405,7 +430,7 @@ const TRIM_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl MemoryKeeper {
     fn tick(&mut self, ctx: &CoreCtx) {
-        if ctx.active.get() > 0 || ctx.pool.connections() > 0 {
+        if !ctx.is_idle() {
             self.busy = true;
         }
         self.ticks += 1;
@@ -414,10 +439,16 @@ impl MemoryKeeper {
         }
         self.ticks = 0;
         let freed = ctx.buffers.trim();
-        let idle = ctx.active.get() == 0 && ctx.pool.connections() == 0;
-        let went_idle = idle && std::mem::take(&mut self.busy);
-        if freed > 0 || went_idle {
-            crate::sys::alloc::collect_thread_heap(went_idle);
+        if ctx.is_idle() {
+            // Thorough: an idle thread will not allocate again soon, and only a forced collect
+            // returns pages whose purge mimalloc delays until the thread's next allocation.
+            // The buffers the last connections gave back are trimmed a period after the core
+            // went idle, so that tick collects too.
+            if std::mem::take(&mut self.busy) || freed > 0 {
+                crate::sys::alloc::collect_thread_heap(true);
+            }
+        } else if freed > 0 {
+            crate::sys::alloc::collect_thread_heap(false);
         }
     }
 }

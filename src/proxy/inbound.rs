@@ -65,6 +65,7 @@ pub async fn serve(ctx: Rc<CoreCtx>, tcp: TcpStream, peer: SocketAddr) {
             return;
         }
     };
+    let _tunnel = ctx.track_tunnel();
     super::certificate_ready(&ctx, &local_identity).await;
     let config = {
         let store = ctx.shared.certs.load();
