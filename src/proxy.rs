@@ -27,6 +27,7 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -110,27 +111,32 @@ impl Error {
 /// Opens a marked upstream connection, optionally from the client's IP (IP_TRANSPARENT), with
 /// a timeout. monoio cannot bind before connecting, so the socket is built by `sys::socket`
 /// and completed here by waiting for writability.
-pub async fn connect(
+///
+/// Boxed: a connection's task is as large as its largest phase for its whole life, and the
+/// connect's timer would otherwise make every idle connection carry it (see `outbound`).
+pub fn connect(
     dst: SocketAddr,
     spoof_source: Option<IpAddr>,
     side: SpoofSide,
     mark: u32,
     timeout: Duration,
-) -> Result<TcpStream, Error> {
-    let err = |source| Error::Connect { dst, source };
-    let opts = UpstreamOpts {
-        spoof_source,
-        mark,
-        side,
-    };
-    let std = socket::start_connect(dst, opts).map_err(err)?;
-    let stream = TcpStream::from_std(std).map_err(err)?;
-    match monoio::time::timeout(timeout, stream.writable(false)).await {
-        Err(_) => return Err(Error::ConnectTimeout(dst)),
-        Ok(r) => r.map_err(err)?,
-    }
-    socket::take_socket_error(stream.as_raw_fd()).map_err(err)?;
-    Ok(stream)
+) -> Pin<Box<impl Future<Output = Result<TcpStream, Error>>>> {
+    Box::pin(async move {
+        let err = |source| Error::Connect { dst, source };
+        let opts = UpstreamOpts {
+            spoof_source,
+            mark,
+            side,
+        };
+        let std = socket::start_connect(dst, opts).map_err(err)?;
+        let stream = TcpStream::from_std(std).map_err(err)?;
+        match monoio::time::timeout(timeout, stream.writable(false)).await {
+            Err(_) => return Err(Error::ConnectTimeout(dst)),
+            Ok(r) => r.map_err(err)?,
+        }
+        socket::take_socket_error(stream.as_raw_fd()).map_err(err)?;
+        Ok(stream)
+    })
 }
 
 /// Authorizes a connection to a local workload (the caller refuses it on `Err`) and, when
@@ -166,14 +172,16 @@ pub fn authorize<'c>(
 /// Runs a connection's pump until it ends, or until a policy change revokes the connection: then
 /// the sockets behind `fds` (still open: the pump owns them until this returns) are set to
 /// reset on close, so both ends see the connection fail rather than end.
+///
+/// The caller pins the pump: taken by value, it would sit in this future twice (the argument
+/// and its pinned copy), a kilobyte more for every connection's task.
 pub async fn until_revoked(
-    pump: impl Future<Output = Result<(), CopyError>>,
+    pump: Pin<&mut impl Future<Output = Result<(), CopyError>>>,
     kill: &KillSwitch,
     fds: &[RawFd],
 ) -> Result<(), Error> {
-    let mut pump = std::pin::pin!(pump);
     let why = monoio::select! {
-        r = &mut pump => return r.map_err(Error::from),
+        r = pump => return r.map_err(Error::from),
         why = kill.fired() => why,
     };
     for fd in fds {

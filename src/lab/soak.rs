@@ -97,16 +97,15 @@ fn kib(v: Option<u64>) -> String {
     v.map_or_else(|| "?".to_owned(), |v| format!("{v} KiB"))
 }
 
-/// [`usage`] plus the heap's live bytes, scraped from zring's metrics on `node`.
+/// [`usage`] plus the heap's live bytes, scraped from zring's metrics on `node`. `/proc` is
+/// read first: the scrape's own connection holds a descriptor of zring's until it closes.
 fn usage_with_heap(mesh: &Mesh, node: &str, pid: u32) -> Usage {
+    let proc = usage(pid);
     let heap_kib = mesh
         .scrape(node)
         .exact("zring_heap_live_bytes", &Default::default())
         .map(|b| b as u64 / 1024);
-    Usage {
-        heap_kib,
-        ..usage(pid)
-    }
+    Usage { heap_kib, ..proc }
 }
 
 /// Reads `/proc/<pid>`: open descriptors and resident memory.

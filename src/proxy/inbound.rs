@@ -232,7 +232,7 @@ async fn proxy(
         ctx.buffers.large_size(),
         (&rec.counts.sent, &rec.counts.received),
     );
-    super::until_revoked(pump, &registration.kill, &[fd]).await
+    super::until_revoked(std::pin::pin!(pump), &registration.kill, &[fd]).await
 }
 
 fn bad_request_reason(e: &super::hbone::headers::HeaderError) -> &'static str {

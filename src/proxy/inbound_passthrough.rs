@@ -92,5 +92,5 @@ async fn proxy(ctx: &CoreCtx, downstream: TcpStream, rec: &mut ConnRecord) -> Re
         &ctx.buffers,
         &rec.counts,
     );
-    super::until_revoked(pump, &registration.kill, &fds).await
+    super::until_revoked(std::pin::pin!(pump), &registration.kill, &fds).await
 }

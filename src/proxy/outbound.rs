@@ -129,7 +129,7 @@ async fn proxy(ctx: &CoreCtx, downstream: TcpStream, rec: &mut ConnRecord) -> Re
         &rec.counts,
     );
     match &registration {
-        Some(r) => super::until_revoked(pump, &r.kill, &fds).await,
+        Some(r) => super::until_revoked(std::pin::pin!(pump), &r.kill, &fds).await,
         None => Ok(pump.await?),
     }
 }
@@ -153,7 +153,10 @@ async fn tunnel(
     authority: SocketAddr,
 ) -> Result<(), Error> {
     let cfg = ctx.config();
-    let result = async {
+    // Boxed, and gone once the stream is open: the pool checkout (dial, TLS handshake, h2
+    // handshake) is several KiB of state that an idle connection's task would otherwise carry
+    // for its whole life (`cargo rustc -- -Zprint-type-sizes` shows each task's size).
+    let result = Box::pin(async {
         let source_id = workload_identity(source)?;
         let peer_id = workload_identity(peer)?;
         rec.src_identity = Some(source_id.clone());
@@ -207,7 +210,7 @@ async fn tunnel(
             }
         };
         Ok::<_, Error>((lease, send, recv))
-    }
+    })
     .await;
     let (_lease, send, recv) = match result {
         Ok(r) => r,
