@@ -415,10 +415,11 @@ async fn housekeeping(ctx: Rc<CoreCtx>) {
 }
 
 /// Gives a core's memory back after a burst, once per [`TRIM_PERIOD`]: copy buffers no
-/// connection took during the period are freed, and when that freed something, or the core has
-/// just become idle ([`CoreCtx::is_idle`]), the allocator returns this
-/// thread's free pages to the kernel. Without it a node keeps the resident memory of its
-/// biggest burst for good: in the buffer pool, and in the allocator's pages of an idle thread.
+/// connection took during the period are freed, the connection table gives back spare room,
+/// and when the buffers freed something, or the core has just become idle
+/// ([`CoreCtx::is_idle`]), the allocator returns this thread's free pages to the kernel.
+/// Without it a node keeps the resident memory of its biggest burst for good: in the buffer
+/// pool, in its maps, and in the allocator's pages of an idle thread.
 #[derive(Debug, Default)]
 struct MemoryKeeper {
     ticks: u32,
@@ -438,6 +439,7 @@ impl MemoryKeeper {
             return;
         }
         self.ticks = 0;
+        ctx.conns.shrink();
         let freed = ctx.buffers.trim();
         if ctx.is_idle() {
             // Thorough: an idle thread will not allocate again soon, and only a forced collect
