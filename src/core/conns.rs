@@ -153,10 +153,6 @@ impl ConnTable {
         }
     }
 
-    fn capacity(&self) -> usize {
-        self.entries.borrow().capacity()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.entries.borrow().is_empty()
     }
@@ -215,19 +211,23 @@ policies:
         drop(gone);
     }
 
+    fn capacity(table: &ConnTable) -> usize {
+        table.entries.borrow().capacity()
+    }
+
     #[test]
     fn shrink_gives_back_what_a_burst_left() {
         let table = ConnTable::default();
         let burst: Vec<_> = (0..10_000).map(|_| table.register(subject("a"))).collect();
         let kept: Vec<_> = burst.into_iter().skip(9_990).collect();
-        assert!(table.capacity() >= 10_000);
+        assert!(capacity(&table) >= 10_000);
         table.shrink();
         assert_eq!(table.len(), 10);
-        assert!(table.capacity() < 200, "{}", table.capacity());
+        assert!(capacity(&table) < 200, "{}", capacity(&table));
         // Within its working size a table is left alone.
-        let before = table.capacity();
+        let before = capacity(&table);
         table.shrink();
-        assert_eq!(table.capacity(), before);
+        assert_eq!(capacity(&table), before);
         drop(kept);
     }
 }
