@@ -83,6 +83,10 @@ pub enum Answer {
 pub struct Conn {
     tls: StreamOwned<ClientConnection, TcpStream>,
     hpack: Decoder,
+    /// Whether SETTINGS and PING are acknowledged. Off while waiting for the server to close:
+    /// an acknowledgement written after the server closed fails, and rustls would then fail
+    /// every later read trying to flush it, hiding the GOAWAY still queued for us.
+    acknowledging: bool,
 }
 
 impl Conn {
@@ -111,6 +115,7 @@ impl Conn {
         Ok(Conn {
             tls,
             hpack: Decoder::default(),
+            acknowledging: true,
         })
     }
 
@@ -180,13 +185,13 @@ impl Conn {
                 debug: payload[8..].to_vec(),
             },
             SETTINGS => {
-                if flags & ACK == 0 {
+                if flags & ACK == 0 && self.acknowledging {
                     self.write(&frame(SETTINGS, ACK, 0, &[]))?;
                 }
                 Frame::Other { kind, stream }
             }
             PING => {
-                if flags & ACK == 0 {
+                if flags & ACK == 0 && self.acknowledging {
                     self.write(&frame(PING, ACK, 0, &payload))?;
                 }
                 Frame::Other { kind, stream }
@@ -219,6 +224,7 @@ impl Conn {
 
     /// Reads until the connection ends; returns the GOAWAY seen on the way, if any.
     pub fn until_closed(&mut self) -> (Option<(u32, String)>, io::Error) {
+        self.acknowledging = false;
         let mut goaway = None;
         loop {
             match self.read_frame() {
