@@ -85,7 +85,8 @@ pub struct Conn {
     hpack: Decoder,
     /// Whether SETTINGS and PING are acknowledged. Off while waiting for the server to close:
     /// an acknowledgement written after the server closed fails, and rustls would then fail
-    /// every later read trying to flush it, hiding the GOAWAY still queued for us.
+    /// every later read trying to flush it, hiding the GOAWAY still queued for us (see
+    /// `until_closed`).
     acknowledging: bool,
 }
 
@@ -225,6 +226,14 @@ impl Conn {
     /// Reads until the connection ends; returns the GOAWAY seen on the way, if any.
     pub fn until_closed(&mut self) -> (Option<(u32, String)>, io::Error) {
         self.acknowledging = false;
+        // What a failed write left queued (the tail of a flood the server stopped reading)
+        // will never be read: drop it, or rustls tries to flush it before every read and each
+        // read fails with the write's error instead of returning what the server sent.
+        while self.tls.conn.wants_write() {
+            if let Err(e) = self.tls.conn.write_tls(&mut io::sink()) {
+                return (None, e);
+            }
+        }
         let mut goaway = None;
         loop {
             match self.read_frame() {
