@@ -13,12 +13,16 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::future::poll_fn;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use monoio::net::TcpStream;
 use monoio::net::tcp::stream_poll::TcpStreamPoll;
 use rustls::{ClientConfig, ServerConfig};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::identity::{self, CertStore, Identity};
 
@@ -114,12 +118,46 @@ pub async fn accept(
     config: Arc<ServerConfig>,
 ) -> Result<(ServerIo, Identity), AcceptError> {
     let io = poll_io(tcp).map_err(AcceptError::Io)?;
-    let tls = tokio_rustls::TlsAcceptor::from(config)
+    let tls = match tokio_rustls::TlsAcceptor::from(config)
         .accept(io)
+        .into_fallible()
         .await
-        .map_err(|e| AcceptError::Io(explain(e)))?;
+    {
+        Ok(tls) => tls,
+        Err((e, io)) => {
+            linger(io).await;
+            return Err(AcceptError::Io(explain(e)));
+        }
+    };
     let peer = identity::peer_identity(tls.get_ref().1).map_err(AcceptError::Identity)?;
     Ok((tls, peer))
+}
+
+/// How long a refused handshake's socket keeps reading, and how much, before it closes.
+const LINGER: Duration = Duration::from_millis(250);
+const LINGER_BYTES: usize = 64 * 1024;
+
+/// Closes a refused handshake's socket so that the client can read our alert. A TLS 1.3 client
+/// sends its certificate and, in the same breath, its first application data; closing with
+/// those bytes unread makes the kernel answer with a reset, which can reach the client before
+/// it reads the alert, and then all it reports is a broken pipe, not why we refused it. So:
+/// the alert is out (rustls sent it), send FIN, read and drop what the client still sends
+/// until it closes too, for [`LINGER`] and [`LINGER_BYTES`] at most (cold path: the buffer
+/// is allocated here).
+async fn linger(mut io: TcpStreamPoll) {
+    let _ = poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await;
+    let mut buf = vec![0u8; 4096];
+    let drain = async {
+        let mut dropped = 0;
+        while dropped < LINGER_BYTES {
+            let mut read = ReadBuf::new(&mut buf);
+            match poll_fn(|cx| Pin::new(&mut io).poll_read(cx, &mut read)).await {
+                Ok(()) if !read.filled().is_empty() => dropped += read.filled().len(),
+                _ => return,
+            }
+        }
+    };
+    let _ = monoio::time::timeout(LINGER, drain).await;
 }
 
 /// rustls reports our verifiers' refusals as `InvalidCertificate(Other(..))`, whose Display is
