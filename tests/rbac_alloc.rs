@@ -2,7 +2,8 @@
 //! lack of one, with dry-run policies reported, or for a policy not yet received.
 //!
 //! Its own test binary because it counts every allocation of the process: it holds a single
-//! test, so no other test allocates while it measures.
+//! test, so no other test allocates while it measures (the harness's own threads still may:
+//! see the quietest-of-three below).
 
 use std::alloc::System;
 use std::net::SocketAddr;
@@ -109,16 +110,22 @@ fn authorize_never_allocates() {
         assert_eq!(first.is_allowed(), allowed, "{what}: {first}");
         assert_eq!(first.dry_run.is_some(), dry_run, "{what}: {first}");
 
-        let region = Region::new(GLOBAL);
-        for _ in 0..100 {
-            let d = authorize(std::hint::black_box(&conn));
-            std::hint::black_box(&d);
-        }
-        let stats = region.change();
-        assert_eq!(
-            (stats.allocations, stats.reallocations),
-            (0, 0),
-            "{what}: authorize allocated"
-        );
+        // The counter is the process's: a thread of the test harness can allocate while we
+        // measure (once in ~30 runs, 4 allocations turned up in a region of 100 calls). The
+        // same call on the same snapshot is deterministic, so an allocation of `authorize`'s
+        // own shows in every attempt: the quietest of three must show none.
+        let quietest = (0..3)
+            .map(|_| {
+                let region = Region::new(GLOBAL);
+                for _ in 0..100 {
+                    let d = authorize(std::hint::black_box(&conn));
+                    std::hint::black_box(&d);
+                }
+                let stats = region.change();
+                (stats.allocations, stats.reallocations)
+            })
+            .min()
+            .expect("three attempts");
+        assert_eq!(quietest, (0, 0), "{what}: authorize allocated");
     }
 }
