@@ -96,22 +96,7 @@ fn mesh(driver: &str) -> Mesh {
     .unwrap()
 }
 
-macro_rules! on_both_drivers {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn uring() {
-                super::$name("uring")
-            }
-            #[test]
-            fn legacy() {
-                super::$name("legacy")
-            }
-        }
-    )*};
-}
-
-on_both_drivers!(counts_equal_traffic_on_both_nodes);
+zring::on_both_drivers!(counts_equal_traffic_on_both_nodes);
 
 /// What a set of exchanges put on the wire: connections, client→server and server→client bytes.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
