@@ -7,7 +7,14 @@
 //! cores, and then runs `control::run` on a tokio current-thread runtime: config updates
 //! (file or Delta ADS) and certificate rotation, published through arc-swap, and the admin,
 //! metrics and readiness servers (bound here, before the cores start, so a port in use fails
-//! start-up). `run` returns when `/quitquitquit` asks the process to stop.
+//! start-up).
+//!
+//! Stopping: SIGTERM, SIGINT or `/quitquitquit` starts a drain (see `drain`'s module doc): the
+//! control thread flips `Shared::drain`; each core's housekeeping task notices within one tick,
+//! closes its listeners and sends GOAWAY on its HBONE connections; the control thread waits
+//! until every proxied connection has finished or the drain deadline has passed, serving config,
+//! certificates and scrapes meanwhile. Then `control::run` returns, `run` returns `Ok`, and
+//! `main` exits with status 0 (connections still open at the deadline are cut by the exit).
 
 use std::sync::Arc;
 use std::time::SystemTime;
