@@ -57,3 +57,22 @@ fn backend_provider() -> CryptoProvider {
 fn backend_provider() -> CryptoProvider {
     rustls::crypto::aws_lc_rs::default_provider()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_offers_only_aes_gcm() {
+        let provider = crypto_provider();
+        let mut suites: Vec<_> = provider.cipher_suites.iter().map(|s| s.suite()).collect();
+        suites.sort_by_key(|s| u16::from(*s));
+        assert_eq!(
+            suites,
+            [
+                rustls::CipherSuite::TLS13_AES_128_GCM_SHA256,
+                rustls::CipherSuite::TLS13_AES_256_GCM_SHA384
+            ]
+        );
+    }
+}
