@@ -26,11 +26,12 @@ use tracing::{info, warn};
 use crate::admin::{self, CertFailures, Listeners, Readiness};
 use crate::config::Config;
 use crate::control::{self, Source};
-use crate::core::{self, Shared};
+use crate::core::Shared;
 use crate::drain::Drain;
 use crate::identity::{CertManager, DevCa, IstioCa};
 use crate::logging::LogControl;
 use crate::metrics::Registry;
+use crate::runtime;
 use crate::state::Snapshot;
 use crate::xds::client::{self, AdsClient, InitialSync};
 use crate::xds::local::{self, LocalSource};
@@ -119,7 +120,7 @@ pub fn run(config: Config, logs: Option<LogControl>) -> anyhow::Result<()> {
 
     let listeners = Listeners::bind(&config)?;
     let readiness = Arc::new(Readiness::new(initial_sync.clone()));
-    let (driver, fallback) = core::resolve_driver(config.driver, config.uring_entries)?;
+    let (driver, fallback) = runtime::resolve_driver(config.driver, config.uring_entries)?;
     if let Some(why) = fallback {
         warn!("io_uring unavailable, falling back to epoll: {why}");
     }
@@ -130,7 +131,7 @@ pub fn run(config: Config, logs: Option<LogControl>) -> anyhow::Result<()> {
         drain: Drain::new(config.cores, config.drain_deadline),
         metrics,
     });
-    let cores = core::start(shared.clone(), driver)?;
+    let cores = runtime::start(shared.clone(), driver)?;
     readiness.cores_started();
     info!(
         cores = cores.len(),

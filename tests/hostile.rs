@@ -48,7 +48,8 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::sign::SingleCertAndKey;
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
-use zring::identity::{DevCa, Identity, ROOT_CERT_FILE, ROOT_KEY_FILE, crypto_provider};
+use zring::crypto::crypto_provider;
+use zring::identity::{DevCa, Identity, ROOT_CERT_FILE, ROOT_KEY_FILE};
 use zring::lab::{Lab, Mesh};
 
 use h2raw::{Answer, Conn, Frame};

@@ -1,8 +1,9 @@
-//! The external programs the lab drives (`ip`, `nft`): finding them, running them, and turning a
-//! failure into a [`LabError`] that shows the exact command line and what it printed.
+//! The external programs capture and the lab drive (`ip`, `nft`): finding them, running them,
+//! and turning a failure into an [`Error`] that shows the exact command line and what it printed.
 //!
-//! Runs on the thread that builds or tears down a lab (a test thread, `zring demo`'s main
-//! thread). Every call blocks until the program exits; none of this is data-plane code.
+//! Runs on the thread that installs capture or builds or tears down a lab (`zring redirect`'s or
+//! `zring demo`'s main thread, a test thread). Every call blocks until the program exits; none of
+//! this is data-plane code.
 
 use std::ffi::OsStr;
 use std::io::Write;
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use super::LabError;
+use super::Error;
 
 /// A program the lab cannot work without, and the package that ships it (for the error message).
 #[derive(Debug, Clone, Copy)]
@@ -29,14 +30,14 @@ pub(crate) const NFT: Tool = Tool {
 };
 
 /// Finds `tool` on `PATH` (plus the sbin directories, which root's `PATH` may lack under sudo).
-pub(crate) fn find(tool: Tool) -> Result<PathBuf, LabError> {
+pub(crate) fn find(tool: Tool) -> Result<PathBuf, Error> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let extra = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from);
     std::env::split_paths(&path)
         .chain(extra)
         .map(|dir| dir.join(tool.program))
         .find(|p| is_executable(p))
-        .ok_or(LabError::MissingTool {
+        .ok_or(Error::MissingTool {
             program: tool.program,
             package: tool.package,
         })
@@ -61,12 +62,12 @@ fn is_executable(path: &Path) -> bool {
 }
 
 /// Runs `program args…`, feeding it `stdin` if given; returns its stdout, or a
-/// [`LabError::Command`] with the command line, exit status and stderr.
+/// [`Error::Command`] with the command line, exit status and stderr.
 pub(crate) fn run(
     program: impl AsRef<OsStr>,
     args: &[&str],
     stdin: Option<&str>,
-) -> Result<String, LabError> {
+) -> Result<String, Error> {
     let program = program.as_ref();
     let line = command_line(&program.to_string_lossy(), args);
     let mut cmd = Command::new(program);
@@ -78,7 +79,7 @@ pub(crate) fn run(
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|source| LabError::Io {
+    let mut child = cmd.spawn().map_err(|source| Error::Io {
         context: format!("cannot start `{line}`"),
         source,
     })?;
@@ -86,17 +87,17 @@ pub(crate) fn run(
         // Dropping the pipe after writing closes it, so the program sees end of input.
         let mut pipe = child.stdin.take().expect("stdin was piped");
         pipe.write_all(input.as_bytes())
-            .map_err(|source| LabError::Io {
+            .map_err(|source| Error::Io {
                 context: format!("cannot feed `{line}`"),
                 source,
             })?;
     }
-    let out = child.wait_with_output().map_err(|source| LabError::Io {
+    let out = child.wait_with_output().map_err(|source| Error::Io {
         context: format!("cannot wait for `{line}`"),
         source,
     })?;
     if !out.status.success() {
-        return Err(LabError::Command {
+        return Err(Error::Command {
             command: line,
             status: out.status.to_string(),
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
@@ -108,12 +109,12 @@ pub(crate) fn run(
 
 /// `ip args…` in the root namespace: only `ip netns …` management commands go through here;
 /// everything that configures links, addresses or routes uses [`ip_in`].
-pub(crate) fn ip(args: &[&str]) -> Result<String, LabError> {
+pub(crate) fn ip(args: &[&str]) -> Result<String, Error> {
     run(program(IP), args, None)
 }
 
 /// `ip -n NS args…`: one configuration command inside namespace `ns`.
-pub(crate) fn ip_in(ns: &str, args: &[&str]) -> Result<String, LabError> {
+pub(crate) fn ip_in(ns: &str, args: &[&str]) -> Result<String, Error> {
     let mut full = Vec::with_capacity(args.len() + 2);
     full.extend_from_slice(&["-n", ns]);
     full.extend_from_slice(args);
@@ -121,7 +122,7 @@ pub(crate) fn ip_in(ns: &str, args: &[&str]) -> Result<String, LabError> {
 }
 
 /// `nft args…` inside namespace `ns` (nft has no namespace flag, so through `ip netns exec`).
-pub(crate) fn nft_in(ns: &str, args: &[&str], stdin: Option<&str>) -> Result<String, LabError> {
+pub(crate) fn nft_in(ns: &str, args: &[&str], stdin: Option<&str>) -> Result<String, Error> {
     let nft = program(NFT).to_string_lossy();
     let mut full = Vec::with_capacity(args.len() + 4);
     full.extend_from_slice(&["netns", "exec", ns, &nft]);
