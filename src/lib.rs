@@ -23,6 +23,7 @@ pub mod drain;
 pub mod fuzzing;
 pub mod grpc;
 pub mod identity;
+pub mod inpod;
 pub mod lab;
 pub mod logging;
 pub mod metrics;
