@@ -39,6 +39,7 @@
 )]
 
 mod cmd;
+pub mod cni;
 pub mod http;
 pub mod mesh;
 mod ns;

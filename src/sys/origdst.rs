@@ -11,8 +11,9 @@ use std::mem::{MaybeUninit, size_of};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-/// The IPv4 destination the connection accepted on `fd` had before nat rewrote it. Fails with
-/// ENOENT when conntrack knows no such rewrite (the connection was not redirected).
+/// The IPv4 destination the connection accepted on `fd` had before nat rewrote it. A connection
+/// conntrack tracks but nat left alone answers its own local address; one conntrack does not
+/// track at all (no nat rules in its netns) fails with ENOENT.
 pub fn original_dst(fd: BorrowedFd<'_>) -> io::Result<SocketAddrV4> {
     // SAFETY: sockaddr_in is plain data for which all-zero bytes are a valid value.
     let mut addr: libc::sockaddr_in = unsafe { MaybeUninit::zeroed().assume_init() };
@@ -49,11 +50,12 @@ mod tests {
     use std::os::fd::AsFd;
 
     #[test]
-    fn an_unredirected_connection_has_no_original_destination() {
+    fn an_untracked_connection_has_no_original_destination() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (s, _) = l.accept().unwrap();
-        // Without nat there is nothing to report (ENOENT), never a made-up address.
+        // The test's own netns loads no nat rules, so conntrack does not track loopback here:
+        // nothing to report (ENOENT), never a made-up address.
         assert!(original_dst(s.as_fd()).is_err());
     }
 }
