@@ -89,6 +89,23 @@ impl Fixture {
     }
 }
 
+/// How many descriptors of this process refer to lab pod `pod`'s netns: the client must hold
+/// one per enrolled pod and none once the pod is gone. Counted by the namespace's inode, so
+/// tests running in parallel (other namespaces) do not disturb it.
+fn netns_fds(fx: &Fixture, pod: &str) -> Result<usize> {
+    use std::os::unix::fs::MetadataExt;
+    let id = fx.netns_id(pod)?;
+    let mut n = 0;
+    for entry in std::fs::read_dir("/proc/self/fd")? {
+        // stat follows the magic link to the namespace itself, however it was opened; a
+        // descriptor closing meanwhile (other tests) simply does not count.
+        if std::fs::metadata(entry?.path()).is_ok_and(|m| (m.dev(), m.ino()) == id) {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 fn served(h: &RecordingHandler) -> Vec<String> {
     h.served()
 }
@@ -133,9 +150,18 @@ fn client_waits_for_the_agent_then_enrols_keeps_and_deletes() -> Result<()> {
     );
     let pod = fx.handler.pod("uid-1").context("served")?;
     ensure!(pod.info == info("p1") && pod.netns.id() == fx.netns_id("p1")?);
+    drop(pod);
 
+    ensure!(
+        netns_fds(&fx, "p1")? == 1,
+        "one descriptor per enrolled pod"
+    );
     ensure!(fx.agent.del("uid-1")? == Ok(()));
     ensure!(served(&fx.handler) == ["uid-2"]);
+    ensure!(
+        netns_fds(&fx, "p1")? == 0,
+        "a deleted pod's netns is closed"
+    );
     // Deletes are idempotent: an unknown uid is acked, and counted.
     ensure!(fx.agent.del("nobody")? == Ok(()));
     let m = fx.metrics();
@@ -159,6 +185,7 @@ fn client_waits_for_the_agent_then_enrols_keeps_and_deletes() -> Result<()> {
     // Stopping the client removes every pod and hands the handler back.
     let handler = fx.client.take().expect("running").stop();
     ensure!(handler.served().is_empty());
+    ensure!(netns_fds(&fx, "p2")? == 0, "stopping closes every netns");
     ensure!(handler.calls().last() == Some(&Call::Remove("uid-2".into())));
     Ok(())
 }
@@ -243,6 +270,7 @@ fn duplicate_adds_follow_ztunnel() -> Result<()> {
             ]
     );
     ensure!(fx.handler.pod("u1").context("served")?.netns.id() == fx.netns_id("p2")?);
+    ensure!(netns_fds(&fx, "p1")? == 0 && netns_fds(&fx, "p2")? == 1);
     Ok(())
 }
 

@@ -183,7 +183,8 @@ fn run<H: PodHandler>(
             }
             other => warn!(error = %other, retry_in = ?delay, "node agent connection ended"),
         }
-        if wait(&[stop], Some(delay)).map_or(true, |ready| ready[0]) {
+        // A failed poll (it cannot fail but for ENOMEM) just retries sooner.
+        if wait(&[stop], Some(delay)).is_ok_and(|ready| ready[0]) {
             break;
         }
     }
@@ -239,6 +240,7 @@ fn session(
         let packet = match conn.recv(&mut buf) {
             Ok(p) if p.len == 0 => return SessionEnd::Closed,
             Ok(p) => p,
+            Err(RecvError::Io(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(RecvError::Io(e)) => return SessionEnd::Recv(e),
             Err(e @ (RecvError::Truncated(_) | RecvError::ControlTruncated)) => {
                 Metrics::inc(&metrics.bad_requests);

@@ -28,7 +28,7 @@ pub struct Metrics {
     pub protocol_errors: AtomicU64,
     /// `del` of a uid the registry does not hold (acked: deletes are idempotent).
     pub unknown_deletes: AtomicU64,
-    /// Connections to the agent that got as far as the hello.
+    /// Connections made to the agent (each starts with the hello and a new snapshot).
     pub connections: AtomicU64,
     /// Failed connection attempts (agent absent or refusing).
     pub connect_failures: AtomicU64,

@@ -230,10 +230,3 @@ proptest! {
         }
     }
 }
-
-#[test]
-fn fd_borrow_helper_is_usable() {
-    // Keeps `AsFd` imported for the helpers above on every target.
-    let (r, _w) = pipe();
-    let _: BorrowedFd<'_> = r.as_fd();
-}
