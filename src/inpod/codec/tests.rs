@@ -1,5 +1,5 @@
 use std::io::Write;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 
 use proptest::prelude::*;
 use prost::Message;
