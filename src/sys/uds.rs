@@ -23,6 +23,9 @@ use std::time::Duration;
 /// At most this many descriptors are taken from one packet; the kernel closes any beyond it
 /// (and sets MSG_CTRUNC, which [`SeqPacket::recv`] reports).
 pub const MAX_FDS: usize = 4;
+/// At most this many descriptors are sent with one packet: more than [`MAX_FDS`], so tests can
+/// play a hostile peer.
+pub const MAX_SEND_FDS: usize = 8;
 
 /// Why [`SeqPacket::recv`] returned no packet.
 #[derive(Debug, thiserror::Error)]
@@ -127,7 +130,7 @@ impl SeqPacket {
 
     /// Sends `data` as one packet, with `fds` attached as SCM_RIGHTS when not empty.
     pub fn send(&self, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
-        if fds.len() > MAX_FDS {
+        if fds.len() > MAX_SEND_FDS {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "too many descriptors for one packet",
