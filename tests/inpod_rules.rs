@@ -2,7 +2,8 @@
 //! with plain std::net listeners standing in for the proxy inside a lab pod's netns: outbound
 //! lands on 15001 with `SO_ORIGINAL_DST` naming the real destination, inbound on 15006, 15008
 //! and loopback are not redirected, the proxy's 0x539-marked sockets and the kubelet probe source
-//! pass untouched, DNS lands on 15053.
+//! pass untouched, the proxy's spoofed replies route back through connmark 0x111, DNS lands on
+//! 15053.
 //!
 //! Runs as root under `cargo test`; without root (or without `ip`/`nft`) it fails with
 //! `Lab::new`'s error, never skips. No sleeps: a connect that completed has already put the
@@ -37,6 +38,8 @@ fn connect(dst: SocketAddr, mark: Option<u32>, src: Option<Ipv4Addr>) -> io::Res
         s.set_mark(mark)?;
     }
     if let Some(src) = src {
+        // A source the namespace does not own is the proxy's spoofed client address.
+        s.set_ip_transparent(true)?;
         s.bind(&SockAddr::from(SocketAddr::from((src, 0))))?;
     }
     s.connect_timeout(&SockAddr::from(dst), STEP)?;
@@ -138,6 +141,24 @@ fn inpod_rules_redirect_like_istio_cni() -> Result<()> {
     ensure!(take(&app)?.is_some(), "probe did not reach the app");
     ensure!(take(&inbound)?.is_none(), "probe was redirected");
 
+    // The proxy's inbound-passthrough hop: a 0x539-marked socket inside the pod, spoofing a
+    // remote client, connects to the app. The SYN-ACK goes to an address that is not the pod's;
+    // only connmark 0x111 + `fwmark 0x111 lookup 100` (local) bring it back to the proxy's
+    // socket, so a completed handshake proves that routing.
+    let client: Ipv4Addr = "172.31.0.99".parse()?;
+    let _c = pod
+        .run(move || connect(app_addr, Some(cni::PROXY_MARK), Some(client)))
+        .context("spoofed, marked connect to the app")?;
+    let (_, peer) = take(&app)?.context("marked connection did not reach the app")?;
+    ensure!(
+        peer.ip() == std::net::IpAddr::from(client),
+        "app saw {peer}"
+    );
+    ensure!(
+        take(&inbound)?.is_none(),
+        "marked connection was redirected"
+    );
+
     // DNS over UDP lands on 15053.
     let dns = pod.run(|| UdpSocket::bind("0.0.0.0:15053"))?;
     dns.set_read_timeout(Some(STEP))?;
@@ -150,7 +171,15 @@ fn inpod_rules_redirect_like_istio_cni() -> Result<()> {
     ensure!(&buf[..n] == b"query");
 
     let counters = cni::rule_counters(pod)?;
-    for rule in ["outbound", "inbound", "kubelet-probe", "dns-udp", "to-self"] {
+    for rule in [
+        "outbound",
+        "inbound",
+        "kubelet-probe",
+        "dns-udp",
+        "to-self",
+        "proxy-conn",
+        "restore-proxy-mark",
+    ] {
         let Some((_, packets)) = counters.iter().find(|(c, _)| c == rule) else {
             bail!("no counter for {rule}: {counters:?}")
         };
