@@ -89,7 +89,9 @@ pub struct Pod {
 
 /// The seam between the ZDS client and the data path: the client owns the protocol and the
 /// registry, the handler makes a pod served or not. Called on the `zring-inpod` thread, one call
-/// at a time.
+/// at a time, so a handler may block (the listener step's handler will enter the pod's netns on
+/// a helper thread via [`PodNetns::shared_fd`], bind 15001/15006/15008 for every core, hand them
+/// over and return once every core reports them up).
 pub trait PodHandler: Send + 'static {
     /// Starts serving `pod`. Return only once it is served (its listeners are up): the client
     /// acks the agent right after, with `Err`'s text as the ack's error. On `Err` the pod stays

@@ -14,10 +14,10 @@
 use std::io;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-use std::sync::Arc;
 
 use tracing::{debug, error, info, warn};
 
@@ -162,9 +162,7 @@ fn run<H: PodHandler>(
                     stop,
                     &mut backoff,
                 );
-                metrics
-                    .ready
-                    .store(false, std::sync::atomic::Ordering::Relaxed);
+                metrics.ready.store(false, Ordering::Relaxed);
                 end
             }
             Err(e) => {
