@@ -38,6 +38,7 @@
     reason = "test tooling on plain threads: std locks and sleeps are fine outside the data plane"
 )]
 
+pub mod cni;
 pub mod http;
 pub mod mesh;
 mod ns;

@@ -32,6 +32,7 @@ pub mod fuzzing;
 pub mod grpc;
 pub mod hbone;
 pub mod identity;
+pub mod inpod;
 pub mod lab;
 pub mod logging;
 pub mod metrics;
