@@ -1,6 +1,6 @@
 //! SOCK_SEQPACKET Unix sockets carrying descriptors (SCM_RIGHTS), and the check that a received
 //! descriptor is a network namespace: the kernel side of istio-cni's ZDS protocol
-//! (`crate::inpod`), for the client and for the lab's fake node agent (`crate::lab::cni`).
+//! (the in-pod client), for the client and for the lab's fake node agent (the lab's `cni` module).
 //!
 //! Runs on whichever thread calls it; every call is blocking (the in-pod thread and test threads
 //! only, never a core). [`wait_readable`] is the one way to wait with a deadline or to be woken
