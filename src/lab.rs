@@ -46,6 +46,7 @@ mod process;
 pub mod prom;
 pub mod redirect;
 pub mod soak;
+pub mod tools;
 pub mod traffic;
 
 use std::fmt;
@@ -93,11 +94,8 @@ pub const KEEP_ENV: &str = "ZRING_LAB_KEEP";
 pub enum LabError {
     #[error("the lab needs root (effective uid 0) to create network namespaces; run as root")]
     NotRoot,
-    #[error("the lab needs `{program}` on PATH (install the {package} package)")]
-    MissingTool {
-        program: &'static str,
-        package: &'static str,
-    },
+    #[error("the lab needs `ip` and `nft`: {0}")]
+    Tools(#[from] tools::ToolError),
     #[error("`{command}` failed ({status}): {stderr}{}", input_note(stdin.as_deref()))]
     Command {
         command: String,
@@ -319,14 +317,14 @@ pub struct Lab {
 impl Lab {
     /// An empty lab: the underlay namespace with its bridge, no nodes yet.
     ///
-    /// Fails, never skips, if not root or if `ip` or `nft` are missing. Sweeps namespaces left
-    /// behind by lab processes that no longer exist.
+    /// Fails, never skips, if not root. Installs `ip` and `nft` if missing ([`tools::ensure`])
+    /// and fails if it cannot. Sweeps namespaces left behind by lab processes that no longer
+    /// exist.
     pub fn new() -> Result<Lab, LabError> {
         if !crate::sys::is_root() {
             return Err(LabError::NotRoot);
         }
-        cmd::find(cmd::IP)?;
-        cmd::find(cmd::NFT)?;
+        tools::ensure(&[tools::Tool::Ip, tools::Tool::Nft])?;
         for name in ns::sweep_stale()? {
             tracing::info!(namespace = %name, "removed a namespace left by a dead lab process");
         }

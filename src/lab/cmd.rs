@@ -1,4 +1,4 @@
-//! The external programs the lab drives (`ip`, `nft`): finding them, running them, and turning a
+//! The external programs the lab drives (`ip`, `nft`): running them, and turning a
 //! failure into a [`LabError`] that shows the exact command line and what it printed.
 //!
 //! Runs on the thread that builds or tears down a lab (a test thread, `zring demo`'s main
@@ -6,59 +6,15 @@
 
 use std::ffi::OsStr;
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 
 use super::LabError;
 
-/// A program the lab cannot work without, and the package that ships it (for the error message).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Tool {
-    pub(crate) program: &'static str,
-    pub(crate) package: &'static str,
-}
+// Where `ip` and `nft` are, and installing them, is `tools`' job.
+pub(crate) use super::tools::{Tool, program};
 
-pub(crate) const IP: Tool = Tool {
-    program: "ip",
-    package: "iproute2",
-};
-pub(crate) const NFT: Tool = Tool {
-    program: "nft",
-    package: "nftables",
-};
-
-/// Finds `tool` on `PATH` (plus the sbin directories, which root's `PATH` may lack under sudo).
-pub(crate) fn find(tool: Tool) -> Result<PathBuf, LabError> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let extra = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from);
-    std::env::split_paths(&path)
-        .chain(extra)
-        .map(|dir| dir.join(tool.program))
-        .find(|p| is_executable(p))
-        .ok_or(LabError::MissingTool {
-            program: tool.program,
-            package: tool.package,
-        })
-}
-
-/// Where `tool` lives, resolved once per process; falls back to the bare name (so a missing tool
-/// still fails with the OS error) when [`find`] has nothing.
-pub(crate) fn program(tool: Tool) -> &'static Path {
-    static IP_PATH: OnceLock<PathBuf> = OnceLock::new();
-    static NFT_PATH: OnceLock<PathBuf> = OnceLock::new();
-    let cell = if tool.program == NFT.program {
-        &NFT_PATH
-    } else {
-        &IP_PATH
-    };
-    cell.get_or_init(|| find(tool).unwrap_or_else(|_| PathBuf::from(tool.program)))
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
+pub(crate) const IP: Tool = Tool::Ip;
+pub(crate) const NFT: Tool = Tool::Nft;
 
 /// Runs `program args…`, feeding it `stdin` if given; returns its stdout, or a
 /// [`LabError::Command`] with the command line, exit status and stderr.
@@ -152,18 +108,5 @@ mod tests {
     #[test]
     fn stdin_reaches_the_program() {
         assert_eq!(run("cat", &[], Some("hello")).unwrap(), "hello");
-    }
-
-    #[test]
-    fn missing_tool_names_its_package() {
-        let tool = Tool {
-            program: "zring-no-such-program",
-            package: "zring-pkg",
-        };
-        let text = find(tool).unwrap_err().to_string();
-        assert!(
-            text.contains("zring-no-such-program") && text.contains("zring-pkg"),
-            "{text}"
-        );
     }
 }
