@@ -7,9 +7,10 @@
 //! install by hand when it cannot (not root, no `apt-get`, `apt-get` failed). A tool still
 //! missing afterwards is an error: callers fail loudly, they never skip.
 //!
-//! Test binaries run as parallel processes, each with parallel threads: installs are serialized
-//! by an advisory lock on [`lock_path`], and the lookup is repeated once the lock is held, so
-//! only the first caller installs and `apt-get update` runs at most once per install.
+//! Tests run on parallel threads, and test binaries may run as parallel processes: installs are
+//! serialized by a mutex within the process and an advisory lock on [`lock_path`] across
+//! processes, and the lookup is repeated once both are held, so only the first caller installs
+//! and `apt-get update` runs at most once per install.
 //!
 //! Runs on the calling thread and blocks (file lookups; `apt-get` when installing): lab, demo
 //! and test code only, never the data plane.
@@ -20,7 +21,7 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 /// A program the lab or the tests run, each shipped by one Debian package.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -87,6 +88,8 @@ pub enum ToolError {
     },
     #[error("{missing} still not found after `{command}` succeeded; install by hand: {}", missing.by_hand())]
     StillMissing { missing: Missing, command: String },
+    #[error("{missing} not found, and an earlier attempt in this process failed: {earlier}")]
+    Failed { missing: Missing, earlier: String },
     #[error("cannot take the install lock {}: {source}", path.display())]
     Lock {
         path: PathBuf,
@@ -132,12 +135,30 @@ impl fmt::Display for Missing {
 }
 
 /// Makes sure every tool in `tools` can be run: returns at once if all are there, else installs
-/// the missing ones' packages (see the module doc) and checks again.
+/// the missing ones' packages (see the module doc) and checks again. Threads of one process
+/// take turns; after a failed attempt, later calls in the process fail with its message at once
+/// instead of running apt-get again for every test.
 pub fn ensure(tools: &[Tool]) -> Result<(), ToolError> {
-    let missing = missing(tools);
+    if missing(tools).0.is_empty() {
+        return Ok(());
+    }
+    static FAILED: Mutex<Option<String>> = Mutex::new(None);
+    let mut failed = FAILED.lock().unwrap_or_else(PoisonError::into_inner);
+    let missing = self::missing(tools);
     if missing.0.is_empty() {
         return Ok(());
     }
+    if let Some(earlier) = failed.as_ref() {
+        return Err(ToolError::Failed {
+            missing,
+            earlier: earlier.clone(),
+        });
+    }
+    install(tools, missing).inspect_err(|e| *failed = Some(e.to_string()))
+}
+
+/// One install attempt for the `missing` ones of `tools`, under the cross-process lock.
+fn install(tools: &[Tool], missing: Missing) -> Result<(), ToolError> {
     say(&format!(
         "{missing} not found on PATH or in {}; installing",
         EXTRA_DIRS.join(", ")
@@ -233,13 +254,18 @@ pub fn locate(program: &str, path_var: Option<&OsStr>) -> Option<PathBuf> {
 }
 
 fn is_executable(path: &Path) -> bool {
-    use std::ffi::OsString;
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 fn missing(tools: &[Tool]) -> Missing {
-    Missing(tools.iter().copied().filter(|t| t.find().is_none()).collect())
+    Missing(
+        tools
+            .iter()
+            .copied()
+            .filter(|t| t.find().is_none())
+            .collect(),
+    )
 }
 
 /// The two apt-get command lines of one install: refresh the package lists, then install
@@ -330,6 +356,7 @@ fn say(line: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::OsString;
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
@@ -366,7 +393,11 @@ mod tests {
     #[test]
     fn locate_takes_the_first_executable_file() {
         let tmp = tempfile::tempdir().unwrap();
-        let (plain, exec, dir) = (tmp.path().join("a"), tmp.path().join("b"), tmp.path().join("c"));
+        let (plain, exec, dir) = (
+            tmp.path().join("a"),
+            tmp.path().join("b"),
+            tmp.path().join("c"),
+        );
         for d in [&plain, &exec, &dir] {
             std::fs::create_dir(d).unwrap();
         }
@@ -398,13 +429,19 @@ mod tests {
             assert!(text.contains(part), "{part:?} not in {text:?}");
         }
         let text = ToolError::NoAptGet { missing }.to_string();
-        assert!(text.contains("no apt-get") && text.contains("nftables prometheus"), "{text}");
+        assert!(
+            text.contains("no apt-get") && text.contains("nftables prometheus"),
+            "{text}"
+        );
     }
 
     #[test]
     fn apt_updates_then_installs_quietly_without_recommends() {
         let [update, install] = apt_commands(&["nftables", "prometheus"]);
-        assert_eq!(update.join(" "), format!("apt-get -qq -o {APT_LOCK_TIMEOUT} update"));
+        assert_eq!(
+            update.join(" "),
+            format!("apt-get -qq -o {APT_LOCK_TIMEOUT} update")
+        );
         assert_eq!(
             install.join(" "),
             format!(
