@@ -94,7 +94,8 @@ pub const KEEP_ENV: &str = "ZRING_LAB_KEEP";
 pub enum LabError {
     #[error("the lab needs root (effective uid 0) to create network namespaces; run as root")]
     NotRoot,
-    #[error("the lab needs `ip` and `nft`: {0}")]
+    /// `ip` or `nft` missing and not installable; the message names the package.
+    #[error(transparent)]
     Tools(#[from] tools::ToolError),
     #[error("`{command}` failed ({status}): {stderr}{}", input_note(stdin.as_deref()))]
     Command {
