@@ -23,9 +23,9 @@ use http::{Method, Request};
 use monoio::io::IntoPollIo;
 use monoio::net::{TcpListener, TcpStream};
 use rustls::{ClientConfig, ServerConfig};
+use zring::hbone::client::H2Client;
+use zring::hbone::server;
 use zring::identity::{self, CertStore, DevCa, Identity};
-use zring::proxy::hbone::client::H2Client;
-use zring::proxy::hbone::server;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Adapter {

@@ -6,7 +6,7 @@
 # The DaemonSet (deploy/zring.yaml) runs it as its init container, in the host network namespace
 # with CAP_NET_ADMIN; it also runs by hand on a node as root. The rules themselves come from
 # `zring redirect`, which prints and installs the same text the test lab proves rule by rule
-# (src/lab/redirect.rs), so the two cannot drift. Idempotent: the table is replaced in one nft
+# (src/capture.rs), so the two cannot drift. Idempotent: the table is replaced in one nft
 # transaction and the policy rule is added only once.
 #
 # Environment:

@@ -7,7 +7,14 @@
 //! cores, and then runs `control::run` on a tokio current-thread runtime: config updates
 //! (file or Delta ADS) and certificate rotation, published through arc-swap, and the admin,
 //! metrics and readiness servers (bound here, before the cores start, so a port in use fails
-//! start-up). `run` returns when `/quitquitquit` asks the process to stop.
+//! start-up).
+//!
+//! Stopping: SIGTERM, SIGINT or `/quitquitquit` starts a drain (see `drain`'s module doc): the
+//! control thread flips `Shared::drain`; each core's housekeeping task notices within one tick,
+//! closes its listeners and sends GOAWAY on its HBONE connections; the control thread waits
+//! until every proxied connection has finished or the drain deadline has passed, serving config,
+//! certificates and scrapes meanwhile. Then `control::run` returns, `run` returns `Ok`, and
+//! `main` exits with status 0 (connections still open at the deadline are cut by the exit).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -19,11 +26,12 @@ use tracing::{info, warn};
 use crate::admin::{self, CertFailures, Listeners, Readiness};
 use crate::config::Config;
 use crate::control::{self, Source};
-use crate::core::{self, Shared};
+use crate::core::Shared;
 use crate::drain::Drain;
 use crate::identity::{CertManager, DevCa, IstioCa};
 use crate::logging::LogControl;
 use crate::metrics::Registry;
+use crate::runtime;
 use crate::state::Snapshot;
 use crate::xds::client::{self, AdsClient, InitialSync};
 use crate::xds::local::{self, LocalSource};
@@ -112,7 +120,7 @@ pub fn run(config: Config, logs: Option<LogControl>) -> anyhow::Result<()> {
 
     let listeners = Listeners::bind(&config)?;
     let readiness = Arc::new(Readiness::new(initial_sync.clone()));
-    let (driver, fallback) = core::resolve_driver(config.driver, config.uring_entries)?;
+    let (driver, fallback) = runtime::resolve_driver(config.driver, config.uring_entries)?;
     if let Some(why) = fallback {
         warn!("io_uring unavailable, falling back to epoll: {why}");
     }
@@ -123,7 +131,7 @@ pub fn run(config: Config, logs: Option<LogControl>) -> anyhow::Result<()> {
         drain: Drain::new(config.cores, config.drain_deadline),
         metrics,
     });
-    let cores = core::start(shared.clone(), driver)?;
+    let cores = runtime::start(shared.clone(), driver)?;
     readiness.cores_started();
     info!(
         cores = cores.len(),

@@ -19,9 +19,9 @@ use http::{HeaderValue, Method, Request, StatusCode, Uri};
 use prost::Message;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::hbone::headers::{self, Baggage, TraceParent};
+use crate::hbone::server::{self, connect_target};
 use crate::identity::{Identity, identity_from_cert};
-use crate::proxy::hbone::headers::{self, Baggage, TraceParent};
-use crate::proxy::hbone::server::{self, connect_target};
 use crate::state::{Authorization, SnapshotBuilder};
 use crate::xds::convert::AddressEntry;
 use crate::xds::local;

@@ -25,7 +25,7 @@ use tonic::codegen::http::Uri;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::identity::control_plane_provider;
+use crate::crypto::control_plane_provider;
 
 /// How long establishing a connection (TCP and TLS) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

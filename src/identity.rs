@@ -33,9 +33,9 @@ mod tls;
 mod tests;
 
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
 
-use rustls::crypto::CryptoProvider;
+// Private: the submodules reach it as `super::crypto_provider`.
+use crate::crypto::crypto_provider;
 
 pub use dev_ca::{DevCa, ROOT_CERT_FILE, ROOT_KEY_FILE};
 pub use istio_ca::IstioCa;
@@ -46,11 +46,6 @@ pub use tls::{
     ALPN_H2, client_config, identity_from_cert, peer_identity, placeholder_server_name,
     server_config,
 };
-
-#[cfg(not(any(feature = "aws-lc-rs", feature = "ring")))]
-compile_error!(
-    "zring needs a TLS crypto provider: enable the `aws-lc-rs` (default) or `ring` feature"
-);
 
 /// Everything that can go wrong with identities, certificates and TLS configuration.
 ///
@@ -103,28 +98,6 @@ pub enum Error {
     Grpc(#[from] crate::grpc::GrpcError),
 }
 
-/// The crypto provider every config in this module uses, built once per process.
-///
-/// It is the selected backend (aws-lc-rs, or ring with the `ring` feature) narrowed to the two
-/// TLS 1.3 AES-GCM suites HBONE allows; key exchange groups stay the backend's defaults. The
-/// provider is passed explicitly to every builder, so nothing depends on a process-wide default.
-pub fn crypto_provider() -> Arc<CryptoProvider> {
-    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    PROVIDER
-        .get_or_init(|| {
-            let mut provider = backend_provider();
-            provider.cipher_suites.retain(|suite| {
-                matches!(
-                    suite.suite(),
-                    rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
-                        | rustls::CipherSuite::TLS13_AES_256_GCM_SHA384
-                )
-            });
-            Arc::new(provider)
-        })
-        .clone()
-}
-
 /// Standard base64 (RFC 4648, with padding) of `bytes`.
 pub fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -155,24 +128,4 @@ pub fn pem_certificate(der: &[u8]) -> String {
     }
     pem.push_str("-----END CERTIFICATE-----\n");
     pem
-}
-
-/// The provider for connections to the control plane (istiod's xDS and CA ports): the
-/// backend's defaults, TLS 1.2 and 1.3, because those servers are not HBONE peers and owe us
-/// no particular suite.
-pub fn control_plane_provider() -> Arc<CryptoProvider> {
-    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    PROVIDER
-        .get_or_init(|| Arc::new(backend_provider()))
-        .clone()
-}
-
-#[cfg(feature = "ring")]
-fn backend_provider() -> CryptoProvider {
-    rustls::crypto::ring::default_provider()
-}
-
-#[cfg(all(feature = "aws-lc-rs", not(feature = "ring")))]
-fn backend_provider() -> CryptoProvider {
-    rustls::crypto::aws_lc_rs::default_provider()
 }

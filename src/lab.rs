@@ -38,33 +38,31 @@
     reason = "test tooling on plain threads: std locks and sleeps are fine outside the data plane"
 )]
 
-mod cmd;
 pub mod http;
 pub mod mesh;
 mod ns;
 mod process;
 pub mod prom;
-pub mod redirect;
 pub mod soak;
 pub mod tools;
 pub mod traffic;
 
-use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::str::FromStr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+pub use crate::capture::{
+    CAPTURE_MARK, CAPTURE_TABLE, Capture, Cidr, INBOUND_HBONE_PORT, INBOUND_PLAINTEXT_PORT,
+    OUTBOUND_PORT, RuleCounter, ZRING_MARK, ruleset,
+};
 pub use mesh::{Mesh, NodeProxy, Ready};
 pub use ns::Netns;
 pub use process::Process;
-pub use redirect::{
-    CAPTURE_MARK, CAPTURE_TABLE, Capture, INBOUND_HBONE_PORT, INBOUND_PLAINTEXT_PORT,
-    OUTBOUND_PORT, RuleCounter, ZRING_MARK, ruleset,
-};
+
+use crate::capture::{self, cmd};
 
 /// Declares, for each named test function taking the driver name (`"uring"` or `"legacy"`), a
 /// module with one `#[test]` per driver, so every end-to-end test runs under both.
@@ -97,13 +95,9 @@ pub enum LabError {
     /// `ip` or `nft` missing and not installable; the message names the package.
     #[error(transparent)]
     Tools(#[from] tools::ToolError),
-    #[error("`{command}` failed ({status}): {stderr}{}", input_note(stdin.as_deref()))]
-    Command {
-        command: String,
-        status: String,
-        stderr: String,
-        stdin: Option<String>,
-    },
+    /// Running `ip` or `nft`, a CIDR, or the capture rules (see `capture`).
+    #[error(transparent)]
+    Capture(#[from] crate::capture::Error),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -123,85 +117,6 @@ pub enum LabError {
         status: String,
         tail: String,
     },
-}
-
-/// The input a failed command was fed (an nft script), shown after its error.
-fn input_note(stdin: Option<&str>) -> String {
-    stdin
-        .map(|s| format!("\ninput was:\n{s}"))
-        .unwrap_or_default()
-}
-
-/// An IPv4 network, `addr/prefix`, with no host bits set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Cidr {
-    addr: Ipv4Addr,
-    prefix: u8,
-}
-
-impl Cidr {
-    /// `addr/prefix`; fails if `prefix > 32` or `addr` has host bits set.
-    pub fn new(addr: Ipv4Addr, prefix: u8) -> Result<Cidr, LabError> {
-        let cidr = Cidr { addr, prefix };
-        if prefix > 32 || u32::from(addr) & !cidr.mask() != 0 {
-            return Err(LabError::Topology(format!(
-                "{addr}/{prefix} is not a network address"
-            )));
-        }
-        Ok(cidr)
-    }
-
-    pub fn addr(self) -> Ipv4Addr {
-        self.addr
-    }
-
-    pub fn prefix(self) -> u8 {
-        self.prefix
-    }
-
-    pub fn contains(self, ip: Ipv4Addr) -> bool {
-        u32::from(ip) & self.mask() == u32::from(self.addr)
-    }
-
-    /// Whether the two networks share any address.
-    pub fn overlaps(self, other: Cidr) -> bool {
-        self.contains(other.addr) || other.contains(self.addr)
-    }
-
-    /// The first host address: the pods' gateway, held by the node.
-    pub fn gateway(self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.addr) + 1)
-    }
-
-    /// The last address of the network.
-    pub fn broadcast(self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.addr) | !self.mask())
-    }
-
-    fn mask(self) -> u32 {
-        u32::MAX
-            .checked_shl(32 - u32::from(self.prefix))
-            .unwrap_or(0)
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-impl FromStr for Cidr {
-    type Err = LabError;
-
-    fn from_str(s: &str) -> Result<Cidr, LabError> {
-        let bad = || LabError::Topology(format!("{s:?} is not an IPv4 CIDR"));
-        let (addr, prefix) = s.split_once('/').ok_or_else(bad)?;
-        Cidr::new(
-            addr.parse().map_err(|_| bad())?,
-            prefix.parse().map_err(|_| bad())?,
-        )
-    }
 }
 
 /// A node: a namespace with an underlay `eth0` and a pod CIDR. Derefs to its [`Netns`], so
@@ -453,22 +368,23 @@ impl Lab {
         Ok(self.pods.last().expect("just pushed"))
     }
 
-    /// Installs node-level capture in `node` (see the `redirect` module doc for every rule):
+    /// Installs node-level capture in `node` (see the `capture` module doc for every rule):
     /// nft `table ip zring` and policy routing `fwmark 0x111 → table 133 → local`. Calling it
     /// again replaces the table atomically.
     pub fn redirect(&self, node: &Node) -> Result<(), LabError> {
         self.check_own(node)?;
-        redirect::install(
-            redirect::Place::Lab(&node.netns),
+        capture::install(
+            capture::Place::Netns(node.netns.name()),
             &Capture::lab(node.pod_cidr),
-        )
+        )?;
+        Ok(())
     }
 
     /// Packet counters of every capture rule in `node` (empty names none: it was never
     /// redirected). Lets a test prove which rule carried its traffic.
     pub fn rule_counters(&self, node: &Node) -> Result<Vec<RuleCounter>, LabError> {
         self.check_own(node)?;
-        redirect::counters(redirect::Place::Lab(&node.netns))
+        Ok(capture::counters(capture::Place::Netns(node.netns.name()))?)
     }
 
     /// Starts `command` inside `ns` (a node, a pod, or any of this lab's namespaces) through
@@ -679,37 +595,6 @@ fn if_name(prefix: &str, name: &str) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn cidr_parses_and_computes() {
-        let c: Cidr = "10.244.1.0/24".parse().unwrap();
-        assert_eq!(c.to_string(), "10.244.1.0/24");
-        assert_eq!(c.gateway(), Ipv4Addr::new(10, 244, 1, 1));
-        assert_eq!(c.broadcast(), Ipv4Addr::new(10, 244, 1, 255));
-        assert!(c.contains(Ipv4Addr::new(10, 244, 1, 8)));
-        assert!(!c.contains(Ipv4Addr::new(10, 244, 2, 8)));
-        assert!(c.overlaps("10.244.0.0/16".parse().unwrap()));
-        assert!(!c.overlaps("10.244.2.0/24".parse().unwrap()));
-        assert!(
-            "0.0.0.0/0"
-                .parse::<Cidr>()
-                .unwrap()
-                .contains(Ipv4Addr::new(1, 2, 3, 4))
-        );
-    }
-
-    #[test]
-    fn cidr_rejects_host_bits_and_garbage() {
-        for bad in [
-            "10.244.1.1/24",
-            "10.244.1.0/33",
-            "10.244.1.0",
-            "x/24",
-            "10.244.1.0/",
-        ] {
-            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
-        }
-    }
-
     fn node(name: &str, underlay: [u8; 4], cidr: &str) -> Node {
         Node {
             name: name.into(),
@@ -756,18 +641,6 @@ mod tests {
             ok([172, 31, 0, 12], "10.244.2.0/31").is_err(),
             "no room for pods"
         );
-    }
-
-    #[test]
-    fn failed_commands_show_their_input() {
-        let err = LabError::Command {
-            command: "nft -f -".into(),
-            status: "exit status: 1".into(),
-            stderr: "Error: syntax error".into(),
-            stdin: Some("table ip zring {".into()),
-        };
-        let text = err.to_string();
-        assert!(text.contains("syntax error") && text.ends_with("input was:\ntable ip zring {"));
     }
 
     #[test]

@@ -1,33 +1,48 @@
 //! zring: a node proxy for Istio's ambient mesh, one io_uring runtime per core.
 //!
 //! The crate is split by thread and by purity (see `ARCHITECTURE.md`):
-//! - `config`, `state`, `rbac`, `xds`, `grpc`, `backoff`, `control`, `drain` and `proxy::route`
-//!   are pure or control-thread code;
-//! - `core` and `proxy` run inside the per-core monoio runtimes and never block or lock;
+//! - `config`, `state`, `rbac`, `xds`, `xds_types`, `grpc`, `crypto`, `backoff`, `control`,
+//!   `drain` and `proxy::route` are pure or control-thread code;
+//! - `runtime` starts the per-core monoio runtimes; `core` is what each core holds, `proxy` the
+//!   listeners, `hbone` the HBONE tunnels, `net` the sockets, buffers and byte pump under both.
+//!   All of it runs on the cores and never blocks or locks;
 //! - `sys` is the only module that may opt out of the compiler's memory-safety checks;
+//! - `capture` is the node's nftables capture rules (`zring redirect`, and the lab);
 //! - `lab` builds network-namespace topologies for `zring demo`, the tests and the benches;
 //! - `metrics` (per-core shards, merged on scrape), `admin` (the 15000/15020/15021 servers on
 //!   the control thread) and `logging` (non-blocking writer, run-time levels) are observability.
 //! - `fuzzing` holds the entry points the cargo-fuzz targets (`fuzz/`) and the seed-corpus
 //!   test share.
+//!
+//! No top-level module imports one that imports it back (`tests/layering.rs` checks): the data
+//! path layers `runtime` → `proxy` → `core` → `hbone` → `net` → `sys`.
 
 pub mod admin;
 pub mod app;
 pub mod backoff;
+pub mod capture;
 pub mod config;
 pub mod control;
 pub mod core;
+pub mod crypto;
 pub mod demo;
 pub mod drain;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod grpc;
+pub mod hbone;
 pub mod identity;
 pub mod lab;
 pub mod logging;
 pub mod metrics;
+pub mod net;
 pub mod proxy;
 pub mod rbac;
+pub mod runtime;
 pub mod state;
+// The one module allowed `unsafe` (Cargo.toml denies it everywhere else): each block with a
+// `// SAFETY:` line.
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod xds;
+pub mod xds_types;

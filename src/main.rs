@@ -119,7 +119,7 @@ fn main() -> ExitCode {
 
 /// `zring redirect ACTION`: the node's capture rules, from the same text the lab installs.
 fn redirect(action: Option<&str>, extra: Option<&String>) -> ExitCode {
-    use zring::lab::redirect::{self, Capture, Place};
+    use zring::capture::{self, Capture, Place};
     if let Some(extra) = extra {
         eprintln!("zring redirect: unexpected argument {extra:?}");
         return ExitCode::from(2);
@@ -127,10 +127,10 @@ fn redirect(action: Option<&str>, extra: Option<&String>) -> ExitCode {
     let capture = || -> anyhow::Result<Capture> {
         let config = Config::from_env()?;
         anyhow::ensure!(
-            config.packet_mark == zring::lab::ZRING_MARK,
+            config.packet_mark == capture::ZRING_MARK,
             "PACKET_MARK={} but the capture rules recognise zring's sockets by mark {}",
             config.packet_mark,
-            zring::lab::ZRING_MARK
+            capture::ZRING_MARK
         );
         let cidrs = std::env::var("ZRING_POD_CIDRS")
             .map_err(|_| anyhow::anyhow!("ZRING_POD_CIDRS is not set (e.g. 10.244.0.0/16)"))?;
@@ -141,16 +141,16 @@ fn redirect(action: Option<&str>, extra: Option<&String>) -> ExitCode {
     };
     let result = match action {
         Some("print") => capture().map(|c| {
-            print!("{}", redirect::script(&c));
-            for line in redirect::policy_routing() {
+            print!("{}", capture::script(&c));
+            for line in capture::policy_routing() {
                 println!("# then: ip {line}");
             }
         }),
         Some("apply") => capture().and_then(|c| {
-            redirect::install(Place::Here, &c)?;
+            capture::install(Place::Here, &c)?;
             println!(
                 "zring redirect: capture installed (table ip {}, pods {:?} behind {:?})",
-                redirect::TABLE,
+                capture::TABLE,
                 c.pod_cidrs
                     .iter()
                     .map(ToString::to_string)
@@ -159,7 +159,7 @@ fn redirect(action: Option<&str>, extra: Option<&String>) -> ExitCode {
             );
             Ok(())
         }),
-        Some("remove") => redirect::remove(Place::Here)
+        Some("remove") => capture::remove(Place::Here)
             .map(|()| println!("zring redirect: capture removed"))
             .map_err(Into::into),
         other => {

@@ -291,7 +291,7 @@ impl Registry {
             Type::Counter,
             "xDS responses handled, by type and whether they were acknowledged or rejected",
         );
-        for kind in crate::xds::resources::Kind::ALL {
+        for kind in crate::xds_types::Kind::ALL {
             let (ack, nack) = x.responses(kind);
             for (result, n) in [("ack", ack), ("nack", nack)] {
                 e.sample(
@@ -306,7 +306,7 @@ impl Registry {
             Type::Counter,
             "xDS resources rejected (each named in a NACK), by type",
         );
-        for kind in crate::xds::resources::Kind::ALL {
+        for kind in crate::xds_types::Kind::ALL {
             e.sample(
                 "zring_xds_rejected_resources_total",
                 [("type_url", kind.type_url())],

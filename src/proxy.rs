@@ -5,20 +5,17 @@
 //! - `outbound`: 15001, connections captured from local pods;
 //! - `inbound_passthrough`: 15006, plaintext connections to local pods;
 //! - `inbound`: 15008, HBONE tunnels from other nodes to local pods;
-//! - `route`: the pure outbound routing decision;
-//! - `hbone`: mTLS HTTP/2 CONNECT client, server, headers and the stream pump;
-//! - `pool`: the per-core pool of HBONE client connections;
-//! - `copy`: the bidirectional byte pump between two TCP sockets.
+//! - `route`: the pure outbound routing decision.
+//!
+//! Built on `core` (the core's context and connection table), `hbone` (tunnels, pool) and `net`
+//! (connect, RST, byte pump); `runtime` spawns the listeners' `serve` tasks.
 //!
 //! A connection's outcome is recorded exactly once, by [`ConnRecord`]'s `Drop`: one access-log
 //! line and the Istio TCP metrics on the core's shard (see `metrics` for the accounting).
 
-pub mod copy;
-pub mod hbone;
 pub mod inbound;
 pub mod inbound_passthrough;
 pub mod outbound;
-pub mod pool;
 pub mod route;
 
 use std::cell::{OnceCell, RefCell};
@@ -26,7 +23,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -37,13 +34,17 @@ use tracing::{info, warn};
 
 use crate::core::CoreCtx;
 use crate::core::conns::{KillSwitch, Registration, Subject};
+use crate::hbone;
 use crate::identity::Identity;
 use crate::metrics::labels::{self, NO_FLAGS};
 use crate::metrics::{Conn, Flow, LabelsRef, LatencyKind, Meter, Reporter, SecurityPolicy, Series};
+use crate::net;
+use crate::net::copy::{CopyError, Transferred};
 use crate::rbac::{self, Decision};
 use crate::state::{Service, Snapshot, Workload};
-use crate::sys::socket::{self, SpoofSide, UpstreamOpts};
-use copy::{CopyError, Transferred};
+use crate::sys::socket::{self, SpoofSide};
+
+pub use crate::net::reset;
 
 /// The address of the peer that opened a connection to zring (a pod, or another node).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,10 +76,8 @@ pub enum Error {
     UnknownDestination(IpAddr),
     #[error("destination workload {0} is not on this node")]
     NotLocal(IpAddr),
-    #[error("connect to {dst}: {source}")]
-    Connect { dst: SocketAddr, source: io::Error },
-    #[error("connect to {0}: timed out")]
-    ConnectTimeout(SocketAddr),
+    #[error(transparent)]
+    Connect(#[from] net::Error),
     #[error("cannot read the accepted socket's addresses: {0}")]
     Accept(io::Error),
     #[error("{0}")]
@@ -99,7 +98,7 @@ impl Error {
         match self {
             Error::Denied(_) => "DENY",
             Error::UnknownDestination(_) | Error::NotLocal(_) => "DENY",
-            Error::Connect { .. } | Error::ConnectTimeout(_) => "CONNECT",
+            Error::Connect(_) => "CONNECT",
             Error::Hbone(e) => e.response_flag(),
             Error::NoIdentity(_) => "CONNECT",
             Error::Unauthorized(_) | Error::Revoked(_) => "DENY",
@@ -108,35 +107,16 @@ impl Error {
     }
 }
 
-/// Opens a marked upstream connection, optionally from the client's IP (IP_TRANSPARENT), with
-/// a timeout. monoio cannot bind before connecting, so the socket is built by `sys::socket`
-/// and completed here by waiting for writability.
-///
-/// Boxed: a connection's task is as large as its largest phase for its whole life, and the
-/// connect's timer would otherwise make every idle connection carry it (see `outbound`).
+/// [`net::connect`], its error as this module's (`return Err(e)` in the listeners).
 pub fn connect(
     dst: SocketAddr,
     spoof_source: Option<IpAddr>,
     side: SpoofSide,
     mark: u32,
     timeout: Duration,
-) -> Pin<Box<impl Future<Output = Result<TcpStream, Error>>>> {
-    Box::pin(async move {
-        let err = |source| Error::Connect { dst, source };
-        let opts = UpstreamOpts {
-            spoof_source,
-            mark,
-            side,
-        };
-        let std = socket::start_connect(dst, opts).map_err(err)?;
-        let stream = TcpStream::from_std(std).map_err(err)?;
-        match monoio::time::timeout(timeout, stream.writable(false)).await {
-            Err(_) => return Err(Error::ConnectTimeout(dst)),
-            Ok(r) => r.map_err(err)?,
-        }
-        socket::take_socket_error(stream.as_raw_fd()).map_err(err)?;
-        Ok(stream)
-    })
+) -> impl Future<Output = Result<TcpStream, Error>> {
+    let connecting = net::connect(dst, spoof_source, side, mark, timeout);
+    async move { Ok(connecting.await?) }
 }
 
 /// Authorizes a connection to a local workload (the caller refuses it on `Err`) and, when
@@ -210,14 +190,6 @@ pub async fn certificate_ready(ctx: &CoreCtx, id: &Identity) -> bool {
         }
     }
     false
-}
-
-/// Refuses a plaintext connection with a TCP RST rather than a FIN, so the client sees a
-/// failure instead of an empty response.
-pub fn reset(stream: TcpStream) {
-    // Best effort: if SO_LINGER cannot be set the connection still closes, with a FIN.
-    let _ = socket::set_reset_on_close(&stream);
-    drop(stream);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,8 +1,9 @@
 //! Operating-system seams: the only module that may hold `unsafe`.
 //!
 //! Everything that talks to the kernel below what std, socket2 and monoio offer lives here, each
-//! block with a `// SAFETY:` line, so the rest of the crate can `#![forbid(unsafe_code)]` in
-//! spirit (house style). Functions here are synchronous and cheap; cores call them at connection
+//! block with a `// SAFETY:` line. The compiler holds the rest of the crate to that:
+//! `unsafe_code = "deny"` in Cargo.toml's `[lints.rust]`, allowed only on this module's
+//! declaration in `lib.rs`. Functions here are synchronous and cheap; cores call them at connection
 //! set-up, the control thread at start-up.
 
 pub mod alloc;

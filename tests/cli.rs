@@ -100,7 +100,7 @@ fn redirect_prints_the_lab_ruleset_for_a_real_node() {
     );
     assert_eq!(code, 0, "{err}");
     let capture = zring::lab::Capture::parse("10.244.0.0/16", "cali*").unwrap();
-    let script = zring::lab::redirect::script(&capture);
+    let script = zring::capture::script(&capture);
     assert!(out.starts_with(&script), "{out}");
     assert!(
         out.contains("# then: ip rule add fwmark 0x111 lookup 133"),

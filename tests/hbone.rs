@@ -9,10 +9,10 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use http::{Method, Request, StatusCode};
+use zring::hbone::HboneError;
+use zring::hbone::client::{Dial, H2Client};
 use zring::identity::{CertStore, DevCa, Identity, client_config};
 use zring::lab::{Lab, Mesh};
-use zring::proxy::hbone::HboneError;
-use zring::proxy::hbone::client::{Dial, H2Client};
 
 const ZRING: &str = env!("CARGO_BIN_EXE_zring");
 const APPA: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 8);

@@ -483,7 +483,7 @@ fn promtool_accepts_real_scrapes() {
     for node in ["a", "b"] {
         for path in ["/metrics", "/stats/prometheus"] {
             let text = m.scrape_path(node, path).text;
-            let mut child = Command::new(tools::program(Tool::Promtool))
+            let mut child = Command::new(Tool::Promtool.path())
                 .args(["check", "metrics"])
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::piped())
@@ -531,7 +531,7 @@ fn prometheus_scrapes_and_queries_the_counters() {
     );
     let config_file = dir.join("prometheus.yml");
     std::fs::write(&config_file, config).unwrap();
-    let mut cmd = Command::new(tools::program(Tool::Prometheus));
+    let mut cmd = Command::new(Tool::Prometheus.path());
     cmd.arg(format!("--config.file={}", config_file.display()))
         .arg(format!(
             "--storage.tsdb.path={}",

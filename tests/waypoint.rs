@@ -15,9 +15,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use zring::hbone::{server, tls};
 use zring::identity::{CertStore, DevCa, Identity, server_config};
 use zring::lab::{Lab, Mesh};
-use zring::proxy::hbone::{server, tls};
 
 const ZRING: &str = env!("CARGO_BIN_EXE_zring");
 const APPA: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 8);
@@ -175,9 +175,7 @@ fn service_with_a_waypoint_is_tunnelled_to_the_waypoint() {
         "{}",
         header("baggage")
     );
-    assert!(
-        zring::proxy::hbone::headers::TraceParent::parse(header("traceparent").as_bytes()).is_ok()
-    );
+    assert!(zring::hbone::headers::TraceParent::parse(header("traceparent").as_bytes()).is_ok());
     m.eventually_logged(
         "a",
         "proxy to 10.96.101.203:8000 using HBONE via 10.244.3.20:15008 type ToServerWaypoint",

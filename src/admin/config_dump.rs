@@ -265,7 +265,7 @@ pub struct ZringView {
 
 impl<'a> ConfigView<'a> {
     pub fn new(c: &'a Config) -> ConfigView<'a> {
-        use crate::proxy::hbone::{CONNECTION_WINDOW, MAX_FRAME_SIZE, STREAM_WINDOW};
+        use crate::hbone::{CONNECTION_WINDOW, MAX_FRAME_SIZE, STREAM_WINDOW};
         ConfigView {
             cluster_id: &c.cluster_id,
             local_node: &c.node_name,

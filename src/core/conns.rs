@@ -4,7 +4,7 @@
 //! Runs on one core (`RefCell`, `Cell`; never shared). Every authorized inbound connection
 //! (15008, 15006) and every same-node direct connection registers what its authorization was
 //! decided on ([`Subject`]) and gets a [`KillSwitch`]; its data path races the pump against the
-//! switch. When the control thread publishes a new snapshot, the core's watcher task
+//! switch. When the control thread publishes a new snapshot, the core's `housekeeping` task
 //! ([`ConnTable::recheck`]) re-evaluates every registered connection against it and fires the
 //! switch of those now denied. No lock anywhere: the table is the core's own, and the snapshot
 //! arrives through arc-swap like every other read.

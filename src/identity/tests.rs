@@ -151,20 +151,6 @@ fn good_handshake_is_tls13_h2_aes_gcm_without_sni_and_names_both_peers() {
 }
 
 #[test]
-fn provider_offers_only_aes_gcm() {
-    let provider = crypto_provider();
-    let mut suites: Vec<_> = provider.cipher_suites.iter().map(|s| s.suite()).collect();
-    suites.sort_by_key(|s| u16::from(*s));
-    assert_eq!(
-        suites,
-        [
-            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256,
-            rustls::CipherSuite::TLS13_AES_256_GCM_SHA384
-        ]
-    );
-}
-
-#[test]
 fn outbound_accepts_any_expected_identity() {
     let (_ca, store) = mesh(&[alice(), bob()]);
     let client = client_config(&store, &alice(), &[carol(), bob()]).unwrap();

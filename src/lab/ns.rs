@@ -109,7 +109,7 @@ pub(crate) fn delete(name: &str) -> Result<(), LabError> {
     }
     match deleted {
         Err(_) if !path.exists() => Ok(()),
-        other => other.map(drop),
+        other => Ok(other.map(drop)?),
     }
 }
 
@@ -211,7 +211,7 @@ impl Netns {
 
     /// `ip -n NAME args…`: returns what it printed.
     pub fn ip(&self, args: &[&str]) -> Result<String, LabError> {
-        cmd::ip_in(&self.name, args)
+        Ok(cmd::ip_in(&self.name, args)?)
     }
 
     /// `ip -n NAME …` with the arguments given as one line split on whitespace, e.g.

@@ -15,13 +15,14 @@
 //! Runs on the calling thread and blocks (file lookups; `apt-get` when installing): lab, demo
 //! and test code only, never the data plane.
 
-use std::ffi::OsStr;
 use std::fmt;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, PoisonError};
+
+use crate::capture::cmd;
 
 /// A program the lab or the tests run, each shipped by one Debian package.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -56,18 +57,18 @@ impl Tool {
         }
     }
 
-    /// Where the program is (see [`locate`]), if anywhere.
+    /// Where the program is, if anywhere: `PATH`, then the sbin and bin directories (the same
+    /// lookup `ip` and `nft` get in `capture`).
     pub fn find(self) -> Option<PathBuf> {
-        locate(self.program(), std::env::var_os("PATH").as_deref())
+        cmd::locate(self.program(), std::env::var_os("PATH").as_deref())
     }
 
-    fn index(self) -> usize {
-        self as usize
+    /// Where the program is, or its bare name while it is not found (running it then fails with
+    /// the OS's error).
+    pub fn path(self) -> PathBuf {
+        self.find().unwrap_or_else(|| PathBuf::from(self.program()))
     }
 }
-
-/// Directories searched after `PATH`: root's `PATH` may lack the sbin directories (under sudo).
-const EXTRA_DIRS: [&str; 4] = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
 
 /// How long apt-get waits for another apt or dpkg run (someone else's install) to finish.
 const APT_LOCK_TIMEOUT: &str = "DPkg::Lock::Timeout=600";
@@ -161,12 +162,12 @@ pub fn ensure(tools: &[Tool]) -> Result<(), ToolError> {
 fn install(tools: &[Tool], missing: Missing) -> Result<(), ToolError> {
     say(&format!(
         "{missing} not found on PATH or in {}; installing",
-        EXTRA_DIRS.join(", ")
+        cmd::EXTRA_DIRS.join(", ")
     ));
     if !crate::sys::is_root() {
         return Err(ToolError::NotRoot { missing });
     }
-    let Some(apt_get) = locate("apt-get", std::env::var_os("PATH").as_deref()) else {
+    let Some(apt_get) = cmd::locate("apt-get", std::env::var_os("PATH").as_deref()) else {
         return Err(ToolError::NoAptGet { missing });
     };
     let _lock = lock()?;
@@ -205,57 +206,10 @@ fn install(tools: &[Tool], missing: Missing) -> Result<(), ToolError> {
     let found: Vec<String> = missing
         .0
         .iter()
-        .map(|t| format!("`{}` is {}", t.program(), program(*t).display()))
+        .map(|t| format!("`{}` is {}", t.program(), t.path().display()))
         .collect();
     say(&format!("installed: {}", found.join(", ")));
     Ok(())
-}
-
-/// Where `tool` lives, resolved once per process; the bare name (so running it fails with the
-/// OS's error) while it is not found, and then not remembered, so a later install is seen.
-pub fn program(tool: Tool) -> &'static Path {
-    static PATHS: [OnceLock<PathBuf>; 4] = [const { OnceLock::new() }; 4];
-    let cell = &PATHS[tool.index()];
-    if let Some(path) = cell.get() {
-        return path;
-    }
-    match tool.find() {
-        Some(path) => cell.get_or_init(|| path),
-        None => Path::new(tool.program()),
-    }
-}
-
-/// The directories searched for a program: the absolute entries of `path_var` (a `PATH` value;
-/// empty or relative entries would depend on the working directory), then [`EXTRA_DIRS`], each
-/// once.
-pub fn search_dirs(path_var: Option<&OsStr>) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    let from_path = path_var
-        .map(|p| std::env::split_paths(p).collect::<Vec<_>>())
-        .unwrap_or_default();
-    for dir in from_path
-        .into_iter()
-        .filter(|d| d.is_absolute())
-        .chain(EXTRA_DIRS.map(PathBuf::from))
-    {
-        if !dirs.contains(&dir) {
-            dirs.push(dir);
-        }
-    }
-    dirs
-}
-
-/// The first executable file named `program` in [`search_dirs`]`(path_var)`, like `which`.
-pub fn locate(program: &str, path_var: Option<&OsStr>) -> Option<PathBuf> {
-    search_dirs(path_var)
-        .into_iter()
-        .map(|dir| dir.join(program))
-        .find(|p| is_executable(p))
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 fn missing(tools: &[Tool]) -> Missing {
@@ -382,8 +336,10 @@ mod tests {
         assert_eq!(missing.by_hand(), "apt-get install prometheus nftables");
     }
 
+    // The lookup itself is `capture::cmd`'s; these pin what `ensure` relies on.
     #[test]
     fn search_dirs_keep_path_order_then_the_sbin_dirs_once() {
+        use cmd::{EXTRA_DIRS, search_dirs};
         let dirs = search_dirs(Some(&OsString::from("/opt/x:/usr/bin::relative:/opt/x")));
         let want = ["/opt/x", "/usr/bin", "/usr/sbin", "/sbin", "/bin"].map(PathBuf::from);
         assert_eq!(dirs, want);
@@ -392,6 +348,7 @@ mod tests {
 
     #[test]
     fn locate_takes_the_first_executable_file() {
+        use cmd::locate;
         let tmp = tempfile::tempdir().unwrap();
         let (plain, exec, dir) = (
             tmp.path().join("a"),

@@ -200,9 +200,7 @@ fn every_family_has_help_and_type_before_its_samples() {
     shard.observe(LatencyKind::HandshakeServer, Duration::from_micros(700));
     shard.flush();
     registry.xds().terminated(Termination::Error);
-    registry
-        .xds()
-        .response(crate::xds::resources::Kind::Address, 2);
+    registry.xds().response(crate::xds_types::Kind::Address, 2);
     let text = registry.scrape();
     assert!(text.ends_with('\n'));
     let mut declared: Vec<(String, String)> = Vec::new();

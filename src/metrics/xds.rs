@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::xds::resources::Kind;
+use crate::xds_types::Kind;
 
 /// Why an xDS stream ended (ztunnel's `reason` label values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

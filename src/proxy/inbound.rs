@@ -24,11 +24,11 @@ use http::{Request, StatusCode};
 use monoio::net::TcpStream;
 use tracing::{debug, info, warn};
 
-use super::hbone::pump::{self, TcpSide};
-use super::hbone::{HboneError, server, tls};
 use super::{ClientAddr, ConnRecord, Direction, Error, OrigDst};
 use crate::core::CoreCtx;
 use crate::core::conns::Subject;
+use crate::hbone::pump::{self, TcpSide};
+use crate::hbone::{HboneError, server, tls};
 use crate::identity::Identity;
 use crate::metrics::LatencyKind;
 use crate::metrics::Refusal;
@@ -235,8 +235,8 @@ async fn proxy(
     super::until_revoked(std::pin::pin!(pump), &registration.kill, &[fd]).await
 }
 
-fn bad_request_reason(e: &super::hbone::headers::HeaderError) -> &'static str {
-    use super::hbone::headers::HeaderError;
+fn bad_request_reason(e: &crate::hbone::headers::HeaderError) -> &'static str {
+    use crate::hbone::headers::HeaderError;
     match e {
         HeaderError::Method => "method is not CONNECT",
         HeaderError::Authority | HeaderError::AuthorityPort => "authority is not ip:port",

@@ -13,10 +13,11 @@ use monoio::io::Splitable;
 use monoio::net::TcpStream;
 use tracing::debug;
 
-use super::{ClientAddr, ConnRecord, Direction, Error, OrigDst, copy, route};
+use super::{ClientAddr, ConnRecord, Direction, Error, OrigDst, route};
 use crate::config::OWN_PORTS;
 use crate::core::CoreCtx;
 use crate::core::conns::Subject;
+use crate::net::copy;
 use crate::sys::socket::SpoofSide;
 
 pub async fn serve(ctx: Rc<CoreCtx>, downstream: TcpStream, peer: std::net::SocketAddr) {

@@ -12,16 +12,17 @@ use monoio::io::Splitable;
 use monoio::net::TcpStream;
 use tracing::{debug, info};
 
-use super::hbone::HboneError;
-use super::hbone::client::Dial;
-use super::hbone::headers::{self, TraceParent};
-use super::hbone::pump::{self, TcpSide};
-use super::pool::PoolKey;
 use super::route::{self, Action};
-use super::{ClientAddr, ConnRecord, Direction, Error, OrigDst, copy};
+use super::{ClientAddr, ConnRecord, Direction, Error, OrigDst};
 use crate::core::CoreCtx;
 use crate::core::conns::Subject;
+use crate::hbone::HboneError;
+use crate::hbone::client::Dial;
+use crate::hbone::headers::{self, TraceParent};
+use crate::hbone::pool::PoolKey;
+use crate::hbone::pump::{self, TcpSide};
 use crate::identity::Identity;
+use crate::net::copy;
 use crate::state::Workload;
 use crate::sys::socket::SpoofSide;
 

@@ -1,10 +1,10 @@
 //! The outbound routing decision: where a captured connection goes. Pure: no IO, no clock;
 //! randomness comes in as an argument so tests are deterministic.
 //!
-//! Order (design.md §3): own port → deny; unknown source → deny; service VIP → its waypoint,
-//! else a healthy endpoint (weighted by capacity); workload → its waypoint; same node →
-//! direct local; HBONE workload → tunnel to `<ip>:15008`; TCP workload → direct; unknown
-//! address → passthrough.
+//! Order (ARCHITECTURE.md, "Data path"): own port → deny; unknown source → deny; service
+//! VIP → its waypoint, else a healthy endpoint (weighted by capacity); workload → its waypoint;
+//! same node → direct local; HBONE workload → tunnel to `<ip>:15008`; TCP workload → direct;
+//! unknown address → passthrough.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};

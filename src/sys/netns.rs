@@ -1,4 +1,4 @@
-//! Network namespaces and process signals for the lab (`crate::lab`): the only `unsafe` the lab
+//! Network namespaces and process signals for the lab (the `lab` module): the only `unsafe` the lab
 //! needs, wrapped so the lab itself stays safe code.
 //!
 //! Runs on whichever thread calls it; [`enter`] affects only the *calling thread*. Namespaces

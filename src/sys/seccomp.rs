@@ -92,7 +92,8 @@ mod tests {
     fn filtered_child_cannot_use_io_uring() {
         if std::env::var_os("ZRING_SECCOMP_PROBE").is_some() {
             // In the child: report whether io_uring works.
-            let works = crate::core::resolve_driver(crate::config::DriverChoice::Uring, 64).is_ok();
+            let works =
+                crate::runtime::resolve_driver(crate::config::DriverChoice::Uring, 64).is_ok();
             std::process::exit(if works { 0 } else { 3 });
         }
         let me = std::env::current_exe().unwrap();

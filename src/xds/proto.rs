@@ -14,7 +14,4 @@ pub use istio::security;
 pub use istio::v1::auth as ca;
 pub use istio::workload;
 
-/// Type URL of `istio.workload.Address` resources (workloads and services).
-pub const ADDRESS_TYPE: &str = "type.googleapis.com/istio.workload.Address";
-/// Type URL of `istio.security.Authorization` resources (policies).
-pub const AUTHORIZATION_TYPE: &str = "type.googleapis.com/istio.security.Authorization";
+pub use crate::xds_types::{ADDRESS_TYPE, AUTHORIZATION_TYPE};

@@ -25,33 +25,13 @@ use prost::Message;
 
 use super::convert::{AddressEntry, ConvertError, MAX_TEXT_BYTES};
 use super::proto::discovery::Resource;
-use super::proto::{ADDRESS_TYPE, AUTHORIZATION_TYPE, security, workload};
+use super::proto::{security, workload};
 use crate::state::{Authorization, Snapshot, SnapshotBuilder, SnapshotError, excerpt};
+
+pub use crate::xds_types::Kind;
 
 /// Conflicting updates one response may cause before all its updates are refused.
 pub const MAX_CONFLICT_RETRIES: usize = 16;
-
-/// The resource types zring subscribes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
-    Address,
-    Authorization,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 2] = [Kind::Address, Kind::Authorization];
-
-    pub fn type_url(self) -> &'static str {
-        match self {
-            Kind::Address => ADDRESS_TYPE,
-            Kind::Authorization => AUTHORIZATION_TYPE,
-        }
-    }
-
-    pub fn from_type_url(url: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.type_url() == url)
-    }
-}
 
 /// Why one resource of a response was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -7,7 +7,7 @@ use prost::Message;
 use prost_types::Any;
 
 use super::*;
-use crate::xds::proto::{security as ps, workload as pw};
+use crate::xds::proto::{ADDRESS_TYPE, AUTHORIZATION_TYPE, security as ps, workload as pw};
 
 pub(crate) fn workload(uid: &str, ip: [u8; 4]) -> pw::Workload {
     pw::Workload {

@@ -4,7 +4,7 @@
 //! to h2 without a copy (TLS encryption is the one copy). Sending respects HTTP/2 flow control:
 //! the pump reserves capacity for what it read and waits until the peer's window grants it, so
 //! h2 never buffers more than one read per stream. Reads start small and move to the large size
-//! after a read fills its buffer, as in `proxy::copy`, so an idle connection pins 4 KiB, not
+//! after a read fills its buffer, as in `net::copy`, so an idle connection pins 4 KiB, not
 //! 64 KiB, under io_uring.
 //!
 //! Stream → TCP: each DATA frame's `Bytes` is written to the socket as it is, and its bytes are
@@ -21,8 +21,8 @@ use h2::{Reason, RecvStream, SendStream};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 
-use crate::core::buffers::SMALL;
-use crate::proxy::copy::{ByteCounter, CopyError, Side};
+use crate::net::buffers::SMALL;
+use crate::net::copy::{ByteCounter, CopyError, Side};
 
 /// Which side of the proxy the TCP socket is: decides which counter each direction feeds and
 /// how errors are attributed.

@@ -1,5 +1,5 @@
 //! One HBONE client connection: mTLS + HTTP/2 to a peer's 15008, shared by up to
-//! `POOL_MAX_STREAMS_PER_CONNECTION` CONNECT streams (see `proxy::pool`).
+//! `POOL_MAX_STREAMS_PER_CONNECTION` CONNECT streams (see `hbone::pool`).
 //!
 //! Runs on a core. [`H2Client::connect`] does the TCP connect (from the source pod's IP, marked),
 //! the TLS handshake (the peer is verified against the expected identities inside it) and the
@@ -58,7 +58,7 @@ impl H2Client {
     /// Connects, handshakes, and starts the connection's driver task on this core.
     pub async fn connect(dial: Dial, config: Arc<ClientConfig>) -> Result<H2Client, HboneError> {
         let fut = async {
-            let tcp = crate::proxy::connect(
+            let tcp = crate::net::connect(
                 dial.via,
                 dial.source_ip,
                 SpoofSide::Outbound,
@@ -67,7 +67,7 @@ impl H2Client {
             )
             .await
             .map_err(|e| match e {
-                crate::proxy::Error::Connect { source, .. } => HboneError::Tls {
+                crate::net::Error::Connect { source, .. } => HboneError::Tls {
                     peer: dial.via,
                     source,
                 },

@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 use rustls::ClientConfig;
 use tracing::info;
 
-use super::hbone::HboneError;
-use super::hbone::client::{Dial, H2Client};
+use super::HboneError;
+use super::client::{Dial, H2Client};
 use crate::identity::Identity;
 use crate::metrics::{LatencyKind, Shard};
 

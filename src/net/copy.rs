@@ -1,6 +1,6 @@
 //! The byte pump between two established streams, one task per connection, on its core.
 //!
-//! Both directions run concurrently with owned, pooled buffers (see `core::buffers` for why
+//! Both directions run concurrently with owned, pooled buffers (see `net::buffers` for why
 //! they come in two sizes). A clean EOF on one side is propagated as a FIN (`shutdown`) to the
 //! other and the opposite direction keeps running (half-close); an error in either direction
 //! ends both, dropping the sockets. Bytes are added to the caller's counters as each write
@@ -11,7 +11,7 @@ use std::io;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
-use crate::core::buffers::{BufferPool, SMALL};
+use super::buffers::{BufferPool, SMALL};
 use crate::metrics::Meter;
 
 /// Bytes moved so far in each direction of one connection.

@@ -1,9 +1,12 @@
 //! Node-level traffic capture: the nftables ruleset and policy routing that send pod traffic to
-//! zring's listeners the way Istio ambient's node-level (TPROXY) capture does, for a lab node
-//! ([`Lab::redirect`](super::Lab::redirect)) and for a real one (`zring redirect`, which the
-//! DaemonSet in `deploy/` runs). Both install the same text from [`ruleset`]; only the
-//! [`Capture`] parameters differ (pod CIDRs, the pod-interface pattern), so the lab's proof of
-//! every rule covers what a node gets.
+//! zring's listeners the way Istio ambient's node-level (TPROXY) capture does, for a real node
+//! (`zring redirect`, which the DaemonSet in `deploy/` runs) and for a lab node
+//! (`lab::Lab::redirect`). Both install the same text from [`ruleset`]; only the [`Capture`]
+//! parameters differ (pod CIDRs, the pod-interface pattern), so the lab's proof of every rule
+//! covers what a node gets. Production code: the lab builds on it, never the reverse.
+//!
+//! Modules: `cidr` (the IPv4 networks pods live in), `cmd` (finding and running `ip` and `nft`,
+//! which the lab uses too).
 //!
 //! Runs on the thread that calls [`install`] (a test's, `zring redirect`'s main thread);
 //! [`ruleset`] is pure text, so it is unit-tested as text, and the integration tests
@@ -61,16 +64,52 @@
 //! interface (rule 3). Rules 1 and 2 are kept, ahead of the TPROXY rules, so that delivery to
 //! zring's own sockets does not depend on the address-based capture rules (a pod IP outside the
 //! node's pod CIDR, a spoofed source that is not a local pod) and takes one conntrack-mark
-//! compare or one socket lookup. Reverse-path filtering is off everywhere (see `ns`), although
+//! compare or one socket lookup. Reverse-path filtering is off everywhere (see `lab::ns`), although
 //! the seed's symmetric paths also pass with strict `rp_filter=1`.
 //!
 //! Invariant: the ruleset lives in its own table (`table ip zring`) and is replaced atomically
 //! (`nft -f` runs the delete and the new table as one transaction), so re-applying it never
 //! leaves a half-installed capture.
 
+mod cidr;
+pub(crate) mod cmd;
+
 use std::fmt::Write as _;
 
-use super::{Cidr, LabError, Netns, cmd};
+pub use cidr::Cidr;
+
+/// Everything that can go wrong preparing or installing capture. The texts predate the move
+/// out of the lab (they were `lab::LabError`'s) and are kept as they were.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the lab needs `{program}` on PATH (install the {package} package)")]
+    MissingTool {
+        program: &'static str,
+        package: &'static str,
+    },
+    #[error("`{command}` failed ({status}): {stderr}{}", input_note(stdin.as_deref()))]
+    Command {
+        command: String,
+        status: String,
+        stderr: String,
+        stdin: Option<String>,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    /// A CIDR or capture parameter that cannot be used.
+    #[error("bad lab topology: {0}")]
+    Topology(String),
+}
+
+/// The input a failed command was fed (an nft script), shown after its error.
+fn input_note(stdin: Option<&str>) -> String {
+    stdin
+        .map(|s| format!("\ninput was:\n{s}"))
+        .unwrap_or_default()
+}
 
 /// zring's outbound capture listener.
 pub const OUTBOUND_PORT: u16 = 15001;
@@ -104,19 +143,19 @@ impl Capture {
     /// Capture for pods in `pod_cidrs` behind interfaces matching `pod_interfaces`; fails on an
     /// empty CIDR list or a pattern that is not a plain interface name with an optional
     /// trailing `*` (the pattern is spliced into nft's text, so nothing else may pass).
-    pub fn new(pod_cidrs: Vec<Cidr>, pod_interfaces: &str) -> Result<Capture, LabError> {
+    pub fn new(pod_cidrs: Vec<Cidr>, pod_interfaces: &str) -> Result<Capture, Error> {
         let name = pod_interfaces.strip_suffix('*').unwrap_or(pod_interfaces);
         let plain = name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
         if name.is_empty() || name.len() > 15 || !plain {
-            return Err(LabError::Topology(format!(
+            return Err(Error::Topology(format!(
                 "pod interface pattern {pod_interfaces:?}: use an interface name or prefix \
                  (letters, digits, - _ .), optionally ending in *"
             )));
         }
         if pod_cidrs.is_empty() {
-            return Err(LabError::Topology("no pod CIDR given".into()));
+            return Err(Error::Topology("no pod CIDR given".into()));
         }
         Ok(Capture {
             pod_cidrs,
@@ -125,7 +164,7 @@ impl Capture {
     }
 
     /// From text, as `zring redirect` takes it: comma-separated CIDRs and one pattern.
-    pub fn parse(pod_cidrs: &str, pod_interfaces: &str) -> Result<Capture, LabError> {
+    pub fn parse(pod_cidrs: &str, pod_interfaces: &str) -> Result<Capture, Error> {
         let cidrs = pod_cidrs
             .split(',')
             .map(str::trim)
@@ -222,26 +261,26 @@ pub fn policy_routing() -> [String; 2] {
     ]
 }
 
-/// Where capture is installed: a lab namespace, or the namespace this process runs in (a real
-/// node's, for `zring redirect`).
+/// Where capture is installed: a named network namespace (a lab node's), or the namespace this
+/// process runs in (a real node's, for `zring redirect`).
 #[derive(Debug, Clone, Copy)]
 pub enum Place<'a> {
-    Lab(&'a Netns),
+    Netns(&'a str),
     Here,
 }
 
 impl Place<'_> {
-    fn nft(self, args: &[&str], stdin: Option<&str>) -> Result<String, LabError> {
+    fn nft(self, args: &[&str], stdin: Option<&str>) -> Result<String, Error> {
         match self {
-            Place::Lab(ns) => cmd::nft_in(ns.name(), args, stdin),
+            Place::Netns(ns) => cmd::nft_in(ns, args, stdin),
             Place::Here => cmd::run(cmd::program(cmd::NFT), args, stdin),
         }
     }
 
-    fn ip(self, line: &str) -> Result<String, LabError> {
+    fn ip(self, line: &str) -> Result<String, Error> {
         let args: Vec<&str> = line.split_whitespace().collect();
         match self {
-            Place::Lab(ns) => ns.ip(&args),
+            Place::Netns(ns) => cmd::ip_in(ns, &args),
             Place::Here => cmd::run(cmd::program(cmd::IP), &args, None),
         }
     }
@@ -249,7 +288,7 @@ impl Place<'_> {
 
 /// Installs capture at `place`: the nft table (replacing an older one atomically) and the
 /// policy route. Idempotent: the `ip rule` is added only if it is not there yet.
-pub fn install(place: Place<'_>, capture: &Capture) -> Result<(), LabError> {
+pub fn install(place: Place<'_>, capture: &Capture) -> Result<(), Error> {
     place.nft(&["-f", "-"], Some(&script(capture)))?;
     let [rule, route] = policy_routing();
     let wanted = format!("fwmark {CAPTURE_MARK:#x} lookup {CAPTURE_TABLE}");
@@ -261,7 +300,7 @@ pub fn install(place: Place<'_>, capture: &Capture) -> Result<(), LabError> {
 
 /// Removes what [`install`] added at `place` (nothing missing is an error): the nft table, every
 /// copy of the policy rule, and the local route table.
-pub fn remove(place: Place<'_>) -> Result<(), LabError> {
+pub fn remove(place: Place<'_>) -> Result<(), Error> {
     place.nft(
         &["-f", "-"],
         Some(&format!("add table ip {TABLE}\ndelete table ip {TABLE}\n")),
@@ -285,7 +324,7 @@ pub struct RuleCounter {
 }
 
 /// Reads the counters of every rule of `table ip zring` in `node`.
-pub fn counters(place: Place<'_>) -> Result<Vec<RuleCounter>, LabError> {
+pub fn counters(place: Place<'_>) -> Result<Vec<RuleCounter>, Error> {
     let listing = place.nft(&["list", "table", "ip", TABLE], None)?;
     Ok(parse_counters(&listing))
 }
@@ -312,166 +351,4 @@ fn parse_counters(listing: &str) -> Vec<RuleCounter> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn lab_capture() -> Capture {
-        Capture::lab("10.244.2.0/24".parse().unwrap())
-    }
-
-    #[test]
-    fn ruleset_text_is_exact() {
-        let want = r#"table ip zring {
-	chain output {
-		type route hook output priority mangle; policy accept;
-		meta mark 0x539 ct mark set 0x539 counter comment "zring-conn"
-	}
-	chain prerouting {
-		type filter hook prerouting priority mangle; policy accept;
-		meta l4proto tcp ct mark 0x539 meta mark set 0x111 counter accept comment "reply-to-zring"
-		meta l4proto tcp socket transparent 1 socket wildcard 0 meta mark set 0x111 counter accept comment "captured-flow"
-		iifname "zp*" meta l4proto tcp tproxy to :15001 meta mark set 0x111 counter accept comment "outbound"
-		iifname "zp*" meta l4proto tcp counter reject with tcp reset comment "outbound-closed"
-		iifname != "lo" iifname != "zp*" ip daddr 10.244.2.0/24 meta l4proto tcp tcp dport 15008 tproxy to :15008 meta mark set 0x111 counter accept comment "inbound-hbone"
-		iifname != "lo" iifname != "zp*" ip daddr 10.244.2.0/24 meta l4proto tcp tcp dport 15008 counter reject with tcp reset comment "inbound-hbone-closed"
-		iifname != "lo" iifname != "zp*" ip daddr 10.244.2.0/24 meta l4proto tcp tproxy to :15006 meta mark set 0x111 counter accept comment "inbound-plaintext"
-		iifname != "lo" iifname != "zp*" ip daddr 10.244.2.0/24 meta l4proto tcp counter reject with tcp reset comment "inbound-plaintext-closed"
-	}
-}
-"#;
-        assert_eq!(ruleset(&lab_capture()), want);
-    }
-
-    #[test]
-    fn rules_keep_their_order() {
-        let text = ruleset(&lab_capture());
-        let order = [
-            "reply-to-zring",
-            "captured-flow",
-            "\"outbound\"",
-            "outbound-closed",
-            "\"inbound-hbone\"",
-            "inbound-hbone-closed",
-            "\"inbound-plaintext\"",
-            "inbound-plaintext-closed",
-        ];
-        let positions: Vec<usize> = order.iter().map(|r| text.find(r).expect(r)).collect();
-        assert!(positions.is_sorted(), "{positions:?}");
-    }
-
-    #[test]
-    fn own_mark_never_routes_locally() {
-        // Only the capture mark may reach the local-delivery table; zring's own mark is saved to
-        // conntrack, never set on a packet in prerouting.
-        let text = ruleset(&lab_capture());
-        assert!(!text.contains("meta mark set 0x539"));
-        assert_eq!(text.matches("meta mark set 0x111").count(), 5);
-    }
-
-    #[test]
-    fn script_replaces_the_table_in_one_go() {
-        let s = script(&lab_capture());
-        assert!(s.starts_with("add table ip zring\ndelete table ip zring\ntable ip zring {"));
-    }
-
-    #[test]
-    fn a_real_node_gets_its_cni_interfaces_and_every_pod_cidr() {
-        let capture = Capture::new(
-            vec![
-                "10.244.0.0/16".parse().unwrap(),
-                "10.96.0.0/12".parse().unwrap(),
-            ],
-            "veth*",
-        )
-        .unwrap();
-        let text = ruleset(&capture);
-        assert!(text.contains(r#"iifname "veth*" meta l4proto tcp tproxy to :15001"#));
-        assert!(text.contains(
-            r#"iifname != "lo" iifname != "veth*" ip daddr { 10.244.0.0/16, 10.96.0.0/12 } meta l4proto tcp tcp dport 15008"#
-        ));
-        assert!(!text.contains("zp*"));
-        // Same rules, same order, whatever the parameters.
-        let lab = ruleset(&lab_capture());
-        assert_eq!(text.lines().count(), lab.lines().count());
-    }
-
-    #[test]
-    fn capture_parameters_cannot_inject_nft_text() {
-        let cidrs = || vec!["10.244.0.0/16".parse().unwrap()];
-        for ok in ["veth*", "cali*", "lxc*", "eth0", "azv*", "vxlan.calico"] {
-            assert!(Capture::new(cidrs(), ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "",
-            "*",
-            "veth\"*",
-            "a b*",
-            "veth*\" accept",
-            "x*y",
-            "abcdefghijklmnop*",
-        ] {
-            assert!(Capture::new(cidrs(), bad).is_err(), "{bad}");
-        }
-        assert!(Capture::new(Vec::new(), "veth*").is_err());
-        assert_eq!(
-            Capture::parse(" 10.244.0.0/16, 10.245.0.0/16 ,", "cali*").unwrap(),
-            Capture::new(
-                vec![
-                    "10.244.0.0/16".parse().unwrap(),
-                    "10.245.0.0/16".parse().unwrap()
-                ],
-                "cali*"
-            )
-            .unwrap()
-        );
-        assert!(
-            Capture::parse("10.244.0.1/16", "veth*").is_err(),
-            "host bits"
-        );
-        assert!(Capture::parse("", "veth*").is_err());
-    }
-
-    #[test]
-    fn policy_routing_matches_the_marks_in_the_ruleset() {
-        let [rule, route] = policy_routing();
-        assert_eq!(rule, "rule add fwmark 0x111 lookup 133");
-        assert_eq!(route, "route replace local 0.0.0.0/0 dev lo table 133");
-        assert!(ruleset(&lab_capture()).contains("meta mark set 0x111"));
-    }
-
-    #[test]
-    fn counters_parse_from_an_nft_listing() {
-        // As `nft list table ip zring` prints it (marks widened, sets resolved).
-        let listing = r#"table ip zring {
-	chain output {
-		type route hook output priority mangle; policy accept;
-		meta mark 0x00000539 ct mark set 0x00000539 counter packets 4 bytes 240 comment "zring-conn"
-	}
-	chain prerouting {
-		meta l4proto tcp ct mark 0x00000539 meta mark set 0x00000111 counter packets 3 bytes 180 accept comment "reply-to-zring"
-		iifname "zp*" meta l4proto tcp counter packets 0 bytes 0 reject with tcp reset comment "outbound-closed"
-	}
-}"#;
-        let got = parse_counters(listing);
-        assert_eq!(
-            got,
-            vec![
-                RuleCounter {
-                    rule: "zring-conn".into(),
-                    packets: 4,
-                    bytes: 240
-                },
-                RuleCounter {
-                    rule: "reply-to-zring".into(),
-                    packets: 3,
-                    bytes: 180
-                },
-                RuleCounter {
-                    rule: "outbound-closed".into(),
-                    packets: 0,
-                    bytes: 0
-                },
-            ]
-        );
-    }
-}
+mod tests;

@@ -1,9 +1,11 @@
 //! HBONE: TCP tunnelled as HTTP/2 `CONNECT` streams over mutual TLS between SPIFFE identities.
 //!
-//! Runs on the cores. Modules:
+//! Runs on the cores; the listeners (`proxy`) use it, it builds on `net` (connect, buffers) and
+//! never imports `core` or `proxy`. Modules:
 //! - `headers`: the CONNECT request's `:authority`, `baggage`, `forwarded`, `traceparent` (pure);
 //! - `tls`: TLS handshakes on a core's sockets and the per-core cache of rustls configs;
 //! - `client`: one pooled HTTP/2 client connection (handshake, keepalive, streams);
+//! - `pool`: the per-core pool of client connections;
 //! - `server`: the HTTP/2 server side of a 15008 connection;
 //! - `pump`: the byte pump between a TCP socket and one HTTP/2 stream.
 //!
@@ -16,6 +18,7 @@
 
 pub mod client;
 pub mod headers;
+pub mod pool;
 pub mod pump;
 pub mod server;
 pub mod tls;

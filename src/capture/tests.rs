@@ -1,0 +1,176 @@
+//! Unit tests of the capture ruleset text, its parameters, the counter listing parser and
+//! command failures.
+
+use super::*;
+
+#[test]
+fn failed_commands_show_their_input() {
+    let err = Error::Command {
+        command: "nft -f -".into(),
+        status: "exit status: 1".into(),
+        stderr: "Error: syntax error".into(),
+        stdin: Some("table ip zring {".into()),
+    };
+    let text = err.to_string();
+    assert!(text.contains("syntax error") && text.ends_with("input was:\ntable ip zring {"));
+}
+
+fn lab_capture() -> Capture {
+    Capture::lab("10.244.2.0/24".parse().unwrap())
+}
+
+#[test]
+fn ruleset_text_is_exact() {
+    let want = r#"table ip zring {
+	chain output {
+		type route hook output priority mangle; policy accept;
+		meta mark 0x539 ct mark set 0x539 counter comment "zring-conn"
+	}
+	chain prerouting {
+		type filter hook prerouting priority mangle; policy accept;
+		meta l4proto tcp ct mark 0x539 meta mark set 0x111 counter accept comment "reply-to-zring"
+		meta l4proto tcp socket transparent 1 socket wildcard 0 meta mark set 0x111 counter accept comment "captured-flow"
+		iifname "zp*" meta l4proto tcp tproxy to :15001 meta mark set 0x111 counter accept comment "outbound"
+		iifname "zp*" meta l4proto tcp counter reject with tcp reset comment "outbound-closed"
+		iifname != "lo" iifname != "zp*" ip daddr 10.244.2.0/24 meta l4proto tcp tcp dport 15008 tproxy to :15008 meta mark set 0x111 counter accept comment "inbound-hbone"
+		iifname != "lo" iifname != "zp*" ip daddr 10.244.2.0/24 meta l4proto tcp tcp dport 15008 counter reject with tcp reset comment "inbound-hbone-closed"
+		iifname != "lo" iifname != "zp*" ip daddr 10.244.2.0/24 meta l4proto tcp tproxy to :15006 meta mark set 0x111 counter accept comment "inbound-plaintext"
+		iifname != "lo" iifname != "zp*" ip daddr 10.244.2.0/24 meta l4proto tcp counter reject with tcp reset comment "inbound-plaintext-closed"
+	}
+}
+"#;
+    assert_eq!(ruleset(&lab_capture()), want);
+}
+
+#[test]
+fn rules_keep_their_order() {
+    let text = ruleset(&lab_capture());
+    let order = [
+        "reply-to-zring",
+        "captured-flow",
+        "\"outbound\"",
+        "outbound-closed",
+        "\"inbound-hbone\"",
+        "inbound-hbone-closed",
+        "\"inbound-plaintext\"",
+        "inbound-plaintext-closed",
+    ];
+    let positions: Vec<usize> = order.iter().map(|r| text.find(r).expect(r)).collect();
+    assert!(positions.is_sorted(), "{positions:?}");
+}
+
+#[test]
+fn own_mark_never_routes_locally() {
+    // Only the capture mark may reach the local-delivery table; zring's own mark is saved to
+    // conntrack, never set on a packet in prerouting.
+    let text = ruleset(&lab_capture());
+    assert!(!text.contains("meta mark set 0x539"));
+    assert_eq!(text.matches("meta mark set 0x111").count(), 5);
+}
+
+#[test]
+fn script_replaces_the_table_in_one_go() {
+    let s = script(&lab_capture());
+    assert!(s.starts_with("add table ip zring\ndelete table ip zring\ntable ip zring {"));
+}
+
+#[test]
+fn a_real_node_gets_its_cni_interfaces_and_every_pod_cidr() {
+    let capture = Capture::new(
+        vec![
+            "10.244.0.0/16".parse().unwrap(),
+            "10.96.0.0/12".parse().unwrap(),
+        ],
+        "veth*",
+    )
+    .unwrap();
+    let text = ruleset(&capture);
+    assert!(text.contains(r#"iifname "veth*" meta l4proto tcp tproxy to :15001"#));
+    assert!(text.contains(
+        r#"iifname != "lo" iifname != "veth*" ip daddr { 10.244.0.0/16, 10.96.0.0/12 } meta l4proto tcp tcp dport 15008"#
+    ));
+    assert!(!text.contains("zp*"));
+    // Same rules, same order, whatever the parameters.
+    let lab = ruleset(&lab_capture());
+    assert_eq!(text.lines().count(), lab.lines().count());
+}
+
+#[test]
+fn capture_parameters_cannot_inject_nft_text() {
+    let cidrs = || vec!["10.244.0.0/16".parse().unwrap()];
+    for ok in ["veth*", "cali*", "lxc*", "eth0", "azv*", "vxlan.calico"] {
+        assert!(Capture::new(cidrs(), ok).is_ok(), "{ok}");
+    }
+    for bad in [
+        "",
+        "*",
+        "veth\"*",
+        "a b*",
+        "veth*\" accept",
+        "x*y",
+        "abcdefghijklmnop*",
+    ] {
+        assert!(Capture::new(cidrs(), bad).is_err(), "{bad}");
+    }
+    assert!(Capture::new(Vec::new(), "veth*").is_err());
+    assert_eq!(
+        Capture::parse(" 10.244.0.0/16, 10.245.0.0/16 ,", "cali*").unwrap(),
+        Capture::new(
+            vec![
+                "10.244.0.0/16".parse().unwrap(),
+                "10.245.0.0/16".parse().unwrap()
+            ],
+            "cali*"
+        )
+        .unwrap()
+    );
+    assert!(
+        Capture::parse("10.244.0.1/16", "veth*").is_err(),
+        "host bits"
+    );
+    assert!(Capture::parse("", "veth*").is_err());
+}
+
+#[test]
+fn policy_routing_matches_the_marks_in_the_ruleset() {
+    let [rule, route] = policy_routing();
+    assert_eq!(rule, "rule add fwmark 0x111 lookup 133");
+    assert_eq!(route, "route replace local 0.0.0.0/0 dev lo table 133");
+    assert!(ruleset(&lab_capture()).contains("meta mark set 0x111"));
+}
+
+#[test]
+fn counters_parse_from_an_nft_listing() {
+    // As `nft list table ip zring` prints it (marks widened, sets resolved).
+    let listing = r#"table ip zring {
+	chain output {
+		type route hook output priority mangle; policy accept;
+		meta mark 0x00000539 ct mark set 0x00000539 counter packets 4 bytes 240 comment "zring-conn"
+	}
+	chain prerouting {
+		meta l4proto tcp ct mark 0x00000539 meta mark set 0x00000111 counter packets 3 bytes 180 accept comment "reply-to-zring"
+		iifname "zp*" meta l4proto tcp counter packets 0 bytes 0 reject with tcp reset comment "outbound-closed"
+	}
+}"#;
+    let got = parse_counters(listing);
+    assert_eq!(
+        got,
+        vec![
+            RuleCounter {
+                rule: "zring-conn".into(),
+                packets: 4,
+                bytes: 240
+            },
+            RuleCounter {
+                rule: "reply-to-zring".into(),
+                packets: 3,
+                bytes: 180
+            },
+            RuleCounter {
+                rule: "outbound-closed".into(),
+                packets: 0,
+                bytes: 0
+            },
+        ]
+    );
+}

@@ -1,0 +1,346 @@
+//! How cores run: one pinned OS thread per core, each running its own monoio runtime that owns
+//! its listeners (SO_REUSEPORT), buffers and connection tasks. What a core holds is `core`.
+//!
+//! Threads: `start` runs on the main thread and returns once every core has bound its
+//! listeners (or the first core failed). Everything inside `run_core` is `!Send` by
+//! construction: the [`CoreCtx`] lives in an `Rc` and is never shared with another thread.
+//! The only cross-thread inputs are the [`Shared`] handles published by the control thread.
+
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use monoio::net::TcpListener;
+use tracing::{error, info, warn};
+
+use crate::config::DriverChoice;
+use crate::core::{CoreCtx, Driver, Shared};
+use crate::drain::DRAIN_WATCH;
+use crate::sys::socket::{self, ListenOpts};
+
+/// Turns the configured choice into the driver to run, probing io_uring for `Auto`.
+/// Returns the driver and, when `Auto` fell back, why.
+pub fn resolve_driver(
+    choice: DriverChoice,
+    entries: u32,
+) -> Result<(Driver, Option<String>), StartError> {
+    let probe = || -> io::Result<()> {
+        if !monoio::utils::detect_uring() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "kernel lacks the io_uring operations monoio needs",
+            ));
+        }
+        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(entries)
+            .build()
+            .map(drop)
+    };
+    match choice {
+        DriverChoice::Legacy => Ok((Driver::Legacy, None)),
+        DriverChoice::Uring => probe()
+            .map(|()| (Driver::Uring, None))
+            .map_err(StartError::Uring),
+        DriverChoice::Auto => match probe() {
+            Ok(()) => Ok((Driver::Uring, None)),
+            Err(e) => Ok((Driver::Legacy, Some(e.to_string()))),
+        },
+    }
+}
+
+/// What a listener does with the connections it accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// 15001: connections captured from local pods, original destination preserved.
+    Outbound,
+    /// 15006: plaintext connections to local pods, captured on arrival.
+    InboundPlaintext,
+    /// 15008: HBONE (mTLS HTTP/2 CONNECT) from other nodes to local pods.
+    Inbound,
+}
+
+impl ListenerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ListenerKind::Outbound => "outbound",
+            ListenerKind::InboundPlaintext => "inbound_plaintext",
+            ListenerKind::Inbound => "inbound",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("io_uring unavailable (set ZRING_DRIVER=legacy or auto to use epoll): {0}")]
+    Uring(io::Error),
+    #[error("core {core}: cannot build the {driver} runtime: {source}")]
+    Runtime {
+        core: usize,
+        driver: &'static str,
+        source: io::Error,
+    },
+    #[error("core {core}: cannot listen on {addr} ({kind}): {source}")]
+    Listen {
+        core: usize,
+        addr: SocketAddr,
+        kind: &'static str,
+        source: io::Error,
+    },
+    #[error("core {core} exited during start-up")]
+    Died { core: usize },
+    #[error("cannot start core thread: {0}")]
+    Thread(io::Error),
+}
+
+/// Starts `config.cores` core threads and waits until each has bound its listeners.
+pub fn start(
+    shared: Arc<Shared>,
+    driver: Driver,
+) -> Result<Vec<std::thread::JoinHandle<()>>, StartError> {
+    let cores = shared.config.cores;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<usize, StartError>>(cores);
+    let mut handles = Vec::with_capacity(cores);
+    for id in 0..cores {
+        let shared = shared.clone();
+        let ready = ready_tx.clone();
+        let pin = shared.config.pin_cores.then_some(id % cpus);
+        let h = std::thread::Builder::new()
+            .name(format!("zring-core-{id}"))
+            .spawn(move || {
+                if let Some(cpu) = pin
+                    && let Err(e) = monoio::utils::bind_to_cpu_set([cpu])
+                {
+                    warn!(core = id, cpu, "cannot pin core thread: {e:?}");
+                }
+                run_core(id, driver, shared, ready);
+            })
+            .map_err(StartError::Thread)?;
+        handles.push(h);
+    }
+    drop(ready_tx);
+    for _ in 0..cores {
+        match ready_rx.recv() {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(StartError::Died { core: usize::MAX }),
+        }
+    }
+    Ok(handles)
+}
+
+fn run_core(
+    id: usize,
+    driver: Driver,
+    shared: Arc<Shared>,
+    ready: crossbeam_channel::Sender<Result<usize, StartError>>,
+) {
+    let entries = shared.config.uring_entries;
+    let fut = core_main(id, driver, shared, ready.clone());
+    let built = match driver {
+        Driver::Uring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(entries)
+            .enable_timer()
+            .build()
+            .map(|mut rt| rt.block_on(fut)),
+        Driver::Legacy => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .map(|mut rt| rt.block_on(fut)),
+    };
+    if let Err(source) = built {
+        let _ = ready.send(Err(StartError::Runtime {
+            core: id,
+            driver: driver.name(),
+            source,
+        }));
+    }
+}
+
+async fn core_main(
+    id: usize,
+    driver: Driver,
+    shared: Arc<Shared>,
+    ready: crossbeam_channel::Sender<Result<usize, StartError>>,
+) {
+    let cfg = shared.config.clone();
+    let ctx = Rc::new(CoreCtx::new(id, driver, shared));
+    let opts = ListenOpts {
+        transparent: true,
+        reuse_port: true,
+        backlog: cfg.listen_backlog,
+    };
+    let mut listeners = Vec::new();
+    for (kind, addr) in [
+        (ListenerKind::Outbound, cfg.outbound_addr),
+        (ListenerKind::InboundPlaintext, cfg.inbound_plaintext_addr),
+        (ListenerKind::Inbound, cfg.inbound_addr),
+    ] {
+        match socket::listener(addr, opts).and_then(TcpListener::from_std) {
+            Ok(l) => listeners.push((kind, l)),
+            Err(source) => {
+                let _ = ready.send(Err(StartError::Listen {
+                    core: id,
+                    addr,
+                    kind: kind.name(),
+                    source,
+                }));
+                return;
+            }
+        }
+    }
+    info!(
+        core = id,
+        driver = driver.name(),
+        "core listening on 15001 (outbound), 15006 (inbound plaintext), 15008 (inbound HBONE)"
+    );
+    let _ = ready.send(Ok(id));
+    drop(ready);
+
+    let mut tasks = Vec::new();
+    tasks.push(monoio::spawn(reap_pool(ctx.clone())));
+    tasks.push(monoio::spawn(housekeeping(ctx.clone())));
+    tasks.push(monoio::spawn(crate::metrics::flush_loop(
+        ctx.metrics.clone(),
+    )));
+    for (kind, listener) in listeners {
+        tasks.push(monoio::spawn(accept_loop(ctx.clone(), listener, kind)));
+    }
+    for t in tasks {
+        t.await;
+    }
+}
+
+/// Releases idle and dead HBONE connections of this core's pool, forever.
+async fn reap_pool(ctx: Rc<CoreCtx>) {
+    let interval = ctx.pool.reap_interval();
+    loop {
+        monoio::time::sleep(interval).await;
+        let released = ctx.pool.reap(std::time::Instant::now());
+        if released > 0 {
+            info!(
+                core = ctx.id,
+                released,
+                open = ctx.pool.connections(),
+                "released idle HBONE connections"
+            );
+        }
+    }
+}
+
+/// Watches what the control thread publishes, every [`DRAIN_WATCH`]: a new snapshot makes the
+/// core re-decide its registered connections and close those the new policies deny (a pointer
+/// comparison when nothing changed); a started drain fires the core's `draining` signal.
+async fn housekeeping(ctx: Rc<CoreCtx>) {
+    let mut seen = ctx.shared.snapshot.load_full();
+    let mut memory = MemoryKeeper::default();
+    loop {
+        monoio::time::sleep(DRAIN_WATCH).await;
+        memory.tick(&ctx);
+        if ctx.shared.drain.started() && !ctx.draining.is_fired() {
+            info!(
+                core = ctx.id,
+                open = ctx.active.get(),
+                "draining: closing listeners, GOAWAY to HBONE clients"
+            );
+            ctx.draining.fire();
+        }
+        let current = ctx.shared.snapshot.load_full();
+        if Arc::ptr_eq(&current, &seen) {
+            continue;
+        }
+        seen = current;
+        if ctx.conns.is_empty() {
+            continue;
+        }
+        let closed = ctx.conns.recheck(&seen);
+        if closed > 0 {
+            info!(
+                core = ctx.id,
+                closed,
+                open = ctx.conns.len(),
+                "policy change: closing connections the new policies deny"
+            );
+        }
+    }
+}
+
+/// Gives a core's memory back after a burst, once per [`TRIM_PERIOD`]: copy buffers no
+/// connection took during the period are freed, the connection table gives back spare room,
+/// and when the buffers freed something, or the core has just become idle
+/// ([`CoreCtx::is_idle`]), the allocator returns this thread's free pages to the kernel.
+/// Without it a node keeps the resident memory of its biggest burst for good: in the buffer
+/// pool, in its maps, and in the allocator's pages of an idle thread.
+#[derive(Debug, Default)]
+struct MemoryKeeper {
+    ticks: u32,
+    busy: bool,
+}
+
+/// How often a core trims its buffer pool and, if that or going idle calls for it, its heap.
+const TRIM_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl MemoryKeeper {
+    fn tick(&mut self, ctx: &CoreCtx) {
+        if !ctx.is_idle() {
+            self.busy = true;
+        }
+        self.ticks += 1;
+        if DRAIN_WATCH * self.ticks < TRIM_PERIOD {
+            return;
+        }
+        self.ticks = 0;
+        ctx.conns.shrink();
+        let freed = ctx.buffers.trim();
+        if ctx.is_idle() {
+            // Thorough: an idle thread will not allocate again soon, and only a forced collect
+            // returns pages whose purge mimalloc delays until the thread's next allocation.
+            // The buffers the last connections gave back are trimmed a period after the core
+            // went idle, so that tick collects too.
+            if std::mem::take(&mut self.busy) || freed > 0 {
+                crate::sys::alloc::collect_thread_heap(true);
+            }
+        } else if freed > 0 {
+            crate::sys::alloc::collect_thread_heap(false);
+        }
+    }
+}
+
+async fn accept_loop(ctx: Rc<CoreCtx>, listener: TcpListener, kind: ListenerKind) {
+    loop {
+        let accepted = monoio::select! {
+            r = listener.accept() => r,
+            () = ctx.draining.wait() => {
+                // Dropping the listener closes it: the kernel refuses what arrives next.
+                drop(listener);
+                return;
+            }
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                // Proxied bytes are forwarded as they arrive: Nagle on either leg would add a
+                // round trip of latency to every small write the application already sent.
+                let _ = stream.set_nodelay(true);
+                let ctx = ctx.clone();
+                match kind {
+                    ListenerKind::Outbound => {
+                        monoio::spawn(crate::proxy::outbound::serve(ctx, stream, peer))
+                    }
+                    ListenerKind::InboundPlaintext => {
+                        monoio::spawn(crate::proxy::inbound_passthrough::serve(ctx, stream, peer))
+                    }
+                    ListenerKind::Inbound => {
+                        monoio::spawn(crate::proxy::inbound::serve(ctx, stream, peer))
+                    }
+                };
+            }
+            Err(e) => {
+                // Out of descriptors or memory: back off instead of spinning on the error.
+                error!(core = ctx.id, listener = kind.name(), "accept failed: {e}");
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
