@@ -33,11 +33,13 @@ pub mod grpc;
 pub mod hbone;
 pub mod identity;
 pub mod lab;
+pub mod latch;
 pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod proxy;
 pub mod rbac;
+pub mod rng;
 pub mod runtime;
 pub mod state;
 // The one module allowed `unsafe` (Cargo.toml denies it everywhere else): each block with a
