@@ -20,7 +20,7 @@ use crate::core::{CoreCtx, Driver, Shared};
 use crate::sys::socket::{self, ListenOpts};
 
 /// How often a core's `housekeeping` runs: it notices a started drain, a new snapshot (policy
-/// re-check) and, every [`TRIM_PERIOD`], trims its memory. A drain or a policy change reaches
+/// re-check) and, once a second (`TRIM_PERIOD`), trims its memory. A drain or a policy change reaches
 /// the core's connections within one tick.
 pub const HOUSEKEEPING_TICK: Duration = Duration::from_millis(100);
 
