@@ -20,8 +20,8 @@ use crate::core::{CoreCtx, Driver, Shared};
 use crate::sys::socket::{self, ListenOpts};
 
 /// How often a core's `housekeeping` runs: it notices a started drain, a new snapshot (policy
-/// re-check) and, once a second (`TRIM_PERIOD`), trims its memory. A drain or a policy change reaches
-/// the core's connections within one tick.
+/// re-check) and, once a second (`TRIM_PERIOD`), trims its memory. A drain or a policy change
+/// reaches the core's connections within one tick.
 pub const HOUSEKEEPING_TICK: Duration = Duration::from_millis(100);
 
 /// Turns the configured choice into the driver to run, probing io_uring for `Auto`.
