@@ -22,8 +22,8 @@
 //! growth). Error messages quote user values cut short (`state::excerpt`), so a 10 MB scalar
 //! never becomes a 10 MB log line.
 
-use std::fs::File;
 use std::collections::HashMap;
+use std::fs::File;
 use std::hash::{DefaultHasher, Hasher};
 use std::io::{self, Read};
 use std::net::IpAddr;
@@ -33,11 +33,11 @@ use serde::Deserialize;
 
 use crate::state::{
     ApplicationTunnel, Authorization, Cidr, DEFAULT_CAPACITY, DEFAULT_CLUSTER_ID,
-    DEFAULT_SERVICE_ACCOUNT, DEFAULT_TRUST_DOMAIN, Destination,
-    GatewayAddress, HealthStatus, IpFamily, LoadBalancer, LoadBalancerHealthPolicy,
-    LoadBalancerMode, LoadBalancerScope, Locality, Match, NamespacedHostname, NetworkAddress,
-    NetworkMode, PolicyAction, PolicyScope, PortMap, Protocol, Service, ServiceAccountMatch,
-    Snapshot, SnapshotBuilder, SnapshotError, StringMatch, TunnelProtocol, Workload, excerpt,
+    DEFAULT_SERVICE_ACCOUNT, DEFAULT_TRUST_DOMAIN, Destination, GatewayAddress, HealthStatus,
+    IpFamily, LoadBalancer, LoadBalancerHealthPolicy, LoadBalancerMode, LoadBalancerScope,
+    Locality, Match, NamespacedHostname, NetworkAddress, NetworkMode, PolicyAction, PolicyScope,
+    PortMap, Protocol, Service, ServiceAccountMatch, Snapshot, SnapshotBuilder, SnapshotError,
+    StringMatch, TunnelProtocol, Workload, excerpt,
 };
 
 /// Files larger than this are refused before parsing (a local config is kilobytes).
@@ -604,18 +604,19 @@ fn match_group(subject: &str, m: RawMatch) -> Result<Match, LocalConfigError> {
         list.0
             .iter()
             .map(|t| {
+                let cidr = Cidr::parse(&t.0).map_err(|e| {
+                    invalid(subject, field, format!("{} is invalid: {e}", excerpt(&t.0)))
+                })?;
                 // ztunnel reads these as `IpNet`, which needs the prefix length.
                 if !t.0.contains('/') {
                     let why = format!(
-                        "{} has no prefix length (write {}/32 or /128, as ztunnel requires)",
-                        excerpt(&t.0),
+                        "{} has no prefix length: ztunnel requires one (/32 for one IPv4 \
+                         address, /128 for IPv6)",
                         excerpt(&t.0)
                     );
                     return Err(invalid(subject, field, why));
                 }
-                Cidr::parse(&t.0).map_err(|e| {
-                    invalid(subject, field, format!("{} is invalid: {e}", excerpt(&t.0)))
-                })
+                Ok(cidr)
             })
             .collect()
     };
@@ -764,9 +765,15 @@ struct RawService {
 
 #[derive(Deserialize)]
 struct RawNetworkCidr {
-    #[allow(dead_code, reason = "read only to check the shape; CIDR VIPs are refused")]
+    #[allow(
+        dead_code,
+        reason = "read only to check the shape; CIDR VIPs are refused"
+    )]
     network: Text,
-    #[allow(dead_code, reason = "read only to check the shape; CIDR VIPs are refused")]
+    #[allow(
+        dead_code,
+        reason = "read only to check the shape; CIDR VIPs are refused"
+    )]
     cidr: Text,
 }
 
@@ -775,16 +782,25 @@ struct RawNetworkCidr {
 struct RawEndpoint {
     workload_uid: Text,
     port: Entries<u16, u16>,
-    #[allow(dead_code, reason = "zring takes an endpoint's health from its workload")]
+    #[allow(
+        dead_code,
+        reason = "zring takes an endpoint's health from its workload"
+    )]
     status: HealthStatus,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawWeightedWaypoint {
-    #[allow(dead_code, reason = "read only to check the shape; weighted waypoints are refused")]
+    #[allow(
+        dead_code,
+        reason = "read only to check the shape; weighted waypoints are refused"
+    )]
     destination: RawGateway,
-    #[allow(dead_code, reason = "read only to check the shape; weighted waypoints are refused")]
+    #[allow(
+        dead_code,
+        reason = "read only to check the shape; weighted waypoints are refused"
+    )]
     weight: u32,
 }
 

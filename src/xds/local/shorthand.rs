@@ -3,9 +3,11 @@
 //! `load`, `LocalSource` and `parse_bytes` read ztunnel's format exactly.
 //!
 //! The shorthand is what zring accepted before it matched ztunnel: string matches as one-key
-//! maps (`{Exact: x}`, `{Presence: []}`), and these fields left out: a workload's `services`, a
-//! gateway's `hboneMtlsPort` (15008), a locality's parts, a service's `vips` and `ports`, a load
-//! balancer's parts, a policy's `name`, `namespace`, `rules` and `dryRun`. Kept so fixtures in
+//! maps (`{Exact: x}`, `{Presence: []}`), and these fields left out: a workload's `namespace`,
+//! `workloadIps` and `services`, a gateway's `hboneMtlsPort` (15008), a locality's parts, a
+//! service's names, `vips` and `ports`, a load balancer's parts, a policy's `name`,
+//! `namespace`, `rules` and `dryRun`. Names and lists left out are empty, so the snapshot's
+//! own rules still name the object at fault. Kept so fixtures in
 //! modules being reworked in parallel need not change at once; new code writes ztunnel's format.
 //!
 //! Part of `xds::local`, on whatever thread builds the fixture.
@@ -29,6 +31,8 @@ pub fn desugar(yaml: &str) -> Option<String> {
     let root = doc.as_mapping_mut()?;
     let mut changed = false;
     for w in items(root, "workloads") {
+        changed |= fill(w, "namespace", "".into());
+        changed |= fill(w, "workloadIps", Value::Sequence(Vec::new()));
         changed |= fill(w, "services", Value::Mapping(Mapping::new()));
         changed |= gateways(w);
         if let Some(l) = w.get_mut("locality").and_then(Value::as_mapping_mut) {
@@ -38,6 +42,9 @@ pub fn desugar(yaml: &str) -> Option<String> {
         }
     }
     for s in items(root, "services") {
+        for name in ["name", "namespace", "hostname"] {
+            changed |= fill(s, name, "".into());
+        }
         changed |= fill(s, "vips", Value::Sequence(Vec::new()));
         changed |= fill(s, "ports", Value::Mapping(Mapping::new()));
         changed |= gateways(s);
@@ -53,7 +60,11 @@ pub fn desugar(yaml: &str) -> Option<String> {
         changed |= fill(p, "rules", Value::Sequence(Vec::new()));
         changed |= fill(p, "dryRun", false.into());
         let rules = p.get_mut("rules").and_then(Value::as_sequence_mut);
-        for clause in rules.into_iter().flatten().filter_map(Value::as_sequence_mut) {
+        for clause in rules
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_sequence_mut)
+        {
             for group in clause.iter_mut().filter_map(Value::as_sequence_mut) {
                 for m in group.iter_mut().filter_map(Value::as_mapping_mut) {
                     changed |= string_matches(m);
