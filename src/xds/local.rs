@@ -2,24 +2,37 @@
 //! `policies`, turned into a validated `state::Snapshot`. Runs on the control thread: `parse`
 //! is pure, `load` and `LocalSource` read the file.
 //!
-//! Format: ztunnel's `LocalConfig` spellings (camelCase fields, `TCP`/`HBONE`, VIPs as
-//! `network/IP`, a workload's `services` as `"namespace/hostname": {servicePort: targetPort}`,
-//! string matches as one-key maps such as `- Exact: cluster.local/ns/default/sa/appa`).
+//! Format: ztunnel's `LocalConfig` exactly (checked against its source and binary): camelCase
+//! fields, `TCP`/`HBONE`, VIPs as `network/IP` strings (`/10.96.0.1` on the default network), a
+//! workload's `services` as `"namespace/hostname": {servicePort: targetPort}`, string matches
+//! as YAML tags (`- !Exact cluster.local/ns/default/sa/appa`, `!Prefix`, `!Suffix`,
+//! `!Presence []`). Required where ztunnel requires: a workload's `namespace`, `workloadIps`
+//! and `services`; a service's `name`, `namespace`, `hostname`, `vips`, `ports`; every field
+//! of a policy, a gateway (`hboneMtlsPort` too), a locality and a load balancer. A workload's
+//! string fields must be YAML strings (`canonicalRevision: 1` is refused, as ztunnel refuses
+//! it); unknown fields are refused everywhere ztunnel refuses them. A service's `endpoints`
+//! (keyed by workload UID, as ztunnel's config dump writes them) join the workload they name.
 //! Differences, all deliberate:
-//! - every struct rejects unknown fields, including policy matches (ztunnel's do not), so a
-//!   typo is an error instead of a silently missing condition;
+//! - unknown fields in a policy's match groups are refused (ztunnel ignores them): a typo
+//!   there would silently widen an ALLOW;
+//! - duplicate map keys (a port mapped twice) are refused (ztunnel keeps the last);
+//! - a service's `cidrVips`, `weightedWaypoints` and `visibility: Namespace` are refused by
+//!   name: zring cannot honour them yet, and ignoring them would route unlike ztunnel;
+//! - the snapshot's own rules apply on top (`SnapshotBuilder`): at least one IP per workload,
+//!   no duplicate UIDs, IPs or services, valid names; ztunnel loads such files regardless;
 //! - empty `serviceAccount`, `trustDomain`, `clusterId` take the workload API's defaults
-//!   (`default`, `cluster.local`, `Kubernetes`), and `hboneMtlsPort` defaults to 15008;
-//! - `dryRun` may be omitted (false); `namespace`, `vips`, `hostname` are checked by the
-//!   snapshot builder (so the message names the object) rather than by serde;
-//! - a service's `endpoints` field is not accepted: endpoints come from workloads' `services`.
+//!   (`default`, `cluster.local`, `Kubernetes`).
+//!
+//! `parse` (documents written in Rust code, not files) also takes zring's older shorthand
+//! (`shorthand`'s module doc); `parse_bytes`, `load` and `LocalSource` never do.
 //!
 //! Robustness: any input yields `Ok` or `Err`, never a panic, in time and memory linear in its
 //! size. serde_yaml bounds nesting depth (128) and alias jumps; on top of that, flow nesting
 //! is bounded before parsing (`check_flow_depth`: libyaml is quadratic in it), and every list,
 //! map and string charges a per-parse budget proportional to the input size, so YAML aliases
 //! cannot expand a small file into gigabytes (serde_yaml's jump limit alone allows quadratic
-//! growth). Error messages quote user values cut short (`state::excerpt`), so a 10 MB scalar
+//! growth); YAML tags are read through the same charged strings. Error messages quote user
+//! values cut short (`state::excerpt`), so a 10 MB scalar
 //! never becomes a 10 MB log line.
 
 use std::collections::HashMap;
@@ -210,13 +223,14 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, ReadError> {
 /// [`parse`] for the file's raw bytes (which need not be UTF-8: serde_yaml checks).
 pub fn parse_bytes(bytes: &[u8]) -> Result<Snapshot, LocalConfigError> {
     check_flow_depth(bytes)?;
-    let raw: Option<RawConfig> = {
+    // Not `Option`: like ztunnel, an empty document is an empty config but `~` is refused.
+    let raw: RawConfig = {
         // A legitimate document cannot hold more list items, map entries and string bytes
         // than a few per input byte; only aliases can, and they are what the budget stops.
         let _budget = budget::enter(4 * bytes.len() as u64 + 4096);
         serde_yaml::from_slice(bytes).map_err(yaml_error)?
     };
-    convert(raw.unwrap_or_default())
+    convert(raw)
 }
 
 /// serde_yaml's own recursion limit: nothing nested deeper can deserialize anyway.
