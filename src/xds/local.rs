@@ -32,8 +32,7 @@
 //! map and string charges a per-parse budget proportional to the input size, so YAML aliases
 //! cannot expand a small file into gigabytes (serde_yaml's jump limit alone allows quadratic
 //! growth); YAML tags are read through the same charged strings. Error messages quote user
-//! values cut short (`state::excerpt`), so a 10 MB scalar
-//! never becomes a 10 MB log line.
+//! values cut short (`state::excerpt`), so a 10 MB scalar never becomes a 10 MB log line.
 
 use std::collections::HashMap;
 use std::fs::File;
