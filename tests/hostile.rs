@@ -72,6 +72,7 @@ workloads:
   workloadIps: ["{APPA}"]
   protocol: HBONE
   node: a
+  services: {{}}
 - uid: Kubernetes//Pod/default/appb
   name: appb
   namespace: default
@@ -79,6 +80,7 @@ workloads:
   workloadIps: ["{APPB}"]
   protocol: HBONE
   node: b
+  services: {{}}
 "#
     )
 }

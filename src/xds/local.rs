@@ -101,6 +101,30 @@ pub fn parse(yaml: &str) -> Result<Snapshot, LocalConfigError> {
     strict
 }
 
+/// The document as JSON, as ztunnel's config dump shows its `staticConfig`: YAML tags (string
+/// matches) become one-key maps (`!Exact x` → `{"Exact": "x"}`, `!Presence []` →
+/// `{"Presence": []}`). `None` if it is not YAML. Not bounded like `parse`: call it only on a
+/// file `parse_bytes` accepted.
+pub fn to_json(yaml: &str) -> Option<serde_json::Value> {
+    fn untag(v: serde_yaml::Value) -> serde_yaml::Value {
+        use serde_yaml::Value as V;
+        match v {
+            V::Tagged(t) => {
+                let kind = t.tag.to_string();
+                let kind = kind.strip_prefix('!').unwrap_or(&kind).to_owned();
+                let mut m = serde_yaml::Mapping::new();
+                m.insert(V::String(kind), untag(t.value));
+                V::Mapping(m)
+            }
+            V::Sequence(items) => V::Sequence(items.into_iter().map(untag).collect()),
+            V::Mapping(m) => V::Mapping(m.into_iter().map(|(k, v)| (k, untag(v))).collect()),
+            other => other,
+        }
+    }
+    let doc: serde_yaml::Value = serde_yaml::from_str(yaml).ok()?;
+    serde_json::to_value(untag(doc)).ok()
+}
+
 /// Reads and parses the file at `path`.
 pub fn load(path: &Path) -> Result<Snapshot, LocalConfigError> {
     parse_bytes(&read_bounded(path).map_err(|e| e.with_path(path))?)

@@ -171,3 +171,20 @@ fn defaults() {
     let p = s.policy("ns/p").unwrap();
     assert!(!p.dry_run && p.rules.is_empty());
 }
+
+/// The admin's `staticConfig` shows the file as ztunnel's dump does: tags as one-key maps.
+#[test]
+fn to_json_shows_tags_as_ztunnel_does() {
+    let j = to_json(SEED).unwrap();
+    assert_eq!(
+        j["policies"][0]["rules"][0][0][0]["principals"][0],
+        serde_json::json!({"Exact": "cluster.local/ns/default/sa/appa"})
+    );
+    assert_eq!(j["services"][0]["ports"]["8000"], 80);
+    let p = to_json("policies:\n- rules: [[[{notPrincipals: [!Presence []]}]]]\n").unwrap();
+    assert_eq!(
+        p["policies"][0]["rules"][0][0][0]["notPrincipals"][0],
+        serde_json::json!({"Presence": []})
+    );
+    assert!(to_json("{").is_none());
+}
