@@ -10,9 +10,10 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
+use zring::lab::mesh::eventually;
 use zring::lab::{Lab, Process, http, peers};
 
 /// Every file both must read, relative to the crate root.
@@ -59,28 +60,22 @@ fn start_ztunnel(lab: &Lab, bin: &Path, file: &Path) -> Process {
         .expect("spawn ztunnel")
 }
 
-/// ztunnel's `/config_dump` once its admin server answers.
+/// ztunnel's `/config_dump` once its admin server answers (polled for up to 20 s).
 fn config_dump(lab: &Lab, zt: &Process) -> Value {
     let node = lab.node("zt").netns().clone();
-    let deadline = Instant::now() + STARTUP;
-    loop {
-        let answer = node.run(|| http::get(ADMIN, "/config_dump"));
-        if let Ok(a) = answer
-            && a.status == 200
-        {
-            return serde_json::from_str(&a.body).expect("config_dump is JSON");
-        }
+    eventually("ztunnel's /config_dump", || {
         if let Ok(Some(status)) = zt.try_status() {
             panic!("ztunnel exited ({status}):\n{}", zt.log_tail());
         }
-        assert!(
-            Instant::now() < deadline,
-            "ztunnel's admin did not answer within {STARTUP:?}:\n{}",
-            zt.log_tail()
-        );
-        // Polling a condition (the admin server listening), not sleeping for a guess.
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        let answer = node.run(|| http::get(ADMIN, "/config_dump"));
+        match answer {
+            Ok(a) if a.status == 200 => {
+                Ok(serde_json::from_str(&a.body).expect("config_dump is JSON"))
+            }
+            Ok(a) => Err(format!("status {}", a.status)),
+            Err(e) => Err(format!("{e}; log:\n{}", zt.log_tail())),
+        }
+    })
 }
 
 /// The key facts of workloads, services and policies, from JSON in ztunnel's field names
