@@ -9,6 +9,8 @@
 //! `namespace`, `rules` and `dryRun`. Names and lists left out are empty, so the snapshot's
 //! own rules still name the object at fault. Kept so fixtures in
 //! modules being reworked in parallel need not change at once; new code writes ztunnel's format.
+//! Once `src/core` and `src/proxy` fixtures are rewritten, `parse` can call `parse_bytes` and
+//! this module can go.
 //!
 //! Part of `xds::local`, on whatever thread builds the fixture.
 
