@@ -42,6 +42,7 @@ pub mod cni;
 pub mod http;
 pub mod mesh;
 mod ns;
+pub mod peers;
 mod process;
 pub mod prom;
 pub mod soak;

@@ -46,6 +46,7 @@ workloads:
   workloadIps: ["10.244.1.8"]
   protocol: HBONE
   node: a
+  services: {}
 - uid: Kubernetes//Pod/default/appb-5c6d
   name: appb-5c6d
   namespace: default
@@ -71,9 +72,11 @@ workloads:
   locality:
     region: us-east
     zone: us-east-2
+    subzone: ""
   workloadIps: ["10.244.2.5"]
   protocol: TCP
   node: b
+  services: {}
 services:
 - name: appb
   namespace: default
