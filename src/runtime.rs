@@ -111,15 +111,14 @@ pub fn start_with_pods(
     inboxes: Vec<crate::inpod::handoff::Inbox>,
 ) -> Result<Vec<std::thread::JoinHandle<()>>, StartError> {
     let cores = shared.config.cores;
-    let mut inboxes: Vec<Option<_>> = inboxes.into_iter().map(Some).collect();
-    inboxes.resize_with(cores, || None);
+    let mut inboxes = inboxes.into_iter();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<usize, StartError>>(cores);
     let mut handles = Vec::with_capacity(cores);
     for id in 0..cores {
         let shared = shared.clone();
         let ready = ready_tx.clone();
-        let inbox = inboxes[id].take();
+        let inbox = inboxes.next();
         let pin = shared.config.pin_cores.then_some(id % cpus);
         let h = std::thread::Builder::new()
             .name(format!("zring-core-{id}"))
