@@ -27,9 +27,10 @@ use monoio::io::Splitable;
 use monoio::net::{TcpListener, TcpStream};
 use tracing::{debug, error, info, warn};
 
-use crate::core::{CoreCtx, Signal};
+use crate::core::CoreCtx;
 use crate::inpod::handoff::{CoreAnswer, CoreMail, Inbox};
 use crate::inpod::pod::{CorePod, PodPort, Upstreams, original_dst};
+use crate::latch::Latch;
 use crate::net::copy::{self, Transferred};
 
 /// One pod served by this core.
@@ -37,15 +38,15 @@ use crate::net::copy::{self, Transferred};
 struct Served {
     pod: CorePod,
     /// Fired on removal: accept loops end and drop their listeners.
-    stop: Signal,
+    stop: Latch<()>,
     /// Fired at the drain deadline after removal: connections still open are cut.
-    kill: Signal,
+    kill: Latch<()>,
     /// Accept loops still running; `closed` fires when it reaches 0 after `stop`.
     loops: Cell<usize>,
-    closed: Signal,
+    closed: Latch<()>,
     /// Connections open; `emptied` fires when it reaches 0 after `stop`.
     conns: Cell<u64>,
-    emptied: Signal,
+    emptied: Latch<()>,
 }
 
 /// The core's pod task: runs for the core's life.
@@ -81,18 +82,18 @@ pub(super) async fn run(ctx: Rc<CoreCtx>, inbox: Inbox) {
                     let uid = pod.uid.clone();
                     let served = Rc::new(Served {
                         pod: CorePod::new(pod, upstreams.clone()),
-                        stop: Signal::default(),
-                        kill: Signal::default(),
+                        stop: Latch::default(),
+                        kill: Latch::default(),
                         loops: Cell::new(0),
-                        closed: Signal::default(),
+                        closed: Latch::default(),
                         conns: Cell::new(0),
-                        emptied: Signal::default(),
+                        emptied: Latch::default(),
                     });
                     let result = start(&ctx, &served, listeners);
                     if result.is_ok() {
                         pods.insert(uid, served);
                     } else {
-                        served.stop.fire();
+                        served.stop.fire(());
                     }
                     let _ = done.send(CoreAnswer {
                         core: ctx.id,
@@ -141,9 +142,9 @@ fn remove(
     served: Rc<Served>,
     done: Option<crossbeam_channel::Sender<CoreAnswer>>,
 ) {
-    served.stop.fire();
+    served.stop.fire(());
     if served.conns.get() == 0 {
-        served.emptied.fire();
+        served.emptied.fire(());
     }
     let (ctx, deadline) = (ctx.clone(), ctx.config().drain_deadline);
     monoio::spawn(async move {
@@ -169,7 +170,7 @@ fn remove(
                     open = served.conns.get(),
                     "removed pod: closing connections still open at the drain deadline"
                 );
-                served.kill.fire();
+                served.kill.fire(());
             }
         }
     });
@@ -196,7 +197,7 @@ async fn accept_loop(ctx: Rc<CoreCtx>, served: Rc<Served>, listener: TcpListener
     drop(listener);
     served.loops.set(served.loops.get() - 1);
     if served.loops.get() == 0 {
-        served.closed.fire();
+        served.closed.fire(());
     }
 }
 
@@ -207,7 +208,7 @@ impl Drop for PodConn<'_> {
     fn drop(&mut self) {
         self.0.conns.set(self.0.conns.get() - 1);
         if self.0.conns.get() == 0 && self.0.stop.is_fired() {
-            self.0.emptied.fire();
+            self.0.emptied.fire(());
         }
     }
 }
