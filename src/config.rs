@@ -126,6 +126,11 @@ pub const VARS: &[Var] = &[
         help: "ztunnel-format YAML with workloads, services, policies; re-read on change",
     },
     Var {
+        name: "LOCAL_XDS",
+        default: "(none)",
+        help: "ztunnel's inline config; refused (write it to a file for LOCAL_XDS_PATH)",
+    },
+    Var {
         name: "NODE_NAME",
         default: "(hostname)",
         help: "node this instance serves; workloads on it are local",
@@ -1014,8 +1019,19 @@ mod tests {
             ("LOCAL_XDS_PATH", "/definitely/not/here.yaml"),
             ("TRUST_DOMAIN", "Cluster Local"),
             ("ZRING_CONNECT_TIMEOUT_MS", "-5"),
-            ("XDS_ADDRESS", "istiod:15012"),
+            ("XDS_ADDRESS", "istiod:15012/xds"),
             ("XDS_ADDRESS", "grpc://istiod:15012"),
+            ("CA_ADDRESS", "istiod:port"),
+            ("FAKE_CA", "maybe"),
+            ("LOCAL_XDS", "workloads: []"),
+            ("ZTUNNEL_WORKER_THREADS", "many"),
+            ("ZTUNNEL_WORKER_THREADS", "0%"),
+            ("ZTUNNEL_WORKER_THREADS", "101%"),
+            ("ZTUNNEL_RESOURCE_CPU_LIMIT", "0"),
+            ("ZTUNNEL_RESOURCE_CPU_LIMIT", "lots"),
+            ("ZTUNNEL_RESOURCE_CPU_REQUEST", "-1"),
+            ("ZTUNNEL_CPU_LIMIT", "1.5"),
+            ("CONNECTION_TERMINATION_DEADLINE", "soon"),
             ("CA_ADDRESS", "https://"),
             ("SECRET_TTL", "5m"),
             ("SECRET_TTL", "1y"),
@@ -1039,7 +1055,7 @@ mod tests {
 
     #[test]
     fn control_plane_settings() {
-        let c = cfg(&[]).unwrap();
+        let c = cfg(&[("XDS_ADDRESS", ""), ("CA_ADDRESS", "")]).unwrap();
         assert!(c.xds.is_none() && c.ca.is_none());
         assert_eq!(c.secret_ttl, Duration::from_secs(86400));
         assert_eq!(c.instance_ip, IpAddr::from([1, 1, 1, 1]));
@@ -1065,6 +1081,130 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(e.var, "XDS_ADDRESS");
+        assert!(e.expected.contains("XDS_ADDRESS= (empty)"), "{e}");
+        // The file alone: no xDS default, but the CA still defaults to istiod (as ztunnel).
+        let c = cfg(&[("LOCAL_XDS_PATH", file.path().to_str().unwrap())]).unwrap();
+        assert!(c.xds.is_none());
+        assert_eq!(c.ca.as_ref().unwrap().address(), ISTIOD_LOCAL);
+    }
+
+    fn addresses(pairs: &[(&str, &str)]) -> (Option<String>, Option<String>) {
+        let c = cfg(pairs).unwrap();
+        let a = |t: &Option<Target>| t.as_ref().map(|t| t.address().to_owned());
+        (a(&c.xds), a(&c.ca))
+    }
+
+    #[test]
+    fn addresses_read_as_ztunnel_reads_them() {
+        let some = |s: &str| Some(s.to_owned());
+        // Unset: istiod, in a pod by its service name, elsewhere on localhost.
+        assert_eq!(addresses(&[]), (some(ISTIOD_LOCAL), some(ISTIOD_LOCAL)));
+        assert_eq!(
+            addresses(&[("KUBERNETES_SERVICE_HOST", "10.96.0.1")]),
+            (some(ISTIOD_IN_CLUSTER), some(ISTIOD_IN_CLUSTER))
+        );
+        assert_eq!(ISTIOD_IN_CLUSTER, "https://istiod.istio-system.svc:15012");
+        // Empty (or blank): off.
+        assert_eq!(addresses(&[("XDS_ADDRESS", ""), ("CA_ADDRESS", " ")]), (None, None));
+        // Each on its own: the CA does not follow XDS_ADDRESS.
+        assert_eq!(
+            addresses(&[("XDS_ADDRESS", "")]),
+            (None, some(ISTIOD_LOCAL))
+        );
+        assert_eq!(
+            addresses(&[("CA_ADDRESS", "")]),
+            (some(ISTIOD_LOCAL), None)
+        );
+        // host:port without a scheme is TLS; schemes are kept.
+        for (raw, address, tls) in [
+            ("istiod.istio-system.svc:15012", "https://istiod.istio-system.svc:15012", true),
+            ("istiod-1-24.istio-system.svc:15012", "https://istiod-1-24.istio-system.svc:15012", true),
+            ("10.0.0.7:15012", "https://10.0.0.7:15012", true),
+            ("[fd00::7]:15012", "https://[fd00::7]:15012", true),
+            ("https://istiod:15012", "https://istiod:15012", true),
+            ("http://127.0.0.1:15010", "http://127.0.0.1:15010", false),
+        ] {
+            for var in ["XDS_ADDRESS", "CA_ADDRESS"] {
+                let c = cfg(&[(var, raw)]).unwrap();
+                let t = if var == "XDS_ADDRESS" { c.xds } else { c.ca }.unwrap();
+                assert_eq!((t.address(), t.is_tls()), (address, tls), "{var}={raw}");
+            }
+        }
+        // FAKE_CA: ztunnel's switch to its test CA; ours is the development CA.
+        let c = cfg(&[("FAKE_CA", "true"), ("CA_ADDRESS", "istiod:15012")]).unwrap();
+        assert!(c.ca.is_none() && c.xds.is_some());
+        // Every choice is explained for `zring check`.
+        let c = cfg(&[("XDS_ADDRESS", "")]).unwrap();
+        assert!(c.notes.contains(&"XDS_ADDRESS empty: off".to_owned()), "{:?}", c.notes);
+        assert!(
+            c.notes.iter().any(|n| n.starts_with("CA_ADDRESS unset: https://localhost:15012")),
+            "{:?}",
+            c.notes
+        );
+    }
+
+    #[test]
+    fn cluster_id_and_cpu_count_as_ztunnel() {
+        let c = cfg(&[("CLUSTER_ID", "c1"), ("ISTIO_META_CLUSTER_ID", "c2")]).unwrap();
+        assert_eq!(c.cluster_id, "c2");
+        assert_eq!(cfg(&[("CLUSTER_ID", "c1")]).unwrap().cluster_id, "c1");
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = |pairs: &[(&str, &str)]| cfg(pairs).unwrap().cores;
+        assert_eq!(cores(&[]), cpus);
+        assert_eq!(cores(&[("ZTUNNEL_CPU_LIMIT", "1")]), 1);
+        assert_eq!(cores(&[("ZTUNNEL_RESOURCE_CPU_LIMIT", "500m")]), 1);
+        // A limit above this machine's CPUs counts what there is.
+        assert_eq!(cores(&[("ZTUNNEL_CPU_LIMIT", "4096")]), cpus);
+        assert_eq!(cores(&[("ZTUNNEL_WORKER_THREADS", "3")]), 3);
+        assert_eq!(cores(&[("ZTUNNEL_WORKER_THREADS", "0")]), cpus);
+        assert_eq!(cores(&[("ZTUNNEL_WORKER_THREADS", "1%")]), 1);
+        assert_eq!(cores(&[("ZTUNNEL_WORKER_THREADS", "100%")]), cpus);
+        assert_eq!(
+            cores(&[("ZTUNNEL_WORKER_THREADS", "3"), ("ZRING_CORES", "2")]),
+            2
+        );
+        assert_eq!(worker_threads("50%", 8), Some(4));
+        assert_eq!(worker_threads("10%", 8), Some(1));
+        assert_eq!(parse_cpu_quantity("X", "1.5"), Ok(2));
+        assert_eq!(parse_cpu_quantity("X", "2500m"), Ok(3));
+        // The request is checked, not used.
+        assert_eq!(cores(&[("ZTUNNEL_RESOURCE_CPU_REQUEST", "200m")]), cpus);
+        let c = cfg(&[("CONNECTION_TERMINATION_DEADLINE", "7s")]).unwrap();
+        assert_eq!(c.drain_deadline, Duration::from_secs(7));
+        let c = cfg(&[
+            ("CONNECTION_TERMINATION_DEADLINE", "7s"),
+            ("ZRING_DRAIN_DEADLINE", "3s"),
+        ])
+        .unwrap();
+        assert_eq!(c.drain_deadline, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn unimplemented_variables_are_accepted_and_listed() {
+        let c = cfg(&[
+            ("ISTIO_META_DNS_CAPTURE", "true"),
+            ("NETWORK", "net1"),
+            ("IPV6_ENABLED", "false"),
+            ("CRL_PATH", ""),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.not_implemented.iter().map(|l| l.split(':').next().unwrap()).collect::<Vec<_>>(),
+            ["ISTIO_META_DNS_CAPTURE=true", "NETWORK=net1"]
+        );
+        let listed = unimplemented_in([
+            ("XDS_HEADER_X_FOO".to_owned(), "bar".to_owned()),
+            ("KEEPALIVE_TIME".to_owned(), "30s".to_owned()),
+            ("ISTIO_META_DNS_CAPTURE".to_owned(), "False".to_owned()),
+            ("UNRELATED".to_owned(), "x".to_owned()),
+        ]);
+        assert_eq!(listed.len(), 2, "{listed:?}");
+        assert!(listed[0].starts_with("KEEPALIVE_TIME=30s: TCP keepalive"));
+        assert!(listed[1].starts_with("XDS_HEADER_X_FOO=bar: extra gRPC headers"));
+        // None of them is also a variable zring implements.
+        for u in NOT_IMPLEMENTED {
+            assert!(!VARS.iter().any(|v| v.name == u.name), "{}", u.name);
+        }
     }
 
     #[test]
@@ -1072,6 +1212,8 @@ mod tests {
         let src = include_str!("config.rs");
         for name in src
             .split("var(\"")
+            .chain(src.split("get(\""))
+            .filter(|s| !s.starts_with("//"))
             .skip(1)
             .filter_map(|s| s.split('"').next())
         {
