@@ -468,11 +468,15 @@ fn unimplemented_in(vars: impl IntoIterator<Item = (String, String)>) -> Vec<Str
         .into_iter()
         .filter(|(_, v)| !v.trim().is_empty())
         .filter_map(|(k, v)| {
-            let u = NOT_IMPLEMENTED.iter().find(|u| match u.name.strip_suffix('*') {
-                Some(prefix) => k.starts_with(prefix),
-                None => k == u.name,
-            })?;
-            let asks_for_ours = u.same_as.is_some_and(|same| v.trim().eq_ignore_ascii_case(same));
+            let u = NOT_IMPLEMENTED
+                .iter()
+                .find(|u| match u.name.strip_suffix('*') {
+                    Some(prefix) => k.starts_with(prefix),
+                    None => k == u.name,
+                })?;
+            let asks_for_ours = u
+                .same_as
+                .is_some_and(|same| v.trim().eq_ignore_ascii_case(same));
             (!asks_for_ours).then(|| format!("{k}={v}: {}", u.what))
         })
         .collect();
@@ -599,7 +603,9 @@ impl Config {
         let mut notes = Vec::new();
         let xds_address = match get("XDS_ADDRESS") {
             None if local_xds_path.is_some() => {
-                notes.push("XDS_ADDRESS unset with LOCAL_XDS_PATH: no xDS, the file is the config".into());
+                notes.push(
+                    "XDS_ADDRESS unset with LOCAL_XDS_PATH: no xDS, the file is the config".into(),
+                );
                 None
             }
             raw => resolve_address("XDS_ADDRESS", raw, istiod, &mut notes),
@@ -610,31 +616,34 @@ impl Config {
         } else {
             resolve_address("CA_ADDRESS", get("CA_ADDRESS"), istiod, &mut notes)
         };
-        let target = |address: &'static str,
-                      a: Option<String>,
-                      roots: &'static str,
-                      alt: &'static str| {
-            let Some(a) = a else {
-                return Ok(None);
-            };
-            let roots = var(roots).unwrap_or_else(|| DEFAULT_ROOT_CA.into());
-            if roots == "SYSTEM" {
-                return Err(err(
-                    address,
+        let target =
+            |address: &'static str, a: Option<String>, roots: &'static str, alt: &'static str| {
+                let Some(a) = a else {
+                    return Ok(None);
+                };
+                let roots = var(roots).unwrap_or_else(|| DEFAULT_ROOT_CA.into());
+                if roots == "SYSTEM" {
+                    return Err(err(
+                        address,
+                        &a,
+                        "system roots (SYSTEM) are not supported; name a PEM file",
+                    ));
+                }
+                Target::new(
                     &a,
-                    "system roots (SYSTEM) are not supported; name a PEM file",
-                ));
-            }
-            Target::new(
-                &a,
-                Path::new(&roots),
-                var(alt).as_deref(),
-                Some(auth_token.clone()),
-            )
-            .map(Some)
-            .map_err(|e| err(address, &a, &e.to_string()))
-        };
-        let xds = target("XDS_ADDRESS", xds_address, "XDS_ROOT_CA", "ALT_XDS_HOSTNAME")?;
+                    Path::new(&roots),
+                    var(alt).as_deref(),
+                    Some(auth_token.clone()),
+                )
+                .map(Some)
+                .map_err(|e| err(address, &a, &e.to_string()))
+            };
+        let xds = target(
+            "XDS_ADDRESS",
+            xds_address,
+            "XDS_ROOT_CA",
+            "ALT_XDS_HOSTNAME",
+        )?;
         let ca = target("CA_ADDRESS", ca_address, "CA_ROOT_CA", "ALT_CA_HOSTNAME")?;
         if let (Some(x), Some(_)) = (&xds, &local_xds_path) {
             return Err(err(
@@ -728,18 +737,20 @@ impl Config {
                     var("CONNECTION_TERMINATION_DEADLINE"),
                 ) {
                     (None, None) => None,
-                    (Some(v), _) | (None, Some(v)) => Some(parse_duration(&v).ok_or_else(|| {
-                        let name = if var("ZRING_DRAIN_DEADLINE").is_some() {
-                            "ZRING_DRAIN_DEADLINE"
-                        } else {
-                            "CONNECTION_TERMINATION_DEADLINE"
-                        };
-                        err(
-                            name,
-                            &v,
-                            "expected a duration such as 20s or 1500ms (at least 10ms)",
-                        )
-                    })?),
+                    (Some(v), _) | (None, Some(v)) => {
+                        Some(parse_duration(&v).ok_or_else(|| {
+                            let name = if var("ZRING_DRAIN_DEADLINE").is_some() {
+                                "ZRING_DRAIN_DEADLINE"
+                            } else {
+                                "CONNECTION_TERMINATION_DEADLINE"
+                            };
+                            err(
+                                name,
+                                &v,
+                                "expected a duration such as 20s or 1500ms (at least 10ms)",
+                            )
+                        })?)
+                    }
                 },
                 match var("TERMINATION_GRACE_PERIOD_SECONDS") {
                     None => None,
@@ -816,7 +827,11 @@ fn parse_cpu_quantity(var: &'static str, v: &str) -> Result<usize, ConfigError> 
     };
     match cores {
         Ok(c) if c.is_finite() && c > 0.0 && c <= (1u64 << 20) as f64 => Ok(c.ceil() as usize),
-        _ => Err(err(var, v, "expected a positive CPU quantity such as 2, 1.5 or 500m")),
+        _ => Err(err(
+            var,
+            v,
+            "expected a positive CPU quantity such as 2, 1.5 or 500m",
+        )),
     }
 }
 
@@ -1105,20 +1120,28 @@ mod tests {
         );
         assert_eq!(ISTIOD_IN_CLUSTER, "https://istiod.istio-system.svc:15012");
         // Empty (or blank): off.
-        assert_eq!(addresses(&[("XDS_ADDRESS", ""), ("CA_ADDRESS", " ")]), (None, None));
+        assert_eq!(
+            addresses(&[("XDS_ADDRESS", ""), ("CA_ADDRESS", " ")]),
+            (None, None)
+        );
         // Each on its own: the CA does not follow XDS_ADDRESS.
         assert_eq!(
             addresses(&[("XDS_ADDRESS", "")]),
             (None, some(ISTIOD_LOCAL))
         );
-        assert_eq!(
-            addresses(&[("CA_ADDRESS", "")]),
-            (some(ISTIOD_LOCAL), None)
-        );
+        assert_eq!(addresses(&[("CA_ADDRESS", "")]), (some(ISTIOD_LOCAL), None));
         // host:port without a scheme is TLS; schemes are kept.
         for (raw, address, tls) in [
-            ("istiod.istio-system.svc:15012", "https://istiod.istio-system.svc:15012", true),
-            ("istiod-1-24.istio-system.svc:15012", "https://istiod-1-24.istio-system.svc:15012", true),
+            (
+                "istiod.istio-system.svc:15012",
+                "https://istiod.istio-system.svc:15012",
+                true,
+            ),
+            (
+                "istiod-1-24.istio-system.svc:15012",
+                "https://istiod-1-24.istio-system.svc:15012",
+                true,
+            ),
             ("10.0.0.7:15012", "https://10.0.0.7:15012", true),
             ("[fd00::7]:15012", "https://[fd00::7]:15012", true),
             ("https://istiod:15012", "https://istiod:15012", true),
@@ -1135,9 +1158,15 @@ mod tests {
         assert!(c.ca.is_none() && c.xds.is_some());
         // Every choice is explained for `zring check`.
         let c = cfg(&[("XDS_ADDRESS", "")]).unwrap();
-        assert!(c.notes.contains(&"XDS_ADDRESS empty: off".to_owned()), "{:?}", c.notes);
         assert!(
-            c.notes.iter().any(|n| n.starts_with("CA_ADDRESS unset: https://localhost:15012")),
+            c.notes.contains(&"XDS_ADDRESS empty: off".to_owned()),
+            "{:?}",
+            c.notes
+        );
+        assert!(
+            c.notes
+                .iter()
+                .any(|n| n.starts_with("CA_ADDRESS unset: https://localhost:15012")),
             "{:?}",
             c.notes
         );
@@ -1189,7 +1218,10 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            c.not_implemented.iter().map(|l| l.split(':').next().unwrap()).collect::<Vec<_>>(),
+            c.not_implemented
+                .iter()
+                .map(|l| l.split(':').next().unwrap())
+                .collect::<Vec<_>>(),
             ["ISTIO_META_DNS_CAPTURE=true", "NETWORK=net1"]
         );
         let listed = unimplemented_in([

@@ -93,7 +93,9 @@ impl Target {
         let host = uri.host().filter(|h| !h.is_empty()).ok_or(bad("no host"))?;
         // `Uri` keeps a port it cannot read (`istiod:port`) and reports none.
         let authority = uri.authority().map_or("", |a| a.as_str());
-        let after_host = authority.rsplit_once(']').map_or(authority, |(_, rest)| rest);
+        let after_host = authority
+            .rsplit_once(']')
+            .map_or(authority, |(_, rest)| rest);
         if let Some((_, port)) = after_host.rsplit_once(':')
             && port.parse::<u16>().is_err()
         {

@@ -80,7 +80,10 @@ enum Command<'a> {
 fn command(args: &[String]) -> Result<Command<'_>, String> {
     let first = args.first().map(String::as_str);
     if first == Some("redirect") {
-        return Ok(Command::Redirect(args.get(1).map(String::as_str), args.get(2)));
+        return Ok(Command::Redirect(
+            args.get(1).map(String::as_str),
+            args.get(2),
+        ));
     }
     // `proxy [TYPE]` is ztunnel's spelling of run; Istio's chart passes `proxy ztunnel`.
     let rest = match first {

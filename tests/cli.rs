@@ -9,7 +9,12 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = Command::new(ZRING);
     cmd.args(args).env_remove("LOCAL_XDS_PATH");
     // The control plane as the caller's environment has it would change the answers.
-    for k in ["XDS_ADDRESS", "CA_ADDRESS", "KUBERNETES_SERVICE_HOST", "FAKE_CA"] {
+    for k in [
+        "XDS_ADDRESS",
+        "CA_ADDRESS",
+        "KUBERNETES_SERVICE_HOST",
+        "FAKE_CA",
+    ] {
         cmd.env_remove(k);
     }
     for (k, v) in env {
@@ -77,7 +82,10 @@ fn unknown_command_and_extra_arguments() {
         assert!(err.contains("zring --help"), "{args:?}: {err}");
     }
     let (_, _, err) = run(&["proxy", "sidecar"], &[]);
-    assert!(err.contains("\"sidecar\"") && err.contains("proxy ztunnel"), "{err}");
+    assert!(
+        err.contains("\"sidecar\"") && err.contains("proxy ztunnel"),
+        "{err}"
+    );
 }
 
 /// Istio's ztunnel chart starts the container with `proxy ztunnel`; `proxy` alone is ztunnel's
@@ -87,7 +95,10 @@ fn proxy_ztunnel_is_run() {
     for args in [&["proxy", "ztunnel"][..], &["proxy"], &["run"], &[]] {
         let (code, out, err) = run(args, &[("ZRING_CORES", "lots")]);
         assert_eq!(code, 2, "{args:?}: {out}{err}");
-        assert!(err.starts_with("zring: invalid ZRING_CORES="), "{args:?}: {err}");
+        assert!(
+            err.starts_with("zring: invalid ZRING_CORES="),
+            "{args:?}: {err}"
+        );
     }
 }
 
@@ -100,7 +111,10 @@ fn check_explains_the_control_plane() {
     // Unset: ztunnel's defaults, by service name inside a pod.
     let (code, out, err) = run(
         &["check"],
-        &[("KUBERNETES_SERVICE_HOST", "10.96.0.1"), ("CA_ROOT_CA", roots)],
+        &[
+            ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
+            ("CA_ROOT_CA", roots),
+        ],
     );
     assert_eq!(code, 0, "{err}");
     assert!(
@@ -115,7 +129,10 @@ fn check_explains_the_control_plane() {
     // The chart's scheme-less address is TLS.
     let (code, out, err) = run(
         &["check"],
-        &[("XDS_ADDRESS", "istiod-canary.istio-system.svc:15012"), ("CA_ROOT_CA", roots)],
+        &[
+            ("XDS_ADDRESS", "istiod-canary.istio-system.svc:15012"),
+            ("CA_ROOT_CA", roots),
+        ],
     );
     assert_eq!(code, 0, "{err}");
     assert!(
@@ -125,7 +142,10 @@ fn check_explains_the_control_plane() {
     // Empty: off.
     let (code, out, err) = run(&["check"], &[("XDS_ADDRESS", ""), ("CA_ADDRESS", "")]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("xds: off") && out.contains("ca: built-in development CA"), "{out}");
+    assert!(
+        out.contains("xds: off") && out.contains("ca: built-in development CA"),
+        "{out}"
+    );
     assert!(out.contains("XDS_ADDRESS empty: off"), "{out}");
     // An unimplemented ztunnel feature is accepted and named.
     let (code, out, err) = run(
