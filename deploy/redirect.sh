@@ -3,7 +3,7 @@
 # 15006, 15008, marks 0x539/0x111, fail-closed resets) and the policy route that delivers
 # marked packets locally (`ip rule fwmark 0x111 lookup 133`, `local 0.0.0.0/0 dev lo table 133`).
 #
-# The DaemonSet (deploy/zring.yaml) runs it as its init container, in the host network namespace
+# The node-mode DaemonSet (deploy/zring-node.yaml) runs it as its init container, in the host network namespace
 # with CAP_NET_ADMIN; it also runs by hand on a node as root. The rules themselves come from
 # `zring redirect`, which prints and installs the same text the test lab proves rule by rule
 # (src/capture.rs), so the two cannot drift. Idempotent: the table is replaced in one nft

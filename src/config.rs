@@ -15,6 +15,10 @@ use crate::grpc::{Target, TokenFile};
 /// ztunnel's default locations (it runs from `/`) for the mesh root and the istiod token.
 pub const DEFAULT_ROOT_CA: &str = "/var/run/secrets/istio/root-cert.pem";
 pub const DEFAULT_AUTH_TOKEN: &str = "/var/run/secrets/tokens/istio-token";
+/// ztunnel's control-plane address when `XDS_ADDRESS` / `CA_ADDRESS` are unset, in a
+/// Kubernetes pod (`KUBERNETES_SERVICE_HOST` set) and elsewhere.
+pub const ISTIOD_IN_CLUSTER: &str = "https://istiod.istio-system.svc:15012";
+pub const ISTIOD_LOCAL: &str = "https://localhost:15012";
 /// Environment variables with this prefix become xDS node metadata (prefix stripped), as in
 /// ztunnel and the Istio agent.
 pub const ISTIO_META_PREFIX: &str = "ISTIO_META_";
@@ -82,6 +86,8 @@ pub struct Config {
     pub trust_domain: String,
     pub pod_name: String,
     pub pod_namespace: String,
+    /// zring's own service account (`SERVICE_ACCOUNT`, from the downward API in the chart).
+    pub service_account: String,
     /// ztunnel-format local config; `None` runs with an empty snapshot (all passthrough).
     pub local_xds_path: Option<PathBuf>,
     /// How often the control thread checks `local_xds_path` for edits.
@@ -128,6 +134,12 @@ pub struct Config {
     pub instance_ip: IpAddr,
     /// `ISTIO_META_*` variables, prefix stripped: extra xDS node metadata.
     pub proxy_metadata: BTreeMap<String, String>,
+    /// How the control-plane addresses were chosen (default, set, disabled), one line each;
+    /// `zring check` prints them, `zring run` logs them.
+    pub notes: Vec<String>,
+    /// ztunnel variables that are set but whose feature zring lacks, `NAME=value: what`;
+    /// logged once at start-up (see [`NOT_IMPLEMENTED`]).
+    pub not_implemented: Vec<String>,
 }
 
 /// One documented environment variable, for `--help` and the README.
@@ -155,6 +167,11 @@ pub const VARS: &[Var] = &[
         help: "ztunnel-format YAML with workloads, services, policies; re-read on change",
     },
     Var {
+        name: "LOCAL_XDS",
+        default: "(none)",
+        help: "ztunnel's inline config; refused (write it to a file for LOCAL_XDS_PATH)",
+    },
+    Var {
         name: "NODE_NAME",
         default: "(hostname)",
         help: "node this instance serves; workloads on it are local",
@@ -163,6 +180,11 @@ pub const VARS: &[Var] = &[
         name: "CLUSTER_ID",
         default: "Kubernetes",
         help: "cluster name used in identities, metrics and baggage",
+    },
+    Var {
+        name: "ISTIO_META_CLUSTER_ID",
+        default: "(CLUSTER_ID)",
+        help: "takes precedence over CLUSTER_ID, as in ztunnel (the chart sets this one)",
     },
     Var {
         name: "TRUST_DOMAIN",
@@ -180,14 +202,39 @@ pub const VARS: &[Var] = &[
         help: "zring's own pod namespace (xDS node metadata)",
     },
     Var {
+        name: "SERVICE_ACCOUNT",
+        default: "(empty)",
+        help: "zring's own service account (the chart: ztunnel)",
+    },
+    Var {
         name: "PACKET_MARK",
         default: "1337",
         help: "SO_MARK on zring's upstream sockets (decimal or 0x hex)",
     },
     Var {
         name: "ZRING_CORES",
-        default: "(all CPUs)",
+        default: "(CPU count)",
         help: "number of per-core runtimes, 1..=1024",
+    },
+    Var {
+        name: "ZTUNNEL_WORKER_THREADS",
+        default: "(none)",
+        help: "ztunnel's thread count, used when ZRING_CORES is unset: N, or P% of the CPU count; 0: the CPU count",
+    },
+    Var {
+        name: "ZTUNNEL_RESOURCE_CPU_LIMIT",
+        default: "(none)",
+        help: "the container's CPU limit (2, 1500m): the CPU count, rounded up",
+    },
+    Var {
+        name: "ZTUNNEL_CPU_LIMIT",
+        default: "(none)",
+        help: "whole CPUs (downward API limits.cpu): the CPU count when no resource limit is given",
+    },
+    Var {
+        name: "ZTUNNEL_RESOURCE_CPU_REQUEST",
+        default: "(none)",
+        help: "the container's CPU request; validated, no effect (zring runs one runtime per counted CPU)",
     },
     Var {
         name: "ZRING_PIN_CORES",
@@ -245,9 +292,14 @@ pub const VARS: &[Var] = &[
         help: "overrides the drain deadline (e.g. 20s, 1500ms)",
     },
     Var {
+        name: "CONNECTION_TERMINATION_DEADLINE",
+        default: "(derived)",
+        help: "ztunnel's name for the drain deadline; ZRING_DRAIN_DEADLINE wins when both are set",
+    },
+    Var {
         name: "XDS_ADDRESS",
-        default: "(none)",
-        help: "istiod Delta ADS address, https://host:port (http:// for tests); excludes LOCAL_XDS_PATH",
+        default: "(istiod)",
+        help: "istiod Delta ADS address: host:port (TLS), https:// or http:// (tests); empty: no xDS; unset: ISTIOD, or none with LOCAL_XDS_PATH",
     },
     Var {
         name: "XDS_ROOT_CA",
@@ -261,8 +313,18 @@ pub const VARS: &[Var] = &[
     },
     Var {
         name: "CA_ADDRESS",
-        default: "(none)",
-        help: "Istio CA address, https://host:port; unset: the built-in development CA",
+        default: "(istiod)",
+        help: "Istio CA address: host:port (TLS), https:// or http://; unset: ISTIOD; empty: the built-in development CA",
+    },
+    Var {
+        name: "FAKE_CA",
+        default: "false",
+        help: "true: the built-in development CA whatever CA_ADDRESS says (ztunnel's test CA switch)",
+    },
+    Var {
+        name: "KUBERNETES_SERVICE_HOST",
+        default: "(set by Kubernetes)",
+        help: "ISTIOD is https://istiod.istio-system.svc:15012 when set, https://localhost:15012 when not",
     },
     Var {
         name: "CA_ROOT_CA",
@@ -309,7 +371,159 @@ pub const VARS: &[Var] = &[
         default: "plain",
         help: "plain | json (one JSON object per log line)",
     },
+    Var {
+        name: "RUST_BACKTRACE",
+        default: "(unset)",
+        help: "1: a panic prints a backtrace (Rust's standard library reads it)",
+    },
+    Var {
+        name: "INPOD_ENABLED",
+        default: "(none)",
+        help: "set by the chart; no effect (ztunnel no longer reads it either)",
+    },
 ];
+
+/// A ztunnel variable zring accepts without implementing its feature yet. Set, it is logged once
+/// at start-up (unless its value asks for what zring does anyway); never a start-up failure.
+#[derive(Debug)]
+pub struct Unimplemented {
+    /// The variable, or a prefix ending in `*`.
+    pub name: &'static str,
+    /// The value (case-insensitive) that asks for zring's behaviour: not logged.
+    pub same_as: Option<&'static str>,
+    /// What ztunnel does with it.
+    pub what: &'static str,
+}
+
+pub const NOT_IMPLEMENTED: &[Unimplemented] = &[
+    Unimplemented {
+        name: "ISTIO_META_DNS_CAPTURE",
+        same_as: Some("false"),
+        what: "ztunnel's DNS proxy on 15053; zring has none, pods resolve as without the mesh",
+    },
+    Unimplemented {
+        name: "ISTIO_META_DNS_PROXY_ADDR",
+        same_as: None,
+        what: "the DNS proxy's address; zring has no DNS proxy",
+    },
+    Unimplemented {
+        name: "NETWORK",
+        same_as: None,
+        what: "this cluster's network for multi-network meshes; zring treats every workload as reachable directly",
+    },
+    Unimplemented {
+        name: "CRL_PATH",
+        same_as: None,
+        what: "certificate revocation list; peer certificates are NOT checked against it",
+    },
+    Unimplemented {
+        name: "IPV6_ENABLED",
+        same_as: Some("false"),
+        what: "IPv6 listeners and dual-stack; zring listens on IPv4 only",
+    },
+    Unimplemented {
+        name: "XDS_ON_DEMAND",
+        same_as: Some("false"),
+        what: "on-demand xDS; zring subscribes to everything",
+    },
+    Unimplemented {
+        name: "PROXY_CONFIG",
+        same_as: None,
+        what: "ProxyConfig YAML (discoveryAddress, concurrency, proxyMetadata); use the variables",
+    },
+    Unimplemented {
+        name: "XDS_HEADER_*",
+        same_as: None,
+        what: "extra gRPC headers on the xDS stream",
+    },
+    Unimplemented {
+        name: "CA_HEADER_*",
+        same_as: None,
+        what: "extra gRPC headers on CA requests",
+    },
+    Unimplemented {
+        name: "CLUSTER_DOMAIN",
+        same_as: Some("cluster.local"),
+        what: "the cluster's DNS domain; zring assumes cluster.local",
+    },
+    Unimplemented {
+        name: "PREFERED_SERVICE_NAMESPACE",
+        same_as: None,
+        what: "the namespace preferred when a hostname names several services",
+    },
+    Unimplemented {
+        name: "KEEPALIVE_*",
+        same_as: None,
+        what: "TCP keepalive settings of proxied sockets",
+    },
+    Unimplemented {
+        name: "USER_TIMEOUT_ENABLED",
+        same_as: None,
+        what: "TCP_USER_TIMEOUT on proxied sockets",
+    },
+    Unimplemented {
+        name: "HTTP2_*",
+        same_as: None,
+        what: "HBONE HTTP/2 window and frame sizes",
+    },
+    Unimplemented {
+        name: "ENABLE_ORIG_SRC",
+        same_as: Some("true"),
+        what: "turning original-source spoofing off; zring always connects from the client's address",
+    },
+    Unimplemented {
+        name: "LOCALHOST_APP_TUNNEL",
+        same_as: None,
+        what: "tunnelling a pod's traffic to its own IP",
+    },
+    Unimplemented {
+        name: "ENABLE_RESPONSE_BAGGAGE",
+        same_as: None,
+        what: "baggage on HBONE responses",
+    },
+    Unimplemented {
+        name: "ENABLE_PROXY",
+        same_as: Some("true"),
+        what: "running without the proxy (DNS only)",
+    },
+    Unimplemented {
+        name: "UNSTABLE_ENABLE_SOCKS5",
+        same_as: Some("false"),
+        what: "a SOCKS5 listener on 127.0.0.1:15080",
+    },
+    Unimplemented {
+        name: "AUTHZ_POLICY_INFO_LOGGING",
+        same_as: Some("false"),
+        what: "authorization decisions logged at info",
+    },
+    Unimplemented {
+        name: "PROXY_WORKLOAD_INFO",
+        same_as: None,
+        what: "the workload of a dedicated proxy (ztunnel's PROXY_MODE=dedicated)",
+    },
+];
+
+/// Every set variable of [`NOT_IMPLEMENTED`], as `NAME=value: what`.
+fn unimplemented_in(vars: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
+    let mut out: Vec<String> = vars
+        .into_iter()
+        .filter(|(_, v)| !v.trim().is_empty())
+        .filter_map(|(k, v)| {
+            let u = NOT_IMPLEMENTED
+                .iter()
+                .find(|u| match u.name.strip_suffix('*') {
+                    Some(prefix) => k.starts_with(prefix),
+                    None => k == u.name,
+                })?;
+            let asks_for_ours = u
+                .same_as
+                .is_some_and(|same| v.trim().eq_ignore_ascii_case(same));
+            (!asks_for_ours).then(|| format!("{k}={v}: {}", u.what))
+        })
+        .collect();
+    out.sort();
+    out
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("invalid {var}={value:?}: {expected}")]
@@ -323,6 +537,7 @@ impl Config {
     /// Reads the process environment, including every `ISTIO_META_*` variable.
     pub fn from_env() -> Result<Config, ConfigError> {
         let mut config = Config::from_lookup(|name| std::env::var(name).ok())?;
+        config.not_implemented = unimplemented_in(std::env::vars());
         for (k, v) in std::env::vars() {
             if let Some(key) = k.strip_prefix(ISTIO_META_PREFIX).filter(|k| !k.is_empty()) {
                 config.proxy_metadata.insert(key.to_owned(), v);
@@ -336,9 +551,31 @@ impl Config {
         let var = |name: &'static str| get(name).filter(|v| !v.is_empty());
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
 
-        let cores = match var("ZRING_CORES") {
-            None => cpus,
-            Some(v) => parse_range("ZRING_CORES", &v, 1, 1024)? as usize,
+        // ztunnel's CPU count: the container's CPU limit when the chart passes one, else the
+        // machine's; never more runtimes than CPUs this process may use.
+        let cpu_count = match var("ZTUNNEL_RESOURCE_CPU_LIMIT") {
+            Some(v) => parse_cpu_quantity("ZTUNNEL_RESOURCE_CPU_LIMIT", &v)?,
+            None => match var("ZTUNNEL_CPU_LIMIT") {
+                Some(v) => parse_range("ZTUNNEL_CPU_LIMIT", &v, 1, 1 << 20)? as usize,
+                None => cpus,
+            },
+        }
+        .min(cpus);
+        if let Some(v) = var("ZTUNNEL_RESOURCE_CPU_REQUEST") {
+            parse_cpu_quantity("ZTUNNEL_RESOURCE_CPU_REQUEST", &v)?;
+        }
+        let cores = match (var("ZRING_CORES"), var("ZTUNNEL_WORKER_THREADS")) {
+            (Some(v), _) => parse_range("ZRING_CORES", &v, 1, 1024)? as usize,
+            (None, Some(v)) => worker_threads(&v, cpu_count)
+                .ok_or_else(|| {
+                    err(
+                        "ZTUNNEL_WORKER_THREADS",
+                        &v,
+                        "expected a whole number (0: the CPU count) or a percentage above 0 up to 100%",
+                    )
+                })?
+                .min(1024),
+            (None, None) => cpu_count.min(1024),
         };
         let proxy_mode = match var("PROXY_MODE").as_deref() {
             None => DEFAULT_PROXY_MODE,
@@ -412,34 +649,71 @@ impl Config {
                 required: false,
             },
         };
-        let target = |address: &'static str, roots: &'static str, alt: &'static str| {
-            let Some(a) = var(address) else {
-                return Ok(None);
-            };
-            let roots = var(roots).unwrap_or_else(|| DEFAULT_ROOT_CA.into());
-            if roots == "SYSTEM" {
-                return Err(err(
-                    address,
-                    &a,
-                    "system roots (SYSTEM) are not supported; name a PEM file",
-                ));
-            }
-            Target::new(
-                &a,
-                Path::new(&roots),
-                var(alt).as_deref(),
-                Some(auth_token.clone()),
-            )
-            .map(Some)
-            .map_err(|e| err(address, &a, &e.to_string()))
+        // ztunnel's rule for both addresses: unset means istiod, empty means off, no scheme
+        // means TLS. zring takes its config from one source, so a local file turns the xDS
+        // default off (ztunnel would layer the file under xDS; naming both is refused below).
+        let istiod = match var("KUBERNETES_SERVICE_HOST") {
+            Some(_) => ISTIOD_IN_CLUSTER,
+            None => ISTIOD_LOCAL,
         };
-        let xds = target("XDS_ADDRESS", "XDS_ROOT_CA", "ALT_XDS_HOSTNAME")?;
-        let ca = target("CA_ADDRESS", "CA_ROOT_CA", "ALT_CA_HOSTNAME")?;
+        let mut notes = Vec::new();
+        let xds_address = match get("XDS_ADDRESS") {
+            None if local_xds_path.is_some() => {
+                notes.push(
+                    "XDS_ADDRESS unset with LOCAL_XDS_PATH: no xDS, the file is the config".into(),
+                );
+                None
+            }
+            raw => resolve_address("XDS_ADDRESS", raw, istiod, &mut notes),
+        };
+        let ca_address = if parse_bool("FAKE_CA", var("FAKE_CA"), false)? {
+            notes.push("FAKE_CA=true: the built-in development CA".into());
+            None
+        } else {
+            resolve_address("CA_ADDRESS", get("CA_ADDRESS"), istiod, &mut notes)
+        };
+        let target =
+            |address: &'static str, a: Option<String>, roots: &'static str, alt: &'static str| {
+                let Some(a) = a else {
+                    return Ok(None);
+                };
+                let roots = var(roots).unwrap_or_else(|| DEFAULT_ROOT_CA.into());
+                if roots == "SYSTEM" {
+                    return Err(err(
+                        address,
+                        &a,
+                        "system roots (SYSTEM) are not supported; name a PEM file",
+                    ));
+                }
+                Target::new(
+                    &a,
+                    Path::new(&roots),
+                    var(alt).as_deref(),
+                    Some(auth_token.clone()),
+                )
+                .map(Some)
+                .map_err(|e| err(address, &a, &e.to_string()))
+            };
+        let xds = target(
+            "XDS_ADDRESS",
+            xds_address,
+            "XDS_ROOT_CA",
+            "ALT_XDS_HOSTNAME",
+        )?;
+        let ca = target("CA_ADDRESS", ca_address, "CA_ROOT_CA", "ALT_CA_HOSTNAME")?;
         if let (Some(x), Some(_)) = (&xds, &local_xds_path) {
             return Err(err(
                 "XDS_ADDRESS",
                 x.address(),
-                "LOCAL_XDS_PATH is set too; use one config source",
+                "LOCAL_XDS_PATH is set too, and zring takes its config from one source \
+                 (ztunnel would layer the file under xDS); set XDS_ADDRESS= (empty) to use the file",
+            ));
+        }
+        if var("LOCAL_XDS").is_some() {
+            return Err(err(
+                "LOCAL_XDS",
+                "(inline YAML)",
+                "inline config is not supported; write it to a file and set LOCAL_XDS_PATH",
             ));
         }
         let secret_ttl = match var("SECRET_TTL") {
@@ -481,10 +755,13 @@ impl Config {
             node_name,
             proxy_mode,
             inpod_uds,
-            cluster_id: var("CLUSTER_ID").unwrap_or_else(|| "Kubernetes".into()),
+            cluster_id: var("ISTIO_META_CLUSTER_ID")
+                .or_else(|| var("CLUSTER_ID"))
+                .unwrap_or_else(|| "Kubernetes".into()),
             trust_domain,
             pod_name: var("POD_NAME").unwrap_or_default(),
             pod_namespace: var("POD_NAMESPACE").unwrap_or_default(),
+            service_account: var("SERVICE_ACCOUNT").unwrap_or_default(),
             local_xds_path,
             local_xds_poll: ms("ZRING_LOCAL_XDS_POLL_MS", 1000, 10, 3_600_000)?,
             packet_mark,
@@ -513,15 +790,25 @@ impl Config {
                 Some(v) => parse_range("POOL_MAX_STREAMS_PER_CONNECTION", &v, 1, 10_000)? as u32,
             },
             drain_deadline: crate::drain::deadline(
-                match var("ZRING_DRAIN_DEADLINE") {
-                    None => None,
-                    Some(v) => Some(parse_duration(&v).ok_or_else(|| {
-                        err(
-                            "ZRING_DRAIN_DEADLINE",
-                            &v,
-                            "expected a duration such as 20s or 1500ms (at least 10ms)",
-                        )
-                    })?),
+                match (
+                    var("ZRING_DRAIN_DEADLINE"),
+                    var("CONNECTION_TERMINATION_DEADLINE"),
+                ) {
+                    (None, None) => None,
+                    (Some(v), _) | (None, Some(v)) => {
+                        Some(parse_duration(&v).ok_or_else(|| {
+                            let name = if var("ZRING_DRAIN_DEADLINE").is_some() {
+                                "ZRING_DRAIN_DEADLINE"
+                            } else {
+                                "CONNECTION_TERMINATION_DEADLINE"
+                            };
+                            err(
+                                name,
+                                &v,
+                                "expected a duration such as 20s or 1500ms (at least 10ms)",
+                            )
+                        })?)
+                    }
                 },
                 match var("TERMINATION_GRACE_PERIOD_SECONDS") {
                     None => None,
@@ -554,7 +841,71 @@ impl Config {
             secret_ttl,
             instance_ip,
             proxy_metadata: BTreeMap::new(),
+            notes,
+            not_implemented: unimplemented_in(
+                NOT_IMPLEMENTED
+                    .iter()
+                    .filter(|u| !u.name.ends_with('*'))
+                    .filter_map(|u| Some((u.name.to_owned(), get(u.name)?))),
+            ),
         })
+    }
+}
+
+/// One control-plane address as ztunnel reads it: unset is `default`, empty (or blank) is
+/// off, `host:port` without a scheme is TLS; each choice is noted for `zring check`.
+fn resolve_address(
+    name: &'static str,
+    raw: Option<String>,
+    default: &str,
+    notes: &mut Vec<String>,
+) -> Option<String> {
+    let resolved = match raw.as_deref().map(str::trim) {
+        None => {
+            notes.push(format!("{name} unset: {default} (ztunnel's default)"));
+            return Some(default.to_owned());
+        }
+        Some("") => {
+            notes.push(format!("{name} empty: off"));
+            return None;
+        }
+        Some(a) if a.contains("://") => a.to_owned(),
+        Some(a) => format!("https://{a}"),
+    };
+    notes.push(format!("{name}: {resolved}"));
+    Some(resolved)
+}
+
+/// A Kubernetes CPU quantity (`2`, `1.5`, `500m`) as whole CPUs, rounded up (ztunnel's reading).
+fn parse_cpu_quantity(var: &'static str, v: &str) -> Result<usize, ConfigError> {
+    let t = v.trim();
+    let cores = match t.strip_suffix('m') {
+        Some(millis) => millis.parse::<f64>().map(|m| m / 1000.0),
+        None => t.parse::<f64>(),
+    };
+    match cores {
+        Ok(c) if c.is_finite() && c > 0.0 && c <= (1u64 << 20) as f64 => Ok(c.ceil() as usize),
+        _ => Err(err(
+            var,
+            v,
+            "expected a positive CPU quantity such as 2, 1.5 or 500m",
+        )),
+    }
+}
+
+/// `ZTUNNEL_WORKER_THREADS`: `N` threads (0: the CPU count) or `P%` of the CPU count, rounded
+/// up, at least one.
+fn worker_threads(v: &str, cpu_count: usize) -> Option<usize> {
+    let v = v.trim();
+    match v.strip_suffix('%') {
+        Some(p) => {
+            let p: f64 = p.trim().parse().ok()?;
+            (p > 0.0 && p <= 100.0).then(|| ((cpu_count as f64 * p / 100.0).ceil() as usize).max(1))
+        }
+        None => match v.parse::<usize>().ok()? {
+            0 => Some(cpu_count),
+            n => Some(n),
+        },
     }
 }
 
@@ -759,8 +1110,19 @@ mod tests {
             ("LOCAL_XDS_PATH", "/definitely/not/here.yaml"),
             ("TRUST_DOMAIN", "Cluster Local"),
             ("ZRING_CONNECT_TIMEOUT_MS", "-5"),
-            ("XDS_ADDRESS", "istiod:15012"),
+            ("XDS_ADDRESS", "istiod:15012/xds"),
             ("XDS_ADDRESS", "grpc://istiod:15012"),
+            ("CA_ADDRESS", "istiod:port"),
+            ("FAKE_CA", "maybe"),
+            ("LOCAL_XDS", "workloads: []"),
+            ("ZTUNNEL_WORKER_THREADS", "many"),
+            ("ZTUNNEL_WORKER_THREADS", "0%"),
+            ("ZTUNNEL_WORKER_THREADS", "101%"),
+            ("ZTUNNEL_RESOURCE_CPU_LIMIT", "0"),
+            ("ZTUNNEL_RESOURCE_CPU_LIMIT", "lots"),
+            ("ZTUNNEL_RESOURCE_CPU_REQUEST", "-1"),
+            ("ZTUNNEL_CPU_LIMIT", "1.5"),
+            ("CONNECTION_TERMINATION_DEADLINE", "soon"),
             ("CA_ADDRESS", "https://"),
             ("SECRET_TTL", "5m"),
             ("SECRET_TTL", "1y"),
@@ -786,7 +1148,7 @@ mod tests {
 
     #[test]
     fn control_plane_settings() {
-        let c = cfg(&[]).unwrap();
+        let c = cfg(&[("XDS_ADDRESS", ""), ("CA_ADDRESS", "")]).unwrap();
         assert!(c.xds.is_none() && c.ca.is_none());
         assert_eq!(c.secret_ttl, Duration::from_secs(86400));
         assert_eq!(c.instance_ip, IpAddr::from([1, 1, 1, 1]));
@@ -812,6 +1174,147 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(e.var, "XDS_ADDRESS");
+        assert!(e.expected.contains("XDS_ADDRESS= (empty)"), "{e}");
+        // The file alone: no xDS default, but the CA still defaults to istiod (as ztunnel).
+        let c = cfg(&[("LOCAL_XDS_PATH", file.path().to_str().unwrap())]).unwrap();
+        assert!(c.xds.is_none());
+        assert_eq!(c.ca.as_ref().unwrap().address(), ISTIOD_LOCAL);
+    }
+
+    fn addresses(pairs: &[(&str, &str)]) -> (Option<String>, Option<String>) {
+        let c = cfg(pairs).unwrap();
+        let a = |t: &Option<Target>| t.as_ref().map(|t| t.address().to_owned());
+        (a(&c.xds), a(&c.ca))
+    }
+
+    #[test]
+    fn addresses_read_as_ztunnel_reads_them() {
+        let some = |s: &str| Some(s.to_owned());
+        // Unset: istiod, in a pod by its service name, elsewhere on localhost.
+        assert_eq!(addresses(&[]), (some(ISTIOD_LOCAL), some(ISTIOD_LOCAL)));
+        assert_eq!(
+            addresses(&[("KUBERNETES_SERVICE_HOST", "10.96.0.1")]),
+            (some(ISTIOD_IN_CLUSTER), some(ISTIOD_IN_CLUSTER))
+        );
+        assert_eq!(ISTIOD_IN_CLUSTER, "https://istiod.istio-system.svc:15012");
+        // Empty (or blank): off.
+        assert_eq!(
+            addresses(&[("XDS_ADDRESS", ""), ("CA_ADDRESS", " ")]),
+            (None, None)
+        );
+        // Each on its own: the CA does not follow XDS_ADDRESS.
+        assert_eq!(
+            addresses(&[("XDS_ADDRESS", "")]),
+            (None, some(ISTIOD_LOCAL))
+        );
+        assert_eq!(addresses(&[("CA_ADDRESS", "")]), (some(ISTIOD_LOCAL), None));
+        // host:port without a scheme is TLS; schemes are kept.
+        for (raw, address, tls) in [
+            (
+                "istiod.istio-system.svc:15012",
+                "https://istiod.istio-system.svc:15012",
+                true,
+            ),
+            (
+                "istiod-1-24.istio-system.svc:15012",
+                "https://istiod-1-24.istio-system.svc:15012",
+                true,
+            ),
+            ("10.0.0.7:15012", "https://10.0.0.7:15012", true),
+            ("[fd00::7]:15012", "https://[fd00::7]:15012", true),
+            ("https://istiod:15012", "https://istiod:15012", true),
+            ("http://127.0.0.1:15010", "http://127.0.0.1:15010", false),
+        ] {
+            for var in ["XDS_ADDRESS", "CA_ADDRESS"] {
+                let c = cfg(&[(var, raw)]).unwrap();
+                let t = if var == "XDS_ADDRESS" { c.xds } else { c.ca }.unwrap();
+                assert_eq!((t.address(), t.is_tls()), (address, tls), "{var}={raw}");
+            }
+        }
+        // FAKE_CA: ztunnel's switch to its test CA; ours is the development CA.
+        let c = cfg(&[("FAKE_CA", "true"), ("CA_ADDRESS", "istiod:15012")]).unwrap();
+        assert!(c.ca.is_none() && c.xds.is_some());
+        // Every choice is explained for `zring check`.
+        let c = cfg(&[("XDS_ADDRESS", "")]).unwrap();
+        assert!(
+            c.notes.contains(&"XDS_ADDRESS empty: off".to_owned()),
+            "{:?}",
+            c.notes
+        );
+        assert!(
+            c.notes
+                .iter()
+                .any(|n| n.starts_with("CA_ADDRESS unset: https://localhost:15012")),
+            "{:?}",
+            c.notes
+        );
+    }
+
+    #[test]
+    fn cluster_id_and_cpu_count_as_ztunnel() {
+        let c = cfg(&[("CLUSTER_ID", "c1"), ("ISTIO_META_CLUSTER_ID", "c2")]).unwrap();
+        assert_eq!(c.cluster_id, "c2");
+        assert_eq!(cfg(&[("CLUSTER_ID", "c1")]).unwrap().cluster_id, "c1");
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = |pairs: &[(&str, &str)]| cfg(pairs).unwrap().cores;
+        assert_eq!(cores(&[]), cpus);
+        assert_eq!(cores(&[("ZTUNNEL_CPU_LIMIT", "1")]), 1);
+        assert_eq!(cores(&[("ZTUNNEL_RESOURCE_CPU_LIMIT", "500m")]), 1);
+        // A limit above this machine's CPUs counts what there is.
+        assert_eq!(cores(&[("ZTUNNEL_CPU_LIMIT", "4096")]), cpus);
+        assert_eq!(cores(&[("ZTUNNEL_WORKER_THREADS", "3")]), 3);
+        assert_eq!(cores(&[("ZTUNNEL_WORKER_THREADS", "0")]), cpus);
+        assert_eq!(cores(&[("ZTUNNEL_WORKER_THREADS", "1%")]), 1);
+        assert_eq!(cores(&[("ZTUNNEL_WORKER_THREADS", "100%")]), cpus);
+        assert_eq!(
+            cores(&[("ZTUNNEL_WORKER_THREADS", "3"), ("ZRING_CORES", "2")]),
+            2
+        );
+        assert_eq!(worker_threads("50%", 8), Some(4));
+        assert_eq!(worker_threads("10%", 8), Some(1));
+        assert_eq!(parse_cpu_quantity("X", "1.5"), Ok(2));
+        assert_eq!(parse_cpu_quantity("X", "2500m"), Ok(3));
+        // The request is checked, not used.
+        assert_eq!(cores(&[("ZTUNNEL_RESOURCE_CPU_REQUEST", "200m")]), cpus);
+        let c = cfg(&[("CONNECTION_TERMINATION_DEADLINE", "7s")]).unwrap();
+        assert_eq!(c.drain_deadline, Duration::from_secs(7));
+        let c = cfg(&[
+            ("CONNECTION_TERMINATION_DEADLINE", "7s"),
+            ("ZRING_DRAIN_DEADLINE", "3s"),
+        ])
+        .unwrap();
+        assert_eq!(c.drain_deadline, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn unimplemented_variables_are_accepted_and_listed() {
+        let c = cfg(&[
+            ("ISTIO_META_DNS_CAPTURE", "true"),
+            ("NETWORK", "net1"),
+            ("IPV6_ENABLED", "false"),
+            ("CRL_PATH", ""),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.not_implemented
+                .iter()
+                .map(|l| l.split(':').next().unwrap())
+                .collect::<Vec<_>>(),
+            ["ISTIO_META_DNS_CAPTURE=true", "NETWORK=net1"]
+        );
+        let listed = unimplemented_in([
+            ("XDS_HEADER_X_FOO".to_owned(), "bar".to_owned()),
+            ("KEEPALIVE_TIME".to_owned(), "30s".to_owned()),
+            ("ISTIO_META_DNS_CAPTURE".to_owned(), "False".to_owned()),
+            ("UNRELATED".to_owned(), "x".to_owned()),
+        ]);
+        assert_eq!(listed.len(), 2, "{listed:?}");
+        assert!(listed[0].starts_with("KEEPALIVE_TIME=30s: TCP keepalive"));
+        assert!(listed[1].starts_with("XDS_HEADER_X_FOO=bar: extra gRPC headers"));
+        // None of them is also a variable zring implements.
+        for u in NOT_IMPLEMENTED {
+            assert!(!VARS.iter().any(|v| v.name == u.name), "{}", u.name);
+        }
     }
 
     #[test]
@@ -819,6 +1322,8 @@ mod tests {
         let src = include_str!("config.rs");
         for name in src
             .split("var(\"")
+            .chain(src.split("get(\""))
+            .filter(|s| !s.starts_with("//"))
             .skip(1)
             .filter_map(|s| s.split('"').next())
         {

@@ -53,8 +53,8 @@ pub fn run() -> anyhow::Result<()> {
             .env("NODE_NAME", node_name)
             .env("LOCAL_XDS_PATH", &config)
             .env("ZRING_DEV_CA_DIR", &ca_dir)
-            .env_remove("CA_ADDRESS")
-            .env_remove("XDS_ADDRESS")
+            .env("CA_ADDRESS", "")
+            .env("XDS_ADDRESS", "")
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),

@@ -76,7 +76,8 @@ struct Tls {
 }
 
 impl Target {
-    /// Checks the address (`http://host:port` or `https://host:port`); TLS settings apply to
+    /// Checks the address (`http://host:port` or `https://host:port`; `config` has already
+    /// turned ztunnel's scheme-less `host:port` into `https://`); TLS settings apply to
     /// `https` only.
     pub fn new(
         address: &str,
@@ -90,6 +91,16 @@ impl Target {
         };
         let uri: Uri = address.parse().map_err(|_| bad("not a URI"))?;
         let host = uri.host().filter(|h| !h.is_empty()).ok_or(bad("no host"))?;
+        // `Uri` keeps a port it cannot read (`istiod:port`) and reports none.
+        let authority = uri.authority().map_or("", |a| a.as_str());
+        let after_host = authority
+            .rsplit_once(']')
+            .map_or(authority, |(_, rest)| rest);
+        if let Some((_, port)) = after_host.rsplit_once(':')
+            && port.parse::<u16>().is_err()
+        {
+            return Err(bad("the port is not a number from 0 to 65535"));
+        }
         if uri.path() != "/" && !uri.path().is_empty() {
             return Err(bad("a path is not allowed"));
         }

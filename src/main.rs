@@ -1,11 +1,12 @@
 //! The `zring` command line: parse the subcommand, validate configuration, hand over to `app`.
+//! `proxy ztunnel` (what Istio's ztunnel chart passes) and `proxy` are `run`.
 //!
 //! Runs on the main thread. Configuration comes from the environment (see `zring --help`);
 //! errors print as one line and exit non-zero.
 
 use std::process::ExitCode;
 
-use zring::config::{Config, VARS};
+use zring::config::{Config, NOT_IMPLEMENTED, VARS};
 
 #[global_allocator]
 static GLOBAL: zring::sys::alloc::Counting = zring::sys::alloc::Counting::new();
@@ -17,6 +18,8 @@ fn usage() -> String {
 Usage:
   zring [run]     run the proxy on this node (proxies on 15001, 15006, 15008; admin on
                   127.0.0.1:15000, metrics on :15020, readiness on :15021)
+  zring proxy [ztunnel]
+                  the same, as Istio's ztunnel chart starts it (`proxy ztunnel`)
   zring demo      as root: build the seed's two-node cluster in network namespaces, run zring
                   on each node, send traffic appa → appb, print the access logs, clean up
   zring check     validate the environment and LOCAL_XDS_PATH, then exit
@@ -38,6 +41,13 @@ Capture modes (PROXY_MODE):
                   node's TPROXY rules (`zring redirect apply`) send enrolled pods' traffic there
   Unset: node for now (in-pod's data path is being wired); any other value is refused.
 
+Control plane: like ztunnel, XDS_ADDRESS and CA_ADDRESS default to istiod (ISTIOD below:
+https://istiod.istio-system.svc:15012 in a Kubernetes pod, https://localhost:15012 elsewhere),
+read host:port without a scheme as TLS, and are off when set to the empty string: run without
+istiod as `XDS_ADDRESS= CA_ADDRESS= LOCAL_XDS_PATH=config.yaml zring run` (the local file, the
+built-in development CA). LOCAL_XDS_PATH alone turns only the xDS default off. `zring check`
+shows what was chosen.
+
 Configuration (environment):
 ",
     );
@@ -53,33 +63,84 @@ Configuration (environment):
             s.push_str(&format!("{head}\n{:HELP_COLUMN$}{}\n", "", v.help));
         }
     }
+    s.push_str(
+        "
+Accepted for ztunnel compatibility but not implemented (a set one is logged at start-up):
+",
+    );
+    for u in NOT_IMPLEMENTED {
+        s.push_str(&format!("  {:<28} {}\n", u.name, u.what));
+    }
     s
+}
+
+/// What `zring` was asked to do, from its arguments.
+#[derive(Debug, PartialEq, Eq)]
+enum Command<'a> {
+    Run,
+    Check,
+    Demo,
+    Help,
+    Version,
+    Redirect(Option<&'a str>, Option<&'a String>),
+}
+
+/// Reads the arguments; `Err` is the one-line complaint (exit status 2).
+fn command(args: &[String]) -> Result<Command<'_>, String> {
+    let first = args.first().map(String::as_str);
+    if first == Some("redirect") {
+        return Ok(Command::Redirect(
+            args.get(1).map(String::as_str),
+            args.get(2),
+        ));
+    }
+    // `proxy [TYPE]` is ztunnel's spelling of run; Istio's chart passes `proxy ztunnel`.
+    let rest = match first {
+        Some("proxy") => match args.get(1).map(String::as_str) {
+            None | Some("ztunnel") => &args[args.len().min(2)..],
+            Some(other) => {
+                return Err(format!(
+                    "proxy type {other:?} is not supported: zring is a node proxy, \
+                     `zring proxy ztunnel` (see zring --help)"
+                ));
+            }
+        },
+        _ => args.get(1..).unwrap_or_default(),
+    };
+    if let Some(extra) = rest.first() {
+        return Err(format!("unexpected argument {extra:?} (see zring --help)"));
+    }
+    Ok(match first.unwrap_or("run") {
+        "run" | "proxy" => Command::Run,
+        "check" => Command::Check,
+        "demo" => Command::Demo,
+        "help" | "-h" | "--help" => Command::Help,
+        "version" | "-V" | "--version" => Command::Version,
+        other => return Err(format!("unknown command {other:?} (see zring --help)")),
+    })
 }
 
 fn main() -> ExitCode {
     zring::sys::alloc::configure();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let cmd = args.first().map(String::as_str).unwrap_or("run");
-    if cmd == "redirect" {
-        return redirect(args.get(1).map(String::as_str), args.get(2));
-    }
-    if args.len() > 1 {
-        eprintln!(
-            "zring: unexpected argument {:?} (see zring --help)",
-            args[1]
-        );
-        return ExitCode::from(2);
-    }
+    let cmd = match command(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("zring: {e}");
+            return ExitCode::from(2);
+        }
+    };
     match cmd {
-        "help" | "-h" | "--help" => {
+        Command::Redirect(action, extra) => return redirect(action, extra),
+        Command::Help => {
             print!("{}", usage());
             return ExitCode::SUCCESS;
         }
-        "version" | "-V" | "--version" => {
+        Command::Version => {
             println!("zring {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
-        "demo" => {
+        Command::Demo => {
             init_logging_to_stderr_quietly();
             return match zring::demo::run() {
                 Ok(()) => ExitCode::SUCCESS,
@@ -89,11 +150,7 @@ fn main() -> ExitCode {
                 }
             };
         }
-        "run" | "check" => {}
-        other => {
-            eprintln!("zring: unknown command {other:?} (see zring --help)");
-            return ExitCode::from(2);
-        }
+        Command::Run | Command::Check => {}
     }
     let config = match Config::from_env() {
         Ok(c) => c,
@@ -102,10 +159,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if cmd == "check" {
+    if cmd == Command::Check {
         return match zring::app::check(&config) {
             Ok(report) => {
                 print!("{report}");
+                for note in &config.notes {
+                    println!("control plane: {note}");
+                }
+                for line in &config.not_implemented {
+                    println!("not implemented (accepted): {line}");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -116,6 +179,12 @@ fn main() -> ExitCode {
     }
     // The guard flushes the log writer's queue when main returns.
     let (logs, _flush) = zring::logging::init(config.log_format);
+    for note in &config.notes {
+        tracing::info!("control plane: {note}");
+    }
+    for line in &config.not_implemented {
+        tracing::warn!("accepted but not implemented: {line}");
+    }
     match zring::app::run(config, Some(logs)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -8,6 +8,15 @@ const ZRING: &str = env!("CARGO_BIN_EXE_zring");
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = Command::new(ZRING);
     cmd.args(args).env_remove("LOCAL_XDS_PATH");
+    // The control plane as the caller's environment has it would change the answers.
+    for k in [
+        "XDS_ADDRESS",
+        "CA_ADDRESS",
+        "KUBERNETES_SERVICE_HOST",
+        "FAKE_CA",
+    ] {
+        cmd.env_remove(k);
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -26,6 +35,10 @@ fn help_lists_every_variable() {
     for v in zring::config::VARS {
         assert!(out.contains(v.name), "{} missing from --help", v.name);
     }
+    for u in zring::config::NOT_IMPLEMENTED {
+        assert!(out.contains(u.name), "{} missing from --help", u.name);
+    }
+    assert!(out.contains("zring proxy [ztunnel]") && out.contains("XDS_ADDRESS= CA_ADDRESS="));
 }
 
 #[test]
@@ -41,8 +54,9 @@ fn bad_variable_is_one_line_naming_it() {
         ("ZRING_CORES", "lots"),
         ("ZRING_DRIVER", "kqueue"),
         ("PACKET_MARK", "-1"),
-        ("XDS_ADDRESS", "istiod:15012"),
+        ("XDS_ADDRESS", "istiod:15012/xds"),
         ("CA_ADDRESS", "ftp://istiod:15012"),
+        ("CA_ADDRESS", "istiod:port"),
         ("SECRET_TTL", "1s"),
     ] {
         let (code, out, err) = run(&["run"], &[(k, v)]);
@@ -56,6 +70,103 @@ fn bad_variable_is_one_line_naming_it() {
 fn unknown_command_and_extra_arguments() {
     assert_eq!(run(&["frobnicate"], &[]).0, 2);
     assert_eq!(run(&["run", "extra"], &[]).0, 2);
+    for args in [
+        &["proxy", "sidecar"][..],
+        &["proxy", "router"],
+        &["proxy", "ztunnel", "extra"],
+        &["check", "extra"],
+    ] {
+        let (code, out, err) = run(args, &[]);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains("zring --help"), "{args:?}: {err}");
+    }
+    let (_, _, err) = run(&["proxy", "sidecar"], &[]);
+    assert!(
+        err.contains("\"sidecar\"") && err.contains("proxy ztunnel"),
+        "{err}"
+    );
+}
+
+/// Istio's ztunnel chart starts the container with `proxy ztunnel`; `proxy` alone is ztunnel's
+/// default command too. Both reach `run`: a bad variable is reported the way `run` reports it.
+#[test]
+fn proxy_ztunnel_is_run() {
+    for args in [&["proxy", "ztunnel"][..], &["proxy"], &["run"], &[]] {
+        let (code, out, err) = run(args, &[("ZRING_CORES", "lots")]);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(
+            err.starts_with("zring: invalid ZRING_CORES="),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn check_explains_the_control_plane() {
+    let dir = tempfile::tempdir().unwrap();
+    let roots = dir.path().join("root-cert.pem");
+    std::fs::write(&roots, a_root_pem()).unwrap();
+    let roots = roots.to_str().unwrap();
+    // Unset: ztunnel's defaults, by service name inside a pod.
+    let (code, out, err) = run(
+        &["check"],
+        &[
+            ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
+            ("CA_ROOT_CA", roots),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("xds: Delta ADS from https://istiod.istio-system.svc:15012"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ca: Istio CA at https://istiod.istio-system.svc:15012"),
+        "{out}"
+    );
+    assert!(out.contains("XDS_ADDRESS unset"), "{out}");
+    // The chart's scheme-less address is TLS.
+    let (code, out, err) = run(
+        &["check"],
+        &[
+            ("XDS_ADDRESS", "istiod-canary.istio-system.svc:15012"),
+            ("CA_ROOT_CA", roots),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("xds: Delta ADS from https://istiod-canary.istio-system.svc:15012"),
+        "{out}"
+    );
+    // Empty: off.
+    let (code, out, err) = run(&["check"], &[("XDS_ADDRESS", ""), ("CA_ADDRESS", "")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("xds: off") && out.contains("ca: built-in development CA"),
+        "{out}"
+    );
+    assert!(out.contains("XDS_ADDRESS empty: off"), "{out}");
+    // An unimplemented ztunnel feature is accepted and named.
+    let (code, out, err) = run(
+        &["check"],
+        &[
+            ("XDS_ADDRESS", ""),
+            ("CA_ADDRESS", ""),
+            ("ISTIO_META_DNS_CAPTURE", "true"),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("not implemented (accepted): ISTIO_META_DNS_CAPTURE=true"),
+        "{out}"
+    );
+}
+
+/// A root certificate's PEM, enough for the root file `check` loads.
+fn a_root_pem() -> String {
+    let ca = zring::identity::DevCa::generate().unwrap();
+    zring::identity::pem_certificate(ca.root())
 }
 
 #[test]
@@ -69,7 +180,14 @@ fn broken_yaml_is_refused_with_its_location() {
     .unwrap();
     let path = p.to_str().unwrap();
     for cmd in ["check", "run"] {
-        let (code, out, err) = run(&[cmd], &[("LOCAL_XDS_PATH", path), ("ZRING_CORES", "1")]);
+        let (code, out, err) = run(
+            &[cmd],
+            &[
+                ("LOCAL_XDS_PATH", path),
+                ("CA_ADDRESS", ""),
+                ("ZRING_CORES", "1"),
+            ],
+        );
         assert_ne!(code, 0, "{cmd}: {out}{err}");
         assert!(
             err.contains("LOCAL_XDS_PATH") && err.contains("not-an-ip"),
@@ -84,7 +202,7 @@ fn check_accepts_the_seed_config() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/data/seed-two-nodes.yaml"
     );
-    let (code, out, err) = run(&["check"], &[("LOCAL_XDS_PATH", seed)]);
+    let (code, out, err) = run(&["check"], &[("LOCAL_XDS_PATH", seed), ("CA_ADDRESS", "")]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("2 workloads, 1 services, 1 policies"), "{out}");
 }

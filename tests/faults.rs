@@ -147,7 +147,9 @@ fn io_uring_unavailable_falls_back_to_epoll() {
     cmd.env("ZRING_DRIVER", "uring")
         .env("PROXY_MODE", "node")
         .env("NODE_NAME", "c")
-        .env("ZRING_DEV_CA_DIR", &m.ca_dir);
+        .env("ZRING_DEV_CA_DIR", &m.ca_dir)
+        .env("XDS_ADDRESS", "")
+        .env("CA_ADDRESS", "");
     let p = m
         .lab
         .spawn_process_without_io_uring(m.lab.underlay(), cmd)

@@ -115,8 +115,9 @@ impl Mesh {
     /// Writes `config` (ztunnel's local-config YAML) into the lab's directory, installs capture
     /// on each of `nodes` and starts zring (`binary`) there with `NODE_NAME` set to the node's
     /// name, `LOCAL_XDS_PATH` pointing at the config (unless `env` sets `XDS_ADDRESS`: then the
-    /// config comes from xDS and the file is unused) and `env` on top of the defaults (2 cores,
-    /// poll the config every 50 ms) and the proxy's own (zring: `PROXY_MODE=node`).
+    /// config comes from xDS and the file is unused; else `XDS_ADDRESS` empty), `CA_ADDRESS`
+    /// empty (the shared development CA; unset would mean istiod) and `env` on top of the
+    /// defaults (2 cores, poll the config every 50 ms) and the proxy's own (zring: `PROXY_MODE=node`).
     pub fn start(
         lab: Lab,
         binary: &Path,
@@ -202,7 +203,10 @@ impl Mesh {
             .any(|(k, v)| k == "XDS_ADDRESS" && !v.is_empty());
         if !from_xds {
             cmd.env("LOCAL_XDS_PATH", &self.config);
+            cmd.env("XDS_ADDRESS", "");
         }
+        // The development CA unless the test names a CA (unset would mean istiod).
+        cmd.env("CA_ADDRESS", "");
         for (k, v) in &self.proxy.env {
             cmd.env(k, v);
         }
