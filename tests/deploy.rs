@@ -16,8 +16,6 @@ const NODE: &str = "deploy/zring-node.yaml";
 const UNINSTALL: &str = "deploy/zring-uninstall.yaml";
 /// Read by `zring redirect`, not by `zring run`.
 const REDIRECT_VARS: [&str; 2] = ["ZRING_POD_CIDRS", "ZRING_POD_INTERFACES"];
-/// The mode switch, read by `config` once the in-pod work (issue 12) lands beside this.
-const MODE_VARS: [&str; 1] = ["PROXY_MODE"];
 
 fn documents(path: &str) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap();
@@ -95,7 +93,6 @@ fn known(name: &str) -> bool {
             .iter()
             .any(|u| u.name == name)
         || REDIRECT_VARS.contains(&name)
-        || MODE_VARS.contains(&name)
         || name.starts_with(zring::config::ISTIO_META_PREFIX)
 }
 
