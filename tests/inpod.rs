@@ -113,6 +113,8 @@ fn start_zring(lab: &Lab, uds: &Path) -> Result<Process> {
         .env("NODE_NAME", "a")
         .env("ZRING_CORES", "2")
         .env("LOCAL_XDS_PATH", &config)
+        .env("XDS_ADDRESS", "")
+        .env("CA_ADDRESS", "")
         .env("ZRING_DEV_CA_DIR", lab.dir().join("dev-ca"))
         .env("ZRING_DRAIN_DEADLINE", "1s")
         .env("RUST_LOG", "info");
