@@ -48,49 +48,70 @@ pub const MAX_LOCAL_ERROR_RESETS: usize = 1024;
 pub const PING_INTERVAL: Duration = Duration::from_secs(10);
 pub const PING_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Everything that can end an HBONE connection or stream before its bytes flow.
+/// Everything that can end an HBONE connection or stream before its bytes flow. Each variant
+/// says which step failed; `proxy::Error::report` gives each its answer, `response_flags` and
+/// side.
 #[derive(Debug, thiserror::Error)]
 pub enum HboneError {
+    /// The TCP connect to the peer's 15008 failed or timed out (the text names the address).
+    #[error(transparent)]
+    Connect(crate::net::Error),
+    /// The TCP connection is up; the TLS handshake failed (alerts, a peer identity we do not
+    /// accept, a reset mid-handshake).
     #[error("TLS handshake with {peer}: {source}")]
     Tls {
         peer: std::net::SocketAddr,
         source: std::io::Error,
     },
+    /// TLS is up; the HTTP/2 handshake (preface and SETTINGS) failed. The only `From<h2::Error>`:
+    /// `?` in the handshake lands here, errors on streams are named explicitly.
+    #[error("HTTP/2 handshake: {0}")]
+    Http2Handshake(#[from] h2::Error),
+    /// A step did not finish within the connect timeout.
+    #[error("{phase} {peer} timed out")]
+    Timeout {
+        peer: std::net::SocketAddr,
+        phase: Phase,
+    },
     #[error("no certificate for {0} yet")]
     NoCertificate(crate::identity::Identity),
     #[error("TLS configuration: {0}")]
     Config(#[from] crate::identity::Error),
-    #[error("peer identity: {0}")]
-    PeerIdentity(crate::identity::Error),
+    /// The CONNECT stream to the peer failed after the peer took the request.
     #[error("HTTP/2: {0}")]
-    H2(#[from] h2::Error),
+    H2(h2::Error),
     #[error("HTTP/2 connection unusable before the request was taken: {0}")]
     Retryable(h2::Error),
-    #[error("HBONE handshake with {0} timed out")]
-    HandshakeTimeout(std::net::SocketAddr),
+    /// Another task's dial, which this one waited for, failed (its text).
     #[error("pooled connection to {0} failed: {1}")]
     Pooled(std::net::SocketAddr, std::sync::Arc<str>),
     #[error("CONNECT refused with status {0}")]
     Status(http::StatusCode),
+    /// Server side: the request is not a CONNECT this server serves (answered 400).
     #[error("bad CONNECT request: {0}")]
     BadRequest(&'static str),
+    /// Server side: the client's stream failed (reset while zring connected to the pod, or gone
+    /// before the answer could be sent).
+    #[error("HTTP/2: {0}")]
+    Downstream(h2::Error),
 }
 
-impl HboneError {
-    /// The `response_flags` value for a connection that ended with this error.
-    pub fn response_flag(&self) -> &'static str {
-        match self {
-            HboneError::Status(s) if *s == http::StatusCode::UNAUTHORIZED => "DENY",
-            HboneError::Status(_) => "CONNECT",
-            HboneError::Tls { .. }
-            | HboneError::NoCertificate(_)
-            | HboneError::Config(_)
-            | HboneError::PeerIdentity(_)
-            | HboneError::H2(_)
-            | HboneError::Retryable(_)
-            | HboneError::HandshakeTimeout(_)
-            | HboneError::Pooled(..) => "CONNECT",
-            HboneError::BadRequest(_) => "DENY",
-        }
+/// The step of an HBONE client connection that a timeout cut short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    TcpConnect,
+    Tls,
+    Http2Handshake,
+    ConnectRequest,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Phase::TcpConnect => "TCP connect to",
+            Phase::Tls => "TLS handshake with",
+            Phase::Http2Handshake => "HTTP/2 handshake with",
+            Phase::ConnectRequest => "CONNECT request to",
+        })
     }
 }
