@@ -115,3 +115,75 @@ impl std::fmt::Display for Phase {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use monoio::net::TcpListener;
+    use rustls::ClientConfig;
+
+    use super::HboneError;
+    use super::Phase;
+    use super::client::{Dial, H2Client};
+
+    /// A client config good enough to start a handshake (nothing here gets past TLS).
+    fn client_config() -> Arc<ClientConfig> {
+        let config = ClientConfig::builder_with_provider(crate::crypto::crypto_provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        Arc::new(config)
+    }
+
+    fn dial(via: std::net::SocketAddr) -> Dial {
+        Dial {
+            via,
+            source_ip: None,
+            mark: 0,
+            timeout: Duration::from_millis(300),
+        }
+    }
+
+    /// A refused TCP connect is reported as the connect it is, not as a TLS failure.
+    #[monoio::test_all(timer_enabled = true)]
+    async fn a_refused_connect_names_the_tcp_connect() {
+        let via = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let e = H2Client::connect(dial(via), client_config())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, HboneError::Connect(_)), "{e:?}");
+        assert!(
+            e.to_string().starts_with(&format!("connect to {via}: ")),
+            "{e}"
+        );
+    }
+
+    /// A peer that accepts TCP and then says nothing times out in the TLS handshake, and the
+    /// error says which step it was.
+    #[monoio::test_all(timer_enabled = true)]
+    async fn a_silent_peer_times_out_in_the_tls_handshake() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let via = l.local_addr().unwrap();
+        let client = H2Client::connect(dial(via), client_config());
+        // The accepted socket stays open (held in `_accepted`) until the client gave up.
+        let (r, _accepted) = monoio::join!(client, l.accept());
+        let e = r.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                HboneError::Timeout {
+                    phase: Phase::Tls,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(e.to_string(), format!("TLS handshake with {via} timed out"));
+    }
+}

@@ -59,7 +59,7 @@ async fn prepare<'c>(ctx: &'c CoreCtx, rec: &mut ConnRecord) -> Result<Upstream<
         route.dst_workload.clone(),
         route.dst_service.clone(),
     );
-    let (target, registration) = match route.action {
+    let target = match route.action {
         Action::Hbone {
             via,
             authority,
@@ -78,24 +78,24 @@ async fn prepare<'c>(ctx: &'c CoreCtx, rec: &mut ConnRecord) -> Result<Upstream<
             let tunnel = Box::pin(tunnel(ctx, rec, &route, peer, via, authority)).await?;
             return Ok(Upstream::Hbone(tunnel));
         }
-        Action::Passthrough(a) | Action::Direct(a) => (a, None),
-        // A pod on this node: no zring on the way in, so this core enforces the destination's
-        // policies itself, with the source's identity (zring knows its own pods).
-        Action::DirectLocal(a) => match &route.dst_workload {
-            Some(w) => {
-                let subject = Subject {
-                    src_identity: super::workload_identity(&route.source).ok(),
-                    src_ip: src.ip(),
-                    dst: a,
-                    dst_uid: w.uid.clone(),
-                };
-                (a, Some(super::authorize(ctx, &snapshot, subject, w)?))
-            }
-            None => (a, None),
-        },
+        Action::Passthrough(a) | Action::Direct(a) | Action::DirectLocal(a) => a,
     };
     let kind = route.action.kind();
     info!(core = ctx.id, "proxy to {target} using TCP type {kind}");
+    // A pod on this node: no zring on the way in, so this core enforces the destination's
+    // policies itself, with the source's identity (zring knows its own pods).
+    let registration =
+        if let (Action::DirectLocal(_), Some(w)) = (&route.action, &route.dst_workload) {
+            let subject = Subject {
+                src_identity: super::workload_identity(&route.source).ok(),
+                src_ip: src.ip(),
+                dst: target,
+                dst_uid: w.uid.clone(),
+            };
+            Some(super::authorize(ctx, &snapshot, subject, w)?)
+        } else {
+            None
+        };
     drop(snapshot);
     let upstream = TcpUpstream::connect(ctx, rec, target, SpoofSide::Outbound, registration);
     Ok(Upstream::Tcp(upstream.await?))
