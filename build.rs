@@ -1,5 +1,6 @@
 //! Compiles `proto/` into Rust at build time: protox parses the .proto files in pure Rust (no
 //! system `protoc`), tonic-prost-build generates prost messages and the gRPC client stubs.
+//! `zds.proto` (istio-cni's node-agent protocol) has no service: only its messages are generated.
 //!
 //! Server stubs are generated too, but only compiled into the crate's unit tests
 //! (`#[cfg(test)]` on every server module): the fake istiod and fake CA in the tests are real
@@ -17,6 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/envoy/base.proto",
         "proto/envoy/discovery.proto",
         "proto/google/rpc/status.proto",
+        "proto/zds.proto",
     ];
     for p in PROTOS {
         println!("cargo:rerun-if-changed={p}");

@@ -1,5 +1,6 @@
 //! Jittered exponential backoff for the control thread's reconnects and retries (xDS stream,
-//! CA requests). Pure: the caller supplies the randomness source's seed and sleeps itself.
+//! CA requests). Pure: the caller sleeps itself; the jitter comes from `rng::Rng`, seeded from
+//! the clock or, in tests, by the caller.
 //!
 //! Each delay doubles from `min` up to `max`; the delay handed out is drawn uniformly from its
 //! upper half ("equal jitter"), so many proxies restarted together spread their reconnects
@@ -7,31 +8,34 @@
 
 use std::time::Duration;
 
+use crate::rng::Rng;
+
 #[derive(Debug, Clone)]
 pub struct Backoff {
     min: Duration,
     max: Duration,
     /// The un-jittered delay the next `next()` is drawn from.
     current: Duration,
-    /// xorshift64 state; never zero.
-    rng: u64,
+    /// Draws the jitter.
+    rng: Rng,
 }
 
 impl Backoff {
     pub fn new(min: Duration, max: Duration) -> Backoff {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-            ^ u64::from(std::process::id()).rotate_left(32);
-        Backoff::with_seed(min, max, seed)
+        Backoff::with_rng(min, max, Rng::from_clock())
     }
 
+    /// A backoff whose jitter repeats for a given `seed` (for tests).
     pub fn with_seed(min: Duration, max: Duration, seed: u64) -> Backoff {
+        Backoff::with_rng(min, max, Rng::new(seed))
+    }
+
+    fn with_rng(min: Duration, max: Duration, rng: Rng) -> Backoff {
         Backoff {
             min,
             max: max.max(min),
             current: min,
-            rng: seed | 1,
+            rng,
         }
     }
 
@@ -44,7 +48,7 @@ impl Backoff {
         let jitter = if span == 0 {
             0
         } else {
-            self.random() % (span + 1)
+            self.rng.below(span + 1)
         };
         half + Duration::from_nanos(jitter)
     }
@@ -52,13 +56,6 @@ impl Backoff {
     /// Back to the shortest delay, after a success.
     pub fn reset(&mut self) {
         self.current = self.min;
-    }
-
-    fn random(&mut self) -> u64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng
     }
 }
 

@@ -1,14 +1,13 @@
 //! What a core is: the context one per-core runtime holds ([`CoreCtx`]), the handles the
 //! control thread publishes to every core ([`Shared`]), the guards that count a core's open
-//! connections, its connection table (`conns`), its drain latch (`signal`) and its random
-//! numbers. How cores are started and what tasks they run is `runtime`.
+//! connections, its connection table (`conns`), its drain latch ([`CoreCtx::draining`]) and its
+//! random numbers. How cores are started and what tasks they run is `runtime`.
 //!
 //! Threads: a `CoreCtx` is built inside its core's thread and lives in an `Rc` there, `!Send`
 //! by construction, never shared with another thread. The only cross-thread inputs are the
 //! [`Shared`] handles published by the control thread.
 
 pub mod conns;
-pub mod signal;
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -21,12 +20,13 @@ use crate::drain::Drain;
 use crate::hbone::pool::Pool;
 use crate::hbone::tls::TlsCache;
 use crate::identity::CertStore;
+use crate::latch::Latch;
 use crate::metrics::{Registry, Shard};
 use crate::net::BufferPool;
+use crate::rng::Rng;
 use crate::state::Snapshot;
 
 pub use conns::ConnTable;
-pub use signal::Signal;
 
 /// The monoio driver a core runs, resolved once at start-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,8 +71,9 @@ pub struct CoreCtx {
     pub tls: TlsCache,
     /// Connections whose authorization is re-checked when policies change.
     pub conns: ConnTable,
-    /// Fired when this core starts draining: listeners close, HBONE servers send GOAWAY.
-    pub draining: Signal,
+    /// The drain latch: fired (by `housekeeping`) when this core starts draining; then its
+    /// listeners close and its HBONE servers send GOAWAY.
+    pub draining: Latch<()>,
     /// Connections this core is proxying right now.
     pub active: Cell<u64>,
     /// HBONE connections this core's 15008 listener holds right now (their streams are in
@@ -80,8 +81,8 @@ pub struct CoreCtx {
     pub tunnels_in: Cell<u64>,
     /// This core's metrics shard (single writer: only this core writes its cells).
     pub metrics: Rc<Shard>,
-    /// State of a xorshift generator for endpoint selection; per core, so no atomics.
-    rng: Cell<u64>,
+    /// Endpoint selection and trace ids; per core, so no atomics.
+    rng: Cell<Rng>,
 }
 
 impl CoreCtx {
@@ -100,11 +101,11 @@ impl CoreCtx {
             metrics,
             tls: TlsCache::default(),
             conns: ConnTable::default(),
-            draining: Signal::default(),
+            draining: Latch::default(),
             shared,
             active: Cell::new(0),
             tunnels_in: Cell::new(0),
-            rng: Cell::new(seed | 1),
+            rng: Cell::new(Rng::new(seed)),
         }
     }
 
@@ -140,11 +141,9 @@ impl CoreCtx {
 
     /// A pseudo-random number for load balancing (not for anything security related).
     pub fn random(&self) -> u64 {
-        let mut x = self.rng.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.rng.set(x);
+        let mut rng = self.rng.get();
+        let x = rng.next_u64();
+        self.rng.set(rng);
         x
     }
 }

@@ -1,10 +1,11 @@
 //! Graceful drain: what happens between SIGTERM (or `/quitquitquit`) and exit.
 //!
 //! Threads: [`Drain`] lives in `core::Shared`. The control thread starts a drain
-//! ([`Drain::start`]) and then waits ([`wait`]); each core notices within
-//! [`DRAIN_WATCH`] (its housekeeping task polls one atomic) and stops accepting (its listeners
-//! close, so the kernel refuses new connections), sends HTTP/2 GOAWAY on its HBONE server
-//! connections, and lets every proxied connection run to its end. Cores publish how many
+//! ([`Drain::start`]) and then waits ([`wait`]); each core notices at its next housekeeping
+//! tick (`runtime::HOUSEKEEPING_TICK`: its housekeeping task reads one atomic) and fires its
+//! drain latch: it stops accepting (its listeners close, so the kernel refuses new
+//! connections), sends HTTP/2 GOAWAY on its HBONE server connections, and lets every proxied
+//! connection run to its end. Cores publish how many
 //! connections they still proxy in their own slot of [`Drain::active`] (single writer each, so
 //! relaxed loads and stores suffice). The process exits with status 0 when every slot reads 0,
 //! or when the deadline passes, whichever comes first; at the deadline the remaining
@@ -19,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use tracing::info;
 
-/// How often a core checks whether a drain has started.
-pub const DRAIN_WATCH: Duration = Duration::from_millis(100);
+/// How often [`wait`] reads the cores' counts of open connections.
+const WAIT_POLL: Duration = Duration::from_millis(100);
 
 #[derive(Debug)]
 pub struct Drain {
@@ -90,7 +91,7 @@ pub async fn wait(drain: &Drain) {
             );
             break;
         }
-        tokio::time::sleep(DRAIN_WATCH).await;
+        tokio::time::sleep(WAIT_POLL).await;
     }
 }
 

@@ -18,9 +18,11 @@
 
 pub mod client;
 pub mod headers;
+pub mod keepalive;
 pub mod pool;
 pub mod pump;
 pub mod server;
+pub mod settings;
 pub mod tls;
 
 use std::time::Duration;

@@ -38,12 +38,15 @@
     reason = "test tooling on plain threads: std locks and sleeps are fine outside the data plane"
 )]
 
+pub mod cni;
 pub mod http;
 pub mod mesh;
 mod ns;
+pub mod peers;
 mod process;
 pub mod prom;
 pub mod soak;
+pub mod tools;
 pub mod traffic;
 
 use std::net::Ipv4Addr;
@@ -91,6 +94,9 @@ pub const KEEP_ENV: &str = "ZRING_LAB_KEEP";
 pub enum LabError {
     #[error("the lab needs root (effective uid 0) to create network namespaces; run as root")]
     NotRoot,
+    /// `ip` or `nft` missing and not installable; the message names the package.
+    #[error(transparent)]
+    Tools(#[from] tools::ToolError),
     /// Running `ip` or `nft`, a CIDR, or the capture rules (see `capture`).
     #[error(transparent)]
     Capture(#[from] crate::capture::Error),
@@ -229,14 +235,14 @@ pub struct Lab {
 impl Lab {
     /// An empty lab: the underlay namespace with its bridge, no nodes yet.
     ///
-    /// Fails, never skips, if not root or if `ip` or `nft` are missing. Sweeps namespaces left
-    /// behind by lab processes that no longer exist.
+    /// Fails, never skips, if not root. Installs `ip` and `nft` if missing ([`tools::ensure`])
+    /// and fails if it cannot. Sweeps namespaces left behind by lab processes that no longer
+    /// exist.
     pub fn new() -> Result<Lab, LabError> {
         if !crate::sys::is_root() {
             return Err(LabError::NotRoot);
         }
-        cmd::find(cmd::IP)?;
-        cmd::find(cmd::NFT)?;
+        tools::ensure(&[tools::Tool::Ip, tools::Tool::Nft])?;
         for name in ns::sweep_stale()? {
             tracing::info!(namespace = %name, "removed a namespace left by a dead lab process");
         }

@@ -7,6 +7,8 @@
 //!   listeners, `hbone` the HBONE tunnels, `net` the sockets, buffers and byte pump under both.
 //!   All of it runs on the cores and never blocks or locks;
 //! - `sys` is the only module that may opt out of the compiler's memory-safety checks;
+//! - `latch` (a core's one-shot, many-waiter latch) and `rng` (the xorshift generator) are
+//!   leaves that import nothing from the crate;
 //! - `capture` is the node's nftables capture rules (`zring redirect`, and the lab);
 //! - `lab` builds network-namespace topologies for `zring demo`, the tests and the benches;
 //! - `metrics` (per-core shards, merged on scrape), `admin` (the 15000/15020/15021 servers on
@@ -32,12 +34,15 @@ pub mod fuzzing;
 pub mod grpc;
 pub mod hbone;
 pub mod identity;
+pub mod inpod;
 pub mod lab;
+pub mod latch;
 pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod proxy;
 pub mod rbac;
+pub mod rng;
 pub mod runtime;
 pub mod state;
 // The one module allowed `unsafe` (Cargo.toml denies it everywhere else): each block with a

@@ -196,7 +196,7 @@ impl fmt::Display for Decision {
 
 /// Decides `conn`. See the module doc for the semantics.
 pub fn authorize(conn: &Connection<'_>) -> Decision {
-    let subject = Subject::new(conn);
+    let attributes = Attributes::new(conn);
     let policies = || applicable(conn.snapshot, conn.dst_workload);
 
     // Pass 1: every DENY policy, and an inventory of the rest.
@@ -216,13 +216,13 @@ pub fn authorize(conn: &Connection<'_>) -> Decision {
         };
         match (p.action, p.dry_run) {
             (PolicyAction::Deny, false) => {
-                if deny.is_none() && policy_matches(p, &subject) {
+                if deny.is_none() && policy_matches(p, &attributes) {
                     deny = Some(p);
                 }
             }
             (PolicyAction::Deny, true) => {
                 dry_run_applies = true;
-                if dry_deny.is_none() && policy_matches(p, &subject) {
+                if dry_deny.is_none() && policy_matches(p, &attributes) {
                     dry_deny = Some(p);
                 }
             }
@@ -252,7 +252,7 @@ pub fn authorize(conn: &Connection<'_>) -> Decision {
             };
             if let Some(slot) = slot
                 && slot.is_none()
-                && policy_matches(p, &subject)
+                && policy_matches(p, &attributes)
             {
                 *slot = Some(p);
             }
@@ -306,7 +306,7 @@ fn applicable<'s>(
 }
 
 /// The connection's attributes, each in the form the matchers compare, computed once.
-struct Subject<'a> {
+struct Attributes<'a> {
     peer: Option<Peer<'a>>,
     src_ip: IpAddr,
     dst_ip: IpAddr,
@@ -320,9 +320,9 @@ struct Peer<'a> {
     service_account: &'a str,
 }
 
-impl<'a> Subject<'a> {
-    fn new(conn: &Connection<'a>) -> Subject<'a> {
-        Subject {
+impl<'a> Attributes<'a> {
+    fn new(conn: &Connection<'a>) -> Attributes<'a> {
+        Attributes {
             peer: conn.src_identity.map(|id| Peer {
                 principal: id.principal(),
                 namespace: id.namespace(),
@@ -337,7 +337,7 @@ impl<'a> Subject<'a> {
 
 /// Whether `policy` matches. Degenerate shapes (an empty clause or match group) count as a
 /// match in a DENY policy and as no match in an ALLOW policy: see "fail closed" in the module doc.
-fn policy_matches(policy: &Authorization, s: &Subject<'_>) -> bool {
+fn policy_matches(policy: &Authorization, s: &Attributes<'_>) -> bool {
     let degenerate = policy.action == PolicyAction::Deny;
     policy.rules.iter().any(|rule| {
         rule.iter()
@@ -345,7 +345,7 @@ fn policy_matches(policy: &Authorization, s: &Subject<'_>) -> bool {
     })
 }
 
-fn clause_matches(clause: &[Match], s: &Subject<'_>, degenerate: bool) -> bool {
+fn clause_matches(clause: &[Match], s: &Attributes<'_>, degenerate: bool) -> bool {
     if clause.is_empty() {
         return degenerate;
     }
@@ -355,7 +355,7 @@ fn clause_matches(clause: &[Match], s: &Subject<'_>, degenerate: bool) -> bool {
 }
 
 /// `Some(holds)` for a group with at least one condition, `None` for a group with none.
-fn group_matches(m: &Match, s: &Subject<'_>) -> Option<bool> {
+fn group_matches(m: &Match, s: &Attributes<'_>) -> Option<bool> {
     let mut any = false;
     let peer = s.peer.as_ref();
     // Once a field fails, `any` is already true (a field with no entries cannot fail), so

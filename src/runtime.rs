@@ -17,8 +17,12 @@ use tracing::{error, info, warn};
 
 use crate::config::DriverChoice;
 use crate::core::{CoreCtx, Driver, Shared};
-use crate::drain::DRAIN_WATCH;
 use crate::sys::socket::{self, ListenOpts};
+
+/// How often a core's `housekeeping` runs: it notices a started drain, a new snapshot (policy
+/// re-check) and, once a second (`TRIM_PERIOD`), trims its memory. A drain or a policy change
+/// reaches the core's connections within one tick.
+pub const HOUSEKEEPING_TICK: Duration = Duration::from_millis(100);
 
 /// Turns the configured choice into the driver to run, probing io_uring for `Auto`.
 /// Returns the driver and, when `Auto` fell back, why.
@@ -230,14 +234,15 @@ async fn reap_pool(ctx: Rc<CoreCtx>) {
     }
 }
 
-/// Watches what the control thread publishes, every [`DRAIN_WATCH`]: a new snapshot makes the
-/// core re-decide its registered connections and close those the new policies deny (a pointer
-/// comparison when nothing changed); a started drain fires the core's `draining` signal.
+/// Watches what the control thread publishes, every [`HOUSEKEEPING_TICK`]: a new snapshot makes
+/// the core re-decide its registered connections and close those the new policies deny (a
+/// pointer comparison when nothing changed); a started drain fires the core's drain latch
+/// (`draining`). Each tick also gives the [`MemoryKeeper`] its turn.
 async fn housekeeping(ctx: Rc<CoreCtx>) {
     let mut seen = ctx.shared.snapshot.load_full();
     let mut memory = MemoryKeeper::default();
     loop {
-        monoio::time::sleep(DRAIN_WATCH).await;
+        monoio::time::sleep(HOUSEKEEPING_TICK).await;
         memory.tick(&ctx);
         if ctx.shared.drain.started() && !ctx.draining.is_fired() {
             info!(
@@ -245,7 +250,7 @@ async fn housekeeping(ctx: Rc<CoreCtx>) {
                 open = ctx.active.get(),
                 "draining: closing listeners, GOAWAY to HBONE clients"
             );
-            ctx.draining.fire();
+            ctx.draining.fire(());
         }
         let current = ctx.shared.snapshot.load_full();
         if Arc::ptr_eq(&current, &seen) {
@@ -288,7 +293,7 @@ impl MemoryKeeper {
             self.busy = true;
         }
         self.ticks += 1;
-        if DRAIN_WATCH * self.ticks < TRIM_PERIOD {
+        if HOUSEKEEPING_TICK * self.ticks < TRIM_PERIOD {
             return;
         }
         self.ticks = 0;

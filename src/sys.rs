@@ -8,8 +8,10 @@
 
 pub mod alloc;
 pub mod netns;
+pub mod origdst;
 pub mod seccomp;
 pub mod socket;
+pub mod uds;
 
 /// Raises `RLIMIT_NOFILE` as far as allowed: a node proxy holds two descriptors per proxied
 /// connection, and the usual soft limit (1024) caps it at a few hundred connections. With

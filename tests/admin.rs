@@ -30,6 +30,7 @@ workloads:
   workloadIps: ["10.244.1.8"]
   protocol: HBONE
   node: a
+  services: {}
 - uid: Kubernetes//Pod/default/appb-5c6d
   name: appb-5c6d
   namespace: default
@@ -43,6 +44,7 @@ workloads:
   locality:
     region: eu
     zone: eu-1
+    subzone: ""
   services:
     "default/appb.default.svc.cluster.local":
       8000: 80
@@ -59,9 +61,10 @@ policies:
   namespace: default
   scope: Namespace
   action: Allow
+  dryRun: false
   rules:
   - - - principals:
-        - Exact: cluster.local/ns/default/sa/appa
+        - !Exact cluster.local/ns/default/sa/appa
 "#;
 
 fn mesh(nodes: &[&str], env: &[(&str, &str)]) -> Mesh {

@@ -25,10 +25,10 @@ fn config(policies: &str, appb_extra: &str) -> String {
     format!(
         r#"
 workloads:
-- {{ uid: appa, name: appa, namespace: default, serviceAccount: appa, workloadIps: ["{APPA}"], protocol: HBONE, node: a }}
-- {{ uid: appa2, name: appa2, namespace: default, serviceAccount: appa, workloadIps: ["{APPA2}"], protocol: HBONE, node: a }}
-- {{ uid: appc, name: appc, namespace: default, serviceAccount: appc, workloadIps: ["{APPC}"], protocol: HBONE, node: a }}
-- {{ uid: appb, name: appb, namespace: default, serviceAccount: appb, workloadIps: ["{APPB}"], protocol: HBONE, node: b {appb_extra} }}
+- {{ uid: appa, name: appa, namespace: default, serviceAccount: appa, workloadIps: ["{APPA}"], protocol: HBONE, node: a, services: {{}} }}
+- {{ uid: appa2, name: appa2, namespace: default, serviceAccount: appa, workloadIps: ["{APPA2}"], protocol: HBONE, node: a, services: {{}} }}
+- {{ uid: appc, name: appc, namespace: default, serviceAccount: appc, workloadIps: ["{APPC}"], protocol: HBONE, node: a, services: {{}} }}
+- {{ uid: appb, name: appb, namespace: default, serviceAccount: appb, workloadIps: ["{APPB}"], protocol: HBONE, node: b {appb_extra}, services: {{}} }}
 policies: {policies}
 "#
     )
@@ -40,7 +40,8 @@ const ALLOW_APPA: &str = r#"
   namespace: default
   scope: Namespace
   action: Allow
-  rules: [[[{ principals: [{ Exact: cluster.local/ns/default/sa/appa }] }]]]
+  dryRun: false
+  rules: [[[{ principals: [!Exact cluster.local/ns/default/sa/appa] }]]]
 "#;
 
 /// Denies appa's identity everywhere in `default`.
@@ -49,7 +50,8 @@ const DENY_APPA: &str = r#"
   namespace: default
   scope: Namespace
   action: Deny
-  rules: [[[{ principals: [{ Exact: cluster.local/ns/default/sa/appa }] }]]]
+  dryRun: false
+  rules: [[[{ principals: [!Exact cluster.local/ns/default/sa/appa] }]]]
 "#;
 
 fn mesh(config_text: &str) -> Mesh {
@@ -135,7 +137,8 @@ fn a_referenced_policy_not_yet_received_denies() {
   namespace: default
   scope: WorkloadSelector
   action: Allow
-  rules: [[[{ principals: [{ Exact: cluster.local/ns/default/sa/appa }] }]]]
+  dryRun: false
+  rules: [[[{ principals: [!Exact cluster.local/ns/default/sa/appa] }]]]
 "#;
     std::fs::write(&m.config, config(late, extra)).unwrap();
     m.eventually_logged("b", "policies=1", 1).unwrap();

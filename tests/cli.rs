@@ -64,7 +64,7 @@ fn broken_yaml_is_refused_with_its_location() {
     let p = dir.path().join("bad.yaml");
     std::fs::write(
         &p,
-        "workloads:\n- name: x\n  workloadIps: [\"not-an-ip\"]\n",
+        "workloads:\n- name: x\n  namespace: ns\n  workloadIps: [\"not-an-ip\"]\n  services: {}\n",
     )
     .unwrap();
     let path = p.to_str().unwrap();

@@ -37,6 +37,7 @@ workloads:
   workloadIps: ["{APPA}"]
   protocol: HBONE
   node: a
+  services: {{}}
 - uid: Kubernetes//Pod/default/appa2
   name: appa2
   namespace: default
@@ -44,6 +45,7 @@ workloads:
   workloadIps: ["{APPA2}"]
   protocol: HBONE
   node: a
+  services: {{}}
 - uid: Kubernetes//Pod/default/appb
   name: appb
   namespace: default

@@ -73,6 +73,7 @@ workloads:
   workloadIps: ["{APPA}"]
   protocol: HBONE
   node: a
+  services: {{}}
 - uid: Kubernetes//Pod/default/appb
   name: appb
   namespace: default
@@ -80,6 +81,7 @@ workloads:
   workloadIps: ["{APPB}"]
   protocol: HBONE
   node: b
+  services: {{}}
 "#
     )
 }

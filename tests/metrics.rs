@@ -6,8 +6,8 @@
 //! nodes and answers queries for the counters.
 //!
 //! Needs root (namespaces, nftables, IP_TRANSPARENT) and, for the last two, Debian's
-//! `prometheus` package (`promtool`, `prometheus`; `.ci/run` installs it): without them the
-//! tests fail loudly.
+//! `prometheus` package (`promtool`, `prometheus`), which they install if it is missing
+//! (`zring::lab::tools::ensure`): when that fails, they fail loudly.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use zring::lab::mesh::eventually;
 use zring::lab::prom::Scrape;
+use zring::lab::tools::{self, Tool};
 use zring::lab::traffic::Report;
 use zring::lab::{Lab, Mesh, http};
 
@@ -45,6 +46,7 @@ workloads:
   workloadIps: ["10.244.1.8"]
   protocol: HBONE
   node: a
+  services: {}
 - uid: Kubernetes//Pod/default/appb-5c6d
   name: appb-5c6d
   namespace: default
@@ -70,9 +72,11 @@ workloads:
   locality:
     region: us-east
     zone: us-east-2
+    subzone: ""
   workloadIps: ["10.244.2.5"]
   protocol: TCP
   node: b
+  services: {}
 services:
 - name: appb
   namespace: default
@@ -463,6 +467,9 @@ fn failures_carry_their_response_flags() {
 /// traffic, on both paths.
 #[test]
 fn promtool_accepts_real_scrapes() {
+    if let Err(e) = tools::ensure(&[Tool::Promtool]) {
+        panic!("{e}");
+    }
     let m = mesh("uring");
     m.serve("appb", 80, 1).unwrap();
     m.serve("appc", 80, 1).unwrap();
@@ -479,13 +486,13 @@ fn promtool_accepts_real_scrapes() {
     for node in ["a", "b"] {
         for path in ["/metrics", "/stats/prometheus"] {
             let text = m.scrape_path(node, path).text;
-            let mut child = Command::new("promtool")
+            let mut child = Command::new(Tool::Promtool.path())
                 .args(["check", "metrics"])
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
-                .expect("promtool (Debian package prometheus; .ci/run installs it)");
+                .expect("promtool (Debian package prometheus)");
             child
                 .stdin
                 .take()
@@ -508,6 +515,9 @@ fn promtool_accepts_real_scrapes() {
 /// query API returns the counters with the values zring serves.
 #[test]
 fn prometheus_scrapes_and_queries_the_counters() {
+    if let Err(e) = tools::ensure(&[Tool::Prometheus]) {
+        panic!("{e}");
+    }
     let m = mesh("uring");
     m.serve("appb", 80, 2).unwrap();
     let dir = m.lab.dir().join("prometheus");
@@ -524,7 +534,7 @@ fn prometheus_scrapes_and_queries_the_counters() {
     );
     let config_file = dir.join("prometheus.yml");
     std::fs::write(&config_file, config).unwrap();
-    let mut cmd = Command::new("prometheus");
+    let mut cmd = Command::new(Tool::Prometheus.path());
     cmd.arg(format!("--config.file={}", config_file.display()))
         .arg(format!(
             "--storage.tsdb.path={}",
@@ -535,7 +545,7 @@ fn prometheus_scrapes_and_queries_the_counters() {
     let prom = m
         .lab
         .spawn_process(m.lab.node("a").netns(), cmd)
-        .expect("prometheus (Debian package prometheus; .ci/run installs it)");
+        .expect("prometheus (Debian package prometheus)");
     let api: SocketAddr = "127.0.0.1:19090".parse().unwrap();
     let query = |q: &'static str| -> Result<serde_json::Value, String> {
         let path = format!("/api/v1/query?query={q}");

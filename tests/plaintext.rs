@@ -30,6 +30,7 @@ fn config(with_appa: bool) -> String {
   workloadIps: ["{APPA}"]
   protocol: TCP
   node: a
+  services: {{}}
 "#
     );
     format!(
@@ -41,6 +42,7 @@ fn config(with_appa: bool) -> String {
   workloadIps: ["{APPA2}"]
   protocol: TCP
   node: a
+  services: {{}}
 - uid: Kubernetes//Pod/default/appb
   name: appb
   namespace: default

@@ -17,34 +17,37 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 const CONFIG: &str = r#"
 workloads:
-- {uid: open, name: open, namespace: open, workloadIps: ["10.0.1.1"]}
+- {uid: open, name: open, namespace: open, workloadIps: ["10.0.1.1"], services: {}}
 - {uid: guarded, name: guarded, namespace: guarded, workloadIps: ["10.0.2.1"],
-   authorizationPolicies: [guarded/selected]}
-- {uid: dry, name: dry, namespace: dry, workloadIps: ["10.0.3.1"]}
+   authorizationPolicies: [guarded/selected], services: {}}
+- {uid: dry, name: dry, namespace: dry, workloadIps: ["10.0.3.1"], services: {}}
 - {uid: waiting, name: waiting, namespace: open, workloadIps: ["10.0.4.1"],
-   authorizationPolicies: [open/not-yet]}
+   authorizationPolicies: [open/not-yet], services: {}}
 policies:
 - name: strict
   namespace: istio-system
   scope: Global
   action: Deny
-  rules: [[[{notPrincipals: [{Presence: []}]}]]]
+  dryRun: false
+  rules: [[[{notPrincipals: [!Presence []]}]]]
 - name: no-port-9
   namespace: guarded
   scope: Namespace
   action: Deny
+  dryRun: false
   rules: [[[{destinationPorts: [9]}]]]
 - name: selected
   namespace: guarded
   scope: WorkloadSelector
   action: Allow
-  rules: [[[{principals: [{Prefix: cluster.local/ns/friends/}], sourceIps: [10.0.0.0/8]}]]]
+  dryRun: false
+  rules: [[[{principals: [!Prefix cluster.local/ns/friends/], sourceIps: [10.0.0.0/8]}]]]
 - name: would-deny
   namespace: dry
   scope: Namespace
   action: Deny
   dryRun: true
-  rules: [[[{namespaces: [{Exact: friends}]}]]]
+  rules: [[[{namespaces: [!Exact friends]}]]]
 - name: would-allow
   namespace: dry
   scope: Namespace
@@ -55,7 +58,7 @@ policies:
 
 #[test]
 fn authorize_never_allocates() {
-    let snapshot = zring::xds::local::parse(CONFIG).unwrap();
+    let snapshot = zring::xds::local::parse_bytes(CONFIG.as_bytes()).unwrap();
     let friend: Identity = "spiffe://cluster.local/ns/friends/sa/app".parse().unwrap();
     let stranger: Identity = "spiffe://cluster.local/ns/strangers/sa/app"
         .parse()

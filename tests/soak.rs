@@ -36,8 +36,8 @@ fn many_connections_hold_every_byte_and_release_their_resources() {
     let config = format!(
         r#"
 workloads:
-- {{ uid: appa, name: appa, namespace: default, serviceAccount: appa, workloadIps: ["{APPA}"], protocol: HBONE, node: a }}
-- {{ uid: appb, name: appb, namespace: default, serviceAccount: appb, workloadIps: ["{APPB}"], protocol: HBONE, node: b }}
+- {{ uid: appa, name: appa, namespace: default, serviceAccount: appa, workloadIps: ["{APPA}"], protocol: HBONE, node: a, services: {{}} }}
+- {{ uid: appb, name: appb, namespace: default, serviceAccount: appb, workloadIps: ["{APPB}"], protocol: HBONE, node: b, services: {{}} }}
 "#
     );
     let lab = Lab::seed().expect("lab (needs root, ip, nft)");

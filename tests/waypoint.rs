@@ -29,7 +29,7 @@ fn config() -> String {
     format!(
         r#"
 workloads:
-- {{ uid: appa, name: appa, namespace: default, serviceAccount: appa, workloadName: appa, canonicalName: appa, canonicalRevision: v1, workloadIps: ["{APPA}"], protocol: HBONE, node: a }}
+- {{ uid: appa, name: appa, namespace: default, serviceAccount: appa, workloadName: appa, canonicalName: appa, canonicalRevision: v1, workloadIps: ["{APPA}"], protocol: HBONE, node: a, services: {{}} }}
 - uid: appb
   name: appb
   namespace: default
@@ -40,7 +40,7 @@ workloads:
   services:
     "default/appb.default.svc.cluster.local":
       8000: 80
-- {{ uid: waypoint, name: waypoint, namespace: default, serviceAccount: waypoint, workloadIps: ["{WAYPOINT}"], protocol: HBONE, node: c }}
+- {{ uid: waypoint, name: waypoint, namespace: default, serviceAccount: waypoint, workloadIps: ["{WAYPOINT}"], protocol: HBONE, node: c, services: {{}} }}
 services:
 - name: appb
   namespace: default

@@ -89,8 +89,8 @@ pub enum Running {
 fn workloads(protocol: &str) -> String {
     format!(
         "workloads:\n\
-         - {{ uid: appa, name: appa, namespace: default, serviceAccount: appa, workloadIps: [\"{APPA}\"], protocol: {protocol}, node: a }}\n\
-         - {{ uid: appb, name: appb, namespace: default, serviceAccount: appb, workloadIps: [\"{APPB}\"], protocol: {protocol}, node: b }}\n"
+         - {{ uid: appa, name: appa, namespace: default, serviceAccount: appa, workloadIps: [\"{APPA}\"], protocol: {protocol}, node: a, services: {{}} }}\n\
+         - {{ uid: appb, name: appb, namespace: default, serviceAccount: appb, workloadIps: [\"{APPB}\"], protocol: {protocol}, node: b, services: {{}} }}\n"
     )
 }
 

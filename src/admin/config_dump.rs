@@ -109,7 +109,7 @@ fn static_config(config: &Config) -> serde_json::Value {
     };
     let parsed = std::fs::read_to_string(path)
         .ok()
-        .and_then(|text| serde_yaml::from_str::<serde_json::Value>(&text).ok());
+        .and_then(|text| crate::xds::local::to_json(&text));
     match parsed {
         Some(serde_json::Value::Object(mut m)) => {
             for key in ["workloads", "policies", "services"] {

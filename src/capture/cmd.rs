@@ -29,18 +29,44 @@ pub(crate) const NFT: Tool = Tool {
     package: "nftables",
 };
 
-/// Finds `tool` on `PATH` (plus the sbin directories, which root's `PATH` may lack under sudo).
+/// Finds `tool` (see [`locate`]).
 pub(crate) fn find(tool: Tool) -> Result<PathBuf, Error> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let extra = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from);
-    std::env::split_paths(&path)
-        .chain(extra)
-        .map(|dir| dir.join(tool.program))
+    locate(tool.program, std::env::var_os("PATH").as_deref()).ok_or(Error::MissingTool {
+        program: tool.program,
+        package: tool.package,
+    })
+}
+
+/// Directories searched after `PATH`: root's `PATH` may lack the sbin directories (under sudo).
+pub(crate) const EXTRA_DIRS: [&str; 4] = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
+
+/// The first executable file named `program` in [`search_dirs`]`(path_var)`, like `which`.
+/// Also how `lab::tools` decides what to install.
+pub(crate) fn locate(program: &str, path_var: Option<&OsStr>) -> Option<PathBuf> {
+    search_dirs(path_var)
+        .into_iter()
+        .map(|dir| dir.join(program))
         .find(|p| is_executable(p))
-        .ok_or(Error::MissingTool {
-            program: tool.program,
-            package: tool.package,
-        })
+}
+
+/// The directories searched for a program: the absolute entries of `path_var` (a `PATH` value;
+/// empty or relative entries would depend on the working directory), then [`EXTRA_DIRS`], each
+/// once.
+pub(crate) fn search_dirs(path_var: Option<&OsStr>) -> Vec<PathBuf> {
+    let from_path = path_var
+        .map(|p| std::env::split_paths(p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for dir in from_path
+        .into_iter()
+        .filter(|d| d.is_absolute())
+        .chain(EXTRA_DIRS.map(PathBuf::from))
+    {
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    dirs
 }
 
 /// Where `tool` lives, resolved once per process; falls back to the bare name (so a missing tool

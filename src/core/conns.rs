@@ -14,13 +14,12 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::future::poll_fn;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Poll, Waker};
 
 use crate::identity::Identity;
+use crate::latch::{Latch, Wait};
 use crate::rbac::{self, Decision};
 use crate::state::Snapshot;
 
@@ -51,31 +50,23 @@ impl Subject {
     }
 }
 
-/// Fired at most once, with the decision that closed the connection.
+/// A connection's revocation: a latch fired at most once, by [`ConnTable::recheck`], with the
+/// decision that closed the connection.
 #[derive(Debug, Default)]
-pub struct KillSwitch {
-    fired: RefCell<Option<Decision>>,
-    waker: RefCell<Option<Waker>>,
-}
+pub struct KillSwitch(Latch<Decision>);
 
 impl KillSwitch {
     fn fire(&self, why: Decision) {
-        self.fired.borrow_mut().get_or_insert(why);
-        if let Some(w) = self.waker.borrow_mut().take() {
-            w.wake();
-        }
+        self.0.fire(why);
+    }
+
+    pub fn is_fired(&self) -> bool {
+        self.0.is_fired()
     }
 
     /// Resolves once the switch has fired, with the decision that fired it.
-    pub async fn fired(&self) -> Decision {
-        poll_fn(|cx| match &*self.fired.borrow() {
-            Some(d) => Poll::Ready(d.clone()),
-            None => {
-                *self.waker.borrow_mut() = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await
+    pub fn fired(&self) -> Wait<'_, Decision> {
+        self.0.wait()
     }
 }
 
@@ -196,7 +187,7 @@ policies:
         // `c` was never allowed by that snapshot: it is the one fired.
         let why = c.kill.fired().await;
         assert!(!why.is_allowed());
-        assert!(a.kill.fired.borrow().is_none());
+        assert!(!a.kill.is_fired());
         // A policy that allows `c` instead now fires `a`.
         assert_eq!(table.recheck(&snapshot("cluster.local/ns/ns/sa/c")), 1);
         assert!(!a.kill.fired().await.is_allowed());

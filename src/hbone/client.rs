@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use h2::client::SendRequest;
-use h2::{Ping, PingPong, RecvStream, SendStream};
+use h2::{RecvStream, SendStream};
 use http::{Request, StatusCode};
 use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -25,10 +25,7 @@ use super::Phase;
 use crate::sys::socket::SpoofSide;
 use tracing::debug;
 
-use super::{
-    CONNECTION_WINDOW, HboneError, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE, MAX_LOCAL_ERROR_RESETS,
-    MAX_PENDING_RESETS, MAX_SEND_BUFFER, PING_INTERVAL, PING_TIMEOUT, STREAM_WINDOW, tls,
-};
+use super::{HboneError, PING_INTERVAL, PING_TIMEOUT, keepalive, settings, tls};
 
 /// How to reach the peer.
 #[derive(Debug, Clone, Copy)]
@@ -96,22 +93,12 @@ impl H2Client {
     where
         T: AsyncRead + AsyncWrite + Unpin + 'static,
     {
-        let (send, mut conn) = h2::client::Builder::new()
-            .initial_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONNECTION_WINDOW)
-            .max_frame_size(MAX_FRAME_SIZE)
-            .max_header_list_size(MAX_HEADER_LIST_SIZE)
-            .max_send_buffer_size(MAX_SEND_BUFFER)
-            .max_pending_accept_reset_streams(MAX_PENDING_RESETS)
-            .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
-            .enable_push(false)
-            .handshake::<_, Bytes>(io)
-            .await?;
+        let (send, mut conn) = settings::client().handshake::<_, Bytes>(io).await?;
         let closed = Rc::new(Cell::new(false));
         let pings = conn.ping_pong();
         let done = closed.clone();
         monoio::spawn(async move {
-            let keepalive = keepalive(pings);
+            let keepalive = keepalive::run(pings, PING_INTERVAL, PING_TIMEOUT);
             let mut conn = std::pin::pin!(conn);
             let mut keepalive = std::pin::pin!(keepalive);
             monoio::select! {
@@ -196,24 +183,5 @@ impl H2Client {
                 peer: self.peer,
                 phase: Phase::ConnectRequest,
             })?
-    }
-}
-
-/// Pings forever; returns when the peer failed to answer in time (or the connection is gone).
-async fn keepalive(pings: Option<PingPong>) {
-    let Some(mut pings) = pings else {
-        // Only one PingPong exists per connection and it is ours; without it, never give up.
-        return std::future::pending().await;
-    };
-    loop {
-        monoio::time::sleep(PING_INTERVAL).await;
-        match monoio::time::timeout(PING_TIMEOUT, pings.ping(Ping::opaque())).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                debug!("HBONE ping: {e}");
-                return;
-            }
-            Err(_) => return,
-        }
     }
 }

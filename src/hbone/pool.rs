@@ -19,11 +19,9 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::future::poll_fn;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use rustls::ClientConfig;
@@ -32,6 +30,7 @@ use tracing::info;
 use super::HboneError;
 use super::client::{Dial, H2Client};
 use crate::identity::Identity;
+use crate::latch::Latch;
 use crate::metrics::{LatencyKind, Shard};
 
 /// What makes a pooled connection reusable for a new stream.
@@ -60,32 +59,10 @@ struct Entry {
     dialing: Option<Rc<Dialing>>,
 }
 
-/// The outcome of one dial, awaited by the checkouts that found it running.
-#[derive(Debug, Default)]
-struct Dialing {
-    outcome: RefCell<Option<Result<(), Arc<str>>>>,
-    waiters: RefCell<Vec<Waker>>,
-}
-
-impl Dialing {
-    fn finish(&self, outcome: Result<(), Arc<str>>) {
-        self.outcome.borrow_mut().get_or_insert(outcome);
-        for w in self.waiters.borrow_mut().drain(..) {
-            w.wake();
-        }
-    }
-
-    async fn wait(&self) -> Result<(), Arc<str>> {
-        poll_fn(|cx| match &*self.outcome.borrow() {
-            Some(outcome) => Poll::Ready(outcome.clone()),
-            None => {
-                self.waiters.borrow_mut().push(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await
-    }
-}
+/// The outcome of one dial, awaited by the checkouts that found it running: fired once, by the
+/// dialing task when it has a connection or an error, or by its [`DialGuard`] when it is dropped
+/// mid-dial.
+type Dialing = Latch<Result<(), Arc<str>>>;
 
 /// A stream slot on a pooled connection, held for the life of one proxied connection.
 #[derive(Debug)]
@@ -122,7 +99,7 @@ impl Drop for DialGuard<'_> {
         {
             entry.dialing = None;
         }
-        self.dialing.finish(Err("dial abandoned".into()));
+        self.dialing.fire(Err("dial abandoned".into()));
     }
 }
 
@@ -190,7 +167,7 @@ impl Pool {
                             Rc::new(c)
                         }
                         Err(e) => {
-                            guard.dialing.finish(Err(e.to_string().into()));
+                            guard.dialing.fire(Err(e.to_string().into()));
                             return Err(e);
                         }
                     };
@@ -207,7 +184,7 @@ impl Pool {
                         connections = total,
                         "new HBONE connection to {}", key.dst
                     );
-                    guard.dialing.finish(Ok(()));
+                    guard.dialing.fire(Ok(()));
                     return Ok(Lease(client));
                 }
             }

@@ -1,32 +1,29 @@
-//! The HTTP/2 server side of an HBONE connection: settings, the accept loop, keepalive, and the
-//! CONNECT request checks that need no workload state.
+//! The HTTP/2 server side of an HBONE connection: the accept loop (with the `settings` and the
+//! `keepalive` both ends share), and the CONNECT request checks that need no workload state.
 //!
 //! Runs on a core, in the task that accepted the TCP connection. The accept loop also drives the
 //! connection (h2 makes progress only while `accept` is polled), so it runs until the peer
 //! goes away; each accepted stream becomes its own task.
 //!
-//! Abuse limits (h2 enforces them): at most [`SERVER_MAX_STREAMS`] concurrent streams,
-//! [`MAX_HEADER_LIST_SIZE`] of headers (counted across CONTINUATION frames), and bounded counts
-//! of streams reset before accept or reset by us in error (rapid-reset floods end the
-//! connection with GOAWAY).
+//! Abuse limits (h2 enforces them, `settings::server` sets them): at most
+//! [`SERVER_MAX_STREAMS`](super::SERVER_MAX_STREAMS) concurrent streams,
+//! [`MAX_HEADER_LIST_SIZE`](super::MAX_HEADER_LIST_SIZE) of headers (counted across
+//! CONTINUATION frames), and bounded counts of streams reset before accept or reset by us in
+//! error (rapid-reset floods end the connection with GOAWAY).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use h2::RecvStream;
 use h2::server::SendResponse;
-use h2::{Ping, RecvStream};
 use http::{Method, Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, warn};
 
 use super::headers::{self, HeaderError};
-use super::{
-    CONNECTION_WINDOW, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE, MAX_LOCAL_ERROR_RESETS,
-    MAX_PENDING_RESETS, MAX_SEND_BUFFER, PING_INTERVAL, PING_TIMEOUT, SERVER_MAX_STREAMS,
-    STREAM_WINDOW,
-};
+use super::{PING_INTERVAL, PING_TIMEOUT, keepalive, settings};
 
 /// Serves HTTP/2 on `io` until the connection ends, calling `on_stream` for every request.
 /// `on_stream` should spawn: the loop does not wait for streams to finish. When `drain`
@@ -58,22 +55,12 @@ where
     T: AsyncRead + AsyncWrite + Unpin,
     F: FnMut(Request<RecvStream>, SendResponse<Bytes>),
 {
-    let mut conn = h2::server::Builder::new()
-        .initial_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_frame_size(MAX_FRAME_SIZE)
-        .max_concurrent_streams(SERVER_MAX_STREAMS)
-        .max_header_list_size(MAX_HEADER_LIST_SIZE)
-        .max_send_buffer_size(MAX_SEND_BUFFER)
-        .max_pending_accept_reset_streams(MAX_PENDING_RESETS)
-        .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
-        .handshake::<_, Bytes>(io)
-        .await?;
+    let mut conn = settings::server().handshake::<_, Bytes>(io).await?;
     // One keepalive future for the connection's whole life, polled beside `accept`. It must
     // not be dropped and restarted when a request arrives: h2 allows one ping in flight, and a
     // ping whose pong is never awaited stays in flight for good, so every later ping would
     // fail and a busy connection would be declared dead one interval later.
-    let keepalive = keepalive(conn.ping_pong(), ping_interval, ping_timeout);
+    let keepalive = keepalive::run(conn.ping_pong(), ping_interval, ping_timeout);
     let mut keepalive = std::pin::pin!(keepalive);
     let mut drain = std::pin::pin!(drain);
     let mut draining = false;
@@ -111,25 +98,6 @@ where
     }
 }
 
-/// Pings every `interval`; returns when the peer failed to answer one within `timeout`.
-async fn keepalive(pings: Option<h2::PingPong>, interval: Duration, timeout: Duration) {
-    let Some(mut pings) = pings else {
-        // Only one PingPong exists per connection and it is ours; without it, never give up.
-        return std::future::pending().await;
-    };
-    loop {
-        monoio::time::sleep(interval).await;
-        match monoio::time::timeout(timeout, pings.ping(Ping::opaque())).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                debug!("HBONE ping: {e}");
-                return;
-            }
-            Err(_) => return,
-        }
-    }
-}
-
 /// The CONNECT target of a request, or why the request is refused (answered 400).
 pub fn connect_target<B>(request: &Request<B>) -> Result<SocketAddr, HeaderError> {
     if request.method() != Method::CONNECT {
@@ -145,7 +113,7 @@ pub fn connect_target<B>(request: &Request<B>) -> Result<SocketAddr, HeaderError
 
 /// Runs `work` (connecting to the target, say) unless the client resets the stream first:
 /// then `work` is dropped and the reset is the error. A stream reset by the peer no longer
-/// counts against [`SERVER_MAX_STREAMS`], so without this a client could open and reset
+/// counts against [`SERVER_MAX_STREAMS`](super::SERVER_MAX_STREAMS), so without this a client could open and reset
 /// streams in a loop (the "rapid reset" attack) and leave one pending upstream connect per
 /// stream, without bound.
 pub async fn unless_reset<F: Future>(

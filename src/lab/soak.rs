@@ -249,7 +249,7 @@ fn clients(to: SocketAddr, opts: SoakOptions) -> Outcome {
     runtime().block_on(async move {
         let open = Rc::new(Cell::new(0usize));
         let held = Rc::new(Cell::new(0usize));
-        let all_open = Rc::new(crate::core::Signal::default());
+        let all_open = Rc::new(crate::latch::Latch::<()>::default());
         let mut tasks = Vec::with_capacity(opts.connections);
         for i in 0..opts.connections {
             let (open, held, all_open) = (open.clone(), held.clone(), all_open.clone());
@@ -260,7 +260,7 @@ fn clients(to: SocketAddr, opts: SoakOptions) -> Outcome {
                 open.set(open.get() + 1);
                 held.set(held.get().max(open.get()));
                 if open.get() == opts.connections {
-                    all_open.fire();
+                    all_open.fire(());
                 }
                 all_open.wait().await;
                 let mut pattern = Pattern::new(i as u64 + 1);

@@ -11,6 +11,8 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::rng::Rng;
+
 /// Options for a listening socket owned by one core.
 #[derive(Debug, Clone, Copy)]
 pub struct ListenOpts {
@@ -114,26 +116,19 @@ pub fn start_connect(dst: SocketAddr, opts: UpstreamOpts) -> io::Result<std::net
 /// Random ports tried before leaving the choice to the kernel.
 const SPOOF_PORT_ATTEMPTS: usize = 8;
 
-/// A port from `range`, from a per-thread xorshift generator (each core its own).
+/// A port from `range`, from a per-thread generator (each core its own).
 fn random_port(range: std::ops::RangeInclusive<u16>) -> u16 {
     thread_local! {
-        static STATE: std::cell::Cell<u64> = std::cell::Cell::new({
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64);
-            (t ^ u64::from(std::process::id()) << 32) | 1
-        });
+        static RNG: std::cell::Cell<Rng> = std::cell::Cell::new(Rng::from_clock());
     }
-    let x = STATE.with(|s| {
-        let mut x = s.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        s.set(x);
-        x
-    });
     let span = u64::from(range.end() - range.start()) + 1;
-    range.start() + (x % span) as u16
+    let offset = RNG.with(|cell| {
+        let mut rng = cell.get();
+        let offset = rng.below(span);
+        cell.set(rng);
+        offset
+    });
+    range.start() + offset as u16
 }
 
 /// One connect attempt, bound to `bind` (IP_TRANSPARENT, SO_REUSEADDR) when given.

@@ -2,26 +2,39 @@
 //! `policies`, turned into a validated `state::Snapshot`. Runs on the control thread: `parse`
 //! is pure, `load` and `LocalSource` read the file.
 //!
-//! Format: ztunnel's `LocalConfig` spellings (camelCase fields, `TCP`/`HBONE`, VIPs as
-//! `network/IP`, a workload's `services` as `"namespace/hostname": {servicePort: targetPort}`,
-//! string matches as one-key maps such as `- Exact: cluster.local/ns/default/sa/appa`).
+//! Format: ztunnel's `LocalConfig` exactly (checked against its source and binary): camelCase
+//! fields, `TCP`/`HBONE`, VIPs as `network/IP` strings (`/10.96.0.1` on the default network), a
+//! workload's `services` as `"namespace/hostname": {servicePort: targetPort}`, string matches
+//! as YAML tags (`- !Exact cluster.local/ns/default/sa/appa`, `!Prefix`, `!Suffix`,
+//! `!Presence []`). Required where ztunnel requires: a workload's `namespace`, `workloadIps`
+//! and `services`; a service's `name`, `namespace`, `hostname`, `vips`, `ports`; every field
+//! of a policy, a gateway (`hboneMtlsPort` too), a locality and a load balancer. A workload's
+//! string fields must be YAML strings (`canonicalRevision: 1` is refused, as ztunnel refuses
+//! it); unknown fields are refused everywhere ztunnel refuses them. A service's `endpoints`
+//! (keyed by workload UID, as ztunnel's config dump writes them) join the workload they name.
 //! Differences, all deliberate:
-//! - every struct rejects unknown fields, including policy matches (ztunnel's do not), so a
-//!   typo is an error instead of a silently missing condition;
+//! - unknown fields in a policy's match groups are refused (ztunnel ignores them): a typo
+//!   there would silently widen an ALLOW;
+//! - duplicate map keys (a port mapped twice) are refused (ztunnel keeps the last);
+//! - a service's `cidrVips`, `weightedWaypoints` and `visibility: Namespace` are refused by
+//!   name: zring cannot honour them yet, and ignoring them would route unlike ztunnel;
+//! - the snapshot's own rules apply on top (`SnapshotBuilder`): at least one IP per workload,
+//!   no duplicate UIDs, IPs or services, valid names; ztunnel loads such files regardless;
 //! - empty `serviceAccount`, `trustDomain`, `clusterId` take the workload API's defaults
-//!   (`default`, `cluster.local`, `Kubernetes`), and `hboneMtlsPort` defaults to 15008;
-//! - `dryRun` may be omitted (false); `namespace`, `vips`, `hostname` are checked by the
-//!   snapshot builder (so the message names the object) rather than by serde;
-//! - a service's `endpoints` field is not accepted: endpoints come from workloads' `services`.
+//!   (`default`, `cluster.local`, `Kubernetes`).
+//!
+//! `parse` (documents written in Rust code, not files) also takes zring's older shorthand
+//! (`shorthand`'s module doc); `parse_bytes`, `load` and `LocalSource` never do.
 //!
 //! Robustness: any input yields `Ok` or `Err`, never a panic, in time and memory linear in its
 //! size. serde_yaml bounds nesting depth (128) and alias jumps; on top of that, flow nesting
 //! is bounded before parsing (`check_flow_depth`: libyaml is quadratic in it), and every list,
 //! map and string charges a per-parse budget proportional to the input size, so YAML aliases
 //! cannot expand a small file into gigabytes (serde_yaml's jump limit alone allows quadratic
-//! growth). Error messages quote user values cut short (`state::excerpt`), so a 10 MB scalar
-//! never becomes a 10 MB log line.
+//! growth); YAML tags are read through the same charged strings. Error messages quote user
+//! values cut short (`state::excerpt`), so a 10 MB scalar never becomes a 10 MB log line.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::hash::{DefaultHasher, Hasher};
 use std::io::{self, Read};
@@ -32,11 +45,11 @@ use serde::Deserialize;
 
 use crate::state::{
     ApplicationTunnel, Authorization, Cidr, DEFAULT_CAPACITY, DEFAULT_CLUSTER_ID,
-    DEFAULT_HBONE_MTLS_PORT, DEFAULT_SERVICE_ACCOUNT, DEFAULT_TRUST_DOMAIN, Destination,
-    GatewayAddress, HealthStatus, IpFamily, LoadBalancer, LoadBalancerHealthPolicy,
-    LoadBalancerMode, LoadBalancerScope, Locality, Match, NamespacedHostname, NetworkAddress,
-    NetworkMode, PolicyAction, PolicyScope, PortMap, Protocol, Service, ServiceAccountMatch,
-    Snapshot, SnapshotBuilder, SnapshotError, StringMatch, TunnelProtocol, Workload, excerpt,
+    DEFAULT_SERVICE_ACCOUNT, DEFAULT_TRUST_DOMAIN, Destination, GatewayAddress, HealthStatus,
+    IpFamily, LoadBalancer, LoadBalancerHealthPolicy, LoadBalancerMode, LoadBalancerScope,
+    Locality, Match, NamespacedHostname, NetworkAddress, NetworkMode, PolicyAction, PolicyScope,
+    PortMap, Protocol, Service, ServiceAccountMatch, Snapshot, SnapshotBuilder, SnapshotError,
+    StringMatch, TunnelProtocol, Workload, excerpt,
 };
 
 /// Files larger than this are refused before parsing (a local config is kilobytes).
@@ -75,10 +88,41 @@ pub enum LocalConfigError {
     Snapshot(#[from] SnapshotError),
 }
 
-/// Parses and validates a local config document. Empty input (or only comments, or `null`)
-/// is the empty snapshot.
+/// Parses and validates a local config document written in code (a test fixture, the lab):
+/// ztunnel's format, or zring's older shorthand (`shorthand`'s module doc), which files never
+/// get. Empty input (or only comments, or `null`) is the empty snapshot.
 pub fn parse(yaml: &str) -> Result<Snapshot, LocalConfigError> {
-    parse_bytes(yaml.as_bytes())
+    let strict = parse_bytes(yaml.as_bytes());
+    if let Err(LocalConfigError::Yaml { .. }) = strict
+        && let Some(desugared) = shorthand::desugar(yaml)
+    {
+        return parse_bytes(desugared.as_bytes());
+    }
+    strict
+}
+
+/// The document as JSON, as ztunnel's config dump shows its `staticConfig`: YAML tags (string
+/// matches) become one-key maps (`!Exact x` → `{"Exact": "x"}`, `!Presence []` →
+/// `{"Presence": []}`). `None` if it is not YAML. Not bounded like `parse`: call it only on a
+/// file `parse_bytes` accepted.
+pub fn to_json(yaml: &str) -> Option<serde_json::Value> {
+    fn untag(v: serde_yaml::Value) -> serde_yaml::Value {
+        use serde_yaml::Value as V;
+        match v {
+            V::Tagged(t) => {
+                let kind = t.tag.to_string();
+                let kind = kind.strip_prefix('!').unwrap_or(&kind).to_owned();
+                let mut m = serde_yaml::Mapping::new();
+                m.insert(V::String(kind), untag(t.value));
+                V::Mapping(m)
+            }
+            V::Sequence(items) => V::Sequence(items.into_iter().map(untag).collect()),
+            V::Mapping(m) => V::Mapping(m.into_iter().map(|(k, v)| (k, untag(v))).collect()),
+            other => other,
+        }
+    }
+    let doc: serde_yaml::Value = serde_yaml::from_str(yaml).ok()?;
+    serde_json::to_value(untag(doc)).ok()
 }
 
 /// Reads and parses the file at `path`.
@@ -202,13 +246,14 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, ReadError> {
 /// [`parse`] for the file's raw bytes (which need not be UTF-8: serde_yaml checks).
 pub fn parse_bytes(bytes: &[u8]) -> Result<Snapshot, LocalConfigError> {
     check_flow_depth(bytes)?;
-    let raw: Option<RawConfig> = {
+    // Not `Option`: like ztunnel, an empty document is an empty config but `~` is refused.
+    let raw: RawConfig = {
         // A legitimate document cannot hold more list items, map entries and string bytes
         // than a few per input byte; only aliases can, and they are what the budget stops.
         let _budget = budget::enter(4 * bytes.len() as u64 + 4096);
         serde_yaml::from_slice(bytes).map_err(yaml_error)?
     };
-    convert(raw.unwrap_or_default())
+    convert(raw)
 }
 
 /// serde_yaml's own recursion limit: nothing nested deeper can deserialize anyway.
@@ -305,13 +350,28 @@ fn yaml_error(e: serde_yaml::Error) -> LocalConfigError {
 // ---- conversion: raw YAML shapes → state types ----
 
 fn convert(raw: RawConfig) -> Result<Snapshot, LocalConfigError> {
+    let mut workloads = raw
+        .workloads
+        .0
+        .into_iter()
+        .enumerate()
+        .map(|(i, w)| workload(i, w))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut b = SnapshotBuilder::new();
-    for (i, w) in raw.workloads.0.into_iter().enumerate() {
-        let (w, memberships) = workload(i, w)?;
-        b.add_workload(w, memberships);
-    }
+    let mut by_uid: Option<HashMap<std::sync::Arc<str>, usize>> = None;
     for s in raw.services.0 {
-        b.add_service(service(s)?);
+        let (service, endpoints) = service(s)?;
+        if !endpoints.is_empty() {
+            let by_uid = by_uid.get_or_insert_with(|| {
+                let pairs = workloads.iter().enumerate();
+                pairs.map(|(i, (w, _))| (w.uid.clone(), i)).collect()
+            });
+            add_endpoints(&mut workloads, by_uid, service.key(), endpoints);
+        }
+        b.add_service(service);
+    }
+    for (w, memberships) in workloads {
+        b.add_workload(w, memberships);
     }
     for p in raw.policies.0 {
         b.add_policy(policy(p)?);
@@ -327,7 +387,7 @@ fn invalid(subject: &str, field: &'static str, reason: String) -> LocalConfigErr
     }
 }
 
-fn or_default(t: Text, default: &str) -> std::sync::Arc<str> {
+fn or_default(t: Str, default: &str) -> std::sync::Arc<str> {
     if t.0.is_empty() {
         default.into()
     } else {
@@ -372,7 +432,11 @@ fn workload(index: usize, w: RawWorkload) -> Result<(Workload, Memberships), Loc
         let ports = port_map(subject, "services", ports)?;
         memberships.push((name, ports));
     }
-    let locality = w.locality.unwrap_or_default();
+    let locality = w.locality.map_or_else(Locality::default, |l| Locality {
+        region: l.region.0.into(),
+        zone: l.zone.0.into(),
+        subzone: l.subzone.0.into(),
+    });
     let workload = Workload {
         uid: w.uid.0.into(),
         name: w.name.0.into(),
@@ -410,11 +474,7 @@ fn workload(index: usize, w: RawWorkload) -> Result<(Workload, Memberships), Loc
             .into_iter()
             .map(|t| t.0.into())
             .collect(),
-        locality: Locality {
-            region: locality.region.0.into(),
-            zone: locality.zone.0.into(),
-            subzone: locality.subzone.0.into(),
-        },
+        locality,
         capacity: w.capacity.unwrap_or(DEFAULT_CAPACITY),
         services: Vec::new(), // rebuilt from the memberships by the builder
     };
@@ -457,11 +517,58 @@ fn gateway(
     })
 }
 
-fn service(s: RawService) -> Result<Service, LocalConfigError> {
+/// A service's own `endpoints` (as in ztunnel's config dump) join the workloads they name, as
+/// if that workload listed the service. As in ztunnel, the workload's own `services` entry wins
+/// over the service's, an endpoint naming no workload routes nowhere, and an endpoint's health
+/// is its workload's `status`.
+fn add_endpoints(
+    workloads: &mut [(Workload, Memberships)],
+    by_uid: &HashMap<std::sync::Arc<str>, usize>,
+    key: NamespacedHostname,
+    endpoints: Vec<(std::sync::Arc<str>, PortMap)>,
+) {
+    for (uid, ports) in endpoints {
+        let Some(&i) = by_uid.get(&uid) else { continue };
+        let memberships = &mut workloads[i].1;
+        if !memberships.iter().any(|(k, _)| *k == key) {
+            memberships.push((key.clone(), ports));
+        }
+    }
+}
+
+type Endpoints = Vec<(std::sync::Arc<str>, PortMap)>;
+
+fn service(s: RawService) -> Result<(Service, Endpoints), LocalConfigError> {
     let subject = &format!(
         "service {}",
         excerpt(&format!("{}/{}", s.namespace.0, s.hostname.0))
     );
+    // ztunnel reads these; zring cannot honour them yet, and ignoring them would route
+    // differently from ztunnel, so they are refused by name.
+    if !s.cidr_vips.0.is_empty() {
+        let why = "are not supported by zring (list single VIPs in vips)".to_owned();
+        return Err(invalid(subject, "cidrVips", why));
+    }
+    if !s.weighted_waypoints.0.is_empty() {
+        let why = "are not supported by zring (name one waypoint)".to_owned();
+        return Err(invalid(subject, "weightedWaypoints", why));
+    }
+    if s.visibility != RawVisibility::Public {
+        let why = "Namespace is not supported by zring (only Public)".to_owned();
+        return Err(invalid(subject, "visibility", why));
+    }
+    let mut endpoints = Vec::with_capacity(s.endpoints.0.len());
+    for (key, ep) in s.endpoints.0 {
+        if key.0 != ep.workload_uid.0 {
+            let why = format!(
+                "key {} differs from its workloadUid {}",
+                excerpt(&key.0),
+                excerpt(&ep.workload_uid.0)
+            );
+            return Err(invalid(subject, "endpoints", why));
+        }
+        endpoints.push((key.0.into(), port_map(subject, "endpoints", ep.port)?));
+    }
     let mut vips = Vec::with_capacity(s.vips.0.len());
     for vip in &s.vips.0 {
         let Some(addr) = NetworkAddress::parse(&vip.0) else {
@@ -473,7 +580,7 @@ fn service(s: RawService) -> Result<Service, LocalConfigError> {
         };
         vips.push(addr);
     }
-    Ok(Service {
+    let service = Service {
         name: s.name.0.into(),
         namespace: s.namespace.0.into(),
         hostname: s.hostname.0.into(),
@@ -497,7 +604,8 @@ fn service(s: RawService) -> Result<Service, LocalConfigError> {
         ip_families: s.ip_families,
         canonical: s.canonical,
         endpoints: Vec::new(), // derived from the workloads by the builder
-    })
+    };
+    Ok((service, endpoints))
 }
 
 fn policy(p: RawPolicy) -> Result<Authorization, LocalConfigError> {
@@ -533,9 +641,19 @@ fn match_group(subject: &str, m: RawMatch) -> Result<Match, LocalConfigError> {
         list.0
             .iter()
             .map(|t| {
-                Cidr::parse(&t.0).map_err(|e| {
+                let cidr = Cidr::parse(&t.0).map_err(|e| {
                     invalid(subject, field, format!("{} is invalid: {e}", excerpt(&t.0)))
-                })
+                })?;
+                // ztunnel reads these as `IpNet`, which needs the prefix length.
+                if !t.0.contains('/') {
+                    let why = format!(
+                        "{} has no prefix length: ztunnel requires one (/32 for one IPv4 \
+                         address, /128 for IPv6)",
+                        excerpt(&t.0)
+                    );
+                    return Err(invalid(subject, field, why));
+                }
+                Ok(cidr)
             })
             .collect()
     };
@@ -565,7 +683,7 @@ fn match_group(subject: &str, m: RawMatch) -> Result<Match, LocalConfigError> {
     })
 }
 
-// ---- raw YAML shapes: ztunnel's spellings, nothing validated beyond types ----
+// ---- raw YAML shapes: ztunnel's spellings, required where ztunnel requires them ----
 
 #[derive(Default, Deserialize)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
@@ -575,34 +693,58 @@ struct RawConfig {
     policies: List<RawPolicy>,
 }
 
-#[derive(Default, Deserialize)]
-#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+/// ztunnel's `LocalWorkload`: its `Workload` flattened, plus `services`. Required as in
+/// ztunnel: `namespace`, `workloadIps`, `services`. String fields are `Str` (see there).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawWorkload {
-    uid: Text,
-    name: Text,
-    namespace: Text,
-    service_account: Text,
-    trust_domain: Text,
-    workload_name: Text,
-    workload_type: Text,
-    canonical_name: Text,
-    canonical_revision: Text,
-    cluster_id: Text,
+    #[serde(default)]
+    uid: Str,
+    #[serde(default)]
+    name: Str,
+    namespace: Str,
+    #[serde(default)]
+    service_account: Str,
+    #[serde(default)]
+    trust_domain: Str,
+    #[serde(default)]
+    workload_name: Str,
+    #[serde(default)]
+    workload_type: Str,
+    #[serde(default)]
+    canonical_name: Str,
+    #[serde(default)]
+    canonical_revision: Str,
+    #[serde(default)]
+    cluster_id: Str,
     workload_ips: List<Text>,
+    #[serde(default)]
     protocol: Protocol,
+    #[serde(default)]
     network_mode: NetworkMode,
-    network: Text,
-    node: Text,
-    hostname: Text,
+    #[serde(default)]
+    network: Str,
+    #[serde(default)]
+    node: Str,
+    #[serde(default)]
+    hostname: Str,
+    #[serde(default)]
     waypoint: Option<RawGateway>,
+    #[serde(default)]
     network_gateway: Option<RawGateway>,
+    #[serde(default)]
     native_tunnel: bool,
+    #[serde(default)]
     application_tunnel: Option<RawApplicationTunnel>,
+    #[serde(default)]
     status: HealthStatus,
-    authorization_policies: List<Text>,
+    #[serde(default)]
+    authorization_policies: List<Str>,
+    #[serde(default)]
     locality: Option<RawLocality>,
+    #[serde(default)]
     capacity: Option<u32>,
-    /// `"namespace/hostname": {servicePort: targetPort}`.
+    /// `"namespace/hostname": {servicePort: targetPort}`; `{}` when none (ztunnel requires it).
     services: Entries<Text, Entries<u16, u16>>,
 }
 
@@ -610,12 +752,7 @@ struct RawWorkload {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawGateway {
     destination: Text,
-    #[serde(default = "default_hbone_port")]
     hbone_mtls_port: u16,
-}
-
-fn default_hbone_port() -> u16 {
-    DEFAULT_HBONE_MTLS_PORT
 }
 
 #[derive(Deserialize)]
@@ -626,31 +763,93 @@ struct RawApplicationTunnel {
     port: Option<u16>,
 }
 
-#[derive(Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// All three required, unknown fields ignored: ztunnel's `Locality` exactly.
+#[derive(Deserialize)]
 struct RawLocality {
-    region: Text,
-    zone: Text,
-    subzone: Text,
+    region: Str,
+    zone: Str,
+    subzone: Str,
 }
 
-#[derive(Default, Deserialize)]
-#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawService {
     name: Text,
     namespace: Text,
     hostname: Text,
     vips: List<Text>,
+    #[serde(default)]
+    cidr_vips: List<RawNetworkCidr>,
     ports: Entries<u16, u16>,
+    /// Keyed by workload UID, as ztunnel's config dump writes them.
+    #[serde(default)]
+    endpoints: Entries<Text, RawEndpoint>,
+    #[serde(default)]
     subject_alt_names: List<Text>,
+    #[serde(default)]
     waypoint: Option<RawGateway>,
+    #[serde(default)]
+    weighted_waypoints: List<RawWeightedWaypoint>,
+    #[serde(default)]
     load_balancer: Option<RawLoadBalancer>,
+    #[serde(default)]
     ip_families: Option<IpFamily>,
+    #[serde(default)]
     canonical: bool,
+    #[serde(default)]
+    visibility: RawVisibility,
 }
 
-#[derive(Default, Deserialize)]
-#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Deserialize)]
+struct RawNetworkCidr {
+    #[allow(
+        dead_code,
+        reason = "read only to check the shape; CIDR VIPs are refused"
+    )]
+    network: Text,
+    #[allow(
+        dead_code,
+        reason = "read only to check the shape; CIDR VIPs are refused"
+    )]
+    cidr: Text,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawEndpoint {
+    workload_uid: Text,
+    port: Entries<u16, u16>,
+    #[allow(
+        dead_code,
+        reason = "zring takes an endpoint's health from its workload"
+    )]
+    status: HealthStatus,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWeightedWaypoint {
+    #[allow(
+        dead_code,
+        reason = "read only to check the shape; weighted waypoints are refused"
+    )]
+    destination: RawGateway,
+    #[allow(
+        dead_code,
+        reason = "read only to check the shape; weighted waypoints are refused"
+    )]
+    weight: u32,
+}
+
+#[derive(Default, PartialEq, Deserialize)]
+enum RawVisibility {
+    #[default]
+    Public,
+    Namespace,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawLoadBalancer {
     routing_preferences: List<LoadBalancerScope>,
     mode: LoadBalancerMode,
@@ -660,18 +859,15 @@ struct RawLoadBalancer {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawPolicy {
-    #[serde(default)]
     name: Text,
-    #[serde(default)]
     namespace: Text,
     scope: PolicyScope,
     action: PolicyAction,
-    #[serde(default)]
-    dry_run: bool,
-    #[serde(default)]
     rules: List<List<List<RawMatch>>>,
+    dry_run: bool,
 }
 
+/// ztunnel ignores unknown fields here; zring refuses them (see the module doc).
 #[derive(Default, Deserialize)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 struct RawMatch {
@@ -696,14 +892,15 @@ struct RawServiceAccountMatch {
     service_account: Text,
 }
 
-/// A `StringMatch` written as a one-key map (`Exact: x`). serde_yaml 0.9 reads externally
-/// tagged enums only from YAML tags (`!Exact x`), so the map form is read by hand.
+/// A `StringMatch` written as ztunnel writes it, a YAML tag (`!Exact x`); read by hand in
+/// `budget`.
 struct RawStringMatch(StringMatch);
 
-use budget::{Entries, List, Text};
+use budget::{Entries, List, Str, Text};
 
 /// Deserialization wrappers that charge a per-parse budget (see `budget`'s module doc).
 mod budget;
+mod shorthand;
 
 #[cfg(test)]
 mod tests;

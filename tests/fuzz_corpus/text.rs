@@ -95,6 +95,7 @@ workloads:
   workloadIps: ["10.244.2.4", "fd00::4"]
   protocol: TCP
   node: b
+  services: {}
 services:
 - name: appb
   namespace: default
@@ -107,10 +108,11 @@ policies:
   namespace: default
   scope: Namespace
   action: Allow
+  dryRun: false
   rules:
   - - - principals:
-        - Exact: cluster.local/ns/default/sa/appa
-        - Presence: []
+        - !Exact cluster.local/ns/default/sa/appa
+        - !Presence []
         notDestinationPorts: [22]
 "#;
     // Aliases in a valid place: each `*w` re-reads the anchored workload.

@@ -3,14 +3,16 @@
 //! cannot turn a small file into unbounded memory. The budget is thread-local because serde
 //! offers no way to pass context through derived impls; `enter` scopes it to one parse.
 //!
-//! Part of `xds::local`, on the control thread. It also holds the hand-written reader of
-//! `RawStringMatch`, the one raw shape serde cannot derive.
+//! Part of `xds::local`, on the control thread. It also holds the hand-written readers serde
+//! cannot derive: `RawStringMatch` (YAML tags) and `Str` (strings that must be strings).
 
 use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 
-use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{
+    self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, VariantAccess, Visitor,
+};
 
 use super::RawStringMatch;
 use crate::state::StringMatch;
@@ -133,72 +135,91 @@ impl<'de, K: Deserialize<'de>, V: Deserialize<'de>> Deserialize<'de> for Entries
 
 const VARIANTS: &[&str] = &["Exact", "Prefix", "Suffix", "Presence"];
 
+/// A string scalar only: a plain `1`, `true` or `~` is refused as ztunnel refuses it in a
+/// workload's fields (ztunnel reads those through a flattened struct, which sees YAML's
+/// resolved type rather than the scalar's text).
+#[derive(Debug, Default)]
+pub struct Str(pub String);
+
+impl<'de> Deserialize<'de> for Str {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Str, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Str;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Str, E> {
+                charge(1 + v.len() as u64)?;
+                Ok(Str(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl From<Str> for Text {
+    fn from(s: Str) -> Text {
+        Text(s.0)
+    }
+}
+
+/// ztunnel's form: a YAML tag naming the kind, `!Exact v`, `!Prefix v`, `!Suffix v`,
+/// `!Presence []` (or `!Presence` with no value). The tag name and value are charged like any
+/// string, so tags cannot escape the budget. The old `{Exact: v}` map form, which ztunnel
+/// refuses, gets an error saying how to write it.
 impl<'de> Deserialize<'de> for RawStringMatch {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RawStringMatch, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = RawStringMatch;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a one-key map: Exact, Prefix, Suffix or Presence")
+                f.write_str("a tagged string match: !Exact, !Prefix, !Suffix or !Presence")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawStringMatch, A::Error> {
-                let Some(key) = map.next_key::<Text>()? else {
-                    return Err(de::Error::custom(
-                        "empty string match: expected one of Exact, Prefix, Suffix, Presence",
-                    ));
-                };
-                let m = match key.0.as_str() {
-                    "Exact" => StringMatch::Exact(map.next_value::<Text>()?.0.into()),
-                    "Prefix" => StringMatch::Prefix(map.next_value::<Text>()?.0.into()),
-                    "Suffix" => StringMatch::Suffix(map.next_value::<Text>()?.0.into()),
+            fn visit_enum<A: de::EnumAccess<'de>>(self, e: A) -> Result<RawStringMatch, A::Error> {
+                let (kind, value) = e.variant::<Text>()?;
+                let m = match kind.0.as_str() {
+                    "Exact" => StringMatch::Exact(value.newtype_variant::<Text>()?.0.into()),
+                    "Prefix" => StringMatch::Prefix(value.newtype_variant::<Text>()?.0.into()),
+                    "Suffix" => StringMatch::Suffix(value.newtype_variant::<Text>()?.0.into()),
                     "Presence" => {
-                        map.next_value::<Presence>()?;
+                        value.tuple_variant(0, NoValue)?;
                         StringMatch::Presence
                     }
                     other => return Err(de::Error::unknown_variant(other, VARIANTS)),
                 };
-                if map.next_key::<IgnoredAny>()?.is_some() {
-                    return Err(de::Error::custom(
-                        "a string match has exactly one of Exact, Prefix, Suffix, Presence",
-                    ));
-                }
                 Ok(RawStringMatch(m))
             }
-        }
-        d.deserialize_map(V)
-    }
-}
-
-/// `Presence` carries no value: ztunnel writes `Presence: []`; `~` and `{}` mean the same.
-struct Presence;
-
-impl<'de> Deserialize<'de> for Presence {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Presence, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Presence;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("no value for Presence ([], {} or ~)")
+            fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<RawStringMatch, A::Error> {
+                Err(de::Error::custom(
+                    "a string match is a YAML tag, as ztunnel writes it: `!Exact value` \
+                     (also !Prefix, !Suffix, `!Presence []`), not a map like `Exact: value`",
+                ))
             }
-            fn visit_unit<E: de::Error>(self) -> Result<Presence, E> {
-                Ok(Presence)
-            }
-            fn visit_none<E: de::Error>(self) -> Result<Presence, E> {
-                Ok(Presence)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Presence, A::Error> {
-                match seq.next_element::<IgnoredAny>()? {
-                    None => Ok(Presence),
-                    Some(_) => Err(de::Error::invalid_length(1, &self)),
-                }
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Presence, A::Error> {
-                match map.next_key::<IgnoredAny>()? {
-                    None => Ok(Presence),
-                    Some(_) => Err(de::Error::invalid_length(1, &self)),
-                }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawStringMatch, E> {
+                Err(de::Error::custom(format_args!(
+                    "string match {} has no kind: write `!Exact value` (or !Prefix, !Suffix, \
+                     `!Presence []`)",
+                    crate::state::excerpt(v)
+                )))
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+/// `!Presence` carries no value: `!Presence []` as ztunnel writes it, or nothing at all.
+struct NoValue;
+
+impl<'de> Visitor<'de> for NoValue {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("no value for !Presence (`!Presence []`)")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        match seq.next_element::<IgnoredAny>()? {
+            None => Ok(()),
+            Some(_) => Err(de::Error::invalid_length(1, &self)),
+        }
     }
 }

@@ -29,6 +29,19 @@ fn ok(yaml: &str) -> Snapshot {
     parse(yaml).unwrap_or_else(|e| panic!("{e}\n--- input ---\n{yaml}"))
 }
 
+/// Parses as a file is parsed: ztunnel's format only, no shorthand.
+fn strict(yaml: &str) -> Snapshot {
+    parse_bytes(yaml.as_bytes()).unwrap_or_else(|e| panic!("{e}\n--- input ---\n{yaml}"))
+}
+
+/// The error a file with this content gets.
+fn strict_err(yaml: &str) -> String {
+    match parse_bytes(yaml.as_bytes()) {
+        Ok(_) => panic!("expected an error for:\n{yaml}"),
+        Err(e) => e.to_string(),
+    }
+}
+
 fn err(yaml: &str) -> String {
     match parse(yaml) {
         Ok(_) => panic!("expected an error for:\n{yaml}"),

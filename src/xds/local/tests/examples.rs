@@ -5,7 +5,7 @@ use super::*;
 
 #[test]
 fn seed_cluster() {
-    let s = ok(SEED);
+    let s = strict(SEED);
     assert_eq!(
         (s.workload_count(), s.service_count(), s.policy_count()),
         (2, 1, 1)
@@ -84,62 +84,17 @@ fn seed_cluster() {
     assert!(s.global_policies().is_empty());
 }
 
-/// ztunnel's `examples/localhost.yaml` (same shape): a non-default VIP network, a policy with
-/// `notDestinationPorts` and no `dryRun`, endpoints in two services.
+/// ztunnel's own `examples/localhost.yaml`: a non-default VIP network, a policy with
+/// `notDestinationPorts`, both workloads in both services.
 #[test]
 fn ztunnel_localhost_example() {
-    let s = ok(r#"
-workloads:
-- uid: cluster1//v1/Pod/default/local
-  name: local
-  namespace: default
-  serviceAccount: default
-  workloadIps: ["127.0.0.1"]
-  protocol: HBONE
-  node: local
-  network: ""
-  services:
-    "default/example.com":
-      80: 8080
-    "default/example2.com":
-      80: 8080
-- uid: cluster1//v1/Pod/default/local-tcp
-  name: local-tcp
-  namespace: default
-  serviceAccount: default
-  workloadIps: ["127.0.0.2"]
-  protocol: TCP
-  node: local
-  network: ""
-  services:
-    "default/example.com":
-      80: 8080
-policies:
-  - action: Allow
-    rules:
-    - - - notDestinationPorts:
-          - 9999
-    name: deny-9999
-    namespace: default
-    scope: Namespace
-services:
-- name: local
-  namespace: default
-  hostname: example.com
-  vips:
-    - /127.10.0.1
-  ports:
-    80: 8080
-  subjectAltNames:
-   - spiffe://cluster.local/ns/default/sa/local
-- name: remote
-  namespace: default
-  hostname: example2.com
-  vips:
-    - remote/127.10.0.2
-  ports:
-    80: 8080
-"#);
+    let s = strict(include_str!(
+        "../../../../tests/data/ztunnel-examples/localhost.yaml"
+    ));
+    assert_eq!(
+        (s.workload_count(), s.service_count(), s.policy_count()),
+        (2, 2, 1)
+    );
     let local = s.service_by_vip(ip("127.10.0.1")).unwrap();
     let names: Vec<&str> = local.endpoints.iter().map(|e| &*e.workload.name).collect();
     assert_eq!(
@@ -147,13 +102,21 @@ services:
         ["local", "local-tcp"],
         "endpoints keep workload order"
     );
+    assert!(local.canonical);
+    assert_eq!(
+        &*local.subject_alt_names[0],
+        "spiffe://cluster.local/ns/default/sa/local"
+    );
     let remote = s.service_by_vip(ip("127.10.0.2")).unwrap();
     assert_eq!(&*remote.vips[0].network, "remote");
-    assert_eq!(remote.endpoints.len(), 1);
-    assert_eq!(
-        s.policy("default/deny-9999").unwrap().rules[0][0][0].not_destination_ports,
-        [9999]
-    );
+    assert_eq!(remote.endpoints.len(), 2);
+    assert_eq!(remote.endpoints[0].target_port(remote, 80), 8080);
+    let tcp = s.workload_by_ip(ip("127.0.0.2")).unwrap();
+    assert_eq!(tcp.protocol, Protocol::Tcp);
+    assert_eq!(&*tcp.uid, "cluster1//v1/Pod/default/local-tcp");
+    let p = s.policy("default/deny-9999").unwrap();
+    assert_eq!((p.action, p.dry_run), (PolicyAction::Allow, false));
+    assert_eq!(p.rules[0][0][0].not_destination_ports, [9999]);
 }
 
 #[test]
@@ -163,14 +126,16 @@ fn empty_documents_are_empty_snapshots() {
         "\n",
         "# only a comment\n",
         "{}",
-        "~",
-        "null",
         "workloads: []",
         "---\n",
     ] {
-        let s = ok(doc);
+        let s = strict(doc);
         assert!(s.is_empty(), "{doc:?}");
         assert!(s.workload_by_ip(ip("10.0.0.1")).is_none());
+    }
+    // As in ztunnel, a document that is explicitly null is not a config.
+    for doc in ["~", "null"] {
+        assert!(strict_err(doc).contains("expected struct"), "{doc:?}");
     }
     assert!(Snapshot::empty().is_empty());
 }
@@ -213,4 +178,21 @@ fn defaults() {
     let s = ok("policies:\n- {name: p, namespace: ns, scope: Global, action: Deny}\n");
     let p = s.policy("ns/p").unwrap();
     assert!(!p.dry_run && p.rules.is_empty());
+}
+
+/// The admin's `staticConfig` shows the file as ztunnel's dump does: tags as one-key maps.
+#[test]
+fn to_json_shows_tags_as_ztunnel_does() {
+    let j = to_json(SEED).unwrap();
+    assert_eq!(
+        j["policies"][0]["rules"][0][0][0]["principals"][0],
+        serde_json::json!({"Exact": "cluster.local/ns/default/sa/appa"})
+    );
+    assert_eq!(j["services"][0]["ports"]["8000"], 80);
+    let p = to_json("policies:\n- rules: [[[{notPrincipals: [!Presence []]}]]]\n").unwrap();
+    assert_eq!(
+        p["policies"][0]["rules"][0][0][0]["notPrincipals"][0],
+        serde_json::json!({"Presence": []})
+    );
+    assert!(to_json("{").is_none());
 }

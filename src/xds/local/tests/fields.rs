@@ -7,7 +7,9 @@ use super::*;
 
 #[test]
 fn every_field() {
-    let s = ok(r#"
+    // ztunnel's format exactly (no shorthand), every field it reads.
+    let s = strict(
+        r#"
 workloads:
 - uid: Kubernetes//Pod/ns/w1
   name: w1
@@ -26,7 +28,7 @@ workloads:
   node: n1
   hostname: w1.example
   waypoint: {destination: "ns/waypoint.ns.svc.cluster.local", hboneMtlsPort: 15009}
-  networkGateway: {destination: "net2/192.168.0.1"}
+  networkGateway: {destination: "net2/192.168.0.1", hboneMtlsPort: 15008}
   nativeTunnel: true
   applicationTunnel: {protocol: PROXY, port: 15088}
   status: Unhealthy
@@ -45,6 +47,10 @@ services:
   loadBalancer: {routingPreferences: [Region, Zone, Node], mode: Failover, healthPolicy: AllowAll}
   ipFamilies: Dual
   canonical: true
+  visibility: Public
+  cidrVips: []
+  weightedWaypoints: []
+  endpoints: {}
 policies:
 - name: only-w1
   namespace: ns
@@ -52,19 +58,20 @@ policies:
   action: Allow
   dryRun: true
   rules:
-  - - - namespaces: [{Exact: ns}]
-        notNamespaces: [{Prefix: kube-}]
+  - - - namespaces: [!Exact ns]
+        notNamespaces: [!Prefix kube-]
         serviceAccounts: [{namespace: ns, serviceAccount: sa}]
         notServiceAccounts: [{namespace: ns, serviceAccount: bad}]
-        principals: [{Suffix: /sa/sa}]
-        notPrincipals: [{Presence: []}]
+        principals: [!Suffix /sa/sa]
+        notPrincipals: [!Presence []]
         sourceIps: [10.0.0.0/8, "fd00::/8"]
-        notSourceIps: [10.9.9.9]
+        notSourceIps: [10.9.9.9/32]
         destinationIps: [0.0.0.0/0]
         notDestinationIps: ["::/0"]
         destinationPorts: [80, 443]
         notDestinationPorts: [22]
-"#);
+"#,
+    );
     let w = s.workload_by_ip(ip("fd00::1")).unwrap();
     assert!(std::ptr::eq(
         &**w,

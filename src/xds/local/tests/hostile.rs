@@ -151,14 +151,23 @@ fn huge_values_give_short_errors() {
     let nines = "9".repeat(1024 * 1024);
     for doc in [
         format!(
-            "workloads:\n- {{uid: u1, namespace: ns, workloadIps: [10.0.0.1], capacity: {nines}}}\n"
+            "workloads:\n- {{uid: u1, namespace: ns, workloadIps: [10.0.0.1], services: {{}}, capacity: {nines}}}\n"
         ),
-        format!("workloads:\n- {{uid: u1, namespace: ns, workloadIps: ['{nines}']}}\n"),
-        format!("workloads:\n- {{uid: u1, namespace: '{nines}', workloadIps: [10.0.0.1]}}\n"),
-        format!("workloads:\n- {{uid: '{nines}', namespace: ns}}\n"),
+        format!(
+            "workloads:\n- {{uid: u1, namespace: ns, workloadIps: ['{nines}'], services: {{}}}}\n"
+        ),
+        format!(
+            "workloads:\n- {{uid: u1, namespace: '{nines}', workloadIps: [10.0.0.1], services: {{}}}}\n"
+        ),
+        format!(
+            "workloads:\n- {{uid: '{nines}', namespace: ns, workloadIps: [], services: {{}}}}\n"
+        ),
         format!("{nines}: 1\n"),
+        format!(
+            "policies:\n- {{name: p, namespace: ns, scope: Global, action: Allow, dryRun: false, rules: [[[{{principals: [!Bogus{nines} x]}}]]]}}\n"
+        ),
     ] {
-        let e = parse(&doc).expect_err("huge value").to_string();
+        let e = strict_err(&doc);
         assert!(e.len() < 1_000, "error is {} bytes: {}", e.len(), &e[..200]);
         assert!(e.contains("999"), "{e}");
     }
@@ -170,7 +179,7 @@ fn alias_expansion_is_bounded() {
     let big = "x".repeat(100 * 1024);
     let refs = vec!["*s"; 10_000].join(", ");
     let doc = format!(
-        "workloads:\n- {{uid: &s '{big}', namespace: ns, workloadIps: [10.0.0.1], authorizationPolicies: [{refs}]}}\n"
+        "workloads:\n- {{uid: &s '{big}', namespace: ns, workloadIps: [10.0.0.1], services: {{}}, authorizationPolicies: [{refs}]}}\n"
     );
     let e = parse(&doc).expect_err("string bomb").to_string();
     assert!(
@@ -195,9 +204,19 @@ fn alias_expansion_is_bounded() {
         "{e}"
     );
 
+    // Tagged string matches are charged too: one tagged 100 KB principal, aliased.
+    let doc = format!(
+        "policies:\n- {{name: p, namespace: ns, scope: Global, action: Allow, dryRun: false, rules: [[[{{principals: [&s !Exact '{big}', {refs}]}}]]]}}\n"
+    );
+    let e = strict_err(&doc);
+    assert!(
+        e.contains("expands") || e.contains("repetition limit"),
+        "{e}"
+    );
+
     // Modest, legitimate alias use still works.
-    let s = ok(
-        "workloads:\n- {uid: a, namespace: &ns ns, workloadIps: [10.0.0.1]}\n- {uid: b, namespace: *ns, workloadIps: [10.0.0.2]}\n",
+    let s = strict(
+        "workloads:\n- {uid: a, namespace: &ns ns, workloadIps: [10.0.0.1], services: &none {}}\n- {uid: b, namespace: *ns, workloadIps: [10.0.0.2], services: *none}\n",
     );
     assert_eq!(&*s.workload_by_uid("b").unwrap().namespace, "ns");
 }

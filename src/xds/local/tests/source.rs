@@ -88,7 +88,10 @@ fn local_source_reports_each_change_once() {
     );
     assert!(src.reload_if_changed().unwrap().is_none());
 
-    write(&path, "workloads:\n- {uid: u1, namespace: ns}\n");
+    write(
+        &path,
+        "workloads:\n- {uid: u1, namespace: ns, workloadIps: [], services: {}}\n",
+    );
     assert!(
         matches!(settle(&mut src), Err(LocalConfigError::Snapshot(_))),
         "another broken content"
@@ -97,7 +100,7 @@ fn local_source_reports_each_change_once() {
 
     write(
         &path,
-        "workloads:\n- {uid: u1, namespace: ns, workloadIps: [10.0.0.1]}\n",
+        "workloads:\n- {uid: u1, namespace: ns, workloadIps: [10.0.0.1], services: {}}\n",
     );
     let fixed = settle(&mut src).unwrap().expect("fix publishes");
     assert_eq!(fixed.workload_count(), 1);
@@ -113,7 +116,7 @@ fn local_source_reports_each_change_once() {
     );
     write(
         &path,
-        "workloads:\n- {uid: u1, namespace: ns, workloadIps: [10.0.0.1]}\n",
+        "workloads:\n- {uid: u1, namespace: ns, workloadIps: [10.0.0.1], services: {}}\n",
     );
     assert!(settle(&mut src).unwrap().is_some(), "back: republished");
 }

@@ -23,7 +23,8 @@ fn validation_errors_name_the_culprit() {
         ),
         (
             "no IPs",
-            "workloads:\n- {uid: u1, namespace: ns}\n".into(),
+            // ztunnel accepts an empty list; zring's snapshot rules do not (module doc).
+            "workloads:\n- {uid: u1, namespace: ns, workloadIps: []}\n".into(),
             vec!["workload \"u1\"", "workloadIps", "at least one IP"],
         ),
         (
@@ -105,8 +106,8 @@ fn validation_errors_name_the_culprit() {
             vec!["namespace", "\"a\\0b\""],
         ),
         (
-            "namespace missing",
-            "workloads:\n- {uid: u1, workloadIps: [10.0.0.1]}\n".into(),
+            "namespace empty",
+            "workloads:\n- {uid: u1, namespace: '', workloadIps: [10.0.0.1]}\n".into(),
             vec!["workload \"u1\"", "namespace", "must not be empty"],
         ),
         (
@@ -221,8 +222,8 @@ fn validation_errors_name_the_culprit() {
             vec!["service \"ns/a.ns.svc\"", "vips"],
         ),
         (
-            "no hostname",
-            "services:\n- {name: a, namespace: ns, vips: [/10.96.0.1]}\n".into(),
+            "empty hostname",
+            "services:\n- {name: a, namespace: ns, hostname: '', vips: [/10.96.0.1]}\n".into(),
             vec!["service \"ns/\"", "hostname", "must not be empty"],
         ),
         (

@@ -1,0 +1,61 @@
+//! The original destination of a connection that netfilter's nat REDIRECT (or DNAT) rewrote:
+//! in-pod capture redirects a pod's traffic to 15001/15006 inside its netns, so the accepted
+//! socket's local address is the proxy's own port and the address the pod meant comes from
+//! conntrack (`SO_ORIGINAL_DST`). TPROXY capture needs none of this: its local address is the
+//! original one.
+//!
+//! Runs on whichever thread accepted the connection; one getsockopt, no allocation.
+
+use std::io;
+use std::mem::{MaybeUninit, size_of};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+/// The IPv4 destination the connection accepted on `fd` had before nat rewrote it. A connection
+/// conntrack tracks but nat left alone answers its own local address; one conntrack does not
+/// track at all (no nat rules in its netns) fails with ENOENT.
+pub fn original_dst(fd: BorrowedFd<'_>) -> io::Result<SocketAddrV4> {
+    // SAFETY: sockaddr_in is plain data for which all-zero bytes are a valid value.
+    let mut addr: libc::sockaddr_in = unsafe { MaybeUninit::zeroed().assume_init() };
+    let mut len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: `addr` and `len` are writable and alive across the call; the kernel writes at most
+    // `len` bytes into `addr`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_IP,
+            libc::SO_ORIGINAL_DST,
+            (&raw mut addr).cast(),
+            &raw mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if addr.sin_family != libc::AF_INET as libc::sa_family_t {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "SO_ORIGINAL_DST answered a non-IPv4 address",
+        ));
+    }
+    Ok(SocketAddrV4::new(
+        Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr)),
+        u16::from_be(addr.sin_port),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn an_untracked_connection_has_no_original_destination() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        // The test's own netns loads no nat rules, so conntrack does not track loopback here:
+        // nothing to report (ENOENT), never a made-up address.
+        assert!(original_dst(s.as_fd()).is_err());
+    }
+}
