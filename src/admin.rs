@@ -124,6 +124,12 @@ impl Listeners {
 pub struct Readiness {
     cores: AtomicBool,
     xds: Arc<InitialSync>,
+    /// In-pod mode: the ZDS client's metrics, whose `ready` says the node agent's snapshot was
+    /// acknowledged.
+    inpod: std::sync::OnceLock<Arc<crate::inpod::Metrics>>,
+    /// Latched once the agent's snapshot was first acknowledged: an agent restart later does
+    /// not make the node unready (its pods stay served meanwhile), as in ztunnel.
+    inpod_synced: AtomicBool,
 }
 
 impl Readiness {
@@ -131,7 +137,14 @@ impl Readiness {
         Readiness {
             cores: AtomicBool::new(false),
             xds,
+            inpod: std::sync::OnceLock::new(),
+            inpod_synced: AtomicBool::new(false),
         }
+    }
+
+    /// In-pod mode: not ready until the node agent's snapshot is acknowledged.
+    pub fn watch_inpod(&self, metrics: Arc<crate::inpod::Metrics>) {
+        let _ = self.inpod.set(metrics);
     }
 
     /// Every core has bound its listeners.
@@ -146,6 +159,14 @@ impl Readiness {
         }
         if !self.xds.is_done() {
             return Err("waiting for the initial configuration from istiod");
+        }
+        if let Some(inpod) = self.inpod.get()
+            && !self.inpod_synced.load(Ordering::Acquire)
+        {
+            if !inpod.is_ready() {
+                return Err("waiting for the pod snapshot from istio-cni's node agent (INPOD_UDS)");
+            }
+            self.inpod_synced.store(true, Ordering::Release);
         }
         Ok(())
     }

@@ -9,6 +9,12 @@
 //! metrics and readiness servers (bound here, before the cores start, so a port in use fails
 //! start-up).
 //!
+//! In-pod mode (`PROXY_MODE=shared`): the cores open no listener of their own; the
+//! `zring-inpod` thread connects to istio-cni's node agent (`INPOD_UDS`) and, for each pod it
+//! hands over, binds 15001/15006/15008 inside the pod's netns for every core
+//! (`inpod::ListenerHandler`), with the `zring-podns` thread making upstream sockets inside pods.
+//! Readiness then also waits for the agent's snapshot to be acknowledged.
+//!
 //! Stopping: SIGTERM, SIGINT or `/quitquitquit` starts a drain (see `drain`'s module doc): the
 //! control thread flips `Shared::drain`; each core's housekeeping task notices within one tick,
 //! closes its listeners and sends GOAWAY on its HBONE connections; the control thread waits
@@ -24,7 +30,7 @@ use arc_swap::ArcSwap;
 use tracing::{info, warn};
 
 use crate::admin::{self, CertFailures, Listeners, Readiness};
-use crate::config::Config;
+use crate::config::{Config, ProxyMode};
 use crate::control::{self, Source};
 use crate::core::Shared;
 use crate::drain::Drain;
@@ -131,12 +137,40 @@ pub fn run(config: Config, logs: Option<LogControl>) -> anyhow::Result<()> {
         drain: Drain::new(config.cores, config.drain_deadline),
         metrics,
     });
-    let cores = runtime::start(shared.clone(), driver)?;
+    let (mailboxes, inboxes) = match config.proxy_mode {
+        ProxyMode::Shared => crate::inpod::handoff::pairs(config.cores)
+            .context("in-pod mode: mail sockets for the cores")?,
+        ProxyMode::Node => (Vec::new(), Vec::new()),
+    };
+    let cores = runtime::start_with_pods(shared.clone(), driver, inboxes)?;
     readiness.cores_started();
+    // Kept until `run` returns: dropping it stops the client, which removes every pod.
+    let _inpod = match config.proxy_mode {
+        ProxyMode::Node => None,
+        ProxyMode::Shared => {
+            let factory = crate::inpod::factory::SocketFactory::spawn()
+                .context("in-pod mode: starting the pod socket factory")?;
+            let handler = crate::inpod::ListenerHandler::new(
+                mailboxes,
+                factory,
+                config.packet_mark,
+                config.listen_backlog,
+            );
+            let client = crate::inpod::client::spawn(
+                crate::inpod::ClientConfig::new(&config.inpod_uds),
+                handler,
+            )
+            .context("in-pod mode: starting the node agent client")?;
+            shared.metrics.watch_inpod(client.metrics().clone());
+            readiness.watch_inpod(client.metrics().clone());
+            Some(client)
+        }
+    };
     info!(
         cores = cores.len(),
         driver = driver.name(),
         node = %config.node_name,
+        mode = config.proxy_mode.name(),
         initial_sync = initial_sync.is_done(),
         "zring ready"
     );
@@ -155,9 +189,18 @@ pub fn run(config: Config, logs: Option<LogControl>) -> anyhow::Result<()> {
 /// Validates the environment and the local config, then reports; `zring check`.
 pub fn check(config: &Config) -> anyhow::Result<String> {
     let mut out = format!(
-        "config ok: node={} cores={} driver={:?}\n",
-        config.node_name, config.cores, config.driver
+        "config ok: node={} cores={} driver={:?} mode={}\n",
+        config.node_name,
+        config.cores,
+        config.driver,
+        config.proxy_mode.name()
     );
+    if config.proxy_mode == ProxyMode::Shared {
+        out.push_str(&format!(
+            "in-pod: pods from istio-cni at {}\n",
+            config.inpod_uds.display()
+        ));
+    }
     match &config.xds {
         Some(t) => out.push_str(&format!("xds: Delta ADS from {}\n", t.address())),
         None => out.push_str("xds: off\n"),

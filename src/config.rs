@@ -18,6 +18,8 @@ pub const DEFAULT_AUTH_TOKEN: &str = "/var/run/secrets/tokens/istio-token";
 /// Environment variables with this prefix become xDS node metadata (prefix stripped), as in
 /// ztunnel and the Istio agent.
 pub const ISTIO_META_PREFIX: &str = "ISTIO_META_";
+/// istio-cni's node agent socket when `INPOD_UDS` is unset (ztunnel's default).
+pub const DEFAULT_INPOD_UDS: &str = "/var/run/ztunnel/ztunnel.sock";
 
 /// Which monoio driver the cores run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +30,31 @@ pub enum DriverChoice {
     Uring,
     /// The epoll ("legacy") driver.
     Legacy,
+}
+
+/// How traffic reaches zring (`PROXY_MODE`, ztunnel's variable and values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// In-pod capture (`shared`, ztunnel's default): istio-cni hands each enrolled pod's netns
+    /// over `INPOD_UDS` and zring listens on 15001/15006/15008 inside it, per core.
+    Shared,
+    /// Node-level TPROXY capture (`node`): zring listens in the node's netns with
+    /// IP_TRANSPARENT, the node's nftables rules send enrolled pods' traffic there.
+    Node,
+}
+
+/// The mode when `PROXY_MODE` is unset. Node-level until the in-pod data path is wired
+/// end to end (then this becomes `Shared`, as in ztunnel); every harness already sets
+/// `PROXY_MODE` explicitly, so flipping it changes no test.
+pub const DEFAULT_PROXY_MODE: ProxyMode = ProxyMode::Node;
+
+impl ProxyMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProxyMode::Shared => "shared",
+            ProxyMode::Node => "node",
+        }
+    }
 }
 
 /// How log lines are written (`LOG_FORMAT`).
@@ -47,6 +74,10 @@ pub const OWN_PORTS: [u16; 6] = [15000, 15001, 15006, 15008, 15020, 15021];
 pub struct Config {
     /// Kubernetes node this instance serves; workloads with the same `node` are local.
     pub node_name: String,
+    /// In-pod (istio-cni hands pods over `inpod_uds`) or node-level capture.
+    pub proxy_mode: ProxyMode,
+    /// istio-cni's node agent socket, used in [`ProxyMode::Shared`] (`INPOD_UDS`).
+    pub inpod_uds: PathBuf,
     pub cluster_id: String,
     pub trust_domain: String,
     pub pod_name: String,
@@ -108,6 +139,16 @@ pub struct Var {
 }
 
 pub const VARS: &[Var] = &[
+    Var {
+        name: "PROXY_MODE",
+        default: "node",
+        help: "shared: in-pod capture, pods (and their netns) from istio-cni over INPOD_UDS, listeners inside each pod; node: node-level TPROXY capture in the node's netns",
+    },
+    Var {
+        name: "INPOD_UDS",
+        default: DEFAULT_INPOD_UDS,
+        help: "istio-cni node agent's socket (ZDS), in shared mode",
+    },
     Var {
         name: "LOCAL_XDS_PATH",
         default: "(none)",
@@ -299,6 +340,21 @@ impl Config {
             None => cpus,
             Some(v) => parse_range("ZRING_CORES", &v, 1, 1024)? as usize,
         };
+        let proxy_mode = match var("PROXY_MODE").as_deref() {
+            None => DEFAULT_PROXY_MODE,
+            Some("shared") => ProxyMode::Shared,
+            Some("node") => ProxyMode::Node,
+            Some(v) => {
+                return Err(err(
+                    "PROXY_MODE",
+                    v,
+                    "expected shared (in-pod capture) or node (node-level capture); \
+                     ztunnel's dedicated mode is not supported",
+                ));
+            }
+        };
+        let inpod_uds =
+            var("INPOD_UDS").map_or_else(|| PathBuf::from(DEFAULT_INPOD_UDS), PathBuf::from);
         let driver = match var("ZRING_DRIVER").as_deref() {
             None | Some("auto") => DriverChoice::Auto,
             Some("uring") | Some("io_uring") => DriverChoice::Uring,
@@ -423,6 +479,8 @@ impl Config {
 
         Ok(Config {
             node_name,
+            proxy_mode,
+            inpod_uds,
             cluster_id: var("CLUSTER_ID").unwrap_or_else(|| "Kubernetes".into()),
             trust_domain,
             pod_name: var("POD_NAME").unwrap_or_default(),
@@ -603,6 +661,8 @@ mod tests {
     fn defaults() {
         let c = cfg(&[]).unwrap();
         assert_eq!(c.packet_mark, 1337);
+        assert_eq!(c.proxy_mode, DEFAULT_PROXY_MODE);
+        assert_eq!(c.inpod_uds, PathBuf::from("/var/run/ztunnel/ztunnel.sock"));
         assert_eq!(c.driver, DriverChoice::Auto);
         assert_eq!(c.buffer_size, 65536);
         assert_eq!(c.cluster_id, "Kubernetes");
@@ -624,6 +684,22 @@ mod tests {
         assert_eq!(
             cfg(&[("LOG_FORMAT", "json")]).unwrap().log_format,
             LogFormat::Json
+        );
+    }
+
+    #[test]
+    fn proxy_modes() {
+        let shared = cfg(&[("PROXY_MODE", "shared"), ("INPOD_UDS", "/tmp/z.sock")]).unwrap();
+        assert_eq!(shared.proxy_mode, ProxyMode::Shared);
+        assert_eq!(shared.inpod_uds, PathBuf::from("/tmp/z.sock"));
+        assert_eq!(
+            cfg(&[("PROXY_MODE", "node")]).unwrap().proxy_mode,
+            ProxyMode::Node
+        );
+        let e = cfg(&[("PROXY_MODE", "dedicated")]).unwrap_err();
+        assert!(
+            e.to_string().contains("shared") && e.to_string().contains("node"),
+            "the error names the accepted values: {e}"
         );
     }
 
@@ -697,6 +773,8 @@ mod tests {
             ("ZRING_DRAIN_DEADLINE", "soon"),
             ("TERMINATION_GRACE_PERIOD_SECONDS", "-1"),
             ("LOG_FORMAT", "yaml"),
+            ("PROXY_MODE", "dedicated"),
+            ("PROXY_MODE", "Shared"),
         ] {
             let e = cfg(&[(k, v)]).unwrap_err();
             assert_eq!(e.var, k, "{e}");

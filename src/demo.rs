@@ -49,6 +49,7 @@ pub fn run() -> anyhow::Result<()> {
         lab.redirect(node)?;
         let mut cmd = Command::new(&exe);
         cmd.arg("run")
+            .env("PROXY_MODE", "node")
             .env("NODE_NAME", node_name)
             .env("LOCAL_XDS_PATH", &config)
             .env("ZRING_DEV_CA_DIR", &ca_dir)

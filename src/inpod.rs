@@ -20,7 +20,11 @@
 
 pub mod client;
 pub mod codec;
+pub mod factory;
+pub mod handler;
+pub mod handoff;
 pub mod metrics;
+pub mod pod;
 pub mod registry;
 pub mod testing;
 
@@ -28,12 +32,13 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 pub use client::{Client, ClientConfig};
+pub use handler::ListenerHandler;
 pub use metrics::Metrics;
 
 /// Environment variable naming the agent's socket (ztunnel's name).
 pub const INPOD_UDS_ENV: &str = "INPOD_UDS";
 /// The agent's socket when [`INPOD_UDS_ENV`] is unset (ztunnel's default).
-pub const DEFAULT_INPOD_UDS: &str = "/var/run/ztunnel/ztunnel.sock";
+pub const DEFAULT_INPOD_UDS: &str = crate::config::DEFAULT_INPOD_UDS;
 
 /// Who a pod is, as the agent tells it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

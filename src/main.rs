@@ -29,6 +29,15 @@ Usage:
   zring help      show this help (also -h, --help)
   zring version   show the version (also -V, --version)
 
+Capture modes (PROXY_MODE):
+  shared          in-pod, as ztunnel (Istio >= 1.21): istio-cni's node agent hands each
+                  enrolled pod's network namespace over INPOD_UDS; zring listens on 15001,
+                  15006, 15008 inside every such pod, once per core, and makes that pod's
+                  upstream sockets inside it (source: the pod's IP, marked PACKET_MARK)
+  node            node-level: zring listens in the node's namespace (IP_TRANSPARENT) and the
+                  node's TPROXY rules (`zring redirect apply`) send enrolled pods' traffic there
+  Unset: node for now (in-pod's data path is being wired); any other value is refused.
+
 Configuration (environment):
 ",
     );

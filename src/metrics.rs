@@ -41,7 +41,7 @@ pub use shard::{CoreGauges, Flow, Meter, Refusal, Series, Shard, TrafficCell, fl
 pub use xds::{Termination, XdsMetrics};
 
 use shard::{LatencyBatch, NewSeries};
-use text::{Encoder, Type};
+pub use text::{Encoder, Type};
 
 /// Latency batches waiting for a scrape, at most; beyond, cores keep accumulating locally.
 pub const LATENCY_QUEUE: usize = 256;
@@ -83,6 +83,13 @@ pub struct Registry {
     xds: Arc<XdsMetrics>,
     /// Log lines the non-blocking writer dropped because its queue was full.
     dropped_logs: OnceLock<tracing_appender::non_blocking::ErrorCounter>,
+    /// In-pod mode's workload-manager series (`workload_manager_*`), when that mode runs.
+    inpod: OnceLock<Arc<dyn Collect>>,
+}
+
+/// Families kept elsewhere (in atomics of their own thread) and written on every scrape.
+pub trait Collect: Send + Sync + std::fmt::Debug {
+    fn collect(&self, e: &mut Encoder);
 }
 
 #[derive(Debug, Default)]
@@ -121,6 +128,7 @@ impl Registry {
             merged: Mutex::default(),
             xds: Arc::default(),
             dropped_logs: OnceLock::new(),
+            inpod: OnceLock::new(),
         }
     }
 
@@ -143,6 +151,11 @@ impl Registry {
     /// Reports the log writer's dropped lines from now on.
     pub fn watch_dropped_logs(&self, counter: tracing_appender::non_blocking::ErrorCounter) {
         let _ = self.dropped_logs.set(counter);
+    }
+
+    /// Reports in-pod mode's workload-manager series from now on.
+    pub fn watch_inpod(&self, series: Arc<dyn Collect>) {
+        let _ = self.inpod.set(series);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Merged> {
@@ -213,6 +226,9 @@ impl Registry {
         self.write_latencies(&mut e);
         self.write_xds(&mut e);
         self.write_cores(&mut e);
+        if let Some(inpod) = self.inpod.get() {
+            inpod.collect(&mut e);
+        }
         write_process(&mut e);
         if let Some(c) = self.dropped_logs.get() {
             e.family(

@@ -6,6 +6,8 @@
 //! construction: the [`CoreCtx`] lives in an `Rc` and is never shared with another thread.
 //! The only cross-thread inputs are the [`Shared`] handles published by the control thread.
 
+pub mod pods;
+
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -15,7 +17,7 @@ use std::time::Duration;
 use monoio::net::TcpListener;
 use tracing::{error, info, warn};
 
-use crate::config::DriverChoice;
+use crate::config::{DriverChoice, ProxyMode};
 use crate::core::{CoreCtx, Driver, Shared};
 use crate::sys::socket::{self, ListenOpts};
 
@@ -103,13 +105,24 @@ pub fn start(
     shared: Arc<Shared>,
     driver: Driver,
 ) -> Result<Vec<std::thread::JoinHandle<()>>, StartError> {
+    start_with_pods(shared, driver, Vec::new())
+}
+
+/// [`start`], each core also taking in-pod mail from its `inboxes[core]` (in-pod mode).
+pub fn start_with_pods(
+    shared: Arc<Shared>,
+    driver: Driver,
+    inboxes: Vec<crate::inpod::handoff::Inbox>,
+) -> Result<Vec<std::thread::JoinHandle<()>>, StartError> {
     let cores = shared.config.cores;
+    let mut inboxes = inboxes.into_iter();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<usize, StartError>>(cores);
     let mut handles = Vec::with_capacity(cores);
     for id in 0..cores {
         let shared = shared.clone();
         let ready = ready_tx.clone();
+        let inbox = inboxes.next();
         let pin = shared.config.pin_cores.then_some(id % cpus);
         let h = std::thread::Builder::new()
             .name(format!("zring-core-{id}"))
@@ -119,7 +132,7 @@ pub fn start(
                 {
                     warn!(core = id, cpu, "cannot pin core thread: {e:?}");
                 }
-                run_core(id, driver, shared, ready);
+                run_core(id, driver, shared, ready, inbox);
             })
             .map_err(StartError::Thread)?;
         handles.push(h);
@@ -140,9 +153,10 @@ fn run_core(
     driver: Driver,
     shared: Arc<Shared>,
     ready: crossbeam_channel::Sender<Result<usize, StartError>>,
+    inbox: Option<crate::inpod::handoff::Inbox>,
 ) {
     let entries = shared.config.uring_entries;
-    let fut = core_main(id, driver, shared, ready.clone());
+    let fut = core_main(id, driver, shared, ready.clone(), inbox);
     let built = match driver {
         Driver::Uring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
             .with_entries(entries)
@@ -168,6 +182,7 @@ async fn core_main(
     driver: Driver,
     shared: Arc<Shared>,
     ready: crossbeam_channel::Sender<Result<usize, StartError>>,
+    inbox: Option<crate::inpod::handoff::Inbox>,
 ) {
     let cfg = shared.config.clone();
     let ctx = Rc::new(CoreCtx::new(id, driver, shared));
@@ -177,11 +192,16 @@ async fn core_main(
         backlog: cfg.listen_backlog,
     };
     let mut listeners = Vec::new();
-    for (kind, addr) in [
-        (ListenerKind::Outbound, cfg.outbound_addr),
-        (ListenerKind::InboundPlaintext, cfg.inbound_plaintext_addr),
-        (ListenerKind::Inbound, cfg.inbound_addr),
-    ] {
+    // In-pod mode listens inside each enrolled pod (`pods`), never in the node's netns.
+    let node_listeners = match cfg.proxy_mode {
+        ProxyMode::Node => vec![
+            (ListenerKind::Outbound, cfg.outbound_addr),
+            (ListenerKind::InboundPlaintext, cfg.inbound_plaintext_addr),
+            (ListenerKind::Inbound, cfg.inbound_addr),
+        ],
+        ProxyMode::Shared => Vec::new(),
+    };
+    for (kind, addr) in node_listeners {
         match socket::listener(addr, opts).and_then(TcpListener::from_std) {
             Ok(l) => listeners.push((kind, l)),
             Err(source) => {
@@ -195,11 +215,18 @@ async fn core_main(
             }
         }
     }
-    info!(
-        core = id,
-        driver = driver.name(),
-        "core listening on 15001 (outbound), 15006 (inbound plaintext), 15008 (inbound HBONE)"
-    );
+    match cfg.proxy_mode {
+        ProxyMode::Node => info!(
+            core = id,
+            driver = driver.name(),
+            "core listening on 15001 (outbound), 15006 (inbound plaintext), 15008 (inbound HBONE)"
+        ),
+        ProxyMode::Shared => info!(
+            core = id,
+            driver = driver.name(),
+            "core up, in-pod mode: listening inside each pod istio-cni hands over"
+        ),
+    }
     let _ = ready.send(Ok(id));
     drop(ready);
 
@@ -211,6 +238,9 @@ async fn core_main(
     )));
     for (kind, listener) in listeners {
         tasks.push(monoio::spawn(accept_loop(ctx.clone(), listener, kind)));
+    }
+    if let Some(inbox) = inbox {
+        tasks.push(monoio::spawn(pods::run(ctx.clone(), inbox)));
     }
     for t in tasks {
         t.await;

@@ -145,6 +145,7 @@ fn io_uring_unavailable_falls_back_to_epoll() {
 
     let mut cmd = Command::new(ZRING);
     cmd.env("ZRING_DRIVER", "uring")
+        .env("PROXY_MODE", "node")
         .env("NODE_NAME", "c")
         .env("ZRING_DEV_CA_DIR", &m.ca_dir);
     let p = m

@@ -129,6 +129,7 @@ impl Running {
                 let node_proxy = match proxy {
                     Proxy::Zring { driver } => {
                         env.push(("ZRING_DRIVER".into(), driver.clone()));
+                        env.push(("PROXY_MODE".into(), "node".into()));
                         NodeProxy::zring(zring)
                     }
                     Proxy::Other(other) => {

@@ -53,6 +53,8 @@ pub fn eventually<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -
 pub struct NodeProxy {
     pub binary: PathBuf,
     pub args: Vec<String>,
+    /// Environment this proxy always gets, under the mesh's and the node's.
+    pub env: Vec<(String, String)>,
     pub ready: Ready,
 }
 
@@ -72,6 +74,9 @@ impl NodeProxy {
         NodeProxy {
             binary: binary.to_owned(),
             args: vec!["run".into()],
+            // Node-level capture (the rules the mesh installs on each node), whatever zring's
+            // default mode; in-pod tests start zring themselves.
+            env: vec![("PROXY_MODE".into(), "node".into())],
             ready: Ready::Logged("zring ready".into()),
         }
     }
@@ -83,6 +88,7 @@ impl NodeProxy {
         NodeProxy {
             binary: binary.to_owned(),
             args: Vec::new(),
+            env: Vec::new(),
             ready: Ready::Listening(vec![
                 OUTBOUND_PORT,
                 INBOUND_PLAINTEXT_PORT,
@@ -110,7 +116,7 @@ impl Mesh {
     /// on each of `nodes` and starts zring (`binary`) there with `NODE_NAME` set to the node's
     /// name, `LOCAL_XDS_PATH` pointing at the config (unless `env` sets `XDS_ADDRESS`: then the
     /// config comes from xDS and the file is unused) and `env` on top of the defaults (2 cores,
-    /// poll the config every 50 ms).
+    /// poll the config every 50 ms) and the proxy's own (zring: `PROXY_MODE=node`).
     pub fn start(
         lab: Lab,
         binary: &Path,
@@ -196,6 +202,9 @@ impl Mesh {
             .any(|(k, v)| k == "XDS_ADDRESS" && !v.is_empty());
         if !from_xds {
             cmd.env("LOCAL_XDS_PATH", &self.config);
+        }
+        for (k, v) in &self.proxy.env {
+            cmd.env(k, v);
         }
         for (k, v) in &self.base_env {
             cmd.env(k, v);

@@ -9,12 +9,22 @@
 use std::io;
 use std::mem::{MaybeUninit, size_of};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 /// The IPv4 destination the connection accepted on `fd` had before nat rewrote it. A connection
 /// conntrack tracks but nat left alone answers its own local address; one conntrack does not
 /// track at all (no nat rules in its netns) fails with ENOENT.
 pub fn original_dst(fd: BorrowedFd<'_>) -> io::Result<SocketAddrV4> {
+    original_dst_raw(fd.as_raw_fd())
+}
+
+/// [`original_dst`] for a socket type that offers only `AsRawFd` (monoio's `TcpStream`): the
+/// borrow keeps the descriptor open for the call.
+pub fn original_dst_of(socket: &impl AsRawFd) -> io::Result<SocketAddrV4> {
+    original_dst_raw(socket.as_raw_fd())
+}
+
+fn original_dst_raw(fd: RawFd) -> io::Result<SocketAddrV4> {
     // SAFETY: sockaddr_in is plain data for which all-zero bytes are a valid value.
     let mut addr: libc::sockaddr_in = unsafe { MaybeUninit::zeroed().assume_init() };
     let mut len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
@@ -22,7 +32,7 @@ pub fn original_dst(fd: BorrowedFd<'_>) -> io::Result<SocketAddrV4> {
     // `len` bytes into `addr`.
     let rc = unsafe {
         libc::getsockopt(
-            fd.as_raw_fd(),
+            fd,
             libc::SOL_IP,
             libc::SO_ORIGINAL_DST,
             (&raw mut addr).cast(),

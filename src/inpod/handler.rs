@@ -1,0 +1,150 @@
+//! The [`PodHandler`] of in-pod mode: on add, binds 15001, 15006 and 15008 inside the pod's
+//! netns once per core (SO_REUSEPORT), hands each core its three listeners and returns once
+//! every core has confirmed, so the agent's `Ack` means "served on every core"; on remove, tells
+//! every core to close the pod's listeners (its connections then end within the drain deadline)
+//! and returns once each has.
+//!
+//! Runs on the `zring-inpod` thread (the client calls it inline), which is where `setns`
+//! happens for listeners ([`factory::in_netns`]); cores only receive ready sockets
+//! (`handoff`). Every wait for the cores is bounded by `confirm_timeout`.
+//!
+//! Invariant: a pod is served by all cores or by none. An add that fails on any core (or
+//! times out) is undone on every core before the error goes back to the agent; a late
+//! confirmation is undone by that removal, which reaches the core after the add (one channel
+//! per core, in order).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use super::factory::{self, SocketFactory};
+use super::handoff::{CoreAnswer, CoreMail, Mailbox};
+use super::pod::{PodCtx, PodPort};
+use super::{Pod, PodHandler};
+
+/// How long an add or a remove waits for every core's confirmation.
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug)]
+pub struct ListenerHandler {
+    cores: Vec<Mailbox>,
+    factory: SocketFactory,
+    /// `PACKET_MARK` for the pods' upstream sockets.
+    mark: u32,
+    backlog: i32,
+    confirm_timeout: Duration,
+}
+
+impl ListenerHandler {
+    pub fn new(cores: Vec<Mailbox>, factory: SocketFactory, mark: u32, backlog: i32) -> Self {
+        ListenerHandler {
+            cores,
+            factory,
+            mark,
+            backlog,
+            confirm_timeout: CONFIRM_TIMEOUT,
+        }
+    }
+
+    /// Sends `mail(core)` to every core and waits for every answer; the first error, or
+    /// which cores did not answer in time.
+    fn to_every_core(
+        &self,
+        what: &str,
+        mut mail: impl FnMut(usize, crossbeam_channel::Sender<CoreAnswer>) -> CoreMail,
+    ) -> Result<(), String> {
+        let (tx, rx) = crossbeam_channel::bounded(self.cores.len());
+        let mut waiting = vec![false; self.cores.len()];
+        let mut first_error = None;
+        for (i, mailbox) in self.cores.iter().enumerate() {
+            match mailbox.send(mail(i, tx.clone())) {
+                Ok(()) => waiting[i] = true,
+                Err(e) => {
+                    first_error.get_or_insert_with(|| e.to_string());
+                }
+            }
+        }
+        drop(tx);
+        let deadline = Instant::now() + self.confirm_timeout;
+        while waiting.iter().any(|w| *w) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(answer) => {
+                    waiting[answer.core] = false;
+                    if let Err(e) = answer.result {
+                        first_error.get_or_insert_with(|| format!("core {}: {e}", answer.core));
+                    }
+                }
+                Err(_) => {
+                    let late: Vec<usize> = (0..waiting.len()).filter(|i| waiting[*i]).collect();
+                    first_error.get_or_insert_with(|| {
+                        format!(
+                            "cores {late:?} did not confirm {what} within {:?}",
+                            self.confirm_timeout
+                        )
+                    });
+                    break;
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl PodHandler for ListenerHandler {
+    fn add(&mut self, pod: &Pod) -> Result<(), String> {
+        let started = Instant::now();
+        let cores = self.cores.len();
+        let backlog = self.backlog;
+        // Every core's listeners in one visit: the pod's netns is entered once per add.
+        let mut per_core = factory::in_netns(pod.netns.as_fd(), || {
+            (0..cores)
+                .map(|_| {
+                    PodPort::ALL
+                        .iter()
+                        .map(|p| {
+                            let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, p.port()));
+                            factory::pod_listener(addr, backlog).map(|l| (*p, l))
+                        })
+                        .collect::<std::io::Result<Vec<_>>>()
+                })
+                .collect::<std::io::Result<Vec<_>>>()
+        })
+        .map_err(|e| format!("cannot listen inside the pod's network namespace: {e}"))?;
+        let ctx = Arc::new(PodCtx::new(
+            pod.uid.clone(),
+            pod.info.clone(),
+            pod.netns.clone(),
+            self.mark,
+            self.factory.clone(),
+        ));
+        let added = self.to_every_core("the listeners", |core, done| CoreMail::AddPod {
+            pod: ctx.clone(),
+            listeners: std::mem::take(&mut per_core[core]),
+            done,
+        });
+        if let Err(e) = added {
+            warn!(uid = %pod.uid, error = %e, "pod listeners not up on every core: undoing");
+            let _ = self.remove(pod);
+            return Err(e);
+        }
+        info!(
+            uid = %pod.uid,
+            cores,
+            took = ?started.elapsed(),
+            "pod served: 15001, 15006, 15008 inside its netns on every core"
+        );
+        Ok(())
+    }
+
+    fn remove(&mut self, pod: &Pod) -> Result<(), String> {
+        let uid = &pod.uid;
+        self.to_every_core("the removal", |_, done| CoreMail::RemovePod {
+            uid: uid.clone(),
+            done,
+        })
+    }
+}

@@ -1,0 +1,297 @@
+//! In-pod mode on a core: the task that takes this core's mail (`inpod::handoff`), starts and
+//! stops enrolled pods' listeners, delivers upstream sockets made inside pods' netns, and the
+//! accept loops and connection tasks of those listeners.
+//!
+//! Runs on one core; everything here is `Rc`/`Cell`, never shared with another thread.
+//!
+//! Lifecycle of one pod on this core: `AddPod` registers the pod and spawns one accept loop
+//! per listener, then confirms. `RemovePod` fires the pod's `stop` (its accept loops drop their
+//! listeners) and confirms once every loop has ended, so the agent's `Ack` of a `del` means the
+//! pod's ports are closed on this core; its open connections go on until they end or until the
+//! drain deadline, when its `kill` fires and cuts them. The pod's `PodCtx` (and with it the
+//! netns descriptor) goes with the last task that holds it.
+//!
+//! The data path seam: a connection accepted in a pod is served by [`serve`] with the pod's
+//! [`CorePod`] (original destination, upstream sockets from the pod's netns). Until the data
+//! path takes it, only outbound passthrough (a destination the snapshot does not know, from a
+//! source workload it does) is proxied; everything else is refused with a reset and a log line
+//! saying the in-pod path is not wired.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use monoio::io::Splitable;
+use monoio::net::{TcpListener, TcpStream};
+use tracing::{debug, error, info, warn};
+
+use crate::core::CoreCtx;
+use crate::inpod::handoff::{CoreAnswer, CoreMail, Inbox};
+use crate::inpod::pod::{CorePod, PodPort, Upstreams, original_dst};
+use crate::latch::Latch;
+use crate::net::copy::{self, Transferred};
+
+/// One pod served by this core.
+#[derive(Debug)]
+struct Served {
+    pod: CorePod,
+    /// Fired on removal: accept loops end and drop their listeners.
+    stop: Latch<()>,
+    /// Fired at the drain deadline after removal: connections still open are cut.
+    kill: Latch<()>,
+    /// Accept loops still running; `closed` fires when it reaches 0 after `stop`.
+    loops: Cell<usize>,
+    closed: Latch<()>,
+    /// Connections open; `emptied` fires when it reaches 0 after `stop`.
+    conns: Cell<u64>,
+    emptied: Latch<()>,
+}
+
+/// The core's pod task: runs for the core's life.
+pub(super) async fn run(ctx: Rc<CoreCtx>, inbox: Inbox) {
+    let mut inbox = match inbox.into_core() {
+        Ok(i) => i,
+        Err(e) => {
+            error!(core = ctx.id, "in-pod mail cannot reach this core: {e}");
+            return;
+        }
+    };
+    let upstreams = Rc::new(Upstreams::new(inbox.own().clone()));
+    let mut pods: HashMap<String, Rc<Served>> = HashMap::new();
+    loop {
+        let batch = match inbox.recv().await {
+            Ok(b) => b,
+            Err(e) => {
+                error!(core = ctx.id, "in-pod mail stopped: {e}");
+                return;
+            }
+        };
+        for mail in batch {
+            match mail {
+                CoreMail::AddPod {
+                    pod,
+                    listeners,
+                    done,
+                } => {
+                    if let Some(old) = pods.remove(&pod.uid) {
+                        // An add that timed out before and is retried: the old listeners go.
+                        remove(&ctx, old, None);
+                    }
+                    let uid = pod.uid.clone();
+                    let served = Rc::new(Served {
+                        pod: CorePod::new(pod, upstreams.clone()),
+                        stop: Latch::default(),
+                        kill: Latch::default(),
+                        loops: Cell::new(0),
+                        closed: Latch::default(),
+                        conns: Cell::new(0),
+                        emptied: Latch::default(),
+                    });
+                    let result = start(&ctx, &served, listeners);
+                    if result.is_ok() {
+                        pods.insert(uid, served);
+                    } else {
+                        served.stop.fire(());
+                    }
+                    let _ = done.send(CoreAnswer {
+                        core: ctx.id,
+                        result,
+                    });
+                }
+                CoreMail::RemovePod { uid, done } => match pods.remove(&uid) {
+                    Some(served) => remove(&ctx, served, Some(done)),
+                    None => {
+                        let _ = done.send(CoreAnswer {
+                            core: ctx.id,
+                            result: Ok(()),
+                        });
+                    }
+                },
+                CoreMail::Upstream { id, socket } => upstreams.deliver(id, socket),
+            }
+        }
+    }
+}
+
+/// Registers `listeners` with this core's runtime and spawns their accept loops.
+fn start(
+    ctx: &Rc<CoreCtx>,
+    served: &Rc<Served>,
+    listeners: Vec<(PodPort, std::net::TcpListener)>,
+) -> Result<(), String> {
+    let mut ready = Vec::with_capacity(listeners.len());
+    for (port, l) in listeners {
+        let l = TcpListener::from_std(l)
+            .map_err(|e| format!("cannot register the {} listener: {e}", port.name()))?;
+        ready.push((port, l));
+    }
+    for (port, l) in ready {
+        served.loops.set(served.loops.get() + 1);
+        monoio::spawn(accept_loop(ctx.clone(), served.clone(), l, port));
+    }
+    debug!(core = ctx.id, uid = %served.pod.ctx.uid, "pod listeners up");
+    Ok(())
+}
+
+/// Closes the pod's listeners; confirms on `done` once they are closed; cuts its connections
+/// at the drain deadline if they have not ended by then.
+fn remove(
+    ctx: &Rc<CoreCtx>,
+    served: Rc<Served>,
+    done: Option<crossbeam_channel::Sender<CoreAnswer>>,
+) {
+    served.stop.fire(());
+    if served.conns.get() == 0 {
+        served.emptied.fire(());
+    }
+    let (ctx, deadline) = (ctx.clone(), ctx.config().drain_deadline);
+    monoio::spawn(async move {
+        if served.loops.get() > 0 {
+            served.closed.wait().await;
+        }
+        if let Some(done) = done {
+            let _ = done.send(CoreAnswer {
+                core: ctx.id,
+                result: Ok(()),
+            });
+        }
+        let open = served.conns.get();
+        if open == 0 {
+            return;
+        }
+        monoio::select! {
+            () = served.emptied.wait() => {}
+            () = monoio::time::sleep(deadline) => {
+                info!(
+                    core = ctx.id,
+                    uid = %served.pod.ctx.uid,
+                    open = served.conns.get(),
+                    "removed pod: closing connections still open at the drain deadline"
+                );
+                served.kill.fire(());
+            }
+        }
+    });
+}
+
+async fn accept_loop(ctx: Rc<CoreCtx>, served: Rc<Served>, listener: TcpListener, port: PodPort) {
+    loop {
+        let accepted = monoio::select! {
+            r = listener.accept() => r,
+            () = served.stop.wait() => break,
+            () = ctx.draining.wait() => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                monoio::spawn(connection(ctx.clone(), served.clone(), stream, peer, port));
+            }
+            Err(e) => {
+                error!(core = ctx.id, uid = %served.pod.ctx.uid, listener = port.name(), "accept failed: {e}");
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    drop(listener);
+    served.loops.set(served.loops.get() - 1);
+    if served.loops.get() == 0 {
+        served.closed.fire(());
+    }
+}
+
+/// Counts a connection of a pod until dropped.
+struct PodConn<'a>(&'a Served);
+
+impl Drop for PodConn<'_> {
+    fn drop(&mut self) {
+        self.0.conns.set(self.0.conns.get() - 1);
+        if self.0.conns.get() == 0 && self.0.stop.is_fired() {
+            self.0.emptied.fire(());
+        }
+    }
+}
+
+async fn connection(
+    ctx: Rc<CoreCtx>,
+    served: Rc<Served>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    port: PodPort,
+) {
+    let _active = ctx.track();
+    served.conns.set(served.conns.get() + 1);
+    let _conn = PodConn(&served);
+    monoio::select! {
+        () = serve(&ctx, &served.pod, stream, peer, port) => {}
+        () = served.kill.wait() => {}
+    }
+}
+
+/// The data path seam: serves one connection accepted inside a pod.
+async fn serve(ctx: &CoreCtx, pod: &CorePod, stream: TcpStream, peer: SocketAddr, port: PodPort) {
+    let uid = &pod.ctx.uid;
+    let dst = match port {
+        PodPort::Outbound => match original_dst(&stream) {
+            Ok(dst) => SocketAddr::V4(dst),
+            Err(e) => {
+                warn!(%uid, src = %peer, "in-pod outbound without an original destination: {e}");
+                crate::net::reset(stream);
+                return;
+            }
+        },
+        PodPort::InboundPlaintext | PodPort::Inbound => {
+            warn!(%uid, src = %peer, listener = port.name(), "in-pod inbound is not wired to the data path yet: refused");
+            crate::net::reset(stream);
+            return;
+        }
+    };
+    let snapshot = ctx.shared.snapshot.load_full();
+    let route = crate::proxy::route::outbound(
+        &snapshot,
+        &ctx.config().node_name,
+        peer.ip(),
+        dst,
+        ctx.random(),
+    );
+    drop(snapshot);
+    match route.map(|r| r.action) {
+        Ok(crate::proxy::route::Action::Passthrough(_)) => {}
+        Ok(action) => {
+            warn!(%uid, src = %peer, %dst, ?action, "in-pod outbound to a mesh destination is not wired to the data path yet: refused");
+            crate::net::reset(stream);
+            return;
+        }
+        Err(denied) => {
+            info!(%uid, src = %peer, %dst, "in-pod outbound refused: {denied}");
+            crate::net::reset(stream);
+            return;
+        }
+    }
+    let upstream = match pod.connect(dst, ctx.config().connect_timeout).await {
+        Ok(s) => s,
+        Err(e) => {
+            info!(%uid, src = %peer, %dst, "in-pod passthrough failed: {e}");
+            crate::net::reset(stream);
+            return;
+        }
+    };
+    let counts = Transferred::default();
+    let result = copy::bidirectional(
+        stream.into_split(),
+        upstream.into_split(),
+        &ctx.buffers,
+        &counts,
+    )
+    .await;
+    info!(
+        %uid,
+        src = %peer,
+        %dst,
+        sent = counts.sent.get(),
+        received = counts.received.get(),
+        error = result.err().map(|e| e.to_string()),
+        "in-pod passthrough complete"
+    );
+}
