@@ -199,7 +199,7 @@ async fn serve(
             let counted = counted.clone();
             let finished = finished.clone();
             monoio::spawn(async move {
-                let mut send = server::accept(respond).unwrap();
+                let mut send = server::respond_ok(respond).unwrap();
                 let mut recv = req.into_body();
                 // Echo everything back (request/response), or count it (bulk).
                 while let Some(Ok(data)) = poll_fn(|cx| recv.poll_data(cx)).await {

@@ -264,7 +264,7 @@ pub fn serve_script(data: &[u8]) -> usize {
             let _ = server::serve(io, peer, std::future::pending(), |request, respond| {
                 requests += 1;
                 match connect_target(&request) {
-                    Ok(_) => drop(server::accept(respond)),
+                    Ok(_) => drop(server::respond_ok(respond)),
                     Err(_) => server::refuse(respond, StatusCode::BAD_REQUEST),
                 }
             })

@@ -23,6 +23,21 @@ use crate::sys::socket::{self, SpoofSide, UpstreamOpts};
 
 pub use buffers::BufferPool;
 
+/// Who a socket, a byte count or a failure belongs to: the one enum for "side" on the data path
+/// (the byte pumps attribute their errors with it, the listeners report every error's side).
+///
+/// The names are a proxy's: bytes flow from the downstream (the client that opened the
+/// connection) to the upstream (the server it reaches), and back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client's end: the pod that opened the connection, or the peer zring on 15008.
+    Downstream,
+    /// The server's end: the destination pod, or the peer zring's 15008 zring tunnels to.
+    Upstream,
+    /// zring itself (its configuration, certificates or policy decisions), neither end.
+    Internal,
+}
+
 /// Why an upstream connect failed. The `Display` texts are those of the access log's `error`
 /// field, which `proxy::Error` passes through unchanged.
 #[derive(Debug, thiserror::Error)]

@@ -77,7 +77,7 @@ fn waypoint(listener: std::net::TcpListener, store: CertStore, seen: mpsc::Sende
         let listener = monoio::net::TcpListener::from_std(listener).unwrap();
         loop {
             let (tcp, peer) = listener.accept().await.unwrap();
-            let (io, peer_identity) = tls::accept(tcp, config.clone()).await.unwrap();
+            let (io, peer_identity) = tls::server_handshake(tcp, config.clone()).await.unwrap();
             let seen = seen.clone();
             monoio::spawn(async move {
                 let on_stream = move |req: http::Request<h2::RecvStream>, respond| {
@@ -87,7 +87,7 @@ fn waypoint(listener: std::net::TcpListener, store: CertStore, seen: mpsc::Sende
                         headers: req.headers().clone(),
                     });
                     monoio::spawn(async move {
-                        let mut send = server::accept(respond).unwrap();
+                        let mut send = server::respond_ok(respond).unwrap();
                         let mut recv = req.into_body();
                         while let Some(Ok(data)) = poll_fn(|cx| recv.poll_data(cx)).await {
                             // END_STREAM may come on an empty DATA frame.

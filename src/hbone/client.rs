@@ -21,6 +21,7 @@ use http::{Request, StatusCode};
 use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::Phase;
 use crate::sys::socket::SpoofSide;
 use tracing::debug;
 
@@ -54,6 +55,8 @@ pub struct H2Client {
 impl H2Client {
     /// Connects, handshakes, and starts the connection's driver task on this core.
     pub async fn connect(dial: Dial, config: Arc<ClientConfig>) -> Result<H2Client, HboneError> {
+        // One deadline for the three steps; `phase` tells which one it cut short.
+        let phase = Cell::new(Phase::TcpConnect);
         let fut = async {
             let tcp = crate::net::connect(
                 dial.via,
@@ -63,24 +66,24 @@ impl H2Client {
                 dial.timeout,
             )
             .await
-            .map_err(|e| match e {
-                crate::net::Error::Connect { source, .. } => HboneError::Tls {
-                    peer: dial.via,
-                    source,
-                },
-                _ => HboneError::HandshakeTimeout(dial.via),
-            })?;
-            let io = tls::connect(tcp, config)
-                .await
-                .map_err(|source| HboneError::Tls {
-                    peer: dial.via,
-                    source,
-                })?;
+            .map_err(HboneError::Connect)?;
+            phase.set(Phase::Tls);
+            let io =
+                tls::client_handshake(tcp, config)
+                    .await
+                    .map_err(|source| HboneError::Tls {
+                        peer: dial.via,
+                        source,
+                    })?;
+            phase.set(Phase::Http2Handshake);
             H2Client::handshake(io, dial.via).await
         };
         monoio::time::timeout(dial.timeout, fut)
             .await
-            .map_err(|_| HboneError::HandshakeTimeout(dial.via))?
+            .map_err(|_| HboneError::Timeout {
+                peer: dial.via,
+                phase: phase.get(),
+            })?
     }
 
     /// Runs the HTTP/2 handshake on an established (TLS) stream to `peer` and spawns the
@@ -176,6 +179,9 @@ impl H2Client {
         };
         monoio::time::timeout(timeout, fut)
             .await
-            .map_err(|_| HboneError::HandshakeTimeout(self.peer))?
+            .map_err(|_| HboneError::Timeout {
+                peer: self.peer,
+                phase: Phase::ConnectRequest,
+            })?
     }
 }

@@ -21,50 +21,29 @@ use h2::{Reason, RecvStream, SendStream};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 
+use crate::net::Side;
 use crate::net::buffers::SMALL;
-use crate::net::copy::{ByteCounter, CopyError, Side};
-
-/// Which side of the proxy the TCP socket is: decides which counter each direction feeds and
-/// how errors are attributed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TcpSide {
-    /// Outbound: the socket is the client pod's; the stream leads upstream.
-    Downstream,
-    /// Inbound: the socket goes to the destination pod; the stream came from downstream.
-    Upstream,
-}
+use crate::net::copy::{ByteCounter, CopyError};
 
 /// Copies between `tcp` and the stream until both directions have ended or either fails.
 ///
-/// `sent` counts bytes from the connection's initiator toward the destination, `received`
-/// the other way, whichever side the socket is on.
+/// `(tcp_end, stream_end)` say which end of the proxied connection each is, so that an error
+/// names the side that failed: outbound, the socket is the client pod's (downstream) and the
+/// stream leads upstream; inbound, the stream came from downstream and the socket goes to the
+/// destination pod. `(to_stream, to_tcp)` count each direction's bytes; the caller picks them
+/// from its `Transferred` by the same reasoning (bytes from downstream are `sent`).
 pub async fn bidirectional(
     tcp: TcpStream,
     mut send: SendStream<Bytes>,
     recv: RecvStream,
-    tcp_side: TcpSide,
+    (tcp_end, stream_end): (Side, Side),
     large: usize,
-    (sent, received): (&ByteCounter, &ByteCounter),
+    (to_stream, to_tcp): (&ByteCounter, &ByteCounter),
 ) -> Result<(), CopyError> {
-    let (stream_side, to_stream_counter, to_tcp_counter) = match tcp_side {
-        TcpSide::Downstream => (Side::Upstream, sent, received),
-        TcpSide::Upstream => (Side::Downstream, received, sent),
-    };
     let (r, w) = tcp.into_split();
     let result = {
-        let up = tcp_to_stream(
-            r,
-            &mut send,
-            (tcp_side_of(tcp_side), stream_side),
-            large,
-            to_stream_counter,
-        );
-        let down = stream_to_tcp(
-            recv,
-            w,
-            (stream_side, tcp_side_of(tcp_side)),
-            to_tcp_counter,
-        );
+        let up = tcp_to_stream(r, &mut send, (tcp_end, stream_end), large, to_stream);
+        let down = stream_to_tcp(recv, w, (stream_end, tcp_end), to_tcp);
         let (mut up, mut down) = (std::pin::pin!(up), std::pin::pin!(down));
         monoio::select! {
             r = &mut up => match r { Ok(()) => down.await, Err(e) => Err(e) },
@@ -75,13 +54,6 @@ pub async fn bidirectional(
         send.send_reset(Reason::CANCEL);
     }
     result
-}
-
-fn tcp_side_of(s: TcpSide) -> Side {
-    match s {
-        TcpSide::Downstream => Side::Downstream,
-        TcpSide::Upstream => Side::Upstream,
-    }
 }
 
 async fn tcp_to_stream<R: AsyncReadRent>(

@@ -138,7 +138,7 @@ pub fn refuse(mut respond: SendResponse<Bytes>, status: StatusCode) {
 }
 
 /// Answers 200 and returns the stream to send the tunnel's bytes on.
-pub fn accept(mut respond: SendResponse<Bytes>) -> Result<h2::SendStream<Bytes>, h2::Error> {
+pub fn respond_ok(mut respond: SendResponse<Bytes>) -> Result<h2::SendStream<Bytes>, h2::Error> {
     let response = Response::builder()
         .status(StatusCode::OK)
         .body(())

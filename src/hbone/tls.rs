@@ -103,7 +103,7 @@ fn poll_io(tcp: TcpStream) -> io::Result<TcpStreamPoll> {
 
 /// Runs the client handshake on a connected socket. The peer is verified by `config`'s
 /// verifier (chain + expected identities) during the handshake.
-pub async fn connect(tcp: TcpStream, config: Arc<ClientConfig>) -> io::Result<ClientIo> {
+pub async fn client_handshake(tcp: TcpStream, config: Arc<ClientConfig>) -> io::Result<ClientIo> {
     let io = poll_io(tcp)?;
     tokio_rustls::TlsConnector::from(config)
         .connect(identity::placeholder_server_name(), io)
@@ -113,11 +113,11 @@ pub async fn connect(tcp: TcpStream, config: Arc<ClientConfig>) -> io::Result<Cl
 
 /// Runs the server handshake on an accepted socket and returns the client's identity (its
 /// certificate was verified against the roots and our trust domain during the handshake).
-pub async fn accept(
+pub async fn server_handshake(
     tcp: TcpStream,
     config: Arc<ServerConfig>,
-) -> Result<(ServerIo, Identity), AcceptError> {
-    let io = poll_io(tcp).map_err(AcceptError::Io)?;
+) -> Result<(ServerIo, Identity), HandshakeError> {
+    let io = poll_io(tcp).map_err(HandshakeError::Io)?;
     let tls = match tokio_rustls::TlsAcceptor::from(config)
         .accept(io)
         .into_fallible()
@@ -126,10 +126,10 @@ pub async fn accept(
         Ok(tls) => tls,
         Err((e, io)) => {
             linger(io).await;
-            return Err(AcceptError::Io(explain(e)));
+            return Err(HandshakeError::Io(explain(e)));
         }
     };
-    let peer = identity::peer_identity(tls.get_ref().1).map_err(AcceptError::Identity)?;
+    let peer = identity::peer_identity(tls.get_ref().1).map_err(HandshakeError::Identity)?;
     Ok((tls, peer))
 }
 
@@ -178,8 +178,9 @@ fn explain(e: io::Error) -> io::Error {
     }
 }
 
+/// Why [`server_handshake`] refused a client.
 #[derive(Debug, thiserror::Error)]
-pub enum AcceptError {
+pub enum HandshakeError {
     #[error("{0}")]
     Io(io::Error),
     #[error("{0}")]

@@ -186,8 +186,7 @@ pub fn local_identities(snapshot: &Snapshot, node: &str) -> BTreeSet<Identity> {
         .workloads()
         .filter(|w| !w.node.is_empty() && *w.node == *node)
         .filter_map(|w| {
-            let (td, ns, sa) = w.identity_parts();
-            Identity::new(td, ns, sa)
+            Identity::of_workload(w)
                 .inspect_err(|e| warn!(workload = %w.uid, "no certificate: {e}"))
                 .ok()
         })

@@ -13,6 +13,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use super::Error;
+use crate::state::Workload;
 
 /// Upper bound on the length of an identity's text, checked before anything else so hostile
 /// input is rejected without scanning it. The segment limits below make the real maximum
@@ -54,6 +55,14 @@ impl Identity {
     /// Builds the identity for a trust domain, namespace and service account, validating each.
     pub fn new(trust_domain: &str, namespace: &str, service_account: &str) -> Result<Self, Error> {
         format!("{SCHEME}{trust_domain}/ns/{namespace}/sa/{service_account}").parse()
+    }
+
+    /// The identity `w` runs as (its trust domain, namespace and service account): the one way
+    /// from a workload to its SPIFFE identity, for certificates, TLS peers, policy subjects and
+    /// logs. It lives here, not on `Workload`, because `identity` builds on `state`.
+    pub fn of_workload(w: &Workload) -> Result<Self, Error> {
+        let (trust_domain, namespace, service_account) = w.identity_parts();
+        Self::new(trust_domain, namespace, service_account)
     }
 
     /// Parses `text` strictly. Same as `text.parse()`.

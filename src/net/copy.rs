@@ -11,6 +11,7 @@ use std::io;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
+use super::Side;
 use super::buffers::{BufferPool, SMALL};
 use crate::metrics::Meter;
 
@@ -55,19 +56,22 @@ impl ByteCounter {
     }
 }
 
-/// Which side of the pump failed, for error reporting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    Downstream,
-    Upstream,
-}
-
+/// Why a pump stopped early; `side` is the end whose socket (or stream) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
     #[error("reading from {side:?}: {source}")]
     Read { side: Side, source: io::Error },
     #[error("writing to {side:?}: {source}")]
     Write { side: Side, source: io::Error },
+}
+
+impl CopyError {
+    /// The end whose socket or stream failed.
+    pub fn side(&self) -> Side {
+        match self {
+            CopyError::Read { side, .. } | CopyError::Write { side, .. } => *side,
+        }
+    }
 }
 
 /// Copies `down_r → up_w` and `up_r → down_w` until both directions have seen EOF, or either

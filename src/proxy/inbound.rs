@@ -1,38 +1,40 @@
 //! 15008: HBONE tunnels from other nodes (or local pods through a remote waypoint) to pods on
 //! this node.
 //!
-//! Runs on a core. One task per TCP connection terminates mTLS and serves HTTP/2; each CONNECT
-//! stream then gets its own task, which reads top to bottom: check the request → find the local
-//! workload → authorize the peer's identity (`rbac`) → connect to the pod from the client's IP
-//! → answer 200 → pump (until done, or until a policy change revokes it) → record. The certificate presented is the destination pod's own, chosen by the connection's
-//! original destination IP (TPROXY keeps it), so no SNI is needed.
+//! Runs on a core. One task per TCP connection terminates mTLS and serves HTTP/2. The
+//! certificate presented is the destination pod's own, chosen by the connection's original
+//! destination IP (TPROXY keeps it), so no SNI is needed. A TLS handshake that fails (unknown
+//! CA, foreign trust domain, no client certificate) closes the connection before any HTTP is
+//! spoken, and is counted as a refused HBONE connection (no access-log record).
 //!
-//! Answers: 400 for a request that is not a CONNECT to `ip:port` of the pod this connection was
-//! addressed to (or to a pod not on this node), 401 when authorization denies the peer, 503
-//! when the pod cannot be reached, 200 and the bytes otherwise. A TLS handshake that fails (unknown CA, foreign trust domain, no client
-//! certificate) closes the connection before any HTTP is spoken.
+//! Each CONNECT stream then gets its own task, which reads top to bottom: prepare (check the
+//! request, find the local workload, authorize the peer's identity with `rbac`, connect to the
+//! pod from the client's IP) → answer once (400 for a request that is not a CONNECT to `ip:port`
+//! of the pod this connection was addressed to, or to a pod not on this node; 401 when
+//! authorization denies the peer; 503 when the pod cannot be reached; else 200) → pump (until
+//! done, or until a policy change revokes it) → record.
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use h2::RecvStream;
 use h2::server::SendResponse;
-use http::{Request, StatusCode};
+use http::Request;
 use monoio::net::TcpStream;
 use tracing::{debug, info, warn};
 
-use super::{ClientAddr, ConnRecord, Direction, Error, OrigDst};
+use super::{
+    Answer, ClientAddr, ConnRecord, ConnectTarget, Direction, Error, OrigDst, TcpUpstream,
+};
 use crate::core::CoreCtx;
 use crate::core::conns::Subject;
-use crate::hbone::pump::{self, TcpSide};
+use crate::hbone::pump;
 use crate::hbone::{HboneError, server, tls};
 use crate::identity::Identity;
-use crate::metrics::LatencyKind;
-use crate::metrics::Refusal;
-use crate::state::Workload;
+use crate::metrics::{LatencyKind, Refusal};
+use crate::net::{self, Side};
 use crate::sys::socket::SpoofSide;
 
 /// What every stream of one HBONE connection shares.
@@ -61,7 +63,7 @@ pub async fn serve(ctx: Rc<CoreCtx>, tcp: TcpStream, peer: SocketAddr) {
         Err(e) => {
             warn!(core = ctx.id, src.addr = %peer, dst.addr = %dst, "HBONE connection refused: {e}");
             ctx.metrics.hbone_refused(Refusal::NoLocalWorkload);
-            super::reset(tcp);
+            net::reset(tcp);
             return;
         }
     };
@@ -76,13 +78,18 @@ pub async fn serve(ctx: Rc<CoreCtx>, tcp: TcpStream, peer: SocketAddr) {
         Err(e) => {
             warn!(core = ctx.id, src.addr = %peer, dst.addr = %dst, "HBONE connection refused: {e}");
             ctx.metrics.hbone_refused(Refusal::NoCertificate);
-            super::reset(tcp);
+            net::reset(tcp);
             return;
         }
     };
     let timeout = ctx.config().connect_timeout;
     let started = std::time::Instant::now();
-    let (io, peer_identity) = match monoio::time::timeout(timeout, tls::accept(tcp, config)).await {
+    let (io, peer_identity) = match monoio::time::timeout(
+        timeout,
+        tls::server_handshake(tcp, config),
+    )
+    .await
+    {
         Ok(Ok(r)) => {
             ctx.metrics
                 .observe(LatencyKind::HandshakeServer, started.elapsed());
@@ -122,117 +129,86 @@ pub async fn serve(ctx: Rc<CoreCtx>, tcp: TcpStream, peer: SocketAddr) {
 /// The identity of the local workload at `dst`'s IP: the certificate to present.
 fn local_identity(ctx: &CoreCtx, dst: OrigDst) -> Result<Identity, Error> {
     let snapshot = ctx.shared.snapshot.load();
-    let w = local_workload(ctx, &snapshot, dst.0)?;
-    let (td, ns, sa) = w.identity_parts();
-    Identity::new(td, ns, sa).map_err(|_| Error::NoIdentity(w.uid.clone()))
+    let w = super::local_workload(ctx, &snapshot, dst.0)?;
+    super::workload_identity(&w)
 }
 
-fn local_workload(
-    ctx: &CoreCtx,
-    snapshot: &crate::state::Snapshot,
-    dst: SocketAddr,
-) -> Result<Arc<Workload>, Error> {
-    let w = snapshot
-        .workload_by_ip(dst.ip())
-        .ok_or(Error::UnknownDestination(dst.ip()))?;
-    if *w.node != *ctx.config().node_name {
-        return Err(Error::NotLocal(dst.ip()));
-    }
-    Ok(w.clone())
-}
-
+/// One CONNECT stream: prepare → answer → pump → record.
 async fn stream(
     ctx: Rc<CoreCtx>,
     tunnel: Rc<Tunnel>,
     request: Request<RecvStream>,
-    respond: SendResponse<Bytes>,
+    mut respond: SendResponse<Bytes>,
 ) {
     let _active = ctx.track();
     let mut rec = ConnRecord::new(&ctx, Direction::Inbound, tunnel.peer, tunnel.dst);
-    rec.src_identity = Some(tunnel.peer_identity.clone());
-    rec.dst_identity = Some(tunnel.local_identity.clone());
-    if let Err(e) = proxy(&ctx, &tunnel, request, respond, &mut rec).await {
-        rec.fail(e);
-    }
-}
-
-async fn proxy(
-    ctx: &CoreCtx,
-    tunnel: &Tunnel,
-    request: Request<RecvStream>,
-    mut respond: SendResponse<Bytes>,
-    rec: &mut ConnRecord,
-) -> Result<(), Error> {
-    let cfg = ctx.config();
-    let target = match server::connect_target(&request) {
-        Ok(t) => t,
-        Err(e) => {
-            server::refuse(respond, StatusCode::BAD_REQUEST);
-            return Err(HboneError::BadRequest(bad_request_reason(&e)).into());
-        }
-    };
-    rec.dst = OrigDst(target);
-    info!(core = ctx.id, "got CONNECT request to {target}");
-    if target.ip() != tunnel.dst.0.ip() {
-        server::refuse(respond, StatusCode::BAD_REQUEST);
-        return Err(HboneError::BadRequest("target IP is not the connection's destination").into());
-    }
-    let registration = {
-        let snapshot = ctx.shared.snapshot.load();
-        rec.src_workload = snapshot.workload_by_ip(tunnel.peer.0.ip()).cloned();
-        let w = match local_workload(ctx, &snapshot, target) {
-            Ok(w) => w,
-            Err(e) => {
-                server::refuse(respond, StatusCode::BAD_REQUEST);
-                return Err(e);
-            }
-        };
-        rec.dst_workload = Some(w.clone());
-        let subject = Subject {
-            src_identity: Some(tunnel.peer_identity.clone()),
-            src_ip: tunnel.peer.0.ip(),
-            dst: target,
-            dst_uid: w.uid.clone(),
-        };
-        match super::authorize(ctx, &snapshot, subject, &w) {
-            Ok(r) => r,
-            Err(e) => {
-                server::refuse(respond, StatusCode::UNAUTHORIZED);
-                return Err(e);
+    rec.mutual_tls(tunnel.peer_identity.clone(), tunnel.local_identity.clone());
+    let prepared = prepare(&ctx, &tunnel, &request, &mut respond, &mut rec).await;
+    let (upstream, registration, send) = match prepared {
+        Ok(upstream) => {
+            let (upstream, registration) = upstream.into_parts();
+            match server::respond_ok(respond) {
+                Ok(send) => (upstream, registration, send),
+                Err(e) => return rec.finished(Err(HboneError::Downstream(e).into())),
             }
         }
-    };
-    let connect = super::connect(
-        target,
-        Some(tunnel.peer.0.ip()),
-        SpoofSide::Inbound,
-        cfg.packet_mark,
-        cfg.connect_timeout,
-    );
-    // A stream the client resets meanwhile stops the connect (rapid-reset floods).
-    let upstream = match server::unless_reset(&mut respond, connect)
-        .await
-        .map_err(HboneError::H2)?
-    {
-        Ok(s) => s,
         Err(e) => {
-            server::refuse(respond, StatusCode::SERVICE_UNAVAILABLE);
-            return Err(e);
+            if let Answer::Refuse(status) = e.report().answer {
+                server::refuse(respond, status);
+            }
+            return rec.finished(Err(e));
         }
     };
-    rec.upstream = Some(target);
-    let send = server::accept(respond).map_err(HboneError::H2)?;
-    rec.established();
+    // The socket goes to the destination pod (upstream); the stream came from downstream.
     let fd = upstream.as_raw_fd();
+    let counts = rec.counts();
     let pump = pump::bidirectional(
         upstream,
         send,
         request.into_body(),
-        TcpSide::Upstream,
+        (Side::Upstream, Side::Downstream),
         ctx.buffers.large_size(),
-        (&rec.counts.sent, &rec.counts.received),
+        (&counts.received, &counts.sent),
     );
-    super::until_revoked(std::pin::pin!(pump), &registration.kill, &[fd]).await
+    let result = super::until_revoked(std::pin::pin!(pump), registration.as_ref(), &[fd]).await;
+    rec.finished(result);
+}
+
+/// Checks the request, finds the local workload, authorizes the peer and connects to the pod
+/// from the client's IP; the stream is not answered.
+async fn prepare<'c>(
+    ctx: &'c CoreCtx,
+    tunnel: &Tunnel,
+    request: &Request<RecvStream>,
+    respond: &mut SendResponse<Bytes>,
+    rec: &mut ConnRecord,
+) -> Result<TcpUpstream<'c>, Error> {
+    let target = server::connect_target(request)
+        .map_err(|e| HboneError::BadRequest(bad_request_reason(&e)))?;
+    rec.requested(ConnectTarget(target));
+    info!(core = ctx.id, "got CONNECT request to {target}");
+    if target.ip() != tunnel.dst.0.ip() {
+        return Err(HboneError::BadRequest("target IP is not the connection's destination").into());
+    }
+    let registration = {
+        let snapshot = ctx.shared.snapshot.load();
+        let src_workload = snapshot.workload_by_ip(tunnel.peer.0.ip()).cloned();
+        let workload = super::local_workload(ctx, &snapshot, target);
+        rec.routed(src_workload, workload.as_ref().ok().cloned(), None);
+        let workload = workload?;
+        let subject = Subject {
+            src_identity: Some(tunnel.peer_identity.clone()),
+            src_ip: tunnel.peer.0.ip(),
+            dst: target,
+            dst_uid: workload.uid.clone(),
+        };
+        super::authorize(ctx, &snapshot, subject, &workload)?
+    };
+    let connect = TcpUpstream::connect(ctx, rec, target, SpoofSide::Inbound, Some(registration));
+    // A stream the client resets meanwhile stops the connect (rapid-reset floods).
+    server::unless_reset(respond, connect)
+        .await
+        .map_err(HboneError::Downstream)?
 }
 
 fn bad_request_reason(e: &crate::hbone::headers::HeaderError) -> &'static str {

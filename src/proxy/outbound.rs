@@ -1,70 +1,65 @@
 //! 15001: connections captured from pods on this node, original destination preserved.
 //!
-//! Runs on a core, one task per connection: read the original destination, take the routing
-//! decision from the snapshot (`route::outbound`, pure), connect, pump, record. Refusals close
-//! with RST so the application sees a failed connection, not an empty one.
+//! Runs on a core, one task per connection: prepare (route with `route::outbound`, a pure
+//! function; authorize a same-node destination; connect upstream, over TCP or an HBONE tunnel)
+//! → answer (a refusal resets the client; success has nothing to send) → pump → record.
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
-use monoio::io::Splitable;
 use monoio::net::TcpStream;
 use tracing::{debug, info};
 
-use super::route::{self, Action};
-use super::{ClientAddr, ConnRecord, Direction, Error, OrigDst};
+use super::route::{self, Action, Route};
+use super::{ClientAddr, ConnRecord, Direction, Error, TcpUpstream};
 use crate::core::CoreCtx;
 use crate::core::conns::Subject;
 use crate::hbone::HboneError;
 use crate::hbone::client::Dial;
 use crate::hbone::headers::{self, TraceParent};
-use crate::hbone::pool::PoolKey;
-use crate::hbone::pump::{self, TcpSide};
+use crate::hbone::pool::{Lease, PoolKey};
+use crate::hbone::pump;
 use crate::identity::Identity;
-use crate::net::copy;
+use crate::net::Side;
 use crate::state::Workload;
 use crate::sys::socket::SpoofSide;
 
-pub async fn serve(ctx: Rc<CoreCtx>, downstream: TcpStream, peer: std::net::SocketAddr) {
-    let dst = match downstream.local_addr() {
-        Ok(a) => OrigDst(a),
-        Err(e) => {
-            debug!(core = ctx.id, "outbound: {e}");
-            return;
-        }
+pub async fn serve(ctx: Rc<CoreCtx>, downstream: TcpStream, peer: SocketAddr) {
+    let Some(dst) = super::orig_dst(&ctx, &downstream, "outbound") else {
+        return;
     };
     // Counted from accept, so a drain waits for connections still being set up too.
     let _active = ctx.track();
     let mut rec = ConnRecord::new(&ctx, Direction::Outbound, ClientAddr(peer), dst);
-    if let Err(e) = proxy(&ctx, downstream, &mut rec).await {
-        rec.fail(e);
-    }
+    let upstream = match prepare(&ctx, &mut rec).await {
+        Ok(upstream) => upstream,
+        Err(e) => return super::refuse(downstream, &rec, e),
+    };
+    let result = match upstream {
+        Upstream::Tcp(tcp) => tcp.pump(&ctx, downstream, &rec).await,
+        Upstream::Hbone(tunnel) => tunnel.pump(&ctx, downstream, &rec).await,
+    };
+    rec.finished(result);
 }
 
-async fn proxy(ctx: &CoreCtx, downstream: TcpStream, rec: &mut ConnRecord) -> Result<(), Error> {
+/// Where a prepared connection's bytes go.
+enum Upstream<'c> {
+    Tcp(TcpUpstream<'c>),
+    Hbone(Tunnel),
+}
+
+/// Routes, authorizes (same node only) and connects; the client is not touched.
+async fn prepare<'c>(ctx: &'c CoreCtx, rec: &mut ConnRecord) -> Result<Upstream<'c>, Error> {
     let cfg = ctx.config();
     let snapshot = ctx.shared.snapshot.load_full();
-    let decision = route::outbound(
-        &snapshot,
-        &cfg.node_name,
-        rec.src.0.ip(),
-        rec.dst.0,
-        ctx.random(),
+    let (src, dst) = (rec.src().0, rec.orig_dst().0);
+    let route = route::outbound(&snapshot, &cfg.node_name, src.ip(), dst, ctx.random())?;
+    rec.routed(
+        Some(route.source.clone()),
+        route.dst_workload.clone(),
+        route.dst_service.clone(),
     );
-    let route = match decision {
-        Ok(r) => r,
-        Err(denied) => {
-            super::reset(downstream);
-            return Err(denied.into());
-        }
-    };
-    rec.src_workload = Some(route.source.clone());
-    rec.dst_workload = route.dst_workload.clone();
-    rec.dst_service = route.dst_service;
-
     let target = match route.action {
-        Action::Passthrough(a) | Action::Direct(a) | Action::DirectLocal(a) => a,
         Action::Hbone {
             via,
             authority,
@@ -73,163 +68,148 @@ async fn proxy(ctx: &CoreCtx, downstream: TcpStream, rec: &mut ConnRecord) -> Re
         } => {
             info!(
                 core = ctx.id,
-                "proxy to {} using HBONE via {via} type {kind}", rec.dst
+                "proxy to {dst} using HBONE via {via} type {kind}"
             );
             drop(snapshot);
-            return tunnel(ctx, downstream, rec, &route.source, peer, via, authority).await;
+            // Boxed, and gone once the stream is open: the pool checkout (dial, TLS handshake,
+            // h2 handshake) is several KiB of state that an idle connection's task would
+            // otherwise carry for its whole life (`cargo rustc -- -Zprint-type-sizes` shows
+            // each task's size).
+            let tunnel = Box::pin(tunnel(ctx, rec, &route, peer, via, authority)).await?;
+            return Ok(Upstream::Hbone(tunnel));
         }
+        Action::Passthrough(a) | Action::Direct(a) | Action::DirectLocal(a) => a,
     };
-    info!(
-        core = ctx.id,
-        "proxy to {target} using TCP type {}",
-        route.action.kind()
-    );
+    let kind = route.action.kind();
+    info!(core = ctx.id, "proxy to {target} using TCP type {kind}");
     // A pod on this node: no zring on the way in, so this core enforces the destination's
     // policies itself, with the source's identity (zring knows its own pods).
-    let registration = match (&route.action, &route.dst_workload) {
-        (Action::DirectLocal(_), Some(dst)) => {
+    let registration =
+        if let (Action::DirectLocal(_), Some(w)) = (&route.action, &route.dst_workload) {
             let subject = Subject {
-                src_identity: workload_identity(&route.source).ok(),
-                src_ip: rec.src.0.ip(),
+                src_identity: super::workload_identity(&route.source).ok(),
+                src_ip: src.ip(),
                 dst: target,
-                dst_uid: dst.uid.clone(),
+                dst_uid: w.uid.clone(),
             };
-            match super::authorize(ctx, &snapshot, subject, dst) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    super::reset(downstream);
-                    return Err(e);
-                }
-            }
-        }
-        _ => None,
-    };
+            Some(super::authorize(ctx, &snapshot, subject, w)?)
+        } else {
+            None
+        };
     drop(snapshot);
-    let upstream = match super::connect(
-        target,
-        Some(rec.src.0.ip()),
-        SpoofSide::Outbound,
-        cfg.packet_mark,
-        cfg.connect_timeout,
-    )
-    .await
-    {
-        Ok(s) => s,
-        Err(e) => {
-            super::reset(downstream);
-            return Err(e);
-        }
-    };
-    rec.upstream = Some(target);
-    rec.established();
-    let fds = [downstream.as_raw_fd(), upstream.as_raw_fd()];
-    let pump = copy::bidirectional(
-        downstream.into_split(),
-        upstream.into_split(),
-        &ctx.buffers,
-        &rec.counts,
-    );
-    match &registration {
-        Some(r) => super::until_revoked(std::pin::pin!(pump), &r.kill, &fds).await,
-        None => Ok(pump.await?),
+    let upstream = TcpUpstream::connect(ctx, rec, target, SpoofSide::Outbound, registration);
+    Ok(Upstream::Tcp(upstream.await?))
+}
+
+/// An open HBONE stream to the destination (or its waypoint), and the pooled connection
+/// carrying it.
+struct Tunnel {
+    _lease: Lease,
+    send: h2::SendStream<bytes::Bytes>,
+    recv: h2::RecvStream,
+}
+
+impl Tunnel {
+    async fn pump(
+        self,
+        ctx: &CoreCtx,
+        downstream: TcpStream,
+        rec: &ConnRecord,
+    ) -> Result<(), Error> {
+        // The socket is the client's (downstream); the stream leads upstream.
+        let counts = rec.counts();
+        pump::bidirectional(
+            downstream,
+            self.send,
+            self.recv,
+            (Side::Downstream, Side::Upstream),
+            ctx.buffers.large_size(),
+            (&counts.sent, &counts.received),
+        )
+        .await?;
+        Ok(())
     }
 }
 
-/// The SPIFFE identity a workload's names make.
-fn workload_identity(w: &Workload) -> Result<Identity, Error> {
-    let (td, ns, sa) = w.identity_parts();
-    Identity::new(td, ns, sa).map_err(|_| Error::NoIdentity(w.uid.clone()))
-}
-
-/// Tunnels the connection over HBONE to `via` (the destination pod's or its waypoint's
-/// 15008), presenting `source`'s certificate and accepting only `peer`'s identity (plus the
-/// service's extra SANs when the destination was reached through its VIP).
+/// Opens an HBONE stream to `via` (the destination pod's or its waypoint's 15008) asking for
+/// `authority`, presenting the source's certificate and accepting only `peer`'s identity (plus
+/// the service's extra SANs when the destination was reached through its VIP).
 async fn tunnel(
     ctx: &CoreCtx,
-    downstream: TcpStream,
     rec: &mut ConnRecord,
-    source: &Workload,
+    route: &Route,
     peer: &Workload,
     via: SocketAddr,
     authority: SocketAddr,
-) -> Result<(), Error> {
+) -> Result<Tunnel, Error> {
     let cfg = ctx.config();
-    // Boxed, and gone once the stream is open: the pool checkout (dial, TLS handshake, h2
-    // handshake) is several KiB of state that an idle connection's task would otherwise carry
-    // for its whole life (`cargo rustc -- -Zprint-type-sizes` shows each task's size).
-    let result = Box::pin(async {
-        let source_id = workload_identity(source)?;
-        let peer_id = workload_identity(peer)?;
-        rec.src_identity = Some(source_id.clone());
-        rec.dst_identity = Some(peer_id.clone());
-        let mut expected = vec![peer_id];
-        // A service's extra SANs vouch for its endpoints, not for a waypoint in front of it.
-        if let Some(svc) = &rec.dst_service
-            && rec.dst_workload.as_ref().is_some_and(|w| w.uid == peer.uid)
-        {
-            expected.extend(
-                svc.subject_alt_names
-                    .iter()
-                    .filter_map(|s| Identity::parse(s).ok()),
-            );
-        }
-        if !super::certificate_ready(ctx, &source_id).await {
-            return Err(HboneError::NoCertificate(source_id).into());
-        }
-        let store = ctx.shared.certs.load();
-        let config = ctx
-            .tls
-            .client(&store, &source_id, &expected)
-            .map_err(HboneError::Config)?;
-        drop(store);
-        let key = PoolKey {
-            source: source_id,
-            expected: expected.into(),
-            dst: via,
-            source_ip: Some(rec.src.0.ip()),
-        };
-        let dial = Dial {
-            via,
-            source_ip: key.source_ip,
-            mark: cfg.packet_mark,
-            timeout: cfg.connect_timeout,
-        };
-        // A pooled connection can turn out to be going away (the peer drains, or died) only
-        // when a stream is tried on it; then one fresh attempt, which dials if need be.
-        let mut retried = false;
-        let (lease, (send, recv)) = loop {
-            let lease = ctx.pool.checkout(&key, dial, &config).await?;
-            let trace = TraceParent::new(ctx.random(), ctx.random(), ctx.random());
-            let request = headers::connect_request(authority, rec.src.0, source, trace);
-            match lease.open(request, cfg.connect_timeout).await {
-                Ok(stream) => break (lease, stream),
-                Err(HboneError::Retryable(e)) if !retried => {
-                    debug!(core = ctx.id, peer = %via, "retrying on a new HBONE connection: {e}");
-                    retried = true;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
-        Ok::<_, Error>((lease, send, recv))
-    })
-    .await;
-    let (_lease, send, recv) = match result {
-        Ok(r) => r,
-        Err(e) => {
-            super::reset(downstream);
-            return Err(e);
-        }
+    let source_id = super::workload_identity(&route.source)?;
+    let peer_id = super::workload_identity(peer)?;
+    rec.mutual_tls(source_id.clone(), peer_id.clone());
+    let expected = expected_identities(route, peer, peer_id);
+    if !super::certificate_ready(ctx, &source_id).await {
+        return Err(HboneError::NoCertificate(source_id).into());
+    }
+    let store = ctx.shared.certs.load();
+    let config = ctx
+        .tls
+        .client(&store, &source_id, &expected)
+        .map_err(HboneError::Config)?;
+    drop(store);
+    let src = rec.src().0;
+    let key = PoolKey {
+        source: source_id,
+        expected: expected.into(),
+        dst: via,
+        source_ip: Some(src.ip()),
     };
-    rec.upstream = Some(via);
-    rec.established();
-    pump::bidirectional(
-        downstream,
-        send,
-        recv,
-        TcpSide::Downstream,
-        ctx.buffers.large_size(),
-        (&rec.counts.sent, &rec.counts.received),
-    )
-    .await?;
-    Ok(())
+    let dial = Dial {
+        via,
+        source_ip: key.source_ip,
+        mark: cfg.packet_mark,
+        timeout: cfg.connect_timeout,
+    };
+    // A pooled connection can turn out to be going away (the peer drains, or died) only when a
+    // stream is tried on it; then one fresh attempt, which dials if need be.
+    let mut retried = false;
+    loop {
+        let lease = ctx.pool.checkout(&key, dial, &config).await?;
+        let trace = TraceParent::new(ctx.random(), ctx.random(), ctx.random());
+        let request = headers::connect_request(authority, src, &route.source, trace);
+        match lease.open(request, cfg.connect_timeout).await {
+            Ok((send, recv)) => {
+                rec.established(via);
+                return Ok(Tunnel {
+                    _lease: lease,
+                    send,
+                    recv,
+                });
+            }
+            Err(HboneError::Retryable(e)) if !retried => {
+                debug!(core = ctx.id, peer = %via, "retrying on a new HBONE connection: {e}");
+                retried = true;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The identities the peer may prove: its own, plus the service's extra SANs when the peer is
+/// the destination reached through its service (they vouch for its endpoints, not for a
+/// waypoint in front of it).
+fn expected_identities(route: &Route, peer: &Workload, peer_id: Identity) -> Vec<Identity> {
+    let mut expected = vec![peer_id];
+    if let Some(svc) = &route.dst_service
+        && route
+            .dst_workload
+            .as_ref()
+            .is_some_and(|w| w.uid == peer.uid)
+    {
+        expected.extend(
+            svc.subject_alt_names
+                .iter()
+                .filter_map(|s| Identity::parse(s).ok()),
+        );
+    }
+    expected
 }

@@ -292,14 +292,10 @@ pub const DEFAULT_CLUSTER_ID: &str = "Kubernetes";
 pub const DEFAULT_CAPACITY: u32 = 1;
 
 impl Workload {
-    /// The workload's SPIFFE identity, `spiffe://<trust domain>/ns/<namespace>/sa/<account>`.
-    /// Allocates: for logs and certificate requests, not per-packet work.
-    pub fn identity(&self) -> String {
-        let (td, ns, sa) = self.identity_parts();
-        format!("spiffe://{td}/ns/{ns}/sa/{sa}")
-    }
-
-    /// The identity's parts: (trust domain, namespace, service account).
+    /// The names the workload's SPIFFE identity is made of: (trust domain, namespace, service
+    /// account). `identity::Identity::of_workload` makes the identity from them (`state` cannot
+    /// import `identity`, which builds on it); the metrics labels render them without
+    /// allocating.
     pub fn identity_parts(&self) -> (&str, &str, &str) {
         (&self.trust_domain, &self.namespace, &self.service_account)
     }
@@ -325,7 +321,10 @@ mod tests {
             namespace: "default".into(),
             ..Workload::default()
         };
-        assert_eq!(w.identity(), "spiffe://cluster.local/ns/default/sa/default");
+        assert_eq!(
+            crate::identity::Identity::of_workload(&w).unwrap().as_str(),
+            "spiffe://cluster.local/ns/default/sa/default"
+        );
         assert_eq!(w.identity_parts(), ("cluster.local", "default", "default"));
         assert_eq!(&*w.cluster_id, "Kubernetes");
         assert_eq!(w.capacity, 1);

@@ -190,7 +190,10 @@ fn full_workload_converts_field_by_field() {
         ]
     );
     assert_eq!(w.protocol, Protocol::Hbone);
-    assert_eq!(w.identity(), "spiffe://example.org/ns/default/sa/appa");
+    assert_eq!(
+        crate::identity::Identity::of_workload(w).unwrap().as_str(),
+        "spiffe://example.org/ns/default/sa/appa"
+    );
     assert_eq!(&*w.workload_type, "pod");
     assert_eq!(w.status, HealthStatus::Unhealthy);
     assert_eq!(&*w.cluster_id, "c1");
@@ -240,7 +243,10 @@ fn proto3_zero_values_take_the_workload_api_defaults() {
     })
     .unwrap()
     .workload;
-    assert_eq!(w.identity(), "spiffe://cluster.local/ns/ns/sa/default");
+    assert_eq!(
+        crate::identity::Identity::of_workload(&w).unwrap().as_str(),
+        "spiffe://cluster.local/ns/ns/sa/default"
+    );
     assert_eq!(&*w.cluster_id, "Kubernetes");
     assert_eq!(w.capacity, 1);
     assert_eq!(w.protocol, Protocol::Tcp);

@@ -14,7 +14,12 @@ fn seed_cluster() {
     let appa = s.workload_by_ip(ip("10.244.1.8")).expect("appa by IP");
     assert_eq!(&*appa.name, "appa-bf7c45dcb-lmtg2");
     assert_eq!(&*appa.node, "ambient-worker");
-    assert_eq!(appa.identity(), "spiffe://cluster.local/ns/default/sa/appa");
+    assert_eq!(
+        crate::identity::Identity::of_workload(appa)
+            .unwrap()
+            .as_str(),
+        "spiffe://cluster.local/ns/default/sa/appa"
+    );
     assert!(appa.services.is_empty());
 
     let appb = s.workload_by_ip(ip("10.244.2.4")).expect("appb by IP");
@@ -148,7 +153,10 @@ fn defaults() {
     assert_eq!(w.network_mode, NetworkMode::Standard);
     assert_eq!((&*w.network, &*w.node, &*w.name), ("", "", ""));
     assert!(w.waypoint.is_none() && w.application_tunnel.is_none() && !w.native_tunnel);
-    assert_eq!(w.identity(), "spiffe://cluster.local/ns/ns/sa/default");
+    assert_eq!(
+        crate::identity::Identity::of_workload(w).unwrap().as_str(),
+        "spiffe://cluster.local/ns/ns/sa/default"
+    );
 
     // Explicit empty strings take the defaults too (the workload API treats "" as unset).
     let s = ok(

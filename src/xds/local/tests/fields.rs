@@ -77,7 +77,10 @@ policies:
         &**w,
         &**s.workload_by_ip(ip("10.0.0.1")).unwrap()
     ));
-    assert_eq!(w.identity(), "spiffe://example.org/ns/ns/sa/sa.with.dots");
+    assert_eq!(
+        crate::identity::Identity::of_workload(w).unwrap().as_str(),
+        "spiffe://example.org/ns/ns/sa/sa.with.dots"
+    );
     let wp = w.waypoint.as_ref().unwrap();
     assert_eq!(
         wp.to_string(),
