@@ -107,6 +107,8 @@ pub struct Mesh {
     /// The development CA directory every node shares.
     pub ca_dir: PathBuf,
     proxy: NodeProxy,
+    /// Nodes whose proxy is not `proxy` ([`Mesh::start_node_with`]).
+    node_proxies: Vec<(String, NodeProxy)>,
     base_env: Vec<(String, String)>,
     zring: Vec<(String, Process)>,
 }
@@ -158,6 +160,7 @@ impl Mesh {
             config: path,
             ca_dir,
             proxy,
+            node_proxies: Vec::new(),
             base_env,
             zring: Vec::new(),
         };
@@ -172,6 +175,27 @@ impl Mesh {
     /// until it is ready. A previous process on that node must have exited or been killed.
     pub fn start_node(&mut self, node: &str, env: &[(&str, &str)]) -> Result<&Process, LabError> {
         self.launch(node, env, false)
+    }
+
+    /// Like [`start_node`](Self::start_node), with `proxy` instead of the mesh's on this node
+    /// from now on (restarts too): a mesh of mixed node proxies.
+    pub fn start_node_with(
+        &mut self,
+        node: &str,
+        proxy: NodeProxy,
+        env: &[(&str, &str)],
+    ) -> Result<&Process, LabError> {
+        self.node_proxies.retain(|(n, _)| n != node);
+        self.node_proxies.push((node.to_owned(), proxy));
+        self.launch(node, env, false)
+    }
+
+    /// The node proxy that runs on `node`.
+    fn proxy_of(&self, node: &str) -> &NodeProxy {
+        self.node_proxies
+            .iter()
+            .find(|(n, _)| n == node)
+            .map_or(&self.proxy, |(_, p)| p)
     }
 
     /// Like [`start_node`](Self::start_node), with the io_uring system calls refused to the
@@ -190,8 +214,9 @@ impl Mesh {
         env: &[(&str, &str)],
         deny_io_uring: bool,
     ) -> Result<&Process, LabError> {
-        let mut cmd = Command::new(&self.proxy.binary);
-        cmd.args(&self.proxy.args)
+        let proxy = self.proxy_of(node).clone();
+        let mut cmd = Command::new(&proxy.binary);
+        cmd.args(&proxy.args)
             .env("NODE_NAME", node)
             .env("ZRING_DEV_CA_DIR", &self.ca_dir);
         let from_xds = self
@@ -203,7 +228,7 @@ impl Mesh {
         if !from_xds {
             cmd.env("LOCAL_XDS_PATH", &self.config);
         }
-        for (k, v) in &self.proxy.env {
+        for (k, v) in &proxy.env {
             cmd.env(k, v);
         }
         for (k, v) in &self.base_env {
@@ -218,7 +243,7 @@ impl Mesh {
         } else {
             self.lab.spawn_process(ns, cmd)?
         };
-        match &self.proxy.ready {
+        match &proxy.ready {
             Ready::Logged(needle) => p.wait_for_log(needle, READY_TIMEOUT)?,
             Ready::Listening(ports) => {
                 let what = format!("listeners on {ports:?}");
@@ -251,7 +276,11 @@ impl Mesh {
     pub fn logs(&self) -> String {
         self.zring
             .iter()
-            .map(|(n, p)| format!("--- zring on node {n}:\n{}\n", p.log()))
+            .map(|(n, p)| {
+                let program = self.proxy_of(n).binary.file_name().unwrap_or_default();
+                let program = program.to_string_lossy();
+                format!("--- {program} on node {n}:\n{}\n", p.log())
+            })
             .collect()
     }
 
