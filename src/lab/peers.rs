@@ -173,7 +173,10 @@ pub fn ztunnel_dedicated(pod: Dedicated<'_>) -> Result<NodeProxy, PeerError> {
     } = pod;
     proxy.env = [
         ("PROXY_MODE", "dedicated"),
-        ("PROXY_WORKLOAD_INFO", &format!("{namespace}/{name}/{service_account}")),
+        (
+            "PROXY_WORKLOAD_INFO",
+            &format!("{namespace}/{name}/{service_account}"),
+        ),
         ("XDS_ADDRESS", ""),
         ("CA_ADDRESS", ""),
         ("FAKE_CA", "true"),
@@ -211,6 +214,14 @@ pub fn mixed_mesh(
 ) -> Result<Mesh, PeerError> {
     let mut mesh = Mesh::start(lab, zring, config, &[], env)?;
     install_ztunnel_test_ca(&mesh.ca_dir)?;
+    start_sides(&mut mesh, nodes)?;
+    Ok(mesh)
+}
+
+/// On each of `nodes` of `mesh`, in order: the capture rules, then its proxy, started and
+/// ready. [`mixed_mesh`] without its shared root: zring uses whatever `mesh.ca_dir` holds
+/// (a root of its own if empty), so a test can give the two implementations different roots.
+pub fn start_sides(mesh: &mut Mesh, nodes: &[(&str, Side<'_>)]) -> Result<(), PeerError> {
     for (node, side) in nodes {
         mesh.lab.redirect(mesh.lab.node(node))?;
         match side {
@@ -220,5 +231,5 @@ pub fn mixed_mesh(
             }
         };
     }
-    Ok(mesh)
+    Ok(())
 }
