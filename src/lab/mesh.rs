@@ -106,7 +106,8 @@ pub struct Mesh {
     pub config: PathBuf,
     /// The development CA directory every node shares.
     pub ca_dir: PathBuf,
-    proxy: NodeProxy,
+    /// Boxed: `Mesh` is moved around by value, and this keeps it small.
+    proxy: Box<NodeProxy>,
     /// Nodes whose proxy is not `proxy` ([`Mesh::start_node_with`]).
     node_proxies: Vec<(String, NodeProxy)>,
     base_env: Vec<(String, String)>,
@@ -159,7 +160,7 @@ impl Mesh {
             lab,
             config: path,
             ca_dir,
-            proxy,
+            proxy: Box::new(proxy),
             node_proxies: Vec::new(),
             base_env,
             zring: Vec::new(),
@@ -195,7 +196,7 @@ impl Mesh {
         self.node_proxies
             .iter()
             .find(|(n, _)| n == node)
-            .map_or(&self.proxy, |(_, p)| p)
+            .map_or(&*self.proxy, |(_, p)| p)
     }
 
     /// Like [`start_node`](Self::start_node), with the io_uring system calls refused to the
