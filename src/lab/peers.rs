@@ -161,8 +161,8 @@ pub struct Dedicated<'a> {
 /// any more, so it runs in dedicated mode as the node's one pod, listening transparently (as
 /// root) behind the lab's TPROXY rules; no xDS and no CA (local config, its fake CA signing with
 /// the test root); its upstream sockets marked 1337 as the capture rules expect; one worker.
-/// Its own environment wins over the mesh's (which is zring's), so `PROXY_MODE` and the like
-/// stay ztunnel's. Ready once it listens on the capture ports.
+/// [`start_sides`] gives it this environment over the mesh's (which is zring's), so
+/// `PROXY_MODE` and the like stay ztunnel's. Ready once it listens on the capture ports.
 pub fn ztunnel_dedicated(pod: Dedicated<'_>) -> Result<NodeProxy, PeerError> {
     let mut proxy = NodeProxy::other(&ztunnel()?);
     proxy.args = vec!["proxy".into()];
@@ -227,7 +227,13 @@ pub fn start_sides(mesh: &mut Mesh, nodes: &[(&str, Side<'_>)]) -> Result<(), Pe
         match side {
             Side::Zring => mesh.start_node(node, &[])?,
             Side::ZtunnelDedicated(pod) => {
-                mesh.start_node_with(node, ztunnel_dedicated(*pod)?, &[])?
+                let proxy = ztunnel_dedicated(*pod)?;
+                // A proxy's own environment goes under the mesh's; ztunnel's must win over
+                // zring's settings (`PROXY_MODE=node`, say), so it is the node's too.
+                let env = proxy.env.clone();
+                let env: Vec<(&str, &str)> =
+                    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                mesh.start_node_with(node, proxy, &env)?
             }
         };
     }
