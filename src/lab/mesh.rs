@@ -106,7 +106,10 @@ pub struct Mesh {
     pub config: PathBuf,
     /// The development CA directory every node shares.
     pub ca_dir: PathBuf,
-    proxy: NodeProxy,
+    /// Boxed: `Mesh` is moved around by value, and this keeps it small.
+    proxy: Box<NodeProxy>,
+    /// Nodes whose proxy is not `proxy` ([`Mesh::start_node_with`]).
+    node_proxies: Vec<(String, NodeProxy)>,
     base_env: Vec<(String, String)>,
     zring: Vec<(String, Process)>,
 }
@@ -158,7 +161,8 @@ impl Mesh {
             lab,
             config: path,
             ca_dir,
-            proxy,
+            proxy: Box::new(proxy),
+            node_proxies: Vec::new(),
             base_env,
             zring: Vec::new(),
         };
@@ -173,6 +177,27 @@ impl Mesh {
     /// until it is ready. A previous process on that node must have exited or been killed.
     pub fn start_node(&mut self, node: &str, env: &[(&str, &str)]) -> Result<&Process, LabError> {
         self.launch(node, env, false)
+    }
+
+    /// Like [`start_node`](Self::start_node), with `proxy` instead of the mesh's on this node
+    /// from now on (restarts too): a mesh of mixed node proxies.
+    pub fn start_node_with(
+        &mut self,
+        node: &str,
+        proxy: NodeProxy,
+        env: &[(&str, &str)],
+    ) -> Result<&Process, LabError> {
+        self.node_proxies.retain(|(n, _)| n != node);
+        self.node_proxies.push((node.to_owned(), proxy));
+        self.launch(node, env, false)
+    }
+
+    /// The node proxy that runs on `node`.
+    fn proxy_of(&self, node: &str) -> &NodeProxy {
+        self.node_proxies
+            .iter()
+            .find(|(n, _)| n == node)
+            .map_or(&*self.proxy, |(_, p)| p)
     }
 
     /// Like [`start_node`](Self::start_node), with the io_uring system calls refused to the
@@ -191,8 +216,9 @@ impl Mesh {
         env: &[(&str, &str)],
         deny_io_uring: bool,
     ) -> Result<&Process, LabError> {
-        let mut cmd = Command::new(&self.proxy.binary);
-        cmd.args(&self.proxy.args)
+        let proxy = self.proxy_of(node).clone();
+        let mut cmd = Command::new(&proxy.binary);
+        cmd.args(&proxy.args)
             .env("NODE_NAME", node)
             .env("ZRING_DEV_CA_DIR", &self.ca_dir);
         let from_xds = self
@@ -207,7 +233,7 @@ impl Mesh {
         }
         // The development CA unless the test names a CA (unset would mean istiod).
         cmd.env("CA_ADDRESS", "");
-        for (k, v) in &self.proxy.env {
+        for (k, v) in &proxy.env {
             cmd.env(k, v);
         }
         for (k, v) in &self.base_env {
@@ -222,7 +248,7 @@ impl Mesh {
         } else {
             self.lab.spawn_process(ns, cmd)?
         };
-        match &self.proxy.ready {
+        match &proxy.ready {
             Ready::Logged(needle) => p.wait_for_log(needle, READY_TIMEOUT)?,
             Ready::Listening(ports) => {
                 let what = format!("listeners on {ports:?}");
@@ -255,7 +281,11 @@ impl Mesh {
     pub fn logs(&self) -> String {
         self.zring
             .iter()
-            .map(|(n, p)| format!("--- zring on node {n}:\n{}\n", p.log()))
+            .map(|(n, p)| {
+                let program = self.proxy_of(n).binary.file_name().unwrap_or_default();
+                let program = program.to_string_lossy();
+                format!("--- {program} on node {n}:\n{}\n", p.log())
+            })
             .collect()
     }
 

@@ -1,6 +1,8 @@
 //! Other node proxies to measure against and interoperate with, kept outside the repository in
 //! `../shared/peers/` (beside the checkout; CI always has it, a newcomer's clone may not).
-//! Today: the real istio/ztunnel (`peers/ztunnel/ztunnel.xz`, see its README there).
+//! Today: the real istio/ztunnel (`peers/ztunnel/ztunnel.xz`, see its README there), the test
+//! CA its `FAKE_CA=true` signs with, and what it takes to run it as a lab node's proxy beside
+//! zring ([`ztunnel_dedicated`], [`mixed_mesh`]).
 //!
 //! Runs on a test thread. Tests that need a peer are `#[ignore]`d with a message naming how to
 //! run them, and `.ci/run` runs them with `--include-ignored`; once running, a missing peer is
@@ -9,6 +11,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
+
+use super::{Lab, LabError, Mesh, NodeProxy};
+use crate::identity::{ROOT_CERT_FILE, ROOT_KEY_FILE};
 
 /// Overrides where the peers live (default: `../shared/peers` beside the crate).
 pub const PEERS_DIR_ENV: &str = "ZRING_PEERS_DIR";
@@ -25,6 +30,13 @@ pub enum PeerError {
     Missing { what: &'static str, path: PathBuf },
     #[error("cannot unpack {}: {reason}", path.display())]
     Unpack { path: PathBuf, reason: String },
+    #[error("cannot install the test CA into {}: {source}", dir.display())]
+    TestCa {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Lab(#[from] LabError),
 }
 
 /// The directory holding the peers: `$ZRING_PEERS_DIR`, else `../shared/peers` beside the
@@ -86,4 +98,144 @@ pub fn ztunnel() -> Result<PathBuf, PeerError> {
     };
     write().map_err(|e| unpack_err(format!("cannot write {}: {e}", bin.display())))?;
     Ok(bin)
+}
+
+/// The test root ztunnel's `FAKE_CA=true` signs workload certificates with, beside its binary:
+/// (certificate, private key), PEM files.
+pub fn ztunnel_test_ca() -> Result<(PathBuf, PathBuf), PeerError> {
+    let here = dir().join("ztunnel");
+    let found = |name: &str| {
+        let path = here.join(name);
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(PeerError::Missing {
+                what: "ztunnel test CA",
+                path,
+            })
+        }
+    };
+    Ok((found("test-root-cert.pem")?, found("test-root-key.pem")?))
+}
+
+/// Makes `dir` a development CA directory for zring (`ZRING_DEV_CA_DIR`) holding ztunnel's test
+/// root, so zring issues its workload certificates from the root ztunnel's fake CA uses and
+/// each trusts the other's. The directory must not hold another root yet (zring never replaces
+/// one: it would keep its own).
+pub fn install_ztunnel_test_ca(dir: &Path) -> Result<(), PeerError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let (cert, key) = ztunnel_test_ca()?;
+    let err = |source| PeerError::TestCa {
+        dir: dir.to_owned(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(err)?;
+    for (from, name, mode) in [(cert, ROOT_CERT_FILE, 0o644), (key, ROOT_KEY_FILE, 0o600)] {
+        let to = dir.join(name);
+        if to.exists() {
+            return Err(err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} exists", to.display()),
+            )));
+        }
+        std::fs::copy(&from, &to).map_err(err)?;
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode)).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// The pod a dedicated-mode ztunnel proxies for (its `PROXY_WORKLOAD_INFO`), which must be a
+/// workload of the local config with this namespace, name and service account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dedicated<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub service_account: &'a str,
+}
+
+/// The real ztunnel as a lab node's proxy, facts from its README: it has no node-level mode
+/// any more, so it runs in dedicated mode as the node's one pod, listening transparently (as
+/// root) behind the lab's TPROXY rules; no xDS and no CA (local config, its fake CA signing with
+/// the test root); its upstream sockets marked 1337 as the capture rules expect; one worker.
+/// [`start_sides`] gives it this environment over the mesh's (which is zring's), so
+/// `PROXY_MODE` and the like stay ztunnel's. Ready once it listens on the capture ports.
+pub fn ztunnel_dedicated(pod: Dedicated<'_>) -> Result<NodeProxy, PeerError> {
+    let mut proxy = NodeProxy::other(&ztunnel()?);
+    proxy.args = vec!["proxy".into()];
+    let Dedicated {
+        namespace,
+        name,
+        service_account,
+    } = pod;
+    proxy.env = [
+        ("PROXY_MODE", "dedicated"),
+        (
+            "PROXY_WORKLOAD_INFO",
+            &format!("{namespace}/{name}/{service_account}"),
+        ),
+        ("XDS_ADDRESS", ""),
+        ("CA_ADDRESS", ""),
+        ("FAKE_CA", "true"),
+        ("PACKET_MARK", "1337"),
+        ("ZTUNNEL_WORKER_THREADS", "1"),
+        ("CLUSTER_ID", "Kubernetes"),
+        ("TRUST_DOMAIN", "cluster.local"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    Ok(proxy)
+}
+
+/// Which node proxy serves a node of a [`mixed_mesh`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side<'a> {
+    /// zring, in node mode (the mesh's own proxy).
+    Zring,
+    /// The real ztunnel, dedicated to the node's one pod ([`ztunnel_dedicated`]).
+    ZtunnelDedicated(Dedicated<'a>),
+}
+
+/// A mesh of zring and the real ztunnel on `lab`'s nodes: `config` (ztunnel's local-config
+/// format, which both read) as every node's `LOCAL_XDS_PATH`, the mesh's development CA
+/// directory holding ztunnel's test root (so zring's and ztunnel's certificates chain to one
+/// root), then on each of `nodes` in order the capture rules and its proxy, started and ready.
+/// `env` goes to every proxy under the proxy's own (see [`Mesh::start_proxy`]).
+pub fn mixed_mesh(
+    lab: Lab,
+    zring: &Path,
+    config: &str,
+    nodes: &[(&str, Side<'_>)],
+    env: &[(&str, &str)],
+) -> Result<Mesh, PeerError> {
+    let mut mesh = Mesh::start(lab, zring, config, &[], env)?;
+    install_ztunnel_test_ca(&mesh.ca_dir)?;
+    start_sides(&mut mesh, nodes)?;
+    Ok(mesh)
+}
+
+/// On each of `nodes` of `mesh`, in order: the capture rules, then its proxy, started and
+/// ready. [`mixed_mesh`] without its shared root: zring uses whatever `mesh.ca_dir` holds
+/// (a root of its own if empty), so a test can give the two implementations different roots.
+pub fn start_sides(mesh: &mut Mesh, nodes: &[(&str, Side<'_>)]) -> Result<(), PeerError> {
+    for (node, side) in nodes {
+        mesh.lab.redirect(mesh.lab.node(node))?;
+        match side {
+            Side::Zring => mesh.start_node(node, &[])?,
+            Side::ZtunnelDedicated(pod) => {
+                let proxy = ztunnel_dedicated(*pod)?;
+                // A proxy's own environment goes under the mesh's; ztunnel's must win over
+                // zring's settings (`PROXY_MODE=node`, say), so it is the node's too.
+                let env = proxy.env.clone();
+                let env: Vec<(&str, &str)> =
+                    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                mesh.start_node_with(node, proxy, &env)?
+            }
+        };
+    }
+    Ok(())
 }
