@@ -131,6 +131,15 @@ pub fn run(config: Config, logs: Option<LogControl>) -> anyhow::Result<()> {
         drain: Drain::new(config.cores, config.drain_deadline),
         metrics,
     });
+    // Node capture takes only the enrolled pods in its set; fill it before any core serves.
+    let snapshots = shared.clone();
+    crate::capture::enrolled::Keeper::start(
+        crate::capture::Place::Here,
+        &config.node_name,
+        move || snapshots.snapshot.load_full(),
+        shared.metrics.capture_set().clone(),
+    )
+    .context("starting the capture set keeper")?;
     let cores = runtime::start(shared.clone(), driver)?;
     readiness.cores_started();
     info!(

@@ -73,6 +73,7 @@
 
 mod cidr;
 pub(crate) mod cmd;
+pub mod enrolled;
 
 use std::fmt::Write as _;
 
@@ -127,16 +128,34 @@ pub const CAPTURE_TABLE: u32 = 133;
 pub const TABLE: &str = "zring";
 /// The pod-interface pattern of lab nodes (`zp-<pod>`, `zp<hash>`).
 pub const LAB_POD_INTERFACES: &str = "zp*";
+/// The nftables set (in `table ip zring`) of this node's enrolled pod IPs, named after the
+/// seed's ipset. [`install`] creates it empty; zring fills it from its snapshot
+/// (`capture::enrolled`).
+pub const POD_SET: &str = "ztunnel-pods-ips";
+
+/// Which pods capture takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// This node's enrolled pods: the addresses in [`POD_SET`]. What real nodes get.
+    Enrolled,
+    /// Every address of the pod CIDRs (the set is still declared, unused; no host traffic): the lab's worlds where
+    /// workloads that speak plain TCP sit behind a zring node and are captured anyway.
+    EveryPodAddress,
+}
 
 /// What a node's capture is shaped by: where its pods' addresses are and which interfaces lead
 /// to them. The lab passes its node's pod CIDR and `zp*`; a real node passes its cluster's pod
 /// CIDRs and its CNI's interface prefix (`veth*`, `cali*`, `lxc*`, …).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Capture {
-    /// Destinations that count as pods for the inbound rules (at least one).
+    /// The cluster's pod networks (at least one). Only [`Scope::EveryPodAddress`] matches on
+    /// them; with [`Scope::Enrolled`] they are a checked statement of where pods live, which
+    /// `zring redirect` still requires so a node's parameters stay the same.
     pub pod_cidrs: Vec<Cidr>,
     /// An nft `iifname` pattern matching every pod interface on the node.
     pub pod_interfaces: String,
+    /// Enrolled pods only (the default), or every pod address.
+    pub scope: Scope,
 }
 
 impl Capture {
@@ -160,6 +179,7 @@ impl Capture {
         Ok(Capture {
             pod_cidrs,
             pod_interfaces: pod_interfaces.to_owned(),
+            scope: Scope::Enrolled,
         })
     }
 
@@ -179,7 +199,13 @@ impl Capture {
         Capture {
             pod_cidrs: vec![pod_cidr],
             pod_interfaces: LAB_POD_INTERFACES.to_owned(),
+            scope: Scope::Enrolled,
         }
+    }
+
+    /// The same capture with another [`Scope`].
+    pub fn with_scope(self, scope: Scope) -> Capture {
+        Capture { scope, ..self }
     }
 
     /// The pod CIDRs as nft writes a match on them: one network, or an anonymous set.
@@ -200,19 +226,44 @@ pub fn ruleset(capture: &Capture) -> String {
     let c = format!("{CAPTURE_MARK:#x}");
     let capture_set = format!("meta mark set {c} counter accept");
     let reset = "counter reject with tcp reset";
-    let (pods, ifaces) = (capture.pods(), &capture.pod_interfaces);
-    let outside =
-        format!(r#"iifname != "lo" iifname != "{ifaces}" ip daddr {pods} meta l4proto tcp"#);
+    let ifaces = &capture.pod_interfaces;
+    // Who counts as a pod: this node's enrolled pods (the set zring keeps), or (lab scope)
+    // every address of the pod CIDRs, arriving from anywhere but a pod interface or `lo`.
+    let (from_pod, to_pod) = match capture.scope {
+        Scope::Enrolled => (
+            format!(r#"iifname "{ifaces}" ip saddr @{POD_SET}"#),
+            format!("ip daddr @{POD_SET}"),
+        ),
+        Scope::EveryPodAddress => (
+            format!(r#"iifname "{ifaces}""#),
+            format!(
+                r#"iifname != "lo" iifname != "{ifaces}" ip daddr {}"#,
+                capture.pods()
+            ),
+        ),
+    };
+    let outside = format!("{to_pod} meta l4proto tcp");
     let hbone = INBOUND_HBONE_PORT;
     let mut s = String::new();
     let mut line = |text: String| writeln!(s, "{text}").expect("writing to a String");
     line(format!("table ip {TABLE} {{"));
+    line(format!("\tset {POD_SET} {{"));
+    line("\t\ttype ipv4_addr".into());
+    line("\t}".into());
     line("\tchain output {".into());
     line("\t\ttype route hook output priority mangle; policy accept;".into());
     line(format!(
         r#"		meta mark {m} ct mark set {m} counter comment "zring-conn""#
     ));
     line("\t}".into());
+    if capture.scope == Scope::Enrolled {
+        line("\tchain host-output {".into());
+        line("\t\ttype route hook output priority filter; policy accept;".into());
+        line(format!(
+            r#"		meta l4proto tcp meta mark != {m} ct direction original ip daddr @{POD_SET} meta mark set {c} counter comment "host-to-pod""#
+        ));
+        line("\t}".into());
+    }
     line("\tchain prerouting {".into());
     line("\t\ttype filter hook prerouting priority mangle; policy accept;".into());
     line(format!(
@@ -222,10 +273,10 @@ pub fn ruleset(capture: &Capture) -> String {
         r#"		meta l4proto tcp socket transparent 1 socket wildcard 0 {capture_set} comment "captured-flow""#
     ));
     line(format!(
-        r#"		iifname "{ifaces}" meta l4proto tcp tproxy to :{OUTBOUND_PORT} {capture_set} comment "outbound""#
+        r#"		{from_pod} meta l4proto tcp tproxy to :{OUTBOUND_PORT} {capture_set} comment "outbound""#
     ));
     line(format!(
-        r#"		iifname "{ifaces}" meta l4proto tcp {reset} comment "outbound-closed""#
+        r#"		{from_pod} meta l4proto tcp {reset} comment "outbound-closed""#
     ));
     line(format!(
         r#"		{outside} tcp dport {hbone} tproxy to :{hbone} {capture_set} comment "inbound-hbone""#
@@ -238,6 +289,12 @@ pub fn ruleset(capture: &Capture) -> String {
     ));
     line(format!(
         r#"		{outside} {reset} comment "inbound-plaintext-closed""#
+    ));
+    line("\t}".into());
+    line("\tchain nat-prerouting {".into());
+    line("\t\ttype nat hook prerouting priority dstnat - 10; policy accept;".into());
+    line(format!(
+        r#"		meta l4proto tcp meta mark {c} counter dnat ip to ip daddr comment "keep-destination""#
     ));
     line("\t}".into());
     line("}".into());
