@@ -412,6 +412,16 @@ impl Lab {
         Ok(())
     }
 
+    /// Makes `ips` the enrolled pods of `node`'s capture set, as zring would: for tests that
+    /// stand in for zring with their own listeners.
+    pub fn enroll(&self, node: &Node, ips: &[Ipv4Addr]) -> Result<(), LabError> {
+        self.check_own(node)?;
+        let wanted = ips.iter().copied().collect();
+        let script = capture::enrolled::update_script(None, &wanted).expect("a refill");
+        cmd::nft_in(node.netns.name(), &["-f", "-"], Some(&script))?;
+        Ok(())
+    }
+
     /// Packets kube-proxy's DNAT rules (of `mode`) in `node` have rewritten so far.
     pub fn kube_proxy_dnat_packets(
         &self,

@@ -6,7 +6,8 @@
 //! `pkg/proxy/iptables` and `pkg/proxy/nftables` proxiers), not copied:
 //!
 //! - [`Mode::Iptables`]: what iptables-nft puts in the kernel for kube-proxy's iptables mode:
-//!   `table ip nat` with the built-in chains `PREROUTING` and `OUTPUT` (nat, priority dstnat)
+//!   `table ip nat` with the built-in chains `PREROUTING` and `OUTPUT` (nat, priority -100:
+//!   dstnat; nft 1.0.6 accepts the name only on prerouting)
 //!   jumping to `KUBE-SERVICES`, and `POSTROUTING` (srcnat) to `KUBE-POSTROUTING`;
 //!   `KUBE-SERVICES` matches `VIP:port/tcp` and jumps to the service's `KUBE-SVC-<hash>`, which
 //!   marks traffic from outside the cluster CIDR for masquerade (`KUBE-MARK-MASQ`: mark |=
@@ -97,7 +98,7 @@ fn iptables(services: &[Service], cluster_cidrs: &[Cidr]) -> String {
     w("table ip nat {".into());
     for (chain, hook, priority, target) in [
         ("PREROUTING", "prerouting", "dstnat", "KUBE-SERVICES"),
-        ("OUTPUT", "output", "dstnat", "KUBE-SERVICES"),
+        ("OUTPUT", "output", "-100", "KUBE-SERVICES"),
         ("POSTROUTING", "postrouting", "srcnat", "KUBE-POSTROUTING"),
     ] {
         w(format!("\tchain {chain} {{"));
@@ -224,7 +225,7 @@ fn nftables(services: &[Service], cluster_cidrs: &[Cidr]) -> String {
     w("\t}".into());
     for (chain, hook, priority, target) in [
         ("nat-prerouting", "prerouting", "dstnat", "services"),
-        ("nat-output", "output", "dstnat", "services"),
+        ("nat-output", "output", "-100", "services"),
         ("nat-postrouting", "postrouting", "srcnat", "masquerading"),
     ] {
         w(format!("\tchain {chain} {{"));
@@ -278,7 +279,7 @@ mod tests {
         assert!(text.starts_with("add table ip nat\ndelete table ip nat\ntable ip nat {"));
         for needle in [
             "chain PREROUTING {\n\t\ttype nat hook prerouting priority dstnat;",
-            "chain OUTPUT {\n\t\ttype nat hook output priority dstnat;",
+            "chain OUTPUT {\n\t\ttype nat hook output priority -100;",
             "counter jump KUBE-SERVICES",
             "ip daddr 10.96.101.203 tcp dport 8000 counter jump KUBE-SVC-",
             "ip saddr != { 10.244.1.0/24 } ip daddr 10.96.101.203",
@@ -301,7 +302,7 @@ mod tests {
             "-default/appb/tcp/",
             "numgen random mod 2 vmap { 0 : goto endpoint-",
             "__10.244.2.5/80",
-            "chain nat-output {\n\t\ttype nat hook output priority dstnat;",
+            "chain nat-output {\n\t\ttype nat hook output priority -100;",
             "meta l4proto tcp counter dnat to 10.244.2.4:80",
         ] {
             assert!(text.contains(needle), "{needle:?} in\n{text}");
