@@ -117,10 +117,10 @@ fn only_enrolled_pods_are_captured() {
     m.serve("outsider-b", 80, 1).unwrap();
     m.serve("native", 80, 1).unwrap();
     for (from, to) in [
-        ("plain", OUTSIDER),     // same node, neither enrolled
-        ("plain", OUTSIDER_B),   // across nodes
-        ("native", OUTSIDER),    // a pod that terminates HBONE itself
-        ("outsider", NATIVE),    // and back into it
+        ("plain", OUTSIDER),   // same node, neither enrolled
+        ("plain", OUTSIDER_B), // across nodes
+        ("native", OUTSIDER),  // a pod that terminates HBONE itself
+        ("outsider", NATIVE),  // and back into it
     ] {
         let r = m.must_exchange(from, (to, 80).into(), 4 * KIB, 4 * KIB);
         let ip = m.lab.pod(from).ip();
@@ -144,12 +144,16 @@ fn only_enrolled_pods_are_captured() {
     std::fs::write(&m.config, enrolled).unwrap();
     eventually("plain in node a's set", || {
         let set = pod_set(&m, "a");
-        (set == BTreeSet::from([APPA, PLAIN])).then_some(()).ok_or(format!("{set:?}"))
+        (set == BTreeSet::from([APPA, PLAIN]))
+            .then_some(())
+            .ok_or(format!("{set:?}"))
     });
     std::fs::write(&m.config, config("[]")).unwrap();
     eventually("plain out of node a's set", || {
         let set = pod_set(&m, "a");
-        (set == BTreeSet::from([APPA])).then_some(()).ok_or(format!("{set:?}"))
+        (set == BTreeSet::from([APPA]))
+            .then_some(())
+            .ok_or(format!("{set:?}"))
     });
 }
 
@@ -177,7 +181,8 @@ fn host_traffic_to_enrolled_pods_is_captured() {
     // The node reaches its pods from the gateway address on their veth.
     let gateway = m.lab.node("a").gateway();
     assert_eq!(r.peer_seen_by_server.ip(), gateway);
-    m.eventually_logged("a", r#"direction="inbound""#, 1).unwrap();
+    m.eventually_logged("a", r#"direction="inbound""#, 1)
+        .unwrap();
     let c = counters(&m, "a");
     assert!(hits(&c, "host-to-pod") > 0, "{c:#?}");
     assert!(hits(&c, "inbound-plaintext") > 0, "{c:#?}");
@@ -219,9 +224,7 @@ fn vip_through_kube_proxy(mode: Mode) {
         endpoints: vec![std::net::SocketAddrV4::new(APPB, 80)],
     }];
     for node in ["a", "b"] {
-        m.lab
-            .kube_proxy(m.lab.node(node), mode, &services)
-            .unwrap();
+        m.lab.kube_proxy(m.lab.node(node), mode, &services).unwrap();
     }
     m.serve("appb", 80, 2).unwrap();
     let r = m.must_exchange("appa", (VIP, 8000).into(), 64 * KIB, 64 * KIB);
@@ -246,7 +249,9 @@ fn vip_through_kube_proxy(mode: Mode) {
         ("destination_service", "appb.default.svc.cluster.local"),
     ];
     eventually("node a's metrics to name the service", || {
-        let n = m.scrape("a").sum("istio_tcp_connections_opened_total", &service);
+        let n = m
+            .scrape("a")
+            .sum("istio_tcp_connections_opened_total", &service);
         (n >= 1.0).then_some(()).ok_or(format!("{n}"))
     });
 

@@ -198,9 +198,7 @@ impl Keeper {
 
     /// Compares the kernel's set with what was applied; a difference forces a full refill.
     fn verify(&mut self) {
-        let listing = self
-            .place
-            .nft(&["list", "set", "ip", TABLE, POD_SET], None);
+        let listing = self.place.nft(&["list", "set", "ip", TABLE, POD_SET], None);
         let drifted = match (&listing, &self.applied) {
             (Ok(text), Some(applied)) => parse_elements(text) != *applied,
             _ => true,

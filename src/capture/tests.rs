@@ -62,9 +62,15 @@ fn every_pod_address_scope_keeps_the_cidr_rules() {
     assert!(text.contains(
         r#"iifname != "lo" iifname != "zp*" ip daddr 10.244.2.0/24 meta l4proto tcp tproxy to :15006"#
     ));
-    assert!(!text.contains("host-to-pod"), "no host capture without the set");
+    assert!(
+        !text.contains("host-to-pod"),
+        "no host capture without the set"
+    );
     assert!(!text.contains("@ztunnel-pods-ips"));
-    assert!(text.contains("set ztunnel-pods-ips {"), "declared, so the keeper finds it");
+    assert!(
+        text.contains("set ztunnel-pods-ips {"),
+        "declared, so the keeper finds it"
+    );
     assert!(text.contains("keep-destination"));
 }
 
@@ -116,7 +122,9 @@ fn a_real_node_gets_its_cni_interfaces_and_every_pod_cidr() {
         r#"iifname != "lo" iifname != "veth*" ip daddr { 10.244.0.0/16, 10.96.0.0/12 } meta l4proto tcp tcp dport 15008"#
     ));
     let text = ruleset(&capture);
-    assert!(text.contains(r#"iifname "veth*" ip saddr @ztunnel-pods-ips meta l4proto tcp tproxy to :15001"#));
+    assert!(text.contains(
+        r#"iifname "veth*" ip saddr @ztunnel-pods-ips meta l4proto tcp tproxy to :15001"#
+    ));
     assert!(!text.contains("zp*"));
     // Same rules, same order, whatever the parameters.
     let lab = ruleset(&lab_capture());
