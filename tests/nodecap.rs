@@ -4,11 +4,6 @@
 //!
 //! Needs root (namespaces, nftables, IP_TRANSPARENT): without it `Lab::new` fails the test.
 
-#![expect(
-    clippy::disallowed_methods,
-    reason = "test threads poll with a deadline; no core runs here"
-)]
-
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
