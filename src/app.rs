@@ -142,6 +142,17 @@ pub fn run(config: Config, logs: Option<LogControl>) -> anyhow::Result<()> {
             .context("in-pod mode: mail sockets for the cores")?,
         ProxyMode::Node => (Vec::new(), Vec::new()),
     };
+    if config.proxy_mode == ProxyMode::Node {
+        // Node capture takes only the enrolled pods in its set; fill it before any core serves.
+        let snapshots = shared.clone();
+        crate::capture::enrolled::Keeper::start(
+            crate::capture::Place::Here,
+            &config.node_name,
+            move || snapshots.snapshot.load_full(),
+            shared.metrics.capture_set().clone(),
+        )
+        .context("starting the capture set keeper")?;
+    }
     let cores = runtime::start_with_pods(shared.clone(), driver, inboxes)?;
     readiness.cores_started();
     // Kept until `run` returns: dropping it stops the client, which removes every pod.

@@ -6,7 +6,12 @@
 //! covers what a node gets. Production code: the lab builds on it, never the reverse.
 //!
 //! Modules: `cidr` (the IPv4 networks pods live in), `cmd` (finding and running `ip` and `nft`,
-//! which the lab uses too).
+//! which the lab uses too), `enrolled` (the enrolled-pod set and the thread that keeps it).
+//!
+//! [`Scope::EveryPodAddress`] is the lab's other shape, the rules before the set existed:
+//! every address of the pod CIDRs is captured (outbound from any pod interface, inbound from
+//! anywhere but a pod interface or `lo`), and the node's own traffic is not. Tests whose
+//! workloads speak plain TCP behind zring nodes, and node proxies that keep no set, use it.
 //!
 //! Runs on the thread that calls [`install`] (a test's, `zring redirect`'s main thread);
 //! [`ruleset`] is pure text, so it is unit-tested as text, and the integration tests
@@ -20,13 +25,31 @@
 //! usually bind the *client pod's* IP with `IP_TRANSPARENT` (source spoofing), so the pod at the
 //! far end sees the real client.
 //!
-//! Below, `zp*` is the lab's pod-interface pattern and "the pod CIDR" the node's; a real node
-//! substitutes its CNI's pattern and its cluster's pod CIDRs.
+//! Below, `zp*` is the lab's pod-interface pattern and "the set" `ztunnel-pods-ips`: this
+//! node's *enrolled* pods (redirected into the mesh by istiod's `protocol: HBONE`, not pods that
+//! terminate HBONE themselves), which zring keeps in step with its snapshot (`enrolled`, the
+//! seed's ipset of the same name). Everything else (pods outside the mesh, sidecars, waypoints,
+//! gateways) passes untouched. A real node substitutes its CNI's interface pattern.
 //!
+//! - `set ztunnel-pods-ips` (`ipv4_addr`): created empty by [`install`]; zring adds and deletes
+//!   elements. Re-installing the table empties it; zring notices and refills it.
 //! - `output`, `meta mark 0x539 → ct mark set 0x539` (rule `zring-conn`): remembers on the
 //!   connection that zring opened it. The answers to a spoofed connection are addressed to a pod
 //!   IP, which the node would otherwise *forward* to that pod, who never sent the SYN and resets
 //!   it. The socket mark is on outgoing packets only; the conntrack mark is on both directions.
+//! - `host-output` (route, priority filter), `host-to-pod`: TCP the node's own namespace sends
+//!   (hostNetwork pods, any local process) to an enrolled pod, not from zring (mark 0x539), in
+//!   the connection's original direction → mark 0x111. The mark makes the kernel route the
+//!   packet again, through table 133 to `lo`, where it enters prerouting and the inbound rules
+//!   hand it to zring like traffic from another node: inbound policy applies. The original
+//!   direction only: the packets zring's accepted sockets send back to a local pod (an
+//!   outbound capture's answers) carry no mark and are in the reply direction. Priority filter
+//!   runs after the nat output hook, so a service VIP kube-proxy DNATs to a local pod is seen
+//!   with the pod's address. The kubelet is not excepted: in node mode no packet-level fact
+//!   tells it from a hostNetwork pod (both are root processes of the node's namespace; Istio's
+//!   in-pod rule exempts *every* node-originated connection by SNATing it to 169.254.7.127,
+//!   which is the bypass this rule closes), so a pod's policies must allow its probes from the
+//!   node, as they must for any other plaintext client.
 //! - Policy routing `fwmark 0x111 lookup 133` + `local 0.0.0.0/0 dev lo table 133`: a packet
 //!   marked 0x111 in prerouting is delivered locally whatever its destination address, which is
 //!   what lets a transparent socket receive packets for addresses the node does not own.
@@ -38,16 +61,19 @@
 //!   2. `captured-flow`: `socket transparent 1 socket wildcard 0` → mark 0x111. Later packets
 //!      of flows already held by a transparent socket (a captured connection, or one zring
 //!      spoofs) go straight to that socket, and unlike rule 1 this also covers a transparent
-//!      socket opened without zring's mark. `socket wildcard 0` is essential: nft's `socket`
+//!      socket opened without zring's mark, and a flow whose pod has left the set since.
+//!      `socket wildcard 0` is essential: nft's `socket`
 //!      lookup (unlike iptables' `-m socket`, which skips wildcard listeners unless given
 //!      `--nowildcard`) also finds *listeners*, so without it a pod's SYN to a remote `:15008`
 //!      matched zring's own `0.0.0.0:15008` listener on the pod's node and skipped outbound
 //!      capture, and a SYN from outside to `pod:15001` landed on the outbound listener
 //!      (`tests/lab.rs` checks the first).
-//!   3. `outbound`: TCP in from a pod interface (`iifname "zp*"`) → TPROXY to :15001.
-//!   4. `inbound-hbone`: TCP from elsewhere (not a pod interface, not `lo`) to the pod CIDR, port
-//!      15008 → TPROXY to :15008.
-//!   5. `inbound-plaintext`: other TCP from elsewhere to the pod CIDR → TPROXY to :15006.
+//!   3. `outbound`: TCP in from a pod interface (`iifname "zp*"`) whose source is in the set →
+//!      TPROXY to :15001.
+//!   4. `inbound-hbone`: other TCP to an address in the set, port 15008 → TPROXY to :15008. From
+//!      anywhere: another node, `lo` (the node itself, see `host-to-pod`), or a local pod that is
+//!      not enrolled (its own connections were not taken by rule 3).
+//!   5. `inbound-plaintext`: other TCP to an address in the set → TPROXY to :15006.
 //!
 //!   Each capture rule is followed by a `reject with tcp reset` for the same traffic. nft's
 //!   `tproxy` (unlike iptables' `TPROXY` target, which drops) falls through to the next rule when
@@ -67,12 +93,36 @@
 //! compare or one socket lookup. Reverse-path filtering is off everywhere (see `lab::ns`), although
 //! the seed's symmetric paths also pass with strict `rp_filter=1`.
 //!
+//! - `nat-prerouting` (nat, priority dstnat − 10), `keep-destination`: a new TCP flow marked
+//!   0x111 (one the rules above hand to zring) gets an identity DNAT (`dnat ip to ip daddr`).
+//!   This is what makes capture work beside kube-proxy. Its service rules (`KUBE-SERVICES` in
+//!   `table ip nat`, or `table ip kube-proxy`'s `services` map; both nat chains at priority
+//!   dstnat, see `lab::kubeproxy`) DNAT a pod's SYN to a service VIP to one endpoint. Prerouting
+//!   runs mangle (−150) before dstnat (−100), so without this rule the TPROXY rule counted the
+//!   SYN and assigned it to the 15001 listener, and the DNAT then rewrote its destination: the
+//!   kernel showed every connection from appa to the VIP reset at connect and zring never
+//!   accepting one (`tests/nodecap.rs` fails exactly so with the rule removed), and had it been
+//!   accepted zring would have seen the endpoint, not the VIP, so service waypoints and
+//!   policies could not apply. The kernel consults nat chains only for a flow's first packet
+//!   and, per hook, stops at the first chain that sets up a NAT binding (`nf_nat_inet_fn`); an
+//!   identity DNAT in a chain that runs before kube-proxy's is such a binding, so kube-proxy's
+//!   chains never see captured flows, whatever their mode or content (the `KUBE-MARK-MASQ`
+//!   0x4000 bit, which would also spoil our exact fwmark 0x111 match, is never set on them),
+//!   while everything not captured (pods outside the set, zring's own upstream connections in
+//!   the output hook: its passthrough to an unknown VIP still goes through kube-proxy) is NATed
+//!   as before. Preferred over `notrack` in a raw chain, which would have to pick the flows
+//!   before conntrack (priority −300) cannot tell a pod's new connection from a pod's answer to
+//!   zring's spoofed one (rule 1 needs conntrack for those), and would take conntrack away from
+//!   the node's firewall for them; and over a mark kube-proxy respects, which does not exist in
+//!   its service chains.
+//!
 //! Invariant: the ruleset lives in its own table (`table ip zring`) and is replaced atomically
 //! (`nft -f` runs the delete and the new table as one transaction), so re-applying it never
 //! leaves a half-installed capture.
 
 mod cidr;
 pub(crate) mod cmd;
+pub mod enrolled;
 
 use std::fmt::Write as _;
 
@@ -127,16 +177,34 @@ pub const CAPTURE_TABLE: u32 = 133;
 pub const TABLE: &str = "zring";
 /// The pod-interface pattern of lab nodes (`zp-<pod>`, `zp<hash>`).
 pub const LAB_POD_INTERFACES: &str = "zp*";
+/// The nftables set (in `table ip zring`) of this node's enrolled pod IPs, named after the
+/// seed's ipset. [`install`] creates it empty; zring fills it from its snapshot
+/// (`capture::enrolled`).
+pub const POD_SET: &str = "ztunnel-pods-ips";
+
+/// Which pods capture takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// This node's enrolled pods: the addresses in [`POD_SET`]. What real nodes get.
+    Enrolled,
+    /// Every address of the pod CIDRs (the set is still declared, unused; no host traffic): the lab's worlds where
+    /// workloads that speak plain TCP sit behind a zring node and are captured anyway.
+    EveryPodAddress,
+}
 
 /// What a node's capture is shaped by: where its pods' addresses are and which interfaces lead
 /// to them. The lab passes its node's pod CIDR and `zp*`; a real node passes its cluster's pod
 /// CIDRs and its CNI's interface prefix (`veth*`, `cali*`, `lxc*`, …).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Capture {
-    /// Destinations that count as pods for the inbound rules (at least one).
+    /// The cluster's pod networks (at least one). Only [`Scope::EveryPodAddress`] matches on
+    /// them; with [`Scope::Enrolled`] they are a checked statement of where pods live, which
+    /// `zring redirect` still requires so a node's parameters stay the same.
     pub pod_cidrs: Vec<Cidr>,
     /// An nft `iifname` pattern matching every pod interface on the node.
     pub pod_interfaces: String,
+    /// Enrolled pods only (the default), or every pod address.
+    pub scope: Scope,
 }
 
 impl Capture {
@@ -160,6 +228,7 @@ impl Capture {
         Ok(Capture {
             pod_cidrs,
             pod_interfaces: pod_interfaces.to_owned(),
+            scope: Scope::Enrolled,
         })
     }
 
@@ -179,7 +248,13 @@ impl Capture {
         Capture {
             pod_cidrs: vec![pod_cidr],
             pod_interfaces: LAB_POD_INTERFACES.to_owned(),
+            scope: Scope::Enrolled,
         }
+    }
+
+    /// The same capture with another [`Scope`].
+    pub fn with_scope(self, scope: Scope) -> Capture {
+        Capture { scope, ..self }
     }
 
     /// The pod CIDRs as nft writes a match on them: one network, or an anonymous set.
@@ -200,19 +275,44 @@ pub fn ruleset(capture: &Capture) -> String {
     let c = format!("{CAPTURE_MARK:#x}");
     let capture_set = format!("meta mark set {c} counter accept");
     let reset = "counter reject with tcp reset";
-    let (pods, ifaces) = (capture.pods(), &capture.pod_interfaces);
-    let outside =
-        format!(r#"iifname != "lo" iifname != "{ifaces}" ip daddr {pods} meta l4proto tcp"#);
+    let ifaces = &capture.pod_interfaces;
+    // Who counts as a pod: this node's enrolled pods (the set zring keeps), or (lab scope)
+    // every address of the pod CIDRs, arriving from anywhere but a pod interface or `lo`.
+    let (from_pod, to_pod) = match capture.scope {
+        Scope::Enrolled => (
+            format!(r#"iifname "{ifaces}" ip saddr @{POD_SET}"#),
+            format!("ip daddr @{POD_SET}"),
+        ),
+        Scope::EveryPodAddress => (
+            format!(r#"iifname "{ifaces}""#),
+            format!(
+                r#"iifname != "lo" iifname != "{ifaces}" ip daddr {}"#,
+                capture.pods()
+            ),
+        ),
+    };
+    let outside = format!("{to_pod} meta l4proto tcp");
     let hbone = INBOUND_HBONE_PORT;
     let mut s = String::new();
     let mut line = |text: String| writeln!(s, "{text}").expect("writing to a String");
     line(format!("table ip {TABLE} {{"));
+    line(format!("\tset {POD_SET} {{"));
+    line("\t\ttype ipv4_addr".into());
+    line("\t}".into());
     line("\tchain output {".into());
     line("\t\ttype route hook output priority mangle; policy accept;".into());
     line(format!(
         r#"		meta mark {m} ct mark set {m} counter comment "zring-conn""#
     ));
     line("\t}".into());
+    if capture.scope == Scope::Enrolled {
+        line("\tchain host-output {".into());
+        line("\t\ttype route hook output priority filter; policy accept;".into());
+        line(format!(
+            r#"		meta l4proto tcp meta mark != {m} ct direction original ip daddr @{POD_SET} meta mark set {c} counter comment "host-to-pod""#
+        ));
+        line("\t}".into());
+    }
     line("\tchain prerouting {".into());
     line("\t\ttype filter hook prerouting priority mangle; policy accept;".into());
     line(format!(
@@ -222,10 +322,10 @@ pub fn ruleset(capture: &Capture) -> String {
         r#"		meta l4proto tcp socket transparent 1 socket wildcard 0 {capture_set} comment "captured-flow""#
     ));
     line(format!(
-        r#"		iifname "{ifaces}" meta l4proto tcp tproxy to :{OUTBOUND_PORT} {capture_set} comment "outbound""#
+        r#"		{from_pod} meta l4proto tcp tproxy to :{OUTBOUND_PORT} {capture_set} comment "outbound""#
     ));
     line(format!(
-        r#"		iifname "{ifaces}" meta l4proto tcp {reset} comment "outbound-closed""#
+        r#"		{from_pod} meta l4proto tcp {reset} comment "outbound-closed""#
     ));
     line(format!(
         r#"		{outside} tcp dport {hbone} tproxy to :{hbone} {capture_set} comment "inbound-hbone""#
@@ -238,6 +338,12 @@ pub fn ruleset(capture: &Capture) -> String {
     ));
     line(format!(
         r#"		{outside} {reset} comment "inbound-plaintext-closed""#
+    ));
+    line("\t}".into());
+    line("\tchain nat-prerouting {".into());
+    line("\t\ttype nat hook prerouting priority dstnat - 10; policy accept;".into());
+    line(format!(
+        r#"		meta l4proto tcp meta mark {c} counter dnat ip to ip daddr comment "keep-destination""#
     ));
     line("\t}".into());
     line("}".into());

@@ -40,6 +40,7 @@
 
 pub mod cni;
 pub mod http;
+pub mod kubeproxy;
 pub mod mesh;
 mod ns;
 pub mod peers;
@@ -58,7 +59,7 @@ use std::time::Duration;
 
 pub use crate::capture::{
     CAPTURE_MARK, CAPTURE_TABLE, Capture, Cidr, INBOUND_HBONE_PORT, INBOUND_PLAINTEXT_PORT,
-    OUTBOUND_PORT, RuleCounter, ZRING_MARK, ruleset,
+    OUTBOUND_PORT, POD_SET, RuleCounter, Scope, ZRING_MARK, ruleset,
 };
 pub use mesh::{Mesh, NodeProxy, Ready};
 pub use ns::Netns;
@@ -230,6 +231,9 @@ pub struct Lab {
     created: Vec<String>,
     /// Every process started, killed on drop if still running.
     processes: Mutex<Vec<Process>>,
+    /// Which pods [`redirect`](Self::redirect) captures: enrolled ones (the default, as on a
+    /// real node), or every pod address.
+    scope: Scope,
 }
 
 impl Lab {
@@ -263,6 +267,7 @@ impl Lab {
             pods: Vec::new(),
             created: Vec::new(),
             processes: Mutex::new(Vec::new()),
+            scope: Scope::Enrolled,
         };
         let underlay = lab.make_ns("u")?;
         underlay.ip(&["link", "add", "br0", "type", "bridge"])?;
@@ -377,9 +382,60 @@ impl Lab {
         self.check_own(node)?;
         capture::install(
             capture::Place::Netns(node.netns.name()),
-            &Capture::lab(node.pod_cidr),
+            &Capture::lab(node.pod_cidr).with_scope(self.scope),
         )?;
         Ok(())
+    }
+
+    /// From now on [`redirect`](Self::redirect) captures every address of a node's pod CIDR
+    /// ([`Scope::EveryPodAddress`]) instead of the enrolled pods zring puts in the set: for
+    /// tests whose workloads speak plain TCP behind zring nodes, and node proxies that keep no
+    /// set.
+    pub fn capture_every_pod_address(&mut self) {
+        self.scope = Scope::EveryPodAddress;
+    }
+
+    /// Installs kube-proxy's service rules in `node`, in `mode` (see [`kubeproxy`]), replacing
+    /// the ones installed before.
+    pub fn kube_proxy(
+        &self,
+        node: &Node,
+        mode: kubeproxy::Mode,
+        services: &[kubeproxy::Service],
+    ) -> Result<(), LabError> {
+        self.check_own(node)?;
+        let pod_cidrs: Vec<Cidr> = self.nodes.iter().map(|n| n.pod_cidr).collect();
+        cmd::nft_in(
+            node.netns.name(),
+            &["-f", "-"],
+            Some(&kubeproxy::script(mode, services, &pod_cidrs)),
+        )?;
+        Ok(())
+    }
+
+    /// Makes `ips` the enrolled pods of `node`'s capture set, as zring would: for tests that
+    /// stand in for zring with their own listeners.
+    pub fn enroll(&self, node: &Node, ips: &[Ipv4Addr]) -> Result<(), LabError> {
+        self.check_own(node)?;
+        let wanted = ips.iter().copied().collect();
+        let script = capture::enrolled::update_script(None, &wanted).expect("a refill");
+        cmd::nft_in(node.netns.name(), &["-f", "-"], Some(&script))?;
+        Ok(())
+    }
+
+    /// Packets kube-proxy's DNAT rules (of `mode`) in `node` have rewritten so far.
+    pub fn kube_proxy_dnat_packets(
+        &self,
+        node: &Node,
+        mode: kubeproxy::Mode,
+    ) -> Result<u64, LabError> {
+        self.check_own(node)?;
+        let table = match mode {
+            kubeproxy::Mode::Iptables => "nat",
+            kubeproxy::Mode::Nftables => "kube-proxy",
+        };
+        let listing = cmd::nft_in(node.netns.name(), &["list", "table", "ip", table], None)?;
+        Ok(kubeproxy::dnat_packets(&listing))
     }
 
     /// Packet counters of every capture rule in `node` (empty names none: it was never

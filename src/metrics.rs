@@ -21,8 +21,10 @@
 //! flags.
 //!
 //! Modules: `labels` (the label set, pure), `shard` (per core), `latency` (hdrhistogram),
-//! `text` (the exposition format, pure), `xds` (control-plane counters).
+//! `text` (the exposition format, pure), `xds` (control-plane counters), `capture` (the
+//! enrolled-pod set keeper's counters).
 
+pub mod capture;
 pub mod labels;
 pub mod latency;
 pub mod shard;
@@ -35,6 +37,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crossbeam_channel::{Receiver, Sender};
 
+pub use capture::CaptureSetMetrics;
 pub use labels::{Conn, LabelSet, LabelsRef, Reporter, SecurityPolicy};
 pub use latency::{Kind as LatencyKind, Latency};
 pub use shard::{CoreGauges, Flow, Meter, Refusal, Series, Shard, TrafficCell, flush_loop};
@@ -81,6 +84,8 @@ pub struct Registry {
     /// Taken by scrapes and by cores attaching at start-up; never on the data path.
     merged: Mutex<Merged>,
     xds: Arc<XdsMetrics>,
+    /// Updates of node capture's enrolled-pod set.
+    capture_set: Arc<CaptureSetMetrics>,
     /// Log lines the non-blocking writer dropped because its queue was full.
     dropped_logs: OnceLock<tracing_appender::non_blocking::ErrorCounter>,
     /// In-pod mode's workload-manager series (`workload_manager_*`), when that mode runs.
@@ -127,6 +132,7 @@ impl Registry {
             latency_rx,
             merged: Mutex::default(),
             xds: Arc::default(),
+            capture_set: Arc::default(),
             dropped_logs: OnceLock::new(),
             inpod: OnceLock::new(),
         }
@@ -146,6 +152,10 @@ impl Registry {
 
     pub fn xds(&self) -> &Arc<XdsMetrics> {
         &self.xds
+    }
+
+    pub fn capture_set(&self) -> &Arc<CaptureSetMetrics> {
+        &self.capture_set
     }
 
     /// Reports the log writer's dropped lines from now on.
@@ -225,6 +235,7 @@ impl Registry {
         write_traffic(&mut e, &traffic);
         self.write_latencies(&mut e);
         self.write_xds(&mut e);
+        self.write_capture_set(&mut e);
         self.write_cores(&mut e);
         if let Some(inpod) = self.inpod.get() {
             inpod.collect(&mut e);
@@ -285,6 +296,18 @@ impl Registry {
                 e.sample(&format!("{name}_sum"), [(label, value)], l.sum_seconds());
                 e.sample(&format!("{name}_count"), [(label, value)], l.count());
             }
+        }
+    }
+
+    fn write_capture_set(&self, e: &mut Encoder) {
+        let (ok, error) = self.capture_set.updates();
+        e.family(
+            "zring_capture_set_updates_total",
+            Type::Counter,
+            "Updates of node capture's enrolled-pod set (nft transactions), by result",
+        );
+        for (result, n) in [("ok", ok), ("error", error)] {
+            e.sample("zring_capture_set_updates_total", [("result", result)], n);
         }
     }
 

@@ -64,6 +64,9 @@ fn redirection_captures_spoofs_and_fails_closed() -> Result<()> {
     lab.redirect(a)?;
     lab.redirect(b)?;
     lab.redirect(a)?; // re-applying replaces the table and keeps one policy rule
+    // What zring does from its snapshot: appa and appb are the enrolled pods of their nodes.
+    lab.enroll(a, &[appa.ip()])?;
+    lab.enroll(b, &[appb.ip()])?;
     let rules = a.ip(&["rule", "show"])?;
     ensure!(
         rules.matches("fwmark 0x111 lookup 133").count() == 1,

@@ -88,6 +88,9 @@ services:
 
 fn mesh(driver: &str) -> Mesh {
     let mut lab = Lab::seed().expect("lab (needs root, ip, nft)");
+    // appc speaks plain TCP and the stranger is unknown: neither is enrolled, and both are to
+    // be captured here.
+    lab.capture_every_pod_address();
     lab.add_pod("b", "appc", APPC).unwrap();
     lab.add_pod("a", "stranger", STRANGER).unwrap();
     Mesh::start(

@@ -69,6 +69,8 @@ services:
 /// no capture) with pod `ext`; zring on a and b.
 fn cluster(driver: &str, with_appa: bool) -> Mesh {
     let mut lab = Lab::seed().expect("lab (needs root, ip, nft)");
+    // These workloads speak plain TCP, so none is enrolled: capture them all the same.
+    lab.capture_every_pod_address();
     lab.add_pod("a", "appa2", APPA2).unwrap();
     lab.add_pod("a", "stranger", STRANGER).unwrap();
     lab.add_node(

@@ -103,7 +103,12 @@ impl Running {
         zring: &Path,
         extra_env: &[(&str, &str)],
     ) -> Running {
-        let lab = Lab::seed().expect("the bench builds network namespaces: run it as root");
+        let mut lab = Lab::seed().expect("the bench builds network namespaces: run it as root");
+        // Only zring keeps the enrolled-pod set, and only HBONE pods are enrolled: plaintext
+        // setups and other node proxies capture every pod address instead.
+        if setup.mode != Mode::Hbone || matches!(setup.proxy, Some(Proxy::Other(_))) {
+            lab.capture_every_pod_address();
+        }
         tune(&lab);
         let running = match (&setup.proxy, setup.mode) {
             (None, _) => Running::Direct(lab),

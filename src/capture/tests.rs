@@ -22,24 +22,56 @@ fn lab_capture() -> Capture {
 #[test]
 fn ruleset_text_is_exact() {
     let want = r#"table ip zring {
+	set ztunnel-pods-ips {
+		type ipv4_addr
+	}
 	chain output {
 		type route hook output priority mangle; policy accept;
 		meta mark 0x539 ct mark set 0x539 counter comment "zring-conn"
+	}
+	chain host-output {
+		type route hook output priority filter; policy accept;
+		meta l4proto tcp meta mark != 0x539 ct direction original ip daddr @ztunnel-pods-ips meta mark set 0x111 counter comment "host-to-pod"
 	}
 	chain prerouting {
 		type filter hook prerouting priority mangle; policy accept;
 		meta l4proto tcp ct mark 0x539 meta mark set 0x111 counter accept comment "reply-to-zring"
 		meta l4proto tcp socket transparent 1 socket wildcard 0 meta mark set 0x111 counter accept comment "captured-flow"
-		iifname "zp*" meta l4proto tcp tproxy to :15001 meta mark set 0x111 counter accept comment "outbound"
-		iifname "zp*" meta l4proto tcp counter reject with tcp reset comment "outbound-closed"
-		iifname != "lo" iifname != "zp*" ip daddr 10.244.2.0/24 meta l4proto tcp tcp dport 15008 tproxy to :15008 meta mark set 0x111 counter accept comment "inbound-hbone"
-		iifname != "lo" iifname != "zp*" ip daddr 10.244.2.0/24 meta l4proto tcp tcp dport 15008 counter reject with tcp reset comment "inbound-hbone-closed"
-		iifname != "lo" iifname != "zp*" ip daddr 10.244.2.0/24 meta l4proto tcp tproxy to :15006 meta mark set 0x111 counter accept comment "inbound-plaintext"
-		iifname != "lo" iifname != "zp*" ip daddr 10.244.2.0/24 meta l4proto tcp counter reject with tcp reset comment "inbound-plaintext-closed"
+		iifname "zp*" ip saddr @ztunnel-pods-ips meta l4proto tcp tproxy to :15001 meta mark set 0x111 counter accept comment "outbound"
+		iifname "zp*" ip saddr @ztunnel-pods-ips meta l4proto tcp counter reject with tcp reset comment "outbound-closed"
+		ip daddr @ztunnel-pods-ips meta l4proto tcp tcp dport 15008 tproxy to :15008 meta mark set 0x111 counter accept comment "inbound-hbone"
+		ip daddr @ztunnel-pods-ips meta l4proto tcp tcp dport 15008 counter reject with tcp reset comment "inbound-hbone-closed"
+		ip daddr @ztunnel-pods-ips meta l4proto tcp tproxy to :15006 meta mark set 0x111 counter accept comment "inbound-plaintext"
+		ip daddr @ztunnel-pods-ips meta l4proto tcp counter reject with tcp reset comment "inbound-plaintext-closed"
+	}
+	chain nat-prerouting {
+		type nat hook prerouting priority dstnat - 10; policy accept;
+		meta l4proto tcp meta mark 0x111 counter dnat ip to ip daddr comment "keep-destination"
 	}
 }
 "#;
     assert_eq!(ruleset(&lab_capture()), want);
+}
+
+#[test]
+fn every_pod_address_scope_keeps_the_cidr_rules() {
+    let text = ruleset(&lab_capture().with_scope(Scope::EveryPodAddress));
+    assert!(text.contains(
+        r#"iifname "zp*" meta l4proto tcp tproxy to :15001 meta mark set 0x111 counter accept comment "outbound""#
+    ));
+    assert!(text.contains(
+        r#"iifname != "lo" iifname != "zp*" ip daddr 10.244.2.0/24 meta l4proto tcp tproxy to :15006"#
+    ));
+    assert!(
+        !text.contains("host-to-pod"),
+        "no host capture without the set"
+    );
+    assert!(!text.contains("@ztunnel-pods-ips"));
+    assert!(
+        text.contains("set ztunnel-pods-ips {"),
+        "declared, so the keeper finds it"
+    );
+    assert!(text.contains("keep-destination"));
 }
 
 #[test]
@@ -65,7 +97,7 @@ fn own_mark_never_routes_locally() {
     // conntrack, never set on a packet in prerouting.
     let text = ruleset(&lab_capture());
     assert!(!text.contains("meta mark set 0x539"));
-    assert_eq!(text.matches("meta mark set 0x111").count(), 5);
+    assert_eq!(text.matches("meta mark set 0x111").count(), 6);
 }
 
 #[test]
@@ -84,10 +116,14 @@ fn a_real_node_gets_its_cni_interfaces_and_every_pod_cidr() {
         "veth*",
     )
     .unwrap();
-    let text = ruleset(&capture);
+    let text = ruleset(&capture.clone().with_scope(Scope::EveryPodAddress));
     assert!(text.contains(r#"iifname "veth*" meta l4proto tcp tproxy to :15001"#));
     assert!(text.contains(
         r#"iifname != "lo" iifname != "veth*" ip daddr { 10.244.0.0/16, 10.96.0.0/12 } meta l4proto tcp tcp dport 15008"#
+    ));
+    let text = ruleset(&capture);
+    assert!(text.contains(
+        r#"iifname "veth*" ip saddr @ztunnel-pods-ips meta l4proto tcp tproxy to :15001"#
     ));
     assert!(!text.contains("zp*"));
     // Same rules, same order, whatever the parameters.
