@@ -95,6 +95,7 @@ impl Servers {
             certs: ArcSwap::from_pointee(store),
             metrics: Arc::new(Registry::new()),
             drain: crate::drain::Drain::new(1, std::time::Duration::from_secs(1)),
+            own_addrs: ArcSwap::default(),
         });
         let sync = if xds_pending {
             InitialSync::pending()
