@@ -148,15 +148,6 @@ pub fn run(config: Config, logs: Option<LogControl>) -> anyhow::Result<()> {
     };
     if config.proxy_mode == ProxyMode::Node {
         control::refresh_own_addrs(&shared);
-        // Node capture takes only the enrolled pods in its set; fill it before any core serves.
-        let snapshots = shared.clone();
-        crate::capture::enrolled::Keeper::start(
-            crate::capture::Place::Here,
-            &config.node_name,
-            move || snapshots.snapshot.load_full(),
-            shared.metrics.capture_set().clone(),
-        )
-        .context("starting the capture set keeper")?;
     }
     let cores = runtime::spawn_with_pods(shared.clone(), driver, inboxes)?;
     let admin = admin::State {
@@ -205,7 +196,8 @@ struct Serving {
 
 /// Runs on the control thread beside the config source: waits for the first complete
 /// configuration (addresses and authorizations; the local file is complete at once), then
-/// lets the cores bind their listeners (in-pod mode: starts taking pods from the node agent),
+/// (node mode) starts keeping the capture set, lets the cores bind their listeners (in-pod
+/// mode: starts taking pods from the node agent),
 /// marks the cores started for readiness and logs `zring ready`. Until then nothing listens on
 /// 15001/15006/15008 and readiness answers 503, so no connection is ever served without its
 /// policies, not even by a process started beside an old one on the same ports.
@@ -219,9 +211,26 @@ async fn serve(start: Start) -> anyhow::Result<Serving> {
         driver,
     } = start;
     control::first_complete_state(&initial_sync).await;
-    let cores = tokio::task::spawn_blocking(move || cores.open())
-        .await
-        .context("opening the cores")??;
+    let keeper = shared.clone();
+    let cores = tokio::task::spawn_blocking(move || {
+        if keeper.config.proxy_mode == ProxyMode::Node {
+            // Node capture takes only the enrolled pods in its set; filled before any core
+            // serves, and not before the first complete state: a process started beside an
+            // old one must not empty the set (its pods would bypass capture) with the empty
+            // snapshot it starts from.
+            let snapshots = keeper.clone();
+            crate::capture::enrolled::Keeper::start(
+                crate::capture::Place::Here,
+                &keeper.config.node_name,
+                move || snapshots.snapshot.load_full(),
+                keeper.metrics.capture_set().clone(),
+            )
+            .context("starting the capture set keeper")?;
+        }
+        cores.open().map_err(anyhow::Error::from)
+    })
+    .await
+    .context("opening the cores")??;
     let config = &shared.config;
     let inpod = match config.proxy_mode {
         ProxyMode::Node => None,
