@@ -195,9 +195,9 @@ struct Serving {
 }
 
 /// Runs on the control thread beside the config source: waits for the first complete
-/// configuration (addresses and authorizations; the local file is complete at once), then
-/// (node mode) starts keeping the capture set, lets the cores bind their listeners (in-pod
-/// mode: starts taking pods from the node agent),
+/// configuration (addresses and authorizations; the local file is complete at once; node
+/// mode keeps the capture set from the first addresses on), then lets the cores bind their
+/// listeners (in-pod mode: starts taking pods from the node agent),
 /// marks the cores started for readiness and logs `zring ready`. Until then nothing listens on
 /// 15001/15006/15008 and readiness answers 503, so no connection is ever served without its
 /// policies, not even by a process started beside an old one on the same ports.
@@ -210,27 +210,33 @@ async fn serve(start: Start) -> anyhow::Result<Serving> {
         initial_sync,
         driver,
     } = start;
-    control::first_complete_state(&initial_sync).await;
-    let keeper = shared.clone();
-    let cores = tokio::task::spawn_blocking(move || {
-        if keeper.config.proxy_mode == ProxyMode::Node {
-            // Node capture takes only the enrolled pods in its set; filled before any core
-            // serves, and not before the first complete state: a process started beside an
-            // old one must not empty the set (its pods would bypass capture) with the empty
-            // snapshot it starts from.
-            let snapshots = keeper.clone();
+    // Node mode: the capture set follows the snapshot from the first addresses on (not before:
+    // a process started beside an old one must not empty the set with the empty snapshot it
+    // starts from, or the pods would bypass capture). Captured meanwhile, their connections
+    // are refused until the cores bind.
+    let keeper = async {
+        if shared.config.proxy_mode != ProxyMode::Node {
+            return Ok(());
+        }
+        initial_sync.wait_for_addresses().await;
+        let shared = shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let snapshots = shared.clone();
             crate::capture::enrolled::Keeper::start(
                 crate::capture::Place::Here,
-                &keeper.config.node_name,
+                &shared.config.node_name,
                 move || snapshots.snapshot.load_full(),
-                keeper.metrics.capture_set().clone(),
+                shared.metrics.capture_set().clone(),
             )
-            .context("starting the capture set keeper")?;
-        }
-        cores.open().map_err(anyhow::Error::from)
-    })
-    .await
-    .context("opening the cores")??;
+        })
+        .await?
+        .context("starting the capture set keeper")
+    };
+    let (kept, ()) = tokio::join!(keeper, control::first_complete_state(&initial_sync));
+    kept?;
+    let cores = tokio::task::spawn_blocking(move || cores.open())
+        .await
+        .context("opening the cores")??;
     let config = &shared.config;
     let inpod = match config.proxy_mode {
         ProxyMode::Node => None,

@@ -403,6 +403,9 @@ fn listeners_bind_only_after_addresses_and_authorizations() {
     let m = Mesh::start_proxy(lab, waiting, "", &["a"], &[("XDS_ADDRESS", &xds)]).unwrap();
     m.eventually_logged("a", "published snapshot workloads=2", 1)
         .unwrap();
+    // The pods are captured from the first addresses on: refused, not let through.
+    m.eventually_logged("a", "capture set ztunnel-pods-ips updated pods=2", 1)
+        .unwrap();
     let appa = m
         .lab
         .pod("appa")
@@ -413,8 +416,7 @@ fn listeners_bind_only_after_addresses_and_authorizations() {
     let log = m.log("a");
     let waiting_line = log.lines().find(|l| l.contains("not serving yet")).unwrap();
     assert!(
-        waiting_line.contains("authorizations (istio.security.Authorization)")
-            && !waiting_line.contains("addresses (istio"),
+        waiting_line.contains("authorizations (istio.security.Authorization)"),
         "{waiting_line}"
     );
     let open = listening_ports(pid);
@@ -531,8 +533,11 @@ fn rolling_update_never_serves_without_policies() {
     assert_never_reached(&appa, &format!("{}\n--- new:\n{}", m.logs(), new.log()));
 
     new_state.set_policies(Some(Vec::new()));
-    new.wait_for_log("policies=0", Duration::from_secs(30))
-        .unwrap();
+    new.wait_for_log(
+        "removed=1 rejected=0 workloads=2 services=0 policies=0",
+        Duration::from_secs(30),
+    )
+    .unwrap();
     m.serve("appa", 81, 1).unwrap();
     m.exchange("appa2", (APPA, 81).into(), 1024, 1024)
         .unwrap_or_else(|e| panic!("appa2 → appa:81 through the new zring: {e}\n{}", new.log()));

@@ -97,14 +97,28 @@ impl InitialSync {
         missing
     }
 
+    /// Whether the first Address response has been applied.
+    pub fn has_addresses(&self) -> bool {
+        self.address.load(Ordering::Acquire)
+    }
+
     /// Resolves once every type has been received (at once if it has).
     pub async fn wait(&self) {
+        self.wait_until(InitialSync::is_done).await;
+    }
+
+    /// Resolves once the first Address response has been applied (at once if it has).
+    pub async fn wait_for_addresses(&self) {
+        self.wait_until(InitialSync::has_addresses).await;
+    }
+
+    async fn wait_until(&self, done: impl Fn(&InitialSync) -> bool) {
         loop {
             let changed = self.changed.notified();
             let mut changed = std::pin::pin!(changed);
             // Registered before the check, so a mark in between is not missed.
             changed.as_mut().enable();
-            if self.is_done() {
+            if done(self) {
                 return;
             }
             changed.await;
