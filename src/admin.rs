@@ -161,11 +161,12 @@ impl Readiness {
 
     /// `Ok` when ready, else what is still awaited.
     pub fn check(&self) -> Result<(), &'static str> {
-        if !self.cores.load(Ordering::Acquire) {
-            return Err("the proxy cores have not started");
-        }
+        // The configuration first: the cores start only once it is complete.
         if !self.xds.is_done() {
             return Err("waiting for the initial configuration from istiod");
+        }
+        if !self.cores.load(Ordering::Acquire) {
+            return Err("the proxy cores have not started");
         }
         if let Some(inpod) = self.inpod.get()
             && !self.inpod_synced.load(Ordering::Acquire)
