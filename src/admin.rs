@@ -6,8 +6,10 @@
 //! | 0.0.0.0:15020    | `/metrics`, `/stats/prometheus` (Prometheus text format) |
 //! | 0.0.0.0:15021    | `/healthz/ready` (503 until ready, then 200) |
 //!
-//! Threads: `bind` runs on the main thread before the cores start, so a port already in use
-//! fails start-up with a clear error; `serve` runs the three accept loops as tasks of the
+//! Threads: `bind` runs on the main thread before the cores start, so a port another program
+//! holds fails start-up with a clear error (the sockets share their ports with SO_REUSEPORT,
+//! as the cores' do: a rolling update on a host-network node starts the new zring beside the
+//! old one, and the new one must come up, answer 503 and wait for its configuration); `serve` runs the three accept loops as tasks of the
 //! control thread (one task per HTTP connection). Nothing here runs on a core: a scrape reads
 //! the cores' shards through `metrics::Registry`, the dump reads the published snapshot and
 //! certificate store.
@@ -95,10 +97,15 @@ impl Listeners {
     ) -> Result<Listeners, AdminError> {
         let mut sockets = Vec::new();
         for (server, addr) in addrs {
-            let bind = || {
-                let l = std::net::TcpListener::bind(addr)?;
-                l.set_nonblocking(true)?;
-                Ok(l)
+            let bind = || -> io::Result<std::net::TcpListener> {
+                use socket2::{Domain, Socket, Type};
+                let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+                s.set_reuse_address(true)?;
+                s.set_reuse_port(true)?;
+                s.bind(&addr.into())?;
+                s.listen(1024)?;
+                s.set_nonblocking(true)?;
+                Ok(s.into())
             };
             let l = bind().map_err(|source| AdminError::Bind {
                 addr,
@@ -154,11 +161,12 @@ impl Readiness {
 
     /// `Ok` when ready, else what is still awaited.
     pub fn check(&self) -> Result<(), &'static str> {
-        if !self.cores.load(Ordering::Acquire) {
-            return Err("the proxy cores have not started");
-        }
+        // The configuration first: the cores start only once it is complete.
         if !self.xds.is_done() {
             return Err("waiting for the initial configuration from istiod");
+        }
+        if !self.cores.load(Ordering::Acquire) {
+            return Err("the proxy cores have not started");
         }
         if let Some(inpod) = self.inpod.get()
             && !self.inpod_synced.load(Ordering::Acquire)

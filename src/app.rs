@@ -1,13 +1,16 @@
 //! Process assembly: start-up order, then the control thread.
 //!
-//! Runs on the main thread, which becomes the control thread once the cores are up: it loads
-//! the first snapshot from `LOCAL_XDS_PATH` (a broken config at start-up is fatal, with a clear
-//! error) or starts empty when xDS will fill it, sets up the certificate issuer (the Istio CA
-//! when `CA_ADDRESS` is set, the development CA otherwise), resolves the driver, starts the
-//! cores, and then runs `control::run` on a tokio current-thread runtime: config updates
-//! (file or Delta ADS) and certificate rotation, published through arc-swap, and the admin,
-//! metrics and readiness servers (bound here, before the cores start, so a port in use fails
-//! start-up).
+//! Runs on the main thread, which becomes the control thread: it loads the first snapshot from
+//! `LOCAL_XDS_PATH` (a broken config at start-up is fatal, with a clear error) or starts empty
+//! when xDS will fill it, sets up the certificate issuer (the Istio CA when `CA_ADDRESS` is
+//! set, the development CA otherwise), resolves the driver, spawns the cores held at their
+//! start gate (nothing bound), and then runs `control::run` on a tokio current-thread runtime:
+//! config updates (file or Delta ADS) and certificate rotation, published through arc-swap,
+//! the admin, metrics and readiness servers (bound here, before the cores start, so a port in
+//! use fails start-up), and `serve`: once the first complete configuration is in (xDS: one
+//! response of each type; the local file at once), the cores bind and serve, readiness
+//! follows, and `zring ready` is logged. Before that a restart or a rolling update never serves
+//! a connection without its policies.
 //!
 //! In-pod mode (`PROXY_MODE=shared`): the cores open no listener of their own; the
 //! `zring-inpod` thread connects to istio-cni's node agent (`INPOD_UDS`) and, for each pod it
@@ -32,7 +35,7 @@ use tracing::{info, warn};
 use crate::admin::{self, CertFailures, Listeners, Readiness};
 use crate::config::{Config, ProxyMode};
 use crate::control::{self, Source};
-use crate::core::Shared;
+use crate::core::{Driver, Shared};
 use crate::drain::Drain;
 use crate::identity::{CertManager, DevCa, IstioCa};
 use crate::logging::LogControl;
@@ -136,6 +139,7 @@ pub fn run(config: Config, logs: Option<LogControl>) -> anyhow::Result<()> {
         certs: store,
         drain: Drain::new(config.cores, config.drain_deadline),
         metrics,
+        own_addrs: Default::default(),
     });
     let (mailboxes, inboxes) = match config.proxy_mode {
         ProxyMode::Shared => crate::inpod::handoff::pairs(config.cores)
@@ -143,20 +147,98 @@ pub fn run(config: Config, logs: Option<LogControl>) -> anyhow::Result<()> {
         ProxyMode::Node => (Vec::new(), Vec::new()),
     };
     if config.proxy_mode == ProxyMode::Node {
-        // Node capture takes only the enrolled pods in its set; fill it before any core serves.
-        let snapshots = shared.clone();
-        crate::capture::enrolled::Keeper::start(
-            crate::capture::Place::Here,
-            &config.node_name,
-            move || snapshots.snapshot.load_full(),
-            shared.metrics.capture_set().clone(),
-        )
-        .context("starting the capture set keeper")?;
+        control::refresh_own_addrs(&shared);
     }
-    let cores = runtime::start_with_pods(shared.clone(), driver, inboxes)?;
-    readiness.cores_started();
-    // Kept until `run` returns: dropping it stops the client, which removes every pod.
-    let _inpod = match config.proxy_mode {
+    let cores = runtime::spawn_with_pods(shared.clone(), driver, inboxes)?;
+    let admin = admin::State {
+        shared: shared.clone(),
+        readiness: readiness.clone(),
+        logs,
+        cert_failures: Arc::new(CertFailures::default()),
+        shutdown: Default::default(),
+    };
+    let start = Start {
+        shared: shared.clone(),
+        cores,
+        mailboxes,
+        readiness,
+        initial_sync,
+        driver,
+    };
+    runtime.block_on(control::run(
+        shared,
+        source,
+        certs,
+        listeners,
+        admin,
+        serve(start),
+    ))?;
+    info!("zring exiting");
+    Ok(())
+}
+
+/// What serving needs once the first complete configuration is in.
+struct Start {
+    shared: Arc<Shared>,
+    cores: runtime::Gated,
+    mailboxes: Vec<crate::inpod::handoff::Mailbox>,
+    readiness: Arc<Readiness>,
+    initial_sync: Arc<InitialSync>,
+    driver: Driver,
+}
+
+/// What must live as long as zring serves.
+struct Serving {
+    _cores: Vec<std::thread::JoinHandle<()>>,
+    /// Dropping it stops the node agent client, which removes every pod.
+    _inpod: Option<crate::inpod::client::Client<crate::inpod::ListenerHandler>>,
+}
+
+/// Runs on the control thread beside the config source: waits for the first complete
+/// configuration (addresses and authorizations; the local file is complete at once; node
+/// mode keeps the capture set from the first addresses on), then lets the cores bind their
+/// listeners (in-pod mode: starts taking pods from the node agent),
+/// marks the cores started for readiness and logs `zring ready`. Until then nothing listens on
+/// 15001/15006/15008 and readiness answers 503, so no connection is ever served without its
+/// policies, not even by a process started beside an old one on the same ports.
+async fn serve(start: Start) -> anyhow::Result<Serving> {
+    let Start {
+        shared,
+        cores,
+        mailboxes,
+        readiness,
+        initial_sync,
+        driver,
+    } = start;
+    // Node mode: the capture set follows the snapshot from the first addresses on (not before:
+    // a process started beside an old one must not empty the set with the empty snapshot it
+    // starts from, or the pods would bypass capture). Captured meanwhile, their connections
+    // are refused until the cores bind.
+    let keeper = async {
+        if shared.config.proxy_mode != ProxyMode::Node {
+            return Ok(());
+        }
+        initial_sync.wait_for_addresses().await;
+        let shared = shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let snapshots = shared.clone();
+            crate::capture::enrolled::Keeper::start(
+                crate::capture::Place::Here,
+                &shared.config.node_name,
+                move || snapshots.snapshot.load_full(),
+                shared.metrics.capture_set().clone(),
+            )
+        })
+        .await?
+        .context("starting the capture set keeper")
+    };
+    let (kept, ()) = tokio::join!(keeper, control::first_complete_state(&initial_sync));
+    kept?;
+    let cores = tokio::task::spawn_blocking(move || cores.open())
+        .await
+        .context("opening the cores")??;
+    let config = &shared.config;
+    let inpod = match config.proxy_mode {
         ProxyMode::Node => None,
         ProxyMode::Shared => {
             let factory = crate::inpod::factory::SocketFactory::spawn()
@@ -177,24 +259,21 @@ pub fn run(config: Config, logs: Option<LogControl>) -> anyhow::Result<()> {
             Some(client)
         }
     };
+    readiness.cores_started();
+    let snapshot = shared.snapshot.load();
     info!(
         cores = cores.len(),
         driver = driver.name(),
         node = %config.node_name,
         mode = config.proxy_mode.name(),
-        initial_sync = initial_sync.is_done(),
+        workloads = snapshot.workload_count(),
+        policies = snapshot.policy_count(),
         "zring ready"
     );
-    let admin = admin::State {
-        shared: shared.clone(),
-        readiness,
-        logs,
-        cert_failures: Arc::new(CertFailures::default()),
-        shutdown: Default::default(),
-    };
-    runtime.block_on(control::run(shared, source, certs, listeners, admin));
-    info!("zring exiting");
-    Ok(())
+    Ok(Serving {
+        _cores: cores,
+        _inpod: inpod,
+    })
 }
 
 /// Validates the environment and the local config, then reports; `zring check`.

@@ -9,7 +9,13 @@
 //! - the admin (15000), metrics (15020) and readiness (15021) servers (`admin::serve`);
 //! - the drain trigger: SIGTERM, SIGINT or `/quitquitquit` (`admin::State::shutdown`) start a
 //!   drain (`drain`); `run` returns once it is over (every connection done, or the deadline),
-//!   and the process exits 0. The other loops keep running meanwhile.
+//!   and the process exits 0. The other loops keep running meanwhile;
+//! - serving: the `serve` future `app` hands in waits for the first complete configuration
+//!   ([`first_complete_state`]), then opens the cores; its failure (a core cannot bind) ends
+//!   `run` with that error;
+//! - node mode: this node's addresses, refreshed every [`OWN_ADDRS_TICK`] into
+//!   `Shared::own_addrs` ([`refresh_own_addrs`]), where the outbound route refuses connections
+//!   that would reach zring itself.
 //!
 //! The loops run interleaved on this one thread (`tokio::join!`), so they share plain
 //! references; a CA that hangs delays only certificate work, never the xDS stream (every CA call
@@ -23,17 +29,24 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::admin::{self, Listeners};
+use crate::config::ProxyMode;
 use crate::core::Shared;
 use crate::identity::CertManager;
+use crate::proxy::route::OwnAddrs;
 use crate::state::Snapshot;
-use crate::xds::client::AdsClient;
+use crate::xds::client::{AdsClient, InitialSync};
 use crate::xds::local::LocalSource;
 
 /// How often certificates are checked for renewal when no snapshot arrives.
 pub const CERT_TICK: Duration = Duration::from_secs(1);
+/// How often, while start-up waits for the first complete configuration, the log says what is
+/// still missing (once at once, then at this period).
+pub const WAITING_LOG_PERIOD: Duration = Duration::from_secs(30);
+/// How often node mode re-reads this node's addresses.
+pub const OWN_ADDRS_TICK: Duration = Duration::from_secs(1);
 
 /// Where snapshots come from after start-up.
 #[derive(Debug)]
@@ -48,14 +61,16 @@ pub enum Source {
     Xds(Box<AdsClient>),
 }
 
-/// Runs the control loops until a shutdown is requested.
-pub async fn run(
+/// Runs the control loops until a shutdown is requested, or until `serve` (which starts the
+/// cores once it may) fails. What `serve` returns is kept until `run` returns.
+pub async fn run<S>(
     shared: Arc<Shared>,
     source: Source,
     mut certs: CertManager,
     listeners: Listeners,
     admin: admin::State,
-) {
+    serve: impl Future<Output = anyhow::Result<S>>,
+) -> anyhow::Result<()> {
     let changed = Notify::new();
     let publish = |snapshot: Snapshot| {
         let snapshot = Arc::new(snapshot);
@@ -114,9 +129,59 @@ pub async fn run(
         shared.drain.start();
         crate::drain::wait(&shared.drain).await;
     };
+    let serving = async {
+        let _serving = serve.await?;
+        std::future::pending::<anyhow::Result<()>>().await
+    };
+    let own_addrs = async {
+        if shared.config.proxy_mode != ProxyMode::Node {
+            return std::future::pending().await;
+        }
+        loop {
+            tokio::time::sleep(OWN_ADDRS_TICK).await;
+            refresh_own_addrs(&shared);
+        }
+    };
     tokio::select! {
-        _ = async { tokio::join!(source, certificates, servers) } => {}
-        () = drain => {}
+        _ = async { tokio::join!(source, certificates, servers, own_addrs) } => Ok(()),
+        r = serving => r,
+        () = drain => Ok(()),
+    }
+}
+
+/// Resolves once `sync` is complete: addresses and authorizations have both arrived (the local
+/// file and no source count as complete at once). Meanwhile logs what is missing, at once and
+/// every [`WAITING_LOG_PERIOD`].
+pub async fn first_complete_state(sync: &InitialSync) {
+    loop {
+        if sync.is_done() {
+            return;
+        }
+        warn!(
+            missing = sync.missing().join(", "),
+            "not serving yet: waiting for the first complete configuration from istiod \
+             (listeners unbound, readiness 503)"
+        );
+        tokio::select! {
+            () = sync.wait() => return,
+            () = tokio::time::sleep(WAITING_LOG_PERIOD) => {}
+        }
+    }
+}
+
+/// Node mode: reads this netns's interface addresses (where a captured connection would reach
+/// zring itself) and publishes them when they changed; on a read error keeps the last ones.
+pub fn refresh_own_addrs(shared: &Shared) {
+    let now = match crate::sys::ifaddrs::interface_addrs() {
+        Ok(ips) => OwnAddrs::node(ips),
+        Err(e) => {
+            warn!("cannot read this node's addresses, keeping the last ones: {e}");
+            return;
+        }
+    };
+    if **shared.own_addrs.load() != now {
+        info!(addresses = ?now.ips(), "this node's addresses (zring's own ports refused there)");
+        shared.own_addrs.store(Arc::new(now));
     }
 }
 

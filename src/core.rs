@@ -56,6 +56,9 @@ pub struct Shared {
     pub drain: Drain,
     /// Where each core attaches its metrics shard; the metrics server scrapes it.
     pub metrics: Arc<Registry>,
+    /// Where a captured connection would reach zring itself (node mode: this node's addresses,
+    /// kept current by the control thread); the outbound route refuses those.
+    pub own_addrs: ArcSwap<crate::proxy::route::OwnAddrs>,
 }
 
 /// One core's context. Lives in an `Rc` on its own thread.

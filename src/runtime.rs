@@ -1,8 +1,10 @@
 //! How cores run: one pinned OS thread per core, each running its own monoio runtime that owns
 //! its listeners (SO_REUSEPORT), buffers and connection tasks. What a core holds is `core`.
 //!
-//! Threads: `start` runs on the main thread and returns once every core has bound its
-//! listeners (or the first core failed). Everything inside `run_core` is `!Send` by
+//! Threads: `spawn_with_pods` starts the core threads held at a start gate (nothing bound);
+//! `Gated::open`, called once the first complete configuration is in, lets them bind and
+//! returns once every core has bound its listeners (or the first core failed). `start` does
+//! both at once. Everything inside `run_core` is `!Send` by
 //! construction: the [`CoreCtx`] lives in an `Rc` and is never shared with another thread.
 //! The only cross-thread inputs are the [`Shared`] handles published by the control thread.
 
@@ -114,19 +116,48 @@ pub fn start_with_pods(
     driver: Driver,
     inboxes: Vec<crate::inpod::handoff::Inbox>,
 ) -> Result<Vec<std::thread::JoinHandle<()>>, StartError> {
+    spawn_with_pods(shared, driver, inboxes)?.open()
+}
+
+/// Core threads started and held at their start gate: no runtime built, no listener bound.
+/// [`Gated::open`] lets them bind and serve; dropping it unopened makes them exit unbound.
+///
+/// Why bind only then: listeners share their ports (SO_REUSEPORT), and the kernel hands a
+/// bound listener its share of new connections at once, accepted or not; a process beside an
+/// old one (a rolling update) must not take connections before it holds the policies.
+#[derive(Debug)]
+pub struct Gated {
+    handles: Vec<std::thread::JoinHandle<()>>,
+    gate: crossbeam_channel::Sender<()>,
+    ready: crossbeam_channel::Receiver<Result<usize, StartError>>,
+}
+
+/// Spawns `config.cores` core threads, each waiting at the gate before it builds its runtime
+/// and binds its listeners; with `inboxes`, each core also takes in-pod mail.
+pub fn spawn_with_pods(
+    shared: Arc<Shared>,
+    driver: Driver,
+    inboxes: Vec<crate::inpod::handoff::Inbox>,
+) -> Result<Gated, StartError> {
     let cores = shared.config.cores;
     let mut inboxes = inboxes.into_iter();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<usize, StartError>>(cores);
+    let (gate_tx, gate_rx) = crossbeam_channel::bounded::<()>(cores);
     let mut handles = Vec::with_capacity(cores);
     for id in 0..cores {
         let shared = shared.clone();
         let ready = ready_tx.clone();
+        let gate = gate_rx.clone();
         let inbox = inboxes.next();
         let pin = shared.config.pin_cores.then_some(id % cpus);
         let h = std::thread::Builder::new()
             .name(format!("zring-core-{id}"))
             .spawn(move || {
+                // Closed without a token: start-up was abandoned, bind nothing.
+                if gate.recv().is_err() {
+                    return;
+                }
                 if let Some(cpu) = pin
                     && let Err(e) = monoio::utils::bind_to_cpu_set([cpu])
                 {
@@ -137,15 +168,35 @@ pub fn start_with_pods(
             .map_err(StartError::Thread)?;
         handles.push(h);
     }
-    drop(ready_tx);
-    for _ in 0..cores {
-        match ready_rx.recv() {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(StartError::Died { core: usize::MAX }),
+    Ok(Gated {
+        handles,
+        gate: gate_tx,
+        ready: ready_rx,
+    })
+}
+
+impl Gated {
+    /// Lets every core bind its listeners and serve; returns once each has bound, or with the
+    /// first core's failure. Blocks the calling thread meanwhile (milliseconds).
+    pub fn open(self) -> Result<Vec<std::thread::JoinHandle<()>>, StartError> {
+        let Gated {
+            handles,
+            gate,
+            ready,
+        } = self;
+        for _ in 0..handles.len() {
+            // A core that already exited (it cannot) would only leave its token unread.
+            let _ = gate.send(());
         }
+        for _ in 0..handles.len() {
+            match ready.recv() {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(StartError::Died { core: usize::MAX }),
+            }
+        }
+        Ok(handles)
     }
-    Ok(handles)
 }
 
 fn run_core(

@@ -7,6 +7,7 @@
 //! set-up, the control thread at start-up.
 
 pub mod alloc;
+pub mod ifaddrs;
 pub mod netns;
 pub mod origdst;
 pub mod seccomp;

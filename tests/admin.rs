@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use zring::lab::mesh::{ADMIN_PORT, READINESS_PORT, STATS_PORT, eventually};
-use zring::lab::{Lab, Mesh, http};
+use zring::lab::{Lab, Mesh, NodeProxy, Ready, http};
 
 const ZRING: &str = env!("CARGO_BIN_EXE_zring");
 const APPB: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 4);
@@ -286,8 +286,14 @@ fn readiness_waits_for_the_config() {
     let mut m = mesh(&["a"], &[]);
     let ready = call(&m, "a", "GET", READINESS_PORT, "/healthz/ready");
     assert_eq!((ready.status, ready.body.as_str()), (200, "ready\n"));
-    m.start_node(
+    // Never `zring ready`: it serves only once the configuration is complete.
+    let waiting_proxy = NodeProxy {
+        ready: Ready::Logged("not serving yet".into()),
+        ..NodeProxy::zring(Path::new(ZRING))
+    };
+    m.start_node_with(
         "b",
+        waiting_proxy,
         &[
             ("LOCAL_XDS_PATH", ""),
             ("XDS_ADDRESS", "http://127.0.0.1:1"),
@@ -308,6 +314,7 @@ fn readiness_waits_for_the_config() {
         call(&m, "b", "GET", READINESS_PORT, "/healthz/ready").status,
         503
     );
+    assert!(!m.log("b").contains("zring ready"), "{}", m.log("b"));
 }
 
 /// `LOG_FORMAT=json`: one JSON object per line; the access log carries ztunnel's field names.

@@ -15,9 +15,10 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message;
 use prost_types::Any;
-use zring::lab::{Lab, Mesh};
+use zring::lab::mesh::listening_ports;
+use zring::lab::{Lab, Mesh, NodeProxy, Ready};
 use zring::xds::proto::discovery::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource};
-use zring::xds::proto::{ADDRESS_TYPE, AUTHORIZATION_TYPE, workload as pw};
+use zring::xds::proto::{ADDRESS_TYPE, AUTHORIZATION_TYPE, security as psec, workload as pw};
 
 const ZRING: &str = env!("CARGO_BIN_EXE_zring");
 const APPA: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 8);
@@ -50,12 +51,43 @@ fn workload(name: &str, ip: Ipv4Addr, node: &str) -> Resource {
     }
 }
 
-/// What the fake istiod serves: the current Address resources, and a generation that every
-/// change bumps so connected streams know to push.
-#[derive(Default)]
+/// A namespace-wide ALLOW policy without rules: Istio's "allow nothing" for `namespace`.
+fn allow_nothing(namespace: &str) -> Resource {
+    let p = psec::Authorization {
+        name: "allow-nothing".into(),
+        namespace: namespace.into(),
+        scope: psec::Scope::Namespace as i32,
+        action: psec::Action::Allow as i32,
+        ..Default::default()
+    };
+    Resource {
+        name: format!("{namespace}/allow-nothing"),
+        version: "1".into(),
+        resource: Some(Any {
+            type_url: AUTHORIZATION_TYPE.into(),
+            value: p.encode_to_vec(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// What the fake istiod serves: the current Address and Authorization resources, and a
+/// generation that every change bumps so connected streams know to push.
 struct State {
     resources: Mutex<Vec<Resource>>,
+    /// `None`: the server withholds the Authorization type (sends no response for it).
+    policies: Mutex<Option<Vec<Resource>>>,
     generation: AtomicU64,
+}
+
+impl Default for State {
+    fn default() -> State {
+        State {
+            resources: Mutex::default(),
+            policies: Mutex::new(Some(Vec::new())),
+            generation: AtomicU64::default(),
+        }
+    }
 }
 
 impl State {
@@ -63,6 +95,23 @@ impl State {
         *self.resources.lock().unwrap() = resources;
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
+
+    fn set_policies(&self, policies: Option<Vec<Resource>>) {
+        *self.policies.lock().unwrap() = policies;
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// The names in `now`, and those of `before` no longer in it.
+fn delta(before: &mut Vec<String>, now: &[Resource]) -> Vec<String> {
+    let names: Vec<String> = now.iter().map(|r| r.name.clone()).collect();
+    let removed = before
+        .iter()
+        .filter(|n| !names.contains(n))
+        .cloned()
+        .collect();
+    *before = names;
+    removed
 }
 
 /// One gRPC message: a 0 (uncompressed) byte, the big-endian length, the protobuf.
@@ -76,7 +125,7 @@ fn grpc_frame(m: &impl Message) -> Bytes {
 }
 
 /// Serves Delta ADS to every client: on connect and after every change, the full set of
-/// Address resources (removing what is gone) and an empty Authorization response. When `stop`
+/// Address resources (removing what is gone) and of Authorization resources (unless withheld). When `stop`
 /// fires, the server goes away: listener, connections and streams are dropped at once.
 fn serve_ads(listener: TcpListener, state: Arc<State>, stop: tokio::sync::oneshot::Receiver<()>) {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -145,7 +194,7 @@ async fn ads_stream(
             }
         }
     });
-    let mut sent: Vec<String> = Vec::new();
+    let (mut sent, mut sent_policies) = (Vec::new(), Vec::new());
     let mut seen = u64::MAX;
     let mut nonce = 0u64;
     loop {
@@ -153,27 +202,26 @@ async fn ads_stream(
         if generation != seen {
             seen = generation;
             let resources = state.resources.lock().unwrap().clone();
-            let names: Vec<String> = resources.iter().map(|r| r.name.clone()).collect();
-            let removed = sent
-                .iter()
-                .filter(|n| !names.contains(n))
-                .cloned()
-                .collect();
-            sent = names;
+            let removed = delta(&mut sent, &resources);
             nonce += 1;
-            let address = DeltaDiscoveryResponse {
+            let mut responses = vec![DeltaDiscoveryResponse {
                 type_url: ADDRESS_TYPE.into(),
                 nonce: format!("a{nonce}"),
                 resources,
                 removed_resources: removed,
                 ..Default::default()
-            };
-            let authorization = DeltaDiscoveryResponse {
-                type_url: AUTHORIZATION_TYPE.into(),
-                nonce: format!("p{nonce}"),
-                ..Default::default()
-            };
-            for m in [address, authorization] {
+            }];
+            if let Some(policies) = state.policies.lock().unwrap().clone() {
+                let removed = delta(&mut sent_policies, &policies);
+                responses.push(DeltaDiscoveryResponse {
+                    type_url: AUTHORIZATION_TYPE.into(),
+                    nonce: format!("p{nonce}"),
+                    resources: policies,
+                    removed_resources: removed,
+                    ..Default::default()
+                });
+            }
+            for m in responses {
                 if send.send_data(grpc_frame(&m), false).is_err() {
                     return;
                 }
@@ -262,4 +310,235 @@ fn workloads_added_and_removed_over_xds_take_effect_without_restart() {
     }
     m.serve("appb", 81, 1).unwrap();
     m.must_exchange("appa", (APPB, 81).into(), MIB, MIB);
+}
+
+const APPA2: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 9);
+
+/// Starts the fake istiod in node `node`'s namespace on `port`; dropping the sender stops it.
+fn start_ads(
+    lab: &Lab,
+    node: &str,
+    port: u16,
+    state: Arc<State>,
+) -> tokio::sync::oneshot::Sender<()> {
+    let listener = lab
+        .node(node)
+        .run(move || TcpListener::bind(("0.0.0.0", port)))
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || serve_ads(listener, state, stopped));
+    stop
+}
+
+/// How a connection attempt ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Attempt {
+    /// Refused or reset: nobody took it, or zring denied it.
+    Refused,
+    /// Still open after a second: something let it through.
+    Open,
+}
+
+/// From `pod`, connects to `to` and waits up to a second for the connection to be refused or
+/// reset. The server at `to` never writes, so only a denial ends the connection that soon.
+fn attempt(lab: &Lab, pod: &str, to: std::net::SocketAddr) -> Attempt {
+    use std::io::Read;
+    lab.pod(pod).run(move || {
+        let Ok(mut s) = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5)) else {
+            return Attempt::Refused;
+        };
+        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        match s.read(&mut [0u8; 16]) {
+            Ok(0) => Attempt::Refused,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Attempt::Open
+            }
+            _ => Attempt::Refused,
+        }
+    })
+}
+
+/// Nothing ever reached `listener`: no connection waits in its accept queue.
+fn assert_never_reached(listener: &TcpListener, logs: &str) {
+    listener.set_nonblocking(true).unwrap();
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("a connection reached appa: {other:?}\n{logs}"),
+    }
+}
+
+fn readiness(lab: &Lab, node: &str) -> u16 {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 15021));
+    lab.node(node)
+        .run(move || zring::lab::http::get(addr, "/healthz/ready"))
+        .unwrap()
+        .status
+}
+
+/// zring configured by xDS, with the addresses delivered and the authorizations withheld: the
+/// listeners are not bound (the capture rule refuses what arrives), readiness answers 503, the
+/// log says what is missing. Once a namespace-wide allow-nothing policy arrives, zring binds,
+/// gets ready, and the connection the policy denies is denied: none ever reaches appa.
+#[test]
+fn listeners_bind_only_after_addresses_and_authorizations() {
+    let mut lab = Lab::seed().expect("lab (needs root, ip, nft)");
+    lab.add_pod("a", "appa2", APPA2).unwrap();
+    let state = Arc::new(State::default());
+    state.set(vec![
+        workload("appa", APPA, "a"),
+        workload("appa2", APPA2, "a"),
+    ]);
+    state.set_policies(None);
+    let _ads = start_ads(&lab, "a", ADS_PORT, state.clone());
+    let xds = format!("http://{}:{ADS_PORT}", lab.node("a").underlay_ip());
+    let waiting = NodeProxy {
+        ready: Ready::Logged("not serving yet".into()),
+        ..NodeProxy::zring(Path::new(ZRING))
+    };
+    let m = Mesh::start_proxy(lab, waiting, "", &["a"], &[("XDS_ADDRESS", &xds)]).unwrap();
+    m.eventually_logged("a", "published snapshot workloads=2", 1)
+        .unwrap();
+    // The pods are captured from the first addresses on: refused, not let through.
+    m.eventually_logged("a", "capture set ztunnel-pods-ips updated pods=2", 1)
+        .unwrap();
+    let appa = m
+        .lab
+        .pod("appa")
+        .run(|| TcpListener::bind("0.0.0.0:80"))
+        .unwrap();
+    let pid = m.zring("a").pid();
+
+    let log = m.log("a");
+    let waiting_line = log.lines().find(|l| l.contains("not serving yet")).unwrap();
+    assert!(
+        waiting_line.contains("authorizations (istio.security.Authorization)"),
+        "{waiting_line}"
+    );
+    let open = listening_ports(pid);
+    assert!(open.contains(&15021) && open.contains(&15020), "{open:?}");
+    for port in [15001, 15006, 15008] {
+        assert!(
+            !open.contains(&port),
+            "{port} bound before policies: {open:?}"
+        );
+    }
+    assert_eq!(readiness(&m.lab, "a"), 503);
+    assert!(!log.contains("zring ready"), "{log}");
+    assert_eq!(
+        attempt(&m.lab, "appa2", (APPA, 80).into()),
+        Attempt::Refused
+    );
+
+    state.set_policies(Some(vec![allow_nothing("default")]));
+    m.eventually_logged("a", "zring ready", 1).unwrap();
+    assert!(m.log("a").contains("policies=1"));
+    let open = listening_ports(pid);
+    for port in [15001, 15006, 15008] {
+        assert!(
+            open.contains(&port),
+            "{port} not bound once ready: {open:?}"
+        );
+    }
+    assert_eq!(readiness(&m.lab, "a"), 200);
+    for _ in 0..5 {
+        assert_eq!(
+            attempt(&m.lab, "appa2", (APPA, 80).into()),
+            Attempt::Refused
+        );
+    }
+    m.eventually_logged("a", "no ALLOW policy matched", 5)
+        .unwrap();
+    assert_never_reached(&appa, &m.logs());
+}
+
+/// A rolling update on node a: the old zring serves with a namespace-wide allow-nothing
+/// policy; a new zring starts beside it on the same ports (SO_REUSEPORT) while its istiod has
+/// sent addresses but no authorizations. It binds nothing, so every connection meanwhile goes
+/// to the old process and is denied. Once its policies arrive the new one binds; connections
+/// are split between the two and all denied; with the old one gone the new one denies them
+/// itself. None ever reaches appa. Finally the policy is withdrawn and a connection goes
+/// through the new process, so the denials were the policy's.
+#[test]
+fn rolling_update_never_serves_without_policies() {
+    const NEW_ADS_PORT: u16 = ADS_PORT + 1;
+    let mut lab = Lab::seed().expect("lab (needs root, ip, nft)");
+    lab.add_pod("a", "appa2", APPA2).unwrap();
+    let addresses = vec![workload("appa", APPA, "a"), workload("appa2", APPA2, "a")];
+    let old_state = Arc::new(State::default());
+    old_state.set(addresses.clone());
+    old_state.set_policies(Some(vec![allow_nothing("default")]));
+    let new_state = Arc::new(State::default());
+    new_state.set(addresses);
+    new_state.set_policies(None);
+    let _old_ads = start_ads(&lab, "a", ADS_PORT, old_state);
+    let _new_ads = start_ads(&lab, "a", NEW_ADS_PORT, new_state.clone());
+    let underlay = lab.node("a").underlay_ip();
+    let xds = format!("http://{underlay}:{ADS_PORT}");
+    let m = Mesh::start(lab, Path::new(ZRING), "", &["a"], &[("XDS_ADDRESS", &xds)]).unwrap();
+    m.eventually_logged("a", "policies=1", 1).unwrap();
+    let appa = m
+        .lab
+        .pod("appa")
+        .run(|| TcpListener::bind("0.0.0.0:80"))
+        .unwrap();
+    let to_appa = std::net::SocketAddr::from((APPA, 80));
+    for _ in 0..3 {
+        assert_eq!(attempt(&m.lab, "appa2", to_appa), Attempt::Refused);
+    }
+
+    // The new process, as the mesh would start it, from its own istiod.
+    let mut cmd = std::process::Command::new(ZRING);
+    cmd.arg("run")
+        .env("NODE_NAME", "a")
+        .env("PROXY_MODE", "node")
+        .env("ZRING_DEV_CA_DIR", &m.ca_dir)
+        .env("XDS_ADDRESS", format!("http://{underlay}:{NEW_ADS_PORT}"))
+        .env("CA_ADDRESS", "")
+        .env("ZRING_CORES", "2")
+        .env("RUST_LOG", "info");
+    let new = m.lab.spawn_process(m.lab.node("a"), cmd).unwrap();
+    new.wait_for_log("not serving yet", Duration::from_secs(30))
+        .unwrap();
+    new.wait_for_log("published snapshot workloads=2", Duration::from_secs(30))
+        .unwrap();
+    for _ in 0..20 {
+        assert_eq!(attempt(&m.lab, "appa2", to_appa), Attempt::Refused);
+    }
+    let log = new.log();
+    assert!(
+        !log.contains("core listening") && !log.contains("zring ready") && !log.contains("access"),
+        "the new process served before its policies:\n{log}"
+    );
+
+    new_state.set_policies(Some(vec![allow_nothing("default")]));
+    new.wait_for_log("zring ready", Duration::from_secs(30))
+        .unwrap();
+    for _ in 0..20 {
+        assert_eq!(attempt(&m.lab, "appa2", to_appa), Attempt::Refused);
+    }
+    m.zring("a").kill().unwrap();
+    for _ in 0..5 {
+        assert_eq!(attempt(&m.lab, "appa2", to_appa), Attempt::Refused);
+    }
+    assert!(
+        new.log().matches("no ALLOW policy matched").count() >= 5,
+        "{}",
+        new.log()
+    );
+    assert_never_reached(&appa, &format!("{}\n--- new:\n{}", m.logs(), new.log()));
+
+    new_state.set_policies(Some(Vec::new()));
+    new.wait_for_log(
+        "removed=1 rejected=0 workloads=2 services=0 policies=0",
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    m.serve("appa", 81, 1).unwrap();
+    m.exchange("appa2", (APPA, 81).into(), 1024, 1024)
+        .unwrap_or_else(|e| panic!("appa2 → appa:81 through the new zring: {e}\n{}", new.log()));
 }

@@ -95,6 +95,7 @@ impl Servers {
             certs: ArcSwap::from_pointee(store),
             metrics: Arc::new(Registry::new()),
             drain: crate::drain::Drain::new(1, std::time::Duration::from_secs(1)),
+            own_addrs: ArcSwap::default(),
         });
         let sync = if xds_pending {
             InitialSync::pending()
@@ -151,16 +152,19 @@ impl Servers {
 
 #[test]
 fn readiness_is_503_until_cores_and_config_are_there() {
+    // The configuration is awaited first (the cores start only once it is complete).
     let s = Servers::start(true, None);
     let a = s.get(Server::Readiness, "/healthz/ready");
     assert_eq!(a.status, 503, "{a:?}");
-    assert!(a.body.contains("cores"), "{}", a.body);
+    assert!(a.body.contains("istiod"), "{}", a.body);
     s.state.readiness.cores_started();
     let a = s.get(Server::Readiness, "/healthz/ready");
     assert_eq!(a.status, 503);
     assert!(a.body.contains("istiod"), "{}", a.body);
     let ready = Servers::start(false, None);
-    assert_eq!(ready.get(Server::Readiness, "/healthz/ready").status, 503);
+    let a = ready.get(Server::Readiness, "/healthz/ready");
+    assert_eq!(a.status, 503);
+    assert!(a.body.contains("cores"), "{}", a.body);
     ready.state.readiness.cores_started();
     let a = ready.get(Server::Readiness, "/healthz/ready");
     assert_eq!((a.status, a.body.as_str()), (200, "ready\n"));

@@ -53,7 +53,15 @@ async fn prepare<'c>(ctx: &'c CoreCtx, rec: &mut ConnRecord) -> Result<Upstream<
     let cfg = ctx.config();
     let snapshot = ctx.shared.snapshot.load_full();
     let (src, dst) = (rec.src().0, rec.orig_dst().0);
-    let route = route::outbound(&snapshot, &cfg.node_name, src.ip(), dst, ctx.random())?;
+    let own = &ctx.shared.own_addrs;
+    let route = route::outbound(
+        &snapshot,
+        &cfg.node_name,
+        &own.load(),
+        src.ip(),
+        dst,
+        ctx.random(),
+    )?;
     rec.routed(
         Some(route.source.clone()),
         route.dst_workload.clone(),

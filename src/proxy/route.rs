@@ -1,10 +1,18 @@
 //! The outbound routing decision: where a captured connection goes. Pure: no IO, no clock;
 //! randomness comes in as an argument so tests are deterministic.
 //!
-//! Order (ARCHITECTURE.md, "Data path"): own port → deny; unknown source → deny; service
+//! Order (ARCHITECTURE.md, "Data path"): zring itself → deny; unknown source → deny; service
 //! VIP → its waypoint, else a healthy endpoint (weighted by capacity); workload → its waypoint;
 //! same node → direct local; HBONE workload → tunnel to `<ip>:15008`; TCP workload → direct;
-//! unknown address → passthrough.
+//! unknown address → passthrough; and the resolved address is zring itself → deny.
+//!
+//! "zring itself" ([`OwnAddrs`]) is one of zring's ports on an address where zring listens:
+//! loopback and, in node mode, this node's own addresses (zring's six ports); in in-pod mode,
+//! the pod's own addresses (the three proxy ports zring opens inside the pod). The same port
+//! numbers anywhere else are ordinary traffic: another node's metrics (15020), a waypoint's or
+//! a gateway's HBONE port (15008). It is judged on the requested address first (as ztunnel
+//! refuses loopback) and again on the address the route resolved to, so a service port that
+//! maps to an endpoint's 15008 is judged on the endpoint.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -69,9 +77,73 @@ pub struct Route {
     pub action: Action,
 }
 
+/// The ports zring listens on inside an enrolled pod's netns (in-pod mode).
+pub const POD_PORTS: [u16; 3] = [15001, 15006, 15008];
+
+/// Where a captured connection would reach zring itself: its ports on loopback, on the
+/// unspecified address (which connects to the host itself) and on the addresses given.
+/// Node mode: [`OwnAddrs::node`] with this node's addresses (the control thread keeps them
+/// current); in-pod mode: [`OwnAddrs::pod`] with the pod's addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnAddrs {
+    ips: Vec<IpAddr>,
+    ports: &'static [u16],
+}
+
+impl OwnAddrs {
+    /// Node mode: zring's six ports ([`OWN_PORTS`]) on loopback and on `ips`, the node's own
+    /// addresses.
+    pub fn node(ips: impl IntoIterator<Item = IpAddr>) -> OwnAddrs {
+        OwnAddrs::new(ips, &OWN_PORTS)
+    }
+
+    /// In-pod mode: the proxy ports zring opens inside the pod ([`POD_PORTS`]) on loopback and
+    /// on `ips`, the pod's own addresses.
+    pub fn pod(ips: impl IntoIterator<Item = IpAddr>) -> OwnAddrs {
+        OwnAddrs::new(ips, &POD_PORTS)
+    }
+
+    fn new(ips: impl IntoIterator<Item = IpAddr>, ports: &'static [u16]) -> OwnAddrs {
+        let mut ips: Vec<IpAddr> = ips.into_iter().map(|ip| ip.to_canonical()).collect();
+        ips.sort_unstable();
+        ips.dedup();
+        OwnAddrs { ips, ports }
+    }
+
+    /// The addresses given (loopback and unspecified are implied).
+    pub fn ips(&self) -> &[IpAddr] {
+        &self.ips
+    }
+
+    /// Whether a connection to `addr` would reach zring itself.
+    pub fn contains(&self, addr: SocketAddr) -> bool {
+        if !self.ports.contains(&addr.port()) {
+            return false;
+        }
+        let ip = addr.ip().to_canonical();
+        ip.is_loopback() || ip.is_unspecified() || self.ips.binary_search(&ip).is_ok()
+    }
+
+    /// `Err` when `addr` is zring itself.
+    fn check(&self, addr: SocketAddr) -> Result<(), Denied> {
+        if self.contains(addr) {
+            return Err(Denied::OwnPort(addr));
+        }
+        Ok(())
+    }
+}
+
+/// Loopback only, with zring's six ports: what node mode refuses before it knows the node's
+/// addresses.
+impl Default for OwnAddrs {
+    fn default() -> OwnAddrs {
+        OwnAddrs::node([])
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Denied {
-    #[error("destination {0} is one of zring's own ports")]
+    #[error("destination {0} is zring itself (one of its own ports on one of its addresses)")]
     OwnPort(SocketAddr),
     #[error("unknown source workload {0}")]
     UnknownSource(IpAddr),
@@ -83,17 +155,37 @@ pub enum Denied {
     UnresolvedWaypoint(String),
 }
 
-/// Decides where a connection from `src` (a pod on node `node`) to `dst` goes.
+/// Decides where a connection from `src` (a pod on node `node`) to `dst` goes. `own` says
+/// where zring itself listens: a connection that would reach it is denied, judged on `dst` and
+/// on the address the route resolved to.
 pub fn outbound(
+    snapshot: &Snapshot,
+    node: &str,
+    own: &OwnAddrs,
+    src: IpAddr,
+    dst: SocketAddr,
+    random: u64,
+) -> Result<Route, Denied> {
+    own.check(dst)?;
+    let route = resolve(snapshot, node, src, dst, random)?;
+    match &route.action {
+        Action::Passthrough(to) | Action::Direct(to) | Action::DirectLocal(to) => own.check(*to)?,
+        Action::Hbone { via, authority, .. } => {
+            own.check(*via)?;
+            own.check(*authority)?;
+        }
+    }
+    Ok(route)
+}
+
+/// The routing decision proper, before the resolved address is judged.
+fn resolve(
     snapshot: &Snapshot,
     node: &str,
     src: IpAddr,
     dst: SocketAddr,
     random: u64,
 ) -> Result<Route, Denied> {
-    if OWN_PORTS.contains(&dst.port()) {
-        return Err(Denied::OwnPort(dst));
-    }
     let source = snapshot
         .workload_by_ip(src)
         .cloned()

@@ -251,6 +251,8 @@ async fn serve(ctx: &CoreCtx, pod: &CorePod, stream: TcpStream, peer: SocketAddr
     let route = crate::proxy::route::outbound(
         &snapshot,
         &ctx.config().node_name,
+        // The pod's own address: the source of what its outbound listener accepts.
+        &crate::proxy::route::OwnAddrs::pod([peer.ip()]),
         peer.ip(),
         dst,
         ctx.random(),

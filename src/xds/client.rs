@@ -16,9 +16,10 @@
 //! `initial_resource_versions` = everything it holds, so istiod sends only what changed and
 //! removes what disappeared meanwhile.
 //!
-//! Readiness: [`InitialSync`] flips once every subscribed type has had one response applied
-//! (rejected resources included: a single bad resource must not keep the node unready
-//! forever). The readiness endpoint (15021) reads it; it never flips back on disconnect,
+//! First complete state: [`InitialSync`] flips once every subscribed type has had one response
+//! applied (rejected resources included: a single bad resource must not keep the node unready
+//! forever), after that response's snapshot is published. The cores bind and serve only then
+//! (`app`), and the readiness endpoint (15021) follows; it never flips back on disconnect,
 //! because the last snapshot still serves.
 
 use std::collections::BTreeMap;
@@ -55,12 +56,15 @@ const MAX_LISTED_REJECTIONS: usize = 64;
 /// google.rpc.Code INVALID_ARGUMENT.
 const INVALID_ARGUMENT: i32 = 3;
 
-/// "Every subscribed type has been received once": the readiness signal. Cheap to read from
-/// any thread.
+/// "Every subscribed type has been received once": the signal that opens the cores (nothing
+/// is served before it: between the address and the authorization responses, policies would
+/// simply be absent) and readiness. Cheap to read from any thread; awaitable on the control
+/// thread ([`InitialSync::wait`]).
 #[derive(Debug, Default)]
 pub struct InitialSync {
     address: AtomicBool,
     authorization: AtomicBool,
+    changed: tokio::sync::Notify,
 }
 
 impl InitialSync {
@@ -81,12 +85,54 @@ impl InitialSync {
         self.address.load(Ordering::Acquire) && self.authorization.load(Ordering::Acquire)
     }
 
+    /// The types not received yet, for the log line that says what start-up waits for.
+    pub fn missing(&self) -> Vec<&'static str> {
+        let mut missing = Vec::new();
+        if !self.address.load(Ordering::Acquire) {
+            missing.push("addresses (istio.workload.Address)");
+        }
+        if !self.authorization.load(Ordering::Acquire) {
+            missing.push("authorizations (istio.security.Authorization)");
+        }
+        missing
+    }
+
+    /// Whether the first Address response has been applied.
+    pub fn has_addresses(&self) -> bool {
+        self.address.load(Ordering::Acquire)
+    }
+
+    /// Resolves once every type has been received (at once if it has).
+    pub async fn wait(&self) {
+        self.wait_until(InitialSync::is_done).await;
+    }
+
+    /// Resolves once the first Address response has been applied (at once if it has).
+    pub async fn wait_for_addresses(&self) {
+        self.wait_until(InitialSync::has_addresses).await;
+    }
+
+    async fn wait_until(&self, done: impl Fn(&InitialSync) -> bool) {
+        loop {
+            let changed = self.changed.notified();
+            let mut changed = std::pin::pin!(changed);
+            // Registered before the check, so a mark in between is not missed.
+            changed.as_mut().enable();
+            if done(self) {
+                return;
+            }
+            changed.await;
+        }
+    }
+
     fn mark(&self, kind: Kind) {
         let flag = match kind {
             Kind::Address => &self.address,
             Kind::Authorization => &self.authorization,
         };
-        flag.store(true, Ordering::Release);
+        if !flag.swap(true, Ordering::AcqRel) {
+            self.changed.notify_waiters();
+        }
     }
 }
 
