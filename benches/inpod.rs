@@ -65,6 +65,8 @@ struct Run {
     add_wall: Duration,
     add_cpu: Duration,
     del_wall: Duration,
+    /// The same proxy started with no workload at all, after its snapshot.
+    empty: Usage,
     base: Usage,
     enrolled: Usage,
     deleted: Usage,
@@ -139,17 +141,41 @@ fn bench(n: usize, out: &Path) -> Result<bool> {
     std::fs::write(out.join("inpod.txt"), &text)?;
     let json = serde_json::to_string_pretty(&to_json(n, &runs, missing.as_deref()))?;
     std::fs::write(out.join("inpod.json"), json)?;
-    eprintln!("inpod bench: results in {}", out.join("inpod.json").display());
+    eprintln!(
+        "inpod bench: results in {}",
+        out.join("inpod.json").display()
+    );
     Ok(ok)
 }
 
 fn measure(lab: &Lab, proxy: &Proxy, pods: &[BulkPod], config: &Path) -> Result<Run> {
+    let empty_config = lab.dir().join("empty.yaml");
+    std::fs::write(&empty_config, scale::local_config(NODE, &[]))?;
+    let empty = with_proxy(lab, proxy, &empty_config, |agent, process| {
+        connect(agent, process)?;
+        Ok(usage(process.pid()))
+    })?;
+    let mut run = with_proxy(lab, proxy, config, |agent, process| {
+        connect(agent, process)?;
+        enrol(agent, process, pods)
+    })?;
+    run.empty = empty;
+    Ok(run)
+}
+
+/// Starts `proxy` with `config` and an agent of its own, runs `f`, and stops the proxy.
+fn with_proxy<T>(
+    lab: &Lab,
+    proxy: &Proxy,
+    config: &Path,
+    f: impl FnOnce(&mut FakeAgent, &Process) -> Result<T>,
+) -> Result<T> {
     let uds = lab.dir().join(format!("{}.sock", proxy.name()));
     let mut agent = FakeAgent::listen(&uds)?;
     let process = start(lab, proxy, &uds, config)?;
-    let result = enrol(&mut agent, &process, pods)
-        .with_context(|| format!("log tail:\n{}", process.log_tail()));
-    // The lab kills it on drop too; killing now keeps the next proxy's machine quiet.
+    let result =
+        f(&mut agent, &process).with_context(|| format!("log tail:\n{}", process.log_tail()));
+    // The lab kills it on drop too; killing now keeps the next measurement's machine quiet.
     let _ = process.kill();
     result
 }
@@ -190,8 +216,8 @@ fn start(lab: &Lab, proxy: &Proxy, uds: &Path, config: &Path) -> Result<Process>
     Ok(lab.spawn_process(lab.node(NODE).netns(), cmd)?)
 }
 
-fn enrol(agent: &mut FakeAgent, process: &Process, pods: &[BulkPod]) -> Result<Run> {
-    let pid = process.pid();
+/// Accepts the proxy's connection, sends an empty snapshot and lets the proxy settle.
+fn connect(agent: &mut FakeAgent, process: &Process) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match agent.accept() {
@@ -206,7 +232,15 @@ fn enrol(agent: &mut FakeAgent, process: &Process, pods: &[BulkPod]) -> Result<R
     }
     agent.snapshot_sent()?.map_err(anyhow::Error::msg)?;
     std::thread::sleep(SETTLE);
+    Ok(())
+}
+
+fn enrol(agent: &mut FakeAgent, process: &Process, pods: &[BulkPod]) -> Result<Run> {
+    let pid = process.pid();
     let base = usage(pid);
+    if process.try_status()?.is_some() {
+        bail!("the proxy exited before the first add");
+    }
 
     let (cpu0, started) = (cpu(pid), Instant::now());
     let add = scale::add_each(agent, pods)?;
@@ -238,6 +272,7 @@ fn enrol(agent: &mut FakeAgent, process: &Process, pods: &[BulkPod]) -> Result<R
         add_wall,
         add_cpu,
         del_wall,
+        empty: Usage::default(),
         base,
         enrolled,
         deleted,
@@ -272,13 +307,31 @@ fn figures(run: &Run) -> Vec<(&'static str, &'static str, f64)> {
         ("add_p50_ms", "add→Ack p50 (ms)", pct(&run.add, 50.0)),
         ("add_p99_ms", "add→Ack p99 (ms)", pct(&run.add, 99.0)),
         ("add_max_ms", "add→Ack max (ms)", pct(&run.add, 100.0)),
-        ("add_total_s", "all adds, wall (s)", run.add_wall.as_secs_f64()),
-        ("add_cpu_ms_per_pod", "proxy CPU per add (ms)", ms(run.add_cpu) / n.max(1) as f64),
-        ("rss_base_kib", "RSS before adds (KiB)", run.base.rss_kib as f64),
+        ("add_total_ms", "all adds, wall (ms)", ms(run.add_wall)),
+        (
+            "add_cpu_ms_per_pod",
+            "proxy CPU per add (ms)",
+            ms(run.add_cpu) / n.max(1) as f64,
+        ),
+        (
+            "rss_base_kib",
+            "RSS before adds (KiB)",
+            run.base.rss_kib as f64,
+        ),
         (
             "rss_per_pod_kib",
             "RSS per enrolled idle pod (KiB)",
             per_pod(run.enrolled.rss_kib, run.base.rss_kib, n),
+        ),
+        (
+            "rss_empty_kib",
+            "RSS with no workload configured (KiB)",
+            run.empty.rss_kib as f64,
+        ),
+        (
+            "rss_per_pod_with_workload_kib",
+            "RSS per pod, its workload included (KiB)",
+            per_pod(run.enrolled.rss_kib, run.empty.rss_kib, n),
         ),
         ("fds_base", "descriptors before adds", run.base.fds as f64),
         (
@@ -289,7 +342,7 @@ fn figures(run: &Run) -> Vec<(&'static str, &'static str, f64)> {
         ("del_p50_ms", "del→Ack p50 (ms)", pct(&run.del, 50.0)),
         ("del_p99_ms", "del→Ack p99 (ms)", pct(&run.del, 99.0)),
         ("del_max_ms", "del→Ack max (ms)", pct(&run.del, 100.0)),
-        ("del_total_s", "all deletes, wall (s)", run.del_wall.as_secs_f64()),
+        ("del_total_ms", "all deletes, wall (ms)", ms(run.del_wall)),
         (
             "fds_after_del",
             "descriptors vs before, at last del Ack",
@@ -330,7 +383,9 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 }
 
 fn get(runs: &[(&str, Run)], name: &str) -> Option<Vec<(&'static str, &'static str, f64)>> {
-    runs.iter().find(|(n, _)| *n == name).map(|(_, r)| figures(r))
+    runs.iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, r)| figures(r))
 }
 
 fn table(n: usize, runs: &[(&str, Run)], missing: Option<&str>) -> String {
