@@ -46,6 +46,7 @@ mod ns;
 pub mod peers;
 mod process;
 pub mod prom;
+pub mod scale;
 pub mod soak;
 pub mod tools;
 pub mod traffic;
