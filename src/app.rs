@@ -166,7 +166,8 @@ pub fn run(config: Config, logs: Option<LogControl>) -> anyhow::Result<()> {
                 factory,
                 config.packet_mark,
                 config.listen_backlog,
-            );
+            )
+            .with_certificates(certs.enrolled(), &config.trust_domain);
             let client = crate::inpod::client::spawn(
                 crate::inpod::ClientConfig::new(&config.inpod_uds),
                 handler,

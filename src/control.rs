@@ -80,6 +80,7 @@ pub async fn run(
             Source::Xds(client) => client.run(publish).await,
         }
     };
+    let enrolled = certs.enrolled();
     let certificates = async {
         loop {
             let snapshot = shared.snapshot.load_full();
@@ -96,6 +97,7 @@ pub async fn run(
                 .record(&shared.certs.load(), &synced.failed);
             tokio::select! {
                 () = changed.notified() => {}
+                () = enrolled.changed() => {}
                 () = tokio::time::sleep(CERT_TICK) => {}
             }
         }
