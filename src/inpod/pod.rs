@@ -20,7 +20,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -29,10 +29,10 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use super::factory::SocketFactory;
-use crate::latch::Latch;
-use crate::state::{Snapshot, Workload};
 use super::handoff::Mailbox;
 use super::{PodNetns, WorkloadInfo};
+use crate::latch::Latch;
+use crate::state::{Snapshot, Workload};
 
 /// The ports every core listens on inside an enrolled pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -165,17 +165,26 @@ impl CorePod {
         self.upstreams.request(&self.ctx, ipv6)
     }
 
-    /// Connects to `dst` from inside the pod's netns (source: the pod's own IP, no spoofing),
-    /// within `timeout`. Errors read like node mode's (`net::Error`), so the data path reports
-    /// both alike.
+    /// Connects to `dst` from inside the pod's netns, within `timeout`. The source is the
+    /// pod's own IP, unless `from` names the client's (IPv4: inbound, so the pod sees the real
+    /// client; IP_TRANSPARENT, and the pod's rules route the replies of the proxy's marked
+    /// connections back to it). Errors read like node mode's (`net::Error`), so the data path
+    /// reports both alike.
     pub async fn connect(
         &self,
         dst: SocketAddr,
+        from: Option<IpAddr>,
         timeout: Duration,
     ) -> Result<monoio::net::TcpStream, crate::net::Error> {
         let err = |source| crate::net::Error::Connect { dst, source };
         let fd = self.socket(dst.is_ipv6()).await.map_err(err)?;
         let socket = socket2::Socket::from(fd);
+        if let Some(ip @ IpAddr::V4(_)) = from
+            && dst.is_ipv4()
+        {
+            socket.set_ip_transparent(true).map_err(err)?;
+            socket.bind(&SocketAddr::new(ip, 0).into()).map_err(err)?;
+        }
         match socket.connect(&dst.into()) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}

@@ -11,8 +11,9 @@
 //!   netns, whose rules REDIRECT. The original destination of 15001 and 15006 is
 //!   `SO_ORIGINAL_DST` (15008 is addressed directly: its local address); upstream sockets,
 //!   HBONE's TCP connections to a peer's 15008 included, are made inside the pod's netns by
-//!   the `zring-podns` thread (source: the pod's own IP, no spoofing; marked so the pod's rules
-//!   let them out); the source workload is the pod's own, found by uid (or name and namespace)
+//!   the `zring-podns` thread, marked so the pod's rules let them out (outbound from the pod's
+//!   own IP, no spoofing; inbound from the client's IP, transparent, so the pod sees the real
+//!   client); the source workload is the pod's own, found by uid (or name and namespace)
 //!   and waited for, bounded, when the pod is newer than the snapshot; the only local
 //!   destination is the pod itself.
 //!
@@ -95,7 +96,8 @@ impl Capture {
     }
 
     /// Connects to `dst` for a connection from `src`: node mode from `src`'s IP (transparent,
-    /// on `side`'s port range), in-pod mode from inside the pod's netns.
+    /// on `side`'s port range); in-pod mode from inside the pod's netns, from the pod's own IP
+    /// outbound and from `src`'s inbound (as ztunnel does, so the pod sees the real client).
     pub fn connect(
         &self,
         ctx: &CoreCtx,
@@ -112,7 +114,10 @@ impl Capture {
         async move {
             match pod {
                 None => net::connect(dst, Some(src.ip()), side, mark, timeout).await,
-                Some(pod) => Box::pin(pod.connect(dst, timeout)).await,
+                Some(pod) => {
+                    let from = (side == SpoofSide::Inbound).then_some(src.ip());
+                    Box::pin(pod.connect(dst, from, timeout)).await
+                }
             }
         }
     }

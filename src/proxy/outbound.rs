@@ -96,8 +96,7 @@ async fn prepare<'c>(
             // h2 handshake) is several KiB of state that an idle connection's task would
             // otherwise carry for its whole life (`cargo rustc -- -Zprint-type-sizes` shows
             // each task's size).
-            let tunnel =
-                Box::pin(tunnel(ctx, capture, rec, &route, peer, via, authority)).await?;
+            let tunnel = Box::pin(tunnel(ctx, capture, rec, &route, peer, via, authority)).await?;
             return Ok(Upstream::Hbone(tunnel));
         }
         Action::Passthrough(a) | Action::Direct(a) | Action::DirectLocal(a) => a,
@@ -119,14 +118,8 @@ async fn prepare<'c>(
             None
         };
     drop(snapshot);
-    let upstream = TcpUpstream::connect(
-        ctx,
-        capture,
-        rec,
-        target,
-        SpoofSide::Outbound,
-        registration,
-    );
+    let upstream =
+        TcpUpstream::connect(ctx, capture, rec, target, SpoofSide::Outbound, registration);
     Ok(Upstream::Tcp(upstream.await?))
 }
 
