@@ -312,7 +312,7 @@ mod tests {
         let mut m = CertManager::new(DevCa::generate().unwrap());
         let published = ArcSwap::from_pointee(m.empty_store().unwrap());
         let now = SystemTime::now();
-        let empty = snapshot("[]");
+        let empty = crate::xds::local::parse("workloads: []").unwrap();
         let id = Identity::new("cluster.local", "ns9", "sa9").unwrap();
         m.enrolled().insert("pod-uid", id.clone());
         assert!(sync(&mut m, &published, &empty, now));
