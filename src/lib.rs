@@ -45,8 +45,8 @@ pub mod rbac;
 pub mod rng;
 pub mod runtime;
 pub mod state;
-// The one module allowed `unsafe` (Cargo.toml denies it everywhere else): each block with a
-// `// SAFETY:` line.
+// The `unsafe_code` lint is allowed only here (Cargo.toml denies it everywhere else): each
+// block in this module carries a `// SAFETY:` line.
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod xds;

@@ -30,9 +30,9 @@ fn config(policies: &str) -> String {
     format!(
         r#"
 workloads:
-- {{ uid: appa, name: appa, namespace: default, serviceAccount: appa, workloadIps: ["{APPA}"], protocol: HBONE, node: a }}
-- {{ uid: plain, name: plain, namespace: default, serviceAccount: plain, workloadIps: ["{PLAIN}"], protocol: TCP, node: a }}
-- {{ uid: native, name: native, namespace: default, serviceAccount: native, workloadIps: ["{NATIVE}"], protocol: HBONE, nativeTunnel: true, node: a }}
+- {{ uid: appa, name: appa, namespace: default, serviceAccount: appa, workloadIps: ["{APPA}"], protocol: HBONE, node: a, services: {{}} }}
+- {{ uid: plain, name: plain, namespace: default, serviceAccount: plain, workloadIps: ["{PLAIN}"], protocol: TCP, node: a, services: {{}} }}
+- {{ uid: native, name: native, namespace: default, serviceAccount: native, workloadIps: ["{NATIVE}"], protocol: HBONE, nativeTunnel: true, node: a, services: {{}} }}
 - uid: appb
   name: appb
   namespace: default
@@ -188,6 +188,7 @@ fn host_traffic_to_enrolled_pods_is_captured() {
   namespace: default
   scope: Namespace
   action: Deny
+  dryRun: false
   rules: [[[{{ sourceIps: ["{gateway}/32"] }}]]]
 "#
     );

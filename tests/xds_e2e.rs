@@ -208,9 +208,12 @@ fn workloads_added_and_removed_over_xds_take_effect_without_restart() {
         m.eventually_logged(node, "published snapshot workloads=1", 1)
             .unwrap();
     }
-    m.serve("appb", 80, 2).unwrap();
-    // appb is unknown: node a passes the connection through, node b's 15006 refuses it.
-    assert!(m.exchange("appa", (APPB, 80).into(), 1024, 1024).is_err());
+    m.serve("appb", 80, 64).unwrap();
+    // appb is unknown: node a passes the connection through as plain TCP, and node b, which
+    // captures only the pods it has enrolled, leaves it alone.
+    m.must_exchange("appa", (APPB, 80).into(), 1024, 1024);
+    m.eventually_logged("a", "proxy to 10.244.2.4:80 using TCP type Passthrough", 1)
+        .unwrap();
 
     state.set(vec![
         workload("appa", APPA, "a"),
@@ -220,6 +223,9 @@ fn workloads_added_and_removed_over_xds_take_effect_without_restart() {
         m.eventually_logged(node, "published snapshot workloads=2", 1)
             .unwrap();
     }
+    // Node b captures appb (so its 15008 answers) once appb is in its capture set.
+    m.eventually_logged("b", "capture set ztunnel-pods-ips updated pods=1", 1)
+        .unwrap();
     let r = m.must_exchange("appa", (APPB, 80).into(), MIB, MIB);
     assert_eq!(r.peer_seen_by_server.ip(), APPA);
     m.eventually_logged("a", "using HBONE via 10.244.2.4:15008", 1)
@@ -230,7 +236,13 @@ fn workloads_added_and_removed_over_xds_take_effect_without_restart() {
         m.eventually_logged(node, "published snapshot workloads=1", 2)
             .unwrap();
     }
-    assert!(m.exchange("appa", (APPB, 80).into(), 1024, 1024).is_err());
+    // appb is gone: passed through again, no longer over HBONE, once node b has also taken it
+    // out of its capture set (until then its inbound refuses the unknown destination).
+    zring::lab::mesh::eventually("appa -> appb passed through", || {
+        m.exchange("appa", (APPB, 80).into(), 1024, 1024)
+    });
+    m.eventually_logged("a", "proxy to 10.244.2.4:80 using TCP type Passthrough", 2)
+        .unwrap();
 
     // istiod goes away: both nodes notice, keep their last snapshot, and keep serving it.
     state.set(vec![
@@ -241,6 +253,8 @@ fn workloads_added_and_removed_over_xds_take_effect_without_restart() {
         m.eventually_logged(node, "published snapshot workloads=2", 2)
             .unwrap();
     }
+    m.eventually_logged("b", "capture set ztunnel-pods-ips updated pods=1", 2)
+        .unwrap();
     stop.send(()).unwrap();
     server.join().unwrap();
     for node in ["a", "b"] {

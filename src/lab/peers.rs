@@ -252,6 +252,9 @@ pub fn start_sides(mesh: &mut Mesh, nodes: &[(&str, Side<'_>)]) -> Result<(), Pe
         match side {
             Side::Zring => mesh.start_node(node, &[])?,
             Side::ZtunnelDedicated(pod) => {
+                // ztunnel keeps no capture set of its own: the lab enrolls the pod it serves.
+                let ip = mesh.lab.pod(pod.name).ip();
+                mesh.lab.enroll(mesh.lab.node(node), &[ip])?;
                 let proxy = ztunnel_dedicated(*pod)?;
                 // A proxy's own environment goes under the mesh's; ztunnel's must win over
                 // zring's settings (`PROXY_MODE=node`, say), so it is the node's too.

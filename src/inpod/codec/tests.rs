@@ -1,3 +1,11 @@
+//! Unit tests for the ZDS codec, with no socket: each packet is bytes plus descriptors (pipe
+//! ends standing in for netns handles, recognised by a fake `is_netns`). They cover decoding
+//! `add` (with its one netns descriptor), `keep`, `del` and `snapshot_sent`; Istio's field
+//! numbers, checked against hand-encoded bytes for requests, the hello and the ack; a typed
+//! error for each malformed request; descriptors that are wrong, surplus or misplaced being
+//! refused and closed; errors naming the pod's uid; and (proptest) arbitrary bytes never
+//! panicking. The netns check itself is tested in `sys`.
+
 use std::io::Write;
 use std::os::fd::{BorrowedFd, OwnedFd};
 

@@ -1,3 +1,11 @@
+//! Unit tests for the pod registry, driven request by request against a `RecordingHandler`
+//! (no netns, no socket; `/dev/null` stands in for a pod's netns). They cover readiness after
+//! `snapshot_sent`; duplicate adds (same netns a no-op, another netns a replacement);
+//! reconnection keeping pods until the new snapshot drops those not resent; `del` (known,
+//! unknown, before the snapshot); refused adds left pending, retried and blocking readiness;
+//! protocol-order errors that end the connection; failed removals; `remove_all`; and the
+//! metrics' gauges and counters at each step.
+
 use super::*;
 use crate::inpod::testing::{Call, RecordingHandler};
 use crate::inpod::{PodNetns, WorkloadInfo};

@@ -14,7 +14,7 @@ use serde::de::{
     self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, VariantAccess, Visitor,
 };
 
-use super::RawStringMatch;
+use super::policy::RawStringMatch;
 use crate::state::StringMatch;
 
 thread_local! {

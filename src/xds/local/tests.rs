@@ -10,7 +10,12 @@
 
 use std::net::IpAddr;
 
+use super::yaml::{MAX_FLOW_DEPTH, check_flow_depth};
 use super::*;
+use crate::state::{
+    Authorization, HealthStatus, IpFamily, LoadBalancerHealthPolicy, LoadBalancerMode, NetworkMode,
+    PolicyAction, PolicyScope, Protocol, StringMatch,
+};
 
 mod examples;
 mod fields;
