@@ -112,6 +112,8 @@ pub fn original_dst(stream: &impl AsRawFd) -> io::Result<SocketAddrV4> {
 #[derive(Debug)]
 pub struct CorePod {
     pub ctx: Arc<PodCtx>,
+    /// The agent's uid, shared: the key of the pod's pooled HBONE connections.
+    uid: Arc<str>,
     upstreams: Rc<Upstreams>,
     /// Fired when the pod is removed on this core: its listeners close, its inbound HBONE
     /// connections get GOAWAY.
@@ -124,11 +126,17 @@ pub struct CorePod {
 impl CorePod {
     pub fn new(ctx: Arc<PodCtx>, upstreams: Rc<Upstreams>) -> CorePod {
         CorePod {
+            uid: ctx.uid.as_str().into(),
             ctx,
             upstreams,
             removed: Latch::default(),
             workload_uid: RefCell::new(None),
         }
+    }
+
+    /// The agent's uid of the pod.
+    pub fn uid(&self) -> &Arc<str> {
+        &self.uid
     }
 
     /// Fired when the pod is removed on this core.

@@ -186,7 +186,7 @@ impl Capture {
     pub fn pod_uid(&self) -> Option<Arc<str>> {
         match self {
             Capture::Node => None,
-            Capture::Pod(pod) => Some(pod.ctx.uid.as_str().into()),
+            Capture::Pod(pod) => Some(pod.uid().clone()),
         }
     }
 }
