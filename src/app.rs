@@ -164,6 +164,7 @@ pub fn run(config: Config, logs: Option<LogControl>) -> anyhow::Result<()> {
         readiness,
         initial_sync,
         driver,
+        enrolled: certs.enrolled(),
     };
     runtime.block_on(control::run(
         shared,
@@ -185,6 +186,8 @@ struct Start {
     readiness: Arc<Readiness>,
     initial_sync: Arc<InitialSync>,
     driver: Driver,
+    /// The in-pod pods' identities, whose certificates the certificate loop requests at add.
+    enrolled: Arc<crate::identity::Enrolled>,
 }
 
 /// What must live as long as zring serves.
@@ -209,6 +212,7 @@ async fn serve(start: Start) -> anyhow::Result<Serving> {
         readiness,
         initial_sync,
         driver,
+        enrolled,
     } = start;
     // Node mode: the capture set follows the snapshot from the first addresses on (not before:
     // a process started beside an old one must not empty the set with the empty snapshot it
@@ -248,7 +252,8 @@ async fn serve(start: Start) -> anyhow::Result<Serving> {
                 factory,
                 config.packet_mark,
                 config.listen_backlog,
-            );
+            )
+            .with_certificates(enrolled, &config.trust_domain);
             let client = crate::inpod::client::spawn(
                 crate::inpod::ClientConfig::new(&config.inpod_uds),
                 handler,

@@ -47,10 +47,10 @@ pub enum ProxyMode {
     Node,
 }
 
-/// The mode when `PROXY_MODE` is unset. Node-level until the in-pod data path is wired
-/// end to end (then this becomes `Shared`, as in ztunnel); every harness already sets
-/// `PROXY_MODE` explicitly, so flipping it changes no test.
-pub const DEFAULT_PROXY_MODE: ProxyMode = ProxyMode::Node;
+/// The mode when `PROXY_MODE` is unset: in-pod, as in ztunnel (Istio >= 1.21 installs only
+/// in-pod capture). Node-level capture is `PROXY_MODE=node`; every harness that means it sets
+/// it explicitly.
+pub const DEFAULT_PROXY_MODE: ProxyMode = ProxyMode::Shared;
 
 impl ProxyMode {
     pub fn name(self) -> &'static str {
@@ -153,7 +153,7 @@ pub struct Var {
 pub const VARS: &[Var] = &[
     Var {
         name: "PROXY_MODE",
-        default: "node",
+        default: "shared",
         help: "shared: in-pod capture, pods (and their netns) from istio-cni over INPOD_UDS, listeners inside each pod; node: node-level TPROXY capture in the node's netns",
     },
     Var {

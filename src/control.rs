@@ -95,6 +95,7 @@ pub async fn run<S>(
             Source::Xds(client) => client.run(publish).await,
         }
     };
+    let enrolled = certs.enrolled();
     let certificates = async {
         loop {
             let snapshot = shared.snapshot.load_full();
@@ -111,6 +112,7 @@ pub async fn run<S>(
                 .record(&shared.certs.load(), &synced.failed);
             tokio::select! {
                 () = changed.notified() => {}
+                () = enrolled.changed() => {}
                 () = tokio::time::sleep(CERT_TICK) => {}
             }
         }

@@ -1,7 +1,10 @@
 //! `zring demo`: the embedded-default main job. Builds the seed's two-node cluster in network
 //! namespaces, runs zring on each node with the development CA and the seed's local config,
 //! sends real traffic from `appa` to `appb` (directly and through the service VIP), prints
-//! what happened and what zring logged, and tears everything down.
+//! what happened and what zring logged, and tears everything down; once per capture mode:
+//! node-level (`PROXY_MODE=node`, the node's TPROXY rules), then in-pod (`PROXY_MODE=shared`:
+//! the lab's fake istio-cni agent installs istio-cni's rules in each pod and hands the pod to
+//! its node's zring).
 //!
 //! Runs on the main thread; the zring nodes are child processes (this same binary), the pods'
 //! clients and servers are threads entered into the pods' namespaces.
@@ -13,8 +16,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use crate::inpod::WorkloadInfo;
+use crate::lab::cni::{self, FakeAgent, InpodRules};
 use crate::lab::prom::Scrape;
 use crate::lab::{Lab, LabError, Process, http, traffic};
+use crate::state::Snapshot;
 
 /// The seed's cluster (ztunnel's local-config format); the demo's nodes carry its node names.
 pub const SEED_CONFIG: &str = include_str!("../tests/data/seed-two-nodes.yaml");
@@ -24,8 +30,22 @@ const VIP: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(10, 96, 101, 203)), 8000);
 const PAYLOAD: u64 = 16 << 20;
 
-/// Runs the demo, printing as it goes. Without root it fails with one line saying so.
+/// The two capture modes the demo shows, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Node,
+    InPod,
+}
+
+/// Runs the demo in both capture modes, printing as it goes. Without root it fails with one
+/// line saying so.
 pub fn run() -> anyhow::Result<()> {
+    run_mode(Mode::Node)?;
+    println!();
+    run_mode(Mode::InPod)
+}
+
+fn run_mode(mode: Mode) -> anyhow::Result<()> {
     let lab = match Lab::seed() {
         Ok(lab) => lab,
         Err(LabError::NotRoot) => bail!(
@@ -33,7 +53,14 @@ pub fn run() -> anyhow::Result<()> {
         ),
         Err(e) => return Err(e).context("building the demo cluster"),
     };
-    println!("zring demo: the seed cluster in network namespaces");
+    match mode {
+        Mode::Node => println!(
+            "zring demo, node-level capture (PROXY_MODE=node): the seed cluster in network namespaces"
+        ),
+        Mode::InPod => println!(
+            "zring demo, in-pod capture (PROXY_MODE=shared, the default): the seed cluster in network namespaces, pods handed over by a fake istio-cni agent"
+        ),
+    }
     println!("  node ambient-worker   pod appa 10.244.1.8");
     println!(
         "  node ambient-worker2  pod appb 10.244.2.4, service appb.default.svc 10.96.101.203:8000 → 80"
@@ -43,13 +70,24 @@ pub fn run() -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locating the zring binary")?;
     let ca_dir = lab.dir().join("dev-ca");
 
+    let seed = crate::xds::local::parse(SEED_CONFIG).context("parsing the seed config")?;
     let mut nodes: Vec<(&str, Process)> = Vec::new();
-    for (lab_node, node_name) in NODES {
+    let mut agents = Vec::new();
+    for ((lab_node, node_name), pod) in NODES.into_iter().zip(["appa", "appb"]) {
         let node = lab.node(lab_node);
-        lab.redirect(node)?;
         let mut cmd = Command::new(&exe);
+        match mode {
+            Mode::Node => {
+                lab.redirect(node)?;
+                cmd.env("PROXY_MODE", "node");
+            }
+            Mode::InPod => {
+                let uds = lab.dir().join(format!("cni-{lab_node}.sock"));
+                agents.push((FakeAgent::listen(&uds)?, pod));
+                cmd.env("PROXY_MODE", "shared").env("INPOD_UDS", &uds);
+            }
+        }
         cmd.arg("run")
-            .env("PROXY_MODE", "node")
             .env("NODE_NAME", node_name)
             .env("LOCAL_XDS_PATH", &config)
             .env("ZRING_DEV_CA_DIR", &ca_dir)
@@ -65,6 +103,10 @@ pub fn run() -> anyhow::Result<()> {
             "  zring on {node_name}: ready ({})",
             ready_summary(&p.log())
         );
+        if let Some((agent, pod)) = agents.last_mut() {
+            enroll(&lab, &seed, agent, pod)?;
+            println!("  istio-cni (fake) on {node_name}: {pod} enrolled, its rules installed");
+        }
         nodes.push((node_name, p));
     }
 
@@ -136,11 +178,35 @@ pub fn run() -> anyhow::Result<()> {
     }
     println!("\ncleaning up the namespaces");
     drop(nodes);
+    drop(agents);
     drop(lab);
     if failures > 0 {
         bail!("{failures} connection(s) failed; see the access logs above");
     }
     Ok(())
+}
+
+/// In-pod mode: the fake agent takes its zring's connection, installs istio-cni's rules in
+/// `pod`, hands the pod over (uid and names of the seed's workload at its IP) and sends
+/// `snapshot_sent`.
+fn enroll(lab: &Lab, seed: &Snapshot, agent: &mut FakeAgent, pod: &str) -> anyhow::Result<()> {
+    let ns = lab.pod(pod).netns();
+    let w = seed
+        .workload_by_ip(lab.pod(pod).ip().into())
+        .with_context(|| format!("the seed has no workload for {pod}"))?;
+    let info = WorkloadInfo {
+        name: w.name.to_string(),
+        namespace: w.namespace.to_string(),
+        service_account: w.service_account.to_string(),
+    };
+    agent.accept()?;
+    cni::install_rules(ns, InpodRules { dns: false })?;
+    agent
+        .add(&w.uid, &info, ns)?
+        .map_err(|e| anyhow::anyhow!("zring refused {pod}: {e}"))?;
+    agent
+        .snapshot_sent()?
+        .map_err(|e| anyhow::anyhow!("zring refused the snapshot: {e}"))
 }
 
 /// The metrics zring on `node` serves on :15020, fetched from inside the node's namespace.

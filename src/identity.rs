@@ -39,7 +39,7 @@ use crate::crypto::crypto_provider;
 
 pub use dev_ca::{DevCa, ROOT_CERT_FILE, ROOT_KEY_FILE};
 pub use istio_ca::IstioCa;
-pub use manager::{CertManager, Issuer, Synced, local_identities};
+pub use manager::{CertManager, Enrolled, Issuer, Synced, local_identities};
 pub use spiffe::{Identity, MAX_IDENTITY_LEN};
 pub use store::{CertStore, WorkloadCert};
 pub use tls::{

@@ -39,7 +39,8 @@ Capture modes (PROXY_MODE):
                   upstream sockets inside it (source: the pod's IP, marked PACKET_MARK)
   node            node-level: zring listens in the node's namespace (IP_TRANSPARENT) and the
                   node's TPROXY rules (`zring redirect apply`) send enrolled pods' traffic there
-  Unset: node for now (in-pod's data path is being wired); any other value is refused.
+  Unset: shared (in-pod), as ztunnel; any other value is refused. Both modes run the
+  same data path (routing, HBONE, authorization, access logs, metrics).
 
 Control plane: like ztunnel, XDS_ADDRESS and CA_ADDRESS default to istiod (ISTIOD below:
 https://istiod.istio-system.svc:15012 in a Kubernetes pod, https://localhost:15012 elsewhere),

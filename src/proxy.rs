@@ -20,6 +20,7 @@
 //! Built on `core` (the core's context and connection table), `hbone` (tunnels, pool) and `net`
 //! (connect, RST, byte pump); `runtime` spawns the listeners' `serve` tasks.
 
+mod capture;
 mod error;
 pub mod inbound;
 pub mod inbound_passthrough;
@@ -32,12 +33,11 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use monoio::io::Splitable;
 use monoio::net::TcpStream;
-use tracing::{debug, info};
+use tracing::info;
 
 use crate::core::CoreCtx;
 use crate::core::conns::{Registration, Subject};
@@ -48,6 +48,7 @@ use crate::rbac;
 use crate::state::{Snapshot, Workload};
 use crate::sys::socket::{self, SpoofSide};
 
+pub use capture::{Capture, Listener};
 pub use error::{Answer, Error, Report};
 pub use record::ConnRecord;
 
@@ -98,18 +99,6 @@ impl Direction {
     }
 }
 
-/// The original destination of an accepted socket (TPROXY keeps it as the local address), or
-/// `None`, logged, when the socket cannot tell (it was reset before the task ran).
-fn orig_dst(ctx: &CoreCtx, stream: &TcpStream, listener: &str) -> Option<OrigDst> {
-    match stream.local_addr() {
-        Ok(a) => Some(OrigDst(a)),
-        Err(e) => {
-            debug!(core = ctx.id, "{listener}: {e}");
-            None
-        }
-    }
-}
-
 /// The answer step of the plaintext listeners for a refused connection: a RST (`SO_LINGER` 0),
 /// so the client sees a failed connection rather than an empty one; then the record takes the
 /// error.
@@ -119,21 +108,6 @@ fn refuse(downstream: TcpStream, rec: &ConnRecord, e: Error) {
         Answer::Nothing => drop(downstream),
     }
     rec.finished(Err(e));
-}
-
-/// The workload at `dst`, which must run on this node (15006, 15008).
-fn local_workload(
-    ctx: &CoreCtx,
-    snapshot: &Snapshot,
-    dst: SocketAddr,
-) -> Result<Arc<Workload>, Error> {
-    let w = snapshot
-        .workload_by_ip(dst.ip())
-        .ok_or(Error::UnknownDestination(dst.ip()))?;
-    if *w.node != *ctx.config().node_name {
-        return Err(Error::NotLocal(dst.ip()));
-    }
-    Ok(w.clone())
 }
 
 /// The identity `w` runs as, or why it has none (its names came from the control plane).
@@ -226,25 +200,18 @@ pub struct TcpUpstream<'c> {
 }
 
 impl<'c> TcpUpstream<'c> {
-    /// Connects to `dst` from the client's IP (the last step of preparing a plaintext
-    /// upstream), and records the connection established.
+    /// Connects to `dst` as `capture` makes upstream sockets (node mode: from the client's IP;
+    /// in a pod: from inside its netns), the last step of preparing a plaintext upstream, and
+    /// records the connection established.
     pub async fn connect(
         ctx: &CoreCtx,
+        capture: &Capture,
         rec: &mut ConnRecord,
         dst: SocketAddr,
         side: SpoofSide,
         registration: Option<Registration<'c>>,
     ) -> Result<TcpUpstream<'c>, Error> {
-        let cfg = ctx.config();
-        let src_ip = rec.src().0.ip();
-        let stream = net::connect(
-            dst,
-            Some(src_ip),
-            side,
-            cfg.packet_mark,
-            cfg.connect_timeout,
-        )
-        .await?;
+        let stream = capture.connect(ctx, dst, rec.src().0, side).await?;
         rec.established(dst);
         Ok(TcpUpstream {
             stream,

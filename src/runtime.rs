@@ -21,6 +21,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{DriverChoice, ProxyMode};
 use crate::core::{CoreCtx, Driver, Shared};
+use crate::proxy::{self, Capture};
 use crate::sys::socket::{self, ListenOpts};
 
 /// How often a core's `housekeeping` runs: it notices a started drain, a new snapshot (policy
@@ -410,15 +411,16 @@ async fn accept_loop(ctx: Rc<CoreCtx>, listener: TcpListener, kind: ListenerKind
                 // round trip of latency to every small write the application already sent.
                 let _ = stream.set_nodelay(true);
                 let ctx = ctx.clone();
+                let node = Capture::Node;
                 match kind {
                     ListenerKind::Outbound => {
-                        monoio::spawn(crate::proxy::outbound::serve(ctx, stream, peer))
+                        monoio::spawn(proxy::outbound::serve(ctx, node, stream, peer))
                     }
                     ListenerKind::InboundPlaintext => {
-                        monoio::spawn(crate::proxy::inbound_passthrough::serve(ctx, stream, peer))
+                        monoio::spawn(proxy::inbound_passthrough::serve(ctx, node, stream, peer))
                     }
                     ListenerKind::Inbound => {
-                        monoio::spawn(crate::proxy::inbound::serve(ctx, stream, peer))
+                        monoio::spawn(proxy::inbound::serve(ctx, node, stream, peer))
                     }
                 };
             }

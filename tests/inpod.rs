@@ -7,9 +7,11 @@
 //! stays 200 through an agent restart; the `workload_manager_inpod_*` series count pods; a
 //! delete closes the pod's listeners by its ack and zring's descriptors return to the baseline;
 //! an agent restart re-sending the same pod keeps it served without re-binding; and the data
-//! path seam: outbound TCP from an enrolled pod to an address outside the mesh goes through
+//! path: outbound TCP from an enrolled pod to an address outside the mesh goes through
 //! zring's 15001 inside the pod and reaches the server from the pod's own IP (the upstream
-//! socket was made inside the pod's netns, marked, so the pod's rules let it out).
+//! socket was made inside the pod's netns, marked, so the pod's rules let it out), logged by
+//! the same access-log record as node mode. `tests/inpod_mesh.rs` covers the rest of the data
+//! path in-pod (HBONE, services, authorization, delete under load).
 //!
 //! Runs as root under `cargo test`; without root it fails with `Lab::new`'s error. Waits are
 //! conditions with deadlines (`eventually`), never sleeps.
@@ -213,10 +215,17 @@ fn pods_are_served_on_every_core_from_ack_to_delete() -> Result<()> {
         counters.iter().any(|(c, n)| c == "outbound" && *n > 0),
         "the connection went through the pod's redirect: {counters:?}"
     );
+    // The node data path served it: one access-log record, as in node mode.
     eventually("the passthrough logged", || {
         zring
             .log()
-            .contains("in-pod passthrough complete")
+            .lines()
+            .any(|l| {
+                l.contains("complete dur=")
+                    && l.contains(r#"src.workload="appa""#)
+                    && l.contains("dst.addr=10.244.1.12:8080")
+                    && l.contains(r#"response_flags="-""#)
+            })
             .then_some(())
             .ok_or_else(|| zring.log_tail())
     });
@@ -345,7 +354,11 @@ fn factory_sockets_live_in_the_pod_netns() -> Result<()> {
             ensure!(s.mark()? == 0x539, "upstream socket not marked");
             drop(s);
             let stream = core_pod
-                .connect(SocketAddr::from(([127, 0, 0, 1], 7070)), http::TIMEOUT)
+                .connect(
+                    SocketAddr::from(([127, 0, 0, 1], 7070)),
+                    None,
+                    http::TIMEOUT,
+                )
                 .await?;
             ensure!(upstreams.pending() == 0, "no request left behind");
             Ok::<_, anyhow::Error>(stream.local_addr()?)

@@ -8,9 +8,9 @@
 //! local config and one root (ztunnel's test CA, which its `FAKE_CA` signs with and zring's
 //! development CA is given), and a policy checks that zring judges the identity ztunnel presents.
 //!
-//! Node mode only for now: ztunnel runs in dedicated mode as its node's one pod, behind the
-//! lab's TPROXY rules. [`Mode`] is where the in-pod case joins once zring's in-pod data path
-//! lands (ztunnel then in shared mode with a fake istio-cni, zring in-pod).
+//! Two deployments ([`Mode`]): node mode, ztunnel in dedicated mode as its node's one pod
+//! behind the lab's TPROXY rules; and in-pod, both in shared mode, each node's pod enrolled by
+//! the lab's fake istio-cni agent with istio-cni's rules in it (Istio's default since 1.21).
 //!
 //! Needs root (namespaces, nftables, IP_TRANSPARENT) and the peer. Ignored by a plain
 //! `cargo test`, with a message saying how to run it; `.ci/run` runs it with
@@ -99,12 +99,15 @@ const DENY_APPA: &str = r#"
   rules: [[[{ principals: [!Exact cluster.local/ns/default/sa/appa] }]]]
 "#;
 
-/// How zring and ztunnel are deployed. In-pod joins here later.
-#[derive(Debug, Clone, Copy)]
+/// How zring and ztunnel are deployed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     /// zring in node mode (node-level TPROXY capture); ztunnel dedicated to the node's one pod
     /// behind the same capture rules.
     Node,
+    /// Both in-pod (`PROXY_MODE=shared`), each node's pod handed over by the lab's fake
+    /// istio-cni agent with istio-cni's rules installed in it (`Mesh::start_inpod`).
+    InPod,
 }
 
 /// One pod of the seed's lab, as the tests address it.
@@ -186,6 +189,22 @@ fn mesh(mode: Mode, at: Placement, policies: &str, roots: Roots) -> Mesh {
                 }
             }
         }
+        Mode::InPod => {
+            let lab = Lab::seed().expect("lab (needs root, ip, nft)");
+            let mut m = Mesh::start_inpod(lab, Path::new(ZRING), &config, &[], &[]).unwrap();
+            if roots == Roots::Shared {
+                peers::install_ztunnel_test_ca(&m.ca_dir).unwrap_or_else(|e| panic!("{e}"));
+            }
+            m.start_node(at.zring.node, &[]).unwrap();
+            let proxy = peers::ztunnel_inpod().unwrap_or_else(|e| panic!("{e}"));
+            // ztunnel's environment must win over the mesh's (zring's), so it is the node's.
+            let env = proxy.env.clone();
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            m.start_node_with(at.ztunnel.node, proxy, &env)
+                .unwrap_or_else(|e| panic!("{e}"));
+            m
+        }
     }
 }
 
@@ -266,12 +285,13 @@ fn access_lines(
 
 /// `from` → `to`, straight to the pod and through its VIP: checksummed, 1 MiB each way, the
 /// server sees the client's address (see below); then the evidence of both proxies.
-fn traffic(m: &Mesh, at: Placement, from: Pod, to: Pod) {
+fn traffic(m: &Mesh, mode: Mode, at: Placement, from: Pod, to: Pod) {
     m.serve(to.name, POD_PORT, 2).unwrap();
     // zring dials HBONE from the client pod's own address, and the inbound side (either) hands
     // the connection on from the address the tunnel came from. ztunnel, dedicated but running
-    // in the node's namespace rather than the pod's, dials from the node's address.
-    let seen = if at.is_zring(from.node) {
+    // in the node's namespace rather than the pod's, dials from the node's address; in-pod it
+    // dials from inside the pod, so from the pod's address too.
+    let seen = if at.is_zring(from.node) || mode == Mode::InPod {
         from.ip
     } else {
         m.lab.node(from.node).underlay_ip()
@@ -347,8 +367,8 @@ fn traffic(m: &Mesh, at: Placement, from: Pod, to: Pod) {
 /// ztunnel's outbound to zring's inbound.
 fn both_ways(mode: Mode, at: Placement) {
     let m = mesh(mode, at, ALLOW_BOTH, Roots::Shared);
-    traffic(&m, at, at.zring, at.ztunnel);
-    traffic(&m, at, at.ztunnel, at.zring);
+    traffic(&m, mode, at, at.zring, at.ztunnel);
+    traffic(&m, mode, at, at.ztunnel, at.zring);
 }
 
 #[test]
@@ -361,6 +381,18 @@ fn node_mode_zring_on_a_ztunnel_on_b() {
 #[ignore = "needs the real ztunnel in ../shared/peers/ztunnel/ (or ZRING_PEERS_DIR) and root; CI runs it: cargo test --test ztunnel_interop -- --include-ignored"]
 fn node_mode_ztunnel_on_a_zring_on_b() {
     both_ways(Mode::Node, Placement::zring_on(POD_B));
+}
+
+#[test]
+#[ignore = "needs the real ztunnel in ../shared/peers/ztunnel/ (or ZRING_PEERS_DIR) and root; CI runs it: cargo test --test ztunnel_interop -- --include-ignored"]
+fn inpod_zring_on_a_ztunnel_on_b() {
+    both_ways(Mode::InPod, Placement::zring_on(POD_A));
+}
+
+#[test]
+#[ignore = "needs the real ztunnel in ../shared/peers/ztunnel/ (or ZRING_PEERS_DIR) and root; CI runs it: cargo test --test ztunnel_interop -- --include-ignored"]
+fn inpod_ztunnel_on_a_zring_on_b() {
+    both_ways(Mode::InPod, Placement::zring_on(POD_B));
 }
 
 /// One policy, read by both, denies appa's identity: zring on node b refuses the HBONE
@@ -395,7 +427,7 @@ fn node_mode_zring_denies_ztunnel_client_by_identity() {
         "{out}"
     );
     // The same policy lets appb's identity through ztunnel into appa.
-    traffic(&m, at, POD_B, POD_A);
+    traffic(&m, Mode::Node, at, POD_B, POD_A);
 }
 
 /// zring with a root of its own, ztunnel with the test CA: neither accepts the other's

@@ -9,6 +9,7 @@
 //! reason, it marks the client closed so the pool stops handing it out.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -55,18 +56,27 @@ pub struct H2Client {
 impl H2Client {
     /// Connects, handshakes, and starts the connection's driver task on this core.
     pub async fn connect(dial: Dial, config: Arc<ClientConfig>) -> Result<H2Client, HboneError> {
+        let tcp = crate::net::connect(
+            dial.via,
+            dial.source_ip,
+            SpoofSide::Outbound,
+            dial.mark,
+            dial.timeout,
+        );
+        H2Client::connect_over(tcp, dial, config).await
+    }
+
+    /// [`connect`](Self::connect) over a TCP connection `tcp` makes (in-pod mode: a socket
+    /// from the source pod's netns); `dial.timeout` bounds it with the handshakes.
+    pub async fn connect_over(
+        tcp: impl Future<Output = Result<monoio::net::TcpStream, crate::net::Error>>,
+        dial: Dial,
+        config: Arc<ClientConfig>,
+    ) -> Result<H2Client, HboneError> {
         // One deadline for the three steps; `phase` tells which one it cut short.
         let phase = Cell::new(Phase::TcpConnect);
         let fut = async {
-            let tcp = crate::net::connect(
-                dial.via,
-                dial.source_ip,
-                SpoofSide::Outbound,
-                dial.mark,
-                dial.timeout,
-            )
-            .await
-            .map_err(HboneError::Connect)?;
+            let tcp = tcp.await.map_err(HboneError::Connect)?;
             phase.set(Phase::Tls);
             let io =
                 tls::client_handshake(tcp, config)

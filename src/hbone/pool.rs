@@ -19,11 +19,13 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use monoio::net::TcpStream;
 use rustls::ClientConfig;
 use tracing::info;
 
@@ -41,6 +43,10 @@ pub struct PoolKey {
     pub expected: Box<[Identity]>,
     pub dst: SocketAddr,
     pub source_ip: Option<IpAddr>,
+    /// In-pod mode: the enrolled pod (uid) whose netns the connection's socket lives in. A
+    /// pod's connections are never lent to another pod, even one that inherited its IP, and
+    /// [`Pool::close_pod`] finds them when the pod goes.
+    pub pod: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -119,13 +125,20 @@ impl Pool {
     }
 
     /// A stream slot on a connection for `key`: an open connection with room, else the outcome
-    /// of the dial in flight, else a new dial (with `dial` and `config`).
-    pub async fn checkout(
+    /// of the dial in flight, else a new dial (TCP from `connect`, then TLS with `config` and
+    /// HTTP/2, all within `dial.timeout`).
+    pub async fn checkout<F, Fut>(
         &self,
         key: &PoolKey,
         dial: Dial,
         config: &Arc<ClientConfig>,
-    ) -> Result<Lease, HboneError> {
+        connect: F,
+    ) -> Result<Lease, HboneError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<TcpStream, crate::net::Error>>,
+    {
+        let mut connect = Some(connect);
         loop {
             let step = {
                 let mut entries = self.entries.borrow_mut();
@@ -160,7 +173,12 @@ impl Pool {
                         dialing,
                     };
                     let started = Instant::now();
-                    let client = match H2Client::connect(dial, config.clone()).await {
+                    // A key dials at most once per checkout: a dial's outcome ends the loop.
+                    let tcp = connect.take().map(|c| c());
+                    let Some(tcp) = tcp else {
+                        return Err(HboneError::Pooled(key.dst, "dial already tried".into()));
+                    };
+                    let client = match H2Client::connect_over(tcp, dial, config.clone()).await {
                         Ok(c) => {
                             self.metrics
                                 .observe(LatencyKind::HandshakeClient, started.elapsed());
@@ -204,6 +222,21 @@ impl Pool {
             !entry.conns.is_empty() || entry.dialing.is_some()
         });
         released
+    }
+
+    /// Forgets every connection made for the enrolled pod `uid` (removed): no new stream goes
+    /// on them, and each closes once its open streams end (its last handle drops). Returns how
+    /// many were open.
+    pub fn close_pod(&self, uid: &str) -> usize {
+        let mut closed = 0;
+        self.entries.borrow_mut().retain(|key, entry| {
+            if key.pod.as_deref() != Some(uid) {
+                return true;
+            }
+            closed += entry.conns.iter().filter(|c| c.is_open()).count();
+            false
+        });
+        closed
     }
 
     /// Open connections across all keys.

@@ -86,6 +86,48 @@ pub struct CertManager {
     issuer: Issuer,
     /// Identities whose last request failed: not asked again before `at`.
     retries: HashMap<Identity, Retry>,
+    /// Identities of the pods enrolled in-pod, wanted whether or not the snapshot has their
+    /// workloads yet.
+    enrolled: Arc<Enrolled>,
+}
+
+/// The identities of the pods istio-cni enrolled (in-pod mode), by the agent's uid: written by
+/// the `zring-inpod` thread on add and remove, read by the certificate loop, which
+/// [`Enrolled::changed`] wakes so an enrolled pod's certificate is requested at its add (as
+/// ztunnel does) rather than when its workload reaches the snapshot.
+#[derive(Debug, Default)]
+pub struct Enrolled {
+    ids: std::sync::Mutex<std::collections::BTreeMap<String, Identity>>,
+    changed: tokio::sync::Notify,
+}
+
+impl Enrolled {
+    /// Pod `uid` runs as `id`.
+    pub fn insert(&self, uid: &str, id: Identity) {
+        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        if ids.insert(uid.to_owned(), id.clone()) != Some(id) {
+            self.changed.notify_one();
+        }
+    }
+
+    /// Pod `uid` is gone.
+    pub fn remove(&self, uid: &str) {
+        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        if ids.remove(uid).is_some() {
+            self.changed.notify_one();
+        }
+    }
+
+    /// Every enrolled pod's identity.
+    pub fn identities(&self) -> BTreeSet<Identity> {
+        let ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        ids.values().cloned().collect()
+    }
+
+    /// Resolves once the set changed since the last call returned.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
 }
 
 impl CertManager {
@@ -93,7 +135,13 @@ impl CertManager {
         CertManager {
             issuer: issuer.into(),
             retries: HashMap::new(),
+            enrolled: Arc::default(),
         }
+    }
+
+    /// The enrolled pods' identities this manager also keeps certificates for.
+    pub fn enrolled(&self) -> Arc<Enrolled> {
+        self.enrolled.clone()
     }
 
     pub fn issuer(&self) -> &Issuer {
@@ -110,7 +158,8 @@ impl CertManager {
         self.retries.get(identity).map(|r| r.at)
     }
 
-    /// Issues what is missing or due and forgets identities no workload on `node` has any more.
+    /// Issues what is missing or due and forgets identities no workload on `node` (and no
+    /// enrolled pod) has any more.
     pub async fn sync(
         &mut self,
         published: &ArcSwap<CertStore>,
@@ -118,7 +167,8 @@ impl CertManager {
         node: &str,
         now: SystemTime,
     ) -> Synced {
-        let wanted = local_identities(snapshot, node);
+        let mut wanted = local_identities(snapshot, node);
+        wanted.extend(self.enrolled.identities());
         self.retries.retain(|id, _| wanted.contains(id));
         let current = published.load_full();
         let stale = current.identities().any(|id| !wanted.contains(id));
@@ -255,5 +305,20 @@ mod tests {
         let fewer = snapshot(&TWO.replace("node: n }\n- { uid: d", "node: gone }\n- { uid: d"));
         assert!(sync(&mut m, &published, &fewer, now));
         assert_eq!(published.load().len(), 1);
+    }
+
+    #[test]
+    fn enrolled_pods_get_certificates_before_their_workloads_arrive() {
+        let mut m = CertManager::new(DevCa::generate().unwrap());
+        let published = ArcSwap::from_pointee(m.empty_store().unwrap());
+        let now = SystemTime::now();
+        let empty = crate::xds::local::parse("workloads: []").unwrap();
+        let id = Identity::new("cluster.local", "ns9", "sa9").unwrap();
+        m.enrolled().insert("pod-uid", id.clone());
+        assert!(sync(&mut m, &published, &empty, now));
+        assert!(published.load().get(&id).is_some());
+        m.enrolled().remove("pod-uid");
+        assert!(sync(&mut m, &published, &empty, now));
+        assert!(published.load().get(&id).is_none());
     }
 }

@@ -24,6 +24,7 @@ use super::factory::{self, SocketFactory};
 use super::handoff::{CoreAnswer, CoreMail, Mailbox};
 use super::pod::{PodCtx, PodPort};
 use super::{Pod, PodHandler};
+use crate::identity::{Enrolled, Identity};
 
 /// How long an add or a remove waits for every core's confirmation.
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
@@ -36,6 +37,9 @@ pub struct ListenerHandler {
     mark: u32,
     backlog: i32,
     confirm_timeout: Duration,
+    /// Where an added pod's identity goes, so its certificate is requested at once, and the
+    /// trust domain it is in.
+    certificates: Option<(Arc<Enrolled>, String)>,
 }
 
 impl ListenerHandler {
@@ -46,7 +50,16 @@ impl ListenerHandler {
             mark,
             backlog,
             confirm_timeout: CONFIRM_TIMEOUT,
+            certificates: None,
         }
+    }
+
+    /// Each added pod's identity (`spiffe://<trust_domain>/ns/<namespace>/sa/<service account>`
+    /// from the agent's `WorkloadInfo`) goes into `enrolled`, which the certificate manager
+    /// serves: the pod's certificate is requested at its add, as ztunnel does.
+    pub fn with_certificates(mut self, enrolled: Arc<Enrolled>, trust_domain: &str) -> Self {
+        self.certificates = Some((enrolled, trust_domain.to_owned()));
+        self
     }
 
     /// Sends `mail(core)` to every core and waits for every answer; the first error, or
@@ -131,6 +144,13 @@ impl PodHandler for ListenerHandler {
             let _ = self.remove(pod);
             return Err(e);
         }
+        if let Some((enrolled, trust_domain)) = &self.certificates {
+            let info = &pod.info;
+            match Identity::new(trust_domain, &info.namespace, &info.service_account) {
+                Ok(id) => enrolled.insert(&pod.uid, id),
+                Err(e) => warn!(uid = %pod.uid, "no certificate requested at add: {e}"),
+            }
+        }
         info!(
             uid = %pod.uid,
             cores,
@@ -142,6 +162,9 @@ impl PodHandler for ListenerHandler {
 
     fn remove(&mut self, pod: &Pod) -> Result<(), String> {
         let uid = &pod.uid;
+        if let Some((enrolled, _)) = &self.certificates {
+            enrolled.remove(uid);
+        }
         self.to_every_core("the removal", |_, done| CoreMail::RemovePod {
             uid: uid.clone(),
             done,

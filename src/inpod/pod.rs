@@ -20,7 +20,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -31,6 +31,8 @@ use std::time::Duration;
 use super::factory::SocketFactory;
 use super::handoff::Mailbox;
 use super::{PodNetns, WorkloadInfo};
+use crate::latch::Latch;
+use crate::state::{Snapshot, Workload};
 
 /// The ports every core listens on inside an enrolled pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -104,28 +106,66 @@ pub fn original_dst(stream: &impl AsRawFd) -> io::Result<SocketAddrV4> {
     crate::sys::origdst::original_dst_of(stream)
 }
 
-/// Why a pod's upstream connect failed.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("no socket from the pod's netns: {0}")]
-    Socket(io::Error),
-    #[error("connect to {dst}: {source}")]
-    Connect { dst: SocketAddr, source: io::Error },
-    #[error("connect to {0}: timed out")]
-    Timeout(SocketAddr),
-}
-
-/// One core's view of one pod: its shared context and the core's table of upstream socket
-/// requests (one table per core, shared by every pod the core serves).
-#[derive(Debug, Clone)]
+/// One core's view of one pod: its shared context, the core's table of upstream socket
+/// requests (one table per core, shared by every pod the core serves), the latch fired when
+/// the pod is removed, and the xDS uid its workload was last found under.
+#[derive(Debug)]
 pub struct CorePod {
     pub ctx: Arc<PodCtx>,
+    /// The agent's uid, shared: the key of the pod's pooled HBONE connections.
+    uid: Arc<str>,
     upstreams: Rc<Upstreams>,
+    /// Fired when the pod is removed on this core: its listeners close, its inbound HBONE
+    /// connections get GOAWAY.
+    removed: Latch<()>,
+    /// The uid of the pod's workload in the snapshot, once found (by the agent's uid, else by
+    /// name and namespace), so later lookups are one hash probe.
+    workload_uid: RefCell<Option<Arc<str>>>,
 }
 
 impl CorePod {
     pub fn new(ctx: Arc<PodCtx>, upstreams: Rc<Upstreams>) -> CorePod {
-        CorePod { ctx, upstreams }
+        CorePod {
+            uid: ctx.uid.as_str().into(),
+            ctx,
+            upstreams,
+            removed: Latch::default(),
+            workload_uid: RefCell::new(None),
+        }
+    }
+
+    /// The agent's uid of the pod.
+    pub fn uid(&self) -> &Arc<str> {
+        &self.uid
+    }
+
+    /// Fired when the pod is removed on this core.
+    pub fn removed(&self) -> &Latch<()> {
+        &self.removed
+    }
+
+    /// Whether `w` is this pod's workload: the agent's uid is the workload's, or (Istio: the
+    /// agent names a pod by its Kubernetes uid, xDS by `cluster//Pod/ns/name`) the name and
+    /// namespace are the pod's.
+    pub fn is_workload(&self, w: &Workload) -> bool {
+        let info = &self.ctx.info;
+        *w.uid == *self.ctx.uid
+            || (!info.name.is_empty() && *w.name == *info.name && *w.namespace == *info.namespace)
+    }
+
+    /// The pod's workload in `snapshot`, if it is there yet.
+    pub fn workload(&self, snapshot: &Snapshot) -> Option<Arc<Workload>> {
+        if let Some(uid) = self.workload_uid.borrow().as_deref()
+            && let Some(w) = snapshot.workload_by_uid(uid)
+        {
+            return Some(w.clone());
+        }
+        let found = snapshot
+            .workload_by_uid(&self.ctx.uid)
+            .or_else(|| snapshot.workloads().find(|w| self.is_workload(w)))?
+            .clone();
+        *self.workload_uid.borrow_mut() = Some(found.uid.clone());
+        Some(found)
     }
 
     /// A new TCP socket inside the pod's netns, marked, non-blocking, not yet connected.
@@ -133,19 +173,26 @@ impl CorePod {
         self.upstreams.request(&self.ctx, ipv6)
     }
 
-    /// Connects to `dst` from inside the pod's netns (source: the pod's own IP), within
-    /// `timeout`.
+    /// Connects to `dst` from inside the pod's netns, within `timeout`. The source is the
+    /// pod's own IP, unless `from` names the client's (IPv4: inbound, so the pod sees the real
+    /// client; IP_TRANSPARENT, and the pod's rules route the replies of the proxy's marked
+    /// connections back to it). Errors read like node mode's (`net::Error`), so the data path
+    /// reports both alike.
     pub async fn connect(
         &self,
         dst: SocketAddr,
+        from: Option<IpAddr>,
         timeout: Duration,
-    ) -> Result<monoio::net::TcpStream, UpstreamError> {
-        let fd = self
-            .socket(dst.is_ipv6())
-            .await
-            .map_err(UpstreamError::Socket)?;
-        let err = |source| UpstreamError::Connect { dst, source };
+    ) -> Result<monoio::net::TcpStream, crate::net::Error> {
+        let err = |source| crate::net::Error::Connect { dst, source };
+        let fd = self.socket(dst.is_ipv6()).await.map_err(err)?;
         let socket = socket2::Socket::from(fd);
+        if let Some(ip @ IpAddr::V4(_)) = from
+            && dst.is_ipv4()
+        {
+            socket.set_ip_transparent(true).map_err(err)?;
+            socket.bind(&SocketAddr::new(ip, 0).into()).map_err(err)?;
+        }
         match socket.connect(&dst.into()) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
@@ -153,7 +200,7 @@ impl CorePod {
         }
         let stream = monoio::net::TcpStream::from_std(socket.into()).map_err(err)?;
         match monoio::time::timeout(timeout, stream.writable(false)).await {
-            Err(_) => return Err(UpstreamError::Timeout(dst)),
+            Err(_) => return Err(crate::net::Error::ConnectTimeout(dst)),
             Ok(r) => r.map_err(err)?,
         }
         crate::sys::socket::take_socket_error(stream.as_raw_fd()).map_err(err)?;

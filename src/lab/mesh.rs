@@ -9,6 +9,12 @@
 //! The node proxy need not be zring: a [`NodeProxy`] names any binary that takes ztunnel's
 //! environment (`NODE_NAME`, `LOCAL_XDS_PATH`, …) and listens on the capture ports, which is how
 //! the benches compare implementations side by side.
+//!
+//! Two capture modes, as in zring: [`Mesh::start`] installs node-level TPROXY capture and runs
+//! zring with `PROXY_MODE=node`; [`Mesh::start_inpod`] runs it in-pod (`PROXY_MODE=shared`)
+//! with a fake istio-cni agent per node (`cni::FakeAgent`, `INPOD_UDS`) that, once zring is
+//! ready, installs istio-cni's rules in each of the node's pods the config knows and enrolls
+//! them (uid and names from the config's workload at the pod's IP).
 
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -16,9 +22,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use super::cni::{self, CniError, FakeAgent, InpodRules};
 use super::prom::Scrape;
 use super::traffic::{self, Report};
-use super::{Lab, LabError, Process, http};
+use super::{Lab, LabError, Netns, Process, http};
+use crate::inpod::WorkloadInfo;
 
 /// How long a zring process may take to report `zring ready`.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -112,6 +120,8 @@ pub struct Mesh {
     node_proxies: Vec<(String, NodeProxy)>,
     base_env: Vec<(String, String)>,
     zring: Vec<(String, Process)>,
+    /// In-pod mode: each node's fake istio-cni agent (`None`: node-level capture).
+    agents: Option<Vec<(String, FakeAgent)>>,
 }
 
 impl Mesh {
@@ -131,12 +141,47 @@ impl Mesh {
         Mesh::start_proxy(lab, NodeProxy::zring(binary), config, nodes, env)
     }
 
+    /// Like [`start`](Self::start), in in-pod mode: no node-level capture; zring runs with
+    /// `PROXY_MODE=shared` and `INPOD_UDS` pointing at a fake istio-cni agent of its node, which
+    /// then enrolls the node's pods that have a workload in `config` (their rules installed
+    /// first, as istio-cni does), and sends `snapshot_sent`.
+    pub fn start_inpod(
+        lab: Lab,
+        binary: &Path,
+        config: &str,
+        nodes: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Mesh, LabError> {
+        let mut all = vec![("PROXY_MODE", "shared")];
+        all.extend_from_slice(env);
+        let mut mesh = Mesh::build(lab, NodeProxy::zring(binary), config, &all)?;
+        mesh.agents = Some(Vec::new());
+        for node in nodes {
+            mesh.start_node(node, &[])?;
+        }
+        Ok(mesh)
+    }
+
     /// [`start`](Self::start) with any node proxy.
     pub fn start_proxy(
         lab: Lab,
         proxy: NodeProxy,
         config: &str,
         nodes: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Mesh, LabError> {
+        let mut mesh = Mesh::build(lab, proxy, config, env)?;
+        for node in nodes {
+            mesh.lab.redirect(mesh.lab.node(node))?;
+            mesh.start_node(node, &[])?;
+        }
+        Ok(mesh)
+    }
+
+    fn build(
+        lab: Lab,
+        proxy: NodeProxy,
+        config: &str,
         env: &[(&str, &str)],
     ) -> Result<Mesh, LabError> {
         let path = lab.dir().join("config.yaml");
@@ -157,7 +202,7 @@ impl Mesh {
             base_env.retain(|(name, _)| name != k);
             base_env.push((k.to_string(), v.to_string()));
         }
-        let mut mesh = Mesh {
+        Ok(Mesh {
             lab,
             config: path,
             ca_dir,
@@ -165,12 +210,75 @@ impl Mesh {
             node_proxies: Vec::new(),
             base_env,
             zring: Vec::new(),
+            agents: None,
+        })
+    }
+
+    /// In-pod mode: the fake istio-cni agent of `node` (to add or delete pods by hand).
+    /// Panics in node mode or for a node never started.
+    pub fn agent(&mut self, node: &str) -> &mut FakeAgent {
+        self.agents
+            .as_mut()
+            .and_then(|a| a.iter_mut().find(|(n, _)| n == node))
+            .map(|(_, a)| a)
+            .unwrap_or_else(|| panic!("no in-pod agent on node {node:?}"))
+    }
+
+    /// The agent uid and `WorkloadInfo` the in-pod agent enrolls lab pod `pod` with: those of
+    /// the config's workload at the pod's IP, `None` when the config has none there.
+    pub fn enrollment(&self, pod: &str) -> Option<(String, WorkloadInfo)> {
+        let text = std::fs::read_to_string(&self.config).ok()?;
+        let snapshot = crate::xds::local::parse(&text).ok()?;
+        let ip = self.lab.pod(pod).ip();
+        let w = snapshot.workload_by_ip(ip.into())?;
+        Some((
+            w.uid.to_string(),
+            WorkloadInfo {
+                name: w.name.to_string(),
+                namespace: w.namespace.to_string(),
+                service_account: w.service_account.to_string(),
+            },
+        ))
+    }
+
+    /// The agent socket path of `node` (in-pod mode), its agent listening there: created on
+    /// first use, kept across restarts of the node's zring.
+    fn agent_path(&mut self, node: &str) -> Result<Option<PathBuf>, LabError> {
+        let path = self.lab.dir().join(format!("cni-{node}.sock"));
+        let Some(agents) = self.agents.as_mut() else {
+            return Ok(None);
         };
-        for node in nodes {
-            mesh.lab.redirect(mesh.lab.node(node))?;
-            mesh.start_node(node, &[])?;
+        if !agents.iter().any(|(n, _)| n == node) {
+            let agent = FakeAgent::listen(&path).map_err(cni_error("agent"))?;
+            agents.push((node.to_owned(), agent));
         }
-        Ok(mesh)
+        Ok(Some(path))
+    }
+
+    /// In-pod mode, once `node`'s zring is up: accepts its connection to the agent, installs
+    /// istio-cni's rules in each of the node's pods the config knows, enrolls them and sends
+    /// `snapshot_sent`; every ack must be a success.
+    fn enroll_pods(&mut self, node: &str) -> Result<(), LabError> {
+        let pods: Vec<(String, Netns)> = self
+            .lab
+            .pods()
+            .iter()
+            .filter(|p| p.node() == node)
+            .map(|p| (p.name().to_owned(), p.netns().clone()))
+            .collect();
+        let enrolled: Vec<_> = pods
+            .into_iter()
+            .filter_map(|(name, ns)| self.enrollment(&name).map(|e| (e, ns)))
+            .collect();
+        let agent = self.agent(node);
+        agent.accept().map_err(cni_error("accept"))?;
+        for ((uid, info), ns) in &enrolled {
+            cni::install_rules(ns, InpodRules { dns: false })?;
+            let ack = agent.add(uid, info, ns).map_err(cni_error("add"))?;
+            ack.map_err(|e| LabError::Topology(format!("add {uid} refused: {e}")))?;
+        }
+        let ack = agent.snapshot_sent().map_err(cni_error("snapshot_sent"))?;
+        ack.map_err(|e| LabError::Topology(format!("snapshot_sent refused: {e}")))
     }
 
     /// Starts (or starts again) the node proxy on `node`, with `env` over the mesh's, and waits
@@ -217,6 +325,7 @@ impl Mesh {
         deny_io_uring: bool,
     ) -> Result<&Process, LabError> {
         let proxy = self.proxy_of(node).clone();
+        let agent = self.agent_path(node)?;
         let mut cmd = Command::new(&proxy.binary);
         cmd.args(&proxy.args)
             .env("NODE_NAME", node)
@@ -242,6 +351,9 @@ impl Mesh {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        if let Some(path) = &agent {
+            cmd.env("INPOD_UDS", path);
+        }
         let ns = self.lab.node(node);
         let p = if deny_io_uring {
             self.lab.spawn_process_without_io_uring(ns, cmd)?
@@ -260,6 +372,9 @@ impl Mesh {
         }
         self.zring.retain(|(n, _)| n != node);
         self.zring.push((node.to_owned(), p));
+        if agent.is_some() {
+            self.enroll_pods(node)?;
+        }
         Ok(&self.zring.last().expect("just pushed").1)
     }
 
@@ -397,6 +512,13 @@ impl Mesh {
     pub fn must_exchange(&self, pod: &str, to: SocketAddr, up: u64, down: u64) -> Report {
         self.exchange(pod, to, up, down)
             .unwrap_or_else(|e| panic!("{pod} → {to}: {e}\n{}", self.logs()))
+    }
+}
+
+fn cni_error(what: &'static str) -> impl FnOnce(CniError) -> LabError {
+    move |e| LabError::Io {
+        context: format!("fake istio-cni agent: {what}"),
+        source: std::io::Error::other(e.to_string()),
     }
 }
 

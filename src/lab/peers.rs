@@ -191,6 +191,31 @@ pub fn ztunnel_dedicated(pod: Dedicated<'_>) -> Result<NodeProxy, PeerError> {
     Ok(proxy)
 }
 
+/// The real ztunnel in in-pod mode (`PROXY_MODE=shared`), as Istio runs it: pods arrive from
+/// the mesh's fake istio-cni agent (`INPOD_UDS`, set by [`Mesh::start_inpod`]'s launch); no
+/// xDS and no CA (local config, its fake CA signing with the test root); one worker. Ready
+/// once its readiness port listens in the node's namespace (its pod listeners are inside the
+/// pods, and the agent's acks say when they are up).
+pub fn ztunnel_inpod() -> Result<NodeProxy, PeerError> {
+    let mut proxy = NodeProxy::other(&ztunnel()?);
+    proxy.args = vec!["proxy".into()];
+    proxy.ready = super::mesh::Ready::Listening(vec![super::mesh::READINESS_PORT]);
+    proxy.env = [
+        ("PROXY_MODE", "shared"),
+        ("XDS_ADDRESS", ""),
+        ("CA_ADDRESS", ""),
+        ("FAKE_CA", "true"),
+        ("PACKET_MARK", "1337"),
+        ("ZTUNNEL_WORKER_THREADS", "1"),
+        ("CLUSTER_ID", "Kubernetes"),
+        ("TRUST_DOMAIN", "cluster.local"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    Ok(proxy)
+}
+
 /// Which node proxy serves a node of a [`mixed_mesh`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side<'a> {

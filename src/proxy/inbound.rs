@@ -3,7 +3,8 @@
 //!
 //! Runs on a core. One task per TCP connection terminates mTLS and serves HTTP/2. The
 //! certificate presented is the destination pod's own, chosen by the connection's original
-//! destination IP (TPROXY keeps it), so no SNI is needed. A TLS handshake that fails (unknown
+//! destination IP (TPROXY keeps it; in a pod the listener is the pod's own, addressed
+//! directly), so no SNI is needed. In a pod only the pod itself is served (see [`Capture`]). A TLS handshake that fails (unknown
 //! CA, foreign trust domain, no client certificate) closes the connection before any HTTP is
 //! spoken, and is counted as a refused HBONE connection (no access-log record).
 //!
@@ -26,7 +27,8 @@ use monoio::net::TcpStream;
 use tracing::{debug, info, warn};
 
 use super::{
-    Answer, ClientAddr, ConnRecord, ConnectTarget, Direction, Error, OrigDst, TcpUpstream,
+    Answer, Capture, ClientAddr, ConnRecord, ConnectTarget, Direction, Error, Listener, OrigDst,
+    TcpUpstream,
 };
 use crate::core::CoreCtx;
 use crate::core::conns::Subject;
@@ -48,17 +50,15 @@ struct Tunnel {
     peer_identity: Identity,
     /// The identity we presented: the destination pod's.
     local_identity: Identity,
+    /// How the connection reached zring: node TPROXY, or the destination pod's own listener.
+    capture: Capture,
 }
 
-pub async fn serve(ctx: Rc<CoreCtx>, tcp: TcpStream, peer: SocketAddr) {
-    let dst = match tcp.local_addr() {
-        Ok(a) => OrigDst(a),
-        Err(e) => {
-            debug!(core = ctx.id, "inbound: {e}");
-            return;
-        }
+pub async fn serve(ctx: Rc<CoreCtx>, capture: Capture, tcp: TcpStream, peer: SocketAddr) {
+    let Some(dst) = capture.orig_dst(&ctx, &tcp, Listener::Inbound) else {
+        return;
     };
-    let local_identity = match local_identity(&ctx, dst) {
+    let local_identity = match local_identity(&ctx, &capture, dst) {
         Ok(id) => id,
         Err(e) => {
             warn!(core = ctx.id, src.addr = %peer, dst.addr = %dst, "HBONE connection refused: {e}");
@@ -111,8 +111,10 @@ pub async fn serve(ctx: Rc<CoreCtx>, tcp: TcpStream, peer: SocketAddr) {
         dst,
         peer_identity,
         local_identity,
+        capture,
     });
-    let served = server::serve(io, peer, ctx.draining.wait(), |request, respond| {
+    let stopping = tunnel.capture.stopping(&ctx);
+    let served = server::serve(io, peer, stopping, |request, respond| {
         monoio::spawn(stream(ctx.clone(), tunnel.clone(), request, respond));
     })
     .await;
@@ -127,9 +129,9 @@ pub async fn serve(ctx: Rc<CoreCtx>, tcp: TcpStream, peer: SocketAddr) {
 }
 
 /// The identity of the local workload at `dst`'s IP: the certificate to present.
-fn local_identity(ctx: &CoreCtx, dst: OrigDst) -> Result<Identity, Error> {
+fn local_identity(ctx: &CoreCtx, capture: &Capture, dst: OrigDst) -> Result<Identity, Error> {
     let snapshot = ctx.shared.snapshot.load();
-    let w = super::local_workload(ctx, &snapshot, dst.0)?;
+    let w = capture.local_workload(ctx, &snapshot, dst.0)?;
     super::workload_identity(&w)
 }
 
@@ -193,7 +195,7 @@ async fn prepare<'c>(
     let registration = {
         let snapshot = ctx.shared.snapshot.load();
         let src_workload = snapshot.workload_by_ip(tunnel.peer.0.ip()).cloned();
-        let workload = super::local_workload(ctx, &snapshot, target);
+        let workload = tunnel.capture.local_workload(ctx, &snapshot, target);
         rec.routed(src_workload, workload.as_ref().ok().cloned(), None);
         let workload = workload?;
         let subject = Subject {
@@ -204,7 +206,14 @@ async fn prepare<'c>(
         };
         super::authorize(ctx, &snapshot, subject, &workload)?
     };
-    let connect = TcpUpstream::connect(ctx, rec, target, SpoofSide::Inbound, Some(registration));
+    let connect = TcpUpstream::connect(
+        ctx,
+        &tunnel.capture,
+        rec,
+        target,
+        SpoofSide::Inbound,
+        Some(registration),
+    );
     // A stream the client resets meanwhile stops the connect (rapid-reset floods).
     server::unless_reset(respond, connect)
         .await

@@ -6,12 +6,13 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use monoio::net::TcpStream;
 use tracing::{debug, info};
 
 use super::route::{self, Action, Route};
-use super::{ClientAddr, ConnRecord, Direction, Error, TcpUpstream};
+use super::{Capture, ClientAddr, ConnRecord, Direction, Error, Listener, TcpUpstream};
 use crate::core::CoreCtx;
 use crate::core::conns::Subject;
 use crate::hbone::HboneError;
@@ -24,14 +25,14 @@ use crate::net::Side;
 use crate::state::Workload;
 use crate::sys::socket::SpoofSide;
 
-pub async fn serve(ctx: Rc<CoreCtx>, downstream: TcpStream, peer: SocketAddr) {
-    let Some(dst) = super::orig_dst(&ctx, &downstream, "outbound") else {
+pub async fn serve(ctx: Rc<CoreCtx>, capture: Capture, downstream: TcpStream, peer: SocketAddr) {
+    let Some(dst) = capture.orig_dst(&ctx, &downstream, Listener::Outbound) else {
         return;
     };
     // Counted from accept, so a drain waits for connections still being set up too.
     let _active = ctx.track();
     let mut rec = ConnRecord::new(&ctx, Direction::Outbound, ClientAddr(peer), dst);
-    let upstream = match prepare(&ctx, &mut rec).await {
+    let upstream = match prepare(&ctx, &capture, &mut rec).await {
         Ok(upstream) => upstream,
         Err(e) => return super::refuse(downstream, &rec, e),
     };
@@ -49,19 +50,43 @@ enum Upstream<'c> {
 }
 
 /// Routes, authorizes (same node only) and connects; the client is not touched.
-async fn prepare<'c>(ctx: &'c CoreCtx, rec: &mut ConnRecord) -> Result<Upstream<'c>, Error> {
-    let cfg = ctx.config();
-    let snapshot = ctx.shared.snapshot.load_full();
+async fn prepare<'c>(
+    ctx: &'c CoreCtx,
+    capture: &Capture,
+    rec: &mut ConnRecord,
+) -> Result<Upstream<'c>, Error> {
+    let mut snapshot = ctx.shared.snapshot.load_full();
     let (src, dst) = (rec.src().0, rec.orig_dst().0);
-    let own = &ctx.shared.own_addrs;
-    let route = route::outbound(
-        &snapshot,
-        &cfg.node_name,
-        &own.load(),
-        src.ip(),
-        dst,
-        ctx.random(),
-    )?;
+    let node = capture.route_node(ctx);
+    // zring's own ports: on the node's addresses in node mode; in a pod, the proxy ports on the
+    // pod's own address (the source of whatever its outbound listener accepts).
+    let own = match capture {
+        Capture::Node => ctx.shared.own_addrs.load_full(),
+        Capture::Pod(_) => Arc::new(route::OwnAddrs::pod([src.ip()])),
+    };
+    let mut route = route::outbound(&snapshot, node, &own, src.ip(), dst, ctx.random());
+    if let Capture::Pod(_) = capture {
+        // In a pod the source is the pod itself, whatever the snapshot maps its IP to; a pod
+        // newer than the snapshot waits (bounded) for its workload.
+        if let Some(source) = capture.source_workload(ctx, &mut snapshot, src).await {
+            let routed = match route {
+                Err(route::Denied::UnknownSource(_)) => route::outbound(
+                    &snapshot,
+                    node,
+                    &own,
+                    source.workload_ips[0],
+                    dst,
+                    ctx.random(),
+                ),
+                other => other,
+            };
+            route = routed.map(|mut r| {
+                r.source = source;
+                r
+            });
+        }
+    }
+    let route = route?;
     rec.routed(
         Some(route.source.clone()),
         route.dst_workload.clone(),
@@ -83,7 +108,7 @@ async fn prepare<'c>(ctx: &'c CoreCtx, rec: &mut ConnRecord) -> Result<Upstream<
             // h2 handshake) is several KiB of state that an idle connection's task would
             // otherwise carry for its whole life (`cargo rustc -- -Zprint-type-sizes` shows
             // each task's size).
-            let tunnel = Box::pin(tunnel(ctx, rec, &route, peer, via, authority)).await?;
+            let tunnel = Box::pin(tunnel(ctx, capture, rec, &route, peer, via, authority)).await?;
             return Ok(Upstream::Hbone(tunnel));
         }
         Action::Passthrough(a) | Action::Direct(a) | Action::DirectLocal(a) => a,
@@ -105,7 +130,8 @@ async fn prepare<'c>(ctx: &'c CoreCtx, rec: &mut ConnRecord) -> Result<Upstream<
             None
         };
     drop(snapshot);
-    let upstream = TcpUpstream::connect(ctx, rec, target, SpoofSide::Outbound, registration);
+    let upstream =
+        TcpUpstream::connect(ctx, capture, rec, target, SpoofSide::Outbound, registration);
     Ok(Upstream::Tcp(upstream.await?))
 }
 
@@ -144,6 +170,7 @@ impl Tunnel {
 /// the service's extra SANs when the destination was reached through its VIP).
 async fn tunnel(
     ctx: &CoreCtx,
+    capture: &Capture,
     rec: &mut ConnRecord,
     route: &Route,
     peer: &Workload,
@@ -170,6 +197,7 @@ async fn tunnel(
         expected: expected.into(),
         dst: via,
         source_ip: Some(src.ip()),
+        pod: capture.pod_uid(),
     };
     let dial = Dial {
         via,
@@ -181,7 +209,8 @@ async fn tunnel(
     // stream is tried on it; then one fresh attempt, which dials if need be.
     let mut retried = false;
     loop {
-        let lease = ctx.pool.checkout(&key, dial, &config).await?;
+        let connect = || capture.connect(ctx, via, src, SpoofSide::Outbound);
+        let lease = ctx.pool.checkout(&key, dial, &config, connect).await?;
         let trace = TraceParent::new(ctx.random(), ctx.random(), ctx.random());
         let request = headers::connect_request(authority, src, &route.source, trace);
         match lease.open(request, cfg.connect_timeout).await {

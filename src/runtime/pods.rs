@@ -11,34 +11,34 @@
 //! drain deadline, when its `kill` fires and cuts them. The pod's `PodCtx` (and with it the
 //! netns descriptor) goes with the last task that holds it.
 //!
-//! The data path seam: a connection accepted in a pod is served by [`serve`] with the pod's
-//! [`CorePod`] (original destination, upstream sockets from the pod's netns). Until the data
-//! path takes it, only outbound passthrough (a destination the snapshot does not know, from a
-//! source workload it does) is proxied; everything else is refused with a reset and a log line
-//! saying the in-pod path is not wired.
+//! A connection accepted in a pod is served by the same data path as node mode
+//! (`proxy::outbound`, `proxy::inbound_passthrough`, `proxy::inbound`), given
+//! [`Capture::Pod`] with the pod's [`CorePod`] (original destination, upstream sockets from the
+//! pod's netns, the pod's workload); this file only counts the pod's connections and cuts them
+//! at the drain deadline after the pod's removal. A removal also forgets the pod's pooled HBONE
+//! connections (`Pool::close_pod`) and sends GOAWAY on its inbound HBONE connections.
 
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 
-use monoio::io::Splitable;
-use monoio::net::{TcpListener, TcpStream};
-use tracing::{debug, error, info, warn};
+use monoio::net::TcpListener;
+use tracing::{debug, error, info};
 
 use crate::core::CoreCtx;
 use crate::inpod::handoff::{CoreAnswer, CoreMail, Inbox};
-use crate::inpod::pod::{CorePod, PodPort, Upstreams, original_dst};
+use crate::inpod::pod::{CorePod, PodPort, Upstreams};
 use crate::latch::Latch;
-use crate::net::copy::{self, Transferred};
+use crate::proxy::{self, Capture};
 
 /// One pod served by this core.
 #[derive(Debug)]
 struct Served {
-    pod: CorePod,
-    /// Fired on removal: accept loops end and drop their listeners.
-    stop: Latch<()>,
+    /// The pod; its `removed` latch fires on removal: accept loops end and drop their
+    /// listeners, inbound HBONE connections get GOAWAY.
+    pod: Rc<CorePod>,
     /// Fired at the drain deadline after removal: connections still open are cut.
     kill: Latch<()>,
     /// Accept loops still running; `closed` fires when it reaches 0 after `stop`.
@@ -81,8 +81,7 @@ pub(super) async fn run(ctx: Rc<CoreCtx>, inbox: Inbox) {
                     }
                     let uid = pod.uid.clone();
                     let served = Rc::new(Served {
-                        pod: CorePod::new(pod, upstreams.clone()),
-                        stop: Latch::default(),
+                        pod: Rc::new(CorePod::new(pod, upstreams.clone())),
                         kill: Latch::default(),
                         loops: Cell::new(0),
                         closed: Latch::default(),
@@ -93,7 +92,7 @@ pub(super) async fn run(ctx: Rc<CoreCtx>, inbox: Inbox) {
                     if result.is_ok() {
                         pods.insert(uid, served);
                     } else {
-                        served.stop.fire(());
+                        served.pod.removed().fire(());
                     }
                     let _ = done.send(CoreAnswer {
                         core: ctx.id,
@@ -142,9 +141,13 @@ fn remove(
     served: Rc<Served>,
     done: Option<crossbeam_channel::Sender<CoreAnswer>>,
 ) {
-    served.stop.fire(());
+    served.pod.removed().fire(());
     if served.conns.get() == 0 {
         served.emptied.fire(());
+    }
+    let pooled = ctx.pool.close_pod(&served.pod.ctx.uid);
+    if pooled > 0 {
+        debug!(core = ctx.id, uid = %served.pod.ctx.uid, pooled, "removed pod: its HBONE connections close");
     }
     let (ctx, deadline) = (ctx.clone(), ctx.config().drain_deadline);
     monoio::spawn(async move {
@@ -180,13 +183,28 @@ async fn accept_loop(ctx: Rc<CoreCtx>, served: Rc<Served>, listener: TcpListener
     loop {
         let accepted = monoio::select! {
             r = listener.accept() => r,
-            () = served.stop.wait() => break,
+            () = served.pod.removed().wait() => break,
             () = ctx.draining.wait() => break,
         };
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                monoio::spawn(connection(ctx.clone(), served.clone(), stream, peer, port));
+                let (c, pod) = (ctx.clone(), Capture::Pod(served.pod.clone()));
+                // One spawn per listener: each task is only as large as its own path's future.
+                match port {
+                    PodPort::Outbound => monoio::spawn(connection(
+                        served.clone(),
+                        proxy::outbound::serve(c, pod, stream, peer),
+                    )),
+                    PodPort::InboundPlaintext => monoio::spawn(connection(
+                        served.clone(),
+                        proxy::inbound_passthrough::serve(c, pod, stream, peer),
+                    )),
+                    PodPort::Inbound => monoio::spawn(connection(
+                        served.clone(),
+                        proxy::inbound::serve(c, pod, stream, peer),
+                    )),
+                };
             }
             Err(e) => {
                 error!(core = ctx.id, uid = %served.pod.ctx.uid, listener = port.name(), "accept failed: {e}");
@@ -207,93 +225,20 @@ struct PodConn<'a>(&'a Served);
 impl Drop for PodConn<'_> {
     fn drop(&mut self) {
         self.0.conns.set(self.0.conns.get() - 1);
-        if self.0.conns.get() == 0 && self.0.stop.is_fired() {
+        if self.0.conns.get() == 0 && self.0.pod.removed().is_fired() {
             self.0.emptied.fire(());
         }
     }
 }
 
-async fn connection(
-    ctx: Rc<CoreCtx>,
-    served: Rc<Served>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    port: PodPort,
-) {
-    let _active = ctx.track();
+/// Runs one connection of the pod (`serve`, the data path) counted in the pod's connections,
+/// until it ends or the pod's `kill` fires (the drain deadline after its removal): dropping the
+/// data path's future closes both sockets and writes its access-log record.
+async fn connection(served: Rc<Served>, serve: impl Future<Output = ()>) {
     served.conns.set(served.conns.get() + 1);
     let _conn = PodConn(&served);
     monoio::select! {
-        () = serve(&ctx, &served.pod, stream, peer, port) => {}
+        () = serve => {}
         () = served.kill.wait() => {}
     }
-}
-
-/// The data path seam: serves one connection accepted inside a pod.
-async fn serve(ctx: &CoreCtx, pod: &CorePod, stream: TcpStream, peer: SocketAddr, port: PodPort) {
-    let uid = &pod.ctx.uid;
-    let dst = match port {
-        PodPort::Outbound => match original_dst(&stream) {
-            Ok(dst) => SocketAddr::V4(dst),
-            Err(e) => {
-                warn!(%uid, src = %peer, "in-pod outbound without an original destination: {e}");
-                crate::net::reset(stream);
-                return;
-            }
-        },
-        PodPort::InboundPlaintext | PodPort::Inbound => {
-            warn!(%uid, src = %peer, listener = port.name(), "in-pod inbound is not wired to the data path yet: refused");
-            crate::net::reset(stream);
-            return;
-        }
-    };
-    let snapshot = ctx.shared.snapshot.load_full();
-    let route = crate::proxy::route::outbound(
-        &snapshot,
-        &ctx.config().node_name,
-        // The pod's own address: the source of what its outbound listener accepts.
-        &crate::proxy::route::OwnAddrs::pod([peer.ip()]),
-        peer.ip(),
-        dst,
-        ctx.random(),
-    );
-    drop(snapshot);
-    match route.map(|r| r.action) {
-        Ok(crate::proxy::route::Action::Passthrough(_)) => {}
-        Ok(action) => {
-            warn!(%uid, src = %peer, %dst, ?action, "in-pod outbound to a mesh destination is not wired to the data path yet: refused");
-            crate::net::reset(stream);
-            return;
-        }
-        Err(denied) => {
-            info!(%uid, src = %peer, %dst, "in-pod outbound refused: {denied}");
-            crate::net::reset(stream);
-            return;
-        }
-    }
-    let upstream = match pod.connect(dst, ctx.config().connect_timeout).await {
-        Ok(s) => s,
-        Err(e) => {
-            info!(%uid, src = %peer, %dst, "in-pod passthrough failed: {e}");
-            crate::net::reset(stream);
-            return;
-        }
-    };
-    let counts = Transferred::default();
-    let result = copy::bidirectional(
-        stream.into_split(),
-        upstream.into_split(),
-        &ctx.buffers,
-        &counts,
-    )
-    .await;
-    info!(
-        %uid,
-        src = %peer,
-        %dst,
-        sent = counts.sent.get(),
-        received = counts.received.get(),
-        error = result.err().map(|e| e.to_string()),
-        "in-pod passthrough complete"
-    );
 }
