@@ -35,7 +35,7 @@ use crate::admin::{self, Listeners};
 use crate::config::ProxyMode;
 use crate::core::Shared;
 use crate::identity::CertManager;
-use crate::proxy::route::OwnAddrs;
+use crate::net::own::OwnAddrs;
 use crate::state::Snapshot;
 use crate::xds::client::{AdsClient, InitialSync};
 use crate::xds::local::LocalSource;

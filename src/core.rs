@@ -58,7 +58,7 @@ pub struct Shared {
     pub metrics: Arc<Registry>,
     /// Where a captured connection would reach zring itself (node mode: this node's addresses,
     /// kept current by the control thread); the outbound route refuses those.
-    pub own_addrs: ArcSwap<crate::proxy::route::OwnAddrs>,
+    pub own_addrs: ArcSwap<crate::net::own::OwnAddrs>,
 }
 
 /// One core's context. Lives in an `Rc` on its own thread.

@@ -9,6 +9,7 @@
 
 pub mod buffers;
 pub mod copy;
+pub mod own;
 
 use std::future::Future;
 use std::io;

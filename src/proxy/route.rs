@@ -18,7 +18,6 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use crate::config::OWN_PORTS;
 use crate::state::{Destination, Endpoint, GatewayAddress, Protocol, Service, Snapshot, Workload};
 
 /// Port of the HBONE listener on every node.
@@ -77,68 +76,14 @@ pub struct Route {
     pub action: Action,
 }
 
-/// The ports zring listens on inside an enrolled pod's netns (in-pod mode).
-pub const POD_PORTS: [u16; 3] = [15001, 15006, 15008];
+pub use crate::net::own::{OwnAddrs, POD_PORTS};
 
-/// Where a captured connection would reach zring itself: its ports on loopback, on the
-/// unspecified address (which connects to the host itself) and on the addresses given.
-/// Node mode: [`OwnAddrs::node`] with this node's addresses (the control thread keeps them
-/// current); in-pod mode: [`OwnAddrs::pod`] with the pod's addresses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OwnAddrs {
-    ips: Vec<IpAddr>,
-    ports: &'static [u16],
-}
-
-impl OwnAddrs {
-    /// Node mode: zring's six ports ([`OWN_PORTS`]) on loopback and on `ips`, the node's own
-    /// addresses.
-    pub fn node(ips: impl IntoIterator<Item = IpAddr>) -> OwnAddrs {
-        OwnAddrs::new(ips, &OWN_PORTS)
+/// `Err` when `addr` is zring itself.
+fn not_own(own: &OwnAddrs, addr: SocketAddr) -> Result<(), Denied> {
+    if own.contains(addr) {
+        return Err(Denied::OwnPort(addr));
     }
-
-    /// In-pod mode: the proxy ports zring opens inside the pod ([`POD_PORTS`]) on loopback and
-    /// on `ips`, the pod's own addresses.
-    pub fn pod(ips: impl IntoIterator<Item = IpAddr>) -> OwnAddrs {
-        OwnAddrs::new(ips, &POD_PORTS)
-    }
-
-    fn new(ips: impl IntoIterator<Item = IpAddr>, ports: &'static [u16]) -> OwnAddrs {
-        let mut ips: Vec<IpAddr> = ips.into_iter().map(|ip| ip.to_canonical()).collect();
-        ips.sort_unstable();
-        ips.dedup();
-        OwnAddrs { ips, ports }
-    }
-
-    /// The addresses given (loopback and unspecified are implied).
-    pub fn ips(&self) -> &[IpAddr] {
-        &self.ips
-    }
-
-    /// Whether a connection to `addr` would reach zring itself.
-    pub fn contains(&self, addr: SocketAddr) -> bool {
-        if !self.ports.contains(&addr.port()) {
-            return false;
-        }
-        let ip = addr.ip().to_canonical();
-        ip.is_loopback() || ip.is_unspecified() || self.ips.binary_search(&ip).is_ok()
-    }
-
-    /// `Err` when `addr` is zring itself.
-    fn check(&self, addr: SocketAddr) -> Result<(), Denied> {
-        if self.contains(addr) {
-            return Err(Denied::OwnPort(addr));
-        }
-        Ok(())
-    }
-}
-
-/// Loopback only, with zring's six ports: what node mode refuses before it knows the node's
-/// addresses.
-impl Default for OwnAddrs {
-    fn default() -> OwnAddrs {
-        OwnAddrs::node([])
-    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -166,13 +111,15 @@ pub fn outbound(
     dst: SocketAddr,
     random: u64,
 ) -> Result<Route, Denied> {
-    own.check(dst)?;
+    not_own(own, dst)?;
     let route = resolve(snapshot, node, src, dst, random)?;
     match &route.action {
-        Action::Passthrough(to) | Action::Direct(to) | Action::DirectLocal(to) => own.check(*to)?,
+        Action::Passthrough(to) | Action::Direct(to) | Action::DirectLocal(to) => {
+            not_own(own, *to)?
+        }
         Action::Hbone { via, authority, .. } => {
-            own.check(*via)?;
-            own.check(*authority)?;
+            not_own(own, *via)?;
+            not_own(own, *authority)?;
         }
     }
     Ok(route)

@@ -1,6 +1,7 @@
 //! Table tests for the outbound routing decision, on snapshots parsed from local YAML.
 
 use super::*;
+use crate::config::OWN_PORTS;
 use crate::xds::local;
 
 const NODE_A: &str = "a";
