@@ -7,7 +7,8 @@
 //! mutual TLS and both identities; same-node pod to pod (through the destination pod's own
 //! 15008, so its policies apply with the source's proven identity); passthrough to an address
 //! outside the mesh; an authorization DENY enforced inside the destination pod; and a pod
-//! deleted under an open connection: the connection ends within the drain deadline and zring's
+//! deleted under an open connection: the connection ends within the drain deadline, recorded
+//! `POD_REMOVED` (not as a clean completion), and zring's
 //! descriptors drop below the baseline (the pod's listeners, netns and pooled HBONE
 //! connections all gone).
 //!
@@ -270,6 +271,22 @@ fn pod_deleted_under_an_open_connection() {
     );
     m.eventually_logged("a", "removed pod: closing connections still open", 1)
         .unwrap();
+    // Recorded as cut by the pod's removal, not as a clean completion.
+    let line = logged_line(
+        &m,
+        "a",
+        &[
+            &format!("dst.addr={APPB}:80"),
+            r#"response_flags="POD_REMOVED""#,
+            "pod removed, connection still open at the drain deadline",
+        ],
+    );
+    assert!(line.contains(r#"src.workload="appa""#), "{line}");
+    let cut = m.scrape("a").sum(
+        "istio_tcp_connections_closed_total",
+        &[("response_flags", "POD_REMOVED")],
+    );
+    assert_eq!(cut, 1.0, "{}", m.logs());
     // Six listeners, the netns and the pooled HBONE connection went with the pod.
     m.eventually("descriptors below the baseline", || {
         open_fds(&m, "a") + 6 <= baseline
