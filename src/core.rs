@@ -12,6 +12,7 @@ pub mod conns;
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
@@ -27,6 +28,10 @@ use crate::rng::Rng;
 use crate::state::Snapshot;
 
 pub use conns::ConnTable;
+
+/// How often a task waiting for something the snapshot does not hold yet
+/// ([`CoreCtx::wait_in_snapshot`]) looks at the published pointer again.
+pub const SNAPSHOT_POLL: Duration = Duration::from_millis(10);
 
 /// The monoio driver a core runs, resolved once at start-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +145,40 @@ impl CoreCtx {
             .drain
             .active(self.id)
             .store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Waits, up to `bound`, until `find` finds what it looks for in the published snapshot;
+    /// `snapshot` is the one the caller holds, replaced by each newer one looked at.
+    ///
+    /// Why a poll: a workload the control thread has not published yet (a pod newer than the
+    /// snapshot) arrives within milliseconds to seconds, and the wait must not cost anything
+    /// when nobody waits. Each waiter sleeps [`SNAPSHOT_POLL`] on the core's timer and compares
+    /// the published pointer with its own (no reference count taken); `find` runs again only
+    /// on a new snapshot. Nothing runs on the core for this while no connection waits.
+    pub async fn wait_in_snapshot<T>(
+        &self,
+        snapshot: &mut Arc<Snapshot>,
+        bound: Duration,
+        mut find: impl FnMut(&Snapshot) -> Option<T>,
+    ) -> Option<T> {
+        if let Some(found) = find(snapshot) {
+            return Some(found);
+        }
+        let deadline = Instant::now() + bound;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            monoio::time::sleep(left.min(SNAPSHOT_POLL)).await;
+            if std::ptr::eq(&**self.shared.snapshot.load(), &**snapshot) {
+                continue;
+            }
+            *snapshot = self.shared.snapshot.load_full();
+            if let Some(found) = find(snapshot) {
+                return Some(found);
+            }
+        }
     }
 
     /// A pseudo-random number for load balancing (not for anything security related).

@@ -40,7 +40,9 @@ use crossbeam_channel::{Receiver, Sender};
 pub use capture::CaptureSetMetrics;
 pub use labels::{Conn, LabelSet, LabelsRef, Reporter, SecurityPolicy};
 pub use latency::{Kind as LatencyKind, Latency};
-pub use shard::{CoreGauges, Flow, Meter, Refusal, Series, Shard, TrafficCell, flush_loop};
+pub use shard::{
+    CoreGauges, Flow, Meter, Refusal, Series, Shard, TrafficCell, WorkloadWait, flush_loop,
+};
 pub use xds::{Termination, XdsMetrics};
 
 use shard::{LatencyBatch, NewSeries};
@@ -145,6 +147,7 @@ impl Registry {
             driver,
             connections: Default::default(),
             refused: Default::default(),
+            workload_waits: Default::default(),
         });
         self.lock().cores.push(gauges.clone());
         Shard::new(gauges, self.series_tx.clone(), self.latency_tx.clone())
@@ -383,6 +386,24 @@ impl Registry {
             e.sample(
                 "zring_hbone_connections_refused_total",
                 [("reason", why.as_str())],
+                n,
+            );
+        }
+        e.family(
+            "zring_workload_waits_total",
+            Type::Counter,
+            "Connections that waited for a workload the configuration did not have yet (outbound: \
+             its source; inbound: its destination), by whether it arrived within the bound",
+        );
+        // Only the combinations that happened: most nodes never wait.
+        for wait in WorkloadWait::ALL {
+            let n: u64 = cores.iter().map(|c| c.workload_waits(wait)).sum();
+            if n == 0 {
+                continue;
+            }
+            e.sample(
+                "zring_workload_waits_total",
+                [("direction", wait.direction()), ("result", wait.result())],
                 n,
             );
         }

@@ -49,7 +49,7 @@ use crate::state::{Snapshot, Workload};
 use crate::sys::socket::{self, SpoofSide};
 
 pub use capture::{Capture, Listener};
-pub use error::{Answer, Error, Report};
+pub use error::{Answer, Error, Report, Role};
 pub use record::ConnRecord;
 
 /// The address of the peer that opened a connection to zring (a pod, or another node).

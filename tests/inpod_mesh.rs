@@ -7,9 +7,16 @@
 //! mutual TLS and both identities; same-node pod to pod (through the destination pod's own
 //! 15008, so its policies apply with the source's proven identity); passthrough to an address
 //! outside the mesh; an authorization DENY enforced inside the destination pod; and a pod
-//! deleted under an open connection: the connection ends within the drain deadline and zring's
+//! deleted under an open connection: the connection ends within the drain deadline, recorded
+//! `POD_REMOVED` (not as a clean completion), and zring's
 //! descriptors drop below the baseline (the pod's listeners, netns and pooled HBONE
 //! connections all gone).
+//!
+//! Beside kube-proxy (both its iptables and nftables modes, on both nodes): appa's connection
+//! to the service VIP is taken in appa's own netns before the node's DNAT could see it, so it
+//! reaches zring as the VIP (the access log and metrics name the service) and goes over HBONE
+//! to appb, and kube-proxy's DNAT counts nothing for it; a pod outside the mesh gets the DNAT,
+//! which proves the rules live.
 //!
 //! Runs as root under `cargo test`. Waits are conditions with deadlines, never sleeps.
 
@@ -18,6 +25,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use zring::lab::kubeproxy::{Mode, Service};
 use zring::lab::{Lab, Mesh};
 
 const ZRING: &str = env!("CARGO_BIN_EXE_zring");
@@ -26,6 +34,8 @@ const APPA2: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 9);
 const APPB: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 4);
 /// On node b, outside the mesh: not in the config, never enrolled.
 const APPC: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 9);
+/// On node a, outside the mesh (added by the kube-proxy tests only).
+const PLAIN: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 20);
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 101, 203);
 const SPIFFE_APPA: &str = "spiffe://cluster.local/ns/default/sa/appa";
 const SPIFFE_APPB: &str = "spiffe://cluster.local/ns/default/sa/appb";
@@ -84,9 +94,15 @@ policies: {policies}
 }
 
 fn mesh(policies: &str) -> Mesh {
+    mesh_with(policies, |_| {})
+}
+
+/// [`mesh`], with `more` adding to the lab first.
+fn mesh_with(policies: &str, more: impl FnOnce(&mut Lab)) -> Mesh {
     let mut lab = Lab::seed().expect("lab (needs root, ip, nft)");
     lab.add_pod("a", "appa2", APPA2).unwrap();
     lab.add_pod("b", "appc", APPC).unwrap();
+    more(&mut lab);
     Mesh::start_inpod(
         lab,
         Path::new(ZRING),
@@ -270,6 +286,22 @@ fn pod_deleted_under_an_open_connection() {
     );
     m.eventually_logged("a", "removed pod: closing connections still open", 1)
         .unwrap();
+    // Recorded as cut by the pod's removal, not as a clean completion.
+    let line = logged_line(
+        &m,
+        "a",
+        &[
+            &format!("dst.addr={APPB}:80"),
+            r#"response_flags="POD_REMOVED""#,
+            "pod removed, connection still open at the drain deadline",
+        ],
+    );
+    assert!(line.contains(r#"src.workload="appa""#), "{line}");
+    let cut = m.scrape("a").sum(
+        "istio_tcp_connections_closed_total",
+        &[("response_flags", "POD_REMOVED")],
+    );
+    assert_eq!(cut, 1.0, "{}", m.logs());
     // Six listeners, the netns and the pooled HBONE connection went with the pod.
     m.eventually("descriptors below the baseline", || {
         open_fds(&m, "a") + 6 <= baseline
@@ -278,4 +310,86 @@ fn pod_deleted_under_an_open_connection() {
     // appa2 on the same node still works.
     m.serve("appb", 81, 1).unwrap();
     m.must_exchange("appa2", (APPB, 81).into(), 1024, 1024);
+}
+
+/// In-pod capture runs before kube-proxy: appa's pod REDIRECTs its connection to the VIP to
+/// zring inside the pod, which routes the VIP itself (service, endpoint, HBONE) and dials appb's
+/// pod IP, so kube-proxy's DNAT never matches. A pod outside the mesh still gets the DNAT.
+fn vip_through_kube_proxy(mode: Mode) {
+    let m = mesh_with("[]", |lab| {
+        lab.add_pod("a", "plain", PLAIN).unwrap();
+    });
+    let services = [Service {
+        namespace: "default".into(),
+        name: "appb".into(),
+        vip: VIP,
+        port: 8000,
+        endpoints: vec![std::net::SocketAddrV4::new(APPB, 80)],
+    }];
+    for node in ["a", "b"] {
+        m.lab.kube_proxy(m.lab.node(node), mode, &services).unwrap();
+    }
+    m.serve("appb", 80, 2).unwrap();
+    let r = m.must_exchange("appa", (VIP, 8000).into(), 64 * KIB, 64 * KIB);
+    assert_eq!((r.uploaded, r.downloaded), (64 * KIB, 64 * KIB));
+    assert_eq!(r.peer_seen_by_server.ip(), IpAddr::from(APPA));
+    let line = logged_line(
+        &m,
+        "a",
+        &[
+            "dst.addr=10.96.101.203:8000",
+            r#"dst.hbone_addr="10.244.2.4:15008""#,
+            r#"direction="outbound""#,
+        ],
+    );
+    assert!(
+        line.contains("appb.default.svc.cluster.local")
+            && line.contains(r#"dst.workload="appb""#)
+            && line.contains(r#"response_flags="-""#),
+        "{line}"
+    );
+    m.eventually_logged("b", "got CONNECT request to 10.244.2.4:80", 1)
+        .unwrap();
+    for node in ["a", "b"] {
+        assert_eq!(
+            m.lab
+                .kube_proxy_dnat_packets(m.lab.node(node), mode)
+                .unwrap(),
+            0,
+            "kube-proxy on node {node} rewrote a connection in-pod capture took"
+        );
+    }
+    let service = [
+        ("reporter", "source"),
+        ("destination_service", "appb.default.svc.cluster.local"),
+        ("connection_security_policy", "mutual_tls"),
+    ];
+    m.eventually("node a's metrics to name the service", || {
+        m.scrape("a")
+            .sum("istio_tcp_connections_opened_total", &service)
+            >= 1.0
+    })
+    .unwrap();
+
+    // `plain` is not enrolled: kube-proxy's DNAT takes it to appb, whose own netns captures it
+    // (inbound plaintext).
+    let r = m.must_exchange("plain", (VIP, 8000).into(), KIB, KIB);
+    assert_eq!(r.peer_seen_by_server.ip(), IpAddr::from(PLAIN));
+    assert!(
+        m.lab
+            .kube_proxy_dnat_packets(m.lab.node("a"), mode)
+            .unwrap()
+            > 0
+    );
+    m.eventually_logged("b", "10.244.1.20", 1).unwrap();
+}
+
+#[test]
+fn vip_through_kube_proxy_iptables_mode() {
+    vip_through_kube_proxy(Mode::Iptables);
+}
+
+#[test]
+fn vip_through_kube_proxy_nftables_mode() {
+    vip_through_kube_proxy(Mode::Nftables);
 }

@@ -411,8 +411,8 @@ fn bytes_count_while_the_connection_is_open() {
 }
 
 /// Failures count as closed and failed under their response flag, opened under `-`: a source
-/// no workload owns is refused by node a (DENY); a closed port on appb gets 503 from node b,
-/// so both nodes report CONNECT.
+/// no workload owns is refused by node a after the workload wait (NO_WORKLOAD); a closed port
+/// on appb gets 503 from node b, so both nodes report CONNECT.
 #[test]
 fn failures_carry_their_response_flags() {
     let m = mesh("uring");
@@ -420,7 +420,8 @@ fn failures_carry_their_response_flags() {
     assert!(refused.is_err(), "{refused:?}");
     let unreachable = m.exchange("appa", (APPB, 81).into(), 10, 10);
     assert!(unreachable.is_err(), "{unreachable:?}");
-    let deny = labels(&[("reporter", "source"), ("response_flags", "DENY")]);
+    // An unknown source is waited for (bounded), then refused as NO_WORKLOAD.
+    let deny = labels(&[("reporter", "source"), ("response_flags", "NO_WORKLOAD")]);
     let connect = labels(&[("response_flags", "CONNECT")]);
     eventually("node a counts both failures", || {
         let a = scrape(&m, "a");

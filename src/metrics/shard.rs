@@ -120,6 +120,50 @@ pub struct CoreGauges {
     pub connections: AtomicU64,
     /// HBONE connections (15008) this core refused before any stream, by [`Refusal`].
     pub refused: [AtomicU64; Refusal::ALL.len()],
+    /// Connections that waited for a workload the snapshot did not have yet, by
+    /// [`WorkloadWait`].
+    pub workload_waits: [AtomicU64; WorkloadWait::ALL.len()],
+}
+
+/// A connection that waited (bounded) for a workload newer than the snapshot: its source
+/// (outbound) or its destination (inbound), and whether it arrived in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkloadWait {
+    pub inbound: bool,
+    pub found: bool,
+}
+
+impl WorkloadWait {
+    pub const ALL: [WorkloadWait; 4] = [
+        WorkloadWait {
+            inbound: false,
+            found: true,
+        },
+        WorkloadWait {
+            inbound: false,
+            found: false,
+        },
+        WorkloadWait {
+            inbound: true,
+            found: true,
+        },
+        WorkloadWait {
+            inbound: true,
+            found: false,
+        },
+    ];
+
+    pub fn direction(self) -> &'static str {
+        if self.inbound { "inbound" } else { "outbound" }
+    }
+
+    pub fn result(self) -> &'static str {
+        if self.found { "found" } else { "timeout" }
+    }
+
+    fn index(self) -> usize {
+        usize::from(self.inbound) * 2 + usize::from(!self.found)
+    }
 }
 
 /// Why an HBONE connection was refused before it carried a stream (no access-log record
@@ -167,6 +211,10 @@ impl Refusal {
 impl CoreGauges {
     pub fn refused(&self, why: Refusal) -> u64 {
         self.refused[why.index()].load(Ordering::Relaxed)
+    }
+
+    pub fn workload_waits(&self, wait: WorkloadWait) -> u64 {
+        self.workload_waits[wait.index()].load(Ordering::Relaxed)
     }
 }
 
@@ -242,6 +290,11 @@ impl Shard {
     /// Counts an HBONE connection refused before any stream.
     pub fn hbone_refused(&self, why: Refusal) {
         bump(&self.gauges.refused[why.index()], 1);
+    }
+
+    /// Counts a connection that waited for a workload newer than the snapshot.
+    pub fn workload_waited(&self, wait: WorkloadWait) {
+        bump(&self.gauges.workload_waits[wait.index()], 1);
     }
 
     pub fn connection_ended(&self) {

@@ -13,14 +13,16 @@
 //!   HBONE's TCP connections to a peer's 15008 included, are made inside the pod's netns by
 //!   the `zring-podns` thread, marked so the pod's rules let them out (outbound from the pod's
 //!   own IP, no spoofing; inbound from the client's IP, transparent, so the pod sees the real
-//!   client); the source workload is the pod's own, found by uid (or name and namespace)
-//!   and waited for, bounded, when the pod is newer than the snapshot; the only local
-//!   destination is the pod itself.
+//!   client); the source workload is the pod's own, found by uid (or name and namespace);
+//!   the only local destination is the pod itself.
+//!
+//! In both, a source or destination workload the snapshot does not have yet is waited for,
+//! bounded ([`WORKLOAD_WAIT`], ztunnel's 5 s), then refused with [`Error::NoWorkload`].
 //!
 //! Runs on a core; a `Capture` is cloned into each connection's task (an `Rc`).
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,9 +30,10 @@ use std::time::{Duration, Instant};
 use monoio::net::TcpStream;
 use tracing::{debug, info};
 
-use super::{Error, OrigDst};
+use super::{Error, OrigDst, Role};
 use crate::core::CoreCtx;
 use crate::inpod::pod::CorePod;
+use crate::metrics::WorkloadWait;
 use crate::net;
 use crate::state::{Snapshot, Workload};
 use crate::sys::socket::SpoofSide;
@@ -62,8 +65,10 @@ impl Listener {
     }
 }
 
-/// How often a connection from a pod newer than the snapshot looks for its workload again.
-const WORKLOAD_POLL: Duration = Duration::from_millis(10);
+/// How long a connection waits for a workload the snapshot does not have yet: ztunnel's bound
+/// for its own pod's workload (5 s), here for the source (15001) and the destination (15006,
+/// 15008) in both capture modes.
+pub const WORKLOAD_WAIT: Duration = Duration::from_secs(5);
 
 impl Capture {
     /// The original destination of an accepted socket, or `None`, logged, when the socket
@@ -122,52 +127,46 @@ impl Capture {
         }
     }
 
-    /// The workload a connection from `src` comes from (15001). In a pod: the pod's own,
-    /// waited for up to the connect timeout when the snapshot does not have it yet.
+    /// The workload a connection from `src` comes from (15001): node mode, the workload at
+    /// `src`'s IP; in a pod, the pod's own. Waited for (see [`Capture::wait_workload`]) when
+    /// the snapshot does not have it yet.
     pub async fn source_workload(
         &self,
         ctx: &CoreCtx,
         snapshot: &mut Arc<Snapshot>,
         src: SocketAddr,
-    ) -> Option<Arc<Workload>> {
-        let pod = match self {
-            Capture::Node => return snapshot.workload_by_ip(src.ip()).cloned(),
-            Capture::Pod(pod) => pod,
-        };
-        if let Some(w) = pod.workload(snapshot) {
-            return Some(w);
-        }
-        let start = Instant::now();
-        while start.elapsed() < ctx.config().connect_timeout {
-            monoio::time::sleep(WORKLOAD_POLL).await;
-            *snapshot = ctx.shared.snapshot.load_full();
-            if let Some(w) = pod.workload(snapshot) {
-                info!(core = ctx.id, uid = %pod.ctx.uid, waited = ?start.elapsed(), "pod's workload arrived");
-                return Some(w);
+    ) -> Result<Arc<Workload>, Error> {
+        match self {
+            Capture::Node => {
+                let find = |s: &Snapshot| s.workload_by_ip(src.ip()).cloned();
+                wait_workload(ctx, snapshot, Role::Source, src.ip(), find).await
+            }
+            Capture::Pod(pod) => {
+                let find = |s: &Snapshot| pod.workload(s);
+                wait_workload(ctx, snapshot, Role::Source, src.ip(), find).await
             }
         }
-        None
     }
 
     /// The workload at `dst`, which this capture must serve (15006, 15008): node mode, a
-    /// workload of this node; in a pod, the pod itself.
-    pub fn local_workload(
+    /// workload of this node; in a pod, the pod itself. Waited for when the snapshot has no
+    /// workload at `dst` yet; one that is there but not served here is refused at once.
+    pub async fn local_workload(
         &self,
         ctx: &CoreCtx,
-        snapshot: &Snapshot,
+        snapshot: &mut Arc<Snapshot>,
         dst: SocketAddr,
     ) -> Result<Arc<Workload>, Error> {
-        let w = snapshot
-            .workload_by_ip(dst.ip())
-            .ok_or(Error::UnknownDestination(dst.ip()))?;
+        let find = |s: &Snapshot| s.workload_by_ip(dst.ip()).cloned();
+        let w = wait_workload(ctx, snapshot, Role::Destination, dst.ip(), find).await?;
         let served = match self {
             Capture::Node => *w.node == *ctx.config().node_name,
-            Capture::Pod(pod) => pod.is_workload(w),
+            Capture::Pod(pod) => pod.is_workload(&w),
         };
         if !served {
             return Err(Error::NotLocal(dst.ip()));
         }
-        Ok(w.clone())
+        Ok(w)
     }
 
     /// Resolves when this capture's listeners stop taking work: the core drains, or (in a pod)
@@ -188,5 +187,45 @@ impl Capture {
             Capture::Node => None,
             Capture::Pod(pod) => Some(pod.uid().clone()),
         }
+    }
+}
+
+/// `find`'s workload in `snapshot`, or, when it is not there, waited for up to
+/// [`WORKLOAD_WAIT`] (`CoreCtx::wait_in_snapshot`: nothing runs while nobody waits), then
+/// [`Error::NoWorkload`]. Ztunnel waits the same way for its pod's own workload: a pod's first
+/// connections may come before the control plane has told every node about it (a node's
+/// capture, the agent's add, or the peer's HBONE can each be ahead of this node's snapshot).
+/// A wait is counted (`zring_workload_waits_total`) and logged; a hit is not.
+async fn wait_workload(
+    ctx: &CoreCtx,
+    snapshot: &mut Arc<Snapshot>,
+    role: Role,
+    ip: IpAddr,
+    mut find: impl FnMut(&Snapshot) -> Option<Arc<Workload>>,
+) -> Result<Arc<Workload>, Error> {
+    if let Some(w) = find(snapshot) {
+        return Ok(w);
+    }
+    info!(
+        core = ctx.id,
+        "waiting for {role} workload {ip}, not in the configuration yet"
+    );
+    let start = Instant::now();
+    let found = ctx.wait_in_snapshot(snapshot, WORKLOAD_WAIT, find).await;
+    let waited = start.elapsed();
+    ctx.metrics.workload_waited(WorkloadWait {
+        inbound: role == Role::Destination,
+        found: found.is_some(),
+    });
+    match found {
+        Some(w) => {
+            info!(
+                core = ctx.id,
+                ?waited,
+                "{role} workload {ip} arrived while a connection waited"
+            );
+            Ok(w)
+        }
+        None => Err(Error::NoWorkload { role, ip, waited }),
     }
 }

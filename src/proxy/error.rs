@@ -9,6 +9,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::StatusCode;
 
@@ -24,8 +25,15 @@ use crate::rbac::Decision;
 pub enum Error {
     #[error("refused: {0}")]
     Denied(#[from] route::Denied),
-    #[error("unknown destination workload {0}")]
-    UnknownDestination(IpAddr),
+    /// The workload a connection comes from (outbound) or goes to (inbound) was not in the
+    /// snapshot, nor arrived while the connection waited for it (a pod newer than the
+    /// configuration waits, bounded like ztunnel).
+    #[error("unknown {role} workload {ip}: not in the configuration after waiting {waited:?}")]
+    NoWorkload {
+        role: Role,
+        ip: IpAddr,
+        waited: Duration,
+    },
     #[error("destination workload {0} is not on this node")]
     NotLocal(IpAddr),
     #[error(transparent)]
@@ -40,6 +48,26 @@ pub enum Error {
     Unauthorized(Decision),
     #[error("closed on policy change: {0}")]
     Revoked(Decision),
+    /// In-pod mode: the pod was removed and the connection was still open at the drain
+    /// deadline, so it was cut.
+    #[error("closed: pod removed, connection still open at the drain deadline")]
+    PodRemoved,
+}
+
+/// Which end of a connection a workload lookup was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Source,
+    Destination,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Source => "source",
+            Role::Destination => "destination",
+        })
+    }
 }
 
 /// What the client of a failed connection is told.
@@ -66,6 +94,10 @@ pub struct Report {
 const DENY: &str = "DENY";
 const CONNECT: &str = "CONNECT";
 const NONE: &str = "-";
+/// No workload for the connection's source or destination, even after waiting for it.
+const NO_WORKLOAD: &str = "NO_WORKLOAD";
+/// Cut at the drain deadline of a removed pod.
+const POD_REMOVED: &str = "POD_REMOVED";
 
 impl Error {
     /// The answer, `response_flags` and side of this error.
@@ -81,11 +113,15 @@ impl Error {
             Error::Denied(Denied::NoServicePort { .. }) => (BAD, DENY, Downstream),
             Error::Denied(Denied::NoHealthyEndpoint(_)) => (UNAVAILABLE, DENY, Upstream),
             Error::Denied(Denied::UnresolvedWaypoint(_)) => (UNAVAILABLE, DENY, Internal),
-            Error::UnknownDestination(_) | Error::NotLocal(_) => (BAD, DENY, Downstream),
+            // The configuration may just be late (a new pod): 503, worth a retry.
+            Error::NoWorkload { .. } => (UNAVAILABLE, NO_WORKLOAD, Internal),
+            Error::NotLocal(_) => (BAD, DENY, Downstream),
             Error::NoIdentity(_) => (UNAVAILABLE, CONNECT, Internal),
             // Authorization, at setup and on policy change.
             Error::Unauthorized(_) => (DENIED, DENY, Downstream),
             Error::Revoked(_) => (Nothing, DENY, Internal),
+            // In-pod: the pod went away; nothing left to answer.
+            Error::PodRemoved => (Nothing, POD_REMOVED, Internal),
             // Connecting upstream: TCP, or the HBONE client (15001).
             Error::Connect(_) => (UNAVAILABLE, CONNECT, Upstream),
             Error::Hbone(e) => match e {
@@ -131,7 +167,11 @@ mod tests {
         let dst: SocketAddr = "10.0.0.1:80".parse().unwrap();
         let refused = [
             Error::Denied(Denied::OwnPort(dst)),
-            Error::UnknownDestination(dst.ip()),
+            Error::NoWorkload {
+                role: Role::Destination,
+                ip: dst.ip(),
+                waited: Duration::from_secs(5),
+            },
             Error::Connect(net::Error::ConnectTimeout(dst)),
             HboneError::BadRequest("method is not CONNECT").into(),
         ];
@@ -142,6 +182,14 @@ mod tests {
             side: Side::Upstream,
             source: std::io::Error::other("reset"),
         });
+        assert_eq!(
+            Error::PodRemoved.report(),
+            Report {
+                answer: Answer::Nothing,
+                flags: "POD_REMOVED",
+                side: Side::Internal
+            }
+        );
         assert_eq!(
             copy.report(),
             Report {

@@ -58,7 +58,7 @@ pub async fn serve(ctx: Rc<CoreCtx>, capture: Capture, tcp: TcpStream, peer: Soc
     let Some(dst) = capture.orig_dst(&ctx, &tcp, Listener::Inbound) else {
         return;
     };
-    let local_identity = match local_identity(&ctx, &capture, dst) {
+    let local_identity = match local_identity(&ctx, &capture, dst).await {
         Ok(id) => id,
         Err(e) => {
             warn!(core = ctx.id, src.addr = %peer, dst.addr = %dst, "HBONE connection refused: {e}");
@@ -129,9 +129,10 @@ pub async fn serve(ctx: Rc<CoreCtx>, capture: Capture, tcp: TcpStream, peer: Soc
 }
 
 /// The identity of the local workload at `dst`'s IP: the certificate to present.
-fn local_identity(ctx: &CoreCtx, capture: &Capture, dst: OrigDst) -> Result<Identity, Error> {
-    let snapshot = ctx.shared.snapshot.load();
-    let w = capture.local_workload(ctx, &snapshot, dst.0)?;
+/// A destination newer than the snapshot is waited for (bounded) before the handshake.
+async fn local_identity(ctx: &CoreCtx, capture: &Capture, dst: OrigDst) -> Result<Identity, Error> {
+    let mut snapshot = ctx.shared.snapshot.load_full();
+    let w = capture.local_workload(ctx, &mut snapshot, dst.0).await?;
     super::workload_identity(&w)
 }
 
@@ -143,7 +144,13 @@ async fn stream(
     mut respond: SendResponse<Bytes>,
 ) {
     let _active = ctx.track();
-    let mut rec = ConnRecord::new(&ctx, Direction::Inbound, tunnel.peer, tunnel.dst);
+    let mut rec = ConnRecord::new(
+        &ctx,
+        &tunnel.capture,
+        Direction::Inbound,
+        tunnel.peer,
+        tunnel.dst,
+    );
     rec.mutual_tls(tunnel.peer_identity.clone(), tunnel.local_identity.clone());
     let prepared = prepare(&ctx, &tunnel, &request, &mut respond, &mut rec).await;
     let (upstream, registration, send) = match prepared {
@@ -193,9 +200,12 @@ async fn prepare<'c>(
         return Err(HboneError::BadRequest("target IP is not the connection's destination").into());
     }
     let registration = {
-        let snapshot = ctx.shared.snapshot.load();
+        let mut snapshot = ctx.shared.snapshot.load_full();
+        let workload = tunnel
+            .capture
+            .local_workload(ctx, &mut snapshot, target)
+            .await;
         let src_workload = snapshot.workload_by_ip(tunnel.peer.0.ip()).cloned();
-        let workload = tunnel.capture.local_workload(ctx, &snapshot, target);
         rec.routed(src_workload, workload.as_ref().ok().cloned(), None);
         let workload = workload?;
         let subject = Subject {

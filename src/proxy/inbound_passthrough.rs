@@ -24,7 +24,7 @@ pub async fn serve(ctx: Rc<CoreCtx>, capture: Capture, downstream: TcpStream, pe
         return;
     };
     let _active = ctx.track();
-    let mut rec = ConnRecord::new(&ctx, Direction::Inbound, ClientAddr(peer), dst);
+    let mut rec = ConnRecord::new(&ctx, &capture, Direction::Inbound, ClientAddr(peer), dst);
     let upstream = match prepare(&ctx, &capture, &mut rec).await {
         Ok(upstream) => upstream,
         Err(e) => return super::refuse(downstream, &rec, e),
@@ -43,9 +43,9 @@ async fn prepare<'c>(
     if OWN_PORTS.contains(&dst.port()) {
         return Err(route::Denied::OwnPort(dst).into());
     }
-    let snapshot = ctx.shared.snapshot.load_full();
+    let mut snapshot = ctx.shared.snapshot.load_full();
+    let workload = capture.local_workload(ctx, &mut snapshot, dst).await;
     let src_workload = snapshot.workload_by_ip(rec.src().0.ip()).cloned();
-    let workload = capture.local_workload(ctx, &snapshot, dst);
     rec.routed(src_workload, workload.as_ref().ok().cloned(), None);
     let workload = workload?;
     // Plaintext: no identity, whatever the source IP claims to be.

@@ -31,7 +31,7 @@ pub async fn serve(ctx: Rc<CoreCtx>, capture: Capture, downstream: TcpStream, pe
     };
     // Counted from accept, so a drain waits for connections still being set up too.
     let _active = ctx.track();
-    let mut rec = ConnRecord::new(&ctx, Direction::Outbound, ClientAddr(peer), dst);
+    let mut rec = ConnRecord::new(&ctx, &capture, Direction::Outbound, ClientAddr(peer), dst);
     let upstream = match prepare(&ctx, &capture, &mut rec).await {
         Ok(upstream) => upstream,
         Err(e) => return super::refuse(downstream, &rec, e),
@@ -65,26 +65,20 @@ async fn prepare<'c>(
         Capture::Pod(_) => Arc::new(route::OwnAddrs::pod([src.ip()])),
     };
     let mut route = route::outbound(&snapshot, node, &own, src.ip(), dst, ctx.random());
-    if let Capture::Pod(_) = capture {
-        // In a pod the source is the pod itself, whatever the snapshot maps its IP to; a pod
-        // newer than the snapshot waits (bounded) for its workload.
-        if let Some(source) = capture.source_workload(ctx, &mut snapshot, src).await {
-            let routed = match route {
-                Err(route::Denied::UnknownSource(_)) => route::outbound(
-                    &snapshot,
-                    node,
-                    &own,
-                    source.workload_ips[0],
-                    dst,
-                    ctx.random(),
-                ),
-                other => other,
-            };
-            route = routed.map(|mut r| {
-                r.source = source;
-                r
-            });
+    // In a pod the source is the pod itself, whatever the snapshot maps its IP to. A source
+    // the snapshot does not have yet (a pod newer than it) is waited for, bounded.
+    let unknown = matches!(route, Err(route::Denied::UnknownSource(_)));
+    if unknown || matches!(capture, Capture::Pod(_)) {
+        let seen = Arc::as_ptr(&snapshot);
+        let source = capture.source_workload(ctx, &mut snapshot, src).await?;
+        if unknown || !std::ptr::eq(seen, Arc::as_ptr(&snapshot)) {
+            let ip = source.workload_ips.first().copied().unwrap_or(src.ip());
+            route = route::outbound(&snapshot, node, &own, ip, dst, ctx.random());
         }
+        route = route.map(|mut r| {
+            r.source = source;
+            r
+        });
     }
     let route = route?;
     rec.routed(

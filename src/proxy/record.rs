@@ -10,7 +10,7 @@
 //! leaves its fields unknown; the labels and the log say "unknown" for them. Nothing can change
 //! the labels once the connection is counted opened.
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 
-use super::{ClientAddr, ConnectTarget, Direction, Error, OrigDst};
+use super::{Capture, ClientAddr, ConnectTarget, Direction, Error, OrigDst};
 use crate::core::CoreCtx;
 use crate::identity::Identity;
 use crate::metrics::labels::{self, NO_FLAGS};
@@ -59,6 +59,11 @@ pub struct ConnRecord {
     counts: Transferred,
     /// The first error; `None` when the connection ended normally.
     error: RefCell<Option<Error>>,
+    /// Whether the task got to [`ConnRecord::finished`]. A record dropped without it had its
+    /// task dropped: in a pod, the pod's removal cutting it at the drain deadline.
+    finished: Cell<bool>,
+    /// How the connection was captured: in a pod, whether the pod was removed tells a cut.
+    capture: Capture,
     /// The core's context: its metrics shard, and the snapshot for the inbound service guess.
     ctx: Rc<CoreCtx>,
     /// The series the connection was opened under (`response_flags="-"`), once it is.
@@ -69,6 +74,7 @@ impl ConnRecord {
     /// A connection just accepted (or, on 15008, a stream just received).
     pub fn new(
         ctx: &Rc<CoreCtx>,
+        capture: &Capture,
         direction: Direction,
         src: ClientAddr,
         orig_dst: OrigDst,
@@ -89,6 +95,8 @@ impl ConnRecord {
             upstream: None,
             counts: Transferred::default(),
             error: RefCell::new(None),
+            finished: Cell::new(false),
+            capture: capture.clone(),
             ctx: ctx.clone(),
             opened: OnceCell::new(),
         }
@@ -155,6 +163,7 @@ impl ConnRecord {
     /// The connection is over: `Err` records why (the first error recorded wins). The record
     /// itself logs and counts when dropped.
     pub fn finished(&self, result: Result<(), Error>) {
+        self.finished.set(true);
         if let Err(e) = result {
             let mut slot = self.error.borrow_mut();
             if slot.is_none() {
@@ -246,6 +255,14 @@ impl ConnRecord {
 impl Drop for ConnRecord {
     fn drop(&mut self) {
         let dur = self.start.elapsed();
+        if !self.finished.get()
+            && let Capture::Pod(pod) = &self.capture
+            && pod.removed().is_fired()
+        {
+            // The pod's removal dropped this connection's task at the drain deadline: not a
+            // clean completion.
+            self.finished(Err(Error::PodRemoved));
+        }
         self.guess_service();
         let name = |w: &Option<Arc<Workload>>| w.as_ref().map(|w| w.name.to_string());
         let ns = |w: &Option<Arc<Workload>>| w.as_ref().map(|w| w.namespace.to_string());
