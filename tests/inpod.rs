@@ -278,6 +278,9 @@ fn pods_are_served_on_every_core_from_ack_to_delete() -> Result<()> {
         "{:?}",
         served_ports(&appa)
     );
+    // Descriptors first: the metrics server may still hold the scrape's own connection for a
+    // moment after answering it.
+    let fds = open_fds(&zring);
     let text = scrape(&node, node_ip);
     ensure!(
         sample(&text, "workload_manager_inpod_active_proxy_count") == Some(1)
@@ -286,7 +289,6 @@ fn pods_are_served_on_every_core_from_ack_to_delete() -> Result<()> {
             && sample(&text, "zring_inpod_agent_connections_total") == Some(2),
         "{text}"
     );
-    let fds = open_fds(&zring);
     ensure!(
         fds <= baseline,
         "re-sent pod not re-bound: {fds} vs {baseline}"
