@@ -171,12 +171,21 @@ pub fn ztunnel_dedicated(pod: Dedicated<'_>) -> Result<NodeProxy, PeerError> {
         name,
         service_account,
     } = pod;
-    proxy.env = [
+    proxy.env = ztunnel_env(&[
         ("PROXY_MODE", "dedicated"),
         (
             "PROXY_WORKLOAD_INFO",
             &format!("{namespace}/{name}/{service_account}"),
         ),
+    ]);
+    Ok(proxy)
+}
+
+/// ztunnel's environment in the lab: `mode` (its capture mode and what goes with it), then
+/// what every lab ztunnel shares: no xDS and no CA (local config, its fake CA signing with the
+/// test root), upstream sockets marked 1337 as the capture rules expect, one worker.
+fn ztunnel_env(mode: &[(&str, &str)]) -> Vec<(String, String)> {
+    const SHARED: [(&str, &str); 7] = [
         ("XDS_ADDRESS", ""),
         ("CA_ADDRESS", ""),
         ("FAKE_CA", "true"),
@@ -184,11 +193,11 @@ pub fn ztunnel_dedicated(pod: Dedicated<'_>) -> Result<NodeProxy, PeerError> {
         ("ZTUNNEL_WORKER_THREADS", "1"),
         ("CLUSTER_ID", "Kubernetes"),
         ("TRUST_DOMAIN", "cluster.local"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    Ok(proxy)
+    ];
+    mode.iter()
+        .chain(&SHARED)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// The real ztunnel in in-pod mode (`PROXY_MODE=shared`), as Istio runs it: pods arrive from
@@ -200,19 +209,7 @@ pub fn ztunnel_inpod() -> Result<NodeProxy, PeerError> {
     let mut proxy = NodeProxy::other(&ztunnel()?);
     proxy.args = vec!["proxy".into()];
     proxy.ready = super::mesh::Ready::Listening(vec![super::mesh::READINESS_PORT]);
-    proxy.env = [
-        ("PROXY_MODE", "shared"),
-        ("XDS_ADDRESS", ""),
-        ("CA_ADDRESS", ""),
-        ("FAKE_CA", "true"),
-        ("PACKET_MARK", "1337"),
-        ("ZTUNNEL_WORKER_THREADS", "1"),
-        ("CLUSTER_ID", "Kubernetes"),
-        ("TRUST_DOMAIN", "cluster.local"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    proxy.env = ztunnel_env(&[("PROXY_MODE", "shared")]);
     Ok(proxy)
 }
 
