@@ -84,8 +84,13 @@ use crate::state::{
     Authorization, Match, PolicyAction, ServiceAccountMatch, Snapshot, StringMatch, Workload,
 };
 
+mod changes;
+mod feed;
 #[cfg(test)]
 mod tests;
+
+pub use changes::Affected;
+pub use feed::ChangeFeed;
 
 /// One authorization question: who connects, to what, and the snapshot to answer from.
 /// Borrowed for the duration of one [`authorize`] call.
@@ -303,6 +308,13 @@ fn applicable<'s>(
                 .iter()
                 .map(|key| snapshot.policy(key).ok_or(key)),
         )
+}
+
+/// Whether `a` and `b`, as destination workloads, give every connection the same decision:
+/// they agree on every field of the workload that [`authorize`] reads (through [`applicable`]).
+/// `changes` relies on it to tell which workload changes matter; keep the two in step.
+pub(crate) fn decision_inputs_equal(a: &Workload, b: &Workload) -> bool {
+    a.namespace == b.namespace && a.authorization_policies == b.authorization_policies
 }
 
 /// The connection's attributes, each in the form the matchers compare, computed once.

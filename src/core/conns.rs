@@ -4,10 +4,19 @@
 //! Runs on one core (`RefCell`, `Cell`; never shared). Every authorized inbound connection
 //! (15008, 15006) and every same-node direct connection registers what its authorization was
 //! decided on ([`Subject`]) and gets a [`KillSwitch`]; its data path races the pump against the
-//! switch. When the control thread publishes a new snapshot, the core's `housekeeping` task
-//! ([`ConnTable::recheck`]) re-evaluates every registered connection against it and fires the
-//! switch of those now denied. No lock anywhere: the table is the core's own, and the snapshot
-//! arrives through arc-swap like every other read.
+//! switch. When the control thread publishes a new snapshot, it also records what the change
+//! can affect (`rbac::ChangeFeed`); the core's `housekeeping` task takes that description
+//! ([`rbac::Affected`]: every connection for a root-namespace policy; else the destinations of
+//! a namespace, those naming a policy, and workloads whose own inputs changed) and
+//! [`ConnTable::recheck_changes`] re-evaluates only the connections to the destinations it
+//! reaches, firing the switch of those now denied. A change that reaches none of this core's
+//! destinations decides nothing. No lock anywhere: the table is the core's own, and the
+//! snapshot and the feed arrive through arc-swap like every other read.
+//!
+//! The table is indexed by destination workload uid only, not also by namespace: inbound and
+//! same-node connections all go to this node's own pods, so there are few groups, and testing
+//! each against a change (one hash probe for its namespace, one per policy it names) is cheaper
+//! than keeping a second index current as pods come and go.
 //!
 //! Invariant: an entry lives exactly as long as its [`Registration`] guard, which the
 //! connection's task holds; dropping the task (whatever ends it) removes the entry.
@@ -20,8 +29,8 @@ use std::sync::Arc;
 
 use crate::identity::Identity;
 use crate::latch::{Latch, Wait};
-use crate::rbac::{self, Decision};
-use crate::state::Snapshot;
+use crate::rbac::{self, Affected, Decision};
+use crate::state::{Snapshot, Workload};
 
 /// What a connection's authorization was decided on, kept to decide it again.
 #[derive(Debug, Clone)]
@@ -40,13 +49,18 @@ impl Subject {
     /// longer in it (the pod is gone, and with it the connection).
     pub fn authorize(&self, snapshot: &Snapshot) -> Option<Decision> {
         let w = snapshot.workload_by_uid(&self.dst_uid)?;
-        Some(rbac::authorize(&rbac::Connection {
+        Some(self.decide(snapshot, w))
+    }
+
+    /// Decides this subject against `snapshot`, whose workload `dst_uid` is `w`.
+    fn decide(&self, snapshot: &Snapshot, w: &Workload) -> Decision {
+        rbac::authorize(&rbac::Connection {
             src_identity: self.src_identity.as_ref(),
             src_ip: self.src_ip,
             dst: self.dst,
             dst_workload: w,
             snapshot,
-        }))
+        })
     }
 }
 
@@ -76,76 +90,164 @@ struct Entry {
     kill: Rc<KillSwitch>,
 }
 
+/// What one re-check pass did, for the log, the metrics and the tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pass {
+    /// Connections re-decided.
+    pub visited: usize,
+    /// Connections now denied, whose switch fired.
+    pub closed: usize,
+}
+
+/// Totals since the table was built: what `zring_policy_rechecks_total` and
+/// `zring_policy_recheck_connections_total` report for this core.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Snapshot changes handled (whether or not they reached a connection).
+    pub passes: u64,
+    pub visited: u64,
+    pub closed: u64,
+}
+
+/// The connections to one destination workload. The index that makes a re-check proportional
+/// to a change: a change names destinations (`rbac::Affected`), and a core's destinations are
+/// its node's own pods, so there are few groups and a change that reaches none of them costs
+/// one probe per group and no decision.
+type Group = HashMap<u64, Entry>;
+
 #[derive(Debug, Default)]
 pub struct ConnTable {
     next_id: Cell<u64>,
-    entries: RefCell<HashMap<u64, Entry>>,
+    /// Destination workload uid → its connections.
+    groups: RefCell<HashMap<Arc<str>, Group>>,
+    len: Cell<usize>,
+    stats: Cell<Stats>,
 }
 
 /// Keeps a connection in the table; removes it on drop.
 #[derive(Debug)]
 pub struct Registration<'a> {
     table: &'a ConnTable,
+    dst_uid: Arc<str>,
     id: u64,
     pub kill: Rc<KillSwitch>,
 }
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
-        self.table.entries.borrow_mut().remove(&self.id);
+        let mut groups = self.table.groups.borrow_mut();
+        if let Some(group) = groups.get_mut(&self.dst_uid) {
+            if group.remove(&self.id).is_some() {
+                self.table.len.set(self.table.len.get() - 1);
+            }
+            if group.is_empty() {
+                groups.remove(&self.dst_uid);
+            }
+        }
     }
 }
 
 impl ConnTable {
+    /// Registers a connection just authorized. The decision must have been made in the same
+    /// poll as the snapshot it used was loaded (no `.await` between), so that the snapshot is
+    /// no older than the one this table was last re-checked against: the changes a pass is
+    /// given start there (see `rbac::ChangeFeed`).
     pub fn register(&self, subject: Subject) -> Registration<'_> {
         let id = self.next_id.get();
         self.next_id.set(id + 1);
         let kill = Rc::new(KillSwitch::default());
-        self.entries.borrow_mut().insert(
-            id,
-            Entry {
-                subject,
-                kill: kill.clone(),
-            },
-        );
+        let dst_uid = subject.dst_uid.clone();
+        self.groups
+            .borrow_mut()
+            .entry(dst_uid.clone())
+            .or_default()
+            .insert(
+                id,
+                Entry {
+                    subject,
+                    kill: kill.clone(),
+                },
+            );
+        self.len.set(self.len.get() + 1);
         Registration {
             table: self,
+            dst_uid,
             id,
             kill,
         }
     }
 
     /// Re-decides every registered connection against `snapshot` and fires the switches of
-    /// those now denied. Returns how many were closed.
+    /// those now denied. Returns how many were closed. The full pass: what a change that
+    /// reaches every destination costs, and the reference the targeted pass is measured
+    /// against.
     pub fn recheck(&self, snapshot: &Snapshot) -> usize {
-        let mut closed = 0;
-        for entry in self.entries.borrow().values() {
-            if let Some(decision) = entry.subject.authorize(snapshot)
-                && !decision.is_allowed()
-            {
-                entry.kill.fire(decision);
-                closed += 1;
+        self.recheck_changes(snapshot, &Affected::everything())
+            .closed
+    }
+
+    /// Re-decides, against `snapshot`, the connections to the destinations `affected` reaches
+    /// (all of them when it says so) and fires the switches of those now denied. `affected`
+    /// must cover every change since the snapshot this table was last re-checked against
+    /// (`rbac::ChangeFeed::since`): a connection it leaves out decides as it did then.
+    pub fn recheck_changes(&self, snapshot: &Snapshot, affected: &Affected) -> Pass {
+        let mut pass = Pass::default();
+        if !affected.is_empty() {
+            for (uid, group) in self.groups.borrow().iter() {
+                let Some(w) = snapshot.workload_by_uid(uid) else {
+                    // The destination is gone, and with it the connections (its pod's own
+                    // removal ends them); nothing to decide against.
+                    continue;
+                };
+                if !affected.affects(uid, Some(w)) {
+                    continue;
+                }
+                for entry in group.values() {
+                    pass.visited += 1;
+                    let decision = entry.subject.decide(snapshot, w);
+                    if !decision.is_allowed() {
+                        entry.kill.fire(decision);
+                        pass.closed += 1;
+                    }
+                }
             }
         }
-        closed
+        let mut stats = self.stats.get();
+        stats.passes += 1;
+        stats.visited += pass.visited as u64;
+        stats.closed += pass.closed as u64;
+        self.stats.set(stats);
+        pass
+    }
+
+    /// What every pass so far did, summed.
+    pub fn stats(&self) -> Stats {
+        self.stats.get()
     }
 
     pub fn len(&self) -> usize {
-        self.entries.borrow().len()
+        self.len.get()
     }
 
     /// Gives back the room a burst left: a map keeps its capacity after entries leave, and
     /// 10,000 connections leave about a megabyte. Called by the core's memory keeper.
     pub fn shrink(&self) {
-        let mut entries = self.entries.borrow_mut();
-        if entries.capacity() > 4 * entries.len() + 64 {
-            let keep = (2 * entries.len()).max(64);
-            entries.shrink_to(keep);
+        let mut groups = self.groups.borrow_mut();
+        shrink(&mut groups);
+        for group in groups.values_mut() {
+            shrink(group);
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.borrow().is_empty()
+        self.len.get() == 0
+    }
+}
+
+fn shrink<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 4 * map.len() + 64 {
+        let keep = (2 * map.len()).max(64);
+        map.shrink_to(keep);
     }
 }
 
@@ -202,8 +304,10 @@ policies:
         drop(gone);
     }
 
+    /// The room the table holds: its groups and their connections.
     fn capacity(table: &ConnTable) -> usize {
-        table.entries.borrow().capacity()
+        let groups = table.groups.borrow();
+        groups.capacity() + groups.values().map(HashMap::capacity).sum::<usize>()
     }
 
     #[test]
