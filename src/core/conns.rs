@@ -254,6 +254,7 @@ fn shrink<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rbac::ChangeFeed;
 
     fn snapshot(policy_principal: &str) -> Snapshot {
         crate::xds::local::parse(&format!(
@@ -302,6 +303,144 @@ policies:
         });
         assert_eq!(table.recheck(&snapshot("cluster.local/ns/ns/sa/a")), 0);
         drop(gone);
+    }
+
+    /// A node with `b` in `ns`, and `d` and `e` in `ns2` (`e` naming `ns2/sel`, which admits
+    /// everyone); `ns` admits only `sa/a`; `extra` adds policies (YAML list items).
+    fn mesh(extra: &str) -> Arc<Snapshot> {
+        let text = format!(
+            r#"
+workloads:
+- {{ uid: b, name: b, namespace: ns, serviceAccount: b, workloadIps: ["10.0.0.2"], node: n }}
+- {{ uid: d, name: d, namespace: ns2, serviceAccount: d, workloadIps: ["10.0.0.4"], node: n }}
+- {{ uid: e, name: e, namespace: ns2, serviceAccount: e, workloadIps: ["10.0.0.5"], node: n, authorizationPolicies: [ns2/sel] }}
+policies:
+- {{ name: only, namespace: ns, scope: Namespace, action: Allow, rules: [[[{{ principals: [{{ Exact: cluster.local/ns/ns/sa/a }}] }}]]] }}
+{extra}"#
+        );
+        Arc::new(crate::xds::local::parse(&text).unwrap())
+    }
+
+    fn to(uid: &str, ip: &str, sa: &str) -> Subject {
+        Subject {
+            dst: format!("{ip}:80").parse().unwrap(),
+            dst_uid: uid.into(),
+            ..subject(sa)
+        }
+    }
+
+    /// A policy (YAML list item) denying `sa/<sa>` of `ns`; `action: Allow` and no rules when
+    /// `sa` is empty.
+    fn policy(name: &str, ns: &str, scope: &str, sa: &str) -> String {
+        if sa.is_empty() {
+            return format!(
+                "- {{ name: {name}, namespace: {ns}, scope: {scope}, action: Allow, rules: [[]] }}\n"
+            );
+        }
+        format!(
+            "- {{ name: {name}, namespace: {ns}, scope: {scope}, action: Deny, rules: \
+             [[[{{ principals: [{{ Exact: cluster.local/ns/ns/sa/{sa} }}] }}]]] }}\n"
+        )
+    }
+
+    /// The control thread's part (record, publish) and the core's (since, recheck), in order.
+    fn publish(table: &ConnTable, feed: &ChangeFeed, seen: &mut Arc<Snapshot>, next: &str) -> Pass {
+        let next = mesh(next);
+        feed.record(seen, &next);
+        let previous = std::mem::replace(seen, next);
+        table.recheck_changes(seen, &feed.since(&previous, seen))
+    }
+
+    #[test]
+    fn a_change_re_decides_only_the_connections_it_can_affect() {
+        let table = ConnTable::default();
+        let feed = ChangeFeed::default();
+        let sel_allows = policy("sel", "ns2", "WorkloadSelector", "");
+        let mut seen = mesh(&sel_allows);
+        let b_a = table.register(to("b", "10.0.0.2", "a"));
+        let d_a = table.register(to("d", "10.0.0.4", "a"));
+        let d_c = table.register(to("d", "10.0.0.4", "c"));
+        let e_c = table.register(to("e", "10.0.0.5", "c"));
+        let fired = || [&b_a, &d_a, &d_c, &e_c].map(|r| r.kill.is_fired());
+        assert_eq!(table.recheck(&seen), 0);
+        let before = table.stats();
+
+        // Unrelated: a namespace with none of these destinations. Nothing visited or closed.
+        let far = policy("far", "elsewhere", "Namespace", "c");
+        let pass = publish(&table, &feed, &mut seen, &format!("{sel_allows}{far}"));
+        assert_eq!(pass, Pass::default());
+        let after = table.stats();
+        assert_eq!(after.passes, before.passes + 1);
+        assert_eq!(
+            (after.visited, after.closed),
+            (before.visited, before.closed)
+        );
+
+        // The policy `e` names now denies `sa/c`: only `e`'s connection is decided, and closed.
+        let sel_denies = policy("sel", "ns2", "WorkloadSelector", "c");
+        let pass = publish(&table, &feed, &mut seen, &format!("{sel_denies}{far}"));
+        assert_eq!(
+            pass,
+            Pass {
+                visited: 1,
+                closed: 1
+            }
+        );
+        assert_eq!(fired(), [false, false, false, true]);
+
+        // A namespace policy of `ns2` denying `sa/c`: the connections to `d` and `e` are
+        // decided, and `d`'s from `c` is closed.
+        let ns2 = format!(
+            "{sel_denies}{far}{}",
+            policy("no-c", "ns2", "Namespace", "c")
+        );
+        let pass = publish(&table, &feed, &mut seen, &ns2);
+        assert_eq!(pass.visited, 3);
+        assert_eq!(fired(), [false, false, true, true]);
+
+        // A root-namespace policy reaches everything; denying `sa/a` closes the rest.
+        let global = format!("{ns2}{}", policy("no-a", "istio-system", "Global", "a"));
+        let pass = publish(&table, &feed, &mut seen, &global);
+        assert_eq!(pass.visited, 4);
+        assert_eq!(fired(), [true, true, true, true]);
+        let total = table.stats();
+        assert_eq!(total.passes, before.passes + 4);
+        assert_eq!(total.visited, before.visited + 8);
+    }
+
+    #[test]
+    fn a_change_reverted_before_the_core_looked_still_reaches_what_it_admitted() {
+        // The core re-checked against s0; s1 (without `ns/only`, so it admits `c` to `b`) and
+        // s2 (s0 again) are published before it looks again. A connection authorized against
+        // s1 must be closed, though s0 and s2 are equal.
+        let table = ConnTable::default();
+        let feed = ChangeFeed::default();
+        let s0 = mesh("");
+        let s1 = Arc::new(
+            crate::xds::local::parse(
+                r#"
+workloads:
+- { uid: b, name: b, namespace: ns, serviceAccount: b, workloadIps: ["10.0.0.2"], node: n }
+"#,
+            )
+            .unwrap(),
+        );
+        let s2 = mesh("");
+        feed.record(&s0, &s1);
+        let subject = to("b", "10.0.0.2", "c");
+        assert!(subject.authorize(&s1).unwrap().is_allowed());
+        let c = table.register(subject);
+        feed.record(&s1, &s2);
+        assert!(Affected::between(&s0, &s2).is_empty());
+        let pass = table.recheck_changes(&s2, &feed.since(&s0, &s2));
+        assert_eq!(
+            pass,
+            Pass {
+                visited: 1,
+                closed: 1
+            }
+        );
+        assert!(c.kill.is_fired());
     }
 
     /// The room the table holds: its groups and their connections.
