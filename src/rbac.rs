@@ -68,6 +68,13 @@
 //! carries the verdict that would result if they were enforced ([`Decision::dry_run`]), naming
 //! a dry-run policy whenever one decides it ("would deny by X", "would allow by Y").
 //!
+//! # Policy changes
+//! `changes` ([`Affected`]) says which destinations a new snapshot can decide differently for,
+//! from exactly the inputs listed above ("which policies apply", plus the destination's
+//! namespace and named policies); `feed` ([`ChangeFeed`]) has the control thread compute it
+//! once per publication, so each core re-decides only the open connections it reaches
+//! (`core::conns`).
+//!
 //! # Cost
 //! Two passes over the applicable policies: DENY policies first, ALLOW policies only while the
 //! verdict still depends on them, each stopping at the first match it needs. Within a group,

@@ -345,6 +345,7 @@ async fn housekeeping(ctx: Rc<CoreCtx>) {
         }
         let changed = ctx.shared.policy_changes.since(&previous, &seen);
         let pass = ctx.conns.recheck_changes(&seen, &changed);
+        ctx.metrics.policy_rechecked(pass.visited, pass.closed);
         if pass.closed > 0 {
             info!(
                 core = ctx.id,

@@ -10,7 +10,8 @@
 //! policies of the same shape over 980 namespaces (10 in each local one).
 //!
 //! Each change is published as the control thread does it (`ChangeFeed::record`, timed: that
-//! cost is paid once per publication, on the control thread) and re-checked twice on the same
+//! cost is paid once per publication, on the control thread; `build` is the snapshot's own
+//! construction with `SnapshotBuilder`, for scale) and re-checked twice on the same
 //! table: the full pass every core made before (`ConnTable::recheck`, still callable) and the
 //! targeted pass (`ChangeFeed::since` + `ConnTable::recheck_changes`). Changes:
 //! - `unrelated`: one `Namespace` policy of a namespace with no local workload changes;
@@ -181,8 +182,9 @@ pub fn main(bench: bool, secs: u64) {
             built.elapsed()
         );
         println!(
-            "{:<10} {:>12} {:>14} {:>10} {:>14} {:>10} {:>8} {:>9}",
+            "{:<10} {:>12} {:>12} {:>14} {:>10} {:>14} {:>10} {:>8} {:>9}",
             "change",
+            "build (ctl)",
             "record (ctl)",
             "full pass",
             "visited",
@@ -205,7 +207,9 @@ pub fn main(bench: bool, secs: u64) {
         ("global", Change::Global, total, 0),
     ];
     for (name, change, want_visited, want_closed) in scenarios {
+        let build = Instant::now();
         let next = Arc::new(mesh(policies, change));
+        let build = build.elapsed();
         let feed = ChangeFeed::default();
         let budget = Duration::from_secs(secs);
         let (records, record_time) = timed(bench, budget, || feed.record(&base, &next));
@@ -230,7 +234,7 @@ pub fn main(bench: bool, secs: u64) {
         let per = |t: Duration, n: u64| t / n as u32;
         let (full, one) = (per(full_time, fulls), per(pass_time, passes));
         println!(
-            "{name:<10} {:>12.1?} {:>14.1?} {total:>10} {:>14.1?} {:>10} {:>8} {:>8.0}x",
+            "{name:<10} {build:>12.1?} {:>12.1?} {:>14.1?} {total:>10} {:>14.1?} {:>10} {:>8} {:>8.0}x",
             per(record_time, records),
             full,
             one,
