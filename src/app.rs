@@ -140,6 +140,7 @@ pub fn run(config: Config, logs: Option<LogControl>) -> anyhow::Result<()> {
         drain: Drain::new(config.cores, config.drain_deadline),
         metrics,
         own_addrs: Default::default(),
+        policy_changes: Default::default(),
     });
     let (mailboxes, inboxes) = match config.proxy_mode {
         ProxyMode::Shared => crate::inpod::handoff::pairs(config.cores)

@@ -64,6 +64,9 @@ pub struct Shared {
     /// Where a captured connection would reach zring itself (node mode: this node's addresses,
     /// kept current by the control thread); the outbound route refuses those.
     pub own_addrs: ArcSwap<crate::net::own::OwnAddrs>,
+    /// What each published snapshot changed for authorization (recorded by the control thread
+    /// before it publishes): a core re-checks only the connections a change can affect.
+    pub policy_changes: crate::rbac::ChangeFeed,
 }
 
 /// One core's context. Lives in an `Rc` on its own thread.

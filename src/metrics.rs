@@ -148,6 +148,7 @@ impl Registry {
             connections: Default::default(),
             refused: Default::default(),
             workload_waits: Default::default(),
+            policy_rechecks: Default::default(),
         });
         self.lock().cores.push(gauges.clone());
         Shard::new(gauges, self.series_tx.clone(), self.latency_tx.clone())
@@ -405,6 +406,31 @@ impl Registry {
                 "zring_workload_waits_total",
                 [("direction", wait.direction()), ("result", wait.result())],
                 n,
+            );
+        }
+        e.family(
+            "zring_policy_rechecks_total",
+            Type::Counter,
+            "Re-checks of open connections after a configuration change, one per change and core",
+        );
+        let recheck = |i: usize| -> u64 {
+            cores
+                .iter()
+                .map(|c| c.policy_rechecks[i].load(Ordering::Relaxed))
+                .sum()
+        };
+        e.sample("zring_policy_rechecks_total", [], recheck(0));
+        e.family(
+            "zring_policy_recheck_connections_total",
+            Type::Counter,
+            "Open connections a configuration change re-decided (visited: only those the change \
+             can affect) and closed (now denied)",
+        );
+        for (i, result) in [(1, "visited"), (2, "closed")] {
+            e.sample(
+                "zring_policy_recheck_connections_total",
+                [("result", result)],
+                recheck(i),
             );
         }
         e.family(

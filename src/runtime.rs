@@ -317,7 +317,8 @@ async fn reap_pool(ctx: Rc<CoreCtx>) {
 }
 
 /// Watches what the control thread publishes, every [`HOUSEKEEPING_TICK`]: a new snapshot makes
-/// the core re-decide its registered connections and close those the new policies deny (a
+/// the core re-decide the registered connections the change can affect (`rbac::ChangeFeed`)
+/// and close those the new policies deny (a
 /// pointer comparison when nothing changed); a started drain fires the core's drain latch
 /// (`draining`). Each tick also gives the [`MemoryKeeper`] its turn.
 async fn housekeeping(ctx: Rc<CoreCtx>) {
@@ -338,15 +339,18 @@ async fn housekeeping(ctx: Rc<CoreCtx>) {
         if Arc::ptr_eq(&current, &seen) {
             continue;
         }
-        seen = current;
+        let previous = std::mem::replace(&mut seen, current);
         if ctx.conns.is_empty() {
             continue;
         }
-        let closed = ctx.conns.recheck(&seen);
-        if closed > 0 {
+        let changed = ctx.shared.policy_changes.since(&previous, &seen);
+        let pass = ctx.conns.recheck_changes(&seen, &changed);
+        ctx.metrics.policy_rechecked(pass.visited, pass.closed);
+        if pass.closed > 0 {
             info!(
                 core = ctx.id,
-                closed,
+                closed = pass.closed,
+                visited = pass.visited,
                 open = ctx.conns.len(),
                 "policy change: closing connections the new policies deny"
             );

@@ -123,6 +123,9 @@ pub struct CoreGauges {
     /// Connections that waited for a workload the snapshot did not have yet, by
     /// [`WorkloadWait`].
     pub workload_waits: [AtomicU64; WorkloadWait::ALL.len()],
+    /// Policy re-checks of open connections (`core::conns`): passes (one per snapshot change
+    /// the core re-checked), connections re-decided, connections closed.
+    pub policy_rechecks: [AtomicU64; 3],
 }
 
 /// A connection that waited (bounded) for a workload newer than the snapshot: its source
@@ -290,6 +293,14 @@ impl Shard {
     /// Counts an HBONE connection refused before any stream.
     pub fn hbone_refused(&self, why: Refusal) {
         bump(&self.gauges.refused[why.index()], 1);
+    }
+
+    /// Counts one policy re-check pass: the connections it re-decided and those it closed.
+    pub fn policy_rechecked(&self, visited: usize, closed: usize) {
+        let [passes, v, c] = &self.gauges.policy_rechecks;
+        bump(passes, 1);
+        bump(v, visited as u64);
+        bump(c, closed as u64);
     }
 
     /// Counts a connection that waited for a workload newer than the snapshot.
