@@ -223,6 +223,7 @@ async fn serve(start: Start) -> anyhow::Result<Serving> {
             return Ok(());
         }
         initial_sync.wait_for_addresses().await;
+        readiness.watch_capture(shared.metrics.capture_set().clone());
         let shared = shared.clone();
         tokio::task::spawn_blocking(move || {
             let snapshots = shared.clone();
