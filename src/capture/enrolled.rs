@@ -169,10 +169,19 @@ impl Keeper {
     /// One look: a new snapshot, a due retry or a due verification may each lead to an update.
     fn step(&mut self, now: Instant) {
         let (load, node) = (&self.load, &self.node);
-        let outcome = self.watch.step(now, || enrolled_ips(&load(), node));
-        if let Outcome::Installed(set) = outcome {
-            self.applied = Some(set);
-            self.retry = None;
+        let outcome = self
+            .watch
+            .step(now, self.applied.as_ref(), || enrolled_ips(&load(), node));
+        match outcome {
+            Outcome::Installed(set) => {
+                self.applied = Some(set);
+                self.retry = None;
+            }
+            Outcome::SetDrifted => {
+                self.applied = None;
+                self.retry = None;
+            }
+            Outcome::Nothing => {}
         }
         if let Some((at, _)) = self.retry
             && now < at

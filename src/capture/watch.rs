@@ -22,9 +22,9 @@
 //!   routing lives in rtnetlink, not nf_tables) or could not deliver (the socket could not be
 //!   opened, e.g. in a lab namespace entered by another thread).
 //!
-//! The look itself is `nft -s -t list table ip zring` (stateless: no counter values; terse: no
-//! set elements) compared as text with the **baseline**, the same listing when capture was last
-//! known whole, plus `ip rule show` / `ip route show table 133` for the policy route. Preferred
+//! The look itself is `nft -s list table ip zring` (stateless: no counter values), its set
+//! elements cut out ([`strip_elements`]) and compared as text with the **baseline**, the same
+//! listing when capture was last known whole, plus `ip rule show` / `ip route show table 133` for the policy route. Preferred
 //! over a digest of `nft -j`: the text is small (~2 KiB), needs no JSON, and is itself a valid
 //! `nft -f` script (the kernel's own rendering, checked to round-trip), so it is also what a
 //! restore installs. Preferred over comparing with [`super::ruleset`]'s text: nft prints rules
@@ -67,9 +67,9 @@ use crate::sys::nfnetlink::NftEvents;
 /// How often the table and the policy route are looked at without a notification.
 pub const POLL: Duration = Duration::from_secs(2);
 /// A restore this soon after the previous one counts as a flap and is delayed.
-pub const FLAP_WINDOW: Duration = Duration::from_secs(10);
+pub const FLAP_WINDOW: Duration = Duration::from_secs(1);
 /// First delay before restoring again after a flap.
-pub const HOLD_MIN: Duration = Duration::from_millis(200);
+pub const HOLD_MIN: Duration = Duration::from_millis(250);
 /// Longest delay between restores.
 pub const HOLD_MAX: Duration = Duration::from_secs(30);
 /// Rules (by their comment) a table must hold to be taken as zring's capture.
@@ -130,8 +130,11 @@ impl Settings {
 /// What a look found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sight {
-    /// `nft -s -t list table ip zring`, or `None` when the table does not exist.
+    /// `nft -s list table ip zring` without the set's elements, or `None` when the table does
+    /// not exist.
     pub table: Option<String>,
+    /// The set's elements.
+    pub elements: BTreeSet<Ipv4Addr>,
     /// The policy rule and the local route of table 133 are both there.
     pub routing: bool,
 }
@@ -165,6 +168,23 @@ pub fn judge(baseline: Option<&str>, sight: &Sight) -> Verdict {
         (Some(_), Some(_)) if !sight.routing => Verdict::Damaged(Damage::Routing),
         (Some(_), Some(_)) => Verdict::Whole,
     }
+}
+
+/// `listing` without its sets' `elements = { … }` lines: the table's shape, which the baseline
+/// is, apart from its contents, which the keeper owns.
+pub fn strip_elements(listing: &str) -> String {
+    let mut out = String::with_capacity(listing.len());
+    let mut rest = listing;
+    while let Some(at) = rest.find("elements = {") {
+        let line_start = rest[..at].rfind('\n').map_or(0, |i| i + 1);
+        out.push_str(&rest[..line_start]);
+        let after = &rest[at..];
+        let close = after.find('}').map_or(after.len(), |i| i + 1);
+        let after = &after[close..];
+        rest = after.strip_prefix('\n').unwrap_or(after);
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The `nft -f` script that puts `table` back with `elements` in its set, in one transaction.
@@ -242,6 +262,9 @@ fn message_touches(kind: u16, body: &[u8]) -> bool {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
     Nothing,
+    /// The table is whole but its set does not hold what the keeper applied (someone
+    /// re-installed the table: `zring redirect apply` creates the set empty): refill it now.
+    SetDrifted,
     /// The table was (re)installed with these set elements.
     Installed(BTreeSet<Ipv4Addr>),
 }
@@ -297,7 +320,13 @@ impl Watch {
 
     /// Looks when a notification or the poll asks; restores damage. `wanted` gives the set
     /// elements a restore installs (the keeper's current enrolled pods).
-    pub fn step(&mut self, now: Instant, wanted: impl FnOnce() -> BTreeSet<Ipv4Addr>) -> Outcome {
+    /// `applied` is what the keeper believes the set holds (`None`: unknown).
+    pub fn step(
+        &mut self,
+        now: Instant,
+        applied: Option<&BTreeSet<Ipv4Addr>>,
+        wanted: impl FnOnce() -> BTreeSet<Ipv4Addr>,
+    ) -> Outcome {
         self.read_events();
         if !self.dirty && now < self.next_poll {
             return Outcome::Nothing;
@@ -321,7 +350,13 @@ impl Watch {
                 self.metrics.set_intact(true);
                 self.damaged = None;
                 self.last_note = None;
-                Outcome::Nothing
+                match applied {
+                    Some(a) if *a != sight.elements => {
+                        warn!("capture watch: set {POD_SET} was emptied or changed; refilling it");
+                        Outcome::SetDrifted
+                    }
+                    _ => Outcome::Nothing,
+                }
             }
             Verdict::Adopt(table) => {
                 info!("capture watch: taking the installed table ip {TABLE} as the baseline");
@@ -377,7 +412,12 @@ impl Watch {
         };
         let mut relevant = false;
         match events.drain(|d| relevant |= touches_capture(d)) {
-            Ok(lost) => self.dirty |= relevant || lost,
+            Ok(lost) => {
+                if relevant || lost {
+                    tracing::debug!(lost, "capture watch: nf_tables notification");
+                }
+                self.dirty |= relevant || lost
+            }
             Err(e) => {
                 warn!("capture watch: nf_tables notifications failed ({e}); polling only");
                 self.events = None;
@@ -447,10 +487,7 @@ impl Watch {
 
     /// What the kernel holds now.
     fn look(&self) -> Result<Sight, Error> {
-        let table = match self
-            .place
-            .nft(&["-s", "-t", "list", "table", "ip", TABLE], None)
-        {
+        let listing = match self.place.nft(&["-s", "list", "table", "ip", TABLE], None) {
             Ok(text) => Some(text),
             Err(Error::Command { stderr, .. }) if stderr.contains("No such file or directory") => {
                 None
@@ -464,8 +501,13 @@ impl Watch {
             .place
             .ip(&format!("route show table {CAPTURE_TABLE}"))
             .is_ok_and(|r| r.contains("local default dev lo"));
+        let elements = listing
+            .as_deref()
+            .map(super::enrolled::parse_elements)
+            .unwrap_or_default();
         Ok(Sight {
-            table,
+            table: listing.as_deref().map(strip_elements),
+            elements,
             routing: has_rule && has_route,
         })
     }
@@ -487,6 +529,7 @@ mod tests {
     fn sight(table: Option<&str>, routing: bool) -> Sight {
         Sight {
             table: table.map(str::to_owned),
+            elements: BTreeSet::new(),
             routing,
         }
     }
@@ -524,6 +567,17 @@ mod tests {
             Verdict::Damaged(Damage::Routing)
         );
         assert_eq!(judge(b, &sight(Some(TABLE_TEXT), true)), Verdict::Whole);
+    }
+
+    #[test]
+    fn elements_are_cut_from_the_shape() {
+        let listing = "table ip zring {\n\tset ztunnel-pods-ips {\n\t\ttype ipv4_addr\n\t\t\
+                       elements = { 10.244.1.8, 10.244.1.9,\n\t\t\t     10.244.1.10 }\n\t}\n\n\t\
+                       chain output {\n\t}\n}\n";
+        let shape = "table ip zring {\n\tset ztunnel-pods-ips {\n\t\ttype ipv4_addr\n\t}\n\n\t\
+                     chain output {\n\t}\n}\n";
+        assert_eq!(strip_elements(listing), shape);
+        assert_eq!(strip_elements(shape), shape);
     }
 
     #[test]
