@@ -51,6 +51,8 @@ pub struct IstioCa {
     verifier: Arc<dyn ClientCertVerifier>,
     ttl: Duration,
     cluster_id: AsciiMetadataValue,
+    /// The file `roots` came from (`CA_ROOT_CA`), watched for a rotation.
+    root_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for IstioCa {
@@ -72,16 +74,7 @@ impl IstioCa {
         ttl: Duration,
         cluster_id: &str,
     ) -> Result<IstioCa, Error> {
-        let mut store = RootCertStore::empty();
-        for root in &roots {
-            store.add(root.clone())?;
-        }
-        if store.is_empty() {
-            return Err(Error::NoRoots);
-        }
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(Arc::new(store), crypto_provider())
-                .build()?;
+        let verifier = chain_verifier(&roots)?;
         let channel = target.connect_lazy()?;
         let cluster_id = AsciiMetadataValue::try_from(cluster_id)
             .map_err(|_| Error::CaResponse("CLUSTER_ID is not a valid header value"))?;
@@ -92,7 +85,27 @@ impl IstioCa {
             verifier,
             ttl,
             cluster_id,
+            root_file: None,
         })
+    }
+
+    /// Watches `path` (where the roots were read from) for a trust bundle rotation.
+    pub fn with_root_file(self, path: impl Into<std::path::PathBuf>) -> IstioCa {
+        IstioCa {
+            root_file: Some(path.into()),
+            ..self
+        }
+    }
+
+    pub fn root_file(&self) -> Option<&std::path::Path> {
+        self.root_file.as_deref()
+    }
+
+    /// A rotated trust bundle: issued chains must verify against `roots` from now on.
+    pub fn set_roots(&mut self, roots: Vec<CertificateDer<'static>>) -> Result<(), Error> {
+        self.verifier = chain_verifier(&roots)?;
+        self.roots = roots;
+        Ok(())
     }
 
     pub fn roots(&self) -> &[CertificateDer<'static>] {
@@ -164,6 +177,18 @@ impl IstioCa {
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         WorkloadCert::new(identity.clone(), certs, key)
     }
+}
+
+/// webpki verification of a workload chain against `roots` (at least one).
+fn chain_verifier(roots: &[CertificateDer<'static>]) -> Result<Arc<dyn ClientCertVerifier>, Error> {
+    let mut store = RootCertStore::empty();
+    for root in roots {
+        store.add(root.clone())?;
+    }
+    if store.is_empty() {
+        return Err(Error::NoRoots);
+    }
+    Ok(WebPkiClientVerifier::builder_with_provider(Arc::new(store), crypto_provider()).build()?)
 }
 
 #[cfg(test)]
