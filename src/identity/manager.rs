@@ -109,6 +109,10 @@ pub struct CertManager {
     enrolled: Arc<Enrolled>,
     /// The trust bundle file, polled on each sync (`identity::roots`).
     bundle: Option<RootFile>,
+    /// The roots trusted from the file (or the issuer's own), and those the Istio CA last
+    /// sent: the published store trusts both.
+    file_roots: Vec<CertificateDer<'static>>,
+    ca_roots: Vec<CertificateDer<'static>>,
 }
 
 /// The identities of the pods istio-cni enrolled (in-pod mode), by the agent's uid: written by
@@ -155,23 +159,51 @@ impl CertManager {
         let issuer = issuer.into();
         CertManager {
             bundle: issuer.bundle_file(),
+            file_roots: issuer.roots(),
+            ca_roots: Vec::new(),
             issuer,
             retries: HashMap::new(),
             enrolled: Arc::default(),
         }
     }
 
-    /// A successor of `current` trusting the bundle file's new roots, when it changed.
+    /// A successor of `current` trusting new roots, when the bundle file changed or the CA
+    /// sent other roots than last time.
     fn rotate_roots(&mut self, current: &CertStore) -> Option<CertStore> {
-        let mut roots = self.bundle.as_mut()?.poll()?;
-        if roots.is_empty() {
-            // The optional bundle went away: the issuer's own roots again.
-            roots = self.issuer.roots();
+        let mut changed = false;
+        if let Some(mut roots) = self.bundle.as_mut().and_then(RootFile::poll) {
+            if roots.is_empty() {
+                // The optional bundle went away: the issuer's own roots again.
+                roots = match &self.issuer {
+                    Issuer::Dev(ca) => vec![ca.root().clone()],
+                    Issuer::Istio(ca) => ca.roots().to_vec(),
+                };
+            }
+            if let Err(e) = self.issuer.set_roots(&roots) {
+                warn!("trust bundle not applied, the current roots stay: {e}");
+                return None;
+            }
+            self.file_roots = roots;
+            changed = true;
         }
-        let rotated = self
-            .issuer
-            .set_roots(&roots)
-            .and_then(|()| current.with_roots(roots));
+        if let Issuer::Istio(ca) = &self.issuer
+            && let Some(sent) = ca.take_roots()
+            && sent != self.ca_roots
+        {
+            self.ca_roots = sent;
+            changed = true;
+        }
+        let mut roots = self.file_roots.clone();
+        roots.extend(
+            self.ca_roots
+                .iter()
+                .filter(|r| !self.file_roots.contains(r))
+                .cloned(),
+        );
+        if !changed || roots.as_slice() == current.root_certs() {
+            return None;
+        }
+        let rotated = current.with_roots(roots);
         match rotated {
             Ok(store) => {
                 info!(
