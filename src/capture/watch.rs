@@ -341,7 +341,15 @@ impl Watch {
                 return Outcome::Nothing;
             }
         };
-        match judge(self.baseline.as_deref(), &sight) {
+        let mut verdict = judge(self.baseline.as_deref(), &sight);
+        if let Verdict::Adopt(table) = verdict {
+            info!("capture watch: taking the installed table ip {TABLE} as the baseline");
+            self.baseline = Some(table);
+            // The same sight again, now against its own table: whole unless the policy route
+            // is missing. So the keeper's first step, before `zring ready`, ends ready.
+            verdict = judge(self.baseline.as_deref(), &sight);
+        }
+        match verdict {
             Verdict::Whole => {
                 self.dirty = false;
                 if !self.metrics.intact() {
@@ -358,13 +366,8 @@ impl Watch {
                     _ => Outcome::Nothing,
                 }
             }
-            Verdict::Adopt(table) => {
-                info!("capture watch: taking the installed table ip {TABLE} as the baseline");
-                self.baseline = Some(table);
-                // Look again at once: the policy route may still be missing.
-                self.dirty = true;
-                Outcome::Nothing
-            }
+            // Never after the adoption above: a baseline exists by then.
+            Verdict::Adopt(_) => Outcome::Nothing,
             Verdict::Absent => {
                 self.metrics.set_intact(false);
                 self.dirty = false;
