@@ -104,7 +104,8 @@ pub fn run(config: Config, logs: Option<LogControl>) -> anyhow::Result<()> {
             let roots = crate::grpc::load_certs(&config.ca_root_ca)
                 .map_err(|e| anyhow::anyhow!("CA_ROOT_CA={}: {e}", config.ca_root_ca.display()))?;
             let ca = IstioCa::new(target.clone(), roots, config.secret_ttl, &config.cluster_id)
-                .with_context(|| format!("CA_ADDRESS={}", target.address()))?;
+                .with_context(|| format!("CA_ADDRESS={}", target.address()))?
+                .with_root_file(&config.ca_root_ca);
             info!(
                 address = target.address(),
                 "workload certificates from the Istio CA"
@@ -224,6 +225,7 @@ async fn serve(start: Start) -> anyhow::Result<Serving> {
             return Ok(());
         }
         initial_sync.wait_for_addresses().await;
+        readiness.watch_capture(shared.metrics.capture_set().clone());
         let shared = shared.clone();
         tokio::task::spawn_blocking(move || {
             let snapshots = shared.clone();

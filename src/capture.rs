@@ -6,7 +6,8 @@
 //! covers what a node gets. Production code: the lab builds on it, never the reverse.
 //!
 //! Modules: `cidr` (the IPv4 networks pods live in), `cmd` (finding and running `ip` and `nft`,
-//! which the lab uses too), `enrolled` (the enrolled-pod set and the thread that keeps it).
+//! which the lab uses too), `enrolled` (the enrolled-pod set and the thread that keeps it),
+//! `watch` (on that thread: notices a removed or altered ruleset, restores it, holds readiness).
 //!
 //! [`Scope::EveryPodAddress`] is the lab's other shape, the rules before the set existed:
 //! every address of the pod CIDRs is captured (outbound from any pod interface, inbound from
@@ -123,6 +124,7 @@
 mod cidr;
 pub(crate) mod cmd;
 pub mod enrolled;
+pub mod watch;
 
 use std::fmt::Write as _;
 
@@ -396,6 +398,11 @@ impl Place<'_> {
 /// policy route. Idempotent: the `ip rule` is added only if it is not there yet.
 pub fn install(place: Place<'_>, capture: &Capture) -> Result<(), Error> {
     place.nft(&["-f", "-"], Some(&script(capture)))?;
+    install_routing(place)
+}
+
+/// The policy-routing half of [`install`] (also what `watch` restores when only it is gone).
+pub(crate) fn install_routing(place: Place<'_>) -> Result<(), Error> {
     let [rule, route] = policy_routing();
     let wanted = format!("fwmark {CAPTURE_MARK:#x} lookup {CAPTURE_TABLE}");
     if !place.ip("rule show")?.contains(&wanted) {

@@ -95,6 +95,9 @@ pub struct Config {
     pub local_xds_poll: Duration,
     /// SO_MARK on zring's own upstream sockets so capture rules skip them.
     pub packet_mark: u32,
+    /// Node mode: let passthrough reach link-local, loopback and node addresses
+    /// (`ZRING_PASSTHROUGH_ALLOW_LOCAL`; `proxy::local_reach`).
+    pub passthrough_allow_local: bool,
     pub cores: usize,
     /// Pin core `i` to CPU `i % available CPUs`.
     pub pin_cores: bool,

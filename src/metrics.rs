@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crossbeam_channel::{Receiver, Sender};
 
-pub use capture::CaptureSetMetrics;
+pub use capture::{CaptureDamage, CaptureSetMetrics};
 pub use labels::{Conn, LabelSet, LabelsRef, Reporter, SecurityPolicy};
 pub use latency::{Kind as LatencyKind, Latency};
 pub use shard::{
@@ -313,6 +313,7 @@ impl Registry {
         for (result, n) in [("ok", ok), ("error", error)] {
             e.sample("zring_capture_set_updates_total", [("result", result)], n);
         }
+        capture::write_watch(&self.capture_set, e);
     }
 
     fn write_xds(&self, e: &mut Encoder) {

@@ -9,6 +9,7 @@
 pub mod alloc;
 pub mod ifaddrs;
 pub mod netns;
+pub mod nfnetlink;
 pub mod origdst;
 pub mod seccomp;
 pub mod socket;

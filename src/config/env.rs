@@ -180,6 +180,11 @@ impl Config {
             local_xds_path,
             local_xds_poll: ms("ZRING_LOCAL_XDS_POLL_MS", 1000, 10, 3_600_000)?,
             packet_mark,
+            passthrough_allow_local: parse_bool(
+                "ZRING_PASSTHROUGH_ALLOW_LOCAL",
+                var("ZRING_PASSTHROUGH_ALLOW_LOCAL"),
+                false,
+            )?,
             cores,
             pin_cores: parse_bool("ZRING_PIN_CORES", var("ZRING_PIN_CORES"), true)?,
             driver,

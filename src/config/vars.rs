@@ -99,6 +99,16 @@ pub const VARS: &[Var] = &[
         help: "the container's CPU request; validated, no effect (zring runs one runtime per counted CPU)",
     },
     Var {
+        name: "ZRING_PASSTHROUGH_ALLOW_LOCAL",
+        default: "false",
+        help: "node mode: let passthrough (unknown destinations) reach link-local (169.254/16, fe80::/10), loopback and the node's own addresses; refused by default because zring re-originates it from the node",
+    },
+    Var {
+        name: "ZRING_CAPTURE_RESTORE",
+        default: "true",
+        help: "node mode: put back table ip zring and its policy route when removed or altered (false: only report, unready meanwhile)",
+    },
+    Var {
         name: "ZRING_PIN_CORES",
         default: "true",
         help: "pin each runtime to one CPU",

@@ -52,6 +52,12 @@ pub enum Error {
     /// deadline, so it was cut.
     #[error("closed: pod removed, connection still open at the drain deadline")]
     PodRemoved,
+    /// Node mode: a passthrough to a link-local, loopback or node address (`local_reach`).
+    #[error(
+        "refused: passthrough to {0}, a link-local, loopback or node address \
+         (ZRING_PASSTHROUGH_ALLOW_LOCAL=true allows it)"
+    )]
+    LocalPassthrough(std::net::SocketAddr),
 }
 
 /// Which end of a connection a workload lookup was for.
@@ -98,6 +104,8 @@ const NONE: &str = "-";
 const NO_WORKLOAD: &str = "NO_WORKLOAD";
 /// Cut at the drain deadline of a removed pod.
 const POD_REMOVED: &str = "POD_REMOVED";
+/// Node mode: passthrough to an address only the node should reach (`local_reach`).
+const PASSTHROUGH_LOCAL: &str = "PASSTHROUGH_LOCAL";
 
 impl Error {
     /// The answer, `response_flags` and side of this error.
@@ -122,6 +130,7 @@ impl Error {
             Error::Revoked(_) => (Nothing, DENY, Internal),
             // In-pod: the pod went away; nothing left to answer.
             Error::PodRemoved => (Nothing, POD_REMOVED, Internal),
+            Error::LocalPassthrough(_) => (BAD, PASSTHROUGH_LOCAL, Downstream),
             // Connecting upstream: TCP, or the HBONE client (15001).
             Error::Connect(_) => (UNAVAILABLE, CONNECT, Upstream),
             Error::Hbone(e) => match e {

@@ -107,6 +107,10 @@ async fn prepare<'c>(
         }
         Action::Passthrough(a) | Action::Direct(a) | Action::DirectLocal(a) => a,
     };
+    if matches!(route.action, Action::Passthrough(_)) {
+        let allow = ctx.config().passthrough_allow_local;
+        super::local_reach::check(capture, allow, &own, target)?;
+    }
     let kind = route.action.kind();
     info!(core = ctx.id, "proxy to {target} using TCP type {kind}");
     // A pod on this node: no zring on the way in, so this core enforces the destination's
