@@ -192,6 +192,36 @@ fn malformed(dns: &CoreDns, msg: &[u8], e: WireError) -> Step {
     }
 }
 
+/// Spawns the node-mode DNS tasks of a core on `sockets` (bound in the node's netns); they end
+/// when the core drains.
+pub fn spawn_node(
+    ctx: &Rc<CoreCtx>,
+    dns: &Rc<CoreDns>,
+    sockets: crate::inpod::factory::DnsSockets,
+) -> Vec<monoio::task::JoinHandle<()>> {
+    let origin = Rc::new(Origin::Node {
+        mark: ctx.config().packet_mark,
+    });
+    let mut tasks = Vec::new();
+    match UdpUpstream::new(sockets.upstream) {
+        Ok(up) => tasks.push(monoio::spawn(serve_udp(
+            ctx.clone(),
+            dns.clone(),
+            origin.clone(),
+            sockets.udp,
+            Rc::new(up),
+        ))),
+        Err(e) => warn!(core = ctx.id, "DNS proxy: cannot register the upstream socket: {e}"),
+    }
+    tasks.push(monoio::spawn(serve_tcp(
+        ctx.clone(),
+        dns.clone(),
+        origin,
+        sockets.tcp,
+    )));
+    tasks
+}
+
 /// Serves one UDP socket until `origin` stops: answers in line, forwards in spawned tasks
 /// through `upstream`, whose reader runs beside it for as long.
 pub async fn serve_udp(
