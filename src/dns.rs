@@ -18,6 +18,8 @@
 //! Modules: `wire` (the message codec, pure), `resolve` (what the mesh answers, pure),
 //! `upstream` (forwarding), `server` (the per-core UDP and TCP loops).
 
+#[doc(hidden)]
+pub mod fuzz;
 pub mod resolve;
 pub mod server;
 pub mod upstream;
