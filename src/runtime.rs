@@ -273,7 +273,7 @@ async fn core_main(
     let mut node_dns = None;
     if let (Some(_), ProxyMode::Node) = (&dns, cfg.proxy_mode) {
         let addr = cfg.dns.bind_addr(false);
-        match crate::inpod::factory::dns_sockets(addr, cfg.listen_backlog, cfg.packet_mark) {
+        match crate::inpod::factory::dns_sockets(addr, cfg.listen_backlog, cfg.packet_mark, true) {
             Ok(s) => node_dns = Some(s),
             Err(source) => {
                 let _ = ready.send(Err(StartError::Listen {

@@ -54,8 +54,14 @@ pub struct DnsSockets {
 }
 
 /// [`DnsSockets`] in the current namespace, bound to `addr`; forwards leave marked `mark`
-/// (0: unmarked), from an IPv4 or IPv6 socket as `addr` is.
-pub fn dns_sockets(addr: SocketAddr, backlog: i32, mark: u32) -> io::Result<DnsSockets> {
+/// (0: unmarked), from an IPv4 or IPv6 socket as `addr` is. `transparent`: the TCP listener
+/// takes TPROXYed connections (node mode).
+pub fn dns_sockets(
+    addr: SocketAddr,
+    backlog: i32,
+    mark: u32,
+    transparent: bool,
+) -> io::Result<DnsSockets> {
     let domain = Domain::for_address(addr);
     let udp = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
     udp.set_reuse_port(true)?;
@@ -64,7 +70,7 @@ pub fn dns_sockets(addr: SocketAddr, backlog: i32, mark: u32) -> io::Result<DnsS
     let tcp = crate::sys::socket::listener(
         addr,
         crate::sys::socket::ListenOpts {
-            transparent: false,
+            transparent,
             reuse_port: true,
             backlog,
         },

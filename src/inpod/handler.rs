@@ -136,7 +136,7 @@ impl PodHandler for ListenerHandler {
                 .collect::<std::io::Result<Vec<_>>>()?;
             let dns = (0..cores)
                 .map(|_| {
-                    dns.map(|addr| factory::dns_sockets(addr, backlog, mark))
+                    dns.map(|addr| factory::dns_sockets(addr, backlog, mark, false))
                         .transpose()
                 })
                 .collect::<std::io::Result<Vec<_>>>()?;
