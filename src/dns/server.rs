@@ -279,17 +279,30 @@ pub async fn serve_udp(
                 };
                 let (query, cell) = *job;
                 let msg = msg.to_vec();
-                let (ctx, dns, socket, upstream) =
-                    (ctx.clone(), dns.clone(), socket.clone(), upstream.clone());
+                let (ctx, dns, socket, upstream, origin) = (
+                    ctx.clone(),
+                    dns.clone(),
+                    socket.clone(),
+                    upstream.clone(),
+                    origin.clone(),
+                );
                 monoio::spawn(async move {
                     let _slot = slot;
-                    let answer = forward(&dns, &cell, &query, || async {
-                        forward_udp(&ctx, &dns, &upstream, &msg, &query).await
-                    })
-                    .await;
-                    let (r, _) = socket.send_to(answer, peer).await;
-                    if let Err(e) = r {
-                        debug!(%peer, "DNS proxy: UDP send failed: {e}");
+                    let answered = async {
+                        let answer = forward(&dns, &cell, &query, || async {
+                            forward_udp(&ctx, &dns, &upstream, &msg, &query).await
+                        })
+                        .await;
+                        let (r, _) = socket.send_to(answer, peer).await;
+                        if let Err(e) = r {
+                            debug!(%peer, "DNS proxy: UDP send failed: {e}");
+                        }
+                    };
+                    // A removed pod's (or a drained core's) socket closes now, not once the
+                    // forwards it started have timed out.
+                    monoio::select! {
+                        () = answered => {}
+                        () = origin.stopped(&ctx) => {}
                     }
                 });
             }
