@@ -123,7 +123,14 @@ impl Load {
 }
 
 /// `clients` threads in `ns`, each with `window` queries for `name` in flight to `to`.
-fn run_load(ns: &Netns, to: SocketAddr, name: &str, clients: usize, window: usize, secs: u64) -> Load {
+fn run_load(
+    ns: &Netns,
+    to: SocketAddr,
+    name: &str,
+    clients: usize,
+    window: usize,
+    secs: u64,
+) -> Load {
     let handles: Vec<_> = (0..clients)
         .map(|c| {
             let name = name.to_owned();
@@ -200,12 +207,27 @@ fn main() -> Result<()> {
     cni::install_rules(m.lab.pod("appa").netns(), InpodRules { dns: true })?;
     let appa = m.lab.pod("appa").netns().clone();
     // Warm up: both paths answer before anything is measured.
-    run_load(&appa, (CLUSTER_DNS, 53).into(), "appb.default.svc.cluster.local", 1, 1, 1);
+    run_load(
+        &appa,
+        (CLUSTER_DNS, 53).into(),
+        "appb.default.svc.cluster.local",
+        1,
+        1,
+        1,
+    );
     run_load(&appa, (CLUSTER_DNS, 53).into(), "external.test", 1, 1, 1);
 
     let loads = [
-        ("direct", SocketAddr::from((APPC, UPSTREAM_PORT)), "external.test"),
-        ("zring-local", (CLUSTER_DNS, 53).into(), "appb.default.svc.cluster.local"),
+        (
+            "direct",
+            SocketAddr::from((APPC, UPSTREAM_PORT)),
+            "external.test",
+        ),
+        (
+            "zring-local",
+            (CLUSTER_DNS, 53).into(),
+            "appb.default.svc.cluster.local",
+        ),
         ("zring-forwarded", (CLUSTER_DNS, 53).into(), "external.test"),
     ];
     let mut results = Vec::new();

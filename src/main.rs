@@ -216,7 +216,8 @@ fn redirect(action: Option<&str>, extra: Option<&String>) -> ExitCode {
         let ifaces = std::env::var("ZRING_POD_INTERFACES").unwrap_or_else(|_| "veth*".into());
         // Pods' DNS to the DNS proxy only when asked for explicitly: the rule's REDIRECT
         // needs an IPv4 address on the node side of each pod's veth, which not every CNI has.
-        let dns = std::env::var("ISTIO_META_DNS_CAPTURE").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+        let dns =
+            std::env::var("ISTIO_META_DNS_CAPTURE").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
         Capture::parse(&cidrs, &ifaces)
             .map(|c| c.with_dns(dns && config.dns.enabled))
             .map_err(|e| {

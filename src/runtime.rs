@@ -269,7 +269,10 @@ async fn core_main(
     }
     // The DNS proxy (15053): its state on every core; in node mode its sockets here, in-pod
     // inside each pod (`pods`).
-    let dns = cfg.dns.enabled.then(|| Rc::new(crate::dns::CoreDns::new(&ctx)));
+    let dns = cfg
+        .dns
+        .enabled
+        .then(|| Rc::new(crate::dns::CoreDns::new(&ctx)));
     let mut node_dns = None;
     if let (Some(_), ProxyMode::Node) = (&dns, cfg.proxy_mode) {
         let addr = cfg.dns.bind_addr(false);

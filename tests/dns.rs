@@ -358,8 +358,14 @@ fn libc_resolves_services_in_every_form_and_forwards_the_rest() {
         Ok(vec![EXTERNAL.to_string()]),
         "forwarded to the upstream"
     );
-    assert!(seen.load(Ordering::Relaxed) > before, "the upstream was asked");
-    assert!(getent(&appa, &resolv, "nowhere.test").is_err(), "NXDOMAIN relayed");
+    assert!(
+        seen.load(Ordering::Relaxed) > before,
+        "the upstream was asked"
+    );
+    assert!(
+        getent(&appa, &resolv, "nowhere.test").is_err(),
+        "NXDOMAIN relayed"
+    );
 
     // The DNS rules of the pod took the queries (not another resolver).
     let counters = cni::rule_counters(&appa).unwrap();
@@ -368,7 +374,10 @@ fn libc_resolves_services_in_every_form_and_forwards_the_rest() {
 
     m.eventually("the istio_dns_* series", || {
         let s = m.scrape("a");
-        let src = [("source_canonical_service", "appa"), ("request_protocol", "udp")];
+        let src = [
+            ("source_canonical_service", "appa"),
+            ("request_protocol", "udp"),
+        ];
         s.sum("istio_dns_requests_total", &src) >= 8.0
             && s.sum("istio_dns_upstream_requests_total", &src) >= 1.0
             && s.sum("istio_dns_upstream_request_duration_seconds_count", &src) >= 1.0
@@ -381,14 +390,24 @@ fn raw_queries_udp_tcp_edns_cname_and_truncation() {
     let (m, _) = mesh();
     let appa = m.lab.pod("appa").netns().clone();
 
-    let a = parse(&udp_ask(&appa, query(0xbeef, "appb.default.svc.cluster.local", 1, None)).unwrap());
+    let a = parse(
+        &udp_ask(
+            &appa,
+            query(0xbeef, "appb.default.svc.cluster.local", 1, None),
+        )
+        .unwrap(),
+    );
     assert_eq!((a.id, a.rcode()), (0xbeef, 0));
     assert!(a.aa(), "authoritative for the mesh's names");
     assert_eq!(a.ips(), [VIP.to_string()]);
 
     // The search-domain form: CNAME to the stripped name, then its address.
     let a = parse(
-        &udp_ask(&appa, query(7, "appb.default.default.svc.cluster.local", 1, Some(1232))).unwrap(),
+        &udp_ask(
+            &appa,
+            query(7, "appb.default.default.svc.cluster.local", 1, Some(1232)),
+        )
+        .unwrap(),
     );
     assert_eq!(a.records[0].1, 5, "{a:?}");
     assert_eq!(a.records[0].2, "appb.default");

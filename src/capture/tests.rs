@@ -218,7 +218,10 @@ fn dns_rules_only_when_asked() {
     let with = ruleset(&lab_capture().with_dns(true));
     let tcp = with.find(r#"comment "dns-tcp""#).expect("dns-tcp");
     let outbound = with.find(r#"comment "outbound""#).unwrap();
-    assert!(tcp < outbound, "DNS over TCP is taken before outbound capture");
+    assert!(
+        tcp < outbound,
+        "DNS over TCP is taken before outbound capture"
+    );
     assert!(with.contains(
         r#"iifname "zp*" ip saddr @ztunnel-pods-ips tcp dport 53 tproxy to :15053 meta mark set 0x111 counter accept comment "dns-tcp""#
     ));

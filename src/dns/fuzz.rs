@@ -72,11 +72,20 @@ pub fn message(data: &[u8]) {
     };
     for limit in [wire::PLAIN_UDP_SIZE, query.udp_limit(), wire::MAX_TCP_SIZE] {
         let out = wire::response(&query, Rcode::NoError, true, &records, limit);
-        assert!(out.len() <= limit, "{} bytes over a limit of {limit}", out.len());
+        assert!(
+            out.len() <= limit,
+            "{} bytes over a limit of {limit}",
+            out.len()
+        );
         // What the proxy sends parses back as an answer to the query, same question.
         assert!(wire::answers(&query, &out), "not an answer to its query");
         let back = Query::parse(&out).expect("our answer parses");
-        assert!(back.question.name.wire().eq_ignore_ascii_case(query.question.name.wire()));
+        assert!(
+            back.question
+                .name
+                .wire()
+                .eq_ignore_ascii_case(query.question.name.wire())
+        );
         let h = Header::parse(&out).expect("a header");
         assert!(h.is_response());
     }

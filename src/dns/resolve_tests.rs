@@ -4,7 +4,12 @@ use std::net::Ipv4Addr;
 
 fn svc(ns: &str, host: &str, vips: &[&str]) -> Service {
     Service {
-        name: host.split('.').next().unwrap().replace('*', "wildcard").into(),
+        name: host
+            .split('.')
+            .next()
+            .unwrap()
+            .replace('*', "wildcard")
+            .into(),
         namespace: ns.into(),
         hostname: host.into(),
         vips: vips
@@ -39,7 +44,11 @@ fn snapshot() -> Snapshot {
     b.add_service(v4only);
     b.add_service(svc("ns1", "*.wild.example", &["/240.240.0.1"]));
     b.add_service(svc("ns1", "www.google.com", &["/240.240.0.2"]));
-    b.add_service(svc("ns1", "far.ns1.svc.cluster.local", &["net2/10.96.0.11"]));
+    b.add_service(svc(
+        "ns1",
+        "far.ns1.svc.cluster.local",
+        &["net2/10.96.0.11"],
+    ));
     // One hostname, three namespaces: ns3's is canonical, ns4 is preferred.
     b.add_service(svc("ns2", "shared.example", &["/240.240.1.2"]));
     let mut canonical = svc("ns3", "shared.example", &["/240.240.1.3"]);
@@ -81,11 +90,7 @@ fn every_form_a_pod_may_ask() {
         "productpage.ns1",
         "productpage.ns1.svc",
     ] {
-        assert_eq!(
-            a(name),
-            Some(vec![format!("{name}. 10.96.0.9")]),
-            "{name}"
-        );
+        assert_eq!(a(name), Some(vec![format!("{name}. 10.96.0.9")]), "{name}");
     }
     // What glibc asks after appending a search domain to a name that already had a
     // namespace: a CNAME to the stripped name, whose address records follow.
@@ -108,7 +113,11 @@ fn every_form_a_pod_may_ask() {
     );
     // Not the mesh's: forwarded. So are other types, and names no hostname can be.
     assert_eq!(a("nothere.ns1.svc.cluster.local"), None);
-    assert_eq!(a("example"), None, "short names expand to the client's namespace only");
+    assert_eq!(
+        a("example"),
+        None,
+        "short names expand to the client's namespace only"
+    );
     assert_eq!(ask(&s, "productpage", 16, &d), None, "TXT");
 }
 

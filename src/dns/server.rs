@@ -31,8 +31,8 @@ use super::{CoreDns, DnsError, query_type_name};
 use crate::core::CoreCtx;
 use crate::inpod::pod::CorePod;
 use crate::metrics::dns::{DnsCell, DnsLabels, Dropped};
-use crate::sys::socket::SpoofSide;
 use crate::state::Workload;
+use crate::sys::socket::SpoofSide;
 
 /// How long a TCP client may take to send its next query (ztunnel's 5 s).
 pub const TCP_IDLE: Duration = Duration::from_secs(5);
@@ -174,7 +174,13 @@ fn prepare(
                 records = records.len(),
                 "dns: answered from the mesh"
             );
-            Step::Reply(wire::response(&query, Rcode::NoError, true, &records, limit))
+            Step::Reply(wire::response(
+                &query,
+                Rcode::NoError,
+                true,
+                &records,
+                limit,
+            ))
         }
         Lookup::Forward => Step::Forward(Box::new((query, cell))),
     }
@@ -211,7 +217,10 @@ pub fn spawn_node(
             sockets.udp,
             Rc::new(up),
         ))),
-        Err(e) => warn!(core = ctx.id, "DNS proxy: cannot register the upstream socket: {e}"),
+        Err(e) => warn!(
+            core = ctx.id,
+            "DNS proxy: cannot register the upstream socket: {e}"
+        ),
     }
     tasks.push(monoio::spawn(serve_tcp(
         ctx.clone(),
@@ -234,7 +243,10 @@ pub async fn serve_udp(
     let socket = match UdpSocket::from_std(socket) {
         Ok(s) => Rc::new(s),
         Err(e) => {
-            warn!(core = ctx.id, "DNS proxy: cannot register the UDP socket: {e}");
+            warn!(
+                core = ctx.id,
+                "DNS proxy: cannot register the UDP socket: {e}"
+            );
             return;
         }
     };
@@ -363,7 +375,10 @@ pub async fn serve_tcp(
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
-            warn!(core = ctx.id, "DNS proxy: cannot register the TCP listener: {e}");
+            warn!(
+                core = ctx.id,
+                "DNS proxy: cannot register the TCP listener: {e}"
+            );
             return;
         }
     };

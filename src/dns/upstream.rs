@@ -83,7 +83,11 @@ impl UdpUpstream {
     }
 
     /// Reads answers until `stop` ends: each goes to its pending query, or is discarded.
-    pub async fn read_answers(&self, metrics: &DnsShard, stop: impl std::future::Future<Output = ()>) {
+    pub async fn read_answers(
+        &self,
+        metrics: &DnsShard,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
         let mut stop = std::pin::pin!(stop);
         let mut buf = vec![0u8; 65536];
         loop {

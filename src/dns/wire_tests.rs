@@ -48,7 +48,11 @@ fn parses_a_query_with_edns() {
     let plain = Query::parse(&query(1, "a", TYPE_AAAA, None)).unwrap();
     assert_eq!(plain.udp_limit(), PLAIN_UDP_SIZE);
     let tiny = Query::parse(&query(1, "a", TYPE_A, Some(100))).unwrap();
-    assert_eq!(tiny.udp_limit(), PLAIN_UDP_SIZE, "EDNS below 512 counts as 512");
+    assert_eq!(
+        tiny.udp_limit(),
+        PLAIN_UDP_SIZE,
+        "EDNS below 512 counts as 512"
+    );
     let huge = Query::parse(&query(1, "a", TYPE_A, Some(65000))).unwrap();
     assert_eq!(huge.udp_limit(), MAX_UDP_SIZE);
 }

@@ -149,10 +149,11 @@ impl DnsMetrics {
         m.series.extend(self.new_rx.try_iter());
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         // Sum by label set (two cores may hold the same one).
-        let mut sums: BTreeMap<&DnsLabels, [u64; 4 + DURATION_BUCKETS.len() + 1]> =
-            BTreeMap::new();
+        let mut sums: BTreeMap<&DnsLabels, [u64; 4 + DURATION_BUCKETS.len() + 1]> = BTreeMap::new();
         for (labels, cell) in &m.series {
-            let s = sums.entry(labels).or_insert([0; 4 + DURATION_BUCKETS.len() + 1]);
+            let s = sums
+                .entry(labels)
+                .or_insert([0; 4 + DURATION_BUCKETS.len() + 1]);
             s[0] += get(&cell.requests);
             s[1] += get(&cell.upstream_requests);
             s[2] += get(&cell.upstream_failures);
@@ -165,7 +166,10 @@ impl DnsMetrics {
             [
                 ("request_query_type", l.query_type),
                 ("request_protocol", l.protocol),
-                ("source_canonical_service", unknown(&l.source_canonical_service)),
+                (
+                    "source_canonical_service",
+                    unknown(&l.source_canonical_service),
+                ),
                 (
                     "source_canonical_revision",
                     unknown(&l.source_canonical_revision),
@@ -222,11 +226,7 @@ impl DnsMetrics {
                 let mut pairs = label_pairs(l).to_vec();
                 pairs.push(("le", "+Inf"));
                 e.sample(&format!("{hist}_bucket"), pairs, count);
-                e.sample(
-                    &format!("{hist}_sum"),
-                    label_pairs(l),
-                    s[3] as f64 / 1e9,
-                );
+                e.sample(&format!("{hist}_sum"), label_pairs(l), s[3] as f64 / 1e9);
                 e.sample(&format!("{hist}_count"), label_pairs(l), count);
             }
         }

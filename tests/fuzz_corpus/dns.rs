@@ -37,9 +37,17 @@ pub fn messages() -> Vec<(String, Vec<u8>)> {
     let mut add = |n: &str, m: Vec<u8>| out.push((n.to_owned(), m));
     add(
         "a-service",
-        q(1, 0x0100, [1, 0, 0, 0], &question("appb.default.svc.cluster.local", 1, 1)),
+        q(
+            1,
+            0x0100,
+            [1, 0, 0, 0],
+            &question("appb.default.svc.cluster.local", 1, 1),
+        ),
     );
-    add("a-short", q(2, 0x0100, [1, 0, 0, 0], &question("appb", 1, 1)));
+    add(
+        "a-short",
+        q(2, 0x0100, [1, 0, 0, 0], &question("appb", 1, 1)),
+    );
     let mut edns = question("AppB.default.default.svc.cluster.local", 28, 1);
     edns.extend_from_slice(&opt(1232));
     add("aaaa-edns-search", q(3, 0x0100, [1, 0, 0, 1], &edns));
@@ -69,13 +77,23 @@ pub fn messages() -> Vec<(String, Vec<u8>)> {
     );
     add(
         "pointer-mutual",
-        q(10, 0, [1, 0, 0, 0], &[1, b'x', 0xc0, 15, 0xc0, 12, 0, 1, 0, 1]),
+        q(
+            10,
+            0,
+            [1, 0, 0, 0],
+            &[1, b'x', 0xc0, 15, 0xc0, 12, 0, 1, 0, 1],
+        ),
     );
     add(
         "huge-counts",
         q(11, 0, [1, 0xffff, 0xffff, 0xffff], &question("a", 1, 1)),
     );
-    let full = q(12, 0, [1, 0, 0, 1], &[question("a.b.c", 1, 1), opt(4096)].concat());
+    let full = q(
+        12,
+        0,
+        [1, 0, 0, 1],
+        &[question("a.b.c", 1, 1), opt(4096)].concat(),
+    );
     add("truncated", full[..full.len() - 3].to_vec());
     add("runt", vec![0, 13, 1]);
     let mut two_opt = question("a", 1, 1);
