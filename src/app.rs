@@ -256,7 +256,8 @@ async fn serve(start: Start) -> anyhow::Result<Serving> {
                 config.packet_mark,
                 config.listen_backlog,
             )
-            .with_certificates(enrolled, &config.trust_domain);
+            .with_certificates(enrolled, &config.trust_domain)
+            .with_dns(config.dns.enabled.then(|| config.dns.bind_addr(true)));
             let client = crate::inpod::client::spawn(
                 crate::inpod::ClientConfig::new(&config.inpod_uds),
                 handler,

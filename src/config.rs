@@ -6,6 +6,7 @@
 //! nothing downstream re-validates.
 
 mod address;
+mod dns;
 mod env;
 mod parse;
 mod vars;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use crate::grpc::Target;
 
 pub use address::{DEFAULT_AUTH_TOKEN, DEFAULT_ROOT_CA, ISTIOD_IN_CLUSTER, ISTIOD_LOCAL};
+pub use dns::{DNS_PORT, DnsConfig};
 pub use vars::{NOT_IMPLEMENTED, Unimplemented, VARS, Var};
 
 /// Environment variables with this prefix become xDS node metadata (prefix stripped), as in
@@ -141,6 +143,8 @@ pub struct Config {
     /// How the control-plane addresses were chosen (default, set, disabled), one line each;
     /// `zring check` prints them, `zring run` logs them.
     pub notes: Vec<String>,
+    /// The DNS proxy on 15053 (`dns`).
+    pub dns: DnsConfig,
     /// ztunnel variables that are set but whose feature zring lacks, `NAME=value: what`;
     /// logged once at start-up (see [`NOT_IMPLEMENTED`]).
     pub not_implemented: Vec<String>,
@@ -426,7 +430,7 @@ mod tests {
     #[test]
     fn unimplemented_variables_are_accepted_and_listed() {
         let c = cfg(&[
-            ("ISTIO_META_DNS_CAPTURE", "true"),
+            ("XDS_ON_DEMAND", "true"),
             ("NETWORK", "net1"),
             ("IPV6_ENABLED", "false"),
             ("CRL_PATH", ""),
@@ -437,12 +441,12 @@ mod tests {
                 .iter()
                 .map(|l| l.split(':').next().unwrap())
                 .collect::<Vec<_>>(),
-            ["ISTIO_META_DNS_CAPTURE=true", "NETWORK=net1"]
+            ["NETWORK=net1", "XDS_ON_DEMAND=true"]
         );
         let listed = unimplemented_in([
             ("XDS_HEADER_X_FOO".to_owned(), "bar".to_owned()),
             ("KEEPALIVE_TIME".to_owned(), "30s".to_owned()),
-            ("ISTIO_META_DNS_CAPTURE".to_owned(), "False".to_owned()),
+            ("XDS_ON_DEMAND".to_owned(), "False".to_owned()),
             ("UNRELATED".to_owned(), "x".to_owned()),
         ]);
         assert_eq!(listed.len(), 2, "{listed:?}");
@@ -461,6 +465,7 @@ mod tests {
             include_str!("config.rs"),
             include_str!("config/env.rs"),
             include_str!("config/address.rs"),
+            include_str!("config/dns.rs"),
         ] {
             for name in src
                 .split("var(\"")

@@ -9,6 +9,7 @@
 //! - `sys` is the only module that may opt out of the compiler's memory-safety checks;
 //! - `latch` (a core's one-shot, many-waiter latch) and `rng` (the xorshift generator) are
 //!   leaves that import nothing from the crate;
+//! - `dns` is the DNS proxy on 15053 (codec and resolution pure, its sockets on the cores);
 //! - `capture` is the node's nftables capture rules (`zring redirect`, and the lab);
 //! - `lab` builds network-namespace topologies for `zring demo`, the tests and the benches;
 //! - `metrics` (per-core shards, merged on scrape), `admin` (the 15000/15020/15021 servers on
@@ -28,6 +29,7 @@ pub mod control;
 pub mod core;
 pub mod crypto;
 pub mod demo;
+pub mod dns;
 pub mod drain;
 #[doc(hidden)]
 pub mod fuzzing;

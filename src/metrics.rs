@@ -25,6 +25,7 @@
 //! enrolled-pod set keeper's counters).
 
 pub mod capture;
+pub mod dns;
 pub mod labels;
 pub mod latency;
 pub mod shard;
@@ -92,6 +93,8 @@ pub struct Registry {
     dropped_logs: OnceLock<tracing_appender::non_blocking::ErrorCounter>,
     /// In-pod mode's workload-manager series (`workload_manager_*`), when that mode runs.
     inpod: OnceLock<Arc<dyn Collect>>,
+    /// The DNS proxy's series (`istio_dns_*`, `zring_dns_*`).
+    dns: Arc<dns::DnsMetrics>,
 }
 
 /// Families kept elsewhere (in atomics of their own thread) and written on every scrape.
@@ -137,6 +140,7 @@ impl Registry {
             capture_set: Arc::default(),
             dropped_logs: OnceLock::new(),
             inpod: OnceLock::new(),
+            dns: Arc::default(),
         }
     }
 
@@ -156,6 +160,11 @@ impl Registry {
 
     pub fn xds(&self) -> &Arc<XdsMetrics> {
         &self.xds
+    }
+
+    /// The DNS proxy's series; each core attaches a shard.
+    pub fn dns(&self) -> &Arc<dns::DnsMetrics> {
+        &self.dns
     }
 
     pub fn capture_set(&self) -> &Arc<CaptureSetMetrics> {
@@ -244,6 +253,7 @@ impl Registry {
         if let Some(inpod) = self.inpod.get() {
             inpod.collect(&mut e);
         }
+        self.dns.collect(&mut e);
         write_process(&mut e);
         if let Some(c) = self.dropped_logs.get() {
             e.family(

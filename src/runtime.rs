@@ -267,6 +267,28 @@ async fn core_main(
             }
         }
     }
+    // The DNS proxy (15053): its state on every core; in node mode its sockets here, in-pod
+    // inside each pod (`pods`).
+    let dns = cfg
+        .dns
+        .enabled
+        .then(|| Rc::new(crate::dns::CoreDns::new(&ctx)));
+    let mut node_dns = None;
+    if let (Some(_), ProxyMode::Node) = (&dns, cfg.proxy_mode) {
+        let addr = cfg.dns.bind_addr(false);
+        match crate::inpod::factory::dns_sockets(addr, cfg.listen_backlog, cfg.packet_mark, true) {
+            Ok(s) => node_dns = Some(s),
+            Err(source) => {
+                let _ = ready.send(Err(StartError::Listen {
+                    core: id,
+                    addr,
+                    kind: "dns",
+                    source,
+                }));
+                return;
+            }
+        }
+    }
     match cfg.proxy_mode {
         ProxyMode::Node => info!(
             core = id,
@@ -291,8 +313,11 @@ async fn core_main(
     for (kind, listener) in listeners {
         tasks.push(monoio::spawn(accept_loop(ctx.clone(), listener, kind)));
     }
+    if let (Some(dns), Some(sockets)) = (&dns, node_dns) {
+        tasks.extend(crate::dns::server::spawn_node(&ctx, dns, sockets));
+    }
     if let Some(inbox) = inbox {
-        tasks.push(monoio::spawn(pods::run(ctx.clone(), inbox)));
+        tasks.push(monoio::spawn(pods::run(ctx.clone(), inbox, dns.clone())));
     }
     for t in tasks {
         t.await;

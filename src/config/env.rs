@@ -262,6 +262,7 @@ impl Config {
             instance_ip,
             proxy_metadata: BTreeMap::new(),
             notes,
+            dns: super::dns::DnsConfig::from_lookup(&get)?,
             not_implemented: unimplemented_in(
                 NOT_IMPLEMENTED
                     .iter()

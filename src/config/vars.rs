@@ -249,6 +249,46 @@ pub const VARS: &[Var] = &[
         help: "1: a panic prints a backtrace (Rust's standard library reads it)",
     },
     Var {
+        name: "ISTIO_META_DNS_CAPTURE",
+        default: "true",
+        help: "the DNS proxy on 15053 (ztunnel's switch): on unless set to something other than true",
+    },
+    Var {
+        name: "ISTIO_META_DNS_PROXY_ADDR",
+        default: "localhost:15053 in a pod, 0.0.0.0:15053 in node mode",
+        help: "where the DNS proxy listens (UDP and TCP): IP:PORT or localhost:PORT",
+    },
+    Var {
+        name: "CLUSTER_DOMAIN",
+        default: "cluster.local",
+        help: "the cluster's DNS domain, for the DNS proxy's Kubernetes names",
+    },
+    Var {
+        name: "PREFERED_SERVICE_NAMESPACE",
+        default: "(none)",
+        help: "the namespace the DNS proxy prefers when a hostname names services in several",
+    },
+    Var {
+        name: "ZRING_DNS_UPSTREAMS",
+        default: "(the nameservers of ZRING_DNS_RESOLV_CONF)",
+        help: "comma-separated IP or IP:PORT the DNS proxy forwards names it does not know to",
+    },
+    Var {
+        name: "ZRING_DNS_RESOLV_CONF",
+        default: "/etc/resolv.conf",
+        help: "where the DNS proxy reads its upstream nameservers",
+    },
+    Var {
+        name: "ZRING_DNS_UPSTREAM_TIMEOUT_MS",
+        default: "2500",
+        help: "how long the DNS proxy waits for one upstream before trying the next",
+    },
+    Var {
+        name: "ZRING_DNS_MAX_INFLIGHT",
+        default: "1024",
+        help: "forwarded DNS queries one core waits on at once; beyond, queries are dropped and counted",
+    },
+    Var {
         name: "INPOD_ENABLED",
         default: "(none)",
         help: "set by the chart; no effect (ztunnel no longer reads it either)",
@@ -268,16 +308,6 @@ pub struct Unimplemented {
 }
 
 pub const NOT_IMPLEMENTED: &[Unimplemented] = &[
-    Unimplemented {
-        name: "ISTIO_META_DNS_CAPTURE",
-        same_as: Some("false"),
-        what: "ztunnel's DNS proxy on 15053; zring has none, pods resolve as without the mesh",
-    },
-    Unimplemented {
-        name: "ISTIO_META_DNS_PROXY_ADDR",
-        same_as: None,
-        what: "the DNS proxy's address; zring has no DNS proxy",
-    },
     Unimplemented {
         name: "NETWORK",
         same_as: None,
@@ -312,16 +342,6 @@ pub const NOT_IMPLEMENTED: &[Unimplemented] = &[
         name: "CA_HEADER_*",
         same_as: None,
         what: "extra gRPC headers on CA requests",
-    },
-    Unimplemented {
-        name: "CLUSTER_DOMAIN",
-        same_as: Some("cluster.local"),
-        what: "the cluster's DNS domain; zring assumes cluster.local",
-    },
-    Unimplemented {
-        name: "PREFERED_SERVICE_NAMESPACE",
-        same_as: None,
-        what: "the namespace preferred when a hostname names several services",
     },
     Unimplemented {
         name: "KEEPALIVE_*",
