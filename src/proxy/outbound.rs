@@ -64,7 +64,10 @@ async fn prepare<'c>(
         Capture::Node => ctx.shared.own_addrs.load_full(),
         Capture::Pod(_) => Arc::new(route::OwnAddrs::pod([src.ip()])),
     };
-    let mut route = route::outbound(&snapshot, node, &own, src.ip(), dst, ctx.random());
+    // Endpoints addressed by hostname: the DNS proxy's resolver plugs in here once it exists;
+    // until then such connections are refused with `UNROUTABLE`.
+    let resolver = &route::NoResolver;
+    let mut route = route::outbound(&snapshot, node, &own, src.ip(), dst, ctx.random(), resolver);
     // In a pod the source is the pod itself, whatever the snapshot maps its IP to. A source
     // the snapshot does not have yet (a pod newer than it) is waited for, bounded.
     let unknown = matches!(route, Err(route::Denied::UnknownSource(_)));
@@ -73,7 +76,7 @@ async fn prepare<'c>(
         let source = capture.source_workload(ctx, &mut snapshot, src).await?;
         if unknown || !std::ptr::eq(seen, Arc::as_ptr(&snapshot)) {
             let ip = source.workload_ips.first().copied().unwrap_or(src.ip());
-            route = route::outbound(&snapshot, node, &own, ip, dst, ctx.random());
+            route = route::outbound(&snapshot, node, &own, ip, dst, ctx.random(), resolver);
         }
         route = route.map(|mut r| {
             r.source = source;
@@ -81,6 +84,7 @@ async fn prepare<'c>(
         });
     }
     let route = route?;
+    log_choice(ctx, &route, src, dst);
     rec.routed(
         Some(route.source.clone()),
         route.dst_workload.clone(),
@@ -127,6 +131,37 @@ async fn prepare<'c>(
     let upstream =
         TcpUpstream::connect(ctx, capture, rec, target, SpoofSide::Outbound, registration);
     Ok(Upstream::Tcp(upstream.await?))
+}
+
+/// The endpoint choice, at debug level: which endpoint of which service, and why (the tier the
+/// locality preferences selected, out of how many eligible endpoints).
+fn log_choice(ctx: &CoreCtx, route: &Route, src: SocketAddr, dst: SocketAddr) {
+    let Some(service) = &route.dst_service else {
+        return;
+    };
+    match (&route.choice, &route.dst_workload) {
+        (Some(c), Some(endpoint)) => debug!(
+            core = ctx.id,
+            src.addr = %src,
+            dst.addr = %dst,
+            dst.service = %service.hostname,
+            endpoint = %endpoint.uid,
+            mode = ?c.mode,
+            matched = c.matched,
+            preferences = c.preferences,
+            tier = c.tier,
+            eligible = c.eligible,
+            "endpoint chosen"
+        ),
+        _ if matches!(route.action, Action::Passthrough(_)) => debug!(
+            core = ctx.id,
+            src.addr = %src,
+            dst.addr = %dst,
+            dst.service = %service.hostname,
+            "service load balancing is PASSTHROUGH: connecting to the original destination"
+        ),
+        _ => {}
+    }
 }
 
 /// An open HBONE stream to the destination (or its waypoint), and the pooled connection
