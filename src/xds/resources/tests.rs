@@ -1,7 +1,9 @@
 //! Resource map tables: adds, replacements and removals, per-resource rejection (decode,
-//! type, name, conversion, conflicts) with the previous version kept, and the conflict budget.
+//! type, name, conversion) with the previous version kept, and shared addresses kept and
+//! ranked rather than rejected.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use prost::Message;
 use prost_types::Any;
@@ -51,6 +53,7 @@ fn service_resource(name: &str, vip: [u8; 4]) -> Resource {
         addresses: vec![pw::NetworkAddress {
             network: String::new(),
             address: vip.to_vec(),
+            length: None,
         }],
         ..Default::default()
     };
@@ -223,57 +226,104 @@ fn a_rejected_update_keeps_the_previous_version() {
     assert!(s.workload_by_ip(ip("10.0.0.1")).is_some());
 }
 
+fn service_in(namespace: &str, name: &str, vip: [u8; 4], canonical: bool) -> Resource {
+    let hostname = format!("{name}.{namespace}.svc.cluster.local");
+    let s = pw::Service {
+        name: name.into(),
+        namespace: namespace.into(),
+        hostname: hostname.clone(),
+        addresses: vec![pw::NetworkAddress {
+            network: String::new(),
+            address: vip.to_vec(),
+            length: None,
+        }],
+        canonical,
+        ..Default::default()
+    };
+    address_resource(
+        &format!("{namespace}/{hostname}"),
+        "v1",
+        pw::Address {
+            r#type: Some(pw::address::Type::Service(s)),
+        },
+    )
+}
+
+/// What once conflicted (and was NACKed) is all kept: several workloads on one IP (a pod's IP
+/// reused before istiod removed the old pod, a WorkloadEntry naming a pod's IP, the same IP on
+/// another network) and several services on one VIP. Lookups pick one deterministically.
 #[test]
-fn conflicts_blame_the_newcomer_and_restore_replaced_versions() {
+fn shared_addresses_are_all_kept_and_ranked() {
+    const OLD: &str = "Kubernetes//Pod/default/old";
+    const MOVER: &str = "Kubernetes//Pod/default/mover";
+    const ENTRY: &str = "Kubernetes/networking.istio.io/WorkloadEntry/default/entry";
     let mut set = ResourceSet::new();
     set.apply(
         Kind::Address,
         vec![
-            workload_resource(workload("old", [10, 0, 0, 1])),
-            workload_resource(workload("mover", [10, 0, 0, 2])),
-            service_resource("a", [10, 96, 0, 1]),
+            workload_resource(workload(OLD, [10, 0, 0, 1])),
+            workload_resource(workload(MOVER, [10, 0, 0, 2])),
+            service_in("default", "a", [10, 96, 0, 1], false),
         ],
         vec![],
     );
+    let mut entry = workload(ENTRY, [10, 0, 0, 1]);
+    entry.tunnel_protocol = pw::TunnelProtocol::Hbone as i32;
+    let mut remote = workload("remote", [10, 0, 0, 1]);
+    remote.network = "net2".into();
+    let mut mover = workload(MOVER, [10, 0, 0, 1]);
+    mover.tunnel_protocol = pw::TunnelProtocol::Hbone as i32;
     let a = set.apply(
         Kind::Address,
         vec![
-            // A newcomer claiming old's IP.
-            workload_resource(workload("thief", [10, 0, 0, 1])),
-            // An existing workload moving onto old's IP: it stays where it was.
-            workload_resource(workload("mover", [10, 0, 0, 1])),
-            // A new service on a's VIP.
-            service_resource("b", [10, 96, 0, 1]),
-            // And one change that is fine.
+            // A WorkloadEntry (in the mesh) claiming old's IP.
+            workload_resource(entry),
+            // A pod moving onto old's IP.
+            workload_resource(mover),
+            // The same IP on another network.
+            workload_resource(remote),
+            // Services of other namespaces on a's VIP, one canonical.
+            service_in("other", "b", [10, 96, 0, 1], false),
+            service_in("zeta", "c", [10, 96, 0, 1], true),
             workload_resource(workload("fine", [10, 0, 0, 3])),
         ],
         vec![],
     );
-    let mut names: Vec<&str> = a.rejected.iter().map(|r| r.name.as_str()).collect();
-    names.sort();
-    assert_eq!(
-        names,
-        ["default/b.default.svc.cluster.local", "mover", "thief"]
-    );
-    assert!(
-        a.rejected
-            .iter()
-            .all(|r| matches!(r.error, ResourceError::Conflict(_)))
-    );
+    assert!(a.rejected.is_empty(), "{:?}", a.rejected);
+    assert_eq!((a.updated, a.removed), (6, 0));
     let s = a.snapshot.unwrap();
-    assert_eq!(uids(&s), ["fine", "mover", "old"]);
-    assert_eq!(&*s.workload_by_ip(ip("10.0.0.1")).unwrap().uid, "old");
-    assert_eq!(&*s.workload_by_ip(ip("10.0.0.2")).unwrap().uid, "mover");
+    assert_eq!(uids(&s), ["Kubernetes//Pod/default/mover", "Kubernetes//Pod/default/old", "Kubernetes/networking.istio.io/WorkloadEntry/default/entry", "fine", "remote"]);
+    let at: Vec<&str> = s.workloads_at(ip("10.0.0.1")).iter().map(|w| &*w.uid).collect();
+    // Pods first (the HBONE one first among them), then the WorkloadEntry, then by uid.
+    assert_eq!(at, [MOVER, OLD, ENTRY, "remote"]);
+    assert_eq!(&*s.workload_by_ip(ip("10.0.0.1")).unwrap().uid, MOVER);
+    assert_eq!(&*s.workload_by_addr("", ip("10.0.0.1")).unwrap().uid, MOVER);
+    assert_eq!(&*s.workload_by_addr("net2", ip("10.0.0.1")).unwrap().uid, "remote");
+    assert!(s.workload_by_addr("net3", ip("10.0.0.1")).is_none());
+    assert!(s.workloads_at(ip("10.0.0.2")).is_empty(), "mover left 10.0.0.2");
+
+    let vip = ip("10.96.0.1");
+    let name = |svc: Option<&Arc<crate::state::Service>>| svc.map(|s| s.name.to_string());
+    assert_eq!(s.services_at_vip(vip).count(), 3);
+    assert_eq!(name(s.service_for("", vip, Some("other"))).as_deref(), Some("b"));
+    assert_eq!(name(s.service_for("", vip, Some("default"))).as_deref(), Some("a"));
     assert_eq!(
-        &*s.service_by_vip(ip("10.96.0.1")).unwrap().name,
-        "a",
-        "the first owner keeps its VIP"
+        name(s.service_for("", vip, Some("elsewhere"))).as_deref(),
+        Some("c"),
+        "no service in the client's namespace: the canonical one"
     );
-    assert_eq!(set.versions(Kind::Address).len(), 4);
+    assert_eq!(name(s.service_by_vip(vip)).as_deref(), Some("c"));
+    assert!(s.service_for("net2", vip, None).is_none(), "VIPs are per network");
+    assert_eq!(set.versions(Kind::Address).len(), 8);
+
+    // Removing the winner hands the IP to the next in rank.
+    let a = set.apply(Kind::Address, vec![], vec![MOVER.into()]);
+    let s = a.snapshot.unwrap();
+    assert_eq!(&*s.workload_by_addr("", ip("10.0.0.1")).unwrap().uid, OLD);
 }
 
 #[test]
-fn too_many_conflicts_refuse_every_update_of_the_response() {
+fn many_claims_to_one_ip_all_apply() {
     let mut set = ResourceSet::new();
     set.apply(
         Kind::Address,
@@ -283,15 +333,19 @@ fn too_many_conflicts_refuse_every_update_of_the_response() {
         ],
         vec![],
     );
-    let mut resources: Vec<Resource> = (0..MAX_CONFLICT_RETRIES + 4)
-        .map(|i| workload_resource(workload(&format!("t{i}"), [10, 0, 0, 1])))
+    let mut resources: Vec<Resource> = (0..20)
+        .map(|i| workload_resource(workload(&format!("t{i:02}"), [10, 0, 0, 1])))
         .collect();
     resources.push(workload_resource(workload("innocent", [10, 0, 1, 1])));
     let a = set.apply(Kind::Address, resources, vec!["doomed".into()]);
-    assert_eq!(a.rejected.len(), MAX_CONFLICT_RETRIES + 5);
-    assert_eq!(a.updated, 0);
-    // The removal still applies.
-    assert_eq!(uids(&a.snapshot.unwrap()), ["owner"]);
+    assert!(a.rejected.is_empty(), "{:?}", a.rejected);
+    assert_eq!((a.updated, a.removed), (21, 1));
+    let s = a.snapshot.unwrap();
+    assert_eq!(s.workload_count(), 22);
+    assert_eq!(s.workloads_at(ip("10.0.0.1")).len(), 21);
+    // No pod, no HBONE among them: by uid.
+    assert_eq!(&*s.workload_by_ip(ip("10.0.0.1")).unwrap().uid, "owner");
+    assert!(s.workload_by_ip(ip("10.0.0.2")).is_none());
 }
 
 #[test]
