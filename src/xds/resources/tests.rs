@@ -2,6 +2,7 @@
 //! type, name, conversion) with the previous version kept, and shared addresses kept and
 //! ranked rather than rejected.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -362,4 +363,177 @@ fn ten_thousand_workloads_apply_in_one_response() {
     let s = a.snapshot.unwrap();
     assert_eq!(s.workload_count(), 10_000);
     assert!(s.workload_by_ip(ip("10.1.39.15")).is_some());
+}
+
+fn service_address(s: pw::Service) -> Resource {
+    let name = format!("{}/{}", s.namespace, s.hostname);
+    address_resource(
+        &name,
+        "v1",
+        pw::Address {
+            r#type: Some(pw::address::Type::Service(s)),
+        },
+    )
+}
+
+fn net_addr(network: &str, ip: &str, length: Option<u32>) -> pw::NetworkAddress {
+    let address = match ip.parse::<IpAddr>().unwrap() {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    pw::NetworkAddress {
+        network: network.into(),
+        address,
+        length,
+    }
+}
+
+fn ports(pairs: &[(u32, u32)]) -> Vec<pw::Port> {
+    pairs
+        .iter()
+        .map(|&(service_port, target_port)| pw::Port {
+            service_port,
+            target_port,
+        })
+        .collect()
+}
+
+fn member_of(key: &str, pairs: &[(u32, u32)]) -> HashMap<String, pw::PortList> {
+    HashMap::from([(key.to_string(), pw::PortList { ports: ports(pairs) })])
+}
+
+/// The shapes istiod sends, as istiod encodes them: a ServiceEntry with DNS resolution (its
+/// endpoint a workload with a hostname and no address), a headless service (no VIP) and its
+/// pod, two services of two namespaces on one VIP, a `PASSTHROUGH` ServiceEntry, a CIDR VIP
+/// (`length` 24; a VIP of length 32 is one address), and two workloads with one IP on two
+/// networks. Also a client pod (`client`, namespace default, node-a) to route from.
+pub(crate) fn istiod_shapes() -> Vec<Resource> {
+    let pod = |ns: &str, name: &str, ip: [u8; 4], network: &str, node: &str| {
+        let mut w = workload(&format!("Kubernetes//Pod/{ns}/{name}"), ip);
+        w.name = name.into();
+        w.namespace = ns.into();
+        w.network = network.into();
+        w.node = node.into();
+        w
+    };
+    let mut client = pod("default", "client", [10, 244, 1, 8], "", "node-a");
+    client.tunnel_protocol = pw::TunnelProtocol::Hbone as i32;
+    let mut db = workload(
+        "Kubernetes/networking.istio.io/ServiceEntry/default/db/db.example.com",
+        [0; 4],
+    );
+    db.addresses.clear();
+    db.hostname = "db.example.com".into();
+    db.name = "db".into();
+    db.node.clear();
+    db.services = member_of("default/db.example.com", &[(5432, 5432)]);
+    let mut hl = pod("default", "hl-0", [10, 244, 2, 30], "", "node-b");
+    hl.tunnel_protocol = pw::TunnelProtocol::Hbone as i32;
+    hl.hostname = "hl-0.hl.default.svc.cluster.local".into();
+    hl.services = member_of("default/hl.default.svc.cluster.local", &[]);
+    let mut sh_d = pod("default", "sh-d", [10, 244, 2, 51], "", "node-b");
+    sh_d.services = member_of("default/shared.default.svc.cluster.local", &[]);
+    let mut sh_o = pod("other", "sh-o", [10, 244, 2, 52], "", "node-b");
+    sh_o.services = member_of("other/shared.other.svc.cluster.local", &[]);
+    let dup_here = pod("default", "dup-here", [10, 244, 9, 9], "", "node-b");
+    let dup_there = pod("default", "dup-there", [10, 244, 9, 9], "net2", "node-c");
+
+    let svc = |ns: &str, name: &str, host: &str, vips: Vec<pw::NetworkAddress>, p: &[(u32, u32)]| {
+        pw::Service {
+            name: name.into(),
+            namespace: ns.into(),
+            hostname: host.into(),
+            addresses: vips,
+            ports: ports(p),
+            ..Default::default()
+        }
+    };
+    let passthrough = Some(pw::LoadBalancing {
+        mode: pw::load_balancing::Mode::Passthrough as i32,
+        ..Default::default()
+    });
+    let db_svc = svc(
+        "default",
+        "db",
+        "db.example.com",
+        vec![net_addr("", "240.240.0.1", Some(32))],
+        &[(5432, 5432)],
+    );
+    let hl_svc = svc(
+        "default",
+        "hl",
+        "hl.default.svc.cluster.local",
+        vec![],
+        &[(80, 8080)],
+    );
+    let shared_d = svc(
+        "default",
+        "shared",
+        "shared.default.svc.cluster.local",
+        vec![net_addr("", "10.96.5.5", None)],
+        &[(80, 8080)],
+    );
+    let shared_o = svc(
+        "other",
+        "shared",
+        "shared.other.svc.cluster.local",
+        vec![net_addr("", "10.96.5.5", None)],
+        &[(80, 9090)],
+    );
+    let mut ext = svc(
+        "default",
+        "ext",
+        "ext.example.com",
+        vec![net_addr("", "240.240.0.5", None)],
+        &[(443, 443)],
+    );
+    ext.load_balancing = passthrough.clone();
+    let mut range = svc(
+        "default",
+        "range",
+        "range.example.com",
+        vec![net_addr("", "203.0.113.0", Some(24))],
+        &[(443, 443)],
+    );
+    range.load_balancing = passthrough;
+
+    let mut out: Vec<Resource> = [client, db, hl, sh_d, sh_o, dup_here, dup_there]
+        .into_iter()
+        .map(workload_resource)
+        .collect();
+    out.extend(
+        [db_svc, hl_svc, shared_d, shared_o, ext, range]
+            .into_iter()
+            .map(service_address),
+    );
+    out
+}
+
+#[test]
+fn istiod_shapes_are_all_accepted() {
+    let mut set = ResourceSet::new();
+    let a = set.apply(Kind::Address, istiod_shapes(), vec![]);
+    assert!(a.rejected.is_empty(), "{:?}", a.rejected);
+    assert_eq!(a.updated, 13);
+    let s = a.snapshot.unwrap();
+    assert_eq!((s.workload_count(), s.service_count()), (7, 6));
+    let db = s.services_by_hostname("db.example.com")[0].clone();
+    assert_eq!(db.vips.len(), 1, "/32 is one VIP");
+    assert_eq!(&*db.endpoints[0].workload.hostname, "db.example.com");
+    assert!(db.endpoints[0].workload.workload_ips.is_empty());
+    let hl = s
+        .service_by_host("default", "hl.default.svc.cluster.local")
+        .unwrap();
+    assert!(hl.is_headless());
+    assert_eq!(hl.endpoints.len(), 1);
+    assert_eq!(s.services_at_vip(ip("10.96.5.5")).count(), 2);
+    assert!(s.service_by_vip(ip("240.240.0.5")).unwrap().is_passthrough());
+    let range = s.service_for("", ip("203.0.113.99"), None).unwrap();
+    assert_eq!(&*range.name, "range");
+    assert_eq!(range.cidr_vips[0].cidr.to_string(), "203.0.113.0/24");
+    assert_eq!(s.workloads_at(ip("10.244.9.9")).len(), 2);
+    assert_eq!(
+        &*s.workload_by_addr("net2", ip("10.244.9.9")).unwrap().name,
+        "dup-there"
+    );
 }

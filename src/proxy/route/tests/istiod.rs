@@ -350,3 +350,53 @@ fn network_gateway_endpoints_are_unroutable() {
         })
     );
 }
+
+/// The same shapes as istiod encodes them, through the xDS resource map: accepted, and each
+/// connection routes or is refused as the local-config snapshot above does.
+#[test]
+fn xds_shapes_route_or_refuse_per_connection() {
+    let mut set = crate::xds::resources::ResourceSet::new();
+    let applied = set.apply(
+        crate::xds::resources::Kind::Address,
+        crate::xds::resources::tests::istiod_shapes(),
+        vec![],
+    );
+    assert!(applied.rejected.is_empty(), "{:?}", applied.rejected);
+    let s = applied.snapshot.unwrap();
+    let route = |dst: &str, resolver: &dyn Resolve| {
+        outbound(
+            &s,
+            "node-a",
+            &OwnAddrs::default(),
+            ip("10.244.1.8"),
+            sa(dst),
+            0,
+            resolver,
+        )
+    };
+    // ServiceEntry with DNS endpoints: resolved through the hook, else refused.
+    assert_eq!(
+        route("240.240.0.1:5432", &Known).unwrap().action,
+        Action::Direct(sa("192.0.2.44:5432"))
+    );
+    assert!(matches!(
+        route("240.240.0.1:5432", &NoResolver),
+        Err(Denied::Unroutable(Unroutable::Unresolved { .. }))
+    ));
+    // Headless: by the pod's own IP, over HBONE.
+    assert_eq!(route("10.244.2.30:8080", &NoResolver).unwrap().action.kind(), "ToServer");
+    // Two services on one VIP: the client's namespace.
+    assert_eq!(
+        route("10.96.5.5:80", &NoResolver).unwrap().action,
+        Action::Direct(sa("10.244.2.51:8080"))
+    );
+    // PASSTHROUGH and a CIDR VIP (itself PASSTHROUGH): the original destination.
+    for dst in ["240.240.0.5:443", "203.0.113.9:443"] {
+        let r = route(dst, &NoResolver).unwrap();
+        assert_eq!(r.action, Action::Passthrough(sa(dst)));
+        assert!(r.dst_service.is_some(), "{dst}");
+    }
+    // One IP on two networks: the client's network.
+    let r = route("10.244.9.9:80", &NoResolver).unwrap();
+    assert_eq!(r.dst_workload.as_deref().map(|w| &*w.name), Some("dup-here"));
+}
