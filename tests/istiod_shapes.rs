@@ -183,13 +183,21 @@ fn istiod_shapes_route_or_refuse_per_connection(driver: &str) {
 
     // PASSTHROUGH, then a CIDR VIP: the original destination, the service in the access log.
     c.must_exchange("appa", (EXT, 9000).into(), MIB, MIB);
-    c.eventually_logged("a", "proxy to 10.244.3.7:9000 using TCP type Passthrough", 1)
-        .unwrap();
+    c.eventually_logged(
+        "a",
+        "proxy to 10.244.3.7:9000 using TCP type Passthrough",
+        1,
+    )
+    .unwrap();
     c.eventually_logged("a", "dst.service=\"ext.example.com\"", 1)
         .unwrap();
     c.must_exchange("appa", (EXT2, 9001).into(), MIB, MIB);
-    c.eventually_logged("a", "proxy to 10.244.3.8:9001 using TCP type Passthrough", 1)
-        .unwrap();
+    c.eventually_logged(
+        "a",
+        "proxy to 10.244.3.8:9001 using TCP type Passthrough",
+        1,
+    )
+    .unwrap();
     c.eventually_logged("a", "dst.service=\"range.example.com\"", 1)
         .unwrap();
 
@@ -199,7 +207,11 @@ fn istiod_shapes_route_or_refuse_per_connection(driver: &str) {
     assert_eq!(r.peer_seen_by_server.ip(), APPA);
     c.eventually_logged("a", "proxy to 10.244.2.4:80 using TCP type Direct", 2)
         .unwrap();
-    assert!(!c.log("a").contains("HBONE via 10.244.2.4"), "{}", c.log("a"));
+    assert!(
+        !c.log("a").contains("HBONE via 10.244.2.4"),
+        "{}",
+        c.log("a")
+    );
 
     // FAILOVER: the same-zone endpoint, though ext has 1000 times appb's capacity.
     c.must_exchange("appa", (Ipv4Addr::new(10, 96, 6, 1), 80).into(), MIB, MIB);

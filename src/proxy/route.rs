@@ -238,7 +238,15 @@ fn resolve(
         {
             return Ok(route(action));
         }
-        let action = to_workload(node, &source, &workload, Some(dst.ip()), dst.port(), dst, resolver)?;
+        let action = to_workload(
+            node,
+            &source,
+            &workload,
+            Some(dst.ip()),
+            dst.port(),
+            dst,
+            resolver,
+        )?;
         return Ok(route(action));
     }
 
@@ -287,7 +295,11 @@ fn to_workload(
                         hostname: workload.hostname.clone(),
                     })
                 })?,
-            None => return Err(Denied::Unroutable(Unroutable::NoAddress(workload.uid.clone()))),
+            None => {
+                return Err(Denied::Unroutable(Unroutable::NoAddress(
+                    workload.uid.clone(),
+                )));
+            }
         },
     };
     let target = SocketAddr::new(ip, port);

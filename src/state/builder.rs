@@ -177,7 +177,8 @@ impl SnapshotBuilder {
                             v.insert(AtAddr::One(w.clone()));
                         }
                         // The same IP listed twice on one workload is harmless.
-                        Entry::Occupied(o) if o.get().as_slice().iter().any(|x| x.uid == w.uid) => {}
+                        Entry::Occupied(o) if o.get().as_slice().iter().any(|x| x.uid == w.uid) => {
+                        }
                         Entry::Occupied(mut o) => o.get_mut().push(w.clone()),
                     }
                 }
@@ -227,9 +228,10 @@ impl SnapshotBuilder {
                     }
                     // One service listing one VIP twice is harmless.
                     Entry::Occupied(o)
-                        if o.get().as_slice().iter().any(|e| {
-                            Arc::ptr_eq(&e.service, &s) && e.network == vip.network
-                        }) => {}
+                        if o.get()
+                            .as_slice()
+                            .iter()
+                            .any(|e| Arc::ptr_eq(&e.service, &s) && e.network == vip.network) => {}
                     Entry::Occupied(mut o) => o.get_mut().push(entry),
                 }
             }

@@ -115,7 +115,9 @@ impl Snapshot {
 
     /// The best workload at `ip` on `network` (the empty string is the default network).
     pub fn workload_by_addr(&self, network: &str, ip: IpAddr) -> Option<&Arc<Workload>> {
-        self.workloads_at(ip).iter().find(|w| *w.network == *network)
+        self.workloads_at(ip)
+            .iter()
+            .find(|w| *w.network == *network)
     }
 
     /// The best workload at `ip` on any network: exact in a single-network mesh. Where the

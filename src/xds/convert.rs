@@ -36,9 +36,9 @@ use crate::state::{
     DEFAULT_HBONE_MTLS_PORT, DEFAULT_SERVICE_ACCOUNT, DEFAULT_TRUST_DOMAIN, Destination,
     GatewayAddress, HealthStatus, IpFamily, LoadBalancer, LoadBalancerHealthPolicy,
     LoadBalancerMode, LoadBalancerScope, Locality, Match, NamespacedHostname, NetworkAddress,
-    NetworkCidr, NetworkMode, PolicyAction, PolicyScope, PortMap, PreparedWorkload, Protocol, Service,
-    ServiceAccountMatch, SnapshotBuilder, SnapshotError, StringMatch, TunnelProtocol, Workload,
-    excerpt,
+    NetworkCidr, NetworkMode, PolicyAction, PolicyScope, PortMap, PreparedWorkload, Protocol,
+    Service, ServiceAccountMatch, SnapshotBuilder, SnapshotError, StringMatch, TunnelProtocol,
+    Workload, excerpt,
 };
 
 /// Longest string zring accepts in any field of an xDS resource. Real names are at most a few

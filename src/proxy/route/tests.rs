@@ -162,7 +162,15 @@ fn route(src: &str, dst: &str, random: u64) -> Result<Route, Denied> {
 }
 
 fn route_with(own: &OwnAddrs, src: &str, dst: &str, random: u64) -> Result<Route, Denied> {
-    outbound(&snapshot(), NODE_A, own, ip(src), sa(dst), random, &NoResolver)
+    outbound(
+        &snapshot(),
+        NODE_A,
+        own,
+        ip(src),
+        sa(dst),
+        random,
+        &NoResolver,
+    )
 }
 
 #[test]

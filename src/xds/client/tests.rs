@@ -332,7 +332,11 @@ async fn a_bad_resource_is_nacked_while_the_others_apply() {
         uids(&published.current.load()) == ["good", "twin"]
     })
     .await;
-    let at_ip = published.current.load().workloads_at([10, 0, 0, 1].into()).len();
+    let at_ip = published
+        .current
+        .load()
+        .workloads_at([10, 0, 0, 1].into())
+        .len();
     assert_eq!(at_ip, 2);
     // A NACKed response still counts for readiness once its type has been applied.
     conn.send(AUTHORIZATION_TYPE, "n2", vec![], &[]);

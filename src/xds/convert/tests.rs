@@ -378,7 +378,16 @@ fn everything_istiod_sends_converts() {
             a.length = Some(24);
         }
     });
-    assert!(matches!(err, ConvertError::Invalid { field: "networkGateway", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            ConvertError::Invalid {
+                field: "networkGateway",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 fn workload_error(edit: impl FnOnce(&mut pw::Workload)) -> ConvertError {
@@ -573,7 +582,10 @@ fn hostile_services_and_policies_are_named_errors() {
     };
     assert!(matches!(
         service(|s| s.addresses[0].length = Some(33)),
-        E::Invalid { field: "addresses", .. }
+        E::Invalid {
+            field: "addresses",
+            ..
+        }
     ));
     assert!(matches!(
         service(|s| s.addresses[0].address = vec![1; 5]),

@@ -15,7 +15,8 @@ use super::workload::Memberships;
 use super::{LocalConfigError, RawGateway, gateway, invalid, port_map};
 use crate::state::{
     Cidr, HealthStatus, IpFamily, LoadBalancer, LoadBalancerHealthPolicy, LoadBalancerMode,
-    LoadBalancerScope, NamespacedHostname, NetworkAddress, NetworkCidr, PortMap, Service, Workload, excerpt,
+    LoadBalancerScope, NamespacedHostname, NetworkAddress, NetworkCidr, PortMap, Service, Workload,
+    excerpt,
 };
 
 /// A service's own `endpoints` (as in ztunnel's config dump) join the workloads they name, as
@@ -80,7 +81,10 @@ pub(super) fn service(s: RawService) -> Result<(Service, Endpoints), LocalConfig
     let mut cidr_vips = Vec::with_capacity(s.cidr_vips.0.len());
     for c in s.cidr_vips.0 {
         let cidr = Cidr::parse(&c.cidr.0).map_err(|e| {
-            let why = format!("{} is not a network (\"10.1.0.0/16\"): {e}", excerpt(&c.cidr.0));
+            let why = format!(
+                "{} is not a network (\"10.1.0.0/16\"): {e}",
+                excerpt(&c.cidr.0)
+            );
             invalid(subject, "cidrVips", why)
         })?;
         cidr_vips.push(NetworkCidr {

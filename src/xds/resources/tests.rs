@@ -293,28 +293,56 @@ fn shared_addresses_are_all_kept_and_ranked() {
     assert!(a.rejected.is_empty(), "{:?}", a.rejected);
     assert_eq!((a.updated, a.removed), (6, 0));
     let s = a.snapshot.unwrap();
-    assert_eq!(uids(&s), ["Kubernetes//Pod/default/mover", "Kubernetes//Pod/default/old", "Kubernetes/networking.istio.io/WorkloadEntry/default/entry", "fine", "remote"]);
-    let at: Vec<&str> = s.workloads_at(ip("10.0.0.1")).iter().map(|w| &*w.uid).collect();
+    assert_eq!(
+        uids(&s),
+        [
+            "Kubernetes//Pod/default/mover",
+            "Kubernetes//Pod/default/old",
+            "Kubernetes/networking.istio.io/WorkloadEntry/default/entry",
+            "fine",
+            "remote"
+        ]
+    );
+    let at: Vec<&str> = s
+        .workloads_at(ip("10.0.0.1"))
+        .iter()
+        .map(|w| &*w.uid)
+        .collect();
     // Pods first (the HBONE one first among them), then the WorkloadEntry, then by uid.
     assert_eq!(at, [MOVER, OLD, ENTRY, "remote"]);
     assert_eq!(&*s.workload_by_ip(ip("10.0.0.1")).unwrap().uid, MOVER);
     assert_eq!(&*s.workload_by_addr("", ip("10.0.0.1")).unwrap().uid, MOVER);
-    assert_eq!(&*s.workload_by_addr("net2", ip("10.0.0.1")).unwrap().uid, "remote");
+    assert_eq!(
+        &*s.workload_by_addr("net2", ip("10.0.0.1")).unwrap().uid,
+        "remote"
+    );
     assert!(s.workload_by_addr("net3", ip("10.0.0.1")).is_none());
-    assert!(s.workloads_at(ip("10.0.0.2")).is_empty(), "mover left 10.0.0.2");
+    assert!(
+        s.workloads_at(ip("10.0.0.2")).is_empty(),
+        "mover left 10.0.0.2"
+    );
 
     let vip = ip("10.96.0.1");
     let name = |svc: Option<&Arc<crate::state::Service>>| svc.map(|s| s.name.to_string());
     assert_eq!(s.services_at_vip(vip).count(), 3);
-    assert_eq!(name(s.service_for("", vip, Some("other"))).as_deref(), Some("b"));
-    assert_eq!(name(s.service_for("", vip, Some("default"))).as_deref(), Some("a"));
+    assert_eq!(
+        name(s.service_for("", vip, Some("other"))).as_deref(),
+        Some("b")
+    );
+    assert_eq!(
+        name(s.service_for("", vip, Some("default"))).as_deref(),
+        Some("a")
+    );
     assert_eq!(
         name(s.service_for("", vip, Some("elsewhere"))).as_deref(),
         Some("c"),
         "no service in the client's namespace: the canonical one"
     );
     assert_eq!(name(s.service_by_vip(vip)).as_deref(), Some("c"));
-    assert!(s.service_for("net2", vip, None).is_none(), "VIPs are per network");
+    assert!(
+        s.service_for("net2", vip, None).is_none(),
+        "VIPs are per network"
+    );
     assert_eq!(set.versions(Kind::Address).len(), 8);
 
     // Removing the winner hands the IP to the next in rank.
@@ -399,7 +427,12 @@ fn ports(pairs: &[(u32, u32)]) -> Vec<pw::Port> {
 }
 
 fn member_of(key: &str, pairs: &[(u32, u32)]) -> HashMap<String, pw::PortList> {
-    HashMap::from([(key.to_string(), pw::PortList { ports: ports(pairs) })])
+    HashMap::from([(
+        key.to_string(),
+        pw::PortList {
+            ports: ports(pairs),
+        },
+    )])
 }
 
 /// The shapes istiod sends, as istiod encodes them: a ServiceEntry with DNS resolution (its
@@ -438,16 +471,17 @@ pub(crate) fn istiod_shapes() -> Vec<Resource> {
     let dup_here = pod("default", "dup-here", [10, 244, 9, 9], "", "node-b");
     let dup_there = pod("default", "dup-there", [10, 244, 9, 9], "net2", "node-c");
 
-    let svc = |ns: &str, name: &str, host: &str, vips: Vec<pw::NetworkAddress>, p: &[(u32, u32)]| {
-        pw::Service {
-            name: name.into(),
-            namespace: ns.into(),
-            hostname: host.into(),
-            addresses: vips,
-            ports: ports(p),
-            ..Default::default()
-        }
-    };
+    let svc =
+        |ns: &str, name: &str, host: &str, vips: Vec<pw::NetworkAddress>, p: &[(u32, u32)]| {
+            pw::Service {
+                name: name.into(),
+                namespace: ns.into(),
+                hostname: host.into(),
+                addresses: vips,
+                ports: ports(p),
+                ..Default::default()
+            }
+        };
     let passthrough = Some(pw::LoadBalancing {
         mode: pw::load_balancing::Mode::Passthrough as i32,
         ..Default::default()
@@ -527,7 +561,11 @@ fn istiod_shapes_are_all_accepted() {
     assert!(hl.is_headless());
     assert_eq!(hl.endpoints.len(), 1);
     assert_eq!(s.services_at_vip(ip("10.96.5.5")).count(), 2);
-    assert!(s.service_by_vip(ip("240.240.0.5")).unwrap().is_passthrough());
+    assert!(
+        s.service_by_vip(ip("240.240.0.5"))
+            .unwrap()
+            .is_passthrough()
+    );
     let range = s.service_for("", ip("203.0.113.99"), None).unwrap();
     assert_eq!(&*range.name, "range");
     assert_eq!(range.cidr_vips[0].cidr.to_string(), "203.0.113.0/24");

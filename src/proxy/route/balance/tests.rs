@@ -119,7 +119,12 @@ fn mode_and_preferences_pick_the_tier() {
         &'a [&'a str],
     );
     let cases: &[Case] = &[
-        ("no load balancer: all", None, SPREAD, &["far", "region", "subzone", "zone"]),
+        (
+            "no load balancer: all",
+            None,
+            SPREAD,
+            &["far", "region", "subzone", "zone"],
+        ),
         (
             "unspecified mode ignores preferences",
             Some((M::Standard, &[S::Region, S::Zone], ONLY)),
@@ -250,7 +255,12 @@ fn mode_and_preferences_pick_the_tier() {
             &["drained r1/z1/s1 n2 c1 a cap=0", "far r2/z2/s2 n3 c1 a"],
             &["far"],
         ),
-        ("all drained: none", None, &["d1 r1/z1/s1 n2 c1 a cap=0"], &[]),
+        (
+            "all drained: none",
+            None,
+            &["d1 r1/z1/s1 n2 c1 a cap=0"],
+            &[],
+        ),
         (
             "reachability: hostname-only kept; same-network with no address skipped; other network behind a gateway kept",
             None,
@@ -320,9 +330,10 @@ fn the_choice_says_how() {
             eligible: 3,
         }
     );
-    let svc = service(Some((M::Failover, &[S::Network, S::Zone], ONLY)), &[
-        "x r1/z9/s1 n2 c1 a",
-    ]);
+    let svc = service(
+        Some((M::Failover, &[S::Network, S::Zone], ONLY)),
+        &["x r1/z9/s1 n2 c1 a"],
+    );
     let (_, c) = choose(&svc, &src, 0).unwrap();
     assert_eq!((c.matched, c.preferences), (1, 2));
     let svc = service(None, SPREAD);

@@ -256,7 +256,9 @@ fn headless_endpoints_route_by_their_own_ip() {
     assert_eq!(r.dst_workload.as_deref().map(|w| &*w.name), Some("hl-0"));
     assert!(r.dst_service.is_none());
     let s = snapshot();
-    let hl = s.service_by_host("default", "hl.default.svc.cluster.local").unwrap();
+    let hl = s
+        .service_by_host("default", "hl.default.svc.cluster.local")
+        .unwrap();
     assert!(hl.is_headless());
     assert_eq!(hl.endpoints.len(), 1);
 }
@@ -304,10 +306,16 @@ fn cidr_vips_match_by_namespace_then_longest_prefix() {
 #[test]
 fn one_ip_on_two_networks_is_looked_up_on_the_sources_network() {
     let r = via("10.244.1.8", "10.244.9.9:80").unwrap();
-    assert_eq!(r.dst_workload.as_deref().map(|w| &*w.name), Some("dup-here"));
+    assert_eq!(
+        r.dst_workload.as_deref().map(|w| &*w.name),
+        Some("dup-here")
+    );
     assert_eq!(r.action, Action::Direct(sa("10.244.9.9:80")));
     let r = via("10.244.7.7", "10.244.9.9:80").unwrap();
-    assert_eq!(r.dst_workload.as_deref().map(|w| &*w.name), Some("dup-there"));
+    assert_eq!(
+        r.dst_workload.as_deref().map(|w| &*w.name),
+        Some("dup-there")
+    );
     // The source is this node's workload at its IP, not the twin elsewhere.
     let r = via("10.244.1.8", "192.0.2.1:80").unwrap();
     assert_eq!(&*r.source.name, "client");
@@ -329,7 +337,10 @@ fn locality_preferences_choose_the_endpoint() {
     // FAILOVER on region, zone: always the same-zone endpoint, whatever far's capacity.
     for random in 0..50 {
         let r = go("10.244.1.8", "10.96.6.1:80", random, &NoResolver).unwrap();
-        assert_eq!(r.dst_workload.as_deref().map(|w| &*w.name), Some("near-zone"));
+        assert_eq!(
+            r.dst_workload.as_deref().map(|w| &*w.name),
+            Some("near-zone")
+        );
         let c = r.choice.unwrap();
         assert_eq!((c.matched, c.preferences, c.tier, c.eligible), (2, 2, 1, 3));
     }
@@ -384,7 +395,13 @@ fn xds_shapes_route_or_refuse_per_connection() {
         Err(Denied::Unroutable(Unroutable::Unresolved { .. }))
     ));
     // Headless: by the pod's own IP, over HBONE.
-    assert_eq!(route("10.244.2.30:8080", &NoResolver).unwrap().action.kind(), "ToServer");
+    assert_eq!(
+        route("10.244.2.30:8080", &NoResolver)
+            .unwrap()
+            .action
+            .kind(),
+        "ToServer"
+    );
     // Two services on one VIP: the client's namespace.
     assert_eq!(
         route("10.96.5.5:80", &NoResolver).unwrap().action,
@@ -398,5 +415,8 @@ fn xds_shapes_route_or_refuse_per_connection() {
     }
     // One IP on two networks: the client's network.
     let r = route("10.244.9.9:80", &NoResolver).unwrap();
-    assert_eq!(r.dst_workload.as_deref().map(|w| &*w.name), Some("dup-here"));
+    assert_eq!(
+        r.dst_workload.as_deref().map(|w| &*w.name),
+        Some("dup-here")
+    );
 }

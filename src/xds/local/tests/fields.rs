@@ -223,7 +223,11 @@ services:
         "workloads:\n- {uid: a, namespace: ns, workloadIps: [10.0.0.1]}\n- {uid: b, namespace: ns, workloadIps: ['::ffff:10.0.0.1']}\n",
     );
     for spelling in ["10.0.0.1", "::ffff:10.0.0.1"] {
-        let at: Vec<&str> = s.workloads_at(ip(spelling)).iter().map(|w| &*w.uid).collect();
+        let at: Vec<&str> = s
+            .workloads_at(ip(spelling))
+            .iter()
+            .map(|w| &*w.uid)
+            .collect();
         assert_eq!(at, ["a", "b"], "{spelling}");
     }
 }

@@ -328,7 +328,10 @@ fn ztunnels_acceptances() {
     assert!(s.service_for("net2", ip("10.97.200.1"), None).is_none());
     assert!(s.service_for("net2", ip("fd00::9"), None).is_some());
     assert!(s.service_for("", ip("10.98.0.1"), None).is_none());
-    for (bad, why) in [("10.97.0.0/33", "longer than 32"), ("nonsense", "not a network")] {
+    for (bad, why) in [
+        ("10.97.0.0/33", "longer than 32"),
+        ("nonsense", "not a network"),
+    ] {
         let e = strict_err(&format!(
             "services:\n- name: s\n  namespace: ns\n  hostname: s.ns.svc\n  vips: []\n  ports: {{}}\n  cidrVips: [{{network: '', cidr: '{bad}'}}]\n"
         ));

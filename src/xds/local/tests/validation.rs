@@ -25,7 +25,11 @@ fn what_istiod_sends_is_kept() {
     let s = ok(&format!(
         "{W}}}\n- {{uid: u2, namespace: ns, workloadIps: [10.0.0.2, 10.0.0.1]}}\n"
     ));
-    let at: Vec<&str> = s.workloads_at(ip("10.0.0.1")).iter().map(|w| &*w.uid).collect();
+    let at: Vec<&str> = s
+        .workloads_at(ip("10.0.0.1"))
+        .iter()
+        .map(|w| &*w.uid)
+        .collect();
     assert_eq!(at, ["u1", "u2"]);
     assert_eq!(&*s.workload_by_ip(ip("10.0.0.2")).unwrap().uid, "u2");
 
@@ -35,7 +39,10 @@ fn what_istiod_sends_is_kept() {
         "services:\n- {name: a, namespace: ns, hostname: a.ns.svc, vips: []}\n",
     ] {
         let s = ok(yaml);
-        assert!(s.service_by_host("ns", "a.ns.svc").unwrap().is_headless(), "{yaml}");
+        assert!(
+            s.service_by_host("ns", "a.ns.svc").unwrap().is_headless(),
+            "{yaml}"
+        );
         assert_eq!(s.service_count(), 1, "{yaml}");
     }
 
