@@ -271,7 +271,7 @@ fn to_workload(
     dst: SocketAddr,
     resolver: &dyn Resolve,
 ) -> Result<Action, Denied> {
-    if workload.network != source.network && workload.network_gateway.is_some() {
+    if balance::behind_gateway(source, workload) {
         return Err(Denied::Unroutable(Unroutable::NetworkGateway {
             workload: workload.uid.clone(),
             network: workload.network.clone(),
@@ -371,8 +371,15 @@ fn pick_endpoint(
             port,
         });
     }
-    let (e, choice) = balance::choose(service, source, random)
-        .ok_or_else(|| Denied::NoHealthyEndpoint(service.hostname.clone()))?;
+    let Some((e, choice)) = balance::choose(service, source, random) else {
+        if let Some(e) = balance::gateway_only(service, source) {
+            return Err(Denied::Unroutable(Unroutable::NetworkGateway {
+                workload: e.workload.uid.clone(),
+                network: e.workload.network.clone(),
+            }));
+        }
+        return Err(Denied::NoHealthyEndpoint(service.hostname.clone()));
+    };
     Ok((e.workload.clone(), e.target_port(service, port), choice))
 }
 

@@ -5,9 +5,12 @@
 //! Steps, in order (the facts follow Istio's workload API, `LoadBalancing`):
 //! 1. eligible endpoints: admitted by the health policy (`ONLY_HEALTHY`, the default, or
 //!    `ALLOW_ALL`), with a capacity above 0 (a drained endpoint takes no traffic), and with a
-//!    way to reach them: an IP, a hostname to resolve, or (another network only) a network
-//!    gateway. An endpoint with none of these on the source's own network is skipped, as
-//!    ztunnel does: istiod sends gateway-only workloads to every client.
+//!    way for zring to reach them: an IP or a hostname to resolve. An endpoint on another
+//!    network behind a network gateway is skipped (ztunnel tunnels through the gateway; zring
+//!    does not yet, so choosing it would fail the connection while others could serve it: the
+//!    router refuses with `UNROUTABLE` only when nothing else is left, see [`behind_gateway`]).
+//!    So is an endpoint with neither address nor gateway, as in ztunnel (istiod sends
+//!    gateway-only workloads to every client, those of the client's own network included).
 //! 2. the tier, by how well each endpoint matches the source on `routing_preference`, in order
 //!    (region, zone, subzone, node, cluster, network): the score is the number of leading
 //!    preferences that match. When `NETWORK` is the first preference it dominates instead of
@@ -90,10 +93,24 @@ pub fn choose<'s>(
 
 /// Step 1 of the module doc.
 pub fn eligible(service: &Service, source: &Workload, w: &Workload) -> bool {
-    let reachable = !w.workload_ips.is_empty()
-        || !w.hostname.is_empty()
-        || (w.network != source.network && w.network_gateway.is_some());
-    service.admits(w.status) && w.capacity > 0 && reachable
+    let reachable = !w.workload_ips.is_empty() || !w.hostname.is_empty();
+    service.admits(w.status) && w.capacity > 0 && reachable && !behind_gateway(source, w)
+}
+
+/// An endpoint the health policy and capacity would admit but that only its network gateway
+/// reaches: what a service with no eligible endpoint may still have (the router then refuses
+/// the connection as `UNROUTABLE` rather than "no healthy endpoint").
+pub fn gateway_only<'s>(service: &'s Service, source: &Workload) -> Option<&'s Endpoint> {
+    service.endpoints.iter().find(|e| {
+        let w = &e.workload;
+        service.admits(w.status) && w.capacity > 0 && behind_gateway(source, w)
+    })
+}
+
+/// On another network than `source`, behind a network gateway: reached through the gateway
+/// (as ztunnel does), not at its own addresses.
+pub fn behind_gateway(source: &Workload, w: &Workload) -> bool {
+    w.network != source.network && w.network_gateway.is_some()
 }
 
 /// Whether `w` matches `source` on one dimension. Empty values match each other (both

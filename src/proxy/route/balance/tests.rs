@@ -262,7 +262,7 @@ fn mode_and_preferences_pick_the_tier() {
             &[],
         ),
         (
-            "reachability: hostname-only kept; same-network with no address skipped; other network behind a gateway kept",
+            "reachability: hostname-only kept; no address or behind a gateway skipped",
             None,
             &[
                 "dns r1/z1/s1 n2 c1 a host",
@@ -270,13 +270,44 @@ fn mode_and_preferences_pick_the_tier() {
                 "samegw r1/z1/s1 n2 c1 a gw",
                 "remotegw r1/z1/s1 n2 c1 b gw",
             ],
-            &["dns", "remotegw"],
+            &["dns"],
+        ),
+        (
+            "only a gateway endpoint: none (the router says why)",
+            None,
+            &["remotegw r1/z1/s1 n2 c1 b gw"],
+            &[],
         ),
     ];
     for (name, lb, endpoints, want) in cases {
         let svc = service(*lb, endpoints);
         assert_eq!(chosen(&svc), *want, "{name}");
     }
+}
+
+#[test]
+fn gateway_only_endpoints_are_found_for_the_refusal() {
+    let src = source();
+    let svc = service(
+        None,
+        &[
+            "remotegw r1/z1/s1 n2 c1 b gw",
+            "sick r1/z1/s1 n2 c1 b gw sick",
+        ],
+    );
+    assert_eq!(
+        gateway_only(&svc, &src).map(|e| &*e.workload.uid),
+        Some("remotegw")
+    );
+    // Same network: its gateway is never used, so it is no reason to refuse.
+    let svc = service(None, &["samegw r1/z1/s1 n2 c1 a gw"]);
+    assert!(gateway_only(&svc, &src).is_none());
+    // Unhealthy (ONLY_HEALTHY) or drained: not a candidate either way.
+    let svc = service(
+        None,
+        &["x r1/z1/s1 n2 c1 b gw sick", "y r1/z1/s1 n2 c1 b gw cap=0"],
+    );
+    assert!(gateway_only(&svc, &src).is_none());
 }
 
 #[test]

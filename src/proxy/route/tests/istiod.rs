@@ -420,3 +420,43 @@ fn xds_shapes_route_or_refuse_per_connection() {
         Some("dup-here")
     );
 }
+
+/// A service with endpoints on both networks: zring picks the one it can reach, never the one
+/// behind the other network's gateway.
+#[test]
+fn reachable_endpoints_are_preferred_to_gateway_ones() {
+    let s = local::parse(
+        r#"
+workloads:
+- {uid: c, namespace: default, workloadIps: ["10.244.1.8"], node: a, services: {}}
+- uid: remote
+  namespace: default
+  workloadIps: []
+  network: net3
+  capacity: 1000
+  networkGateway: {destination: "net3/192.0.2.99", hboneMtlsPort: 15008}
+  services: {"default/mixed.default.svc.cluster.local": {}}
+- uid: local
+  namespace: default
+  workloadIps: ["10.244.2.9"]
+  node: b
+  services: {"default/mixed.default.svc.cluster.local": {}}
+services:
+- {name: mixed, namespace: default, hostname: mixed.default.svc.cluster.local, vips: ["/10.96.7.7"], ports: {80: 80}}
+"#,
+    )
+    .unwrap();
+    for random in 0..100 {
+        let r = outbound(
+            &s,
+            NODE_A,
+            &node_a(),
+            ip("10.244.1.8"),
+            sa("10.96.7.7:80"),
+            random,
+            &NoResolver,
+        )
+        .unwrap();
+        assert_eq!(r.action, Action::Direct(sa("10.244.2.9:80")));
+    }
+}
