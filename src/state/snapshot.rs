@@ -148,7 +148,8 @@ impl Snapshot {
         best_service(self.services_at_vip(ip), None)
     }
 
-    /// Every service on single VIP `ip` (any network), by `namespace/hostname`.
+    /// Every service on single VIP `ip`, by `namespace/hostname`: one entry per network the
+    /// service has that VIP on (so a service with `ip` on two networks appears twice).
     pub fn services_at_vip(&self, ip: IpAddr) -> impl Iterator<Item = &Arc<Service>> + '_ {
         self.vip_entries(ip).iter().map(|e| &e.service)
     }
@@ -301,3 +302,6 @@ fn best_service<'a>(
     }
     canonical.or(first)
 }
+
+#[cfg(test)]
+mod tests;
