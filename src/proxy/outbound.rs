@@ -74,14 +74,13 @@ async fn prepare<'c>(
     if unknown || matches!(capture, Capture::Pod(_)) {
         let seen = Arc::as_ptr(&snapshot);
         let source = capture.source_workload(ctx, &mut snapshot, src).await?;
-        if unknown || !std::ptr::eq(seen, Arc::as_ptr(&snapshot)) {
-            let ip = source.workload_ips.first().copied().unwrap_or(src.ip());
-            route = route::outbound(&snapshot, node, &own, ip, dst, ctx.random(), resolver);
+        // Routed again from that workload when it is not the one routed from (the endpoint
+        // choice weighs the source's locality and network) or the snapshot moved on.
+        let same = matches!(&route, Ok(r) if Arc::ptr_eq(&r.source, &source));
+        if unknown || !same || !std::ptr::eq(seen, Arc::as_ptr(&snapshot)) {
+            let random = ctx.random();
+            route = route::outbound_from(&snapshot, node, &own, source, dst, random, resolver);
         }
-        route = route.map(|mut r| {
-            r.source = source;
-            r
-        });
     }
     let route = route?;
     log_choice(ctx, &route, src, dst);

@@ -174,7 +174,26 @@ pub fn outbound(
     resolver: &dyn Resolve,
 ) -> Result<Route, Denied> {
     not_own(own, dst)?;
-    let route = resolve(snapshot, node, src, dst, random, resolver)?;
+    let source = snapshot
+        .workload_near(node, src)
+        .cloned()
+        .ok_or(Denied::UnknownSource(src))?;
+    outbound_from(snapshot, node, own, source, dst, random, resolver)
+}
+
+/// [`outbound`] from a known source workload (in a pod: the pod's own, whatever else the
+/// snapshot maps its IP to).
+pub fn outbound_from(
+    snapshot: &Snapshot,
+    node: &str,
+    own: &OwnAddrs,
+    source: Arc<Workload>,
+    dst: SocketAddr,
+    random: u64,
+    resolver: &dyn Resolve,
+) -> Result<Route, Denied> {
+    not_own(own, dst)?;
+    let route = resolve(snapshot, node, source, dst, random, resolver)?;
     match &route.action {
         Action::Passthrough(to) | Action::Direct(to) | Action::DirectLocal(to) => {
             not_own(own, *to)?
@@ -191,15 +210,11 @@ pub fn outbound(
 fn resolve(
     snapshot: &Snapshot,
     node: &str,
-    src: IpAddr,
+    source: Arc<Workload>,
     dst: SocketAddr,
     random: u64,
     resolver: &dyn Resolve,
 ) -> Result<Route, Denied> {
-    let source = snapshot
-        .workload_near(node, src)
-        .cloned()
-        .ok_or(Denied::UnknownSource(src))?;
     let network = &*source.network;
 
     if let Some(service) = snapshot.service_for(network, dst.ip(), Some(&source.namespace)) {
