@@ -460,3 +460,24 @@ services:
         assert_eq!(r.action, Action::Direct(sa("10.244.2.9:80")));
     }
 }
+
+/// What zring keeps but cannot route is refused with its own flag: 503 on HBONE (RST on the
+/// plaintext listeners), `UNROUTABLE`, zring's own side.
+#[test]
+fn unroutable_is_reported_with_its_own_flag() {
+    use crate::net::Side;
+    use crate::proxy::{Answer, Report};
+    let e = crate::proxy::Error::Denied(Denied::Unroutable(Unroutable::NoAddress("w".into())));
+    assert_eq!(
+        e.report(),
+        Report {
+            answer: Answer::Refuse(http::StatusCode::SERVICE_UNAVAILABLE),
+            flags: "UNROUTABLE",
+            side: Side::Internal,
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "refused: unroutable: workload w has no address, hostname or network gateway"
+    );
+}
