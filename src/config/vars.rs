@@ -311,7 +311,7 @@ pub const NOT_IMPLEMENTED: &[Unimplemented] = &[
     Unimplemented {
         name: "NETWORK",
         same_as: None,
-        what: "this cluster's network for multi-network meshes; zring treats every workload as reachable directly",
+        what: "this cluster's network for multi-network meshes; zring routes on each source workload's own network instead, and refuses endpoints behind another network's gateway (UNROUTABLE)",
     },
     Unimplemented {
         name: "CRL_PATH",

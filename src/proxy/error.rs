@@ -102,6 +102,8 @@ const CONNECT: &str = "CONNECT";
 const NONE: &str = "-";
 /// No workload for the connection's source or destination, even after waiting for it.
 const NO_WORKLOAD: &str = "NO_WORKLOAD";
+/// Kept in the configuration but not routable by zring (yet): see `route::Unroutable`.
+const UNROUTABLE: &str = "UNROUTABLE";
 /// Cut at the drain deadline of a removed pod.
 const POD_REMOVED: &str = "POD_REMOVED";
 /// Node mode: passthrough to an address only the node should reach (`local_reach`).
@@ -121,6 +123,7 @@ impl Error {
             Error::Denied(Denied::NoServicePort { .. }) => (BAD, DENY, Downstream),
             Error::Denied(Denied::NoHealthyEndpoint(_)) => (UNAVAILABLE, DENY, Upstream),
             Error::Denied(Denied::UnresolvedWaypoint(_)) => (UNAVAILABLE, DENY, Internal),
+            Error::Denied(Denied::Unroutable(_)) => (UNAVAILABLE, UNROUTABLE, Internal),
             // The configuration may just be late (a new pod): 503, worth a retry.
             Error::NoWorkload { .. } => (UNAVAILABLE, NO_WORKLOAD, Internal),
             Error::NotLocal(_) => (BAD, DENY, Downstream),
