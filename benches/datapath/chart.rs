@@ -63,10 +63,7 @@ impl Section<'_> {
     }
 
     fn memory(&self) -> impl Iterator<Item = &Memory> {
-        self.report
-            .memory
-            .iter()
-            .filter(|m| m.cores == self.cores)
+        self.report.memory.iter().filter(|m| m.cores == self.cores)
     }
 }
 
@@ -132,7 +129,8 @@ pub fn svg(report: &Report) -> String {
         .collect();
     let legend_rows = kinds.len().div_ceil(4);
     let legend_height = 20.0 * legend_rows as f64 + 60.0;
-    let panels_per_section = |sec: &Section| figures.len() + usize::from(sec.memory().next().is_some());
+    let panels_per_section =
+        |sec: &Section| figures.len() + usize::from(sec.memory().next().is_some());
     let height = legend_height
         + sections
             .iter()
@@ -296,7 +294,10 @@ fn panel(s: &mut String, sec: &Section, w: Workload, figure: Figure, y0: f64) {
     let (top, bottom) = (y0 + TOP, y0 + PANEL_HEIGHT - BOTTOM);
     let (left, right) = (LEFT, WIDTH - RIGHT);
     let title = match figure {
-        Figure::Gbps => format!("{}: Gb/s (higher is better; target ≥ {THROUGHPUT_MIN}×)", w.title()),
+        Figure::Gbps => format!(
+            "{}: Gb/s (higher is better; target ≥ {THROUGHPUT_MIN}×)",
+            w.title()
+        ),
         Figure::Rps => format!(
             "{}: requests/s (higher is better; target ≥ {THROUGHPUT_MIN}×)",
             w.title()
@@ -420,8 +421,18 @@ fn panel(s: &mut String, sec: &Section, w: Workload, figure: Figure, y0: f64) {
                 }
                 Figure::Cpu => {
                     let sides = [
-                        (r.cpu_per_op.outbound, peer.and_then(|p| p.cpu_outbound), "1", "outbound"),
-                        (r.cpu_per_op.inbound, peer.and_then(|p| p.cpu_inbound), "0.5", "inbound"),
+                        (
+                            r.cpu_per_op.outbound,
+                            peer.and_then(|p| p.cpu_outbound),
+                            "1",
+                            "outbound",
+                        ),
+                        (
+                            r.cpu_per_op.inbound,
+                            peer.and_then(|p| p.cpu_inbound),
+                            "0.5",
+                            "inbound",
+                        ),
                     ];
                     for (k, (v, ratio, opacity, side)) in sides.into_iter().enumerate() {
                         let Some(v) = v.filter(|v| v.is_finite()) else {

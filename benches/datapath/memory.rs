@@ -80,7 +80,9 @@ impl Memory {
                 .sides
                 .iter()
                 .find(|p| p.role == side.role)
-                .and_then(|p| Some(side.bytes_per_conn / p.bytes_per_conn).filter(|r| r.is_finite()));
+                .and_then(|p| {
+                    Some(side.bytes_per_conn / p.bytes_per_conn).filter(|r| r.is_finite())
+                });
         }
     }
 }

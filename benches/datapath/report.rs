@@ -366,19 +366,23 @@ impl Report {
                 }
                 let _ = writeln!(t, "\n{} × {c} connection(s)", w.title());
                 let head = match w {
-                    Workload::Bulk => format!("{:<SETUP$} {:>FIG$}", "setup", "Gb/s"),
+                    Workload::Bulk => format!("{:<SETUP$} {}", "setup", heading("Gb/s", FIG)),
                     _ => format!(
-                        "{:<SETUP$} {:>FIG$} {:>PFIG$} {:>PFIG$} {:>PFIG$}",
-                        "setup", "req/s", "p50 µs", "p99 µs", "p999 µs"
+                        "{:<SETUP$} {} {} {} {}",
+                        "setup",
+                        heading("req/s", FIG),
+                        heading("p50 µs", PFIG),
+                        heading("p99 µs", PFIG),
+                        heading("p999 µs", PFIG)
                     ),
                 };
                 let unit = cpu_unit(w);
                 let _ = writeln!(
                     t,
-                    "{head} {:>PFIG$} {:>PFIG$} {:>FIG$} {:>6}",
-                    format!("CPU out {unit}"),
-                    format!("CPU in {unit}"),
-                    format!("CPU total {unit}"),
+                    "{head} {} {} {} {:>6}",
+                    heading(&format!("CPU out {unit}"), PFIG),
+                    heading(&format!("CPU in {unit}"), PFIG),
+                    heading(&format!("CPU total {unit}"), FIG),
                     "errors"
                 );
                 for r in rows {
@@ -402,9 +406,9 @@ impl Report {
                         t,
                         "{:<SETUP$} {figures} {} {} {} {:>6}",
                         r.setup,
-                        peer_cell(cpu.outbound, p.cpu_outbound, 2),
-                        peer_cell(cpu.inbound, p.cpu_inbound, 2),
-                        cell(Some(cpu.total), v.cpu_total, p.cpu_total, 2),
+                        peer_cell(cpu.outbound, p.cpu_outbound, 3),
+                        peer_cell(cpu.inbound, p.cpu_inbound, 3),
+                        cell(Some(cpu.total), v.cpu_total, p.cpu_total, 3),
                         r.errors
                     );
                 }
@@ -454,6 +458,17 @@ const SETUP: usize = 26;
 /// Width of a figure with both ratios, and with the peer's only.
 const FIG: usize = 26;
 const PFIG: usize = 18;
+
+/// A column heading over a cell `width` wide, right-aligned with the cell's value (the first
+/// nine characters) rather than with its ratios; longer headings take the whole width.
+fn heading(text: &str, width: usize) -> String {
+    let n = text.chars().count();
+    if n <= 9 {
+        format!("{text:>9}{:w$}", "", w = width - 9)
+    } else {
+        format!("{text:<width$}")
+    }
+}
 
 /// `value (ratio to direct×) [ratio to peer×]`, [`FIG`] wide; `-` where there is nothing.
 fn cell(value: Option<f64>, direct: Option<f64>, peer: Option<f64>, decimals: usize) -> String {

@@ -123,11 +123,7 @@ fn workloads(protocol: &str) -> String {
 impl Running {
     /// Builds the lab, starts the proxies (with `extra_env` over the defaults) and the servers,
     /// and waits until one request gets through.
-    pub fn start(
-        setup: &Setup,
-        zring: &Path,
-        extra_env: &[(&str, &str)],
-    ) -> Running {
+    pub fn start(setup: &Setup, zring: &Path, extra_env: &[(&str, &str)]) -> Running {
         let mut lab = Lab::seed().expect("the bench builds network namespaces: run it as root");
         // Only zring keeps the enrolled-pod set, and only HBONE pods are enrolled: plaintext
         // setups and other node proxies capture every pod address instead.

@@ -153,7 +153,7 @@ impl Targets {
         );
         let mut head = format!("{:<26} {:<8} {:>5}", "setup", "workload", "conns");
         for (name, want) in TRAFFIC {
-            let _ = write!(head, " {:>w$}", format!("{name} {want}"), w = width(name));
+            let _ = write!(head, " {name} {want}");
         }
         let _ = writeln!(t, "{head}");
         for row in self.rows.iter().filter(|r| r.conns.is_some()) {
@@ -163,16 +163,30 @@ impl Targets {
                 row.workload,
                 row.conns.unwrap_or(0)
             );
-            for (name, _) in TRAFFIC {
+            for (name, want) in TRAFFIC {
                 let mark = row
                     .checks
                     .iter()
                     .find(|c| c.target == name)
-                    .map_or(String::new(), |c| c.mark(if name == ERRORS { 0 } else { 2 }));
-                let _ = write!(line, " {mark:>w$}", w = width(name));
+                    .map_or(String::new(), |c| {
+                        c.mark(if name == ERRORS { 0 } else { 2 })
+                    });
+                let _ = write!(line, " {mark:>w$}", w = width(name, want));
             }
             let _ = writeln!(t, "{line}");
         }
+        let mut met = format!("{:<26} {:<8} {:>5}", "met / judged", "", "");
+        for (name, want) in TRAFFIC {
+            let judged = self
+                .rows
+                .iter()
+                .flat_map(|r| &r.checks)
+                .filter(|c| c.target == name && c.pass.is_some());
+            let yes = judged.clone().filter(|c| c.pass == Some(true)).count();
+            let tally = format!("{yes}/{}", judged.count());
+            let _ = write!(met, " {tally:>w$}", w = width(name, want));
+        }
+        let _ = writeln!(t, "{met}");
         let memory: Vec<&TargetRow> = self.rows.iter().filter(|r| r.conns.is_none()).collect();
         if memory.iter().any(|r| !r.checks.is_empty()) {
             let _ = writeln!(
@@ -203,8 +217,8 @@ impl Targets {
 }
 
 /// A column as wide as its heading (`name want`).
-fn width(name: &str) -> usize {
-    name.chars().count() + 5
+fn width(name: &str, want: &str) -> usize {
+    name.chars().count() + 1 + want.chars().count()
 }
 
 /// The checks of one zring traffic row.
@@ -242,10 +256,7 @@ fn traffic(r: &Row, report: &Report) -> TargetRow {
             ));
             checks.push(Check::at_most(URING_CPU, cpu, 1.0));
             if latency {
-                let p99 = ratio(
-                    r.latency_us.map(|l| l.p99),
-                    e.latency_us.map(|l| l.p99),
-                );
+                let p99 = ratio(r.latency_us.map(|l| l.p99), e.latency_us.map(|l| l.p99));
                 checks.push(Check::at_most(URING_P99, p99, 1.0));
             }
         }
