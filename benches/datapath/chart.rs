@@ -24,8 +24,10 @@ const RIGHT: f64 = 20.0;
 const TOP: f64 = 30.0;
 const BOTTOM: f64 = 40.0;
 const SECTION_HEAD: f64 = 30.0;
+/// In run order: direct grey; plaintext zring uring, legacy (blues) and the other proxy (orange);
+/// HBONE zring uring, legacy (greens) and the other proxy (red).
 const COLOURS: [&str; 10] = [
-    "#7f7f7f", "#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728",
+    "#7f7f7f", "#1f77b4", "#aec7e8", "#ff7f0e", "#2ca02c", "#98df8a", "#d62728", "#ffbb78",
     "#9467bd", "#8c564b",
 ];
 const MET: &str = "#1a7f1a";

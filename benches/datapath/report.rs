@@ -241,6 +241,8 @@ pub struct Report {
     pub bench: &'static str,
     /// Seconds since the Unix epoch when the run started.
     pub started_unix: u64,
+    /// Wall-clock seconds the whole run took (set by [`Report::finish`]).
+    pub wall_secs: f64,
     pub host: Host,
     pub settings: Settings,
     pub rows: Vec<Row>,
@@ -276,6 +278,7 @@ impl Report {
             started_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            wall_secs: 0.0,
             host: Host {
                 cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
                 kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -301,6 +304,10 @@ impl Report {
     /// Once every row and memory figure is in: zring's ratios to the other proxy, then the
     /// targets.
     pub fn finish(&mut self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.wall_secs = now.saturating_sub(self.started_unix) as f64;
         if let Some(peer) = self.settings.other_proxy_name.clone() {
             let peers: Vec<Row> = self
                 .rows
@@ -342,11 +349,13 @@ impl Report {
         let cores: Vec<String> = s.cores.iter().map(usize::to_string).collect();
         let _ = writeln!(
             t,
-            "zring data path: {} s per measurement, {} runtime(s) per zring (rows `Nc`), {} CPUs, kernel {}",
+            "zring data path: {} s per measurement, {} runtime(s) per zring (rows `Nc`), {} CPUs, kernel {}; \
+             the run took {:.1} min",
             s.secs_per_measurement,
             cores.join(" and "),
             self.host.cpus,
-            self.host.kernel
+            self.host.kernel,
+            self.wall_secs / 60.0
         );
         let peer = s.other_proxy_name.as_deref().unwrap_or("the other proxy");
         let _ = writeln!(
