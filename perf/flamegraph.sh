@@ -9,8 +9,8 @@
 #   WORKLOAD   bulk (default) | rr | crr
 #   CONNS      concurrent connections (default 8)
 #   --fp       unwind with frame pointers (rebuilds zring with -C force-frame-pointers=yes in its
-#              own target dir; ztunnel's prebuilt binary keeps whatever it has) instead of DWARF
-#              call graphs (the default: works on any build, ztunnel's included)
+#              own target dir; ztunnel's build has them already) instead of DWARF call graphs
+#              (the default: works on any build)
 #   --secs N   seconds recorded (default 5)
 #   --driver   zring's monoio driver (default uring)
 #   --cores N  runtimes per zring and worker threads per ztunnel (default 1)
