@@ -34,6 +34,7 @@ mod load;
 mod memory;
 mod options;
 mod report;
+mod selftest;
 mod setup;
 mod targets;
 
@@ -58,8 +59,10 @@ fn main() {
         memory::serve(n);
         return;
     }
-    // `cargo test --benches` runs bench targets without `--bench`; only `cargo bench` measures.
+    // `cargo test --benches` runs bench targets without `--bench`: check the report's
+    // arithmetic on made-up rows; only `cargo bench` measures.
     if !args.iter().any(|a| a == "--bench") {
+        selftest::run();
         return;
     }
     // Cargo's per-target scratch directory is `<target dir>/tmp`, wherever the target dir is.
