@@ -7,6 +7,7 @@
 
 mod address;
 mod env;
+mod ops;
 mod parse;
 mod vars;
 
@@ -18,6 +19,7 @@ use std::time::Duration;
 use crate::grpc::Target;
 
 pub use address::{DEFAULT_AUTH_TOKEN, DEFAULT_ROOT_CA, ISTIOD_IN_CLUSTER, ISTIOD_LOCAL};
+pub use ops::{DEFAULT_ADMIN_SOCKET, Ops};
 pub use vars::{NOT_IMPLEMENTED, Unimplemented, VARS, Var};
 
 /// Environment variables with this prefix become xDS node metadata (prefix stripped), as in
@@ -141,6 +143,8 @@ pub struct Config {
     /// ztunnel variables that are set but whose feature zring lacks, `NAME=value: what`;
     /// logged once at start-up (see [`NOT_IMPLEMENTED`]).
     pub not_implemented: Vec<String>,
+    /// The admin socket, who may mutate over TCP, and the test-only fault hook.
+    pub ops: Ops,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -7,8 +7,9 @@
 //!   listeners, `hbone` the HBONE tunnels, `net` the sockets, buffers and byte pump under both.
 //!   All of it runs on the cores and never blocks or locks;
 //! - `sys` is the only module that may opt out of the compiler's memory-safety checks;
-//! - `latch` (a core's one-shot, many-waiter latch) and `rng` (the xorshift generator) are
-//!   leaves that import nothing from the crate;
+//! - `latch` (a core's one-shot, many-waiter latch), `rng` (the xorshift generator) and `task`
+//!   (per-connection tasks whose panic ends only themselves) are leaves that import nothing
+//!   from the crate;
 //! - `capture` is the node's nftables capture rules (`zring redirect`, and the lab);
 //! - `lab` builds network-namespace topologies for `zring demo`, the tests and the benches;
 //! - `metrics` (per-core shards, merged on scrape), `admin` (the 15000/15020/15021 servers on
@@ -49,5 +50,6 @@ pub mod state;
 // block in this module carries a `// SAFETY:` line.
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod task;
 pub mod xds;
 pub mod xds_types;

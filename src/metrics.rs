@@ -92,6 +92,8 @@ pub struct Registry {
     dropped_logs: OnceLock<tracing_appender::non_blocking::ErrorCounter>,
     /// In-pod mode's workload-manager series (`workload_manager_*`), when that mode runs.
     inpod: OnceLock<Arc<dyn Collect>>,
+    /// Other families written on every scrape ([`Registry::watch`]: admin, health).
+    others: Mutex<Vec<Arc<dyn Collect>>>,
 }
 
 /// Families kept elsewhere (in atomics of their own thread) and written on every scrape.
@@ -137,6 +139,7 @@ impl Registry {
             capture_set: Arc::default(),
             dropped_logs: OnceLock::new(),
             inpod: OnceLock::new(),
+            others: Mutex::default(),
         }
     }
 
@@ -169,6 +172,14 @@ impl Registry {
     /// Reports in-pod mode's workload-manager series from now on.
     pub fn watch_inpod(&self, series: Arc<dyn Collect>) {
         let _ = self.inpod.set(series);
+    }
+
+    /// Writes `series`' families on every scrape from now on.
+    pub fn watch(&self, series: Arc<dyn Collect>) {
+        self.others
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(series);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Merged> {
@@ -242,6 +253,10 @@ impl Registry {
         self.write_cores(&mut e);
         if let Some(inpod) = self.inpod.get() {
             inpod.collect(&mut e);
+        }
+        let others = self.others.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for series in others {
+            series.collect(&mut e);
         }
         write_process(&mut e);
         if let Some(c) = self.dropped_logs.get() {

@@ -257,6 +257,7 @@ impl Config {
             instance_ip,
             proxy_metadata: BTreeMap::new(),
             notes,
+            ops: super::ops::read(var, proxy_mode)?,
             not_implemented: unimplemented_in(
                 NOT_IMPLEMENTED
                     .iter()
