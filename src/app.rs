@@ -47,6 +47,7 @@ use crate::xds::client::{self, AdsClient, InitialSync};
 use crate::xds::local::{self, LocalSource};
 
 pub fn run(config: Config, logs: Option<LogControl>) -> anyhow::Result<()> {
+    let faults = test_faults(&config)?;
     let config = Arc::new(config);
     let metrics = Arc::new(Registry::new());
     if let Some(counter) = logs.as_ref().and_then(LogControl::dropped_lines) {
@@ -128,7 +129,6 @@ pub fn run(config: Config, logs: Option<LogControl>) -> anyhow::Result<()> {
     // failure here is retried by the control loop (HBONE waits for the certificates).
     runtime.block_on(certs.sync(&store, &first, &config.node_name, SystemTime::now()));
 
-    let faults = test_faults(&config)?;
     let listeners = Listeners::bind(&config)?;
     let readiness = Arc::new(Readiness::new(initial_sync.clone()));
     let (driver, fallback) = runtime::resolve_driver(config.driver, config.uring_entries)?;

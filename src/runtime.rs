@@ -170,7 +170,6 @@ pub fn spawn_with_pods(
                 let watched = shared.clone();
                 let _alive = watched.health.alive(id);
                 run_core(id, driver, shared, ready, inbox);
-                error!(core = id, "core thread exited: the process is no longer live");
             })
             .map_err(StartError::Thread)?;
         handles.push(h);

@@ -150,6 +150,9 @@ fn probes_and_annotations_name_zrings_ports() {
         let probe = get(proxy, "readinessProbe.httpGet");
         assert_eq!(probe["port"], 15021);
         assert_eq!(probe["path"], "/healthz/ready");
+        let live = get(proxy, "livenessProbe.httpGet");
+        assert_eq!(live["port"], 15021, "{path}");
+        assert_eq!(live["path"], "/healthz/live", "{path}");
         // As the chart starts ztunnel.
         assert_eq!(
             proxy["args"],

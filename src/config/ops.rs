@@ -56,3 +56,45 @@ pub(super) fn read(
         test_faults: var("ZRING_TEST_FAULTS"),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_with(mode: ProxyMode, pairs: &[(&'static str, &str)]) -> Result<Ops, ConfigError> {
+        read(
+            |k| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            },
+            mode,
+        )
+    }
+
+    #[test]
+    fn node_mode_mutates_on_the_socket_only_by_default() {
+        let node = read_with(ProxyMode::Node, &[]).unwrap();
+        assert!(!node.admin_tcp_writes);
+        assert_eq!(
+            node.admin_socket,
+            Some(std::env::temp_dir().join(DEFAULT_ADMIN_SOCKET))
+        );
+        assert!(read_with(ProxyMode::Shared, &[]).unwrap().admin_tcp_writes);
+        let set = read_with(
+            ProxyMode::Node,
+            &[
+                ("ZRING_ADMIN_SOCKET", "/run/z/a.sock"),
+                ("ZRING_ADMIN_TCP_WRITES", "true"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(set.admin_socket, Some(PathBuf::from("/run/z/a.sock")));
+        assert!(set.admin_tcp_writes);
+        let off = read_with(ProxyMode::Node, &[("ZRING_ADMIN_SOCKET", "off")]).unwrap();
+        assert_eq!(off.admin_socket, None);
+        assert!(read_with(ProxyMode::Node, &[("ZRING_ADMIN_SOCKET", "rel.sock")]).is_err());
+        assert!(read_with(ProxyMode::Node, &[("ZRING_ADMIN_TCP_WRITES", "maybe")]).is_err());
+    }
+}

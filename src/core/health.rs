@@ -48,13 +48,21 @@ impl Drop for Alive<'_> {
         if let Some(b) = self.health.cores.get(self.core) {
             b.dead.store(true, Ordering::Release);
         }
+        tracing::error!(
+            core = self.core,
+            panicked = std::thread::panicking(),
+            "core thread exited: the process is no longer live"
+        );
     }
 }
 
 impl Health {
     pub fn new(cores: usize) -> Health {
+        // An epoch an hour back, so a beat "long ago" is representable from the first moment
+        // (tests pretend stalls); 0 stays the "never beaten" mark.
+        let now = Instant::now();
         Health {
-            start: Instant::now(),
+            start: now.checked_sub(Duration::from_secs(3600)).unwrap_or(now),
             cores: (0..cores).map(|_| Beat::default()).collect(),
             control: AtomicU64::new(0),
         }
