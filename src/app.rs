@@ -174,13 +174,7 @@ pub fn run(config: Config, logs: Option<LogControl>) -> anyhow::Result<()> {
         driver,
         enrolled: certs.enrolled(),
     };
-    runtime.block_on(control::run(
-        shared,
-        source,
-        certs,
-        admin,
-        serve(start),
-    ))?;
+    runtime.block_on(control::run(shared, source, certs, admin, serve(start)))?;
     info!("zring exiting");
     Ok(())
 }

@@ -17,7 +17,8 @@ fn usage() -> String {
 
 Usage:
   zring [run]     run the proxy on this node (proxies on 15001, 15006, 15008; admin on
-                  127.0.0.1:15000, metrics on :15020, readiness on :15021)
+                  127.0.0.1:15000, read-only in node mode, and on ZRING_ADMIN_SOCKET; metrics
+                  on :15020, readiness and liveness on :15021)
   zring proxy [ztunnel]
                   the same, as Istio's ztunnel chart starts it (`proxy ztunnel`)
   zring demo      as root: build the seed's two-node cluster in network namespaces, run zring

@@ -254,7 +254,11 @@ impl Registry {
         if let Some(inpod) = self.inpod.get() {
             inpod.collect(&mut e);
         }
-        let others = self.others.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let others = self
+            .others
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         for series in others {
             series.collect(&mut e);
         }

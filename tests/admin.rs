@@ -89,8 +89,12 @@ fn call(m: &Mesh, node: &str, method: &'static str, port: u16, path: &str) -> ht
 
 /// A request to `node`'s admin Unix socket: (status, body).
 fn on_socket(m: &Mesh, node: &str, method: &str, path: &str) -> (u16, String) {
-    zring::admin::client::request(&m.admin_socket(node), method, path)
-        .unwrap_or_else(|e| panic!("{method} {path} on node {node}'s admin socket: {e}\n{}", m.logs()))
+    zring::admin::client::request(&m.admin_socket(node), method, path).unwrap_or_else(|e| {
+        panic!(
+            "{method} {path} on node {node}'s admin socket: {e}\n{}",
+            m.logs()
+        )
+    })
 }
 
 /// `/config_dump` of node b, compared field by field with what ztunnel dumps for the same

@@ -35,7 +35,10 @@ workloads:
 fn mesh() -> Mesh {
     let lab = Lab::seed().expect("lab (needs root, ip, nft)");
     // Not in a pod, even when the tests run in one: the hook is refused there.
-    let env = [("ZRING_TEST_FAULTS", FAULTS), ("KUBERNETES_SERVICE_HOST", "")];
+    let env = [
+        ("ZRING_TEST_FAULTS", FAULTS),
+        ("KUBERNETES_SERVICE_HOST", ""),
+    ];
     let m = Mesh::start(lab, Path::new(ZRING), CONFIG, &["a", "b"], &env).unwrap();
     for port in [80, PANIC_PORT, STALL_PORT, EXIT_PORT] {
         m.echo("appb", port).unwrap();

@@ -146,7 +146,10 @@ fn a_policy_change_applies_during_a_scrape_flood() {
     });
     // Applied while the flood still ran: its threads are all at work, and scrapes went on
     // being answered across the change.
-    assert!(flood.is_running(), "the flood ended before the change applied");
+    assert!(
+        flood.is_running(),
+        "the flood ended before the change applied"
+    );
     let during = flood.scrapes() - before;
     assert!(during > 0, "no scrape answered while the change applied");
     eventually("scrapes still answered after the change", || {

@@ -107,7 +107,11 @@ impl Collect for AdminMetrics {
             Type::Counter,
             "Mutating admin requests (POST /quitquitquit, /logging changes) refused on TCP: they are served on the admin socket only",
         );
-        e.sample("zring_admin_writes_refused_total", [], self.refused_writes());
+        e.sample(
+            "zring_admin_writes_refused_total",
+            [],
+            self.refused_writes(),
+        );
     }
 }
 
@@ -250,7 +254,10 @@ where
     match tokio::time::timeout(CONNECTION_LIFETIME, served).await {
         Ok(Err(e)) => debug!(server = door.name(), "HTTP connection: {e}"),
         Ok(Ok(())) => {}
-        Err(_) => debug!(server = door.name(), "HTTP connection closed: lifetime reached"),
+        Err(_) => debug!(
+            server = door.name(),
+            "HTTP connection closed: lifetime reached"
+        ),
     }
     if quit.load(Ordering::Acquire) {
         shutdown.notify_one();

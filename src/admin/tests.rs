@@ -470,7 +470,11 @@ fn node_mode_mutates_through_the_socket_only() {
     let _subscriber = tracing_subscriber::registry().with(filter);
     let s = Servers::start_node(Some(LogControl::new(handle, "info".into(), None)));
     let socket = s.socket.clone().unwrap();
-    assert_eq!(s.get(Server::Admin, "/logging").status, 200, "reads stay on TCP");
+    assert_eq!(
+        s.get(Server::Admin, "/logging").status,
+        200,
+        "reads stay on TCP"
+    );
     assert_eq!(s.get(Server::Admin, "/config_dump").status, 200);
     for path in ["/logging?level=debug", "/quitquitquit", "/logging"] {
         let a = s.post(Server::Admin, path);
@@ -478,7 +482,10 @@ fn node_mode_mutates_through_the_socket_only() {
         assert!(a.body.contains("admin socket"), "{}", a.body);
     }
     assert_eq!(s.request_status("PUT", "/logging?level=debug"), 403);
-    assert!(s.stopped.try_recv().is_err(), "a refused quit stops nothing");
+    assert!(
+        s.stopped.try_recv().is_err(),
+        "a refused quit stops nothing"
+    );
     assert_eq!(
         s.get(Server::Admin, "/logging").body,
         "current log level is info\n",
@@ -494,7 +501,10 @@ fn node_mode_mutates_through_the_socket_only() {
     assert_eq!(status, 200, "reads on the socket too");
     assert!(body.contains("workloads"), "{body}");
     let (status, body) = client::request(&socket, "POST", "/logging?level=debug").unwrap();
-    assert_eq!((status, body.as_str()), (200, "current log level is debug\n"));
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "current log level is debug\n")
+    );
     let (status, body) = client::request(&socket, "POST", "/quitquitquit").unwrap();
     assert_eq!((status, body.as_str()), (200, "shutdown now\n"));
     s.stopped
@@ -508,7 +518,11 @@ fn node_mode_mutates_through_the_socket_only() {
 fn liveness_and_readiness_follow_the_cores() {
     let s = Servers::start(false, None);
     let live = s.get(Server::Readiness, "/healthz/live");
-    assert_eq!((live.status, live.body.as_str()), (200, "live\n"), "nothing started");
+    assert_eq!(
+        (live.status, live.body.as_str()),
+        (200, "live\n"),
+        "nothing started"
+    );
     s.state.readiness.cores_started();
     let health = &s.state.shared.health;
     health.beat(0);
@@ -523,12 +537,18 @@ fn liveness_and_readiness_follow_the_cores() {
     }
     let scrape = s.get(Server::Stats, "/metrics").body;
     assert!(scrape.contains("zring_cores_unhealthy 1"), "{scrape}");
-    assert!(scrape.contains("# TYPE zring_task_panics_total counter"), "{scrape}");
+    assert!(
+        scrape.contains("# TYPE zring_task_panics_total counter"),
+        "{scrape}"
+    );
     health.beat(1);
     assert_eq!(s.get(Server::Readiness, "/healthz/live").status, 200);
     drop(health.alive(0));
     let a = s.get(Server::Readiness, "/healthz/live");
-    assert_eq!((a.status, a.body.as_str()), (503, "not live: core 0 has exited\n"));
+    assert_eq!(
+        (a.status, a.body.as_str()),
+        (503, "not live: core 0 has exited\n")
+    );
 }
 
 /// Each server holds at most `MAX_CONNECTIONS` at once: one more is closed unanswered and

@@ -44,7 +44,11 @@ impl Faults {
                 "panic-port" => Fault::Panic,
                 "stall-port" => Fault::Stall,
                 "exit-port" => Fault::Exit,
-                _ => return Err(format!("{k:?}: expected panic-port, stall-port or exit-port")),
+                _ => {
+                    return Err(format!(
+                        "{k:?}: expected panic-port, stall-port or exit-port"
+                    ));
+                }
             };
             let port = v
                 .parse::<u16>()
