@@ -1,4 +1,4 @@
-//! The control thread's work once the cores run: one tokio current-thread runtime driving four
+//! The control thread's work once the cores run: one tokio current-thread runtime driving a few
 //! concurrent loops, none of which ever touches a core directly.
 //!
 //! - the config source: either the `LOCAL_XDS_PATH` poller or the Delta ADS client (never both;

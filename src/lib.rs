@@ -12,8 +12,8 @@
 //!   from the crate;
 //! - `capture` is the node's nftables capture rules (`zring redirect`, and the lab);
 //! - `lab` builds network-namespace topologies for `zring demo`, the tests and the benches;
-//! - `metrics` (per-core shards, merged on scrape), `admin` (the 15000/15020/15021 servers on
-//!   the control thread) and `logging` (non-blocking writer, run-time levels) are observability.
+//! - `metrics` (per-core shards, merged on scrape), `admin` (the 15000/15020/15021 servers and
+//!   the admin socket, on their own `zring-admin` thread) and `logging` (non-blocking writer, run-time levels) are observability.
 //! - `fuzzing` holds the entry points the cargo-fuzz targets (`fuzz/`) and the seed-corpus
 //!   test share.
 //!
