@@ -350,8 +350,10 @@ pub fn handle<B>(server: Server, state: &State, quit: &AtomicBool, req: Request<
             }
         }
         // Liveness judges only what a restart would cure: a dead or stalled core or control
-        // thread. Waiting for the configuration is not a reason to restart.
-        (Server::Readiness, "/healthz/live") => match state.shared.health.check() {
+        // thread. Waiting for the configuration is not a reason to restart. Also on the admin
+        // server, so the DaemonSets probe it through the admin socket (`zring admin GET
+        // /healthz/live`), which no flood of 15021 from the network can make fail.
+        (Server::Readiness | Server::Admin, "/healthz/live") => match state.shared.health.check() {
             Ok(()) => text(StatusCode::OK, "live\n"),
             Err(why) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -398,6 +400,7 @@ const INDEX: &str = "<!DOCTYPE html>
 <tr><td><a href=\"config_dump\">config_dump</a></td><td>dump the current configuration (workloads, services, policies, certificates)</td></tr>
 <tr><td><a href=\"logging\">logging</a></td><td>show (GET) or change (POST ?level=) the log levels</td></tr>
 <tr><td>quitquitquit</td><td>shut the process down (POST)</td></tr>
+<tr><td><a href=\"healthz/live\">healthz/live</a></td><td>liveness: 503 once a core or the control thread died or stalled</td></tr>
 </table>
 <p>Metrics: <code>:15020/metrics</code>, <code>:15020/stats/prometheus</code>. Readiness: <code>:15021/healthz/ready</code>, liveness: <code>:15021/healthz/live</code>.</p>
 <p>In node mode this listener is read-only: POST through the admin socket (<code>zring admin POST /quitquitquit</code>).</p>

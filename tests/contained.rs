@@ -70,6 +70,20 @@ fn exchange(s: &mut TcpStream) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The DaemonSets' liveness probe: `zring admin GET /healthz/live` over `node`'s admin socket;
+/// whether it succeeded, and what it printed.
+fn exec_probe(m: &Mesh, node: &str) -> (bool, String) {
+    let out = std::process::Command::new(ZRING)
+        .args(["admin", "GET", "/healthz/live"])
+        .env("ZRING_ADMIN_SOCKET", m.admin_socket(node))
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
 fn probe(m: &Mesh, node: &str, path: &'static str) -> http::Answer {
     m.lab
         .node(node)
@@ -111,6 +125,9 @@ fn a_panic_ends_only_its_connection() {
         log.contains("ZRING_TEST_FAULTS: injected panic in a outbound connection"),
         "{log}"
     );
+    // Its access-log record says so, and counts it failed.
+    m.eventually_logged("a", "error=\"closed: the connection's task panicked\"", 1)
+        .unwrap();
     eventually("the panic counted", || {
         let n = m.scrape("a").sum("zring_task_panics_total", &[]);
         (n == 1.0).then_some(()).ok_or(format!("{n}"))
@@ -128,6 +145,8 @@ fn a_panic_ends_only_its_connection() {
     for path in ["/healthz/ready", "/healthz/live"] {
         assert_eq!(probe(&m, "a", path).status, 200, "{path}\n{}", m.log("a"));
     }
+    assert_eq!(exec_probe(&m, "a"), (true, "live\n".into()));
+    eprintln!("the panicked connection ended with: {ended}");
     assert_eq!(m.scrape("a").sum("zring_cores_unhealthy", &[]), 0.0);
     assert!(
         m.zring("a").try_status().unwrap().is_none(),
@@ -141,6 +160,7 @@ fn a_panic_ends_only_its_connection() {
 fn a_stalled_core_makes_the_process_unready_and_not_live() {
     let m = mesh();
     assert_eq!(probe(&m, "a", "/healthz/live").status, 200);
+    assert_eq!(exec_probe(&m, "a"), (true, "live\n".into()));
     let _stalled = open(&m, STALL_PORT, false);
     eventually("node a unready", || {
         let a = probe(&m, "a", "/healthz/ready");
@@ -151,6 +171,11 @@ fn a_stalled_core_makes_the_process_unready_and_not_live() {
     let live = probe(&m, "a", "/healthz/live");
     assert_eq!(live.status, 503, "{live:?}");
     assert!(live.body.contains("stalled"), "{}", live.body);
+    let (ok, said) = exec_probe(&m, "a");
+    assert!(
+        !ok && said.contains("stalled"),
+        "the exec probe fails too: {said}"
+    );
     assert!(m.log("a").contains("stalling this core's thread"));
     // Node b is untouched.
     assert_eq!(probe(&m, "b", "/healthz/live").status, 200);
@@ -172,6 +197,11 @@ fn an_exited_core_makes_the_process_unready_and_not_live() {
     let ready = probe(&m, "a", "/healthz/ready");
     assert_eq!(ready.status, 503, "{ready:?}");
     assert!(ready.body.contains("has exited"), "{}", ready.body);
+    let (ok, said) = exec_probe(&m, "a");
+    assert!(
+        !ok && said.contains("has exited"),
+        "the exec probe fails too: {said}"
+    );
     assert!(m.log("a").contains("core thread exited"), "{}", m.log("a"));
     assert_eq!(m.scrape("a").sum("zring_cores_unhealthy", &[]), 1.0);
     assert!(

@@ -52,6 +52,9 @@ pub enum Error {
     /// deadline, so it was cut.
     #[error("closed: pod removed, connection still open at the drain deadline")]
     PodRemoved,
+    /// The connection's task panicked (`task::spawn` contained it); its sockets closed.
+    #[error("closed: the connection's task panicked")]
+    Panicked,
 }
 
 /// Which end of a connection a workload lookup was for.
@@ -122,6 +125,8 @@ impl Error {
             Error::Revoked(_) => (Nothing, DENY, Internal),
             // In-pod: the pod went away; nothing left to answer.
             Error::PodRemoved => (Nothing, POD_REMOVED, Internal),
+            // A bug: the task unwound; nothing left to answer with.
+            Error::Panicked => (Nothing, NONE, Internal),
             // Connecting upstream: TCP, or the HBONE client (15001).
             Error::Connect(_) => (UNAVAILABLE, CONNECT, Upstream),
             Error::Hbone(e) => match e {
