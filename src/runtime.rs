@@ -7,6 +7,11 @@
 //! both at once. Everything inside `run_core` is `!Send` by
 //! construction: the [`CoreCtx`] lives in an `Rc` and is never shared with another thread.
 //! The only cross-thread inputs are the [`Shared`] handles published by the control thread.
+//!
+//! Faults: every connection task is spawned through `task::spawn` (a panic ends that task
+//! only); each core's housekeeping beats into `Shared::health` every tick, and its thread holds
+//! a guard that marks the core dead however the thread ends, which readiness and liveness read.
+//! `faults` applies the test-only fault hook (`ZRING_TEST_FAULTS`) in the accept loop.
 
 mod faults;
 pub mod pods;
