@@ -1,30 +1,40 @@
-//! The HTTP servers operators and Kubernetes talk to, on the control thread's tokio runtime:
+//! The HTTP servers operators and Kubernetes talk to, on their own thread (`zring-admin`, a
+//! small tokio runtime of its own: `server`), never on the control thread:
 //!
 //! | address          | paths |
 //! |------------------|-------|
-//! | 127.0.0.1:15000  | `/` index, `/config_dump`, `/logging`, `/quitquitquit` (admin, loopback only) |
+//! | 127.0.0.1:15000  | `/` index, `/config_dump`, `/logging`, `/quitquitquit` (admin, loopback only; read-only in node mode) |
+//! | admin socket     | the same, mutating requests included (`ZRING_ADMIN_SOCKET`, mode 0600: `socket`) |
 //! | 0.0.0.0:15020    | `/metrics`, `/stats/prometheus` (Prometheus text format) |
-//! | 0.0.0.0:15021    | `/healthz/ready` (503 until ready, then 200) |
+//! | 0.0.0.0:15021    | `/healthz/ready` (503 until ready, then 200), `/healthz/live` (503 once a core or the control thread died or stalled) |
 //!
-//! Threads: `bind` runs on the main thread before the cores start, so a port another program
-//! holds fails start-up with a clear error (the sockets share their ports with SO_REUSEPORT,
-//! as the cores' do: a rolling update on a host-network node starts the new zring beside the
-//! old one, and the new one must come up, answer 503 and wait for its configuration); `serve` runs the three accept loops as tasks of the
-//! control thread (one task per HTTP connection). Nothing here runs on a core: a scrape reads
-//! the cores' shards through `metrics::Registry`, the dump reads the published snapshot and
-//! certificate store.
+//! Threads: `Listeners::bind` runs on the main thread before the cores start, so a port another
+//! program holds fails start-up with a clear error (the sockets share their ports with
+//! SO_REUSEPORT, as the cores' do: a rolling update on a host-network node starts the new zring
+//! beside the old one, and the new one must come up, answer 503 and wait for its configuration);
+//! `server::spawn` serves them on the `zring-admin` thread, so a flood of scrapes or probes
+//! cannot delay xDS or certificates (each server is bounded: `server`'s module doc). Nothing
+//! here runs on a core: a scrape reads the cores' shards through `metrics::Registry`, the dump
+//! reads the published snapshot and certificate store, the probes read `core::Health`.
 //!
 //! Invariants: the admin listener is bound to loopback, and a connection from any other
-//! address is closed unanswered all the same (defence in depth). `/quitquitquit` answers, closes
-//! its connection, and only then wakes [`State::shutdown`], so the caller always gets its
-//! answer. Request headers must arrive within [`HEADER_TIMEOUT`]; bodies are never read.
+//! address is closed unanswered all the same (defence in depth). In node mode the host's
+//! loopback is shared with every host-network process, so there the TCP admin listener refuses
+//! mutating requests (403, counted): `/quitquitquit` and `/logging` changes go through the
+//! admin socket (`ZRING_ADMIN_TCP_WRITES` decides; shared mode allows them on TCP, whose
+//! loopback is the pod's own). `/quitquitquit` answers, closes its connection, and only then
+//! wakes [`State::shutdown`], so the caller always gets its answer. Request headers must arrive
+//! within [`HEADER_TIMEOUT`]; bodies are never read.
 
+pub mod client;
 pub mod config_dump;
+mod server;
+mod socket;
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,17 +42,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tracing::{debug, info, warn};
+use tracing::info;
 
 use crate::config::Config;
 use crate::core::Shared;
 use crate::identity::{CertStore, Identity};
 use crate::logging::LogControl;
+use crate::metrics::{Collect, Encoder, Type};
 use crate::xds::client::InitialSync;
+
+pub use server::{AdminMetrics, CONNECTION_LIFETIME, MAX_CONNECTIONS, serve, spawn};
 
 /// How long a client may take to send its request headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,6 +65,14 @@ pub enum AdminError {
         what: &'static str,
         source: io::Error,
     },
+    #[error("admin socket {path} (ZRING_ADMIN_SOCKET; off to disable): {what}: {source}")]
+    Socket {
+        path: PathBuf,
+        what: String,
+        source: io::Error,
+    },
+    #[error("cannot start the admin thread: {0}")]
+    Thread(io::Error),
 }
 
 /// Which server a connection arrived on.
@@ -75,23 +93,33 @@ impl Server {
     }
 }
 
-/// The three listening sockets, bound and not yet served.
+/// The listening sockets, bound and not yet served.
 #[derive(Debug)]
 pub struct Listeners {
     sockets: Vec<(Server, std::net::TcpListener)>,
+    /// The admin socket and its path.
+    unix: Option<(PathBuf, std::os::unix::net::UnixListener)>,
+    /// Whether the TCP admin listener takes mutating requests.
+    tcp_writes: bool,
 }
 
 impl Listeners {
-    /// Binds the admin, metrics and readiness addresses of `config`.
+    /// Binds the admin, metrics and readiness addresses of `config`, and its admin socket.
     pub fn bind(config: &Config) -> Result<Listeners, AdminError> {
-        Listeners::bind_addrs([
+        let mut l = Listeners::bind_addrs([
             (Server::Admin, config.admin_addr),
             (Server::Stats, config.stats_addr),
             (Server::Readiness, config.readiness_addr),
-        ])
+        ])?
+        .tcp_writes(config.ops.admin_tcp_writes);
+        if let Some(path) = &config.ops.admin_socket {
+            l = l.with_socket(path)?;
+        }
+        Ok(l)
     }
 
-    /// Binds any set of servers (tests use ephemeral ports).
+    /// Binds any set of servers (tests use ephemeral ports); no admin socket, and the TCP admin
+    /// listener takes mutating requests until [`tcp_writes`](Self::tcp_writes) says otherwise.
     pub fn bind_addrs(
         addrs: impl IntoIterator<Item = (Server, SocketAddr)>,
     ) -> Result<Listeners, AdminError> {
@@ -114,7 +142,23 @@ impl Listeners {
             })?;
             sockets.push((server, l));
         }
-        Ok(Listeners { sockets })
+        Ok(Listeners {
+            sockets,
+            unix: None,
+            tcp_writes: true,
+        })
+    }
+
+    /// Also serves the admin API on a Unix socket at `path` (mode 0600).
+    pub fn with_socket(mut self, path: &std::path::Path) -> Result<Listeners, AdminError> {
+        self.unix = Some((path.to_owned(), socket::bind(path)?));
+        Ok(self)
+    }
+
+    /// Whether the TCP admin listener takes mutating requests (else 403).
+    pub fn tcp_writes(mut self, allowed: bool) -> Listeners {
+        self.tcp_writes = allowed;
+        self
     }
 
     /// Where each server actually listens (the port, when bound to port 0).
@@ -230,74 +274,42 @@ pub struct State {
     pub cert_failures: Arc<CertFailures>,
     /// Woken once `/quitquitquit` has answered; the control thread then returns.
     pub shutdown: Arc<Notify>,
+    /// The servers' own counters (refused connections and writes).
+    pub admin_metrics: Arc<AdminMetrics>,
 }
 
-/// Serves every listener until the process ends.
-pub async fn serve(listeners: Listeners, state: State) {
-    let mut servers = Vec::new();
-    for (server, socket) in listeners.sockets {
-        match TcpListener::from_std(socket) {
-            Ok(l) => servers.push(accept_loop(server, l, state.clone())),
-            Err(e) => warn!(server = server.name(), "cannot serve: {e}"),
-        }
+impl State {
+    /// Reports the admin servers' counters, contained task panics and unhealthy cores in the
+    /// metrics from now on.
+    pub fn watch_metrics(&self) {
+        let m = &self.shared.metrics;
+        m.watch(self.admin_metrics.clone());
+        m.watch(Arc::new(HealthSeries(self.shared.clone())));
     }
-    futures_join_all(servers).await;
 }
 
-/// Polls every future to completion on this task (the accept loops never complete).
-async fn futures_join_all<F: std::future::Future<Output = ()>>(futs: Vec<F>) {
-    let mut futs: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
-    std::future::poll_fn(|cx| {
-        futs.retain_mut(|f| f.as_mut().poll(cx).is_pending());
-        if futs.is_empty() {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await
-}
+/// `zring_task_panics_total` and `zring_cores_unhealthy`, read at scrape time.
+#[derive(Debug)]
+struct HealthSeries(Arc<Shared>);
 
-async fn accept_loop(server: Server, listener: TcpListener, state: State) {
-    if let Ok(addr) = listener.local_addr() {
-        info!(server = server.name(), %addr, "listening");
-    }
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(server = server.name(), "accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        if server == Server::Admin && !peer.ip().to_canonical().is_loopback() {
-            warn!(%peer, "admin connection from a non-loopback address refused");
-            continue;
-        }
-        let state = state.clone();
-        tokio::spawn(async move {
-            let quit = Arc::new(AtomicBool::new(false));
-            let shutdown = state.shutdown.clone();
-            let service = {
-                let quit = quit.clone();
-                service_fn(move |req| {
-                    let response = handle(server, &state, &quit, req);
-                    async move { Ok::<_, Infallible>(response) }
-                })
-            };
-            let served = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(e) = served {
-                debug!(server = server.name(), %peer, "HTTP connection: {e}");
-            }
-            if quit.load(Ordering::Acquire) {
-                shutdown.notify_one();
-            }
-        });
+impl Collect for HealthSeries {
+    fn collect(&self, e: &mut Encoder) {
+        e.family(
+            "zring_task_panics_total",
+            Type::Counter,
+            "Connection tasks that panicked; each ended its own connection only",
+        );
+        e.sample("zring_task_panics_total", [], crate::task::panics());
+        e.family(
+            "zring_cores_unhealthy",
+            Type::Gauge,
+            "Cores whose thread exited or whose loop stopped turning (the process is then unready and not live)",
+        );
+        e.sample(
+            "zring_cores_unhealthy",
+            [],
+            self.0.health.unhealthy_cores() as u64,
+        );
     }
 }
 
@@ -321,6 +333,19 @@ fn with_type(mut r: Answer, content_type: &'static str) -> Answer {
     r
 }
 
+/// The answer to a mutating request on a listener that takes none: the admin server's methods
+/// other than GET and HEAD, on TCP where `writes` is off. `None`: serve it.
+pub fn refuse_write<B>(server: Server, writes: bool, req: &Request<B>) -> Option<Answer> {
+    let reads = matches!(*req.method(), Method::GET | Method::HEAD);
+    (server == Server::Admin && !writes && !reads).then(|| {
+        text(
+            StatusCode::FORBIDDEN,
+            "forbidden: this listener is read-only (node mode shares the host's loopback); \
+             send mutating requests to the admin socket: zring admin POST <path>\n",
+        )
+    })
+}
+
 /// Answers one request. Never reads the body.
 pub fn handle<B>(server: Server, state: &State, quit: &AtomicBool, req: Request<B>) -> Answer {
     let path = req.uri().path();
@@ -329,11 +354,25 @@ pub fn handle<B>(server: Server, state: &State, quit: &AtomicBool, req: Request<
             text(StatusCode::OK, state.shared.metrics.scrape()),
             crate::metrics::text::CONTENT_TYPE,
         ),
-        (Server::Readiness, "/healthz/ready") => match state.readiness.check() {
-            Ok(()) => text(StatusCode::OK, "ready\n"),
+        (Server::Readiness, "/healthz/ready") => {
+            let ready = state.readiness.check().map_err(String::from);
+            match ready.and_then(|()| state.shared.health.check()) {
+                Ok(()) => text(StatusCode::OK, "ready\n"),
+                Err(why) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {why}\n"),
+                ),
+            }
+        }
+        // Liveness judges only what a restart would cure: a dead or stalled core or control
+        // thread. Waiting for the configuration is not a reason to restart. Also on the admin
+        // server, so the DaemonSets probe it through the admin socket (`zring admin GET
+        // /healthz/live`), which no flood of 15021 from the network can make fail.
+        (Server::Readiness | Server::Admin, "/healthz/live") => match state.shared.health.check() {
+            Ok(()) => text(StatusCode::OK, "live\n"),
             Err(why) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("not ready: {why}\n"),
+                format!("not live: {why}\n"),
             ),
         },
         (Server::Admin, "/") => with_type(text(StatusCode::OK, INDEX), "text/html; charset=utf-8"),
@@ -376,8 +415,10 @@ const INDEX: &str = "<!DOCTYPE html>
 <tr><td><a href=\"config_dump\">config_dump</a></td><td>dump the current configuration (workloads, services, policies, certificates)</td></tr>
 <tr><td><a href=\"logging\">logging</a></td><td>show (GET) or change (POST ?level=) the log levels</td></tr>
 <tr><td>quitquitquit</td><td>shut the process down (POST)</td></tr>
+<tr><td><a href=\"healthz/live\">healthz/live</a></td><td>liveness: 503 once a core or the control thread died or stalled</td></tr>
 </table>
-<p>Metrics: <code>:15020/metrics</code>, <code>:15020/stats/prometheus</code>. Readiness: <code>:15021/healthz/ready</code>.</p>
+<p>Metrics: <code>:15020/metrics</code>, <code>:15020/stats/prometheus</code>. Readiness: <code>:15021/healthz/ready</code>, liveness: <code>:15021/healthz/live</code>.</p>
+<p>In node mode this listener is read-only: POST through the admin socket (<code>zring admin POST /quitquitquit</code>).</p>
 </body></html>
 ";
 

@@ -4,10 +4,11 @@
 //! `LOCAL_XDS_PATH` (a broken config at start-up is fatal, with a clear error) or starts empty
 //! when xDS will fill it, sets up the certificate issuer (the Istio CA when `CA_ADDRESS` is
 //! set, the development CA otherwise), resolves the driver, spawns the cores held at their
-//! start gate (nothing bound), and then runs `control::run` on a tokio current-thread runtime:
-//! config updates (file or Delta ADS) and certificate rotation, published through arc-swap,
-//! the admin, metrics and readiness servers (bound here, before the cores start, so a port in
-//! use fails start-up), and `serve`: once the first complete configuration is in (xDS: one
+//! start gate (nothing bound), starts the `zring-admin` thread serving the admin, metrics and
+//! readiness servers (bound here, before the cores start, so a port in use fails start-up; their
+//! own thread, so scrapes never delay the control thread), and then runs `control::run` on a
+//! tokio current-thread runtime: config updates (file or Delta ADS) and certificate rotation,
+//! published through arc-swap, and `serve`: once the first complete configuration is in (xDS: one
 //! response of each type; the local file at once), the cores bind and serve, readiness
 //! follows, and `zring ready` is logged. Before that a restart or a rolling update never serves
 //! a connection without its policies.
@@ -35,7 +36,7 @@ use tracing::{info, warn};
 use crate::admin::{self, CertFailures, Listeners, Readiness};
 use crate::config::{Config, ProxyMode};
 use crate::control::{self, Source};
-use crate::core::{Driver, Shared};
+use crate::core::{Driver, Faults, Health, Shared};
 use crate::drain::Drain;
 use crate::identity::{CertManager, DevCa, IstioCa};
 use crate::logging::LogControl;
@@ -46,6 +47,7 @@ use crate::xds::client::{self, AdsClient, InitialSync};
 use crate::xds::local::{self, LocalSource};
 
 pub fn run(config: Config, logs: Option<LogControl>) -> anyhow::Result<()> {
+    let faults = test_faults(&config)?;
     let config = Arc::new(config);
     let metrics = Arc::new(Registry::new());
     if let Some(counter) = logs.as_ref().and_then(LogControl::dropped_lines) {
@@ -142,6 +144,8 @@ pub fn run(config: Config, logs: Option<LogControl>) -> anyhow::Result<()> {
         metrics,
         own_addrs: Default::default(),
         policy_changes: Default::default(),
+        health: Health::new(config.cores),
+        faults,
     });
     let (mailboxes, inboxes) = match config.proxy_mode {
         ProxyMode::Shared => crate::inpod::handoff::pairs(config.cores)
@@ -158,7 +162,11 @@ pub fn run(config: Config, logs: Option<LogControl>) -> anyhow::Result<()> {
         logs,
         cert_failures: Arc::new(CertFailures::default()),
         shutdown: Default::default(),
+        admin_metrics: Default::default(),
     };
+    admin.watch_metrics();
+    // Its own thread from here on: scrapes and probes never wait for the control thread.
+    admin::spawn(listeners, admin.clone())?;
     let start = Start {
         shared: shared.clone(),
         cores,
@@ -168,16 +176,30 @@ pub fn run(config: Config, logs: Option<LogControl>) -> anyhow::Result<()> {
         driver,
         enrolled: certs.enrolled(),
     };
-    runtime.block_on(control::run(
-        shared,
-        source,
-        certs,
-        listeners,
-        admin,
-        serve(start),
-    ))?;
+    runtime.block_on(control::run(shared, source, certs, admin, serve(start)))?;
     info!("zring exiting");
     Ok(())
+}
+
+/// The test-only fault hook (`ZRING_TEST_FAULTS`): refused in a Kubernetes pod, loudly
+/// announced anywhere else.
+fn test_faults(config: &Config) -> anyhow::Result<Faults> {
+    let Some(spec) = &config.ops.test_faults else {
+        return Ok(Faults::default());
+    };
+    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some_and(|v| !v.is_empty()) {
+        anyhow::bail!(
+            "ZRING_TEST_FAULTS is for tests only and is refused in a Kubernetes pod; unset it"
+        );
+    }
+    let faults = Faults::parse(spec)
+        .map_err(|e| anyhow::anyhow!("invalid ZRING_TEST_FAULTS={spec:?}: {e}"))?;
+    tracing::error!(
+        faults = %spec,
+        "ZRING_TEST_FAULTS is set: connections to these ports will crash or stall this \
+         process on purpose. For tests only; never set it in production."
+    );
+    Ok(faults)
 }
 
 /// What serving needs once the first complete configuration is in.

@@ -8,6 +8,7 @@
 mod address;
 mod dns;
 mod env;
+mod ops;
 mod parse;
 mod vars;
 
@@ -20,6 +21,7 @@ use crate::grpc::Target;
 
 pub use address::{DEFAULT_AUTH_TOKEN, DEFAULT_ROOT_CA, ISTIOD_IN_CLUSTER, ISTIOD_LOCAL};
 pub use dns::{DNS_PORT, DnsConfig};
+pub use ops::{DEFAULT_ADMIN_SOCKET, Ops};
 pub use vars::{NOT_IMPLEMENTED, Unimplemented, VARS, Var};
 
 /// Environment variables with this prefix become xDS node metadata (prefix stripped), as in
@@ -148,6 +150,8 @@ pub struct Config {
     /// ztunnel variables that are set but whose feature zring lacks, `NAME=value: what`;
     /// logged once at start-up (see [`NOT_IMPLEMENTED`]).
     pub not_implemented: Vec<String>,
+    /// The admin socket, who may mutate over TCP, and the test-only fault hook.
+    pub ops: Ops,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! The control thread's work once the cores run: one tokio current-thread runtime driving four
+//! The control thread's work once the cores run: one tokio current-thread runtime driving a few
 //! concurrent loops, none of which ever touches a core directly.
 //!
 //! - the config source: either the `LOCAL_XDS_PATH` poller or the Delta ADS client (never both;
@@ -6,7 +6,9 @@
 //! - the certificate loop: `CertManager::sync` after every published snapshot and every
 //!   [`CERT_TICK`], publishing into `Shared::certs` (and each identity's latest failure into
 //!   the admin state, for `/config_dump`);
-//! - the admin (15000), metrics (15020) and readiness (15021) servers (`admin::serve`);
+//! - a heartbeat every [`HEARTBEAT`] into `Shared::health`, so liveness notices a stalled control
+//!   thread (the admin, metrics and readiness servers run on their own thread, `admin::spawn`,
+//!   so a flood of scrapes never delays this one);
 //! - the drain trigger: SIGTERM, SIGINT or `/quitquitquit` (`admin::State::shutdown`) start a
 //!   drain (`drain`); `run` returns once it is over (every connection done, or the deadline),
 //!   and the process exits 0. The other loops keep running meanwhile;
@@ -31,7 +33,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
-use crate::admin::{self, Listeners};
+use crate::admin;
 use crate::config::ProxyMode;
 use crate::core::Shared;
 use crate::identity::CertManager;
@@ -47,6 +49,8 @@ pub const CERT_TICK: Duration = Duration::from_secs(1);
 pub const WAITING_LOG_PERIOD: Duration = Duration::from_secs(30);
 /// How often node mode re-reads this node's addresses.
 pub const OWN_ADDRS_TICK: Duration = Duration::from_secs(1);
+/// How often the control thread tells `core::Health` it still turns.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// Where snapshots come from after start-up.
 #[derive(Debug)]
@@ -67,7 +71,6 @@ pub async fn run<S>(
     shared: Arc<Shared>,
     source: Source,
     mut certs: CertManager,
-    listeners: Listeners,
     admin: admin::State,
     serve: impl Future<Output = anyhow::Result<S>>,
 ) -> anyhow::Result<()> {
@@ -122,9 +125,14 @@ pub async fn run<S>(
         }
     };
     let shutdown = admin.shutdown.clone();
-    let servers = admin::serve(listeners, admin.clone());
+    let heartbeat = async {
+        loop {
+            shared.health.beat_control();
+            tokio::time::sleep(HEARTBEAT).await;
+        }
+    };
     // A drain (SIGTERM, SIGINT, `/quitquitquit`) runs beside the other loops, which keep
-    // serving config, certificates and scrapes until every connection is done; then `run`
+    // serving config and certificates until every connection is done; then `run`
     // returns and the process exits.
     let drain = async {
         let why = tokio::select! {
@@ -149,7 +157,7 @@ pub async fn run<S>(
         }
     };
     tokio::select! {
-        _ = async { tokio::join!(source, certificates, servers, own_addrs) } => Ok(()),
+        _ = async { tokio::join!(source, certificates, heartbeat, own_addrs) } => Ok(()),
         r = serving => r,
         () = drain => Ok(()),
     }

@@ -5,9 +5,12 @@
 //!
 //! Threads: a `CoreCtx` is built inside its core's thread and lives in an `Rc` there, `!Send`
 //! by construction, never shared with another thread. The only cross-thread inputs are the
-//! [`Shared`] handles published by the control thread.
+//! [`Shared`] handles published by the control thread; the only cross-thread output besides
+//! metrics is the core's heartbeat in [`Shared::health`].
 
 pub mod conns;
+pub mod faults;
+pub mod health;
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -28,6 +31,8 @@ use crate::rng::Rng;
 use crate::state::Snapshot;
 
 pub use conns::ConnTable;
+pub use faults::{Fault, Faults};
+pub use health::Health;
 
 /// How often a task waiting for something the snapshot does not hold yet
 /// ([`CoreCtx::wait_in_snapshot`]) looks at the published pointer again.
@@ -67,6 +72,11 @@ pub struct Shared {
     /// What each published snapshot changed for authorization (recorded by the control thread
     /// before it publishes): a core re-checks only the connections a change can affect.
     pub policy_changes: crate::rbac::ChangeFeed,
+    /// Each core's and the control thread's heartbeat, and which cores have exited; readiness
+    /// and liveness read it.
+    pub health: Health,
+    /// The test-only fault hook (`ZRING_TEST_FAULTS`); empty in production.
+    pub faults: Faults,
 }
 
 /// One core's context. Lives in an `Rc` on its own thread.

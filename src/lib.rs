@@ -7,13 +7,14 @@
 //!   listeners, `hbone` the HBONE tunnels, `net` the sockets, buffers and byte pump under both.
 //!   All of it runs on the cores and never blocks or locks;
 //! - `sys` is the only module that may opt out of the compiler's memory-safety checks;
-//! - `latch` (a core's one-shot, many-waiter latch) and `rng` (the xorshift generator) are
-//!   leaves that import nothing from the crate;
+//! - `latch` (a core's one-shot, many-waiter latch), `rng` (the xorshift generator) and `task`
+//!   (per-connection tasks whose panic ends only themselves) are leaves that import nothing
+//!   from the crate;
 //! - `dns` is the DNS proxy on 15053 (codec and resolution pure, its sockets on the cores);
 //! - `capture` is the node's nftables capture rules (`zring redirect`, and the lab);
 //! - `lab` builds network-namespace topologies for `zring demo`, the tests and the benches;
-//! - `metrics` (per-core shards, merged on scrape), `admin` (the 15000/15020/15021 servers on
-//!   the control thread) and `logging` (non-blocking writer, run-time levels) are observability.
+//! - `metrics` (per-core shards, merged on scrape), `admin` (the 15000/15020/15021 servers and
+//!   the admin socket, on their own `zring-admin` thread) and `logging` (non-blocking writer, run-time levels) are observability.
 //! - `fuzzing` holds the entry points the cargo-fuzz targets (`fuzz/`) and the seed-corpus
 //!   test share.
 //!
@@ -51,5 +52,6 @@ pub mod state;
 // block in this module carries a `// SAFETY:` line.
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod task;
 pub mod xds;
 pub mod xds_types;

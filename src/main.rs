@@ -17,7 +17,8 @@ fn usage() -> String {
 
 Usage:
   zring [run]     run the proxy on this node (proxies on 15001, 15006, 15008; admin on
-                  127.0.0.1:15000, metrics on :15020, readiness on :15021)
+                  127.0.0.1:15000, read-only in node mode, and on ZRING_ADMIN_SOCKET; metrics
+                  on :15020, readiness and liveness on :15021)
   zring proxy [ztunnel]
                   the same, as Istio's ztunnel chart starts it (`proxy ztunnel`)
   zring demo      as root: build the seed's two-node cluster in network namespaces, run zring
@@ -29,6 +30,10 @@ Usage:
                   remove it. Takes ZRING_POD_CIDRS (comma-separated, required for print/apply)
                   and ZRING_POD_INTERFACES (nft iifname pattern of pod interfaces, default
                   veth*); the rules assume PACKET_MARK 1337. deploy/ runs `apply` at start-up.
+  zring admin [METHOD] PATH
+                  one request to the admin API's Unix socket (ZRING_ADMIN_SOCKET), the only
+                  place node mode takes mutating requests: e.g. `zring admin POST /quitquitquit`,
+                  `zring admin POST '/logging?level=debug'`; METHOD defaults to GET
   zring help      show this help (also -h, --help)
   zring version   show the version (also -V, --version)
 
@@ -84,6 +89,8 @@ enum Command<'a> {
     Help,
     Version,
     Redirect(Option<&'a str>, Option<&'a String>),
+    /// `admin [METHOD] PATH`: method, path.
+    Admin(&'a str, &'a str),
 }
 
 /// Reads the arguments; `Err` is the one-line complaint (exit status 2).
@@ -94,6 +101,13 @@ fn command(args: &[String]) -> Result<Command<'_>, String> {
             args.get(1).map(String::as_str),
             args.get(2),
         ));
+    }
+    if first == Some("admin") {
+        return match &args[1..] {
+            [path] => Ok(Command::Admin("GET", path)),
+            [method, path] => Ok(Command::Admin(method, path)),
+            _ => Err("usage: zring admin [METHOD] PATH (see zring --help)".into()),
+        };
     }
     // `proxy [TYPE]` is ztunnel's spelling of run; Istio's chart passes `proxy ztunnel`.
     let rest = match first {
@@ -133,6 +147,7 @@ fn main() -> ExitCode {
     };
     match cmd {
         Command::Redirect(action, extra) => return redirect(action, extra),
+        Command::Admin(method, path) => return admin(method, path),
         Command::Help => {
             print!("{}", usage());
             return ExitCode::SUCCESS;
@@ -191,6 +206,29 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("zring: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `zring admin METHOD PATH`: prints the answer's body; fails unless the status is 2xx.
+fn admin(method: &str, path: &str) -> ExitCode {
+    let socket = match std::env::var("ZRING_ADMIN_SOCKET") {
+        Ok(p) if !p.is_empty() && p != "off" => std::path::PathBuf::from(p),
+        _ => std::env::temp_dir().join(zring::config::DEFAULT_ADMIN_SOCKET),
+    };
+    match zring::admin::client::request(&socket, &method.to_ascii_uppercase(), path) {
+        Ok((status, body)) => {
+            print!("{body}");
+            if (200..300).contains(&status) {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("zring admin: {method} {path}: status {status}");
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("zring admin: {}: {e}", socket.display());
             ExitCode::FAILURE
         }
     }

@@ -95,6 +95,8 @@ pub struct Registry {
     inpod: OnceLock<Arc<dyn Collect>>,
     /// The DNS proxy's series (`istio_dns_*`, `zring_dns_*`).
     dns: Arc<dns::DnsMetrics>,
+    /// Other families written on every scrape ([`Registry::watch`]: admin, health).
+    others: Mutex<Vec<Arc<dyn Collect>>>,
 }
 
 /// Families kept elsewhere (in atomics of their own thread) and written on every scrape.
@@ -141,6 +143,7 @@ impl Registry {
             dropped_logs: OnceLock::new(),
             inpod: OnceLock::new(),
             dns: Arc::default(),
+            others: Mutex::default(),
         }
     }
 
@@ -179,6 +182,14 @@ impl Registry {
     /// Reports in-pod mode's workload-manager series from now on.
     pub fn watch_inpod(&self, series: Arc<dyn Collect>) {
         let _ = self.inpod.set(series);
+    }
+
+    /// Writes `series`' families on every scrape from now on.
+    pub fn watch(&self, series: Arc<dyn Collect>) {
+        self.others
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(series);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Merged> {
@@ -254,6 +265,14 @@ impl Registry {
             inpod.collect(&mut e);
         }
         self.dns.collect(&mut e);
+        let others = self
+            .others
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for series in others {
+            series.collect(&mut e);
+        }
         write_process(&mut e);
         if let Some(c) = self.dropped_logs.get() {
             e.family(

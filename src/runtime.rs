@@ -7,7 +7,13 @@
 //! both at once. Everything inside `run_core` is `!Send` by
 //! construction: the [`CoreCtx`] lives in an `Rc` and is never shared with another thread.
 //! The only cross-thread inputs are the [`Shared`] handles published by the control thread.
+//!
+//! Faults: every connection task is spawned through `task::spawn` (a panic ends that task
+//! only); each core's housekeeping beats into `Shared::health` every tick, and its thread holds
+//! a guard that marks the core dead however the thread ends, which readiness and liveness read.
+//! `faults` applies the test-only fault hook (`ZRING_TEST_FAULTS`) in the accept loop.
 
+mod faults;
 pub mod pods;
 
 use std::io;
@@ -20,7 +26,7 @@ use monoio::net::TcpListener;
 use tracing::{error, info, warn};
 
 use crate::config::{DriverChoice, ProxyMode};
-use crate::core::{CoreCtx, Driver, Shared};
+use crate::core::{CoreCtx, Driver, Fault, Shared};
 use crate::proxy::{self, Capture};
 use crate::sys::socket::{self, ListenOpts};
 
@@ -164,6 +170,10 @@ pub fn spawn_with_pods(
                 {
                     warn!(core = id, cpu, "cannot pin core thread: {e:?}");
                 }
+                // Marks the core dead however its thread ends (a panic unwinding it included):
+                // readiness and liveness fail at once.
+                let watched = shared.clone();
+                let _alive = watched.health.alive(id);
                 run_core(id, driver, shared, ready, inbox);
             })
             .map_err(StartError::Thread)?;
@@ -350,6 +360,7 @@ async fn housekeeping(ctx: Rc<CoreCtx>) {
     let mut seen = ctx.shared.snapshot.load_full();
     let mut memory = MemoryKeeper::default();
     loop {
+        ctx.shared.health.beat(ctx.id);
         monoio::time::sleep(HOUSEKEEPING_TICK).await;
         memory.tick(&ctx);
         if ctx.shared.drain.started() && !ctx.draining.is_fired() {
@@ -439,18 +450,32 @@ async fn accept_loop(ctx: Rc<CoreCtx>, listener: TcpListener, kind: ListenerKind
                 // Proxied bytes are forwarded as they arrive: Nagle on either leg would add a
                 // round trip of latency to every small write the application already sent.
                 let _ = stream.set_nodelay(true);
+                let fault = if ctx.shared.faults.is_empty() {
+                    Fault::None
+                } else {
+                    // TPROXY keeps the original destination as the local address.
+                    let port = stream.local_addr().map_or(0, |a| a.port());
+                    faults::on_accept(&ctx, port)
+                };
                 let ctx = ctx.clone();
                 let node = Capture::Node;
+                // Contained: a panic in one connection's task ends that connection only.
                 match kind {
-                    ListenerKind::Outbound => {
-                        monoio::spawn(proxy::outbound::serve(ctx, node, stream, peer))
-                    }
-                    ListenerKind::InboundPlaintext => {
-                        monoio::spawn(proxy::inbound_passthrough::serve(ctx, node, stream, peer))
-                    }
-                    ListenerKind::Inbound => {
-                        monoio::spawn(proxy::inbound::serve(ctx, node, stream, peer))
-                    }
+                    ListenerKind::Outbound => faults::spawn(
+                        fault,
+                        "outbound",
+                        proxy::outbound::serve(ctx, node, stream, peer),
+                    ),
+                    ListenerKind::InboundPlaintext => faults::spawn(
+                        fault,
+                        "inbound_plaintext",
+                        proxy::inbound_passthrough::serve(ctx, node, stream, peer),
+                    ),
+                    ListenerKind::Inbound => faults::spawn(
+                        fault,
+                        "inbound",
+                        proxy::inbound::serve(ctx, node, stream, peer),
+                    ),
                 };
             }
             Err(e) => {

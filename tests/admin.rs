@@ -2,7 +2,9 @@
 //! an operator meets them: `/config_dump` holds the configured workloads in ztunnel's shape,
 //! `/logging` changes what is logged at run time, the admin port answers loopback only,
 //! `/quitquitquit` exits cleanly, readiness waits for the config, and `LOG_FORMAT=json` writes
-//! access logs with ztunnel's field names.
+//! access logs with ztunnel's field names. In node mode (the lab's) the TCP admin port is
+//! read-only: mutating requests there are refused (403) and counted, and go through the admin
+//! Unix socket instead (`zring admin`, or `admin::client`).
 //!
 //! Needs root (namespaces, nftables, IP_TRANSPARENT): without it `Lab::seed` fails the test.
 
@@ -83,6 +85,16 @@ fn call(m: &Mesh, node: &str, method: &'static str, port: u16, path: &str) -> ht
         .node(node)
         .run(move || http::request(local(port), method, &owned))
         .unwrap_or_else(|e| panic!("{method} {path} on node {node}: {e}\n{}", m.logs()))
+}
+
+/// A request to `node`'s admin Unix socket: (status, body).
+fn on_socket(m: &Mesh, node: &str, method: &str, path: &str) -> (u16, String) {
+    zring::admin::client::request(&m.admin_socket(node), method, path).unwrap_or_else(|e| {
+        panic!(
+            "{method} {path} on node {node}'s admin socket: {e}\n{}",
+            m.logs()
+        )
+    })
 }
 
 /// `/config_dump` of node b, compared field by field with what ztunnel dumps for the same
@@ -204,8 +216,15 @@ fn logging_changes_the_level_at_run_time() {
     m.must_exchange("appa", (APPB, 80).into(), 10, 10);
     m.eventually_logged("a", "bytes_sent=26 ", 1).unwrap();
 
-    let set = call(&m, "a", "POST", ADMIN_PORT, "/logging?level=warn");
-    assert_eq!(set.body, "current log level is warn\n");
+    // Node mode: not on the host's loopback, where any host-network process could.
+    let refused = call(&m, "a", "POST", ADMIN_PORT, "/logging?level=warn");
+    assert_eq!(refused.status, 403, "{refused:?}");
+    assert_eq!(
+        call(&m, "a", "GET", ADMIN_PORT, "/logging").body,
+        "current log level is info\n"
+    );
+    let set = on_socket(&m, "a", "POST", "/logging?level=warn");
+    assert_eq!(set.1, "current log level is warn\n");
     m.must_exchange("appa", (APPB, 80).into(), 20, 10);
     // The proxy has finished with it once node a counts two closed connections.
     eventually("node a closes the second connection", || {
@@ -215,8 +234,8 @@ fn logging_changes_the_level_at_run_time() {
             .ok_or(format!("closed {closed}"))
     });
 
-    let set = call(&m, "a", "POST", ADMIN_PORT, "/logging?level=info");
-    assert_eq!(set.body, "current log level is info\n");
+    let set = on_socket(&m, "a", "POST", "/logging?level=info");
+    assert_eq!(set.1, "current log level is info\n");
     m.must_exchange("appa", (APPB, 80).into(), 30, 10);
     m.eventually_logged("a", "bytes_sent=46 ", 1).unwrap();
     // Lines are written in order: had the warn-level connection been logged, its line would be
@@ -227,8 +246,8 @@ fn logging_changes_the_level_at_run_time() {
         "logged at warn level:\n{log}"
     );
     assert_eq!(log.matches("complete dur=").count(), 2, "{log}");
-    let bad = call(&m, "a", "POST", ADMIN_PORT, "/logging?level=chatty");
-    assert_eq!(bad.status, 400);
+    let bad = on_socket(&m, "a", "POST", "/logging?level=chatty");
+    assert_eq!(bad.0, 400);
 }
 
 /// The admin port answers on loopback only: the node's own address and other nodes get a
@@ -257,7 +276,9 @@ fn admin_refuses_non_loopback_clients() {
     }
 }
 
-/// `POST /quitquitquit` answers, then the process exits with status 0; GET is refused.
+/// `POST /quitquitquit` answers, then the process exits with status 0; GET is refused. In node
+/// mode a POST on the TCP admin port (the host's loopback) is refused (403) and counted; the
+/// operator's `zring admin POST /quitquitquit` (the admin socket) stops it.
 #[test]
 fn quitquitquit_exits_cleanly() {
     let m = mesh(&["a"], &[]);
@@ -267,8 +288,25 @@ fn quitquitquit_exits_cleanly() {
         m.zring("a").try_status().unwrap().is_none(),
         "GET must not stop zring"
     );
-    let post = call(&m, "a", "POST", ADMIN_PORT, "/quitquitquit");
-    assert_eq!((post.status, post.body.as_str()), (200, "shutdown now\n"));
+    let tcp = call(&m, "a", "POST", ADMIN_PORT, "/quitquitquit");
+    assert_eq!(tcp.status, 403, "{tcp:?}");
+    assert!(tcp.body.contains("admin socket"), "{}", tcp.body);
+    assert_eq!(
+        m.scrape("a").sum("zring_admin_writes_refused_total", &[]),
+        1.0
+    );
+    assert_eq!(on_socket(&m, "a", "GET", "/quitquitquit").0, 405);
+    assert!(
+        m.zring("a").try_status().unwrap().is_none(),
+        "a refused POST and a GET must not stop zring"
+    );
+    let post = std::process::Command::new(ZRING)
+        .args(["admin", "POST", "/quitquitquit"])
+        .env("ZRING_ADMIN_SOCKET", m.admin_socket("a"))
+        .output()
+        .unwrap();
+    assert!(post.status.success(), "{post:?}");
+    assert_eq!(String::from_utf8_lossy(&post.stdout), "shutdown now\n");
     let status = m.zring("a").wait_exit(Duration::from_secs(20)).unwrap();
     assert!(status.success(), "{status:?}\n{}", m.log("a"));
     let log = m.log("a");

@@ -260,3 +260,22 @@ fn redirect_refuses_missing_or_unsafe_parameters() {
     assert_eq!(run(&["redirect"], &[]).0, 2);
     assert_eq!(run(&["redirect", "print", "extra"], &[]).0, 2);
 }
+
+/// `zring admin`: a usage error without a path; a clear failure when nothing listens on the
+/// socket (the socket's name in the message).
+#[test]
+fn admin_needs_a_path_and_names_the_socket() {
+    let (code, _, err) = run(&["admin"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("usage: zring admin"), "{err}");
+    let (code, _, err) = run(&["admin", "POST", "/x", "extra"], &[]);
+    assert_eq!(code, 2, "{err}");
+    let missing = std::env::temp_dir().join(format!("zring-no-admin-{}.sock", std::process::id()));
+    let missing = missing.display().to_string();
+    let (code, _, err) = run(
+        &["admin", "POST", "/quitquitquit"],
+        &[("ZRING_ADMIN_SOCKET", &missing)],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&missing), "{err}");
+}

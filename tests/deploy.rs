@@ -150,6 +150,16 @@ fn probes_and_annotations_name_zrings_ports() {
         let probe = get(proxy, "readinessProbe.httpGet");
         assert_eq!(probe["port"], 15021);
         assert_eq!(probe["path"], "/healthz/ready");
+        // Liveness through the admin socket, out of reach of a network flood.
+        let live = get(proxy, "livenessProbe.exec.command");
+        assert_eq!(
+            live,
+            &serde_yaml::from_str::<Value>(
+                r#"["/usr/local/bin/zring", admin, GET, /healthz/live]"#
+            )
+            .unwrap(),
+            "{path}"
+        );
         // As the chart starts ztunnel.
         assert_eq!(
             proxy["args"],

@@ -68,10 +68,21 @@ struct Servers {
     ca: DevCa,
     /// Receives `()` when `/quitquitquit` made `serve` give way.
     stopped: mpsc::Receiver<()>,
+    /// The admin socket, when started in node mode's shape ([`Servers::start_node`]).
+    socket: Option<std::path::PathBuf>,
 }
 
 impl Servers {
     fn start(xds_pending: bool, logs: Option<LogControl>) -> Servers {
+        Servers::start_with(xds_pending, logs, false)
+    }
+
+    /// Node mode's shape: the TCP admin listener read-only, an admin socket beside it.
+    fn start_node(logs: Option<LogControl>) -> Servers {
+        Servers::start_with(false, logs, true)
+    }
+
+    fn start_with(xds_pending: bool, logs: Option<LogControl>, node: bool) -> Servers {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("config.yaml");
         std::fs::write(&file, MESH).unwrap();
@@ -97,6 +108,8 @@ impl Servers {
             drain: crate::drain::Drain::new(1, std::time::Duration::from_secs(1)),
             own_addrs: ArcSwap::default(),
             policy_changes: Default::default(),
+            health: crate::core::Health::new(2),
+            faults: Default::default(),
         });
         let sync = if xds_pending {
             InitialSync::pending()
@@ -109,13 +122,19 @@ impl Servers {
             logs,
             cert_failures: Arc::default(),
             shutdown: Arc::default(),
+            admin_metrics: Arc::default(),
         };
-        let listeners = Listeners::bind_addrs([
+        state.watch_metrics();
+        let mut listeners = Listeners::bind_addrs([
             (Server::Admin, "127.0.0.1:0".parse().unwrap()),
             (Server::Stats, "127.0.0.1:0".parse().unwrap()),
             (Server::Readiness, "127.0.0.1:0".parse().unwrap()),
         ])
         .unwrap();
+        let socket = node.then(|| dir.path().join("run/admin.sock"));
+        if let Some(path) = &socket {
+            listeners = listeners.tcp_writes(false).with_socket(path).unwrap();
+        }
         let addrs = listeners.addrs().into_iter().collect();
         let (tx, stopped) = mpsc::channel();
         let served = state.clone();
@@ -139,6 +158,7 @@ impl Servers {
             state,
             ca,
             stopped,
+            socket,
         }
     }
 
@@ -441,4 +461,130 @@ fn dump_certificates_for_identities_without_state() {
     let later = SystemTime::now() + std::time::Duration::from_secs(3 * 24 * 3600);
     let dumped = config_dump::certificates(&store, &wanted, &BTreeMap::new(), later);
     assert_eq!(dumped[0].state, "Unavailable: the certificate expired");
+}
+
+/// Node mode: on TCP the admin listener serves reads only; every mutating request is refused
+/// (403) and counted, and changes nothing. The same requests through the admin socket work.
+#[test]
+fn node_mode_mutates_through_the_socket_only() {
+    let (filter, handle) = reload::Layer::new(EnvFilter::new("info"));
+    let _subscriber = tracing_subscriber::registry().with(filter);
+    let s = Servers::start_node(Some(LogControl::new(handle, "info".into(), None)));
+    let socket = s.socket.clone().unwrap();
+    assert_eq!(
+        s.get(Server::Admin, "/logging").status,
+        200,
+        "reads stay on TCP"
+    );
+    assert_eq!(s.get(Server::Admin, "/config_dump").status, 200);
+    for path in ["/logging?level=debug", "/quitquitquit", "/logging"] {
+        let a = s.post(Server::Admin, path);
+        assert_eq!(a.status, 403, "POST {path}: {a:?}");
+        assert!(a.body.contains("admin socket"), "{}", a.body);
+    }
+    assert_eq!(s.request_status("PUT", "/logging?level=debug"), 403);
+    assert!(
+        s.stopped.try_recv().is_err(),
+        "a refused quit stops nothing"
+    );
+    assert_eq!(
+        s.get(Server::Admin, "/logging").body,
+        "current log level is info\n",
+        "a refused change changes nothing"
+    );
+    assert_eq!(s.state.admin_metrics.refused_writes(), 4);
+    let scrape = s.get(Server::Stats, "/metrics").body;
+    assert!(
+        scrape.contains("zring_admin_writes_refused_total 4"),
+        "{scrape}"
+    );
+    let (status, body) = client::request(&socket, "GET", "/config_dump").unwrap();
+    assert_eq!(status, 200, "reads on the socket too");
+    assert!(body.contains("workloads"), "{body}");
+    let (status, body) = client::request(&socket, "POST", "/logging?level=debug").unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "current log level is debug\n")
+    );
+    let (status, body) = client::request(&socket, "POST", "/quitquitquit").unwrap();
+    assert_eq!((status, body.as_str()), (200, "shutdown now\n"));
+    s.stopped
+        .recv_timeout(http::TIMEOUT)
+        .expect("the control loop stops after answering on the socket");
+}
+
+/// Liveness judges the cores and the control thread only; readiness also needs them. A core
+/// that stalls or exits fails both.
+#[test]
+fn liveness_and_readiness_follow_the_cores() {
+    let s = Servers::start(false, None);
+    let live = s.get(Server::Readiness, "/healthz/live");
+    assert_eq!(
+        (live.status, live.body.as_str()),
+        (200, "live\n"),
+        "nothing started"
+    );
+    s.state.readiness.cores_started();
+    let health = &s.state.shared.health;
+    health.beat(0);
+    health.beat(1);
+    health.beat_control();
+    assert_eq!(s.get(Server::Readiness, "/healthz/ready").status, 200);
+    health.set_beat_ago(1, crate::core::health::CORE_STALL * 2);
+    for path in ["/healthz/ready", "/healthz/live"] {
+        let a = s.get(Server::Readiness, path);
+        assert_eq!(a.status, 503, "{path}: {a:?}");
+        assert!(a.body.contains("core 1 stalled"), "{}", a.body);
+    }
+    let scrape = s.get(Server::Stats, "/metrics").body;
+    assert!(scrape.contains("zring_cores_unhealthy 1"), "{scrape}");
+    assert!(
+        scrape.contains("# TYPE zring_task_panics_total counter"),
+        "{scrape}"
+    );
+    health.beat(1);
+    assert_eq!(s.get(Server::Readiness, "/healthz/live").status, 200);
+    drop(health.alive(0));
+    let a = s.get(Server::Readiness, "/healthz/live");
+    assert_eq!(
+        (a.status, a.body.as_str()),
+        (503, "not live: core 0 has exited\n")
+    );
+}
+
+/// Each server holds at most `MAX_CONNECTIONS` at once: one more is closed unanswered and
+/// counted, and the server answers again once the others go.
+#[test]
+fn a_server_holds_a_bounded_number_of_connections() {
+    use std::io::Read;
+    let s = Servers::start(false, None);
+    let addr = s.addrs[&Server::Stats];
+    // Half requests: connected, headers never finished.
+    let held: Vec<std::net::TcpStream> = (0..MAX_CONNECTIONS)
+        .map(|_| {
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            std::io::Write::write_all(&mut c, b"GET /metrics HTTP/1.1\r\n").unwrap();
+            c
+        })
+        .collect();
+    // Accepted in order: once the server has refused one, every held one has its slot.
+    crate::lab::mesh::eventually("a connection beyond the cap refused", || {
+        let mut extra = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+        extra
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0u8; 1];
+        match extra.read(&mut buf) {
+            Ok(0) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    assert!(s.state.admin_metrics.refused_connections() >= 1);
+    // The readiness server has its own slots.
+    assert_eq!(s.get(Server::Readiness, "/healthz/ready").status, 503);
+    drop(held);
+    crate::lab::mesh::eventually("metrics answer again", || {
+        let a = http::get(addr, "/metrics").map_err(|e| e.to_string())?;
+        (a.status == 200).then_some(()).ok_or(format!("{a:?}"))
+    });
 }

@@ -263,6 +263,7 @@ impl Config {
             proxy_metadata: BTreeMap::new(),
             notes,
             dns: super::dns::DnsConfig::from_lookup(&get)?,
+            ops: super::ops::read(var, proxy_mode)?,
             not_implemented: unimplemented_in(
                 NOT_IMPLEMENTED
                     .iter()

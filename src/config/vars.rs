@@ -293,6 +293,21 @@ pub const VARS: &[Var] = &[
         default: "(none)",
         help: "set by the chart; no effect (ztunnel no longer reads it either)",
     },
+    Var {
+        name: "ZRING_ADMIN_SOCKET",
+        default: "$TMPDIR/zring/admin.sock",
+        help: "the admin API on a Unix socket (0600, directory 0700), mutating endpoints included; off: none",
+    },
+    Var {
+        name: "ZRING_ADMIN_TCP_WRITES",
+        default: "node: false, shared: true",
+        help: "whether 127.0.0.1:15000 also takes POST /quitquitquit and /logging changes (else 403)",
+    },
+    Var {
+        name: "ZRING_TEST_FAULTS",
+        default: "(none)",
+        help: "TESTS ONLY, refused in a Kubernetes pod: panic-port=P, stall-port=P, exit-port=P",
+    },
 ];
 
 /// A ztunnel variable zring accepts without implementing its feature yet. Set, it is logged once

@@ -107,7 +107,7 @@ impl H2Client {
         let closed = Rc::new(Cell::new(false));
         let pings = conn.ping_pong();
         let done = closed.clone();
-        monoio::spawn(async move {
+        crate::task::spawn("hbone_client", async move {
             let keepalive = keepalive::run(pings, PING_INTERVAL, PING_TIMEOUT);
             let mut conn = std::pin::pin!(conn);
             let mut keepalive = std::pin::pin!(keepalive);

@@ -329,7 +329,8 @@ impl Mesh {
         let mut cmd = Command::new(&proxy.binary);
         cmd.args(&proxy.args)
             .env("NODE_NAME", node)
-            .env("ZRING_DEV_CA_DIR", &self.ca_dir);
+            .env("ZRING_DEV_CA_DIR", &self.ca_dir)
+            .env("ZRING_ADMIN_SOCKET", self.admin_socket(node));
         let from_xds = self
             .base_env
             .iter()
@@ -376,6 +377,11 @@ impl Mesh {
             self.enroll_pods(node)?;
         }
         Ok(&self.zring.last().expect("just pushed").1)
+    }
+
+    /// The admin Unix socket of zring on `node` (each node its own, in the lab's directory).
+    pub fn admin_socket(&self, node: &str) -> PathBuf {
+        self.lab.dir().join("admin").join(format!("{node}.sock"))
     }
 
     /// The node proxy process on `node`. Panics if none was started there.

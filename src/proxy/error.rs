@@ -58,6 +58,9 @@ pub enum Error {
          (ZRING_PASSTHROUGH_ALLOW_LOCAL=true allows it)"
     )]
     LocalPassthrough(std::net::SocketAddr),
+    /// The connection's task panicked (`task::spawn` contained it); its sockets closed.
+    #[error("closed: the connection's task panicked")]
+    Panicked,
 }
 
 /// Which end of a connection a workload lookup was for.
@@ -134,6 +137,8 @@ impl Error {
             // In-pod: the pod went away; nothing left to answer.
             Error::PodRemoved => (Nothing, POD_REMOVED, Internal),
             Error::LocalPassthrough(_) => (BAD, PASSTHROUGH_LOCAL, Downstream),
+            // A bug: the task unwound; nothing left to answer with.
+            Error::Panicked => (Nothing, NONE, Internal),
             // Connecting upstream: TCP, or the HBONE client (15001).
             Error::Connect(_) => (UNAVAILABLE, CONNECT, Upstream),
             Error::Hbone(e) => match e {

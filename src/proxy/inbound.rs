@@ -115,7 +115,10 @@ pub async fn serve(ctx: Rc<CoreCtx>, capture: Capture, tcp: TcpStream, peer: Soc
     });
     let stopping = tunnel.capture.stopping(&ctx);
     let served = server::serve(io, peer, stopping, |request, respond| {
-        monoio::spawn(stream(ctx.clone(), tunnel.clone(), request, respond));
+        crate::task::spawn(
+            "hbone_stream",
+            stream(ctx.clone(), tunnel.clone(), request, respond),
+        );
     })
     .await;
     if let Err(e) = served {

@@ -263,6 +263,14 @@ impl Drop for ConnRecord {
             // clean completion.
             self.finished(Err(Error::PodRemoved));
         }
+        if !self.finished.get()
+            && std::thread::panicking()
+            && let Ok(mut slot) = self.error.try_borrow_mut()
+        {
+            // Dropped by the unwinding of a panic in the connection's task (a second panic
+            // here would abort the process, hence no plain borrow).
+            slot.get_or_insert(Error::Panicked);
+        }
         self.guess_service();
         let name = |w: &Option<Arc<Workload>>| w.as_ref().map(|w| w.name.to_string());
         let ns = |w: &Option<Arc<Workload>>| w.as_ref().map(|w| w.namespace.to_string());

@@ -240,18 +240,21 @@ async fn accept_loop(ctx: Rc<CoreCtx>, served: Rc<Served>, listener: TcpListener
                 let (c, pod) = (ctx.clone(), Capture::Pod(served.pod.clone()));
                 // One spawn per listener: each task is only as large as its own path's future.
                 match port {
-                    PodPort::Outbound => monoio::spawn(connection(
-                        served.clone(),
-                        proxy::outbound::serve(c, pod, stream, peer),
-                    )),
-                    PodPort::InboundPlaintext => monoio::spawn(connection(
-                        served.clone(),
-                        proxy::inbound_passthrough::serve(c, pod, stream, peer),
-                    )),
-                    PodPort::Inbound => monoio::spawn(connection(
-                        served.clone(),
-                        proxy::inbound::serve(c, pod, stream, peer),
-                    )),
+                    PodPort::Outbound => crate::task::spawn(
+                        "outbound",
+                        connection(served.clone(), proxy::outbound::serve(c, pod, stream, peer)),
+                    ),
+                    PodPort::InboundPlaintext => crate::task::spawn(
+                        "inbound_plaintext",
+                        connection(
+                            served.clone(),
+                            proxy::inbound_passthrough::serve(c, pod, stream, peer),
+                        ),
+                    ),
+                    PodPort::Inbound => crate::task::spawn(
+                        "inbound",
+                        connection(served.clone(), proxy::inbound::serve(c, pod, stream, peer)),
+                    ),
                 };
             }
             Err(e) => {
