@@ -7,6 +7,7 @@
 
 mod address;
 mod env;
+mod hbone;
 mod parse;
 mod vars;
 
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use crate::grpc::Target;
 
+pub use hbone::HboneLimits;
 pub use address::{DEFAULT_AUTH_TOKEN, DEFAULT_ROOT_CA, ISTIOD_IN_CLUSTER, ISTIOD_LOCAL};
 pub use vars::{NOT_IMPLEMENTED, Unimplemented, VARS, Var};
 
@@ -118,6 +120,8 @@ pub struct Config {
     pub pool_max_streams: u32,
     /// An HBONE connection idle this long is closed.
     pub pool_idle_timeout: Duration,
+    /// What the HBONE server (15008) tolerates: deadlines, caps, receive budget.
+    pub hbone_limits: HboneLimits,
     /// How long a drain (SIGTERM, `/quitquitquit`) lets open connections finish.
     pub drain_deadline: Duration,
     /// Where the built-in development CA keeps its root; zring processes sharing the
@@ -458,6 +462,7 @@ mod tests {
             include_str!("config.rs"),
             include_str!("config/env.rs"),
             include_str!("config/address.rs"),
+            include_str!("config/hbone.rs"),
         ] {
             for name in src
                 .split("var(\"")

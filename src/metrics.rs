@@ -25,6 +25,7 @@
 //! enrolled-pod set keeper's counters).
 
 pub mod capture;
+pub mod hbone;
 pub mod labels;
 pub mod latency;
 pub mod shard;
@@ -148,6 +149,7 @@ impl Registry {
             connections: Default::default(),
             refused: Default::default(),
             workload_waits: Default::default(),
+            hbone: Default::default(),
         });
         self.lock().cores.push(gauges.clone());
         Shard::new(gauges, self.series_tx.clone(), self.latency_tx.clone())
@@ -389,6 +391,7 @@ impl Registry {
                 n,
             );
         }
+        hbone::write(&cores, e);
         e.family(
             "zring_workload_waits_total",
             Type::Counter,
