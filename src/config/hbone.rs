@@ -25,7 +25,8 @@ pub struct HboneLimits {
     pub max_streams_per_identity: u32,
     /// Bytes of HTTP/2 receive window (what clients may send before zring has written it to
     /// the destination) across all HBONE server connections, per process (each core takes an
-    /// equal share).
+    /// equal share). Every connection reserves at least 64 KiB, so the default covers
+    /// `max_connections` at that floor.
     pub receive_budget: u64,
 }
 
@@ -35,10 +36,10 @@ impl Default for HboneLimits {
             tls_timeout: Duration::from_secs(10),
             preface_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
-            max_connections_per_peer: 256,
+            max_connections_per_peer: 512,
             max_connections: 8192,
-            max_streams_per_identity: 2048,
-            receive_budget: 256 << 20,
+            max_streams_per_identity: 16384,
+            receive_budget: 512 << 20,
         }
     }
 }

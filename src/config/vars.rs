@@ -160,7 +160,7 @@ pub const VARS: &[Var] = &[
     },
     Var {
         name: "ZRING_HBONE_MAX_CONNECTIONS_PER_PEER",
-        default: "256",
+        default: "512",
         help: "15008: connections from one peer IP, per core",
     },
     Var {
@@ -170,12 +170,12 @@ pub const VARS: &[Var] = &[
     },
     Var {
         name: "ZRING_HBONE_MAX_STREAMS_PER_IDENTITY",
-        default: "2048",
+        default: "16384",
         help: "15008: concurrent streams of one client identity, per core",
     },
     Var {
         name: "ZRING_HBONE_RECEIVE_BUDGET_MB",
-        default: "256",
+        default: "512",
         help: "15008: MiB of HTTP/2 receive window across all connections, per process",
     },
     Var {

@@ -13,8 +13,8 @@
 //! byte; what a destination does not take stays in h2's buffers. A connection's window is the
 //! most it can make us buffer, so the budget is spent on windows, not on bytes: every
 //! connection starts at [`LEVELS`]`[0]` (256 KiB for the connection, 64 KiB per stream) when
-//! the budget has it, else at the protocol's floor (64 KiB, 16 KiB per stream, not reserved),
-//! and doubles only after it received twice its window since the last change — bytes it could
+//! the budget has it, else at the protocol's floor (64 KiB, 16 KiB per stream; a connection
+//! the budget cannot give even that is refused), and doubles only after it received twice its window since the last change — bytes it could
 //! not have received unless its destinations drained them. A stalled destination therefore
 //! pins at most its connection's reservation, and the reservations of a core never exceed its
 //! budget. The stream window stays a quarter of the connection's, as in ztunnel's settings
@@ -48,7 +48,8 @@ pub const LEVELS: [(u32, u32); 7] = [
     (16 << 20, 4 << 20),
 ];
 /// The windows of a connection the budget could not give [`LEVELS`]`[0]`: the protocol's
-/// initial connection window, not reserved (it is part of a connection's fixed cost).
+/// initial connection window (a client may always send that much), reserved like the others;
+/// a connection the budget cannot give even this is refused.
 pub const FLOOR: (u32, u32) = (65_535, 16 << 10);
 
 /// One core's admission state. Build once per core with [`Gate::new`].
@@ -223,15 +224,21 @@ pub enum Growth {
 }
 
 impl Window {
-    /// A new connection's windows, reserved from `gate` when it has room.
-    pub fn new(gate: &Rc<Gate>) -> Window {
-        let first = u64::from(LEVELS[0].0);
-        let level = gate.reserve(first).then_some(0);
-        Window {
+    /// A new connection's windows, reserved from `gate`: [`LEVELS`]`[0]` when it has room,
+    /// else [`FLOOR`]; `None` (counted) when it has not even that: refuse the connection.
+    pub fn new(gate: &Rc<Gate>) -> Option<Window> {
+        let (level, reserved) = [(Some(0), u64::from(LEVELS[0].0)), (None, u64::from(FLOOR.0))]
+            .into_iter()
+            .find(|&(_, n)| gate.reserve(n))
+            .or_else(|| {
+                gate.metrics.hbone_refused(Refusal::ReceiveBudget);
+                None
+            })?;
+        Some(Window {
             gate: Some(gate.clone()),
             level: Cell::new(level),
-            reserved: Cell::new(if level.is_some() { first } else { 0 }),
-        }
+            reserved: Cell::new(reserved),
+        })
     }
 
     /// ztunnel's windows from the start, reserved from nothing (tests of the server alone).
@@ -272,7 +279,7 @@ impl Window {
     pub fn shrink_back(&self) {
         let Some(gate) = &self.gate else { return };
         let level = self.level.get().and_then(|l| l.checked_sub(1));
-        let keep = level.map_or(0, |l| u64::from(LEVELS[l].0));
+        let keep = u64::from(level.map_or(FLOOR, |l| LEVELS[l]).0);
         gate.unreserve(self.reserved.get() - keep);
         self.reserved.set(keep);
         self.level.set(level);
@@ -467,5 +474,135 @@ impl Drop for ActiveStream {
         if a.open.get() == 0 {
             a.idle_since.set(monoio::time::Instant::now());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::metrics::Registry;
+
+    fn gate(limits: HboneLimits, cores: usize) -> (Rc<Gate>, Rc<Shard>) {
+        let registry = Registry::new();
+        let shard = Rc::new(registry.attach_core(0, "test"));
+        (Rc::new(Gate::new(limits, cores, shard.clone())), shard)
+    }
+
+    fn id(sa: &str) -> Identity {
+        Identity::parse(&format!("spiffe://cluster.local/ns/default/sa/{sa}")).unwrap()
+    }
+
+    #[test]
+    fn connections_are_capped_per_peer_and_per_core_share() {
+        let limits = HboneLimits {
+            max_connections_per_peer: 2,
+            max_connections: 7,
+            ..HboneLimits::default()
+        };
+        // Two cores: this one takes ceil(7 / 2) = 4.
+        let (gate, shard) = gate(limits, 2);
+        let (a, b, c): (IpAddr, IpAddr, IpAddr) = (
+            "10.0.0.1".parse().unwrap(),
+            "10.0.0.2".parse().unwrap(),
+            "10.0.0.3".parse().unwrap(),
+        );
+        let a1 = gate.admit(a).unwrap();
+        let _a2 = gate.admit(a).unwrap();
+        assert_eq!(gate.admit(a).unwrap_err(), Refusal::PeerLimit);
+        let _b1 = gate.admit(b).unwrap();
+        let _b2 = gate.admit(b).unwrap();
+        assert_eq!(gate.admit(c).unwrap_err(), Refusal::ConnectionLimit);
+        drop(a1);
+        let _c1 = gate.admit(c).unwrap();
+        assert_eq!(shard.hbone().connections.load(Ordering::Relaxed), 4);
+        assert_eq!(gate.peers.borrow().get(&a), Some(&1));
+    }
+
+    #[test]
+    fn streams_are_capped_per_identity() {
+        let limits = HboneLimits {
+            max_streams_per_identity: 2,
+            ..HboneLimits::default()
+        };
+        let (gate, shard) = gate(limits, 1);
+        let (x, y) = (id("x"), id("y"));
+        let x1 = gate.stream(&x).unwrap();
+        let _x2 = gate.stream(&x).unwrap();
+        assert!(gate.stream(&x).is_none());
+        let _y1 = gate.stream(&y).unwrap();
+        drop(x1);
+        assert!(gate.stream(&x).is_some());
+        assert_eq!(
+            shard
+                .hbone()
+                .streams_refused_identity
+                .load(Ordering::Relaxed),
+            1
+        );
+    }
+
+    /// Reservations never exceed the budget: a connection the budget cannot start gets the
+    /// floor, growth beyond it is denied, and everything comes back when connections end.
+    #[test]
+    fn windows_are_reserved_within_the_budget() {
+        let first = u64::from(LEVELS[0].0);
+        let floor = u64::from(FLOOR.0);
+        let limits = HboneLimits {
+            receive_budget: 3 * first + floor,
+            ..HboneLimits::default()
+        };
+        let (gate, shard) = gate(limits, 1);
+        let a = Window::new(&gate).unwrap();
+        let b = Window::new(&gate).unwrap();
+        assert_eq!(a.current(), LEVELS[0]);
+        assert_eq!(gate.budget(), (2 * first, 3 * first + floor));
+        // a doubles: 512 KiB, which leaves room for one floor.
+        assert_eq!(a.grow(), Growth::To(LEVELS[1].0, LEVELS[1].1));
+        assert_eq!(gate.budget().0, 3 * first);
+        assert_eq!(b.grow(), Growth::Denied);
+        let c = Window::new(&gate).unwrap();
+        assert_eq!(c.current(), FLOOR);
+        assert_eq!(c.grow(), Growth::Denied);
+        assert_eq!(shard.hbone().window_denied.load(Ordering::Relaxed), 2);
+        // Not even a floor left: refused, and counted.
+        assert!(Window::new(&gate).is_none());
+        assert_eq!(shard.refused(Refusal::ReceiveBudget), 1);
+        drop(a);
+        assert_eq!(gate.budget().0, first + floor);
+        assert_eq!(c.grow(), Growth::To(LEVELS[0].0, LEVELS[0].1));
+        assert_eq!(gate.budget().0, 2 * first);
+        c.shrink_back();
+        assert_eq!(c.current(), FLOOR);
+        assert_eq!(gate.budget().0, first + floor);
+        drop((b, c));
+        assert_eq!(gate.budget().0, 0);
+        assert_eq!(shard.hbone().reserved_bytes.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn the_windows_keep_ztunnels_ratio_and_top_out_at_its_sizes() {
+        for (conn, stream) in LEVELS {
+            assert_eq!(conn, 4 * stream);
+        }
+        assert_eq!(
+            LEVELS[LEVELS.len() - 1],
+            (super::super::CONNECTION_WINDOW, super::super::STREAM_WINDOW)
+        );
+        assert_eq!(Window::unlimited().grow(), Growth::Top);
+    }
+
+    #[test]
+    fn the_meter_sees_the_preface_and_the_whole_first_frame() {
+        let m = Meter::default();
+        m.add(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        assert!(!m.preface_done());
+        // A SETTINGS frame header announcing 6 bytes, then 4 of them.
+        m.add(&[0, 0, 6, 4, 0, 0, 0, 0, 0, 1, 2, 3, 4]);
+        assert!(!m.preface_done());
+        m.add(&[5, 6]);
+        assert!(m.preface_done());
+        assert_eq!(m.received(), 24 + 9 + 6);
     }
 }

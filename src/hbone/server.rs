@@ -397,6 +397,116 @@ mod tests {
         });
     }
 
+    fn runtime() -> monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>> {
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap()
+    }
+
+    fn opts(preface: Duration, idle: Duration) -> Options {
+        Options {
+            ping_interval: Duration::from_secs(10),
+            ping_timeout: Duration::from_secs(20),
+            preface_timeout: preface,
+            idle_timeout: idle,
+        }
+    }
+
+    /// Serves one plain-TCP connection with `opts`, refusing every request with 400.
+    fn serve_one(
+        listener: monoio::net::TcpListener,
+        opts: Options,
+    ) -> monoio::task::JoinHandle<Result<Ended, h2::Error>> {
+        monoio::spawn(async move {
+            let (tcp, peer) = listener.accept().await.unwrap();
+            let io = tcp.try_into_poll_io().map_err(|(e, _)| e).unwrap();
+            let window = Window::unlimited();
+            serve_with(io, peer, std::future::pending(), opts, &window, |_, respond, _| {
+                refuse(respond, StatusCode::BAD_REQUEST)
+            })
+            .await
+        })
+    }
+
+    /// Reads until EOF; returns the error codes of the GOAWAY frames seen.
+    async fn goaways(tcp: monoio::net::TcpStream) -> Vec<u32> {
+        use monoio::io::AsyncReadRent;
+        let mut tcp = tcp;
+        let mut all = Vec::new();
+        loop {
+            let (r, buf) = tcp.read(vec![0u8; 4096]).await;
+            match r {
+                Ok(0) | Err(_) => break,
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+            }
+        }
+        let mut codes = Vec::new();
+        let mut at = 0;
+        while at + 9 <= all.len() {
+            let len = u32::from_be_bytes([0, all[at], all[at + 1], all[at + 2]]) as usize;
+            if all[at + 3] == 0x7 && at + 9 + len <= all.len() {
+                let p = &all[at + 9..];
+                codes.push(u32::from_be_bytes([p[4], p[5], p[6], p[7]]));
+            }
+            at += 9 + len;
+        }
+        codes
+    }
+
+    /// A client that sends nothing is closed at the preface deadline; one that sends the
+    /// preface but no SETTINGS gets GOAWAY SETTINGS_TIMEOUT.
+    #[test]
+    fn a_client_without_preface_or_settings_is_closed_at_the_deadline() {
+        runtime().block_on(async {
+            use monoio::io::AsyncWriteRentExt;
+            let short = opts(Duration::from_millis(50), Duration::from_secs(60));
+            let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = serve_one(listener, short);
+            let tcp = monoio::net::TcpStream::connect(addr).await.unwrap();
+            assert_eq!(server.await.unwrap(), Ended::PrefaceTimeout);
+            // Our SETTINGS came first, then the orderly close: no GOAWAY before a preface.
+            assert_eq!(goaways(tcp).await, Vec::<u32>::new());
+
+            let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = serve_one(listener, short);
+            let mut tcp = monoio::net::TcpStream::connect(addr).await.unwrap();
+            let (r, _) = tcp
+                .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec())
+                .await;
+            r.unwrap();
+            assert_eq!(server.await.unwrap(), Ended::PrefaceTimeout);
+            assert_eq!(goaways(tcp).await, vec![u32::from(Reason::SETTINGS_TIMEOUT)]);
+        });
+    }
+
+    /// A connection whose streams have all ended is closed with GOAWAY NO_ERROR once it has
+    /// been without one for the idle timeout, though it answers pings all along.
+    #[test]
+    fn a_connection_without_streams_is_closed_when_idle() {
+        runtime().block_on(async {
+            let idle = opts(Duration::from_secs(5), Duration::from_millis(100));
+            let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = serve_one(listener, idle);
+            let tcp = monoio::net::TcpStream::connect(addr).await.unwrap();
+            let (send, conn) =
+                h2::client::handshake(tcp.try_into_poll_io().map_err(|(e, _)| e).unwrap())
+                    .await
+                    .unwrap();
+            let client = monoio::spawn(conn);
+            let mut send = send.ready().await.unwrap();
+            let (response, _) = send.send_request(req(Method::GET, "/"), true).unwrap();
+            assert_eq!(response.await.unwrap().status(), StatusCode::BAD_REQUEST);
+            assert_eq!(server.await.unwrap(), Ended::Idle);
+            // The client's connection ends: it heard the GOAWAY and the close.
+            let _ = client.await;
+            assert!(send.ready().await.is_err());
+        });
+    }
+
     fn req(method: Method, uri: &str) -> Request<()> {
         Request::builder().method(method).uri(uri).body(()).unwrap()
     }

@@ -340,6 +340,11 @@ fn stalled_destinations_pin_at_most_the_budget() {
     // What the attackers pushed is all zring or the kernel could have taken: no stalled
     // connection kept receiving.
     let pushed = attackers.get(|s| &s.pushed);
+    let denied = h.metric(
+        "zring_hbone_receive_window_growths_total",
+        &[("result", "denied")],
+    );
+    eprintln!("stalled: {N} streams pushed {pushed} bytes; {reserved} of {budget} reserved; {denied} growths denied");
     assert!(pushed > 0);
     h.unharmed("with stalled destinations");
     h.fresh_tunnel_works("with stalled destinations");
