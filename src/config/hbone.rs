@@ -25,8 +25,8 @@ pub struct HboneLimits {
     pub max_streams_per_identity: u32,
     /// Bytes of HTTP/2 receive window (what clients may send before zring has written it to
     /// the destination) across all HBONE server connections, per process (each core takes an
-    /// equal share). Every connection reserves at least 64 KiB, so the default covers
-    /// `max_connections` at that floor.
+    /// equal share). Beyond the 64 KiB every connection may hold (its fixed cost, bounded by
+    /// `max_connections`).
     pub receive_budget: u64,
 }
 
@@ -39,7 +39,7 @@ impl Default for HboneLimits {
             max_connections_per_peer: 512,
             max_connections: 8192,
             max_streams_per_identity: 16384,
-            receive_budget: 512 << 20,
+            receive_budget: 128 << 20,
         }
     }
 }

@@ -175,8 +175,8 @@ pub const VARS: &[Var] = &[
     },
     Var {
         name: "ZRING_HBONE_RECEIVE_BUDGET_MB",
-        default: "512",
-        help: "15008: MiB of HTTP/2 receive window across all connections, per process",
+        default: "128",
+        help: "15008: MiB of HTTP/2 receive window beyond 64 KiB per connection, per process",
     },
     Var {
         name: "TERMINATION_GRACE_PERIOD_SECONDS",

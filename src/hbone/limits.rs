@@ -13,10 +13,11 @@
 //! byte; what a destination does not take stays in h2's buffers. A connection's window is the
 //! most it can make us buffer, so the budget is spent on windows, not on bytes: every
 //! connection starts at [`LEVELS`]`[0]` (256 KiB for the connection, 64 KiB per stream) when
-//! the budget has it, else at the protocol's floor (64 KiB, 16 KiB per stream; a connection
-//! the budget cannot give even that is refused), and doubles only after it received twice its window since the last change — bytes it could
+//! the budget has it, else at the protocol's floor (64 KiB, 16 KiB per stream, which every
+//! connection may hold: part of its fixed cost, so the connection caps bound it; the budget
+//! pays for what a level adds above it), and doubles only after it received twice its window since the last change — bytes it could
 //! not have received unless its destinations drained them. A stalled destination therefore
-//! pins at most its connection's reservation, and the reservations of a core never exceed its
+//! pins at most its connection's floor and reservation, and the reservations of a core never exceed its
 //! budget. The stream window stays a quarter of the connection's, as in ztunnel's settings
 //! (4 MiB of 16 MiB), so one stalled stream cannot block its connection's other streams.
 //! A reservation is kept until its connection closes: an advertised window cannot be taken
@@ -48,8 +49,8 @@ pub const LEVELS: [(u32, u32); 7] = [
     (16 << 20, 4 << 20),
 ];
 /// The windows of a connection the budget could not give [`LEVELS`]`[0]`: the protocol's
-/// initial connection window (a client may always send that much), reserved like the others;
-/// a connection the budget cannot give even this is refused.
+/// initial connection window, which a client may always fill. Not reserved: it is part of a
+/// connection's fixed cost, bounded by the connection caps; levels reserve what they add.
 pub const FLOOR: (u32, u32) = (65_535, 16 << 10);
 
 /// One core's admission state. Build once per core with [`Gate::new`].
@@ -224,21 +225,16 @@ pub enum Growth {
 }
 
 impl Window {
-    /// A new connection's windows, reserved from `gate`: [`LEVELS`]`[0]` when it has room,
-    /// else [`FLOOR`]; `None` (counted) when it has not even that: refuse the connection.
-    pub fn new(gate: &Rc<Gate>) -> Option<Window> {
-        let (level, reserved) = [(Some(0), u64::from(LEVELS[0].0)), (None, u64::from(FLOOR.0))]
-            .into_iter()
-            .find(|&(_, n)| gate.reserve(n))
-            .or_else(|| {
-                gate.metrics.hbone_refused(Refusal::ReceiveBudget);
-                None
-            })?;
-        Some(Window {
+    /// A new connection's windows: [`LEVELS`]`[0]` when `gate`'s budget has room, else
+    /// [`FLOOR`].
+    pub fn new(gate: &Rc<Gate>) -> Window {
+        let first = above_floor(0);
+        let level = gate.reserve(first).then_some(0);
+        Window {
             gate: Some(gate.clone()),
             level: Cell::new(level),
-            reserved: Cell::new(reserved),
-        })
+            reserved: Cell::new(if level.is_some() { first } else { 0 }),
+        }
     }
 
     /// ztunnel's windows from the start, reserved from nothing (tests of the server alone).
@@ -264,13 +260,13 @@ impl Window {
         let Some(gate) = &self.gate else {
             return Growth::Top;
         };
-        let more = u64::from(conn) - self.reserved.get();
+        let more = above_floor(next) - self.reserved.get();
         if !gate.reserve(more) {
             HboneGauges::count(&gate.metrics.hbone().window_denied);
             return Growth::Denied;
         }
         HboneGauges::count(&gate.metrics.hbone().window_grown);
-        self.reserved.set(u64::from(conn));
+        self.reserved.set(above_floor(next));
         self.level.set(Some(next));
         Growth::To(conn, stream)
     }
@@ -279,11 +275,16 @@ impl Window {
     pub fn shrink_back(&self) {
         let Some(gate) = &self.gate else { return };
         let level = self.level.get().and_then(|l| l.checked_sub(1));
-        let keep = u64::from(level.map_or(FLOOR, |l| LEVELS[l]).0);
+        let keep = level.map_or(0, above_floor);
         gate.unreserve(self.reserved.get() - keep);
         self.reserved.set(keep);
         self.level.set(level);
     }
+}
+
+/// What level `l` reserves: its connection window beyond the floor.
+fn above_floor(l: usize) -> u64 {
+    u64::from(LEVELS[l].0 - FLOOR.0)
 }
 
 impl Drop for Window {
@@ -547,35 +548,34 @@ mod tests {
     /// floor, growth beyond it is denied, and everything comes back when connections end.
     #[test]
     fn windows_are_reserved_within_the_budget() {
-        let first = u64::from(LEVELS[0].0);
-        let floor = u64::from(FLOOR.0);
+        let first = above_floor(0);
+        // Room for a and b at the first level, and for a at the second; not more.
+        let budget = 2 * first + above_floor(1) - 1;
         let limits = HboneLimits {
-            receive_budget: 3 * first + floor,
+            receive_budget: budget,
             ..HboneLimits::default()
         };
         let (gate, shard) = gate(limits, 1);
-        let a = Window::new(&gate).unwrap();
-        let b = Window::new(&gate).unwrap();
+        let a = Window::new(&gate);
+        let b = Window::new(&gate);
         assert_eq!(a.current(), LEVELS[0]);
-        assert_eq!(gate.budget(), (2 * first, 3 * first + floor));
-        // a doubles: 512 KiB, which leaves room for one floor.
+        assert_eq!(gate.budget(), (2 * first, budget));
+        // a doubles: 512 KiB, which leaves less than a first level.
         assert_eq!(a.grow(), Growth::To(LEVELS[1].0, LEVELS[1].1));
-        assert_eq!(gate.budget().0, 3 * first);
+        assert_eq!(gate.budget().0, first + above_floor(1));
+        assert!(gate.budget().0 <= gate.budget().1);
         assert_eq!(b.grow(), Growth::Denied);
-        let c = Window::new(&gate).unwrap();
+        let c = Window::new(&gate);
         assert_eq!(c.current(), FLOOR);
         assert_eq!(c.grow(), Growth::Denied);
         assert_eq!(shard.hbone().window_denied.load(Ordering::Relaxed), 2);
-        // Not even a floor left: refused, and counted.
-        assert!(Window::new(&gate).is_none());
-        assert_eq!(shard.refused(Refusal::ReceiveBudget), 1);
         drop(a);
-        assert_eq!(gate.budget().0, first + floor);
+        assert_eq!(gate.budget().0, first);
         assert_eq!(c.grow(), Growth::To(LEVELS[0].0, LEVELS[0].1));
         assert_eq!(gate.budget().0, 2 * first);
         c.shrink_back();
         assert_eq!(c.current(), FLOOR);
-        assert_eq!(gate.budget().0, first + floor);
+        assert_eq!(gate.budget().0, first);
         drop((b, c));
         assert_eq!(gate.budget().0, 0);
         assert_eq!(shard.hbone().reserved_bytes.load(Ordering::Relaxed), 0);

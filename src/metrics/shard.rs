@@ -189,12 +189,10 @@ pub enum Refusal {
     PeerLimit,
     /// The core held its share of `ZRING_HBONE_MAX_CONNECTIONS` (reset).
     ConnectionLimit,
-    /// The core's receive budget had not even the protocol's minimum window left (reset).
-    ReceiveBudget,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 9] = [
+    pub const ALL: [Refusal; 8] = [
         Refusal::NoLocalWorkload,
         Refusal::NoCertificate,
         Refusal::TlsHandshake,
@@ -203,7 +201,6 @@ impl Refusal {
         Refusal::PrefaceTimeout,
         Refusal::PeerLimit,
         Refusal::ConnectionLimit,
-        Refusal::ReceiveBudget,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -216,7 +213,6 @@ impl Refusal {
             Refusal::PrefaceTimeout => "preface_timeout",
             Refusal::PeerLimit => "peer_limit",
             Refusal::ConnectionLimit => "connection_limit",
-            Refusal::ReceiveBudget => "receive_budget",
         }
     }
 
@@ -230,7 +226,6 @@ impl Refusal {
             Refusal::PrefaceTimeout => 5,
             Refusal::PeerLimit => 6,
             Refusal::ConnectionLimit => 7,
-            Refusal::ReceiveBudget => 8,
         }
     }
 }
@@ -322,11 +317,6 @@ impl Shard {
     /// Counts a connection that waited for a workload newer than the snapshot.
     pub fn workload_waited(&self, wait: WorkloadWait) {
         bump(&self.gauges.workload_waits[wait.index()], 1);
-    }
-
-    /// HBONE connections this core refused for `why` so far.
-    pub fn refused(&self, why: Refusal) -> u64 {
-        self.gauges.refused(why)
     }
 
     /// The HBONE server's limit figures, written by this core only.

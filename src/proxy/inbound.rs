@@ -67,13 +67,6 @@ pub async fn serve(ctx: Rc<CoreCtx>, capture: Capture, tcp: TcpStream, peer: Soc
             return;
         }
     };
-    // The connection's receive window, reserved from the core's budget now: a budget that
-    // cannot give even the protocol's minimum refuses here, before TLS, too.
-    let Some(window) = Window::new(&ctx.hbone_gate) else {
-        debug!(core = ctx.id, src.addr = %peer, "HBONE connection refused: receive budget spent");
-        net::reset(tcp);
-        return;
-    };
     let Some(dst) = capture.orig_dst(&ctx, &tcp, Listener::Inbound) else {
         return;
     };
@@ -135,6 +128,8 @@ pub async fn serve(ctx: Rc<CoreCtx>, capture: Capture, tcp: TcpStream, peer: Soc
     });
     let stopping = tunnel.capture.stopping(&ctx);
     let opts = server::Options::new(limits.preface_timeout, limits.idle_timeout);
+    // Reserved once the client is authenticated: a stranger reserves nothing.
+    let window = Window::new(&ctx.hbone_gate);
     let served = server::serve_with(io, peer, stopping, opts, &window, |request, respond, active| {
         // Streams of one identity are capped per core, whatever connection they come on.
         match ctx.hbone_gate.stream(&tunnel.peer_identity) {

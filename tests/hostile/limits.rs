@@ -344,8 +344,18 @@ fn stalled_destinations_pin_at_most_the_budget() {
         "zring_hbone_receive_window_growths_total",
         &[("result", "denied")],
     );
-    eprintln!("stalled: {N} streams pushed {pushed} bytes; {reserved} of {budget} reserved; {denied} growths denied");
+    eprintln!(
+        "stalled: {N} streams pushed {pushed} bytes; {reserved} of {budget} reserved; {denied} growths denied"
+    );
     assert!(pushed > 0);
+    // The budget, not the number of attackers, is what bounds the reservations: it is spent
+    // (less than one first level left), so later attackers got the floor window.
+    let first_level = f64::from(256u32 << 10) - 65_535.0;
+    assert!(
+        reserved > budget - first_level,
+        "{reserved} of {budget} reserved\n{}",
+        h.m.logs()
+    );
     h.unharmed("with stalled destinations");
     h.fresh_tunnel_works("with stalled destinations");
     // A healthy transfer while the budget is spent: every byte, checksummed.
