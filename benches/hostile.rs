@@ -14,7 +14,11 @@
 //! - `ZRING_HOSTILE_CONNS` attackers of each kind (2000);
 //! - `ZRING_HOSTILE_SECS` seconds per throughput measurement (5);
 //! - `ZRING_HOSTILE_FLOWS` concurrent healthy exchanges (4), each `ZRING_HOSTILE_MIB` MiB up and
-//!   down per connection (32).
+//!   down per connection (32);
+//! - `ZRING_HOSTILE_CLIENTS` which node proxy runs on node a, so which HBONE client the healthy
+//!   transfers use: `zring`, `ztunnel` (the real one from `../shared/peers`, dedicated to appa,
+//!   as `tests/ztunnel_interop.rs` runs it), or both (`zring,ztunnel`, the default when the
+//!   peer is there). Each gets its own lab, baseline and attack.
 //!
 //! The attackers' deadlines are set long (60 s preface, 5 min idle) so that every hostile
 //! connection is held while measuring: the bound shown is what the caps and the budget allow,
@@ -31,6 +35,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use attack::{Attackers, Kind};
+use zring::lab::peers::{self, Dedicated, Side};
 use zring::lab::{Lab, Mesh, traffic};
 
 const ZRING: &str = env!("CARGO_BIN_EXE_zring");
@@ -70,6 +75,15 @@ fn env_or(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// CPU seconds (user + system) process `pid` has used.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
 }
 
 /// zring b's resident bytes and open descriptors.
@@ -149,25 +163,44 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
+    let default_clients = if peers::has_ztunnel() {
+        "zring,ztunnel"
+    } else {
+        "zring"
+    };
+    let clients = std::env::var("ZRING_HOSTILE_CLIENTS").unwrap_or(default_clients.into());
+    for client in clients.split(',') {
+        run(client);
+    }
+}
+
+/// One lab: `client` on node a, zring on node b; baseline, attack, measure, report.
+fn run(client: &str) {
     let conns = env_or("ZRING_HOSTILE_CONNS", 2000);
     let secs = env_or("ZRING_HOSTILE_SECS", 5);
     let flows = env_or("ZRING_HOSTILE_FLOWS", 4);
     let mib = env_or("ZRING_HOSTILE_MIB", 32);
 
     let lab = Lab::seed().expect("lab (needs root, ip, nft)");
-    let m = Mesh::start(
-        lab,
-        Path::new(ZRING),
-        &config(),
-        &["a", "b"],
-        &[
-            ("RUST_LOG", "warn"),
-            ("ZRING_HBONE_PREFACE_TIMEOUT", "60s"),
-            ("ZRING_HBONE_IDLE_TIMEOUT", "5m"),
-            ("ZRING_HBONE_MAX_CONNECTIONS_PER_PEER", "1000000"),
-        ],
-    )
-    .unwrap();
+    let env = [
+        ("ZRING_HBONE_PREFACE_TIMEOUT", "60s"),
+        ("ZRING_HBONE_IDLE_TIMEOUT", "5m"),
+        ("ZRING_HBONE_MAX_CONNECTIONS_PER_PEER", "1000000"),
+    ];
+    let m = match client {
+        "zring" => Mesh::start(lab, Path::new(ZRING), &config(), &["a", "b"], &env).unwrap(),
+        "ztunnel" => {
+            let appa = Side::ZtunnelDedicated(Dedicated {
+                namespace: "default",
+                name: "appa",
+                service_account: "appa",
+            });
+            let sides = [("a", appa), ("b", Side::Zring)];
+            peers::mixed_mesh(lab, Path::new(ZRING), &config(), &sides, &env)
+                .unwrap_or_else(|e| panic!("{e}"))
+        }
+        other => panic!("ZRING_HOSTILE_CLIENTS: unknown client {other:?} (zring, ztunnel)"),
+    };
     m.serve("appb", EXCHANGE, usize::MAX).unwrap();
     let stall = m
         .lab
@@ -210,12 +243,17 @@ fn main() {
     .unwrap();
     let attack_setup = started.elapsed();
     let (attack_rss, attack_fds) = resources(pid);
+    // What holding the attack costs zring b with no healthy load.
+    let cpu = cpu_secs(pid);
+    #[expect(clippy::disallowed_methods, reason = "a benchmark's measuring window")]
+    std::thread::sleep(Duration::from_secs(2));
+    let idle_cpu = (cpu_secs(pid) - cpu) / 2.0;
     let (under, under_done, under_failed, under_errors) = healthy(&m, flows, mib, secs);
     let (after_rss, after_fds) = resources(pid);
     let scrape = m.scrape("b");
     let metric = |name: &str, labels: &[(&str, &str)]| scrape.sum(name, labels);
 
-    println!("# 15008 under hostile connections (zring b, 2 cores)");
+    println!("# 15008 under hostile connections (zring b, 2 cores; healthy client: {client} on node a)");
     println!(
         "attackers per kind: {conns} (no preface, no streams, stalled reader), set up in {:.1} s",
         attack_setup.as_secs_f64()
@@ -269,21 +307,40 @@ fn main() {
             )
         );
     }
+    println!("zring b CPU holding the attack without load: {:.0}%", idle_cpu * 100.0);
+    // The attackers go; a second baseline, so the ratio is to the mean of before and after
+    // (this machine is shared: its load drifts).
+    drop(attackers);
+    m.eventually("the attackers' connections to close", || {
+        m.scrape("b").sum("zring_hbone_connections_open", &[]) < 10.0
+    })
+    .unwrap();
+    let (gone_rss, gone_fds) = resources(pid);
+    let (again, again_done, again_failed, again_errors) = healthy(&m, flows, mib, secs);
+    let reference = (base + again) / 2.0;
     println!(
-        "healthy: {flows} flows × {mib} MiB each way per exchange; no attack {:.0} MiB/s ({base_done} exchanges), under attack {:.0} MiB/s ({under_done}); ratio {:.2}",
-        base / MIB as f64,
-        under / MIB as f64,
-        under / base
+        "zring b, attackers gone:  RSS {:7.1} MiB, fds {gone_fds}",
+        gone_rss as f64 / MIB as f64
     );
     println!(
-        "lost: {} failed exchanges without attack, {} under attack {:?}",
+        "healthy: {flows} flows × {mib} MiB each way per exchange, {secs} s each: no attack {:.0} MiB/s ({base_done} exchanges), under attack {:.0} MiB/s ({under_done}), no attack again {:.0} MiB/s ({again_done}); ratio under attack / mean without: {:.2}",
+        base / MIB as f64,
+        under / MIB as f64,
+        again / MIB as f64,
+        under / reference
+    );
+    println!(
+        "lost: {} failed exchanges without attack, {} under attack, {} after {:?}",
         base_failed,
         under_failed,
+        again_failed,
         base_errors
             .iter()
             .chain(&under_errors)
+            .chain(&again_errors)
             .take(3)
             .collect::<Vec<_>>()
     );
-    drop(attackers);
+    println!();
 }
+
