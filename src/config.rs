@@ -9,6 +9,7 @@ mod address;
 mod dns;
 mod env;
 mod ops;
+mod hbone;
 mod parse;
 mod vars;
 
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use crate::grpc::Target;
 
+pub use hbone::HboneLimits;
 pub use address::{DEFAULT_AUTH_TOKEN, DEFAULT_ROOT_CA, ISTIOD_IN_CLUSTER, ISTIOD_LOCAL};
 pub use dns::{DNS_PORT, DnsConfig};
 pub use ops::{DEFAULT_ADMIN_SOCKET, Ops};
@@ -125,6 +127,8 @@ pub struct Config {
     pub pool_max_streams: u32,
     /// An HBONE connection idle this long is closed.
     pub pool_idle_timeout: Duration,
+    /// What the HBONE server (15008) tolerates: deadlines, caps, receive budget.
+    pub hbone_limits: HboneLimits,
     /// How long a drain (SIGTERM, `/quitquitquit`) lets open connections finish.
     pub drain_deadline: Duration,
     /// Where the built-in development CA keeps its root; zring processes sharing the
@@ -470,6 +474,7 @@ mod tests {
             include_str!("config/env.rs"),
             include_str!("config/address.rs"),
             include_str!("config/dns.rs"),
+            include_str!("config/hbone.rs"),
         ] {
             for name in src
                 .split("var(\"")

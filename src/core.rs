@@ -102,6 +102,8 @@ pub struct CoreCtx {
     pub tunnels_in: Cell<u64>,
     /// This core's metrics shard (single writer: only this core writes its cells).
     pub metrics: Rc<Shard>,
+    /// What this core's 15008 lets clients hold (connections, streams, receive windows).
+    pub hbone_gate: Rc<crate::hbone::limits::Gate>,
     /// Endpoint selection and trace ids; per core, so no atomics.
     rng: Cell<Rng>,
 }
@@ -119,6 +121,11 @@ impl CoreCtx {
             driver,
             buffers: BufferPool::new(cfg.buffer_size),
             pool: Pool::new(cfg.pool_max_streams, cfg.pool_idle_timeout, metrics.clone()),
+            hbone_gate: Rc::new(crate::hbone::limits::Gate::new(
+                cfg.hbone_limits,
+                cfg.cores,
+                metrics.clone(),
+            )),
             metrics,
             tls: TlsCache::default(),
             conns: ConnTable::default(),

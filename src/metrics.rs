@@ -26,6 +26,7 @@
 
 pub mod capture;
 pub mod dns;
+pub mod hbone;
 pub mod labels;
 pub mod latency;
 pub mod shard;
@@ -156,6 +157,7 @@ impl Registry {
             refused: Default::default(),
             workload_waits: Default::default(),
             policy_rechecks: Default::default(),
+            hbone: Default::default(),
         });
         self.lock().cores.push(gauges.clone());
         Shard::new(gauges, self.series_tx.clone(), self.latency_tx.clone())
@@ -420,6 +422,7 @@ impl Registry {
                 n,
             );
         }
+        hbone::write(&cores, e);
         e.family(
             "zring_workload_waits_total",
             Type::Counter,

@@ -154,6 +154,41 @@ pub const VARS: &[Var] = &[
         help: "close a pooled HBONE connection idle this long (e.g. 300s, 5m, 1500ms)",
     },
     Var {
+        name: "ZRING_HBONE_TLS_TIMEOUT",
+        default: "10s",
+        help: "15008: TLS handshake deadline from accept",
+    },
+    Var {
+        name: "ZRING_HBONE_PREFACE_TIMEOUT",
+        default: "10s",
+        help: "15008: deadline for the HTTP/2 preface and first SETTINGS after TLS",
+    },
+    Var {
+        name: "ZRING_HBONE_IDLE_TIMEOUT",
+        default: "120s",
+        help: "15008: close a tunnel without streams for this long (GOAWAY)",
+    },
+    Var {
+        name: "ZRING_HBONE_MAX_CONNECTIONS_PER_PEER",
+        default: "512",
+        help: "15008: connections from one peer IP, per core",
+    },
+    Var {
+        name: "ZRING_HBONE_MAX_CONNECTIONS",
+        default: "8192",
+        help: "15008: connections in all, per process (split evenly between cores)",
+    },
+    Var {
+        name: "ZRING_HBONE_MAX_STREAMS_PER_IDENTITY",
+        default: "16384",
+        help: "15008: concurrent streams of one client identity, per core",
+    },
+    Var {
+        name: "ZRING_HBONE_RECEIVE_BUDGET_MB",
+        default: "128",
+        help: "15008: MiB of HTTP/2 receive window beyond 64 KiB per connection, per process",
+    },
+    Var {
         name: "TERMINATION_GRACE_PERIOD_SECONDS",
         default: "(none)",
         help: "the pod's grace period; the drain deadline is 5s less when above 10s, else 5s",
