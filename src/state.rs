@@ -40,7 +40,7 @@ pub use policy::{
 };
 pub use service::{
     Endpoint, IpFamily, LoadBalancer, LoadBalancerHealthPolicy, LoadBalancerMode,
-    LoadBalancerScope, NetworkCidr, PortMap, Service,
+    LoadBalancerScope, NetworkCidr, PortMap, Service, Visibility,
 };
 pub use snapshot::Snapshot;
 pub use workload::{

@@ -122,7 +122,7 @@ fn facts(workloads: &[Value], services: &[Value], policies: &[Value]) -> BTreeMa
         out.insert(
             format!("service {}/{}", s(svc, "namespace"), s(svc, "hostname")),
             format!(
-                "name={} vips={vips:?} cidrVips={} ports={} endpoints={endpoints:?} waypoint={} canonical={} lb={}",
+                "name={} vips={vips:?} cidrVips={} ports={} endpoints={endpoints:?} waypoint={} canonical={} lb={} visibility={}",
                 s(svc, "name"),
                 canonical(svc.get("cidrVips").unwrap_or(&Value::Array(vec![]))),
                 canonical(svc.get("ports").unwrap_or(&Value::Null)),
@@ -131,6 +131,10 @@ fn facts(workloads: &[Value], services: &[Value], policies: &[Value]) -> BTreeMa
                     .and_then(Value::as_bool)
                     .unwrap_or(false),
                 canonical(svc.get("loadBalancer").unwrap_or(&Value::Null)),
+                // zring leaves the default out of its dump.
+                Some(s(svc, "visibility"))
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or_else(|| "Public".into()),
             ),
         );
     }

@@ -116,6 +116,16 @@ pub struct NetworkCidr {
     pub cidr: Cidr,
 }
 
+/// Who may resolve and reach a service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Visibility {
+    /// Every client (the default).
+    #[default]
+    Public,
+    /// Only clients of the service's own namespace; to others the service does not exist.
+    Namespace,
+}
+
 /// Which address families a service answers on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum IpFamily {
@@ -154,6 +164,8 @@ pub struct Service {
     pub ip_families: Option<IpFamily>,
     /// When several namespaces define the same hostname, the canonical one wins by hostname.
     pub canonical: bool,
+    #[serde(skip_serializing_if = "is_public")]
+    pub visibility: Visibility,
     /// Filled by `SnapshotBuilder::build` from the workloads' memberships; whatever is here
     /// before that is replaced.
     #[serde(serialize_with = "endpoints_by_uid")]
@@ -166,6 +178,11 @@ impl Service {
             namespace: self.namespace.clone(),
             hostname: self.hostname.clone(),
         }
+    }
+
+    /// Whether a client in namespace `client_ns` may see the service at all.
+    pub fn visible_to(&self, client_ns: &str) -> bool {
+        self.visibility == Visibility::Public || *self.namespace == *client_ns
     }
 
     /// Headless: no VIP to be reached at; its endpoints are reached by their own IPs.
@@ -195,6 +212,10 @@ impl Service {
                 .as_ref()
                 .is_some_and(|lb| lb.health_policy == LoadBalancerHealthPolicy::AllowAll)
     }
+}
+
+fn is_public(v: &Visibility) -> bool {
+    *v == Visibility::Public
 }
 
 // ztunnel dumps endpoints as a map keyed by workload uid.

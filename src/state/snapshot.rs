@@ -12,7 +12,9 @@
 //!   by uid, as ztunnel ranks them;
 //! - services at one VIP (the same ServiceEntry address in several namespaces): the client's
 //!   own namespace first, then a `canonical` one, then the first by `namespace/hostname`;
-//!   CIDR VIPs: the client's namespace, then the longest prefix, then `canonical`.
+//!   CIDR VIPs: the client's namespace, then the longest prefix, then `canonical`. A service
+//!   visible only to its own namespace (`Visibility::Namespace`) does not exist for a client
+//!   of another namespace.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -162,6 +164,8 @@ impl Snapshot {
 
     /// The service a client in namespace `client_ns` reaches at `ip` on `network`: a single
     /// VIP first, else the CIDR VIPs containing `ip` (see the module doc for the preferences).
+    /// With a client namespace, services not visible to it are skipped; `None`: no client
+    /// (a waypoint's own address), every service counts.
     pub fn service_for(
         &self,
         network: &str,
@@ -172,7 +176,8 @@ impl Snapshot {
             .vip_entries(ip)
             .iter()
             .filter(|e| *e.network == *network)
-            .map(|e| &e.service);
+            .map(|e| &e.service)
+            .filter(|s| client_ns.is_none_or(|ns| s.visible_to(ns)));
         if let Some(s) = best_service(exact, client_ns) {
             return Some(s);
         }
@@ -190,6 +195,7 @@ impl Snapshot {
         self.cidr_vips
             .iter()
             .filter(|(c, _)| *c.network == *network && c.cidr.contains(ip))
+            .filter(|(_, s)| client_ns.is_none_or(|ns| s.visible_to(ns)))
             // max_by_key keeps the last of equals; `rev` makes it the first in build order.
             .rev()
             .max_by_key(|(c, s)| {

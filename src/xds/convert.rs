@@ -31,6 +31,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use super::proto::{security as psec, workload as pw};
+use crate::state::Visibility;
 use crate::state::{
     ApplicationTunnel, Authorization, Cidr, CidrError, DEFAULT_CAPACITY, DEFAULT_CLUSTER_ID,
     DEFAULT_HBONE_MTLS_PORT, DEFAULT_SERVICE_ACCOUNT, DEFAULT_TRUST_DOMAIN, Destination,
@@ -236,6 +237,12 @@ impl TryFrom<pw::Service> for Service {
                 Err(_) => return Err(unknown("ipFamilies", s.ip_families)),
             },
             canonical: s.canonical,
+            // A value this build does not know is read as the narrowest visibility: a service
+            // shown to fewer clients fails closed, one shown to more would leak.
+            visibility: match pw::service::Visibility::try_from(s.visibility) {
+                Ok(pw::service::Visibility::Public) => Visibility::Public,
+                Ok(pw::service::Visibility::Namespace) | Err(_) => Visibility::Namespace,
+            },
             endpoints: Vec::new(), // derived from the workloads by the builder
         };
         SnapshotBuilder::check_service(&service)?;

@@ -161,3 +161,28 @@ fn services_at_one_vip_and_cidr_vips_prefer_the_clients_namespace() {
     assert_eq!(name(s.service_by_vip(vip)), "canon");
     assert_eq!(name(s.service_by_vip(ip("10.1.2.3"))), "");
 }
+
+#[test]
+fn namespace_visible_services_exist_only_for_their_namespace() {
+    let mut b = SnapshotBuilder::new();
+    let mut private = svc("a", "private", &["/10.96.0.9"], &["/10.9.0.0/16"], true);
+    private.visibility = crate::state::Visibility::Namespace;
+    b.add_service(private);
+    b.add_service(svc("z", "public", &["/10.96.0.9"], &[], false));
+    let s = b.build().unwrap();
+    let name = |x: Option<&Arc<Service>>| x.map(|s| s.name.to_string()).unwrap_or_default();
+    let vip = ip("10.96.0.9");
+    assert_eq!(name(s.service_for("", vip, Some("a"))), "private");
+    assert_eq!(
+        name(s.service_for("", vip, Some("b"))),
+        "public",
+        "not canonical private"
+    );
+    assert_eq!(
+        name(s.service_for("", ip("10.9.1.1"), Some("a"))),
+        "private"
+    );
+    assert_eq!(name(s.service_for("", ip("10.9.1.1"), Some("b"))), "");
+    // No client namespace (a waypoint's address): every service counts.
+    assert_eq!(name(s.service_for("", vip, None)), "private");
+}

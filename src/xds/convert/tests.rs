@@ -370,6 +370,18 @@ fn everything_istiod_sends_converts() {
     assert!(svc.is_passthrough());
     assert!(!svc.is_headless());
 
+    // Visibility: PUBLIC (the default), NAMESPACE, and a value this build does not know,
+    // read as the narrowest (fail closed) rather than refused.
+    for (v, want) in [
+        (0, Visibility::Public),
+        (1, Visibility::Namespace),
+        (7, Visibility::Namespace),
+    ] {
+        let mut s = full_service();
+        s.visibility = v;
+        assert_eq!(Service::try_from(s).unwrap().visibility, want, "{v}");
+    }
+
     // A gateway is one address: a range there is malformed.
     let err = workload_error(|w| {
         if let Some(pw::gateway_address::Destination::Address(a)) =

@@ -1,8 +1,8 @@
 //! Services: ztunnel's local `Service` YAML shape (`RawService` and its parts) and its
 //! conversion into a `state::Service`, plus `add_endpoints`, which joins a service's own
 //! `endpoints` to the workloads they name. Pure; runs on the control thread (or whichever thread
-//! calls `parse`). Invariant: what zring cannot honour (`weightedWaypoints`,
-//! `visibility: Namespace`) is refused by name, never ignored. Headless services (`vips: []`)
+//! calls `parse`). Invariant: what zring cannot honour (`weightedWaypoints`) is refused by
+//! name, never ignored. Headless services (`vips: []`)
 //! and CIDR VIPs (`cidrVips: [{network: "", cidr: 10.1.0.0/16}]`) are kept, as from istiod.
 
 use std::collections::HashMap;
@@ -15,8 +15,8 @@ use super::workload::Memberships;
 use super::{LocalConfigError, RawGateway, gateway, invalid, port_map};
 use crate::state::{
     Cidr, HealthStatus, IpFamily, LoadBalancer, LoadBalancerHealthPolicy, LoadBalancerMode,
-    LoadBalancerScope, NamespacedHostname, NetworkAddress, NetworkCidr, PortMap, Service, Workload,
-    excerpt,
+    LoadBalancerScope, NamespacedHostname, NetworkAddress, NetworkCidr, PortMap, Service,
+    Visibility, Workload, excerpt,
 };
 
 /// A service's own `endpoints` (as in ztunnel's config dump) join the workloads they name, as
@@ -50,10 +50,6 @@ pub(super) fn service(s: RawService) -> Result<(Service, Endpoints), LocalConfig
     if !s.weighted_waypoints.0.is_empty() {
         let why = "are not supported by zring (name one waypoint)".to_owned();
         return Err(invalid(subject, "weightedWaypoints", why));
-    }
-    if s.visibility != RawVisibility::Public {
-        let why = "Namespace is not supported by zring (only Public)".to_owned();
-        return Err(invalid(subject, "visibility", why));
     }
     let mut endpoints = Vec::with_capacity(s.endpoints.0.len());
     for (key, ep) in s.endpoints.0 {
@@ -116,6 +112,7 @@ pub(super) fn service(s: RawService) -> Result<(Service, Endpoints), LocalConfig
         }),
         ip_families: s.ip_families,
         canonical: s.canonical,
+        visibility: s.visibility,
         endpoints: Vec::new(), // derived from the workloads by the builder
     };
     Ok((service, endpoints))
@@ -149,7 +146,7 @@ pub(super) struct RawService {
     #[serde(default)]
     canonical: bool,
     #[serde(default)]
-    visibility: RawVisibility,
+    visibility: Visibility,
 }
 
 #[derive(Deserialize)]
@@ -185,13 +182,6 @@ struct RawWeightedWaypoint {
         reason = "read only to check the shape; weighted waypoints are refused"
     )]
     weight: u32,
-}
-
-#[derive(Default, PartialEq, Deserialize)]
-enum RawVisibility {
-    #[default]
-    Public,
-    Namespace,
 }
 
 #[derive(Deserialize)]

@@ -481,3 +481,39 @@ fn unroutable_is_reported_with_its_own_flag() {
         "refused: unroutable: workload w has no address, hostname or network gateway"
     );
 }
+
+/// A service visible to its own namespace only: a client of another namespace does not see it
+/// and goes where the address leads without it (here: passthrough).
+#[test]
+fn namespace_visibility_hides_the_service_from_other_namespaces() {
+    let s = local::parse(
+        r#"
+workloads:
+- {uid: c, namespace: default, workloadIps: ["10.244.1.8"], node: a, services: {}}
+- {uid: c2, namespace: other, workloadIps: ["10.244.1.10"], node: a, services: {}}
+- {uid: ep, namespace: default, workloadIps: ["10.244.2.9"], node: b, services: {"default/private.default.svc.cluster.local": {}}}
+services:
+- {name: private, namespace: default, hostname: private.default.svc.cluster.local, vips: ["/10.96.8.8"], ports: {80: 80}, visibility: Namespace}
+"#,
+    )
+    .unwrap();
+    let route = |src: &str| {
+        outbound(
+            &s,
+            NODE_A,
+            &node_a(),
+            ip(src),
+            sa("10.96.8.8:80"),
+            0,
+            &NoResolver,
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        route("10.244.1.8").action,
+        Action::Direct(sa("10.244.2.9:80"))
+    );
+    let r = route("10.244.1.10");
+    assert_eq!(r.action, Action::Passthrough(sa("10.96.8.8:80")));
+    assert!(r.dst_service.is_none());
+}
