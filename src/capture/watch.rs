@@ -24,10 +24,13 @@
 //!
 //! The look itself is `nft -s list table ip zring` (stateless: no counter values), its set
 //! elements cut out ([`strip_elements`]) and compared as text with the **baseline**, the same
-//! listing when capture was last known whole, plus `ip rule show` / `ip route show table 133` for the policy route. Preferred
-//! over a digest of `nft -j`: the text is small (~2 KiB), needs no JSON, and is itself a valid
-//! `nft -f` script (the kernel's own rendering, checked to round-trip), so it is also what a
-//! restore installs. Preferred over comparing with [`super::ruleset`]'s text: nft prints rules
+//! listing when capture was last known whole, plus `ip rule show` and `ip route show table 133`
+//! for the policy route. Preferred over a digest of `nft -j`: the text is small (~2 KiB), needs
+//! no JSON, and is itself a valid `nft -f` script (the kernel's own rendering, checked to
+//! round-trip), so it is also what a restore installs. The elements cut out are compared with
+//! what the keeper applied: a table re-installed by someone else (`zring redirect apply` creates
+//! the set empty) is refilled at once ([`Outcome::SetDrifted`]) instead of at the keeper's next
+//! 10 s check. Preferred over comparing with [`super::ruleset`]'s text: nft prints rules
 //! differently from how they were written, and the table on the node is whatever
 //! `zring redirect apply` (the init container) installed, perhaps with another scope.
 //!
