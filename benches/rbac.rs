@@ -10,10 +10,15 @@
 //!   every field of every group is evaluated (the worst case for this layout);
 //! - `deny-10k+allow`: `deny-10k` plus one ALLOW policy, evaluated last, that matches.
 //!
+//!
+//! Then `recheck` (`rbac/recheck.rs`): what one policy change costs a core holding 10,000
+//! connections under 10,000 policies, the full re-check pass against the targeted one.
+//!
 //! Environment: `ZRING_BENCH_SECS` (per scenario, default 2); `ZRING_BENCH_RBAC_POLICIES`
-//! (default 10000: fewer policies show the cost per rule when the policies fit in cache). Run
-//! without `--bench` (as `cargo test --benches` does), it checks each scenario's verdict on a
-//! small snapshot instead.
+//! (default 10000: fewer policies show the cost per rule when the policies fit in cache);
+//! `ZRING_BENCH_RBAC_PART` (`decide` or `recheck`: only that part; default both). Run without
+//! `--bench` (as `cargo test --benches` does), it checks each scenario's verdict, and the
+//! re-check's counts, on small inputs instead.
 
 use std::alloc::System;
 use std::hint::black_box;
@@ -28,6 +33,9 @@ use zring::state::{
     Workload,
 };
 
+#[path = "rbac/recheck.rs"]
+mod recheck;
+
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
@@ -41,6 +49,15 @@ enum Shape {
     Shallow,
     /// Everything but the principals holds.
     Deep,
+}
+
+/// A group of ztunnel's bench shape that fails on its first field unless the destination port
+/// is `port` (the connections here go to 8080).
+fn group_on_port(port: u16) -> Match {
+    Match {
+        destination_ports: vec![port],
+        ..group(Shape::Shallow)
+    }
 }
 
 fn group(shape: Shape) -> Match {
@@ -180,6 +197,13 @@ fn main() {
         dst: "10.0.0.2:8080".parse().unwrap(),
     };
 
+    let part = std::env::var("ZRING_BENCH_RBAC_PART").unwrap_or_default();
+    if part != "decide" {
+        recheck::main(bench, secs);
+    }
+    if part == "recheck" {
+        return;
+    }
     let policies = if bench {
         std::env::var("ZRING_BENCH_RBAC_POLICIES")
             .ok()

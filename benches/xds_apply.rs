@@ -82,6 +82,7 @@ fn service(i: u32) -> Resource {
         addresses: vec![pw::NetworkAddress {
             network: String::new(),
             address: vec![172, 20, (i >> 8) as u8, i as u8],
+            length: None,
         }],
         ports: vec![pw::Port {
             service_port: 80,

@@ -181,6 +181,8 @@ pub struct Readiness {
     /// Latched once the agent's snapshot was first acknowledged: an agent restart later does
     /// not make the node unready (its pods stay served meanwhile), as in ztunnel.
     inpod_synced: AtomicBool,
+    /// Node mode: the capture watch's verdict (`capture::watch`); not latched.
+    capture: std::sync::OnceLock<Arc<crate::metrics::CaptureSetMetrics>>,
 }
 
 impl Readiness {
@@ -190,7 +192,13 @@ impl Readiness {
             xds,
             inpod: std::sync::OnceLock::new(),
             inpod_synced: AtomicBool::new(false),
+            capture: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Node mode: not ready while the capture watch finds the ruleset missing or altered.
+    pub fn watch_capture(&self, metrics: Arc<crate::metrics::CaptureSetMetrics>) {
+        let _ = self.capture.set(metrics);
     }
 
     /// In-pod mode: not ready until the node agent's snapshot is acknowledged.
@@ -219,6 +227,13 @@ impl Readiness {
                 return Err("waiting for the pod snapshot from istio-cni's node agent (INPOD_UDS)");
             }
             self.inpod_synced.store(true, Ordering::Release);
+        }
+        if let Some(capture) = self.capture.get()
+            && !capture.intact()
+        {
+            return Err(
+                "node capture (nftables table ip zring or its policy route) is missing or altered",
+            );
         }
         Ok(())
     }

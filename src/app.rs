@@ -106,7 +106,8 @@ pub fn run(config: Config, logs: Option<LogControl>) -> anyhow::Result<()> {
             let roots = crate::grpc::load_certs(&config.ca_root_ca)
                 .map_err(|e| anyhow::anyhow!("CA_ROOT_CA={}: {e}", config.ca_root_ca.display()))?;
             let ca = IstioCa::new(target.clone(), roots, config.secret_ttl, &config.cluster_id)
-                .with_context(|| format!("CA_ADDRESS={}", target.address()))?;
+                .with_context(|| format!("CA_ADDRESS={}", target.address()))?
+                .with_root_file(&config.ca_root_ca);
             info!(
                 address = target.address(),
                 "workload certificates from the Istio CA"
@@ -142,6 +143,7 @@ pub fn run(config: Config, logs: Option<LogControl>) -> anyhow::Result<()> {
         drain: Drain::new(config.cores, config.drain_deadline),
         metrics,
         own_addrs: Default::default(),
+        policy_changes: Default::default(),
         health: Health::new(config.cores),
         faults,
     });
@@ -245,6 +247,7 @@ async fn serve(start: Start) -> anyhow::Result<Serving> {
             return Ok(());
         }
         initial_sync.wait_for_addresses().await;
+        readiness.watch_capture(shared.metrics.capture_set().clone());
         let shared = shared.clone();
         tokio::task::spawn_blocking(move || {
             let snapshots = shared.clone();
@@ -275,7 +278,8 @@ async fn serve(start: Start) -> anyhow::Result<Serving> {
                 config.packet_mark,
                 config.listen_backlog,
             )
-            .with_certificates(enrolled, &config.trust_domain);
+            .with_certificates(enrolled, &config.trust_domain)
+            .with_dns(config.dns.enabled.then(|| config.dns.bind_addr(true)));
             let client = crate::inpod::client::spawn(
                 crate::inpod::ClientConfig::new(&config.inpod_uds),
                 handler,

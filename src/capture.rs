@@ -6,7 +6,8 @@
 //! covers what a node gets. Production code: the lab builds on it, never the reverse.
 //!
 //! Modules: `cidr` (the IPv4 networks pods live in), `cmd` (finding and running `ip` and `nft`,
-//! which the lab uses too), `enrolled` (the enrolled-pod set and the thread that keeps it).
+//! which the lab uses too), `enrolled` (the enrolled-pod set and the thread that keeps it),
+//! `watch` (on that thread: notices a removed or altered ruleset, restores it, holds readiness).
 //!
 //! [`Scope::EveryPodAddress`] is the lab's other shape, the rules before the set existed:
 //! every address of the pod CIDRs is captured (outbound from any pod interface, inbound from
@@ -123,6 +124,7 @@
 mod cidr;
 pub(crate) mod cmd;
 pub mod enrolled;
+pub mod watch;
 
 use std::fmt::Write as _;
 
@@ -167,6 +169,8 @@ pub const OUTBOUND_PORT: u16 = 15001;
 pub const INBOUND_PLAINTEXT_PORT: u16 = 15006;
 /// zring's inbound HBONE listener.
 pub const INBOUND_HBONE_PORT: u16 = 15008;
+/// zring's DNS proxy (UDP and TCP).
+pub const DNS_PORT: u16 = 15053;
 /// `SO_MARK` on zring's own upstream sockets (1337, ztunnel's `PACKET_MARK`).
 pub const ZRING_MARK: u32 = 0x539;
 /// Packet mark that policy routing delivers locally.
@@ -205,6 +209,13 @@ pub struct Capture {
     pub pod_interfaces: String,
     /// Enrolled pods only (the default), or every pod address.
     pub scope: Scope,
+    /// Whether the pods' DNS (UDP and TCP to port 53) goes to zring's DNS proxy on
+    /// [`DNS_PORT`]: TCP by TPROXY like outbound (rule `dns-tcp`), UDP by a REDIRECT in the
+    /// nat hook (`dns-udp`, before kube-proxy's chains: the answers are un-NATed by
+    /// conntrack, so the pod sees them from the address it asked). REDIRECT sends to the pod
+    /// interface's own address, so the node side of a pod's veth must hold an IPv4 address
+    /// (the lab's do; a CNI whose veths have none needs a DNAT to a node address instead).
+    pub dns: bool,
 }
 
 impl Capture {
@@ -229,6 +240,7 @@ impl Capture {
             pod_cidrs,
             pod_interfaces: pod_interfaces.to_owned(),
             scope: Scope::Enrolled,
+            dns: false,
         })
     }
 
@@ -249,7 +261,13 @@ impl Capture {
             pod_cidrs: vec![pod_cidr],
             pod_interfaces: LAB_POD_INTERFACES.to_owned(),
             scope: Scope::Enrolled,
+            dns: false,
         }
+    }
+
+    /// The same capture with the pods' DNS sent to zring's DNS proxy, or not.
+    pub fn with_dns(self, dns: bool) -> Capture {
+        Capture { dns, ..self }
     }
 
     /// The same capture with another [`Scope`].
@@ -321,6 +339,11 @@ pub fn ruleset(capture: &Capture) -> String {
     line(format!(
         r#"		meta l4proto tcp socket transparent 1 socket wildcard 0 {capture_set} comment "captured-flow""#
     ));
+    if capture.dns {
+        line(format!(
+            r#"		{from_pod} tcp dport 53 tproxy to :{DNS_PORT} {capture_set} comment "dns-tcp""#
+        ));
+    }
     line(format!(
         r#"		{from_pod} meta l4proto tcp tproxy to :{OUTBOUND_PORT} {capture_set} comment "outbound""#
     ));
@@ -345,6 +368,11 @@ pub fn ruleset(capture: &Capture) -> String {
     line(format!(
         r#"		meta l4proto tcp meta mark {c} counter dnat ip to ip daddr comment "keep-destination""#
     ));
+    if capture.dns {
+        line(format!(
+            r#"		{from_pod} udp dport 53 counter redirect to :{DNS_PORT} comment "dns-udp""#
+        ));
+    }
     line("\t}".into());
     line("}".into());
     s
@@ -396,6 +424,11 @@ impl Place<'_> {
 /// policy route. Idempotent: the `ip rule` is added only if it is not there yet.
 pub fn install(place: Place<'_>, capture: &Capture) -> Result<(), Error> {
     place.nft(&["-f", "-"], Some(&script(capture)))?;
+    install_routing(place)
+}
+
+/// The policy-routing half of [`install`] (also what `watch` restores when only it is gone).
+pub(crate) fn install_routing(place: Place<'_>) -> Result<(), Error> {
     let [rule, route] = policy_routing();
     let wanted = format!("fwmark {CAPTURE_MARK:#x} lookup {CAPTURE_TABLE}");
     if !place.ip("rule show")?.contains(&wanted) {

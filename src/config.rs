@@ -6,8 +6,10 @@
 //! nothing downstream re-validates.
 
 mod address;
+mod dns;
 mod env;
 mod ops;
+mod hbone;
 mod parse;
 mod vars;
 
@@ -18,7 +20,9 @@ use std::time::Duration;
 
 use crate::grpc::Target;
 
+pub use hbone::HboneLimits;
 pub use address::{DEFAULT_AUTH_TOKEN, DEFAULT_ROOT_CA, ISTIOD_IN_CLUSTER, ISTIOD_LOCAL};
+pub use dns::{DNS_PORT, DnsConfig};
 pub use ops::{DEFAULT_ADMIN_SOCKET, Ops};
 pub use vars::{NOT_IMPLEMENTED, Unimplemented, VARS, Var};
 
@@ -97,6 +101,9 @@ pub struct Config {
     pub local_xds_poll: Duration,
     /// SO_MARK on zring's own upstream sockets so capture rules skip them.
     pub packet_mark: u32,
+    /// Node mode: let passthrough reach link-local, loopback and node addresses
+    /// (`ZRING_PASSTHROUGH_ALLOW_LOCAL`; `proxy::local_reach`).
+    pub passthrough_allow_local: bool,
     pub cores: usize,
     /// Pin core `i` to CPU `i % available CPUs`.
     pub pin_cores: bool,
@@ -120,6 +127,8 @@ pub struct Config {
     pub pool_max_streams: u32,
     /// An HBONE connection idle this long is closed.
     pub pool_idle_timeout: Duration,
+    /// What the HBONE server (15008) tolerates: deadlines, caps, receive budget.
+    pub hbone_limits: HboneLimits,
     /// How long a drain (SIGTERM, `/quitquitquit`) lets open connections finish.
     pub drain_deadline: Duration,
     /// Where the built-in development CA keeps its root; zring processes sharing the
@@ -140,6 +149,8 @@ pub struct Config {
     /// How the control-plane addresses were chosen (default, set, disabled), one line each;
     /// `zring check` prints them, `zring run` logs them.
     pub notes: Vec<String>,
+    /// The DNS proxy on 15053 (`dns`).
+    pub dns: DnsConfig,
     /// ztunnel variables that are set but whose feature zring lacks, `NAME=value: what`;
     /// logged once at start-up (see [`NOT_IMPLEMENTED`]).
     pub not_implemented: Vec<String>,
@@ -427,7 +438,7 @@ mod tests {
     #[test]
     fn unimplemented_variables_are_accepted_and_listed() {
         let c = cfg(&[
-            ("ISTIO_META_DNS_CAPTURE", "true"),
+            ("XDS_ON_DEMAND", "true"),
             ("NETWORK", "net1"),
             ("IPV6_ENABLED", "false"),
             ("CRL_PATH", ""),
@@ -438,12 +449,12 @@ mod tests {
                 .iter()
                 .map(|l| l.split(':').next().unwrap())
                 .collect::<Vec<_>>(),
-            ["ISTIO_META_DNS_CAPTURE=true", "NETWORK=net1"]
+            ["NETWORK=net1", "XDS_ON_DEMAND=true"]
         );
         let listed = unimplemented_in([
             ("XDS_HEADER_X_FOO".to_owned(), "bar".to_owned()),
             ("KEEPALIVE_TIME".to_owned(), "30s".to_owned()),
-            ("ISTIO_META_DNS_CAPTURE".to_owned(), "False".to_owned()),
+            ("XDS_ON_DEMAND".to_owned(), "False".to_owned()),
             ("UNRELATED".to_owned(), "x".to_owned()),
         ]);
         assert_eq!(listed.len(), 2, "{listed:?}");
@@ -462,6 +473,8 @@ mod tests {
             include_str!("config.rs"),
             include_str!("config/env.rs"),
             include_str!("config/address.rs"),
+            include_str!("config/dns.rs"),
+            include_str!("config/hbone.rs"),
         ] {
             for name in src
                 .split("var(\"")

@@ -77,6 +77,10 @@ pub async fn run<S>(
     let changed = Notify::new();
     let publish = |snapshot: Snapshot| {
         let snapshot = Arc::new(snapshot);
+        // Before the store, so a core that sees the new snapshot finds what it changed.
+        shared
+            .policy_changes
+            .record(&shared.snapshot.load(), &snapshot);
         shared.snapshot.store(snapshot.clone());
         log_snapshot(&snapshot);
         changed.notify_one();

@@ -69,6 +69,9 @@ pub struct Shared {
     /// Where a captured connection would reach zring itself (node mode: this node's addresses,
     /// kept current by the control thread); the outbound route refuses those.
     pub own_addrs: ArcSwap<crate::net::own::OwnAddrs>,
+    /// What each published snapshot changed for authorization (recorded by the control thread
+    /// before it publishes): a core re-checks only the connections a change can affect.
+    pub policy_changes: crate::rbac::ChangeFeed,
     /// Each core's and the control thread's heartbeat, and which cores have exited; readiness
     /// and liveness read it.
     pub health: Health,
@@ -99,6 +102,8 @@ pub struct CoreCtx {
     pub tunnels_in: Cell<u64>,
     /// This core's metrics shard (single writer: only this core writes its cells).
     pub metrics: Rc<Shard>,
+    /// What this core's 15008 lets clients hold (connections, streams, receive windows).
+    pub hbone_gate: Rc<crate::hbone::limits::Gate>,
     /// Endpoint selection and trace ids; per core, so no atomics.
     rng: Cell<Rng>,
 }
@@ -116,6 +121,11 @@ impl CoreCtx {
             driver,
             buffers: BufferPool::new(cfg.buffer_size),
             pool: Pool::new(cfg.pool_max_streams, cfg.pool_idle_timeout, metrics.clone()),
+            hbone_gate: Rc::new(crate::hbone::limits::Gate::new(
+                cfg.hbone_limits,
+                cfg.cores,
+                metrics.clone(),
+            )),
             metrics,
             tls: TlsCache::default(),
             conns: ConnTable::default(),

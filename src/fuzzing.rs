@@ -43,7 +43,13 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("xds_response", xds_response),
     ("local_yaml", local_yaml),
     ("hbone_server", hbone_server),
+    ("dns_message", dns_message),
 ];
+
+/// A DNS message as a client's query and as an upstream's answer (`dns::fuzz`).
+pub fn dns_message(data: &[u8]) {
+    crate::dns::fuzz::message(data);
+}
 
 /// Longest error message a parser may produce: messages are logged, and a hostile input must
 /// not turn into a hostile log line (values are quoted as `state::excerpt`s).

@@ -7,6 +7,7 @@
 //! - `client`: one pooled HTTP/2 client connection (handshake, keepalive, streams);
 //! - `pool`: the per-core pool of client connections;
 //! - `server`: the HTTP/2 server side of a 15008 connection;
+//! - `limits`: what a core's 15008 lets clients hold (connections, streams, receive windows);
 //! - `pump`: the byte pump between a TCP socket and one HTTP/2 stream.
 //!
 //! HTTP/2 runs on the `h2` crate over tokio's IO traits: a socket leaves monoio's completion
@@ -19,6 +20,7 @@
 pub mod client;
 pub mod headers;
 pub mod keepalive;
+pub mod limits;
 pub mod pool;
 pub mod pump;
 pub mod server;

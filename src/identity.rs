@@ -25,6 +25,7 @@
 mod dev_ca;
 mod istio_ca;
 mod manager;
+mod roots;
 mod spiffe;
 mod store;
 mod tls;
@@ -37,9 +38,10 @@ use std::path::PathBuf;
 // Private: the submodules reach it as `super::crypto_provider`.
 use crate::crypto::crypto_provider;
 
-pub use dev_ca::{DevCa, ROOT_CERT_FILE, ROOT_KEY_FILE};
+pub use dev_ca::{DevCa, ROOT_CERT_FILE, ROOT_KEY_FILE, TRUST_BUNDLE_FILE};
 pub use istio_ca::IstioCa;
 pub use manager::{CertManager, Enrolled, Issuer, Synced, local_identities};
+pub use roots::RootFile;
 pub use spiffe::{Identity, MAX_IDENTITY_LEN};
 pub use store::{CertStore, WorkloadCert};
 pub use tls::{

@@ -10,6 +10,7 @@
 //! - `latch` (a core's one-shot, many-waiter latch), `rng` (the xorshift generator) and `task`
 //!   (per-connection tasks whose panic ends only themselves) are leaves that import nothing
 //!   from the crate;
+//! - `dns` is the DNS proxy on 15053 (codec and resolution pure, its sockets on the cores);
 //! - `capture` is the node's nftables capture rules (`zring redirect`, and the lab);
 //! - `lab` builds network-namespace topologies for `zring demo`, the tests and the benches;
 //! - `metrics` (per-core shards, merged on scrape), `admin` (the 15000/15020/15021 servers and
@@ -29,6 +30,7 @@ pub mod control;
 pub mod core;
 pub mod crypto;
 pub mod demo;
+pub mod dns;
 pub mod drain;
 #[doc(hidden)]
 pub mod fuzzing;

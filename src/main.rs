@@ -252,9 +252,15 @@ fn redirect(action: Option<&str>, extra: Option<&String>) -> ExitCode {
         let cidrs = std::env::var("ZRING_POD_CIDRS")
             .map_err(|_| anyhow::anyhow!("ZRING_POD_CIDRS is not set (e.g. 10.244.0.0/16)"))?;
         let ifaces = std::env::var("ZRING_POD_INTERFACES").unwrap_or_else(|_| "veth*".into());
-        Capture::parse(&cidrs, &ifaces).map_err(|e| {
-            anyhow::anyhow!("ZRING_POD_CIDRS={cidrs:?} ZRING_POD_INTERFACES={ifaces:?}: {e}")
-        })
+        // Pods' DNS to the DNS proxy only when asked for explicitly: the rule's REDIRECT
+        // needs an IPv4 address on the node side of each pod's veth, which not every CNI has.
+        let dns =
+            std::env::var("ISTIO_META_DNS_CAPTURE").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+        Capture::parse(&cidrs, &ifaces)
+            .map(|c| c.with_dns(dns && config.dns.enabled))
+            .map_err(|e| {
+                anyhow::anyhow!("ZRING_POD_CIDRS={cidrs:?} ZRING_POD_INTERFACES={ifaces:?}: {e}")
+            })
     };
     let result = match action {
         Some("print") => capture().map(|c| {

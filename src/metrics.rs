@@ -25,6 +25,8 @@
 //! enrolled-pod set keeper's counters).
 
 pub mod capture;
+pub mod dns;
+pub mod hbone;
 pub mod labels;
 pub mod latency;
 pub mod shard;
@@ -37,7 +39,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crossbeam_channel::{Receiver, Sender};
 
-pub use capture::CaptureSetMetrics;
+pub use capture::{CaptureDamage, CaptureSetMetrics};
 pub use labels::{Conn, LabelSet, LabelsRef, Reporter, SecurityPolicy};
 pub use latency::{Kind as LatencyKind, Latency};
 pub use shard::{
@@ -92,6 +94,8 @@ pub struct Registry {
     dropped_logs: OnceLock<tracing_appender::non_blocking::ErrorCounter>,
     /// In-pod mode's workload-manager series (`workload_manager_*`), when that mode runs.
     inpod: OnceLock<Arc<dyn Collect>>,
+    /// The DNS proxy's series (`istio_dns_*`, `zring_dns_*`).
+    dns: Arc<dns::DnsMetrics>,
     /// Other families written on every scrape ([`Registry::watch`]: admin, health).
     others: Mutex<Vec<Arc<dyn Collect>>>,
 }
@@ -139,6 +143,7 @@ impl Registry {
             capture_set: Arc::default(),
             dropped_logs: OnceLock::new(),
             inpod: OnceLock::new(),
+            dns: Arc::default(),
             others: Mutex::default(),
         }
     }
@@ -151,6 +156,8 @@ impl Registry {
             connections: Default::default(),
             refused: Default::default(),
             workload_waits: Default::default(),
+            policy_rechecks: Default::default(),
+            hbone: Default::default(),
         });
         self.lock().cores.push(gauges.clone());
         Shard::new(gauges, self.series_tx.clone(), self.latency_tx.clone())
@@ -158,6 +165,11 @@ impl Registry {
 
     pub fn xds(&self) -> &Arc<XdsMetrics> {
         &self.xds
+    }
+
+    /// The DNS proxy's series; each core attaches a shard.
+    pub fn dns(&self) -> &Arc<dns::DnsMetrics> {
+        &self.dns
     }
 
     pub fn capture_set(&self) -> &Arc<CaptureSetMetrics> {
@@ -254,6 +266,7 @@ impl Registry {
         if let Some(inpod) = self.inpod.get() {
             inpod.collect(&mut e);
         }
+        self.dns.collect(&mut e);
         let others = self
             .others
             .lock()
@@ -331,6 +344,7 @@ impl Registry {
         for (result, n) in [("ok", ok), ("error", error)] {
             e.sample("zring_capture_set_updates_total", [("result", result)], n);
         }
+        capture::write_watch(&self.capture_set, e);
     }
 
     fn write_xds(&self, e: &mut Encoder) {
@@ -408,6 +422,7 @@ impl Registry {
                 n,
             );
         }
+        hbone::write(&cores, e);
         e.family(
             "zring_workload_waits_total",
             Type::Counter,
@@ -424,6 +439,31 @@ impl Registry {
                 "zring_workload_waits_total",
                 [("direction", wait.direction()), ("result", wait.result())],
                 n,
+            );
+        }
+        e.family(
+            "zring_policy_rechecks_total",
+            Type::Counter,
+            "Re-checks of open connections after a configuration change, one per change and core",
+        );
+        let recheck = |i: usize| -> u64 {
+            cores
+                .iter()
+                .map(|c| c.policy_rechecks[i].load(Ordering::Relaxed))
+                .sum()
+        };
+        e.sample("zring_policy_rechecks_total", [], recheck(0));
+        e.family(
+            "zring_policy_recheck_connections_total",
+            Type::Counter,
+            "Open connections a configuration change re-decided (visited: only those the change \
+             can affect) and closed (now denied)",
+        );
+        for (i, result) in [(1, "visited"), (2, "closed")] {
+            e.sample(
+                "zring_policy_recheck_connections_total",
+                [("result", result)],
+                recheck(i),
             );
         }
         e.family(

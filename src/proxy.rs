@@ -24,6 +24,7 @@ mod capture;
 mod error;
 pub mod inbound;
 pub mod inbound_passthrough;
+mod local_reach;
 pub mod outbound;
 mod record;
 pub mod route;

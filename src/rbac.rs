@@ -68,6 +68,13 @@
 //! carries the verdict that would result if they were enforced ([`Decision::dry_run`]), naming
 //! a dry-run policy whenever one decides it ("would deny by X", "would allow by Y").
 //!
+//! # Policy changes
+//! `changes` ([`Affected`]) says which destinations a new snapshot can decide differently for,
+//! from exactly the inputs listed above ("which policies apply", plus the destination's
+//! namespace and named policies); `feed` ([`ChangeFeed`]) has the control thread compute it
+//! once per publication, so each core re-decides only the open connections it reaches
+//! (`core::conns`).
+//!
 //! # Cost
 //! Two passes over the applicable policies: DENY policies first, ALLOW policies only while the
 //! verdict still depends on them, each stopping at the first match it needs. Within a group,
@@ -84,8 +91,13 @@ use crate::state::{
     Authorization, Match, PolicyAction, ServiceAccountMatch, Snapshot, StringMatch, Workload,
 };
 
+mod changes;
+mod feed;
 #[cfg(test)]
 mod tests;
+
+pub use changes::Affected;
+pub use feed::ChangeFeed;
 
 /// One authorization question: who connects, to what, and the snapshot to answer from.
 /// Borrowed for the duration of one [`authorize`] call.
@@ -303,6 +315,13 @@ fn applicable<'s>(
                 .iter()
                 .map(|key| snapshot.policy(key).ok_or(key)),
         )
+}
+
+/// Whether `a` and `b`, as destination workloads, give every connection the same decision:
+/// they agree on every field of the workload that [`authorize`] reads (through [`applicable`]).
+/// `changes` relies on it to tell which workload changes matter; keep the two in step.
+pub(crate) fn decision_inputs_equal(a: &Workload, b: &Workload) -> bool {
+    a.namespace == b.namespace && a.authorization_policies == b.authorization_policies
 }
 
 /// The connection's attributes, each in the form the matchers compare, computed once.

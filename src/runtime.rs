@@ -277,6 +277,28 @@ async fn core_main(
             }
         }
     }
+    // The DNS proxy (15053): its state on every core; in node mode its sockets here, in-pod
+    // inside each pod (`pods`).
+    let dns = cfg
+        .dns
+        .enabled
+        .then(|| Rc::new(crate::dns::CoreDns::new(&ctx)));
+    let mut node_dns = None;
+    if let (Some(_), ProxyMode::Node) = (&dns, cfg.proxy_mode) {
+        let addr = cfg.dns.bind_addr(false);
+        match crate::inpod::factory::dns_sockets(addr, cfg.listen_backlog, cfg.packet_mark, true) {
+            Ok(s) => node_dns = Some(s),
+            Err(source) => {
+                let _ = ready.send(Err(StartError::Listen {
+                    core: id,
+                    addr,
+                    kind: "dns",
+                    source,
+                }));
+                return;
+            }
+        }
+    }
     match cfg.proxy_mode {
         ProxyMode::Node => info!(
             core = id,
@@ -301,8 +323,11 @@ async fn core_main(
     for (kind, listener) in listeners {
         tasks.push(monoio::spawn(accept_loop(ctx.clone(), listener, kind)));
     }
+    if let (Some(dns), Some(sockets)) = (&dns, node_dns) {
+        tasks.extend(crate::dns::server::spawn_node(&ctx, dns, sockets));
+    }
     if let Some(inbox) = inbox {
-        tasks.push(monoio::spawn(pods::run(ctx.clone(), inbox)));
+        tasks.push(monoio::spawn(pods::run(ctx.clone(), inbox, dns.clone())));
     }
     for t in tasks {
         t.await;
@@ -327,7 +352,8 @@ async fn reap_pool(ctx: Rc<CoreCtx>) {
 }
 
 /// Watches what the control thread publishes, every [`HOUSEKEEPING_TICK`]: a new snapshot makes
-/// the core re-decide its registered connections and close those the new policies deny (a
+/// the core re-decide the registered connections the change can affect (`rbac::ChangeFeed`)
+/// and close those the new policies deny (a
 /// pointer comparison when nothing changed); a started drain fires the core's drain latch
 /// (`draining`). Each tick also gives the [`MemoryKeeper`] its turn.
 async fn housekeeping(ctx: Rc<CoreCtx>) {
@@ -349,15 +375,18 @@ async fn housekeeping(ctx: Rc<CoreCtx>) {
         if Arc::ptr_eq(&current, &seen) {
             continue;
         }
-        seen = current;
+        let previous = std::mem::replace(&mut seen, current);
         if ctx.conns.is_empty() {
             continue;
         }
-        let closed = ctx.conns.recheck(&seen);
-        if closed > 0 {
+        let changed = ctx.shared.policy_changes.since(&previous, &seen);
+        let pass = ctx.conns.recheck_changes(&seen, &changed);
+        ctx.metrics.policy_rechecked(pass.visited, pass.closed);
+        if pass.closed > 0 {
             info!(
                 core = ctx.id,
-                closed,
+                closed = pass.closed,
+                visited = pass.visited,
                 open = ctx.conns.len(),
                 "policy change: closing connections the new policies deny"
             );

@@ -7,15 +7,19 @@
 //! ever mutated after `build` returns, so readers need no lock.
 //!
 //! Invariants of a built snapshot (see `builder` for each check):
-//! - every index is precomputed, so lookups are O(1) hash probes that never allocate;
-//! - an IP (canonical form: IPv4-mapped IPv6 is stored and looked up as IPv4) belongs to at
-//!   most one workload, and a VIP to at most one service; `namespace/hostname` and
-//!   `namespace/name` keys are unique;
+//! - every index is precomputed, so lookups are hash probes (plus a walk of the few objects
+//!   sharing one address) that never allocate;
+//! - addresses are canonical (IPv4-mapped IPv6 is stored and looked up as IPv4) and keyed by
+//!   (network, IP): several workloads may share an IP (on different networks, or a pod and a
+//!   WorkloadEntry while istiod catches up) and several services a VIP; lookups return the best
+//!   one deterministically (see `snapshot`), never fail the build;
+//! - `namespace/hostname`, `namespace/name` and workload uids are unique;
 //! - a service's endpoints are exactly the workloads whose memberships name it;
 //! - identities (`spiffe://td/ns/NS/sa/SA`) are unambiguous (see `names`).
 //!
-//! One network: lookups are by IP alone. Workloads and VIPs keep their `network` for display,
-//! but the same IP on two networks is a duplicate. Multi-network meshes are out of scope.
+//! Kept although zring cannot route all of it (routing refuses such connections one by one):
+//! workloads with no IP (addressed by hostname, or reachable only through a network gateway),
+//! headless services (no VIP), CIDR VIPs, `PASSTHROUGH` services.
 //!
 //! Serialization uses ztunnel's camelCase names (for a later `/config_dump`). Unit enums also
 //! derive `Deserialize`, so each value's spelling lives in one place; structs are `Serialize`
@@ -36,7 +40,7 @@ pub use policy::{
 };
 pub use service::{
     Endpoint, IpFamily, LoadBalancer, LoadBalancerHealthPolicy, LoadBalancerMode,
-    LoadBalancerScope, PortMap, Service,
+    LoadBalancerScope, NetworkCidr, PortMap, Service,
 };
 pub use snapshot::Snapshot;
 pub use workload::{

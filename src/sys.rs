@@ -9,9 +9,11 @@
 pub mod alloc;
 pub mod ifaddrs;
 pub mod netns;
+pub mod nfnetlink;
 pub mod origdst;
 pub mod seccomp;
 pub mod socket;
+pub mod splice;
 pub mod uds;
 
 /// Raises `RLIMIT_NOFILE` as far as allowed: a node proxy holds two descriptors per proxied

@@ -208,3 +208,83 @@ fn a_policy_pushed_while_connections_are_open_closes_them() {
     );
     m.must_exchange("appc", (APPB, 80).into(), MIB, MIB);
 }
+
+/// Denies appa's identity in a namespace none of these workloads is in.
+const DENY_APPA_ELSEWHERE: &str = r#"
+- name: deny-appa
+  namespace: elsewhere
+  scope: Namespace
+  action: Deny
+  dryRun: false
+  rules: [[[{ principals: [!Exact cluster.local/ns/default/sa/appa] }]]]
+"#;
+
+/// `zring_policy_rechecks_total` and `zring_policy_recheck_connections_total` on `node`:
+/// (passes, visited, closed).
+fn rechecks(m: &Mesh, node: &str) -> (f64, f64, f64) {
+    let s = m.scrape(node);
+    let conns = |result| {
+        s.sum(
+            "zring_policy_recheck_connections_total",
+            &[("result", result)],
+        )
+    };
+    (
+        s.sum("zring_policy_rechecks_total", &[]),
+        conns("visited"),
+        conns("closed"),
+    )
+}
+
+/// A policy change re-decides only the open connections it can affect: one in a namespace
+/// without these workloads visits none on either node and closes nothing; one in their
+/// namespace visits exactly the connections to its workloads and closes the denied one.
+#[test]
+fn a_policy_change_re_checks_only_the_connections_it_can_affect() {
+    let m = mesh(&config("[]", ""));
+    m.echo("appb", 7000).unwrap();
+    m.echo("appa2", 7000).unwrap();
+    let mut hbone = open(&m, "appa", (APPB, 7000).into());
+    let mut local = open(&m, "appa", (APPA2, 7000).into());
+    let mut other = open(&m, "appc", (APPB, 7000).into());
+    for node in ["a", "b"] {
+        let (_, visited, closed) = rechecks(&m, node);
+        assert_eq!((visited, closed), (0.0, 0.0), "node {node}");
+    }
+
+    // Each core holding connections makes one pass per change (two cores per node here).
+    std::fs::write(&m.config, config(DENY_APPA_ELSEWHERE, "")).unwrap();
+    for node in ["a", "b"] {
+        m.eventually(&format!("a re-check pass on node {node}"), || {
+            rechecks(&m, node).0 >= 1.0
+        })
+        .unwrap();
+        let (_, visited, closed) = rechecks(&m, node);
+        assert_eq!((visited, closed), (0.0, 0.0), "node {node}");
+    }
+    assert!(still_echoes(&mut hbone) && still_echoes(&mut local) && still_echoes(&mut other));
+
+    // Now in their namespace: node b decides its two connections (to appb) and closes appa's;
+    // node a decides its one (appa → appa2, same node) and closes it. The totals are exact, so
+    // they also prove the first change decided nothing on any core.
+    std::fs::write(&m.config, config(DENY_APPA, "")).unwrap();
+    for (node, visited) in [("a", 1.0), ("b", 2.0)] {
+        m.eventually(&format!("the re-check passes on node {node}"), || {
+            let (_, v, c) = rechecks(&m, node);
+            v >= visited && c >= 1.0
+        })
+        .unwrap();
+        let (passes, v, c) = rechecks(&m, node);
+        assert!(passes >= 2.0, "node {node}: {passes} passes");
+        assert_eq!((v, c), (visited, 1.0), "node {node}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while still_echoes(&mut hbone) || still_echoes(&mut local) {
+        assert!(
+            Instant::now() < deadline,
+            "revoked connections still echo\n{}",
+            m.logs()
+        );
+    }
+    assert!(still_echoes(&mut other), "appc's connection was closed too");
+}

@@ -153,12 +153,12 @@ fn check_explains_the_control_plane() {
         &[
             ("XDS_ADDRESS", ""),
             ("CA_ADDRESS", ""),
-            ("ISTIO_META_DNS_CAPTURE", "true"),
+            ("XDS_ON_DEMAND", "true"),
         ],
     );
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains("not implemented (accepted): ISTIO_META_DNS_CAPTURE=true"),
+        out.contains("not implemented (accepted): XDS_ON_DEMAND=true"),
         "{out}"
     );
 }

@@ -366,6 +366,9 @@ fn the_charts_environment_is_accepted() {
                 c.xds.as_ref().unwrap().address(),
                 "https://istiod-canary.istio-system.svc:15012"
             ),
+            "ISTIO_META_DNS_CAPTURE" => {
+                assert!(c.dns.enabled && c.not_implemented.is_empty(), "{k}")
+            }
             // Accepted, and named in the start-up log as not implemented.
             _ => assert_eq!(c.not_implemented.len(), 1, "{k}: {:?}", c.not_implemented),
         }

@@ -20,6 +20,8 @@ mod h2raw;
 
 #[path = "fuzz_corpus/certs.rs"]
 mod certs;
+#[path = "fuzz_corpus/dns.rs"]
+mod dns;
 #[path = "fuzz_corpus/http2.rs"]
 mod http2;
 #[path = "fuzz_corpus/text.rs"]
@@ -134,6 +136,7 @@ fn write_seeds() {
         ("xds_response", xds::responses()),
         ("local_yaml", text::yaml()),
         ("hbone_server", http2::frames()),
+        ("dns_message", dns::messages()),
     ] {
         let dir = fuzz_dir().join("corpus").join(target);
         std::fs::create_dir_all(&dir).unwrap();

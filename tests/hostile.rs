@@ -21,17 +21,22 @@
 //! - `floods`: CONTINUATION flood, rapid reset, resets that cancel pending connects;
 //! - `certificates`: untrusted and malformed client certificates;
 //! - `capture`: captured calls to zring's own ports;
-//! - `local_config`: garbage local config.
+//! - `local_config`: garbage local config;
+//! - `limits`: 15008's deadlines, caps and receive budget (`attack`: hostile clients in bulk).
 
 #[path = "hostile/h2raw.rs"]
 mod h2raw;
 
+#[path = "hostile/attack.rs"]
+mod attack;
 #[path = "hostile/capture.rs"]
 mod capture;
 #[path = "hostile/certificates.rs"]
 mod certificates;
 #[path = "hostile/floods.rs"]
 mod floods;
+#[path = "hostile/limits.rs"]
+mod limits;
 #[path = "hostile/local_config.rs"]
 mod local_config;
 #[path = "hostile/requests.rs"]

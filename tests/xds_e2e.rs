@@ -2,7 +2,9 @@
 //! Delta ADS server written here (gRPC framing over h2c, the protobuf types from
 //! `zring::xds::proto`) runs in node a's namespace; a workload it adds while zring runs becomes
 //! reachable over HBONE without a restart, one it removes stops being reachable, and when the
-//! server goes away zring keeps serving its last snapshot.
+//! server goes away zring keeps serving its last snapshot. The shapes istiod sends that zring
+//! once NACKed (hostname workloads, headless and CIDR services, shared VIPs and IPs,
+//! PASSTHROUGH) are ACKed and route or are refused per connection.
 //!
 //! Needs root (namespaces, nftables, IP_TRANSPARENT): without it `Lab::seed` fails the test.
 
@@ -541,4 +543,272 @@ fn rolling_update_never_serves_without_policies() {
     m.serve("appa", 81, 1).unwrap();
     m.exchange("appa2", (APPA, 81).into(), 1024, 1024)
         .unwrap_or_else(|e| panic!("appa2 → appa:81 through the new zring: {e}\n{}", new.log()));
+}
+
+/// An istiod-encoded Address resource of a workload.
+fn address(w: pw::Workload) -> Resource {
+    Resource {
+        name: w.uid.clone(),
+        version: "1".into(),
+        resource: Some(Any {
+            type_url: ADDRESS_TYPE.into(),
+            value: pw::Address {
+                r#type: Some(pw::address::Type::Workload(w)),
+            }
+            .encode_to_vec(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// An istiod-encoded Address resource of a service (named `namespace/hostname`).
+fn service_address(s: pw::Service) -> Resource {
+    Resource {
+        name: format!("{}/{}", s.namespace, s.hostname),
+        version: "1".into(),
+        resource: Some(Any {
+            type_url: ADDRESS_TYPE.into(),
+            value: pw::Address {
+                r#type: Some(pw::address::Type::Service(s)),
+            }
+            .encode_to_vec(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// A plain TCP pod of `namespace` on `node`, endpoint of `services` (keys `ns/hostname`).
+fn tcp_pod(
+    ns: &str,
+    name: &str,
+    ip: Ipv4Addr,
+    network: &str,
+    node: &str,
+    services: &[&str],
+) -> pw::Workload {
+    pw::Workload {
+        uid: format!("Kubernetes//Pod/{ns}/{name}"),
+        name: name.into(),
+        namespace: ns.into(),
+        service_account: name.into(),
+        addresses: vec![ip.octets().to_vec()],
+        network: network.into(),
+        node: node.into(),
+        services: services
+            .iter()
+            .map(|k| (k.to_string(), pw::PortList::default()))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn vip(ip: [u8; 4], length: Option<u32>) -> pw::NetworkAddress {
+    pw::NetworkAddress {
+        network: String::new(),
+        address: ip.to_vec(),
+        length,
+    }
+}
+
+fn svc(
+    ns: &str,
+    name: &str,
+    host: &str,
+    vips: Vec<pw::NetworkAddress>,
+    port: (u32, u32),
+) -> pw::Service {
+    pw::Service {
+        name: name.into(),
+        namespace: ns.into(),
+        hostname: host.into(),
+        addresses: vips,
+        ports: vec![pw::Port {
+            service_port: port.0,
+            target_port: port.1,
+        }],
+        ..Default::default()
+    }
+}
+
+/// What istiod sends and zring once NACKed, served over Delta ADS to a running zring: every
+/// response is ACKed (no resource rejected), and connections route or are refused one by one:
+/// a ServiceEntry resolved by DNS (its endpoint a hostname) → reset, `UNROUTABLE`; two
+/// services on one VIP → the client's namespace's; `PASSTHROUGH` and a CIDR VIP (prefix
+/// length 24 in `NetworkAddress.length`) → the original destination; appb's IP also claimed
+/// on another network (HBONE there) → appb directly; a headless service → its pod by IP.
+#[test]
+fn istiod_shapes_over_xds_are_acked_and_route_per_connection() {
+    const APPO: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 10);
+    const EXT: Ipv4Addr = Ipv4Addr::new(10, 244, 3, 7);
+    let mut lab = Lab::seed().expect("lab (needs root, ip, nft)");
+    lab.capture_every_pod_address();
+    lab.add_pod("a", "appo", APPO).unwrap();
+    lab.add_node(
+        "c",
+        Ipv4Addr::new(172, 31, 0, 13),
+        "10.244.3.0/24".parse().unwrap(),
+    )
+    .unwrap();
+    lab.add_pod("c", "ext", EXT).unwrap();
+    // In no workload and on no single VIP: only the CIDR VIP covers it.
+    const EXT2: Ipv4Addr = Ipv4Addr::new(10, 244, 3, 8);
+    lab.add_pod("c", "ext2", EXT2).unwrap();
+
+    let mut db = pw::Workload {
+        uid: "Kubernetes/networking.istio.io/ServiceEntry/default/db/db.example.com".into(),
+        name: "db".into(),
+        namespace: "default".into(),
+        hostname: "db.example.com".into(),
+        ..Default::default()
+    };
+    db.services
+        .insert("default/db.example.com".into(), pw::PortList::default());
+    let mut twin = tcp_pod("default", "appb-twin", APPB, "net2", "z", &[]);
+    twin.tunnel_protocol = pw::TunnelProtocol::Hbone as i32;
+    let passthrough = Some(pw::LoadBalancing {
+        mode: pw::load_balancing::Mode::Passthrough as i32,
+        ..Default::default()
+    });
+    let mut ext_svc = svc(
+        "default",
+        "ext",
+        "ext.example.com",
+        vec![vip(EXT.octets(), Some(32))],
+        (9000, 9000),
+    );
+    ext_svc.load_balancing = passthrough.clone();
+    let mut range = svc(
+        "default",
+        "range",
+        "range.example.com",
+        vec![vip([10, 244, 3, 0], Some(24))],
+        (9001, 9001),
+    );
+    range.load_balancing = passthrough;
+    let resources = vec![
+        address(tcp_pod("default", "appa", APPA, "", "a", &[])),
+        address(tcp_pod("other", "appo", APPO, "", "a", &[])),
+        address(tcp_pod(
+            "default",
+            "appb",
+            APPB,
+            "",
+            "b",
+            &[
+                "default/shared.default.svc.cluster.local",
+                "default/hl.default.svc.cluster.local",
+            ],
+        )),
+        address(twin),
+        address(tcp_pod(
+            "default",
+            "ext",
+            EXT,
+            "",
+            "c",
+            &["other/shared.other.svc.cluster.local"],
+        )),
+        address(db),
+        service_address(svc(
+            "default",
+            "db",
+            "db.example.com",
+            vec![vip([240, 240, 0, 1], None)],
+            (5432, 5432),
+        )),
+        service_address(svc(
+            "default",
+            "hl",
+            "hl.default.svc.cluster.local",
+            vec![],
+            (80, 80),
+        )),
+        service_address(svc(
+            "default",
+            "shared",
+            "shared.default.svc.cluster.local",
+            vec![vip([10, 96, 5, 5], None)],
+            (80, 80),
+        )),
+        service_address(svc(
+            "other",
+            "shared",
+            "shared.other.svc.cluster.local",
+            vec![vip([10, 96, 5, 5], None)],
+            (80, 9000),
+        )),
+        service_address(ext_svc),
+        service_address(range),
+    ];
+    let state = Arc::new(State::default());
+    state.set(resources);
+    let _stop = start_ads(&lab, "a", ADS_PORT, state);
+    let xds = format!("http://{}:{ADS_PORT}", lab.node("a").underlay_ip());
+    let m = Mesh::start(
+        lab,
+        Path::new(ZRING),
+        "",
+        &["a", "b"],
+        &[("XDS_ADDRESS", &xds)],
+    )
+    .unwrap();
+    for node in ["a", "b"] {
+        m.eventually_logged(node, "published snapshot workloads=6", 1)
+            .unwrap();
+    }
+    // Every response ACKed: nothing rejected.
+    let scrape = m.scrape("a");
+    assert!(scrape.sum("zring_xds_responses_total", &[("result", "ack")]) >= 2.0);
+    assert_eq!(
+        scrape.sum("zring_xds_responses_total", &[("result", "nack")]),
+        0.0
+    );
+    assert_eq!(scrape.sum("zring_xds_rejected_resources_total", &[]), 0.0);
+
+    m.serve("appb", 80, 3).unwrap();
+    m.serve("ext", 9000, 2).unwrap();
+    m.serve("ext2", 9001, 1).unwrap();
+    assert!(
+        m.exchange("appa", (Ipv4Addr::new(240, 240, 0, 1), 5432).into(), 1, 1)
+            .is_err()
+    );
+    m.eventually_logged("a", "response_flags=\"UNROUTABLE\"", 1)
+        .unwrap();
+    let vip = (Ipv4Addr::new(10, 96, 5, 5), 80).into();
+    assert_eq!(
+        m.must_exchange("appa", vip, MIB, MIB)
+            .peer_seen_by_server
+            .ip(),
+        APPA
+    );
+    m.eventually_logged("a", "proxy to 10.244.2.4:80 using TCP type Direct", 1)
+        .unwrap();
+    assert_eq!(
+        m.must_exchange("appo", vip, MIB, MIB)
+            .peer_seen_by_server
+            .ip(),
+        APPO
+    );
+    m.eventually_logged("a", "proxy to 10.244.3.7:9000 using TCP type Direct", 1)
+        .unwrap();
+    m.must_exchange("appa", (EXT, 9000).into(), MIB, MIB);
+    m.eventually_logged("a", "dst.service=\"ext.example.com\"", 1)
+        .unwrap();
+    m.must_exchange("appa", (EXT2, 9001).into(), MIB, MIB);
+    m.eventually_logged(
+        "a",
+        "proxy to 10.244.3.8:9001 using TCP type Passthrough",
+        1,
+    )
+    .unwrap();
+    m.eventually_logged("a", "dst.service=\"range.example.com\"", 1)
+        .unwrap();
+    m.must_exchange("appa", (APPB, 80).into(), MIB, MIB);
+    m.eventually_logged("a", "proxy to 10.244.2.4:80 using TCP type Direct", 2)
+        .unwrap();
+    assert!(
+        !m.log("a").contains("HBONE via 10.244.2.4"),
+        "{}",
+        m.log("a")
+    );
 }

@@ -21,6 +21,7 @@ const FILES: &[&str] = &[
     "tests/data/seed-two-nodes.yaml",
     "tests/data/ztunnel-examples/localhost.yaml",
     "tests/data/local-config-fields.yaml",
+    "tests/data/istiod-shapes.yaml",
 ];
 
 const ADMIN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 15000);
@@ -89,7 +90,9 @@ fn facts(workloads: &[Value], services: &[Value], policies: &[Value]) -> BTreeMa
         out.insert(
             format!("workload {}", s(w, "uid")),
             format!(
-                "ips={ips:?} ns={} sa={} protocol={} status={} node={} mode={} waypoint={} gateway={}",
+                "ips={ips:?} network={} hostname={} ns={} sa={} protocol={} status={} node={} mode={} waypoint={} gateway={}",
+                s(w, "network"),
+                s(w, "hostname"),
                 s(w, "namespace"),
                 s(w, "serviceAccount"),
                 s(w, "protocol"),
@@ -119,13 +122,15 @@ fn facts(workloads: &[Value], services: &[Value], policies: &[Value]) -> BTreeMa
         out.insert(
             format!("service {}/{}", s(svc, "namespace"), s(svc, "hostname")),
             format!(
-                "name={} vips={vips:?} ports={} endpoints={endpoints:?} waypoint={} canonical={}",
+                "name={} vips={vips:?} cidrVips={} ports={} endpoints={endpoints:?} waypoint={} canonical={} lb={}",
                 s(svc, "name"),
+                canonical(svc.get("cidrVips").unwrap_or(&Value::Array(vec![]))),
                 canonical(svc.get("ports").unwrap_or(&Value::Null)),
                 gateway(svc.get("waypoint")),
                 svc.get("canonical")
                     .and_then(Value::as_bool)
                     .unwrap_or(false),
+                canonical(svc.get("loadBalancer").unwrap_or(&Value::Null)),
             ),
         );
     }

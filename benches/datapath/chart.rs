@@ -1,16 +1,21 @@
 //! `datapath.svg`: the table as grouped bar charts, for people who would rather look than read.
 //!
-//! One panel per figure (bulk Gb/s; requests/s and latency for rr and crr; bytes per idle
-//! connection), a group of bars per connection count (per proxy side for memory), a bar per
-//! setup in one colour throughout. Throughput panels are linear and
-//! label each bar with its ratio to direct; latency panels are logarithmic: the bar is p50, the
-//! whisker reaches p99 and the dot marks p999. Hand-written SVG: no plotting dependency, and
-//! any browser shows it.
+//! One section per core count (`ZRING_BENCH_CORES`), and in each one panel per figure (bulk
+//! Gb/s; requests/s and latency for rr and crr; CPU per operation of each proxy process per
+//! workload; bytes per idle connection), a group of bars per connection count (per proxy side
+//! for memory), a bar per setup in one colour throughout (the same setup at another core count
+//! keeps its colour). Labels on zring's bars are zring / the other proxy (ztunnel) in the same run,
+//! green where issue 14's target is met and red where not; grey labels on the others are ratios
+//! to direct. Throughput, CPU and memory panels are linear; latency panels are logarithmic: the
+//! bar is p50, the whisker reaches p99 and the dot marks p999. Hand-written SVG: no plotting
+//! dependency, and any browser shows it.
 
 use std::fmt::Write as _;
 
+use crate::memory::Memory;
 use crate::options::Workload;
-use crate::report::{Report, Row};
+use crate::report::{Report, Row, cpu_unit};
+use crate::targets::{CPU_MAX, MEMORY_MAX, P99_MAX, THROUGHPUT_MIN};
 
 const WIDTH: f64 = 1000.0;
 const PANEL_HEIGHT: f64 = 250.0;
@@ -18,10 +23,16 @@ const LEFT: f64 = 70.0;
 const RIGHT: f64 = 20.0;
 const TOP: f64 = 30.0;
 const BOTTOM: f64 = 40.0;
+const SECTION_HEAD: f64 = 30.0;
+/// In run order: direct grey; plaintext zring uring, legacy (blues) and the other proxy (orange);
+/// HBONE zring uring, legacy (greens) and the other proxy (red).
 const COLOURS: [&str; 10] = [
-    "#7f7f7f", "#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728",
+    "#7f7f7f", "#1f77b4", "#aec7e8", "#ff7f0e", "#2ca02c", "#98df8a", "#d62728", "#ffbb78",
     "#9467bd", "#8c564b",
 ];
+const MET: &str = "#1a7f1a";
+const MISSED: &str = "#c01818";
+const GREY: &str = "#555555";
 
 /// What a panel shows.
 #[derive(Clone, Copy)]
@@ -29,79 +40,194 @@ enum Figure {
     Gbps,
     Rps,
     Latency,
+    Cpu,
+}
+
+/// The setups of one section: labels in run order, each with its colour.
+struct Section<'a> {
+    report: &'a Report,
+    cores: usize,
+    setups: Vec<(String, &'static str)>,
+}
+
+impl Section<'_> {
+    fn colour(&self, setup: &str) -> Option<(usize, &'static str)> {
+        self.setups
+            .iter()
+            .position(|(l, _)| l == setup)
+            .map(|i| (i, self.setups[i].1))
+    }
+
+    fn rows(&self, w: Workload, conns: usize) -> impl Iterator<Item = &Row> {
+        self.report
+            .group(w.name(), conns)
+            .filter(|r| r.cores.is_none_or(|c| c == self.cores))
+    }
+
+    fn memory(&self) -> impl Iterator<Item = &Memory> {
+        self.report.memory.iter().filter(|m| m.cores == self.cores)
+    }
+}
+
+/// A setup's label without its core count, which picks its colour.
+fn kind(label: &str) -> &str {
+    match label.rsplit_once(' ') {
+        Some((k, c)) if c.ends_with('c') && c[..c.len() - 1].parse::<usize>().is_ok() => k,
+        _ => label,
+    }
 }
 
 pub fn svg(report: &Report) -> String {
-    let setups = setups(report);
-    let mut panels = Vec::new();
+    let mut kinds: Vec<String> = Vec::new();
+    let labels = report.rows.iter().map(|r| &r.setup);
+    for label in labels.chain(report.memory.iter().map(|m| &m.setup)) {
+        if !kinds.iter().any(|k| k == kind(label)) {
+            kinds.push(kind(label).to_owned());
+        }
+    }
+    let colour = |label: &str| {
+        let i = kinds.iter().position(|k| k == kind(label)).unwrap_or(0);
+        COLOURS[i % COLOURS.len()]
+    };
+    let mut figures = Vec::new();
     for w in Workload::ALL {
         if !report.rows.iter().any(|r| r.workload == w.name()) {
             continue;
         }
         match w {
-            Workload::Bulk => panels.push((w, Figure::Gbps)),
+            Workload::Bulk => figures.push((w, Figure::Gbps)),
             _ => {
-                panels.push((w, Figure::Rps));
-                panels.push((w, Figure::Latency));
+                figures.push((w, Figure::Rps));
+                figures.push((w, Figure::Latency));
             }
         }
+        if report.rows.iter().any(|r| r.proxy != "-") {
+            figures.push((w, Figure::Cpu));
+        }
     }
-    let legend_rows = setups.len().div_ceil(4);
-    let legend_height = 20.0 * legend_rows as f64 + 40.0;
-    let memory_panels = usize::from(!report.memory.is_empty());
-    let height = legend_height + PANEL_HEIGHT * (panels.len() + memory_panels) as f64;
+    let sections: Vec<Section> = report
+        .settings
+        .cores
+        .iter()
+        .map(|&cores| {
+            let mut setups: Vec<(String, &'static str)> = Vec::new();
+            let rows = report
+                .rows
+                .iter()
+                .filter(|r| r.cores.is_none_or(|c| c == cores))
+                .map(|r| &r.setup);
+            let memory = report.memory.iter().filter(|m| m.cores == cores);
+            for label in rows.chain(memory.map(|m| &m.setup)) {
+                if !setups.iter().any(|(l, _)| l == label) {
+                    setups.push((label.clone(), colour(label)));
+                }
+            }
+            Section {
+                report,
+                cores,
+                setups,
+            }
+        })
+        .collect();
+    let legend_rows = kinds.len().div_ceil(4);
+    let legend_height = 20.0 * legend_rows as f64 + 60.0;
+    let panels_per_section =
+        |sec: &Section| figures.len() + usize::from(sec.memory().next().is_some());
+    let height = legend_height
+        + sections
+            .iter()
+            .map(|sec| SECTION_HEAD + PANEL_HEIGHT * panels_per_section(sec) as f64)
+            .sum::<f64>();
     let mut s = String::new();
     let _ = writeln!(
         s,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let peer = report
+        .settings
+        .other_proxy_name
+        .as_deref()
+        .unwrap_or("the other proxy");
     let _ = writeln!(
         s,
-        r#"<text x="{LEFT}" y="20" font-size="15" font-weight="bold">zring data path: {} s per measurement, {} runtime(s) per zring, {} CPUs (ratios to direct, same run)</text>"#,
-        report.settings.secs_per_measurement, report.settings.zring_cores, report.host.cpus
+        r#"<text x="{LEFT}" y="20" font-size="15" font-weight="bold">zring data path: {} s per measurement, {} CPUs, one section per core count (same run)</text>"#,
+        report.settings.secs_per_measurement, report.host.cpus
     );
-    for (i, name) in setups.iter().enumerate() {
-        let (x, y) = (LEFT + 220.0 * (i % 4) as f64, 40.0 + 20.0 * (i / 4) as f64);
+    let _ = writeln!(
+        s,
+        r#"<text x="{LEFT}" y="38" fill="{GREY}">Labels on zring's bars: zring / {} (<tspan fill="{MET}">met</tspan> or <tspan fill="{MISSED}">missed</tspan> issue 14's target); grey labels: ratio to direct.</text>"#,
+        escape(peer)
+    );
+    for (i, k) in kinds.iter().enumerate() {
+        let (x, y) = (LEFT + 220.0 * (i % 4) as f64, 48.0 + 20.0 * (i / 4) as f64);
         let _ = writeln!(
             s,
             r#"<rect x="{x}" y="{y}" width="14" height="14" fill="{}"/><text x="{}" y="{}">{}</text>"#,
             COLOURS[i % COLOURS.len()],
             x + 20.0,
             y + 12.0,
-            escape(name)
+            escape(k)
         );
     }
-    let throughput_panels = panels.len();
-    for (i, (w, figure)) in panels.into_iter().enumerate() {
-        let y0 = legend_height + PANEL_HEIGHT * i as f64;
-        panel(&mut s, report, &setups, w, figure, y0);
-    }
-    if memory_panels > 0 {
-        let y0 = legend_height + PANEL_HEIGHT * throughput_panels as f64;
-        memory_panel(&mut s, report, &setups, y0);
+    let mut y0 = legend_height;
+    for sec in &sections {
+        let _ = writeln!(
+            s,
+            r##"<line x1="0" x2="{WIDTH}" y1="{:.1}" y2="{:.1}" stroke="#888"/><text x="10" y="{:.1}" font-size="15" font-weight="bold">{} runtime(s) per zring, {} worker thread(s) per {}</text>"##,
+            y0 + 2.0,
+            y0 + 2.0,
+            y0 + 22.0,
+            sec.cores,
+            sec.cores,
+            escape(peer)
+        );
+        y0 += SECTION_HEAD;
+        for &(w, figure) in &figures {
+            panel(&mut s, sec, w, figure, y0);
+            y0 += PANEL_HEIGHT;
+        }
+        if sec.memory().next().is_some() {
+            memory_panel(&mut s, sec, y0);
+            y0 += PANEL_HEIGHT;
+        }
     }
     s.push_str("</svg>\n");
     s
 }
 
+/// A bar's label: rotated (bars are narrow), from just above the baseline upwards, with a white
+/// halo so it reads over bars and grid lines alike.
+fn label(s: &mut String, x: f64, bottom: f64, text: &str, colour: &str) {
+    let (x, y) = (x, bottom - 4.0);
+    let _ = writeln!(
+        s,
+        r#"<text transform="translate({x:.1},{y:.1}) rotate(-90)" font-size="9" fill="{colour}" stroke="white" stroke-width="2.5" paint-order="stroke">{}</text>"#,
+        escape(text)
+    );
+}
+
+/// `0.95×` in green or red by whether it meets `target`, for zring's bars.
+fn judged(ratio: Option<f64>, meets: impl Fn(f64) -> bool) -> Option<(String, &'static str)> {
+    ratio.map(|r| (format!("{r:.2}×"), if meets(r) { MET } else { MISSED }))
+}
+
 /// Resident memory per idle HBONE connection, a group per side (outbound, inbound), a bar per
-/// setup, labelled with the bytes.
-fn memory_panel(s: &mut String, report: &Report, setups: &[String], y0: f64) {
+/// setup, labelled with the bytes and zring's ratio to the other proxy.
+fn memory_panel(s: &mut String, sec: &Section, y0: f64) {
     let (top, bottom) = (y0 + TOP, y0 + PANEL_HEIGHT - BOTTOM);
     let (left, right) = (LEFT, WIDTH - RIGHT);
-    let n = report.memory.first().map_or(0, |m| m.connections);
+    let n = sec.memory().next().map_or(0, |m| m.connections);
     let _ = writeln!(
         s,
         r#"<text x="{left}" y="{}" font-size="13" font-weight="bold">{}</text>"#,
         top - 10.0,
         escape(&format!(
-            "{n} idle HBONE connections: resident bytes per connection, by proxy side (lower is better)"
+            "{n} idle HBONE connections: resident bytes per connection, by proxy side (lower is better; target ≤ {MEMORY_MAX}×)"
         ))
     );
-    let max = report
-        .memory
-        .iter()
+    let max = sec
+        .memory()
         .flat_map(|m| m.sides.iter().map(|s| s.bytes_per_conn))
         .fold(0.0f64, f64::max);
     let scale = Scale::linear(max);
@@ -111,19 +237,20 @@ fn memory_panel(s: &mut String, report: &Report, setups: &[String], y0: f64) {
         ("outbound", "outbound (client's node)"),
         ("inbound", "inbound (server's node)"),
     ];
+    let bars = sec.memory().count().max(1);
     let group_width = (right - left) / roles.len() as f64;
-    let bar = (group_width * 0.8 / setups.len().max(1) as f64).min(60.0);
+    let bar = (group_width * 0.8 / bars as f64).min(60.0);
     for (g, (role, caption)) in roles.iter().enumerate() {
         let gx = left + group_width * g as f64;
-        let start = gx + (group_width - bar * setups.len() as f64) / 2.0;
+        let start = gx + (group_width - bar * bars as f64) / 2.0;
         let _ = writeln!(
             s,
             r#"<text x="{:.1}" y="{}" text-anchor="middle">{caption}</text>"#,
             gx + group_width / 2.0,
             bottom + 18.0
         );
-        for m in &report.memory {
-            let Some(i) = setups.iter().position(|n| *n == m.setup) else {
+        for (i, m) in sec.memory().enumerate() {
+            let Some((_, colour)) = sec.colour(&m.setup) else {
                 continue;
             };
             let Some(side) = m.sides.iter().find(|s| s.role == *role) else {
@@ -132,16 +259,17 @@ fn memory_panel(s: &mut String, report: &Report, setups: &[String], y0: f64) {
             let (x, v) = (start + bar * i as f64, side.bytes_per_conn.max(0.0));
             let _ = writeln!(
                 s,
-                r#"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{}: {v:.0} bytes</title></rect><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="9">{}</text>"#,
+                r#"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{colour}"><title>{}: {v:.0} bytes</title></rect>"#,
                 y(v),
                 bar - 2.0,
                 bottom - y(v),
-                COLOURS[i % COLOURS.len()],
                 escape(&m.setup),
-                x + bar / 2.0 - 1.0,
-                y(v) - 3.0,
-                short(v)
             );
+            let text = match judged(side.vs_peer, |r| r <= MEMORY_MAX) {
+                Some((r, c)) => (format!("{} B, {r}", short(v)), c),
+                None => (format!("{} B", short(v)), GREY),
+            };
+            label(s, x + bar / 2.0 + 2.0, bottom, &text.0, text.1);
         }
     }
 }
@@ -164,27 +292,26 @@ fn axis(s: &mut String, scale: &Scale, top: f64, bottom: f64) {
     );
 }
 
-/// Setup labels in order of first appearance (direct first), which fixes their colours.
-fn setups(report: &Report) -> Vec<String> {
-    let mut v: Vec<String> = Vec::new();
-    let labels = report.rows.iter().map(|r| &r.setup);
-    for label in labels.chain(report.memory.iter().map(|m| &m.setup)) {
-        if !v.contains(label) {
-            v.push(label.clone());
-        }
-    }
-    v
-}
-
-fn panel(s: &mut String, report: &Report, setups: &[String], w: Workload, figure: Figure, y0: f64) {
+fn panel(s: &mut String, sec: &Section, w: Workload, figure: Figure, y0: f64) {
     let (top, bottom) = (y0 + TOP, y0 + PANEL_HEIGHT - BOTTOM);
     let (left, right) = (LEFT, WIDTH - RIGHT);
     let title = match figure {
-        Figure::Gbps => format!("{}: Gb/s (higher is better)", w.title()),
-        Figure::Rps => format!("{}: requests/s (higher is better)", w.title()),
-        Figure::Latency => format!(
-            "{}: latency µs, log scale (bar p50, whisker p99, dot p999; lower is better)",
+        Figure::Gbps => format!(
+            "{}: Gb/s (higher is better; target ≥ {THROUGHPUT_MIN}×)",
             w.title()
+        ),
+        Figure::Rps => format!(
+            "{}: requests/s (higher is better; target ≥ {THROUGHPUT_MIN}×)",
+            w.title()
+        ),
+        Figure::Latency => format!(
+            "{}: latency µs, log scale (bar p50, whisker p99, dot p999; label p50 / p99 ratios; target p99 ≤ {P99_MAX}×)",
+            w.title()
+        ),
+        Figure::Cpu => format!(
+            "{}: CPU {} of each proxy, outbound (solid) and inbound (pale) (lower is better; target ≤ {CPU_MAX}×)",
+            w.title(),
+            cpu_unit(w)
         ),
     };
     let _ = writeln!(
@@ -193,22 +320,19 @@ fn panel(s: &mut String, report: &Report, setups: &[String], w: Workload, figure
         top - 10.0,
         escape(&title)
     );
-    let conns = &report.settings.conns;
-    let value = |r: &Row| match figure {
-        Figure::Gbps => r.gbps,
-        Figure::Rps => r.rps,
-        Figure::Latency => r.latency_us.map(|l| l.p999.max(l.p99).max(l.p50)),
-    };
-    let max = report
-        .rows
-        .iter()
-        .filter(|r| r.workload == w.name())
-        .filter_map(value)
+    let conns = &sec.report.settings.conns;
+    let all = || conns.iter().flat_map(|&c| sec.rows(w, c));
+    let max = all()
+        .flat_map(|r| match figure {
+            Figure::Gbps => vec![r.gbps],
+            Figure::Rps => vec![r.rps],
+            Figure::Latency => vec![r.latency_us.map(|l| l.p999.max(l.p99).max(l.p50))],
+            Figure::Cpu => vec![r.cpu_per_op.outbound, r.cpu_per_op.inbound],
+        })
+        .flatten()
+        .filter(|v| v.is_finite())
         .fold(0.0f64, f64::max);
-    let min_latency = report
-        .rows
-        .iter()
-        .filter(|r| r.workload == w.name())
+    let min_latency = all()
         .filter_map(|r| r.latency_us.map(|l| l.p50))
         .fold(f64::INFINITY, f64::min);
     let scale = match figure {
@@ -217,11 +341,19 @@ fn panel(s: &mut String, report: &Report, setups: &[String], w: Workload, figure
     };
     let y = |v: f64| bottom - (bottom - top) * scale.fraction(v);
     axis(s, &scale, top, bottom);
+    // CPU panels: no direct bar (it has no proxy), two bars (out, in) per setup.
+    let shown: Vec<&(String, &'static str)> = sec
+        .setups
+        .iter()
+        .filter(|(l, _)| !matches!(figure, Figure::Cpu) || l != "direct")
+        .collect();
+    let per_setup = if matches!(figure, Figure::Cpu) { 2 } else { 1 };
+    let bars = (shown.len() * per_setup).max(1);
     let group_width = (right - left) / conns.len().max(1) as f64;
-    let bar = (group_width * 0.8 / setups.len().max(1) as f64).min(60.0);
+    let bar = (group_width * 0.85 / bars as f64).min(60.0);
     for (g, &c) in conns.iter().enumerate() {
         let gx = left + group_width * g as f64;
-        let start = gx + (group_width - bar * setups.len() as f64) / 2.0;
+        let start = gx + (group_width - bar * bars as f64) / 2.0;
         let _ = writeln!(
             s,
             r#"<text x="{:.1}" y="{}" text-anchor="middle">{c} connection{}</text>"#,
@@ -229,15 +361,16 @@ fn panel(s: &mut String, report: &Report, setups: &[String], w: Workload, figure
             bottom + 18.0,
             if c == 1 { "" } else { "s" }
         );
-        for r in report.group(w.name(), c) {
-            let Some(i) = setups.iter().position(|n| *n == r.setup) else {
+        for r in sec.rows(w, c) {
+            let Some(i) = shown.iter().position(|(l, _)| *l == r.setup) else {
                 continue;
             };
-            let x = start + bar * i as f64;
-            let colour = COLOURS[i % COLOURS.len()];
+            let colour = shown[i].1;
+            let x = start + bar * (i * per_setup) as f64;
+            let peer = r.vs_peer.as_ref();
             match figure {
                 Figure::Gbps | Figure::Rps => {
-                    let (v, ratio) = match figure {
+                    let (v, direct) = match figure {
                         Figure::Gbps => (r.gbps, r.vs_direct.gbps),
                         _ => (r.rps, r.vs_direct.rps),
                     };
@@ -250,13 +383,10 @@ fn panel(s: &mut String, report: &Report, setups: &[String], w: Workload, figure
                         bar - 2.0,
                         escape(&r.setup)
                     );
-                    if let Some(ratio) = ratio {
-                        let _ = writeln!(
-                            s,
-                            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="9">{ratio:.2}×</text>"#,
-                            x + bar / 2.0 - 1.0,
-                            y(v) - 3.0
-                        );
+                    let text = judged(peer.and_then(|p| p.throughput), |x| x >= THROUGHPUT_MIN)
+                        .or_else(|| direct.map(|d| (format!("{d:.2}× direct"), GREY)));
+                    if let Some((t, c)) = text {
+                        label(s, x + bar / 2.0 + 2.0, bottom, &t, c);
                     }
                 }
                 Figure::Latency => {
@@ -284,6 +414,46 @@ fn panel(s: &mut String, report: &Report, setups: &[String], w: Workload, figure
                         y(l.p99),
                         y(l.p999)
                     );
+                    if let Some(p) = peer
+                        && let (Some(p50), Some(p99)) = (p.p50, p.p99)
+                    {
+                        let c = if p99 <= P99_MAX { MET } else { MISSED };
+                        label(s, cx + 4.0, bottom, &format!("{p50:.2}× / {p99:.2}×"), c);
+                    }
+                }
+                Figure::Cpu => {
+                    let sides = [
+                        (
+                            r.cpu_per_op.outbound,
+                            peer.and_then(|p| p.cpu_outbound),
+                            "1",
+                            "outbound",
+                        ),
+                        (
+                            r.cpu_per_op.inbound,
+                            peer.and_then(|p| p.cpu_inbound),
+                            "0.5",
+                            "inbound",
+                        ),
+                    ];
+                    for (k, (v, ratio, opacity, side)) in sides.into_iter().enumerate() {
+                        let Some(v) = v.filter(|v| v.is_finite()) else {
+                            continue;
+                        };
+                        let bx = x + bar * k as f64;
+                        let _ = writeln!(
+                            s,
+                            r#"<rect x="{bx:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{colour}" fill-opacity="{opacity}"><title>{} {side}: {v:.3} {}</title></rect>"#,
+                            y(v),
+                            bar - 1.0,
+                            bottom - y(v),
+                            escape(&r.setup),
+                            r.cpu_unit
+                        );
+                        if let Some((t, c)) = judged(ratio, |x| x <= CPU_MAX) {
+                            label(s, bx + bar / 2.0 + 2.0, bottom, &t, c);
+                        }
+                    }
                 }
             }
         }

@@ -1,10 +1,13 @@
-//! `cargo bench --bench datapath`: the data path compared with direct TCP between the same pods,
-//! in network namespaces, every figure a ratio to direct measured in the same run.
+//! `cargo bench --bench datapath`: the data path compared with direct TCP between the same pods
+//! and with the real ztunnel, in network namespaces, every figure a ratio to direct and (zring's)
+//! to ztunnel's measured in the same run, with issue 14's targets marked met or missed.
 //!
 //! Setups: `direct` (no capture: the kernel forwards between the pods), `zring plaintext`
 //! (TCP workloads: 15001 on the client's node, 15006 on the server's) and `zring hbone` (HBONE
 //! workloads: 15001 → mTLS HTTP/2 CONNECT → 15008), each zring setup on both drivers, and the
-//! same proxied setups with another node proxy binary if `ZRING_BENCH_PROXY` names one.
+//! same proxied setups with the other node proxy: the real ztunnel whenever the peers directory
+//! has it (`../shared/peers/ztunnel/as-node-proxy.sh`), or what `ZRING_BENCH_PROXY` names. Each
+//! proxied setup runs once per `ZRING_BENCH_CORES` entry (rows labelled `1c`, `2c`).
 //! Workloads: bulk (one direction), rr (1 KiB request/response on long-lived connections) and
 //! crr (a new connection per 1 KiB request), each on 1, 8 and 64 concurrent connections.
 //! Figures: Gb/s, requests/s, p50/p99/p999 latency (hdrhistogram), CPU seconds per GiB of
@@ -18,10 +21,11 @@
 //! - `ZRING_BENCH_SECS` seconds per measurement (3);
 //! - `ZRING_BENCH_DRIVER` `uring,legacy` (both); `ZRING_BENCH_SCENARIOS` `plaintext,hbone,memory`
 //!   (direct always runs); `ZRING_BENCH_WORKLOADS` `bulk,rr,crr`; `ZRING_BENCH_CONNS` `1,8,64`;
-//! - `ZRING_BENCH_CORES` runtimes per zring (1: both nodes and the pods share this machine);
+//! - `ZRING_BENCH_CORES` runtimes per zring and worker threads per ztunnel, a list (`1,2`);
 //! - `ZRING_BENCH_IDLE_CONNS` connections of the memory scenario (10000);
-//! - `ZRING_BENCH_PROXY=/path/to/binary` another node proxy, with `ZRING_BENCH_PROXY_NAME`,
-//!   `ZRING_BENCH_PROXY_ARGS` and `ZRING_BENCH_PROXY_ENV` (`K=V K=V`);
+//! - `ZRING_BENCH_PROXY`: unset, ztunnel from `ZRING_PEERS_DIR` (default `../shared/peers`) when
+//!   there; `none` for no comparison; or `/path/to/binary`, another node proxy, with
+//!   `ZRING_BENCH_PROXY_NAME`, `ZRING_BENCH_PROXY_ARGS` and `ZRING_BENCH_PROXY_ENV` (`K=V K=V`);
 //! - `ZRING_BENCH_OUT` output directory; `ZRING_BENCH_PERF=dir` records `perf` profiles of the
 //!   proxies during each measurement (`perf/flamegraph.sh` drives it).
 
@@ -30,7 +34,9 @@ mod load;
 mod memory;
 mod options;
 mod report;
+mod selftest;
 mod setup;
+mod targets;
 
 use std::path::Path;
 use std::time::Duration;
@@ -53,8 +59,10 @@ fn main() {
         memory::serve(n);
         return;
     }
-    // `cargo test --benches` runs bench targets without `--bench`; only `cargo bench` measures.
+    // `cargo test --benches` runs bench targets without `--bench`: check the report's
+    // arithmetic on made-up rows; only `cargo bench` measures.
     if !args.iter().any(|a| a == "--bench") {
+        selftest::run();
         return;
     }
     // Cargo's per-target scratch directory is `<target dir>/tmp`, wherever the target dir is.
@@ -64,30 +72,40 @@ fn main() {
     let opts = Options::from_env(target);
     let mut report = Report::new(&opts);
 
-    let mut setups = vec![Setup::direct()];
-    for &mode in &opts.modes {
-        for driver in &opts.drivers {
-            setups.push(Setup {
-                mode,
-                proxy: Some(Proxy::Zring {
-                    driver: driver.clone(),
-                }),
-            });
-        }
+    if let Some(note) = &opts.other_missing {
+        println!("\nzring datapath bench: {note}");
     }
-    if let Some(other) = &opts.other {
+
+    // Direct once (it has no cores), then per core count: zring on each driver, the other proxy.
+    let mut setups = vec![Setup::direct()];
+    for &cores in &opts.cores {
         for &mode in &opts.modes {
-            setups.push(Setup {
-                mode,
-                proxy: Some(Proxy::Other(other.clone())),
-            });
+            for driver in &opts.drivers {
+                setups.push(Setup {
+                    mode,
+                    proxy: Some(Proxy::Zring {
+                        driver: driver.clone(),
+                    }),
+                    cores,
+                });
+            }
+            if let Some(other) = &opts.other {
+                setups.push(Setup {
+                    mode,
+                    proxy: Some(Proxy::Other(other.clone())),
+                    cores,
+                });
+            }
         }
     }
     let measurements = setups.len() * opts.workloads.len() * opts.conns.len();
     println!(
-        "\nzring datapath bench: {} setups × {} workloads × {} connection counts = {measurements} \
+        "\nzring datapath bench: {} setups{} × {} workloads × {} connection counts = {measurements} \
          measurements of {:?}{}; results in {}",
         setups.len(),
+        opts.other
+            .as_ref()
+            .map_or(String::new(), |o| format!(" (with {})", o.name)),
         opts.workloads.len(),
         opts.conns.len(),
         opts.secs,
@@ -100,7 +118,7 @@ fn main() {
     );
 
     for setup in &setups {
-        let running = Running::start(setup, &opts, Path::new(ZRING), &[]);
+        let running = Running::start(setup, Path::new(ZRING), &[]);
         for &workload in &opts.workloads {
             for &conns in &opts.conns {
                 let mut row = measure(&running, setup, workload, conns, &opts);
@@ -118,47 +136,54 @@ fn main() {
     }
 
     if opts.memory {
-        let mut proxies: Vec<Proxy> = opts
-            .drivers
-            .iter()
-            .map(|d| Proxy::Zring { driver: d.clone() })
-            .collect();
-        proxies.extend(opts.other.clone().map(Proxy::Other));
-        for proxy in proxies {
-            let setup = Setup {
-                mode: Mode::Hbone,
-                proxy: Some(proxy),
-            };
-            let release = format!("{}s", POOL_RELEASE.as_secs());
-            let running = Running::start(
-                &setup,
-                &opts,
-                Path::new(ZRING),
-                &[("POOL_UNUSED_RELEASE_TIMEOUT", &release)],
-            );
-            let m =
-                memory::idle_connections(&running, &setup.label(), opts.idle_conns, POOL_RELEASE);
-            for side in &m.sides {
-                let rounds: Vec<String> = side
-                    .rounds
-                    .iter()
-                    .map(|r| format!("{} open, {} closed", r.open.rss_kib, r.closed.rss_kib))
-                    .collect();
-                println!(
-                    "{:<24} {} idle connections: {:>6} bytes each on the {} side (KiB: {} before; {})",
-                    m.setup,
-                    m.connections,
-                    side.bytes_per_conn.round(),
-                    side.role,
-                    side.baseline.rss_kib,
-                    rounds.join("; then ")
-                );
+        for &cores in &opts.cores {
+            let mut proxies: Vec<Proxy> = opts
+                .drivers
+                .iter()
+                .map(|d| Proxy::Zring { driver: d.clone() })
+                .collect();
+            proxies.extend(opts.other.clone().map(Proxy::Other));
+            for proxy in proxies {
+                let setup = Setup {
+                    mode: Mode::Hbone,
+                    proxy: Some(proxy),
+                    cores,
+                };
+                report.memory.push(memory_scenario(&setup, &opts));
             }
-            report.memory.push(m);
         }
     }
 
+    report.finish();
     write(&report, &opts);
+}
+
+/// The memory scenario on one setup, with a line per proxy side.
+fn memory_scenario(setup: &Setup, opts: &Options) -> memory::Memory {
+    let release = format!("{}s", POOL_RELEASE.as_secs());
+    let running = Running::start(
+        setup,
+        Path::new(ZRING),
+        &[("POOL_UNUSED_RELEASE_TIMEOUT", &release)],
+    );
+    let m = memory::idle_connections(&running, setup, opts.idle_conns, POOL_RELEASE);
+    for side in &m.sides {
+        let rounds: Vec<String> = side
+            .rounds
+            .iter()
+            .map(|r| format!("{} open, {} closed", r.open.rss_kib, r.closed.rss_kib))
+            .collect();
+        println!(
+            "{:<26} {} idle connections: {:>6} bytes each on the {} side (KiB: {} before; {})",
+            m.setup,
+            m.connections,
+            side.bytes_per_conn.round(),
+            side.role,
+            side.baseline.rss_kib,
+            rounds.join("; then ")
+        );
+    }
+    m
 }
 
 /// One measurement: the load between the pods, with the proxies' and the pods' CPU time
@@ -176,8 +201,11 @@ fn measure(
         .as_ref()
         .filter(|_| !proxies.is_empty())
         .map(|perf| {
-            let name = format!("{}-{}-{conns}", setup.label(), workload.name()).replace(' ', "-");
-            Recording::start(perf, &name, &proxies)
+            let named: Vec<(String, &zring::lab::Process)> = proxies
+                .iter()
+                .map(|(role, p)| (setup.profile_name(workload.name(), conns, role), *p))
+                .collect();
+            Recording::start(perf, &named)
         });
     let me = std::process::id();
     let before: Vec<Duration> = proxies.iter().map(|(_, p)| cpu(p.pid())).collect();
@@ -231,11 +259,14 @@ fn progress(r: &Row) -> String {
         String::new()
     };
     format!(
-        "{:<24} {:<5} × {:>3}: {main}, {:.2} CPU s/GiB total{}{errors}",
+        "{:<26} {:<5} × {:>3}: {main}, CPU {} out {:.3}, in {:.3}, total {:.3}{}{errors}",
         r.setup,
         r.workload,
         r.conns,
-        r.cpu_s_per_gib.total,
+        r.cpu_unit,
+        r.cpu_per_op.outbound.unwrap_or(f64::NAN),
+        r.cpu_per_op.inbound.unwrap_or(f64::NAN),
+        r.cpu_per_op.total,
         ratio(r.vs_direct.cpu_total)
     )
 }

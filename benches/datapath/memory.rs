@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::setup::{APPB, Running, fds, pause, rss_kib};
+use crate::setup::{APPB, Running, Setup, fds, pause, rss_kib};
 
 /// The idle server's port in `appb`.
 const IDLE: u16 = 5003;
@@ -56,15 +56,35 @@ pub struct Side {
     pub rounds: Vec<Round>,
     /// (first round's open − baseline) / connections.
     pub bytes_per_conn: f64,
+    /// zring's `bytes_per_conn` over the other proxy's, same side and cores (zring only).
+    pub vs_peer: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Memory {
     pub setup: String,
+    /// `zring` or the other proxy's name.
+    pub proxy: String,
+    pub cores: usize,
     pub connections: usize,
     /// Wall time to open (and prove) every connection, first round.
     pub open_secs: f64,
     pub sides: Vec<Side>,
+}
+
+impl Memory {
+    /// Fills each side's `vs_peer` from the other proxy's same side.
+    pub fn compare_peer(&mut self, peer: &Memory) {
+        for side in &mut self.sides {
+            side.vs_peer = peer
+                .sides
+                .iter()
+                .find(|p| p.role == side.role)
+                .and_then(|p| {
+                    Some(side.bytes_per_conn / p.bytes_per_conn).filter(|r| r.is_finite())
+                });
+        }
+    }
 }
 
 /// Open-then-close cycles per scenario.
@@ -72,7 +92,7 @@ const ROUNDS: usize = 2;
 
 /// Runs the scenario on a running HBONE setup whose pool releases idle tunnels after
 /// `pool_release`.
-pub fn idle_connections(run: &Running, label: &str, n: usize, pool_release: Duration) -> Memory {
+pub fn idle_connections(run: &Running, setup: &Setup, n: usize, pool_release: Duration) -> Memory {
     let limit = zring::sys::raise_nofile_limit().unwrap_or(0);
     assert!(
         limit >= n as u64 + SPARE_FDS,
@@ -141,10 +161,13 @@ pub fn idle_connections(run: &Running, label: &str, n: usize, pool_release: Dura
                 / n as f64,
             baseline,
             rounds,
+            vs_peer: None,
         })
         .collect();
     Memory {
-        setup: label.to_owned(),
+        setup: setup.label(),
+        proxy: setup.proxy_name().to_owned(),
+        cores: setup.cores,
         connections: n,
         open_secs,
         sides,

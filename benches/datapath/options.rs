@@ -70,12 +70,16 @@ pub struct Options {
     pub conns: Vec<usize>,
     /// `ZRING_BENCH_WORKLOADS`.
     pub workloads: Vec<Workload>,
-    /// `ZRING_BENCH_CORES`: runtimes per zring process (the two nodes share this machine).
-    pub cores: usize,
+    /// `ZRING_BENCH_CORES`: runtimes per zring process (and worker threads per ztunnel), one
+    /// set of rows per entry (the two nodes share this machine).
+    pub cores: Vec<usize>,
     /// `ZRING_BENCH_IDLE_CONNS`: connections the memory scenario opens.
     pub idle_conns: usize,
-    /// `ZRING_BENCH_PROXY`: another node proxy binary to run the same scenarios with.
+    /// `ZRING_BENCH_PROXY`: another node proxy binary to run the same scenarios with; by
+    /// default the real ztunnel when the peers directory has it, `none` turns it off.
     pub other: Option<OtherProxy>,
+    /// Why there is no other proxy when the default found none (printed once at start).
+    pub other_missing: Option<String>,
     /// `ZRING_BENCH_OUT`: where results go (default `<target dir>/zring-bench`).
     pub out: PathBuf,
     /// `ZRING_BENCH_PERF`: record a perf profile of every proxy process during each
@@ -171,52 +175,19 @@ impl Options {
             "some of bulk, rr, crr",
             |s| Workload::ALL.into_iter().find(|w| w.name() == s),
         );
-        let cores = var("ZRING_BENCH_CORES").map_or(1, |v| {
-            v.parse()
-                .ok()
-                .filter(|n| (1..=64).contains(n))
-                .unwrap_or_else(|| bad("ZRING_BENCH_CORES", &v, "1..=64"))
-        });
+        let cores = list(
+            "ZRING_BENCH_CORES",
+            "1,2",
+            "runtimes per proxy, each 1..=64",
+            |s| s.parse().ok().filter(|n| (1..=64).contains(n)),
+        );
         let idle_conns = var("ZRING_BENCH_IDLE_CONNS").map_or(10_000, |v| {
             v.parse()
                 .ok()
                 .filter(|n| (100..=50_000).contains(n))
                 .unwrap_or_else(|| bad("ZRING_BENCH_IDLE_CONNS", &v, "100..=50000"))
         });
-        let other = var("ZRING_BENCH_PROXY").map(|path| {
-            let binary = PathBuf::from(&path);
-            if !binary.is_file() {
-                bad(
-                    "ZRING_BENCH_PROXY",
-                    &path,
-                    "the path of a node proxy binary",
-                );
-            }
-            let name = var("ZRING_BENCH_PROXY_NAME").unwrap_or_else(|| {
-                binary
-                    .file_name()
-                    .map_or("other".into(), |n| n.to_string_lossy().into_owned())
-            });
-            let args = var("ZRING_BENCH_PROXY_ARGS")
-                .map(|a| a.split_whitespace().map(str::to_owned).collect())
-                .unwrap_or_default();
-            let env = var("ZRING_BENCH_PROXY_ENV")
-                .map(|e| {
-                    e.split_whitespace()
-                        .map(|kv| match kv.split_once('=') {
-                            Some((k, v)) if !k.is_empty() => (k.to_owned(), v.to_owned()),
-                            _ => bad("ZRING_BENCH_PROXY_ENV", &e, "KEY=VALUE pairs"),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            OtherProxy {
-                binary,
-                name,
-                args,
-                env,
-            }
-        });
+        let (other, other_missing) = other_proxy();
         let out =
             var("ZRING_BENCH_OUT").map_or_else(|| target_dir.join("zring-bench"), PathBuf::from);
         let perf = var("ZRING_BENCH_PERF").map(|dir| Perf {
@@ -245,8 +216,79 @@ impl Options {
             cores,
             idle_conns,
             other,
+            other_missing,
             out,
             perf,
         }
     }
+}
+
+/// The word that turns the comparison off: `ZRING_BENCH_PROXY=none`.
+const NO_PROXY: &str = "none";
+/// The wrapper that runs the real ztunnel as a lab node's proxy, in the peers directory.
+const ZTUNNEL_WRAPPER: &str = "ztunnel/as-node-proxy.sh";
+
+/// `ZRING_BENCH_PROXY`: unset means the real ztunnel from the peers directory (`ZRING_PEERS_DIR`,
+/// default `../shared/peers` beside the checkout) when it is there, and a note saying how to get
+/// it when not; `none` (or `off`) means no comparison; anything else is a node proxy's path.
+fn other_proxy() -> (Option<OtherProxy>, Option<String>) {
+    let args = var("ZRING_BENCH_PROXY_ARGS")
+        .map(|a| a.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default();
+    let mut env: Vec<(String, String)> = var("ZRING_BENCH_PROXY_ENV")
+        .map(|e| {
+            e.split_whitespace()
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, v)) if !k.is_empty() => (k.to_owned(), v.to_owned()),
+                    _ => bad("ZRING_BENCH_PROXY_ENV", &e, "KEY=VALUE pairs"),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let (binary, default_name) = match var("ZRING_BENCH_PROXY") {
+        Some(v) if v == NO_PROXY || v == "off" => return (None, None),
+        Some(path) => {
+            let binary = PathBuf::from(&path);
+            if !binary.is_file() {
+                bad(
+                    "ZRING_BENCH_PROXY",
+                    &path,
+                    "the path of a node proxy binary, or `none`",
+                );
+            }
+            let name = binary
+                .file_name()
+                .map_or("other".into(), |n| n.to_string_lossy().into_owned());
+            (binary, name)
+        }
+        None => {
+            let peers = zring::lab::peers::dir();
+            let wrapper = peers.join(ZTUNNEL_WRAPPER);
+            if !wrapper.is_file() {
+                let note = format!(
+                    "no ztunnel to compare with: {} is missing; put the peers kit at ../shared/peers \
+                     beside the checkout or name it with ZRING_PEERS_DIR (ZRING_BENCH_PROXY=none \
+                     silences this)",
+                    wrapper.display()
+                );
+                return (None, Some(note));
+            }
+            // The wrapper unpacks ztunnel.xz itself when ZTUNNEL_BIN is unset; the lab's
+            // unpacking names the binary by the archive's version, so a newer peer is used.
+            if let Ok(bin) = zring::lab::peers::ztunnel()
+                && !env.iter().any(|(k, _)| k == "ZTUNNEL_BIN")
+            {
+                env.push(("ZTUNNEL_BIN".into(), bin.display().to_string()));
+            }
+            (wrapper, "ztunnel".to_owned())
+        }
+    };
+    let name = var("ZRING_BENCH_PROXY_NAME").unwrap_or(default_name);
+    let other = OtherProxy {
+        binary,
+        name,
+        args,
+        env,
+    };
+    (Some(other), None)
 }

@@ -1,5 +1,7 @@
-//! Results: one [`Row`] per setup × workload × connection count, each with its ratios to direct
-//! measured in the same run; printed as a table and written as JSON (and, by `chart`, SVG).
+//! Results: one [`Row`] per setup × workload × connection count × cores, each with its ratios to
+//! direct and (zring's rows) to the other proxy, ztunnel by default, measured in the same run;
+//! printed as a table and written as JSON (and, by `chart`, SVG; by `targets`, the issue's
+//! pass/fail marks).
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -10,6 +12,7 @@ use crate::load::{Errors, Sample};
 use crate::memory::Memory;
 use crate::options::{Options, Workload};
 use crate::setup::Setup;
+use crate::targets::Targets;
 
 const GIB: f64 = (1u64 << 30) as f64;
 
@@ -24,6 +27,16 @@ pub struct Cpu {
     pub load: f64,
     /// All of the above: what the whole path cost.
     pub total: f64,
+}
+
+/// What [`Row::cpu_per_op`] divides by: bulk moves bytes, rr answers requests on long-lived
+/// connections, crr opens a connection per request.
+pub fn cpu_unit(workload: Workload) -> &'static str {
+    match workload {
+        Workload::Bulk => "s/GiB",
+        Workload::Rr => "s/1k req",
+        Workload::Crr => "s/1k conn",
+    }
 }
 
 /// Latency percentiles in microseconds.
@@ -46,6 +59,23 @@ pub struct Ratios {
     pub cpu_total: Option<f64>,
 }
 
+/// A zring row's figures divided by the other proxy's (same mode, workload, connections and
+/// cores, same run): below 1 is better for CPU and latency, above 1 for throughput.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PeerRatios {
+    /// The other proxy's setup label.
+    pub peer: String,
+    /// Gb/s (bulk) or requests/s (rr, crr).
+    pub throughput: Option<f64>,
+    /// CPU per operation ([`Row::cpu_per_op`]) of each proxy process, and of the whole path.
+    pub cpu_outbound: Option<f64>,
+    pub cpu_inbound: Option<f64>,
+    pub cpu_total: Option<f64>,
+    pub p50: Option<f64>,
+    pub p99: Option<f64>,
+    pub p999: Option<f64>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
     /// `direct`, `zring hbone uring`, …
@@ -53,6 +83,8 @@ pub struct Row {
     pub proxy: String,
     pub mode: &'static str,
     pub driver: Option<String>,
+    /// Runtimes per zring / worker threads per other proxy; `None` for direct.
+    pub cores: Option<usize>,
     pub workload: &'static str,
     pub conns: usize,
     pub secs: f64,
@@ -67,7 +99,13 @@ pub struct Row {
     /// Failures by stage and kind, e.g. `{"connect: connection refused": 3}`.
     pub error_kinds: Errors,
     pub cpu_s_per_gib: Cpu,
+    /// CPU seconds per operation, in [`Row::cpu_unit`]: per GiB (bulk), per 1000 requests (rr),
+    /// per 1000 new connections (crr).
+    pub cpu_per_op: Cpu,
+    pub cpu_unit: &'static str,
     pub vs_direct: Ratios,
+    /// zring rows only, when another proxy ran: zring / it.
+    pub vs_peer: Option<PeerRatios>,
 }
 
 impl Row {
@@ -104,11 +142,18 @@ impl Row {
             ),
         };
         let total = proxies.map_or(load, |(a, b)| a + b + load);
+        let thousands = sample.requests as f64 / 1000.0;
+        let per_op = |d: Duration| match workload {
+            Workload::Bulk => per_gib(d),
+            _ if thousands > 0.0 => d.as_secs_f64() / thousands,
+            _ => f64::NAN,
+        };
         Row {
             setup: setup.label(),
             proxy: setup.proxy_name().to_owned(),
             mode: setup.mode.name(),
             driver: setup.driver().map(str::to_owned),
+            cores: setup.proxy_cores(),
             workload: workload.name(),
             conns,
             secs,
@@ -125,13 +170,51 @@ impl Row {
                 load: per_gib(load),
                 total: per_gib(total),
             },
+            cpu_per_op: Cpu {
+                outbound: proxies.map(|(a, _)| per_op(a)),
+                inbound: proxies.map(|(_, b)| per_op(b)),
+                load: per_op(load),
+                total: per_op(total),
+            },
+            cpu_unit: cpu_unit(workload),
             vs_direct: Ratios::default(),
+            vs_peer: None,
         }
+    }
+
+    /// Gb/s for bulk, requests/s otherwise.
+    pub fn throughput(&self) -> Option<f64> {
+        self.gbps.or(self.rps)
+    }
+
+    /// Fills `vs_peer` from the other proxy's row of the same mode, workload, connections
+    /// and cores.
+    pub fn compare_peer(&mut self, peer: &Row) {
+        let (a, b) = (&self.cpu_per_op, &peer.cpu_per_op);
+        let (l, p) = (self.latency_us, peer.latency_us);
+        self.vs_peer = Some(PeerRatios {
+            peer: peer.setup.clone(),
+            throughput: ratio(self.throughput(), peer.throughput()),
+            cpu_outbound: ratio(a.outbound, b.outbound),
+            cpu_inbound: ratio(a.inbound, b.inbound),
+            cpu_total: ratio(Some(a.total), Some(b.total)),
+            p50: ratio(l.map(|l| l.p50), p.map(|p| p.p50)),
+            p99: ratio(l.map(|l| l.p99), p.map(|p| p.p99)),
+            p999: ratio(l.map(|l| l.p999), p.map(|p| p.p999)),
+        });
+    }
+
+    /// Whether `other` is the same measurement on another setup at the same cores.
+    pub fn same_point(&self, other: &Row) -> bool {
+        self.mode == other.mode
+            && self.workload == other.workload
+            && self.conns == other.conns
+            && self.cores == other.cores
     }
 
     /// Fills `vs_direct` from the direct row of the same workload and connection count.
     pub fn compare(&mut self, direct: &Row) {
-        let r = |a: Option<f64>, b: Option<f64>| Some(a? / b?).filter(|x| x.is_finite());
+        let r = ratio;
         let (l, d) = (self.latency_us, direct.latency_us);
         self.vs_direct = Ratios {
             gbps: r(self.gbps, direct.gbps),
@@ -147,16 +230,25 @@ impl Row {
     }
 }
 
+/// `a / b` where both exist and the quotient is a number.
+pub fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    Some(a? / b?).filter(|x| x.is_finite())
+}
+
 /// Everything one run produced: what `datapath.json` holds.
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub bench: &'static str,
     /// Seconds since the Unix epoch when the run started.
     pub started_unix: u64,
+    /// Wall-clock seconds the whole run took (set by [`Report::finish`]).
+    pub wall_secs: f64,
     pub host: Host,
     pub settings: Settings,
     pub rows: Vec<Row>,
     pub memory: Vec<Memory>,
+    /// The issue's targets, checked on every zring row against the other proxy's.
+    pub targets: Targets,
 }
 
 #[derive(Debug, Serialize)]
@@ -168,11 +260,14 @@ pub struct Host {
 #[derive(Debug, Serialize)]
 pub struct Settings {
     pub secs_per_measurement: f64,
-    pub zring_cores: usize,
+    /// Runtimes per zring (worker threads per other proxy), one set of rows each.
+    pub cores: Vec<usize>,
     pub drivers: Vec<String>,
     pub conns: Vec<usize>,
     pub workloads: Vec<&'static str>,
     pub other_proxy: Option<String>,
+    /// Its rows' proxy name (`ztunnel`), what zring's figures are divided by.
+    pub other_proxy_name: Option<String>,
     pub idle_conns: Option<usize>,
 }
 
@@ -183,6 +278,7 @@ impl Report {
             started_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            wall_secs: 0.0,
             host: Host {
                 cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
                 kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -191,16 +287,52 @@ impl Report {
             },
             settings: Settings {
                 secs_per_measurement: opts.secs.as_secs_f64(),
-                zring_cores: opts.cores,
+                cores: opts.cores.clone(),
                 drivers: opts.drivers.clone(),
                 conns: opts.conns.clone(),
                 workloads: opts.workloads.iter().map(|w| w.name()).collect(),
                 other_proxy: opts.other.as_ref().map(|o| o.binary.display().to_string()),
+                other_proxy_name: opts.other.as_ref().map(|o| o.name.clone()),
                 idle_conns: opts.memory.then_some(opts.idle_conns),
             },
             rows: Vec::new(),
             memory: Vec::new(),
+            targets: Targets::default(),
         }
+    }
+
+    /// Once every row and memory figure is in: zring's ratios to the other proxy, then the
+    /// targets.
+    pub fn finish(&mut self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.wall_secs = now.saturating_sub(self.started_unix) as f64;
+        if let Some(peer) = self.settings.other_proxy_name.clone() {
+            let peers: Vec<Row> = self
+                .rows
+                .iter()
+                .filter(|r| r.proxy == peer)
+                .cloned()
+                .collect();
+            for row in self.rows.iter_mut().filter(|r| r.proxy == "zring") {
+                if let Some(p) = peers.iter().find(|p| p.same_point(row)) {
+                    row.compare_peer(p);
+                }
+            }
+            let theirs: Vec<Memory> = self
+                .memory
+                .iter()
+                .filter(|m| m.proxy == peer)
+                .cloned()
+                .collect();
+            for m in self.memory.iter_mut().filter(|m| m.proxy == "zring") {
+                if let Some(p) = theirs.iter().find(|p| p.cores == m.cores) {
+                    m.compare_peer(p);
+                }
+            }
+        }
+        self.targets = Targets::check(self);
     }
 
     /// Rows of `workload` with `conns` connections, in run order (direct first).
@@ -214,16 +346,26 @@ impl Report {
     pub fn table(&self) -> String {
         let mut t = String::new();
         let s = &self.settings;
+        let cores: Vec<String> = s.cores.iter().map(usize::to_string).collect();
         let _ = writeln!(
             t,
-            "zring data path: {} s per measurement, {} runtime(s) per zring, {} CPUs, kernel {}",
-            s.secs_per_measurement, s.zring_cores, self.host.cpus, self.host.kernel
+            "zring data path: {} s per measurement, {} runtime(s) per zring (rows `Nc`), {} CPUs, kernel {}; \
+             the run took {:.1} min",
+            s.secs_per_measurement,
+            cores.join(" and "),
+            self.host.cpus,
+            self.host.kernel,
+            self.wall_secs / 60.0
         );
+        let peer = s.other_proxy_name.as_deref().unwrap_or("the other proxy");
         let _ = writeln!(
             t,
-            "(×) is the ratio to direct for the same workload and connections, measured in this run.\n\
-             CPU s/GiB: per proxy process (out = client's node, in = server's node); total adds the\n\
-             pods' own CPU and its ratio compares with direct's pods alone."
+            "(×) is the ratio to direct for the same workload and connections; [×] is zring's figure\n\
+             over {peer}'s for the same mode, workload, connections and cores; all measured in this run.\n\
+             CPU per operation of each proxy process (out = client's node, in = server's node): s/GiB\n\
+             for bulk, s per 1000 requests for rr, s per 1000 new connections for crr; total adds the\n\
+             pods' own CPU and its (×) compares with direct's pods alone. `Nc`: N runtimes per zring,\n\
+             N worker threads per {peer}."
         );
         for w in Workload::ALL {
             for &c in &s.conns {
@@ -233,41 +375,49 @@ impl Report {
                 }
                 let _ = writeln!(t, "\n{} × {c} connection(s)", w.title());
                 let head = match w {
-                    Workload::Bulk => format!("{:<24} {:>17}", "setup", "Gb/s"),
+                    Workload::Bulk => format!("{:<SETUP$} {}", "setup", heading("Gb/s", FIG)),
                     _ => format!(
-                        "{:<24} {:>17} {:>17} {:>17} {:>17}",
-                        "setup", "req/s", "p50 µs", "p99 µs", "p999 µs"
+                        "{:<SETUP$} {} {} {} {}",
+                        "setup",
+                        heading("req/s", FIG),
+                        heading("p50 µs", PFIG),
+                        heading("p99 µs", PFIG),
+                        heading("p999 µs", PFIG)
                     ),
                 };
+                let unit = cpu_unit(w);
                 let _ = writeln!(
                     t,
-                    "{head} {:>8} {:>8} {:>17} {:>6}",
-                    "CPU out", "CPU in", "CPU total", "errors"
+                    "{head} {} {} {} {:>6}",
+                    heading(&format!("CPU out {unit}"), PFIG),
+                    heading(&format!("CPU in {unit}"), PFIG),
+                    heading(&format!("CPU total {unit}"), FIG),
+                    "errors"
                 );
                 for r in rows {
                     let v = &r.vs_direct;
+                    let p = r.vs_peer.clone().unwrap_or_default();
                     let figures = match w {
-                        Workload::Bulk => cell(r.gbps, v.gbps, 2),
+                        Workload::Bulk => cell(r.gbps, v.gbps, p.throughput, 2),
                         _ => {
                             let l = r.latency_us;
                             format!(
                                 "{} {} {} {}",
-                                cell(r.rps, v.rps, 0),
-                                cell(l.map(|l| l.p50), v.p50, 0),
-                                cell(l.map(|l| l.p99), v.p99, 0),
-                                cell(l.map(|l| l.p999), v.p999, 0)
+                                cell(r.rps, v.rps, p.throughput, 0),
+                                peer_cell(l.map(|l| l.p50), p.p50, 0),
+                                peer_cell(l.map(|l| l.p99), p.p99, 0),
+                                peer_cell(l.map(|l| l.p999), p.p999, 0)
                             )
                         }
                     };
-                    let cpu = &r.cpu_s_per_gib;
-                    let opt = |x: Option<f64>| x.map_or("-".to_owned(), |x| format!("{x:.2}"));
+                    let cpu = &r.cpu_per_op;
                     let _ = writeln!(
                         t,
-                        "{:<24} {figures} {:>8} {:>8} {} {:>6}",
+                        "{:<SETUP$} {figures} {} {} {} {:>6}",
                         r.setup,
-                        opt(cpu.outbound),
-                        opt(cpu.inbound),
-                        cell(Some(cpu.total), v.cpu_total, 2),
+                        peer_cell(cpu.outbound, p.cpu_outbound, 3),
+                        peer_cell(cpu.inbound, p.cpu_inbound, 3),
+                        cell(Some(cpu.total), v.cpu_total, p.cpu_total, 3),
                         r.errors
                     );
                 }
@@ -277,11 +427,11 @@ impl Report {
             let _ = writeln!(
                 t,
                 "\nIdle HBONE connections: resident memory of each proxy (KiB) before, with the \
-                 connections open and after they closed, twice over"
+                 connections open and after they closed, twice over; bytes per connection [zring / {peer}]"
             );
             let _ = writeln!(
                 t,
-                "{:<24} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11}",
+                "{:<SETUP$} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>PFIG$}",
                 "setup",
                 "conns",
                 "side",
@@ -295,27 +445,59 @@ impl Report {
             for m in &self.memory {
                 for side in &m.sides {
                     let mut line = format!(
-                        "{:<24} {:>7} {:>9} {:>9}",
+                        "{:<SETUP$} {:>7} {:>9} {:>9}",
                         m.setup, m.connections, side.role, side.baseline.rss_kib
                     );
                     for r in &side.rounds {
                         let _ = write!(line, " {:>9} {:>9}", r.open.rss_kib, r.closed.rss_kib);
                     }
-                    let _ = writeln!(t, "{line} {:>11.0}", side.bytes_per_conn);
+                    let per = peer_cell(Some(side.bytes_per_conn), side.vs_peer, 0);
+                    let _ = writeln!(t, "{line} {per}");
                 }
             }
         }
+        t.push('\n');
+        t.push_str(&self.targets.table());
         t
     }
 }
 
-/// `value (ratio×)`, 17 wide; `-` where there is nothing.
-fn cell(value: Option<f64>, ratio: Option<f64>, decimals: usize) -> String {
+/// Width of the setup column (`ztunnel plaintext 2c`, `zring plaintext legacy 64c`).
+const SETUP: usize = 26;
+/// Width of a figure with both ratios, and with the peer's only.
+const FIG: usize = 26;
+const PFIG: usize = 18;
+
+/// A column heading over a cell `width` wide, right-aligned with the cell's value (the first
+/// nine characters) rather than with its ratios; longer headings take the whole width.
+fn heading(text: &str, width: usize) -> String {
+    let n = text.chars().count();
+    if n <= 9 {
+        format!("{text:>9}{:w$}", "", w = width - 9)
+    } else {
+        format!("{text:<width$}")
+    }
+}
+
+/// `value (ratio to direct×) [ratio to peer×]`, [`FIG`] wide; `-` where there is nothing.
+fn cell(value: Option<f64>, direct: Option<f64>, peer: Option<f64>, decimals: usize) -> String {
     match value {
-        None => format!("{:>17}", "-"),
+        None => format!("{:>FIG$}", "-"),
         Some(v) => {
-            let r = ratio.map_or("       ".to_owned(), |r| format!("({r:>4.2}×)"));
-            format!("{:>9.decimals$} {r:>7}", v)
+            let d = direct.map_or(String::new(), |r| format!("({r:.2}×)"));
+            format!("{v:>9.decimals$} {d:>7} {:>8}", bracket(peer))
         }
     }
+}
+
+/// `value [ratio to peer×]`, [`PFIG`] wide.
+fn peer_cell(value: Option<f64>, peer: Option<f64>, decimals: usize) -> String {
+    match value {
+        None => format!("{:>PFIG$}", "-"),
+        Some(v) => format!("{v:>9.decimals$} {:>8}", bracket(peer)),
+    }
+}
+
+fn bracket(r: Option<f64>) -> String {
+    r.map_or(String::new(), |r| format!("[{r:.2}×]"))
 }

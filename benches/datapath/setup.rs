@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use zring::lab::{Lab, Mesh, NodeProxy, Process};
 
 use crate::load;
-use crate::options::{Mode, Options, OtherProxy, Perf};
+use crate::options::{Mode, OtherProxy, Perf};
 
 pub const APPA: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 8);
 pub const APPB: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 4);
@@ -37,6 +37,9 @@ pub struct Setup {
     pub mode: Mode,
     /// `None` only for [`Mode::Direct`].
     pub proxy: Option<Proxy>,
+    /// Runtimes per zring (`ZRING_CORES`), worker threads per other proxy
+    /// (`ZTUNNEL_WORKER_THREADS`); unused by direct.
+    pub cores: usize,
 }
 
 impl Setup {
@@ -44,6 +47,7 @@ impl Setup {
         Setup {
             mode: Mode::Direct,
             proxy: None,
+            cores: 1,
         }
     }
 
@@ -63,7 +67,8 @@ impl Setup {
         }
     }
 
-    /// `direct`, `zring hbone uring`, `ztunnel plaintext`, …
+    /// `direct`, `zring hbone uring 1c`, `ztunnel plaintext 2c`, …: the last word is the
+    /// runtimes (zring) or worker threads (ztunnel) per proxy.
     pub fn label(&self) -> String {
         match &self.proxy {
             None => "direct".into(),
@@ -73,9 +78,30 @@ impl Setup {
                     s.push(' ');
                     s.push_str(d);
                 }
-                s
+                format!("{s} {}c", self.cores)
             }
         }
+    }
+
+    /// The proxied setups' cores, `None` for direct.
+    pub fn proxy_cores(&self) -> Option<usize> {
+        self.proxy.as_ref().map(|_| self.cores)
+    }
+
+    /// A file-name stem that sorts the proxies of one scenario next to each other:
+    /// `hbone-bulk-8-1c` + `-outbound-zring-uring`, `-outbound-ztunnel`, ….
+    pub fn profile_name(&self, workload: &str, conns: usize, role: &str) -> String {
+        let mut s = format!(
+            "{}-{workload}-{conns}-{}c-{role}-{}",
+            self.mode.name(),
+            self.cores,
+            self.proxy_name()
+        );
+        if let Some(d) = self.driver() {
+            s.push('-');
+            s.push_str(d);
+        }
+        s.replace([' ', '/'], "-")
     }
 }
 
@@ -97,12 +123,7 @@ fn workloads(protocol: &str) -> String {
 impl Running {
     /// Builds the lab, starts the proxies (with `extra_env` over the defaults) and the servers,
     /// and waits until one request gets through.
-    pub fn start(
-        setup: &Setup,
-        opts: &Options,
-        zring: &Path,
-        extra_env: &[(&str, &str)],
-    ) -> Running {
+    pub fn start(setup: &Setup, zring: &Path, extra_env: &[(&str, &str)]) -> Running {
         let mut lab = Lab::seed().expect("the bench builds network namespaces: run it as root");
         // Only zring keeps the enrolled-pod set, and only HBONE pods are enrolled: plaintext
         // setups and other node proxies capture every pod address instead.
@@ -114,7 +135,7 @@ impl Running {
             (None, _) => Running::Direct(lab),
             (Some(proxy), mode) => {
                 let protocol = if mode == Mode::Hbone { "HBONE" } else { "TCP" };
-                let cores = opts.cores.to_string();
+                let cores = setup.cores.to_string();
                 let mut env: Vec<(String, String)> = [
                     ("ZRING_CORES", cores.as_str()),
                     // Two nodes and the load share this machine: let the scheduler place them.
@@ -283,13 +304,14 @@ pub struct Recording {
 }
 
 impl Recording {
-    /// Starts one `perf record` per proxy process, writing `<dir>/<name>-<role>.perf.data`.
-    pub fn start(perf: &Perf, name: &str, proxies: &[(&'static str, &Process)]) -> Recording {
+    /// Starts one `perf record` per proxy process, writing `<dir>/<stem>.perf.data` for each
+    /// (stem, process).
+    pub fn start(perf: &Perf, proxies: &[(String, &Process)]) -> Recording {
         std::fs::create_dir_all(&perf.dir).expect("creating the perf output directory");
         let children = proxies
             .iter()
-            .map(|(role, p)| {
-                let out = perf.dir.join(format!("{name}-{role}.perf.data"));
+            .map(|(stem, p)| {
+                let out = perf.dir.join(format!("{stem}.perf.data"));
                 let call_graph = match perf.call_graph.as_str() {
                     "fp" => "fp".to_owned(),
                     _ => "dwarf,16384".to_owned(),

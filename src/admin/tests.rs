@@ -107,6 +107,7 @@ impl Servers {
             metrics: Arc::new(Registry::new()),
             drain: crate::drain::Drain::new(1, std::time::Duration::from_secs(1)),
             own_addrs: ArcSwap::default(),
+            policy_changes: Default::default(),
             health: crate::core::Health::new(2),
             faults: Default::default(),
         });

@@ -22,6 +22,10 @@
 //!
 //! The first update runs in [`Keeper::start`], before the cores serve, so `zring ready` is
 //! never logged while the snapshot's pods are still outside capture.
+//!
+//! Each tick first runs the capture watch (`super::watch`, settings from the environment):
+//! when it restores the table it installs the current set with it, and the keeper takes that as
+//! applied.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
@@ -30,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
+use super::watch::{self, Outcome, Watch};
 use super::{Error, POD_SET, Place, TABLE};
 use crate::metrics::CaptureSetMetrics;
 use crate::state::{NetworkMode, Protocol, Snapshot};
@@ -120,6 +125,8 @@ pub struct Keeper {
     retry: Option<(Instant, Duration)>,
     last_error: Option<String>,
     next_verify: Instant,
+    /// Whether the ruleset itself is still there (and puts it back).
+    watch: Watch,
 }
 
 impl Keeper {
@@ -132,6 +139,9 @@ impl Keeper {
         load: impl Fn() -> Arc<Snapshot> + Send + 'static,
         metrics: Arc<CaptureSetMetrics>,
     ) -> std::io::Result<()> {
+        let settings = watch::Settings::from_env()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let watch = Watch::new(place, settings, metrics.clone());
         let mut keeper = Keeper {
             node: node.to_owned(),
             load: Box::new(load),
@@ -142,6 +152,7 @@ impl Keeper {
             retry: None,
             last_error: None,
             next_verify: Instant::now() + VERIFY_EVERY,
+            watch,
         };
         keeper.step(Instant::now());
         std::thread::Builder::new()
@@ -157,6 +168,21 @@ impl Keeper {
 
     /// One look: a new snapshot, a due retry or a due verification may each lead to an update.
     fn step(&mut self, now: Instant) {
+        let (load, node) = (&self.load, &self.node);
+        let outcome = self
+            .watch
+            .step(now, self.applied.as_ref(), || enrolled_ips(&load(), node));
+        match outcome {
+            Outcome::Installed(set) => {
+                self.applied = Some(set);
+                self.retry = None;
+            }
+            Outcome::SetDrifted => {
+                self.applied = None;
+                self.retry = None;
+            }
+            Outcome::Nothing => {}
+        }
         if let Some((at, _)) = self.retry
             && now < at
         {

@@ -210,3 +210,25 @@ fn counters_parse_from_an_nft_listing() {
         ]
     );
 }
+
+#[test]
+fn dns_rules_only_when_asked() {
+    let without = ruleset(&lab_capture());
+    assert!(!without.contains("dns-") && !without.contains(":15053"));
+    let with = ruleset(&lab_capture().with_dns(true));
+    let tcp = with.find(r#"comment "dns-tcp""#).expect("dns-tcp");
+    let outbound = with.find(r#"comment "outbound""#).unwrap();
+    assert!(
+        tcp < outbound,
+        "DNS over TCP is taken before outbound capture"
+    );
+    assert!(with.contains(
+        r#"iifname "zp*" ip saddr @ztunnel-pods-ips tcp dport 53 tproxy to :15053 meta mark set 0x111 counter accept comment "dns-tcp""#
+    ));
+    let nat = with.find("chain nat-prerouting").unwrap();
+    let udp = with.find(r#"comment "dns-udp""#).expect("dns-udp");
+    assert!(udp > nat, "UDP is redirected in the nat hook");
+    assert!(with.contains(
+        r#"iifname "zp*" ip saddr @ztunnel-pods-ips udp dport 53 counter redirect to :15053 comment "dns-udp""#
+    ));
+}

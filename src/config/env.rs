@@ -180,6 +180,11 @@ impl Config {
             local_xds_path,
             local_xds_poll: ms("ZRING_LOCAL_XDS_POLL_MS", 1000, 10, 3_600_000)?,
             packet_mark,
+            passthrough_allow_local: parse_bool(
+                "ZRING_PASSTHROUGH_ALLOW_LOCAL",
+                var("ZRING_PASSTHROUGH_ALLOW_LOCAL"),
+                false,
+            )?,
             cores,
             pin_cores: parse_bool("ZRING_PIN_CORES", var("ZRING_PIN_CORES"), true)?,
             driver,
@@ -204,6 +209,7 @@ impl Config {
                 None => 100,
                 Some(v) => parse_range("POOL_MAX_STREAMS_PER_CONNECTION", &v, 1, 10_000)? as u32,
             },
+            hbone_limits: super::hbone::hbone_limits(&var)?,
             drain_deadline: crate::drain::deadline(
                 match (
                     var("ZRING_DRAIN_DEADLINE"),
@@ -257,6 +263,7 @@ impl Config {
             instance_ip,
             proxy_metadata: BTreeMap::new(),
             notes,
+            dns: super::dns::DnsConfig::from_lookup(&get)?,
             ops: super::ops::read(var, proxy_mode)?,
             not_implemented: unimplemented_in(
                 NOT_IMPLEMENTED

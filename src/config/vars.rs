@@ -99,6 +99,16 @@ pub const VARS: &[Var] = &[
         help: "the container's CPU request; validated, no effect (zring runs one runtime per counted CPU)",
     },
     Var {
+        name: "ZRING_PASSTHROUGH_ALLOW_LOCAL",
+        default: "false",
+        help: "node mode: let passthrough (unknown destinations) reach link-local (169.254/16, fe80::/10), loopback and the node's own addresses; refused by default because zring re-originates it from the node",
+    },
+    Var {
+        name: "ZRING_CAPTURE_RESTORE",
+        default: "true",
+        help: "node mode: put back table ip zring and its policy route when removed or altered (false: only report, unready meanwhile)",
+    },
+    Var {
         name: "ZRING_PIN_CORES",
         default: "true",
         help: "pin each runtime to one CPU",
@@ -142,6 +152,41 @@ pub const VARS: &[Var] = &[
         name: "POOL_UNUSED_RELEASE_TIMEOUT",
         default: "5m",
         help: "close a pooled HBONE connection idle this long (e.g. 300s, 5m, 1500ms)",
+    },
+    Var {
+        name: "ZRING_HBONE_TLS_TIMEOUT",
+        default: "10s",
+        help: "15008: TLS handshake deadline from accept",
+    },
+    Var {
+        name: "ZRING_HBONE_PREFACE_TIMEOUT",
+        default: "10s",
+        help: "15008: deadline for the HTTP/2 preface and first SETTINGS after TLS",
+    },
+    Var {
+        name: "ZRING_HBONE_IDLE_TIMEOUT",
+        default: "120s",
+        help: "15008: close a tunnel without streams for this long (GOAWAY)",
+    },
+    Var {
+        name: "ZRING_HBONE_MAX_CONNECTIONS_PER_PEER",
+        default: "512",
+        help: "15008: connections from one peer IP, per core",
+    },
+    Var {
+        name: "ZRING_HBONE_MAX_CONNECTIONS",
+        default: "8192",
+        help: "15008: connections in all, per process (split evenly between cores)",
+    },
+    Var {
+        name: "ZRING_HBONE_MAX_STREAMS_PER_IDENTITY",
+        default: "16384",
+        help: "15008: concurrent streams of one client identity, per core",
+    },
+    Var {
+        name: "ZRING_HBONE_RECEIVE_BUDGET_MB",
+        default: "128",
+        help: "15008: MiB of HTTP/2 receive window beyond 64 KiB per connection, per process",
     },
     Var {
         name: "TERMINATION_GRACE_PERIOD_SECONDS",
@@ -239,6 +284,46 @@ pub const VARS: &[Var] = &[
         help: "1: a panic prints a backtrace (Rust's standard library reads it)",
     },
     Var {
+        name: "ISTIO_META_DNS_CAPTURE",
+        default: "true",
+        help: "the DNS proxy on 15053 (ztunnel's switch): on unless set to something other than true",
+    },
+    Var {
+        name: "ISTIO_META_DNS_PROXY_ADDR",
+        default: "localhost:15053 in a pod, 0.0.0.0:15053 in node mode",
+        help: "where the DNS proxy listens (UDP and TCP): IP:PORT or localhost:PORT",
+    },
+    Var {
+        name: "CLUSTER_DOMAIN",
+        default: "cluster.local",
+        help: "the cluster's DNS domain, for the DNS proxy's Kubernetes names",
+    },
+    Var {
+        name: "PREFERED_SERVICE_NAMESPACE",
+        default: "(none)",
+        help: "the namespace the DNS proxy prefers when a hostname names services in several",
+    },
+    Var {
+        name: "ZRING_DNS_UPSTREAMS",
+        default: "(the nameservers of ZRING_DNS_RESOLV_CONF)",
+        help: "comma-separated IP or IP:PORT the DNS proxy forwards names it does not know to",
+    },
+    Var {
+        name: "ZRING_DNS_RESOLV_CONF",
+        default: "/etc/resolv.conf",
+        help: "where the DNS proxy reads its upstream nameservers",
+    },
+    Var {
+        name: "ZRING_DNS_UPSTREAM_TIMEOUT_MS",
+        default: "2500",
+        help: "how long the DNS proxy waits for one upstream before trying the next",
+    },
+    Var {
+        name: "ZRING_DNS_MAX_INFLIGHT",
+        default: "1024",
+        help: "forwarded DNS queries one core waits on at once; beyond, queries are dropped and counted",
+    },
+    Var {
         name: "INPOD_ENABLED",
         default: "(none)",
         help: "set by the chart; no effect (ztunnel no longer reads it either)",
@@ -274,19 +359,9 @@ pub struct Unimplemented {
 
 pub const NOT_IMPLEMENTED: &[Unimplemented] = &[
     Unimplemented {
-        name: "ISTIO_META_DNS_CAPTURE",
-        same_as: Some("false"),
-        what: "ztunnel's DNS proxy on 15053; zring has none, pods resolve as without the mesh",
-    },
-    Unimplemented {
-        name: "ISTIO_META_DNS_PROXY_ADDR",
-        same_as: None,
-        what: "the DNS proxy's address; zring has no DNS proxy",
-    },
-    Unimplemented {
         name: "NETWORK",
         same_as: None,
-        what: "this cluster's network for multi-network meshes; zring treats every workload as reachable directly",
+        what: "this cluster's network for multi-network meshes; zring routes on each source workload's own network instead, and refuses endpoints behind another network's gateway (UNROUTABLE)",
     },
     Unimplemented {
         name: "CRL_PATH",
@@ -317,16 +392,6 @@ pub const NOT_IMPLEMENTED: &[Unimplemented] = &[
         name: "CA_HEADER_*",
         same_as: None,
         what: "extra gRPC headers on CA requests",
-    },
-    Unimplemented {
-        name: "CLUSTER_DOMAIN",
-        same_as: Some("cluster.local"),
-        what: "the cluster's DNS domain; zring assumes cluster.local",
-    },
-    Unimplemented {
-        name: "PREFERED_SERVICE_NAMESPACE",
-        same_as: None,
-        what: "the namespace preferred when a hostname names several services",
     },
     Unimplemented {
         name: "KEEPALIVE_*",

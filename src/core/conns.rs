@@ -4,10 +4,19 @@
 //! Runs on one core (`RefCell`, `Cell`; never shared). Every authorized inbound connection
 //! (15008, 15006) and every same-node direct connection registers what its authorization was
 //! decided on ([`Subject`]) and gets a [`KillSwitch`]; its data path races the pump against the
-//! switch. When the control thread publishes a new snapshot, the core's `housekeeping` task
-//! ([`ConnTable::recheck`]) re-evaluates every registered connection against it and fires the
-//! switch of those now denied. No lock anywhere: the table is the core's own, and the snapshot
-//! arrives through arc-swap like every other read.
+//! switch. When the control thread publishes a new snapshot, it also records what the change
+//! can affect (`rbac::ChangeFeed`); the core's `housekeeping` task takes that description
+//! ([`rbac::Affected`]: every connection for a root-namespace policy; else the destinations of
+//! a namespace, those naming a policy, and workloads whose own inputs changed) and
+//! [`ConnTable::recheck_changes`] re-evaluates only the connections to the destinations it
+//! reaches, firing the switch of those now denied. A change that reaches none of this core's
+//! destinations decides nothing. No lock anywhere: the table is the core's own, and the
+//! snapshot and the feed arrive through arc-swap like every other read.
+//!
+//! The table is indexed by destination workload uid only, not also by namespace: inbound and
+//! same-node connections all go to this node's own pods, so there are few groups, and testing
+//! each against a change (one hash probe for its namespace, one per policy it names) is cheaper
+//! than keeping a second index current as pods come and go.
 //!
 //! Invariant: an entry lives exactly as long as its [`Registration`] guard, which the
 //! connection's task holds; dropping the task (whatever ends it) removes the entry.
@@ -20,8 +29,8 @@ use std::sync::Arc;
 
 use crate::identity::Identity;
 use crate::latch::{Latch, Wait};
-use crate::rbac::{self, Decision};
-use crate::state::Snapshot;
+use crate::rbac::{self, Affected, Decision};
+use crate::state::{Snapshot, Workload};
 
 /// What a connection's authorization was decided on, kept to decide it again.
 #[derive(Debug, Clone)]
@@ -40,13 +49,18 @@ impl Subject {
     /// longer in it (the pod is gone, and with it the connection).
     pub fn authorize(&self, snapshot: &Snapshot) -> Option<Decision> {
         let w = snapshot.workload_by_uid(&self.dst_uid)?;
-        Some(rbac::authorize(&rbac::Connection {
+        Some(self.decide(snapshot, w))
+    }
+
+    /// Decides this subject against `snapshot`, whose workload `dst_uid` is `w`.
+    fn decide(&self, snapshot: &Snapshot, w: &Workload) -> Decision {
+        rbac::authorize(&rbac::Connection {
             src_identity: self.src_identity.as_ref(),
             src_ip: self.src_ip,
             dst: self.dst,
             dst_workload: w,
             snapshot,
-        }))
+        })
     }
 }
 
@@ -76,82 +90,171 @@ struct Entry {
     kill: Rc<KillSwitch>,
 }
 
+/// What one re-check pass did, for the log, the metrics and the tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pass {
+    /// Connections re-decided.
+    pub visited: usize,
+    /// Connections now denied, whose switch fired.
+    pub closed: usize,
+}
+
+/// Totals since the table was built: what `zring_policy_rechecks_total` and
+/// `zring_policy_recheck_connections_total` report for this core.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Snapshot changes handled (whether or not they reached a connection).
+    pub passes: u64,
+    pub visited: u64,
+    pub closed: u64,
+}
+
+/// The connections to one destination workload. The index that makes a re-check proportional
+/// to a change: a change names destinations (`rbac::Affected`), and a core's destinations are
+/// its node's own pods, so there are few groups and a change that reaches none of them costs
+/// one probe per group and no decision.
+type Group = HashMap<u64, Entry>;
+
 #[derive(Debug, Default)]
 pub struct ConnTable {
     next_id: Cell<u64>,
-    entries: RefCell<HashMap<u64, Entry>>,
+    /// Destination workload uid → its connections.
+    groups: RefCell<HashMap<Arc<str>, Group>>,
+    len: Cell<usize>,
+    stats: Cell<Stats>,
 }
 
 /// Keeps a connection in the table; removes it on drop.
 #[derive(Debug)]
 pub struct Registration<'a> {
     table: &'a ConnTable,
+    dst_uid: Arc<str>,
     id: u64,
     pub kill: Rc<KillSwitch>,
 }
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
-        self.table.entries.borrow_mut().remove(&self.id);
+        let mut groups = self.table.groups.borrow_mut();
+        if let Some(group) = groups.get_mut(&self.dst_uid) {
+            if group.remove(&self.id).is_some() {
+                self.table.len.set(self.table.len.get() - 1);
+            }
+            if group.is_empty() {
+                groups.remove(&self.dst_uid);
+            }
+        }
     }
 }
 
 impl ConnTable {
+    /// Registers a connection just authorized. The decision must have been made in the same
+    /// poll as the snapshot it used was loaded (no `.await` between), so that the snapshot is
+    /// no older than the one this table was last re-checked against: the changes a pass is
+    /// given start there (see `rbac::ChangeFeed`).
     pub fn register(&self, subject: Subject) -> Registration<'_> {
         let id = self.next_id.get();
         self.next_id.set(id + 1);
         let kill = Rc::new(KillSwitch::default());
-        self.entries.borrow_mut().insert(
-            id,
-            Entry {
-                subject,
-                kill: kill.clone(),
-            },
-        );
+        let dst_uid = subject.dst_uid.clone();
+        self.groups
+            .borrow_mut()
+            .entry(dst_uid.clone())
+            .or_default()
+            .insert(
+                id,
+                Entry {
+                    subject,
+                    kill: kill.clone(),
+                },
+            );
+        self.len.set(self.len.get() + 1);
         Registration {
             table: self,
+            dst_uid,
             id,
             kill,
         }
     }
 
     /// Re-decides every registered connection against `snapshot` and fires the switches of
-    /// those now denied. Returns how many were closed.
+    /// those now denied. Returns how many were closed. The full pass: what a change that
+    /// reaches every destination costs, and the reference the targeted pass is measured
+    /// against.
     pub fn recheck(&self, snapshot: &Snapshot) -> usize {
-        let mut closed = 0;
-        for entry in self.entries.borrow().values() {
-            if let Some(decision) = entry.subject.authorize(snapshot)
-                && !decision.is_allowed()
-            {
-                entry.kill.fire(decision);
-                closed += 1;
+        self.recheck_changes(snapshot, &Affected::everything())
+            .closed
+    }
+
+    /// Re-decides, against `snapshot`, the connections to the destinations `affected` reaches
+    /// (all of them when it says so) and fires the switches of those now denied. `affected`
+    /// must cover every change since the snapshot this table was last re-checked against
+    /// (`rbac::ChangeFeed::since`): a connection it leaves out decides as it did then.
+    pub fn recheck_changes(&self, snapshot: &Snapshot, affected: &Affected) -> Pass {
+        let mut pass = Pass::default();
+        if !affected.is_empty() {
+            for (uid, group) in self.groups.borrow().iter() {
+                let Some(w) = snapshot.workload_by_uid(uid) else {
+                    // The destination is gone, and with it the connections (its pod's own
+                    // removal ends them); nothing to decide against.
+                    continue;
+                };
+                if !affected.affects(uid, Some(w)) {
+                    continue;
+                }
+                for entry in group.values() {
+                    pass.visited += 1;
+                    let decision = entry.subject.decide(snapshot, w);
+                    if !decision.is_allowed() {
+                        entry.kill.fire(decision);
+                        pass.closed += 1;
+                    }
+                }
             }
         }
-        closed
+        let mut stats = self.stats.get();
+        stats.passes += 1;
+        stats.visited += pass.visited as u64;
+        stats.closed += pass.closed as u64;
+        self.stats.set(stats);
+        pass
+    }
+
+    /// What every pass so far did, summed.
+    pub fn stats(&self) -> Stats {
+        self.stats.get()
     }
 
     pub fn len(&self) -> usize {
-        self.entries.borrow().len()
+        self.len.get()
     }
 
     /// Gives back the room a burst left: a map keeps its capacity after entries leave, and
     /// 10,000 connections leave about a megabyte. Called by the core's memory keeper.
     pub fn shrink(&self) {
-        let mut entries = self.entries.borrow_mut();
-        if entries.capacity() > 4 * entries.len() + 64 {
-            let keep = (2 * entries.len()).max(64);
-            entries.shrink_to(keep);
+        let mut groups = self.groups.borrow_mut();
+        shrink(&mut groups);
+        for group in groups.values_mut() {
+            shrink(group);
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.borrow().is_empty()
+        self.len.get() == 0
+    }
+}
+
+fn shrink<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 4 * map.len() + 64 {
+        let keep = (2 * map.len()).max(64);
+        map.shrink_to(keep);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rbac::ChangeFeed;
 
     fn snapshot(policy_principal: &str) -> Snapshot {
         crate::xds::local::parse(&format!(
@@ -202,8 +305,148 @@ policies:
         drop(gone);
     }
 
+    /// A node with `b` in `ns`, and `d` and `e` in `ns2` (`e` naming `ns2/sel`, which admits
+    /// everyone); `ns` admits only `sa/a`; `extra` adds policies (YAML list items).
+    fn mesh(extra: &str) -> Arc<Snapshot> {
+        let text = format!(
+            r#"
+workloads:
+- {{ uid: b, name: b, namespace: ns, serviceAccount: b, workloadIps: ["10.0.0.2"], node: n }}
+- {{ uid: d, name: d, namespace: ns2, serviceAccount: d, workloadIps: ["10.0.0.4"], node: n }}
+- {{ uid: e, name: e, namespace: ns2, serviceAccount: e, workloadIps: ["10.0.0.5"], node: n, authorizationPolicies: [ns2/sel] }}
+policies:
+- {{ name: only, namespace: ns, scope: Namespace, action: Allow, rules: [[[{{ principals: [{{ Exact: cluster.local/ns/ns/sa/a }}] }}]]] }}
+{extra}"#
+        );
+        Arc::new(crate::xds::local::parse(&text).unwrap())
+    }
+
+    fn to(uid: &str, ip: &str, sa: &str) -> Subject {
+        Subject {
+            dst: format!("{ip}:80").parse().unwrap(),
+            dst_uid: uid.into(),
+            ..subject(sa)
+        }
+    }
+
+    /// A policy (YAML list item) denying `sa/<sa>` of `ns`; `action: Allow` and no rules when
+    /// `sa` is empty.
+    fn policy(name: &str, ns: &str, scope: &str, sa: &str) -> String {
+        if sa.is_empty() {
+            return format!(
+                "- {{ name: {name}, namespace: {ns}, scope: {scope}, action: Allow, rules: [[]] }}\n"
+            );
+        }
+        format!(
+            "- {{ name: {name}, namespace: {ns}, scope: {scope}, action: Deny, rules: \
+             [[[{{ principals: [{{ Exact: cluster.local/ns/ns/sa/{sa} }}] }}]]] }}\n"
+        )
+    }
+
+    /// The control thread's part (record, publish) and the core's (since, recheck), in order.
+    fn publish(table: &ConnTable, feed: &ChangeFeed, seen: &mut Arc<Snapshot>, next: &str) -> Pass {
+        let next = mesh(next);
+        feed.record(seen, &next);
+        let previous = std::mem::replace(seen, next);
+        table.recheck_changes(seen, &feed.since(&previous, seen))
+    }
+
+    #[test]
+    fn a_change_re_decides_only_the_connections_it_can_affect() {
+        let table = ConnTable::default();
+        let feed = ChangeFeed::default();
+        let sel_allows = policy("sel", "ns2", "WorkloadSelector", "");
+        let mut seen = mesh(&sel_allows);
+        let b_a = table.register(to("b", "10.0.0.2", "a"));
+        let d_a = table.register(to("d", "10.0.0.4", "a"));
+        let d_c = table.register(to("d", "10.0.0.4", "c"));
+        let e_c = table.register(to("e", "10.0.0.5", "c"));
+        let fired = || [&b_a, &d_a, &d_c, &e_c].map(|r| r.kill.is_fired());
+        assert_eq!(table.recheck(&seen), 0);
+        let before = table.stats();
+
+        // Unrelated: a namespace with none of these destinations. Nothing visited or closed.
+        let far = policy("far", "elsewhere", "Namespace", "c");
+        let pass = publish(&table, &feed, &mut seen, &format!("{sel_allows}{far}"));
+        assert_eq!(pass, Pass::default());
+        let after = table.stats();
+        assert_eq!(after.passes, before.passes + 1);
+        assert_eq!(
+            (after.visited, after.closed),
+            (before.visited, before.closed)
+        );
+
+        // The policy `e` names now denies `sa/c`: only `e`'s connection is decided, and closed.
+        let sel_denies = policy("sel", "ns2", "WorkloadSelector", "c");
+        let pass = publish(&table, &feed, &mut seen, &format!("{sel_denies}{far}"));
+        assert_eq!(
+            pass,
+            Pass {
+                visited: 1,
+                closed: 1
+            }
+        );
+        assert_eq!(fired(), [false, false, false, true]);
+
+        // A namespace policy of `ns2` denying `sa/c`: the connections to `d` and `e` are
+        // decided, and `d`'s from `c` is closed.
+        let ns2 = format!(
+            "{sel_denies}{far}{}",
+            policy("no-c", "ns2", "Namespace", "c")
+        );
+        let pass = publish(&table, &feed, &mut seen, &ns2);
+        assert_eq!(pass.visited, 3);
+        assert_eq!(fired(), [false, false, true, true]);
+
+        // A root-namespace policy reaches everything; denying `sa/a` closes the rest.
+        let global = format!("{ns2}{}", policy("no-a", "istio-system", "Global", "a"));
+        let pass = publish(&table, &feed, &mut seen, &global);
+        assert_eq!(pass.visited, 4);
+        assert_eq!(fired(), [true, true, true, true]);
+        let total = table.stats();
+        assert_eq!(total.passes, before.passes + 4);
+        assert_eq!(total.visited, before.visited + 8);
+    }
+
+    #[test]
+    fn a_change_reverted_before_the_core_looked_still_reaches_what_it_admitted() {
+        // The core re-checked against s0; s1 (without `ns/only`, so it admits `c` to `b`) and
+        // s2 (s0 again) are published before it looks again. A connection authorized against
+        // s1 must be closed, though s0 and s2 are equal.
+        let table = ConnTable::default();
+        let feed = ChangeFeed::default();
+        let s0 = mesh("");
+        let s1 = Arc::new(
+            crate::xds::local::parse(
+                r#"
+workloads:
+- { uid: b, name: b, namespace: ns, serviceAccount: b, workloadIps: ["10.0.0.2"], node: n }
+"#,
+            )
+            .unwrap(),
+        );
+        let s2 = mesh("");
+        feed.record(&s0, &s1);
+        let subject = to("b", "10.0.0.2", "c");
+        assert!(subject.authorize(&s1).unwrap().is_allowed());
+        let c = table.register(subject);
+        feed.record(&s1, &s2);
+        assert!(Affected::between(&s0, &s2).is_empty());
+        let pass = table.recheck_changes(&s2, &feed.since(&s0, &s2));
+        assert_eq!(
+            pass,
+            Pass {
+                visited: 1,
+                closed: 1
+            }
+        );
+        assert!(c.kill.is_fired());
+    }
+
+    /// The room the table holds: its groups and their connections.
     fn capacity(table: &ConnTable) -> usize {
-        table.entries.borrow().capacity()
+        let groups = table.groups.borrow();
+        groups.capacity() + groups.values().map(HashMap::capacity).sum::<usize>()
     }
 
     #[test]

@@ -31,9 +31,13 @@ pub fn client() -> h2::client::Builder {
     builder
 }
 
-/// The server side (15008): the shared settings, and at most [`SERVER_MAX_STREAMS`] streams.
-pub fn server() -> h2::server::Builder {
+/// The server side (15008): the shared settings with these receive windows (the connection's
+/// first, `limits::Window`), and at most [`SERVER_MAX_STREAMS`] streams.
+pub fn server(connection_window: u32, stream_window: u32) -> h2::server::Builder {
     let mut builder = h2::server::Builder::new();
-    shared!(builder).max_concurrent_streams(SERVER_MAX_STREAMS);
+    shared!(builder)
+        .initial_window_size(stream_window)
+        .initial_connection_window_size(connection_window)
+        .max_concurrent_streams(SERVER_MAX_STREAMS);
     builder
 }

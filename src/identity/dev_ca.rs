@@ -34,6 +34,10 @@ use super::{CertStore, Error, Identity, WorkloadCert, crypto_provider};
 
 /// File name of the root certificate in the CA directory.
 pub const ROOT_CERT_FILE: &str = "root-cert.pem";
+/// Optional file in the CA directory: the PEM roots peers may chain to (the old and new roots
+/// during a rotation), trusted instead of the root alone and re-read when it changes
+/// (`identity::roots`).
+pub const TRUST_BUNDLE_FILE: &str = "trust-bundle.pem";
 /// File name of the root private key (PKCS#8 PEM, mode 0600) in the CA directory.
 pub const ROOT_KEY_FILE: &str = "root-key.pem";
 
@@ -48,6 +52,8 @@ pub struct DevCa {
     /// Issuer name, key identifier and signing key of the root (its Debug hides the key).
     issuer: Issuer<'static, KeyPair>,
     root: CertificateDer<'static>,
+    /// The directory it was loaded from (`None`: generated in memory).
+    dir: Option<std::path::PathBuf>,
 }
 
 impl DevCa {
@@ -99,7 +105,10 @@ impl DevCa {
         };
         let root = CertificateDer::from_pem_slice(cert_pem.as_bytes())
             .map_err(|_| ca_error(dir, "root-cert.pem holds no PEM certificate"))?;
-        Self::from_parts(root, key, dir)
+        Self::from_parts(root, key, dir).map(|ca| DevCa {
+            dir: Some(dir.to_owned()),
+            ..ca
+        })
     }
 
     /// Checks that `root` is a currently valid CA certificate for `key`, then wraps them.
@@ -126,7 +135,17 @@ impl DevCa {
             ));
         }
         let issuer = Issuer::from_ca_cert_der(&root, key)?;
-        Ok(DevCa { issuer, root })
+        Ok(DevCa {
+            issuer,
+            root,
+            dir: None,
+        })
+    }
+
+    /// Where an operator puts the mesh trust bundle for a rotation
+    /// (`<dir>/`[`TRUST_BUNDLE_FILE`]), for a CA loaded from a directory.
+    pub fn trust_bundle_path(&self) -> Option<std::path::PathBuf> {
+        self.dir.as_ref().map(|d| d.join(TRUST_BUNDLE_FILE))
     }
 
     /// The root certificate: the trust anchor for everything this CA issues.

@@ -14,6 +14,15 @@
 //! entry PEM, the leaf names the identity we asked for and carries the key we generated
 //! (`WorkloadCert::new`), and the chain verifies against the mesh trust bundle (`CA_ROOT_CA`)
 //! with webpki — a certificate peers would refuse is an error here, not an outage later.
+//!
+//! Roots from the CA: istiod appends its root bundle to every chain it returns (the old and the
+//! new root while it rotates). The trailing self-signed CA certificates of a response are taken
+//! as the CA's current roots: the chain may end in one of them, and the certificate manager
+//! trusts them beside the `CA_ROOT_CA` file ([`IstioCa::take_roots`]), so a rotation reaches
+//! zring with its next certificate even before the file changes, and a root the CA stops
+//! sending is dropped once the file no longer lists it either. The CA is authenticated (TLS
+//! against `CA_ROOT_CA`, and it already decides every identity), so trusting its roots adds no
+//! new authority.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -51,6 +60,10 @@ pub struct IstioCa {
     verifier: Arc<dyn ClientCertVerifier>,
     ttl: Duration,
     cluster_id: AsciiMetadataValue,
+    /// The file `roots` came from (`CA_ROOT_CA`), watched for a rotation.
+    root_file: Option<std::path::PathBuf>,
+    /// The roots the latest successful response ended with, until the manager takes them.
+    sent_roots: std::sync::Mutex<Option<Vec<CertificateDer<'static>>>>,
 }
 
 impl std::fmt::Debug for IstioCa {
@@ -72,16 +85,7 @@ impl IstioCa {
         ttl: Duration,
         cluster_id: &str,
     ) -> Result<IstioCa, Error> {
-        let mut store = RootCertStore::empty();
-        for root in &roots {
-            store.add(root.clone())?;
-        }
-        if store.is_empty() {
-            return Err(Error::NoRoots);
-        }
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(Arc::new(store), crypto_provider())
-                .build()?;
+        let verifier = chain_verifier(&roots)?;
         let channel = target.connect_lazy()?;
         let cluster_id = AsciiMetadataValue::try_from(cluster_id)
             .map_err(|_| Error::CaResponse("CLUSTER_ID is not a valid header value"))?;
@@ -92,7 +96,37 @@ impl IstioCa {
             verifier,
             ttl,
             cluster_id,
+            root_file: None,
+            sent_roots: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Watches `path` (where the roots were read from) for a trust bundle rotation.
+    pub fn with_root_file(self, path: impl Into<std::path::PathBuf>) -> IstioCa {
+        IstioCa {
+            root_file: Some(path.into()),
+            ..self
+        }
+    }
+
+    /// The roots the latest successful response carried, once (`None`: no response since the
+    /// last call).
+    pub fn take_roots(&self) -> Option<Vec<CertificateDer<'static>>> {
+        self.sent_roots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    pub fn root_file(&self) -> Option<&std::path::Path> {
+        self.root_file.as_deref()
+    }
+
+    /// A rotated trust bundle: issued chains must verify against `roots` from now on.
+    pub fn set_roots(&mut self, roots: Vec<CertificateDer<'static>>) -> Result<(), Error> {
+        self.verifier = chain_verifier(&roots)?;
+        self.roots = roots;
+        Ok(())
     }
 
     pub fn roots(&self) -> &[CertificateDer<'static>] {
@@ -150,6 +184,7 @@ impl IstioCa {
             return Err(Error::CaResponse("the certificate chain is empty"));
         }
         // Present leaf and intermediates; the roots are already with every peer.
+        let sent = trailing_roots(&mut certs);
         certs.retain(|c| !self.roots.contains(c));
         let Some((leaf, intermediates)) = certs.split_first() else {
             return Err(Error::CaResponse("the chain holds only trust roots"));
@@ -158,12 +193,54 @@ impl IstioCa {
             now.duration_since(SystemTime::UNIX_EPOCH)
                 .unwrap_or(Duration::ZERO),
         );
-        self.verifier
+        let fresh = sent.iter().any(|r| !self.roots.contains(r));
+        let verifier = if fresh {
+            let mut all = self.roots.clone();
+            all.extend(sent.iter().filter(|r| !self.roots.contains(r)).cloned());
+            chain_verifier(&all)?
+        } else {
+            self.verifier.clone()
+        };
+        verifier
             .verify_client_cert(leaf, intermediates, at)
             .map_err(Error::Tls)?;
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        WorkloadCert::new(identity.clone(), certs, key)
+        let cert = WorkloadCert::new(identity.clone(), certs, key)?;
+        if !sent.is_empty() {
+            *self.sent_roots.lock().unwrap_or_else(|e| e.into_inner()) = Some(sent);
+        }
+        Ok(cert)
     }
+}
+
+/// Removes and returns the self-signed CA certificates at the end of `chain` (the CA's root
+/// bundle). The leaf is never taken, whatever it is.
+fn trailing_roots(chain: &mut Vec<CertificateDer<'static>>) -> Vec<CertificateDer<'static>> {
+    let mut roots = Vec::new();
+    while chain.len() > 1 && chain.last().is_some_and(|c| is_root(c)) {
+        roots.extend(chain.pop());
+    }
+    roots.reverse();
+    roots
+}
+
+/// A CA certificate that signed itself (issuer and subject the same, basicConstraints CA).
+fn is_root(der: &CertificateDer<'_>) -> bool {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    X509Certificate::from_der(der)
+        .is_ok_and(|(rest, c)| rest.is_empty() && c.is_ca() && c.subject() == c.issuer())
+}
+
+/// webpki verification of a workload chain against `roots` (at least one).
+fn chain_verifier(roots: &[CertificateDer<'static>]) -> Result<Arc<dyn ClientCertVerifier>, Error> {
+    let mut store = RootCertStore::empty();
+    for root in roots {
+        store.add(root.clone())?;
+    }
+    if store.is_empty() {
+        return Err(Error::NoRoots);
+    }
+    Ok(WebPkiClientVerifier::builder_with_provider(Arc::new(store), crypto_provider()).build()?)
 }
 
 #[cfg(test)]

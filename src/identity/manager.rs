@@ -19,7 +19,7 @@ use arc_swap::ArcSwap;
 use rustls::pki_types::CertificateDer;
 use tracing::{info, warn};
 
-use super::{CertStore, DevCa, Error, Identity, IstioCa, WorkloadCert};
+use super::{CertStore, DevCa, Error, Identity, IstioCa, RootFile, WorkloadCert};
 use crate::backoff::Backoff;
 use crate::state::Snapshot;
 
@@ -49,6 +49,24 @@ impl From<IstioCa> for Issuer {
 }
 
 impl Issuer {
+    /// The trust bundle file to watch, and whether its absence is normal: the development
+    /// CA's optional `trust-bundle.pem`, the Istio CA's `CA_ROOT_CA` (already read).
+    fn bundle_file(&self) -> Option<RootFile> {
+        match self {
+            Issuer::Dev(ca) => ca.trust_bundle_path().map(|p| RootFile::new(p, true)),
+            Issuer::Istio(ca) => ca.root_file().map(|p| RootFile::loaded(p, false)),
+        }
+    }
+
+    /// A rotated bundle: the Istio CA checks issued chains against it from now on; the
+    /// development CA signs with its root whatever peers trust.
+    fn set_roots(&mut self, roots: &[CertificateDer<'static>]) -> Result<(), Error> {
+        match self {
+            Issuer::Dev(_) => Ok(()),
+            Issuer::Istio(ca) => ca.set_roots(roots.to_vec()),
+        }
+    }
+
     /// The trust roots peers must chain to.
     pub fn roots(&self) -> Vec<CertificateDer<'static>> {
         match self {
@@ -89,6 +107,12 @@ pub struct CertManager {
     /// Identities of the pods enrolled in-pod, wanted whether or not the snapshot has their
     /// workloads yet.
     enrolled: Arc<Enrolled>,
+    /// The trust bundle file, polled on each sync (`identity::roots`).
+    bundle: Option<RootFile>,
+    /// The roots trusted from the file (or the issuer's own), and those the Istio CA last
+    /// sent: the published store trusts both.
+    file_roots: Vec<CertificateDer<'static>>,
+    ca_roots: Vec<CertificateDer<'static>>,
 }
 
 /// The identities of the pods istio-cni enrolled (in-pod mode), by the agent's uid: written by
@@ -132,10 +156,67 @@ impl Enrolled {
 
 impl CertManager {
     pub fn new(issuer: impl Into<Issuer>) -> CertManager {
+        let issuer = issuer.into();
         CertManager {
-            issuer: issuer.into(),
+            bundle: issuer.bundle_file(),
+            file_roots: issuer.roots(),
+            ca_roots: Vec::new(),
+            issuer,
             retries: HashMap::new(),
             enrolled: Arc::default(),
+        }
+    }
+
+    /// A successor of `current` trusting new roots, when the bundle file changed or the CA
+    /// sent other roots than last time.
+    fn rotate_roots(&mut self, current: &CertStore) -> Option<CertStore> {
+        let mut changed = false;
+        if let Some(mut roots) = self.bundle.as_mut().and_then(RootFile::poll) {
+            if roots.is_empty() {
+                // The optional bundle went away: the issuer's own roots again.
+                roots = match &self.issuer {
+                    Issuer::Dev(ca) => vec![ca.root().clone()],
+                    Issuer::Istio(ca) => ca.roots().to_vec(),
+                };
+            }
+            if let Err(e) = self.issuer.set_roots(&roots) {
+                warn!("trust bundle not applied, the current roots stay: {e}");
+                return None;
+            }
+            self.file_roots = roots;
+            changed = true;
+        }
+        if let Issuer::Istio(ca) = &self.issuer
+            && let Some(sent) = ca.take_roots()
+            && sent != self.ca_roots
+        {
+            self.ca_roots = sent;
+            changed = true;
+        }
+        let mut roots = self.file_roots.clone();
+        roots.extend(
+            self.ca_roots
+                .iter()
+                .filter(|r| !self.file_roots.contains(r))
+                .cloned(),
+        );
+        if !changed || roots.as_slice() == current.root_certs() {
+            return None;
+        }
+        let rotated = current.with_roots(roots);
+        match rotated {
+            Ok(store) => {
+                info!(
+                    roots = store.root_certs().len(),
+                    generation = store.generation(),
+                    "trust bundle rotated: new handshakes verify peers against it"
+                );
+                Some(store)
+            }
+            Err(e) => {
+                warn!("trust bundle not applied, the current roots stay: {e}");
+                None
+            }
         }
     }
 
@@ -170,10 +251,16 @@ impl CertManager {
         let mut wanted = local_identities(snapshot, node);
         wanted.extend(self.enrolled.identities());
         self.retries.retain(|id, _| wanted.contains(id));
-        let current = published.load_full();
+        let loaded = published.load_full();
+        let rotated = self.rotate_roots(&loaded);
+        let current = rotated.as_ref().unwrap_or(&loaded);
         let stale = current.identities().any(|id| !wanted.contains(id));
-        let retained = stale.then(|| current.retain(|id| wanted.contains(id)));
-        let base = retained.as_ref().unwrap_or(&current);
+        let retained = if stale {
+            Some(current.retain(|id| wanted.contains(id)))
+        } else {
+            rotated
+        };
+        let base = retained.as_ref().unwrap_or(&loaded);
         let wanted: Vec<Identity> = wanted.into_iter().collect();
         let mut issued = Vec::new();
         let mut failed = Vec::new();

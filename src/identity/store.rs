@@ -227,6 +227,16 @@ impl CertStore {
         next
     }
 
+    /// A successor store trusting `roots` instead (a trust bundle rotation), with the same
+    /// certificates. At least one root is required, and every root must parse.
+    pub fn with_roots(&self, roots: Vec<CertificateDer<'static>>) -> Result<CertStore, Error> {
+        let fresh = CertStore::new(roots)?;
+        Ok(CertStore {
+            certs: self.certs.clone(),
+            ..fresh
+        })
+    }
+
     fn successor(&self) -> CertStore {
         CertStore {
             generation: next_generation(),

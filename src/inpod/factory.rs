@@ -43,6 +43,56 @@ pub fn pod_listener(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpL
     )
 }
 
+/// The DNS proxy's sockets for one core inside one pod (or the node): the UDP socket and TCP
+/// listener on the proxy's address (SO_REUSEPORT, one per core), and the UDP socket forwarded
+/// queries leave from (marked, so the capture rules let it out).
+#[derive(Debug)]
+pub struct DnsSockets {
+    pub udp: std::net::UdpSocket,
+    pub tcp: std::net::TcpListener,
+    pub upstream: std::net::UdpSocket,
+}
+
+/// [`DnsSockets`] in the current namespace, bound to `addr`; forwards leave marked `mark`
+/// (0: unmarked), from an IPv4 or IPv6 socket as `addr` is. `transparent`: the TCP listener
+/// takes TPROXYed connections (node mode).
+pub fn dns_sockets(
+    addr: SocketAddr,
+    backlog: i32,
+    mark: u32,
+    transparent: bool,
+) -> io::Result<DnsSockets> {
+    let domain = Domain::for_address(addr);
+    let udp = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    udp.set_reuse_port(true)?;
+    udp.set_nonblocking(true)?;
+    udp.bind(&addr.into())?;
+    let tcp = crate::sys::socket::listener(
+        addr,
+        crate::sys::socket::ListenOpts {
+            transparent,
+            reuse_port: true,
+            backlog,
+        },
+    )?;
+    let upstream = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    upstream.set_nonblocking(true)?;
+    if mark != 0 {
+        upstream.set_mark(mark)?;
+    }
+    let any: SocketAddr = if addr.is_ipv6() {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    };
+    upstream.bind(&any.into())?;
+    Ok(DnsSockets {
+        udp: udp.into(),
+        tcp,
+        upstream: upstream.into(),
+    })
+}
+
 /// One request: a socket in `netns`, answered to `reply` as [`CoreMail::Upstream`] `id`.
 #[derive(Debug)]
 struct Request {

@@ -40,6 +40,8 @@ pub struct ListenerHandler {
     /// Where an added pod's identity goes, so its certificate is requested at once, and the
     /// trust domain it is in.
     certificates: Option<(Arc<Enrolled>, String)>,
+    /// Where the DNS proxy listens inside each pod, when it is on.
+    dns: Option<SocketAddr>,
 }
 
 impl ListenerHandler {
@@ -51,7 +53,14 @@ impl ListenerHandler {
             backlog,
             confirm_timeout: CONFIRM_TIMEOUT,
             certificates: None,
+            dns: None,
         }
+    }
+
+    /// Also binds the DNS proxy's sockets at `addr` inside each added pod (`None`: off).
+    pub fn with_dns(mut self, addr: Option<SocketAddr>) -> Self {
+        self.dns = addr;
+        self
     }
 
     /// Each added pod's identity (`spiffe://<trust_domain>/ns/<namespace>/sa/<service account>`
@@ -111,10 +120,10 @@ impl PodHandler for ListenerHandler {
     fn add(&mut self, pod: &Pod) -> Result<(), String> {
         let started = Instant::now();
         let cores = self.cores.len();
-        let backlog = self.backlog;
+        let (backlog, dns, mark) = (self.backlog, self.dns, self.mark);
         // Every core's listeners in one visit: the pod's netns is entered once per add.
-        let mut per_core = factory::in_netns(pod.netns.as_fd(), || {
-            (0..cores)
+        let (mut per_core, mut per_core_dns) = factory::in_netns(pod.netns.as_fd(), || {
+            let tcp = (0..cores)
                 .map(|_| {
                     PodPort::ALL
                         .iter()
@@ -124,7 +133,14 @@ impl PodHandler for ListenerHandler {
                         })
                         .collect::<std::io::Result<Vec<_>>>()
                 })
-                .collect::<std::io::Result<Vec<_>>>()
+                .collect::<std::io::Result<Vec<_>>>()?;
+            let dns = (0..cores)
+                .map(|_| {
+                    dns.map(|addr| factory::dns_sockets(addr, backlog, mark, false))
+                        .transpose()
+                })
+                .collect::<std::io::Result<Vec<_>>>()?;
+            Ok((tcp, dns))
         })
         .map_err(|e| format!("cannot listen inside the pod's network namespace: {e}"))?;
         let ctx = Arc::new(PodCtx::new(
@@ -137,6 +153,7 @@ impl PodHandler for ListenerHandler {
         let added = self.to_every_core("the listeners", |core, done| CoreMail::AddPod {
             pod: ctx.clone(),
             listeners: std::mem::take(&mut per_core[core]),
+            dns: per_core_dns[core].take(),
             done,
         });
         if let Err(e) = added {

@@ -123,6 +123,11 @@ pub struct CoreGauges {
     /// Connections that waited for a workload the snapshot did not have yet, by
     /// [`WorkloadWait`].
     pub workload_waits: [AtomicU64; WorkloadWait::ALL.len()],
+    /// Policy re-checks of open connections (`core::conns`): passes (one per snapshot change
+    /// the core re-checked), connections re-decided, connections closed.
+    pub policy_rechecks: [AtomicU64; 3],
+    /// The HBONE server's limit figures (`zring_hbone_*`).
+    pub hbone: super::hbone::HboneGauges,
 }
 
 /// A connection that waited (bounded) for a workload newer than the snapshot: its source
@@ -179,14 +184,26 @@ pub enum Refusal {
     TlsHandshake,
     /// HTTP/2 ended the connection for a protocol violation or abuse (GOAWAY).
     Http2,
+    /// The TLS handshake did not finish within `ZRING_HBONE_TLS_TIMEOUT`.
+    TlsTimeout,
+    /// No HTTP/2 preface and first SETTINGS within `ZRING_HBONE_PREFACE_TIMEOUT`.
+    PrefaceTimeout,
+    /// The peer address held `ZRING_HBONE_MAX_CONNECTIONS_PER_PEER` connections (reset).
+    PeerLimit,
+    /// The core held its share of `ZRING_HBONE_MAX_CONNECTIONS` (reset).
+    ConnectionLimit,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 4] = [
+    pub const ALL: [Refusal; 8] = [
         Refusal::NoLocalWorkload,
         Refusal::NoCertificate,
         Refusal::TlsHandshake,
         Refusal::Http2,
+        Refusal::TlsTimeout,
+        Refusal::PrefaceTimeout,
+        Refusal::PeerLimit,
+        Refusal::ConnectionLimit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -195,6 +212,10 @@ impl Refusal {
             Refusal::NoCertificate => "no_certificate",
             Refusal::TlsHandshake => "tls_handshake",
             Refusal::Http2 => "http2",
+            Refusal::TlsTimeout => "tls_timeout",
+            Refusal::PrefaceTimeout => "preface_timeout",
+            Refusal::PeerLimit => "peer_limit",
+            Refusal::ConnectionLimit => "connection_limit",
         }
     }
 
@@ -204,6 +225,10 @@ impl Refusal {
             Refusal::NoCertificate => 1,
             Refusal::TlsHandshake => 2,
             Refusal::Http2 => 3,
+            Refusal::TlsTimeout => 4,
+            Refusal::PrefaceTimeout => 5,
+            Refusal::PeerLimit => 6,
+            Refusal::ConnectionLimit => 7,
         }
     }
 }
@@ -292,9 +317,22 @@ impl Shard {
         bump(&self.gauges.refused[why.index()], 1);
     }
 
+    /// Counts one policy re-check pass: the connections it re-decided and those it closed.
+    pub fn policy_rechecked(&self, visited: usize, closed: usize) {
+        let [passes, v, c] = &self.gauges.policy_rechecks;
+        bump(passes, 1);
+        bump(v, visited as u64);
+        bump(c, closed as u64);
+    }
+
     /// Counts a connection that waited for a workload newer than the snapshot.
     pub fn workload_waited(&self, wait: WorkloadWait) {
         bump(&self.gauges.workload_waits[wait.index()], 1);
+    }
+
+    /// The HBONE server's limit figures, written by this core only.
+    pub fn hbone(&self) -> &super::hbone::HboneGauges {
+        &self.gauges.hbone
     }
 
     pub fn connection_ended(&self) {

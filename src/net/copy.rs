@@ -1,19 +1,29 @@
 //! The byte pump between two established streams, one task per connection, on its core.
 //!
-//! Both directions run concurrently with owned, pooled buffers (see `net::buffers` for why
-//! they come in two sizes). A clean EOF on one side is propagated as a FIN (`shutdown`) to the
-//! other and the opposite direction keeps running (half-close); an error in either direction
-//! ends both, dropping the sockets. Bytes are added to the caller's counters as each write
+//! Both directions run concurrently. Each starts with a small pooled buffer (see `net::buffers`:
+//! an idle connection pins little); once a read fills it, bulk data is flowing and the
+//! direction switches to `splice(2)` through a pipe of its own: the bytes go from one socket to
+//! the other inside the kernel, never copied into user space and back (two copies per byte
+//! fewer, the largest cost of a plaintext bulk transfer). Spliced, a direction waits for
+//! readiness, not in a read, so it pins no buffer at all while the flow is quiet. Where splice
+//! is refused (no pipe left, an unusual socket) it carries on with the large pooled buffer.
+//!
+//! A clean EOF on one side is propagated as a FIN (`shutdown`) to the other and the opposite
+//! direction keeps running (half-close); an error in either direction ends both, dropping the
+//! sockets. Bytes are added to the caller's counters as each write (or splice out of the pipe)
 //! completes, so long-lived connections show progress.
 
 use std::cell::{Cell, OnceCell};
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf};
+use monoio::net::TcpStream;
 
 use super::Side;
 use super::buffers::{BufferPool, SMALL};
 use crate::metrics::Meter;
+use crate::sys::splice::{self as sys_splice, Pipe};
 
 /// Bytes moved so far in each direction of one connection.
 #[derive(Debug, Default)]
@@ -83,10 +93,10 @@ pub async fn bidirectional<DR, DW, UR, UW>(
     counts: &Transferred,
 ) -> Result<(), CopyError>
 where
-    DR: AsyncReadRent,
-    DW: AsyncWriteRent,
-    UR: AsyncReadRent,
-    UW: AsyncWriteRent,
+    DR: SpliceRead,
+    DW: SpliceWrite,
+    UR: SpliceRead,
+    UW: SpliceWrite,
 {
     let to_up = one_way(
         down_r,
@@ -118,8 +128,8 @@ pub async fn one_way<R, W>(
     counter: &ByteCounter,
 ) -> Result<(), CopyError>
 where
-    R: AsyncReadRent,
-    W: AsyncWriteRent,
+    R: SpliceRead,
+    W: SpliceWrite,
 {
     let mut buf = pool.small();
     let mut large = false;
@@ -150,6 +160,10 @@ where
         // A full small read means bulk data is flowing: switch to the large buffer. A short
         // read on the large one means the flow went quiet: give the large buffer back.
         if !large && n == buf.capacity() {
+            if let Some(pipe) = splice_pipe(&r, &w) {
+                pool.put(buf);
+                return spliced(r, w, pipe, (from, to), counter).await;
+            }
             pool.put(std::mem::replace(&mut buf, pool.large()));
             large = true;
         } else if large && n < SMALL {
@@ -157,6 +171,99 @@ where
             large = false;
         } else {
             buf.clear();
+        }
+    }
+}
+
+/// A socket end that can also be spliced: its descriptor, and a wait for readiness.
+pub trait SpliceRead: AsyncReadRent {
+    fn fd(&self) -> RawFd;
+    fn readable(&self) -> impl Future<Output = io::Result<()>>;
+}
+
+/// The writing end's counterpart of [`SpliceRead`].
+pub trait SpliceWrite: AsyncWriteRent {
+    fn fd(&self) -> RawFd;
+    fn writable(&self) -> impl Future<Output = io::Result<()>>;
+}
+
+// Readiness is asked for strictly (`relaxed = false`): under epoll, monoio's own readiness
+// state does not know that our splice drained the socket, so a relaxed wait could return at
+// once, forever; the strict one checks with poll(2) first. Under io_uring it is a POLL_ADD.
+impl SpliceRead for OwnedReadHalf<TcpStream> {
+    fn fd(&self) -> RawFd {
+        sys_splice::read_half(self).as_raw_fd()
+    }
+
+    fn readable(&self) -> impl Future<Output = io::Result<()>> {
+        sys_splice::read_half(self).readable(false)
+    }
+}
+
+impl SpliceWrite for OwnedWriteHalf<TcpStream> {
+    fn fd(&self) -> RawFd {
+        sys_splice::write_half(self).as_raw_fd()
+    }
+
+    fn writable(&self) -> impl Future<Output = io::Result<()>> {
+        sys_splice::write_half(self).writable(false)
+    }
+}
+
+/// A pipe for splicing `r` into `w`, with both sockets made non-blocking (splice honours the
+/// descriptors' own mode); `None` when that fails (out of descriptors, say): the caller copies.
+fn splice_pipe<R: SpliceRead, W: SpliceWrite>(r: &R, w: &W) -> Option<Pipe> {
+    #[cfg(test)]
+    if tests::NO_SPLICE.with(Cell::get) {
+        return None;
+    }
+    sys_splice::set_nonblocking(r.fd()).ok()?;
+    sys_splice::set_nonblocking(w.fd()).ok()?;
+    sys_splice::pipe().ok()
+}
+
+/// Bytes moved per splice: the pipe's default capacity, so a splice into the (always drained)
+/// pipe never stops short because the pipe is full.
+const SPLICE_CHUNK: usize = 64 * 1024;
+
+/// Copies `r` to `w` through `pipe` with splice(2) until EOF on `r`, then shuts down `w`'s
+/// write side. The pipe is emptied into `w` before the next splice out of `r`, so it never
+/// holds more than one chunk and nothing is left in it when an error ends the copy.
+async fn spliced<R: SpliceRead, W: SpliceWrite>(
+    r: R,
+    mut w: W,
+    pipe: Pipe,
+    (from, to): (Side, Side),
+    counter: &ByteCounter,
+) -> Result<(), CopyError> {
+    let read_err = |source| CopyError::Read { side: from, source };
+    let write_err = |source| CopyError::Write { side: to, source };
+    let (pipe_r, pipe_w) = (pipe.read.as_raw_fd(), pipe.write.as_raw_fd());
+    loop {
+        let n = match sys_splice::splice(r.fd(), pipe_w, SPLICE_CHUNK) {
+            Ok(0) => return w.shutdown().await.map_err(write_err),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                r.readable().await.map_err(read_err)?;
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(read_err(e)),
+        };
+        let mut left = n;
+        while left > 0 {
+            match sys_splice::splice(pipe_r, w.fd(), left) {
+                Ok(0) => return Err(write_err(io::ErrorKind::WriteZero.into())),
+                Ok(m) => {
+                    left -= m;
+                    counter.add(m as u64);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    w.writable().await.map_err(write_err)?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(write_err(e)),
+            }
         }
     }
 }
@@ -174,9 +281,36 @@ mod tests {
         (c.unwrap(), s.unwrap().0)
     }
 
-    /// client ⇄ [a | pump | b] ⇄ server: checks bytes, counts and half-close.
+    thread_local! {
+        /// Makes this thread's pumps copy where they would splice (the fallback path).
+        pub(super) static NO_SPLICE: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// The bulk direction splices: no large buffer is ever taken.
     #[monoio::test_all(timer_enabled = true)]
     async fn copies_both_ways_and_propagates_half_close() {
+        NO_SPLICE.with(|c| c.set(false));
+        let pool = half_close_case().await;
+        let (small, large) = pool.free_counts();
+        assert!(small >= 1, "small buffers return to the pool: {small}");
+        assert_eq!(large, 0, "a spliced direction takes no large buffer");
+    }
+
+    /// Where splice is refused the bulk direction copies through the large buffer.
+    #[monoio::test_all(timer_enabled = true)]
+    async fn copies_through_buffers_where_splice_is_refused() {
+        NO_SPLICE.with(|c| c.set(true));
+        let pool = half_close_case().await;
+        NO_SPLICE.with(|c| c.set(false));
+        let (small, large) = pool.free_counts();
+        assert!(
+            small >= 1 && large >= 1,
+            "buffers return to the pool: {small} {large}"
+        );
+    }
+
+    /// client ⇄ [a | pump | b] ⇄ server: checks bytes, counts and half-close; returns the pool.
+    async fn half_close_case() -> BufferPool {
         let (mut client, a) = pair().await;
         let (b, mut server) = pair().await;
         let pool = BufferPool::new(65536);
@@ -211,11 +345,7 @@ mod tests {
         pumped.unwrap();
         assert_eq!(counts.sent.get(), 300_000);
         assert_eq!(counts.received.get(), 4);
-        let (small, large) = pool.free_counts();
-        assert!(
-            small >= 1 && large >= 1,
-            "buffers return to the pool: {small} {large}"
-        );
+        pool
     }
 
     #[monoio::test_all(timer_enabled = true)]

@@ -138,7 +138,8 @@ impl Capture {
     ) -> Result<Arc<Workload>, Error> {
         match self {
             Capture::Node => {
-                let find = |s: &Snapshot| s.workload_by_ip(src.ip()).cloned();
+                let node = &*ctx.config().node_name;
+                let find = |s: &Snapshot| s.workload_near(node, src.ip()).cloned();
                 wait_workload(ctx, snapshot, Role::Source, src.ip(), find).await
             }
             Capture::Pod(pod) => {
@@ -157,7 +158,8 @@ impl Capture {
         snapshot: &mut Arc<Snapshot>,
         dst: SocketAddr,
     ) -> Result<Arc<Workload>, Error> {
-        let find = |s: &Snapshot| s.workload_by_ip(dst.ip()).cloned();
+        let node = &*ctx.config().node_name;
+        let find = |s: &Snapshot| s.workload_near(node, dst.ip()).cloned();
         let w = wait_workload(ctx, snapshot, Role::Destination, dst.ip(), find).await?;
         let served = match self {
             Capture::Node => *w.node == *ctx.config().node_name,

@@ -52,6 +52,12 @@ pub enum Error {
     /// deadline, so it was cut.
     #[error("closed: pod removed, connection still open at the drain deadline")]
     PodRemoved,
+    /// Node mode: a passthrough to a link-local, loopback or node address (`local_reach`).
+    #[error(
+        "refused: passthrough to {0}, a link-local, loopback or node address \
+         (ZRING_PASSTHROUGH_ALLOW_LOCAL=true allows it)"
+    )]
+    LocalPassthrough(std::net::SocketAddr),
     /// The connection's task panicked (`task::spawn` contained it); its sockets closed.
     #[error("closed: the connection's task panicked")]
     Panicked,
@@ -99,8 +105,12 @@ const CONNECT: &str = "CONNECT";
 const NONE: &str = "-";
 /// No workload for the connection's source or destination, even after waiting for it.
 const NO_WORKLOAD: &str = "NO_WORKLOAD";
+/// Kept in the configuration but not routable by zring (yet): see `route::Unroutable`.
+const UNROUTABLE: &str = "UNROUTABLE";
 /// Cut at the drain deadline of a removed pod.
 const POD_REMOVED: &str = "POD_REMOVED";
+/// Node mode: passthrough to an address only the node should reach (`local_reach`).
+const PASSTHROUGH_LOCAL: &str = "PASSTHROUGH_LOCAL";
 
 impl Error {
     /// The answer, `response_flags` and side of this error.
@@ -116,6 +126,7 @@ impl Error {
             Error::Denied(Denied::NoServicePort { .. }) => (BAD, DENY, Downstream),
             Error::Denied(Denied::NoHealthyEndpoint(_)) => (UNAVAILABLE, DENY, Upstream),
             Error::Denied(Denied::UnresolvedWaypoint(_)) => (UNAVAILABLE, DENY, Internal),
+            Error::Denied(Denied::Unroutable(_)) => (UNAVAILABLE, UNROUTABLE, Internal),
             // The configuration may just be late (a new pod): 503, worth a retry.
             Error::NoWorkload { .. } => (UNAVAILABLE, NO_WORKLOAD, Internal),
             Error::NotLocal(_) => (BAD, DENY, Downstream),
@@ -125,6 +136,7 @@ impl Error {
             Error::Revoked(_) => (Nothing, DENY, Internal),
             // In-pod: the pod went away; nothing left to answer.
             Error::PodRemoved => (Nothing, POD_REMOVED, Internal),
+            Error::LocalPassthrough(_) => (BAD, PASSTHROUGH_LOCAL, Downstream),
             // A bug: the task unwound; nothing left to answer with.
             Error::Panicked => (Nothing, NONE, Internal),
             // Connecting upstream: TCP, or the HBONE client (15001).

@@ -20,8 +20,8 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use h2::RecvStream;
 use h2::server::SendResponse;
+use h2::{Reason, RecvStream};
 use http::Request;
 use monoio::net::TcpStream;
 use tracing::{debug, info, warn};
@@ -32,7 +32,9 @@ use super::{
 };
 use crate::core::CoreCtx;
 use crate::core::conns::Subject;
+use crate::hbone::limits::{ActiveStream, StreamPermit, Window};
 use crate::hbone::pump;
+use crate::hbone::server::Ended;
 use crate::hbone::{HboneError, server, tls};
 use crate::identity::Identity;
 use crate::metrics::{LatencyKind, Refusal};
@@ -55,6 +57,16 @@ struct Tunnel {
 }
 
 pub async fn serve(ctx: Rc<CoreCtx>, capture: Capture, tcp: TcpStream, peer: SocketAddr) {
+    // Caps first: they cost a hash lookup, the rest costs a handshake. A refusal is a reset
+    // before TLS (counted, logged at debug: a flood must not flood the log too).
+    let _place = match ctx.hbone_gate.admit(peer.ip()) {
+        Ok(place) => place,
+        Err(why) => {
+            debug!(core = ctx.id, src.addr = %peer, "HBONE connection refused: {}", why.as_str());
+            net::reset(tcp);
+            return;
+        }
+    };
     let Some(dst) = capture.orig_dst(&ctx, &tcp, Listener::Inbound) else {
         return;
     };
@@ -82,7 +94,8 @@ pub async fn serve(ctx: Rc<CoreCtx>, capture: Capture, tcp: TcpStream, peer: Soc
             return;
         }
     };
-    let timeout = ctx.config().connect_timeout;
+    let limits = ctx.hbone_gate.limits;
+    let timeout = limits.tls_timeout;
     let started = std::time::Instant::now();
     let (io, peer_identity) = match monoio::time::timeout(
         timeout,
@@ -101,8 +114,8 @@ pub async fn serve(ctx: Rc<CoreCtx>, capture: Capture, tcp: TcpStream, peer: Soc
             return;
         }
         Err(_) => {
-            warn!(core = ctx.id, src.addr = %peer, dst.addr = %dst, "HBONE TLS handshake timed out");
-            ctx.metrics.hbone_refused(Refusal::TlsHandshake);
+            debug!(core = ctx.id, src.addr = %peer, dst.addr = %dst, "HBONE TLS handshake timed out");
+            ctx.metrics.hbone_refused(Refusal::TlsTimeout);
             return;
         }
     };
@@ -114,20 +127,42 @@ pub async fn serve(ctx: Rc<CoreCtx>, capture: Capture, tcp: TcpStream, peer: Soc
         capture,
     });
     let stopping = tunnel.capture.stopping(&ctx);
-    let served = server::serve(io, peer, stopping, |request, respond| {
-        crate::task::spawn(
-            "hbone_stream",
-            stream(ctx.clone(), tunnel.clone(), request, respond),
-        );
+    let opts = server::Options::new(limits.preface_timeout, limits.idle_timeout);
+    // Reserved once the client is authenticated: a stranger reserves nothing.
+    let window = Window::new(&ctx.hbone_gate);
+    let served = server::serve_with(io, peer, stopping, opts, &window, |request, respond, active| {
+        // Streams of one identity are capped per core, whatever connection they come on.
+        match ctx.hbone_gate.stream(&tunnel.peer_identity) {
+            Some(place) => {
+                let places = (place, active);
+                crate::task::spawn(
+                    "hbone_stream",
+                    stream(ctx.clone(), tunnel.clone(), request, respond, places),
+                );
+            }
+            None => {
+                debug!(core = ctx.id, src.addr = %peer, "HBONE stream refused: identity at its limit");
+                let mut respond = respond;
+                respond.send_reset(Reason::REFUSED_STREAM);
+            }
+        }
     })
     .await;
-    if let Err(e) = served {
-        // h2 ending the connection itself (GOAWAY) means the client broke the protocol or an
-        // abuse limit; `server::serve` has logged it.
-        if e.is_go_away() && e.is_library() {
-            ctx.metrics.hbone_refused(Refusal::Http2);
+    match served {
+        Ok(Ended::PrefaceTimeout) => {
+            debug!(core = ctx.id, src.addr = %peer, "HBONE connection closed: no HTTP/2 preface in time");
+            ctx.metrics.hbone_refused(Refusal::PrefaceTimeout);
         }
-        debug!(core = ctx.id, src.addr = %peer, "HBONE connection ended: {e}");
+        Ok(Ended::Idle) => ctx.hbone_gate.closed_idle(),
+        Ok(Ended::Closed | Ended::Silent) => {}
+        Err(e) => {
+            // h2 ending the connection itself (GOAWAY) means the client broke the protocol or
+            // an abuse limit; `server::serve_with` has logged it.
+            if e.is_go_away() && e.is_library() {
+                ctx.metrics.hbone_refused(Refusal::Http2);
+            }
+            debug!(core = ctx.id, src.addr = %peer, "HBONE connection ended: {e}");
+        }
     }
 }
 
@@ -145,6 +180,7 @@ async fn stream(
     tunnel: Rc<Tunnel>,
     request: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
+    _places: (StreamPermit, ActiveStream),
 ) {
     let _active = ctx.track();
     let mut rec = ConnRecord::new(

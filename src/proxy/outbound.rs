@@ -64,23 +64,26 @@ async fn prepare<'c>(
         Capture::Node => ctx.shared.own_addrs.load_full(),
         Capture::Pod(_) => Arc::new(route::OwnAddrs::pod([src.ip()])),
     };
-    let mut route = route::outbound(&snapshot, node, &own, src.ip(), dst, ctx.random());
+    // Endpoints addressed by hostname: the DNS proxy's resolver plugs in here once it exists;
+    // until then such connections are refused with `UNROUTABLE`.
+    let resolver = &route::NoResolver;
+    let mut route = route::outbound(&snapshot, node, &own, src.ip(), dst, ctx.random(), resolver);
     // In a pod the source is the pod itself, whatever the snapshot maps its IP to. A source
     // the snapshot does not have yet (a pod newer than it) is waited for, bounded.
     let unknown = matches!(route, Err(route::Denied::UnknownSource(_)));
     if unknown || matches!(capture, Capture::Pod(_)) {
         let seen = Arc::as_ptr(&snapshot);
         let source = capture.source_workload(ctx, &mut snapshot, src).await?;
-        if unknown || !std::ptr::eq(seen, Arc::as_ptr(&snapshot)) {
-            let ip = source.workload_ips.first().copied().unwrap_or(src.ip());
-            route = route::outbound(&snapshot, node, &own, ip, dst, ctx.random());
+        // Routed again from that workload when it is not the one routed from (the endpoint
+        // choice weighs the source's locality and network) or the snapshot moved on.
+        let same = matches!(&route, Ok(r) if Arc::ptr_eq(&r.source, &source));
+        if unknown || !same || !std::ptr::eq(seen, Arc::as_ptr(&snapshot)) {
+            let random = ctx.random();
+            route = route::outbound_from(&snapshot, node, &own, source, dst, random, resolver);
         }
-        route = route.map(|mut r| {
-            r.source = source;
-            r
-        });
     }
     let route = route?;
+    log_choice(ctx, &route, src, dst);
     rec.routed(
         Some(route.source.clone()),
         route.dst_workload.clone(),
@@ -107,6 +110,10 @@ async fn prepare<'c>(
         }
         Action::Passthrough(a) | Action::Direct(a) | Action::DirectLocal(a) => a,
     };
+    if matches!(route.action, Action::Passthrough(_)) {
+        let allow = ctx.config().passthrough_allow_local;
+        super::local_reach::check(capture, allow, &own, target)?;
+    }
     let kind = route.action.kind();
     info!(core = ctx.id, "proxy to {target} using TCP type {kind}");
     // A pod on this node: no zring on the way in, so this core enforces the destination's
@@ -127,6 +134,37 @@ async fn prepare<'c>(
     let upstream =
         TcpUpstream::connect(ctx, capture, rec, target, SpoofSide::Outbound, registration);
     Ok(Upstream::Tcp(upstream.await?))
+}
+
+/// The endpoint choice, at debug level: which endpoint of which service, and why (the tier the
+/// locality preferences selected, out of how many eligible endpoints).
+fn log_choice(ctx: &CoreCtx, route: &Route, src: SocketAddr, dst: SocketAddr) {
+    let Some(service) = &route.dst_service else {
+        return;
+    };
+    match (&route.choice, &route.dst_workload) {
+        (Some(c), Some(endpoint)) => debug!(
+            core = ctx.id,
+            src.addr = %src,
+            dst.addr = %dst,
+            dst.service = %service.hostname,
+            endpoint = %endpoint.uid,
+            mode = ?c.mode,
+            matched = c.matched,
+            preferences = c.preferences,
+            tier = c.tier,
+            eligible = c.eligible,
+            "endpoint chosen"
+        ),
+        _ if matches!(route.action, Action::Passthrough(_)) => debug!(
+            core = ctx.id,
+            src.addr = %src,
+            dst.addr = %dst,
+            dst.service = %service.hostname,
+            "service load balancing is PASSTHROUGH: connecting to the original destination"
+        ),
+        _ => {}
+    }
 }
 
 /// An open HBONE stream to the destination (or its waypoint), and the pooled connection

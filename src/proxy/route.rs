@@ -2,9 +2,22 @@
 //! randomness comes in as an argument so tests are deterministic.
 //!
 //! Order (ARCHITECTURE.md, "Data path"): zring itself → deny; unknown source → deny; service
-//! VIP → its waypoint, else a healthy endpoint (weighted by capacity); workload → its waypoint;
-//! same node → direct local; HBONE workload → tunnel to `<ip>:15008`; TCP workload → direct;
-//! unknown address → passthrough; and the resolved address is zring itself → deny.
+//! VIP (single or CIDR) → its waypoint, else for a `PASSTHROUGH` service the original
+//! destination, else an endpoint (`balance`: health policy, locality preferences, capacity);
+//! workload → its waypoint; same node → direct local; HBONE workload → tunnel to
+//! `<ip>:15008`; TCP workload → direct; unknown address → passthrough; and the resolved address
+//! is zring itself → deny.
+//!
+//! Lookups are network-aware, as ztunnel's: the source is the workload at its IP on this node
+//! (a node proxy's sources are its own pods, whatever else claims the IP elsewhere), and the
+//! destination is looked up on the source's network, a service VIP preferring the source's
+//! namespace when several services share it.
+//!
+//! What the snapshot keeps but zring cannot route yet is refused here, per connection, with
+//! [`Denied::Unroutable`] (`response_flags="UNROUTABLE"`): an endpoint addressed by hostname
+//! that the [`Resolve`] hook cannot resolve without blocking (until the DNS proxy provides one,
+//! [`NoResolver`] resolves nothing), and an endpoint on another network reachable only through
+//! its network gateway.
 //!
 //! "zring itself" ([`OwnAddrs`]) is one of zring's ports on an address where zring listens:
 //! loopback and, in node mode, this node's own addresses (zring's six ports); in in-pod mode,
@@ -14,11 +27,15 @@
 //! refuses loopback) and again on the address the route resolved to, so a service port that
 //! maps to an endpoint's 15008 is judged on the endpoint.
 
+mod balance;
+
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use crate::state::{Destination, Endpoint, GatewayAddress, Protocol, Service, Snapshot, Workload};
+pub use balance::Choice;
+
+use crate::state::{Destination, GatewayAddress, Protocol, Service, Snapshot, Workload};
 
 /// Port of the HBONE listener on every node.
 pub const HBONE_PORT: u16 = 15008;
@@ -74,6 +91,47 @@ pub struct Route {
     pub dst_workload: Option<Arc<Workload>>,
     pub dst_service: Option<Arc<Service>>,
     pub action: Action,
+    /// How the service's endpoint was chosen (`None`: no endpoint was chosen: a workload
+    /// address, a waypoint, a passthrough), for the debug log.
+    pub choice: Option<Choice>,
+}
+
+/// Resolves the hostname of a workload addressed by DNS (a ServiceEntry with DNS resolution)
+/// without blocking: an answer already at hand (a DNS cache), or `None`. It may start a lookup
+/// so that a later connection finds the answer; this connection is refused meanwhile
+/// ([`Unroutable::Unresolved`]). `want_v6`: the family of the connection's destination.
+pub trait Resolve {
+    fn resolve(&self, hostname: &str, want_v6: bool) -> Option<IpAddr>;
+}
+
+/// Resolves nothing: what routing uses until the DNS proxy (`src/dns`) provides a resolver.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoResolver;
+
+impl Resolve for NoResolver {
+    fn resolve(&self, _: &str, _: bool) -> Option<IpAddr> {
+        None
+    }
+}
+
+/// What the snapshot holds but zring cannot route (yet): refused per connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unroutable {
+    #[error("workload {workload} is addressed by hostname {hostname}, which has no address yet")]
+    Unresolved {
+        workload: Arc<str>,
+        hostname: Arc<str>,
+    },
+    #[error(
+        "workload {workload} is on network {network}, reachable only through its network \
+         gateway, which zring does not tunnel through"
+    )]
+    NetworkGateway {
+        workload: Arc<str>,
+        network: Arc<str>,
+    },
+    #[error("workload {0} has no address, hostname or network gateway")]
+    NoAddress(Arc<str>),
 }
 
 pub use crate::net::own::{OwnAddrs, POD_PORTS};
@@ -98,11 +156,14 @@ pub enum Denied {
     NoHealthyEndpoint(Arc<str>),
     #[error("waypoint {0} cannot be resolved")]
     UnresolvedWaypoint(String),
+    #[error("unroutable: {0}")]
+    Unroutable(Unroutable),
 }
 
 /// Decides where a connection from `src` (a pod on node `node`) to `dst` goes. `own` says
 /// where zring itself listens: a connection that would reach it is denied, judged on `dst` and
-/// on the address the route resolved to.
+/// on the address the route resolved to. `resolver` answers for endpoints addressed by
+/// hostname.
 pub fn outbound(
     snapshot: &Snapshot,
     node: &str,
@@ -110,9 +171,29 @@ pub fn outbound(
     src: IpAddr,
     dst: SocketAddr,
     random: u64,
+    resolver: &dyn Resolve,
 ) -> Result<Route, Denied> {
     not_own(own, dst)?;
-    let route = resolve(snapshot, node, src, dst, random)?;
+    let source = snapshot
+        .workload_near(node, src)
+        .cloned()
+        .ok_or(Denied::UnknownSource(src))?;
+    outbound_from(snapshot, node, own, source, dst, random, resolver)
+}
+
+/// [`outbound`] from a known source workload (in a pod: the pod's own, whatever else the
+/// snapshot maps its IP to).
+pub fn outbound_from(
+    snapshot: &Snapshot,
+    node: &str,
+    own: &OwnAddrs,
+    source: Arc<Workload>,
+    dst: SocketAddr,
+    random: u64,
+    resolver: &dyn Resolve,
+) -> Result<Route, Denied> {
+    not_own(own, dst)?;
+    let route = resolve(snapshot, node, source, dst, random, resolver)?;
     match &route.action {
         Action::Passthrough(to) | Action::Direct(to) | Action::DirectLocal(to) => {
             not_own(own, *to)?
@@ -129,56 +210,59 @@ pub fn outbound(
 fn resolve(
     snapshot: &Snapshot,
     node: &str,
-    src: IpAddr,
+    source: Arc<Workload>,
     dst: SocketAddr,
     random: u64,
+    resolver: &dyn Resolve,
 ) -> Result<Route, Denied> {
-    let source = snapshot
-        .workload_by_ip(src)
-        .cloned()
-        .ok_or(Denied::UnknownSource(src))?;
+    let network = &*source.network;
 
-    if let Some(service) = snapshot.service_by_vip(dst.ip()) {
+    if let Some(service) = snapshot.service_for(network, dst.ip(), Some(&source.namespace)) {
         let service = service.clone();
+        let route = |dst_workload, action, choice| Route {
+            source: source.clone(),
+            dst_workload,
+            dst_service: Some(service.clone()),
+            action,
+            choice,
+        };
         if let Some(wp) = &service.waypoint
             && let Some(action) = via_waypoint(snapshot, wp, &source, dst, random)?
         {
-            return Ok(Route {
-                source,
-                dst_workload: None,
-                dst_service: Some(service),
-                action,
-            });
+            return Ok(route(None, action, None));
         }
-        let (endpoint, port) = pick_endpoint(&service, dst.port(), random)?;
-        let action = to_workload(node, &endpoint, port);
-        return Ok(Route {
-            source,
-            dst_workload: Some(endpoint),
-            dst_service: Some(service),
-            action,
-        });
+        if service.is_passthrough() {
+            return Ok(route(None, Action::Passthrough(dst), None));
+        }
+        let (endpoint, port, choice) = pick_endpoint(&service, &source, dst.port(), random)?;
+        let action = to_workload(node, &source, &endpoint, None, port, dst, resolver)?;
+        return Ok(route(Some(endpoint), action, Some(choice)));
     }
 
-    if let Some(workload) = snapshot.workload_by_ip(dst.ip()) {
+    if let Some(workload) = snapshot.workload_by_addr(network, dst.ip()) {
         let workload = workload.clone();
+        let route = |action| Route {
+            source: source.clone(),
+            dst_workload: Some(workload.clone()),
+            dst_service: None,
+            action,
+            choice: None,
+        };
         if let Some(wp) = &workload.waypoint
             && let Some(action) = via_waypoint(snapshot, wp, &source, dst, random)?
         {
-            return Ok(Route {
-                source,
-                dst_workload: Some(workload),
-                dst_service: None,
-                action,
-            });
+            return Ok(route(action));
         }
-        let action = to_workload(node, &workload, dst.port());
-        return Ok(Route {
-            source,
-            dst_workload: Some(workload),
-            dst_service: None,
-            action,
-        });
+        let action = to_workload(
+            node,
+            &source,
+            &workload,
+            Some(dst.ip()),
+            dst.port(),
+            dst,
+            resolver,
+        )?;
+        return Ok(route(action));
     }
 
     Ok(Route {
@@ -186,18 +270,58 @@ fn resolve(
         dst_workload: None,
         dst_service: None,
         action: Action::Passthrough(dst),
+        choice: None,
     })
 }
 
-/// The way to reach `workload` on `port`, given where it runs and what it speaks.
-fn to_workload(node: &str, workload: &Arc<Workload>, port: u16) -> Action {
-    // `workload_ips` is never empty: the snapshot rejects such workloads.
-    let ip = workload.workload_ips[0];
+/// The way to reach `workload` on `port`, given where it runs and what it speaks. `at`: the
+/// address it was reached at, when reached by its own IP; else one of its IPs of `dst`'s family
+/// (the first when it has none of that family), or its hostname resolved.
+fn to_workload(
+    node: &str,
+    source: &Workload,
+    workload: &Arc<Workload>,
+    at: Option<IpAddr>,
+    port: u16,
+    dst: SocketAddr,
+    resolver: &dyn Resolve,
+) -> Result<Action, Denied> {
+    if balance::behind_gateway(source, workload) {
+        return Err(Denied::Unroutable(Unroutable::NetworkGateway {
+            workload: workload.uid.clone(),
+            network: workload.network.clone(),
+        }));
+    }
+    let want_v6 = dst.is_ipv6();
+    let ip = match at {
+        Some(ip) => ip,
+        None => match workload
+            .workload_ips
+            .iter()
+            .find(|ip| ip.is_ipv6() == want_v6)
+            .or(workload.workload_ips.first())
+        {
+            Some(ip) => *ip,
+            None if !workload.hostname.is_empty() => resolver
+                .resolve(&workload.hostname, want_v6)
+                .ok_or_else(|| {
+                    Denied::Unroutable(Unroutable::Unresolved {
+                        workload: workload.uid.clone(),
+                        hostname: workload.hostname.clone(),
+                    })
+                })?,
+            None => {
+                return Err(Denied::Unroutable(Unroutable::NoAddress(
+                    workload.uid.clone(),
+                )));
+            }
+        },
+    };
     let target = SocketAddr::new(ip, port);
     if !workload.node.is_empty() && *workload.node == *node {
-        return Action::DirectLocal(target);
+        return Ok(Action::DirectLocal(target));
     }
-    match workload.protocol {
+    Ok(match workload.protocol {
         Protocol::Hbone => Action::Hbone {
             via: SocketAddr::new(ip, HBONE_PORT),
             authority: target,
@@ -205,7 +329,7 @@ fn to_workload(node: &str, workload: &Arc<Workload>, port: u16) -> Action {
             peer: workload.clone(),
         },
         Protocol::Tcp => Action::Direct(target),
-    }
+    })
 }
 
 /// Resolves a waypoint to the workload that will receive the tunnel. `None` when the source is
@@ -219,24 +343,28 @@ fn via_waypoint(
 ) -> Result<Option<Action>, Denied> {
     let peer = match &wp.destination {
         Destination::Address(addr) => {
-            if let Some(svc) = snapshot.service_by_vip(addr.address) {
-                pick(svc, random).map(|e| e.workload.clone())
+            if let Some(svc) = snapshot.service_for(&addr.network, addr.address, None) {
+                balance::choose(svc, source, random).map(|(e, _)| e.workload.clone())
             } else {
-                snapshot.workload_by_ip(addr.address).cloned()
+                snapshot
+                    .workload_by_addr(&addr.network, addr.address)
+                    .cloned()
             }
         }
         Destination::Hostname(h) => snapshot
             .service_by_host(&h.namespace, &h.hostname)
-            .and_then(|svc| pick(svc, random))
-            .map(|e| e.workload.clone()),
+            .and_then(|svc| balance::choose(svc, source, random))
+            .map(|(e, _)| e.workload.clone()),
     };
-    let Some(peer) = peer else {
+    // A waypoint is reached at one of its IPs; one known only by hostname is not resolved.
+    let Some((peer, ip)) = peer.and_then(|p| p.workload_ips.first().copied().map(|ip| (p, ip)))
+    else {
         return Err(Denied::UnresolvedWaypoint(wp.to_string()));
     };
     if peer.uid == source.uid {
         return Ok(None);
     }
-    let via = SocketAddr::new(peer.workload_ips[0], wp.hbone_mtls_port);
+    let via = SocketAddr::new(ip, wp.hbone_mtls_port);
     Ok(Some(Action::Hbone {
         via,
         authority,
@@ -245,43 +373,29 @@ fn via_waypoint(
     }))
 }
 
-/// Picks an endpoint of `service` for `port`, and the port to dial on it.
+/// Picks an endpoint of `service` for `port` (see `balance`), and the port to dial on it.
 fn pick_endpoint(
     service: &Service,
+    source: &Workload,
     port: u16,
     random: u64,
-) -> Result<(Arc<Workload>, u16), Denied> {
+) -> Result<(Arc<Workload>, u16, Choice), Denied> {
     if service.target_port(port).is_none() {
         return Err(Denied::NoServicePort {
             service: service.hostname.clone(),
             port,
         });
     }
-    let e =
-        pick(service, random).ok_or_else(|| Denied::NoHealthyEndpoint(service.hostname.clone()))?;
-    Ok((e.workload.clone(), e.target_port(service, port)))
-}
-
-/// An endpoint the service admits (healthy, or any under the `AllowAll` health policy),
-/// weighted by capacity.
-fn pick(service: &Service, random: u64) -> Option<&Endpoint> {
-    let eligible = || {
-        service
-            .endpoints
-            .iter()
-            .filter(|e| service.admits(e.workload.status) && !e.workload.workload_ips.is_empty())
+    let Some((e, choice)) = balance::choose(service, source, random) else {
+        if let Some(e) = balance::gateway_only(service, source) {
+            return Err(Denied::Unroutable(Unroutable::NetworkGateway {
+                workload: e.workload.uid.clone(),
+                network: e.workload.network.clone(),
+            }));
+        }
+        return Err(Denied::NoHealthyEndpoint(service.hostname.clone()));
     };
-    let weight = |e: &Endpoint| u64::from(e.workload.capacity.max(1));
-    let total: u64 = eligible().map(weight).sum();
-    if total == 0 {
-        return None;
-    }
-    let mut ticket = random % total;
-    eligible().find(|e| {
-        let hit = ticket < weight(e);
-        ticket = ticket.saturating_sub(weight(e));
-        hit
-    })
+    Ok((e.workload.clone(), e.target_port(service, port), choice))
 }
 
 impl fmt::Display for TunnelKind {

@@ -28,6 +28,8 @@ use monoio::net::TcpListener;
 use tracing::{debug, error, info};
 
 use crate::core::CoreCtx;
+use crate::dns::{self, CoreDns, Origin, UdpUpstream};
+use crate::inpod::factory::DnsSockets;
 use crate::inpod::handoff::{CoreAnswer, CoreMail, Inbox};
 use crate::inpod::pod::{CorePod, PodPort, Upstreams};
 use crate::latch::Latch;
@@ -49,8 +51,8 @@ struct Served {
     emptied: Latch<()>,
 }
 
-/// The core's pod task: runs for the core's life.
-pub(super) async fn run(ctx: Rc<CoreCtx>, inbox: Inbox) {
+/// The core's pod task: runs for the core's life. `dns`: the core's DNS proxy, when it is on.
+pub(super) async fn run(ctx: Rc<CoreCtx>, inbox: Inbox, dns: Option<Rc<CoreDns>>) {
     let mut inbox = match inbox.into_core() {
         Ok(i) => i,
         Err(e) => {
@@ -73,6 +75,7 @@ pub(super) async fn run(ctx: Rc<CoreCtx>, inbox: Inbox) {
                 CoreMail::AddPod {
                     pod,
                     listeners,
+                    dns: dns_sockets,
                     done,
                 } => {
                     if let Some(old) = pods.remove(&pod.uid) {
@@ -88,7 +91,11 @@ pub(super) async fn run(ctx: Rc<CoreCtx>, inbox: Inbox) {
                         conns: Cell::new(0),
                         emptied: Latch::default(),
                     });
-                    let result = start(&ctx, &served, listeners);
+                    let result =
+                        start(&ctx, &served, listeners).and_then(|()| match (dns_sockets, &dns) {
+                            (Some(sockets), Some(dns)) => start_dns(&ctx, &served, dns, sockets),
+                            _ => Ok(()),
+                        });
                     if result.is_ok() {
                         pods.insert(uid, served);
                     } else {
@@ -132,6 +139,47 @@ fn start(
     }
     debug!(core = ctx.id, uid = %served.pod.ctx.uid, "pod listeners up");
     Ok(())
+}
+
+/// Serves the pod's DNS sockets: a UDP loop and a TCP accept loop, counted with the pod's
+/// listener loops so that its removal waits for them to close too.
+fn start_dns(
+    ctx: &Rc<CoreCtx>,
+    served: &Rc<Served>,
+    dns: &Rc<CoreDns>,
+    sockets: DnsSockets,
+) -> Result<(), String> {
+    let upstream = UdpUpstream::new(sockets.upstream)
+        .map_err(|e| format!("cannot register the DNS upstream socket: {e}"))?;
+    let origin = Rc::new(Origin::Pod(served.pod.clone()));
+    let (udp, tcp) = (sockets.udp, sockets.tcp);
+    let loops: [std::pin::Pin<Box<dyn Future<Output = ()>>>; 2] = [
+        Box::pin(dns::serve_udp(
+            ctx.clone(),
+            dns.clone(),
+            origin.clone(),
+            udp,
+            Rc::new(upstream),
+        )),
+        Box::pin(dns::serve_tcp(ctx.clone(), dns.clone(), origin, tcp)),
+    ];
+    for serve in loops {
+        served.loops.set(served.loops.get() + 1);
+        let served = served.clone();
+        monoio::spawn(async move {
+            serve.await;
+            loop_ended(&served);
+        });
+    }
+    Ok(())
+}
+
+/// One of the pod's loops has closed its socket.
+fn loop_ended(served: &Served) {
+    served.loops.set(served.loops.get() - 1);
+    if served.loops.get() == 0 {
+        served.closed.fire(());
+    }
 }
 
 /// Closes the pod's listeners; confirms on `done` once they are closed; cuts its connections
@@ -216,10 +264,7 @@ async fn accept_loop(ctx: Rc<CoreCtx>, served: Rc<Served>, listener: TcpListener
         }
     }
     drop(listener);
-    served.loops.set(served.loops.get() - 1);
-    if served.loops.get() == 0 {
-        served.closed.fire(());
-    }
+    loop_ended(&served);
 }
 
 /// Counts a connection of a pod until dropped.

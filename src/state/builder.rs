@@ -2,20 +2,20 @@
 //! `Snapshot`. Pure; runs on the control thread whenever a config source has a new view.
 //!
 //! Every rule a snapshot promises (see `state`'s module doc) is checked here, once, so every
-//! config source gets the same checks and cores never re-validate. The first violation is
+//! config source gets the same checks and cores never re-validate. Objects sharing an address
+//! are not a conflict: the indexes keep them all, best first (see `snapshot`). The first violation is
 //! returned; its message names the object (workload uid, service `namespace/hostname`, policy
 //! `namespace/name`), the field as the YAML spells it, and why.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::excerpt;
 use super::names;
 use super::policy::{Authorization, PolicyScope};
 use super::service::{Endpoint, PortMap, Service};
-use super::snapshot::Snapshot;
+use super::snapshot::{AtAddr, Snapshot, VipEntry, workload_rank};
 use super::workload::{Destination, GatewayAddress, NamespacedHostname, NetworkMode, Workload};
 
 /// Why a set of objects cannot become a snapshot.
@@ -28,26 +28,8 @@ pub enum SnapshotError {
         field: &'static str,
         reason: String,
     },
-    #[error("workloads {first:?} and {second:?} both have IP {ip}; an IP belongs to one workload")]
-    DuplicateWorkloadIp {
-        ip: IpAddr,
-        first: Arc<str>,
-        second: Arc<str>,
-    },
     #[error("workload uid {0:?} is used by more than one workload")]
     DuplicateWorkloadUid(Arc<str>),
-    /// The keys are kept whole (an xDS source names the culprit by them); the message cuts
-    /// them short.
-    #[error(
-        "services {} and {} both have VIP {vip}; a VIP belongs to one service",
-        excerpt(&first.to_string()),
-        excerpt(&second.to_string())
-    )]
-    DuplicateVip {
-        vip: IpAddr,
-        first: NamespacedHostname,
-        second: NamespacedHostname,
-    },
     #[error("service {0} is defined more than once")]
     DuplicateService(String),
     #[error("policy {0} is defined more than once")]
@@ -169,7 +151,7 @@ impl SnapshotBuilder {
         // Sized up front: growing maps of 100,000 entries rehashes and copies them repeatedly.
         let mut snap = Snapshot {
             workloads: Vec::with_capacity(n),
-            workload_by_ip: HashMap::with_capacity(n),
+            workloads_by_ip: HashMap::with_capacity(n),
             workload_by_uid: HashMap::with_capacity(n),
             ..Snapshot::default()
         };
@@ -190,19 +172,14 @@ impl SnapshotBuilder {
             };
             if w.network_mode != NetworkMode::HostNetwork {
                 for ip in &w.workload_ips {
-                    match snap.workload_by_ip.entry(*ip) {
-                        // The same IP listed twice on one workload is harmless.
-                        Entry::Occupied(o) if o.get().uid == w.uid => {}
-                        Entry::Occupied(o) => {
-                            return Err(SnapshotError::DuplicateWorkloadIp {
-                                ip: *ip,
-                                first: o.get().uid.clone(),
-                                second: w.uid.clone(),
-                            });
-                        }
+                    match snap.workloads_by_ip.entry(*ip) {
                         Entry::Vacant(v) => {
-                            v.insert(w.clone());
+                            v.insert(AtAddr::One(w.clone()));
                         }
+                        // The same IP listed twice on one workload is harmless.
+                        Entry::Occupied(o) if o.get().as_slice().iter().any(|x| x.uid == w.uid) => {
+                        }
+                        Entry::Occupied(mut o) => o.get_mut().push(w.clone()),
                     }
                 }
             }
@@ -210,9 +187,12 @@ impl SnapshotBuilder {
             memberships.push((w, member_of));
         }
 
+        for at in snap.workloads_by_ip.values_mut() {
+            at.sort_by(|a, b| workload_rank(a).cmp(&workload_rank(b)));
+        }
+
         let mut services = self.services;
         let mut by_key: HashMap<NamespacedHostname, usize> = HashMap::with_capacity(services.len());
-        let mut vip_owner: HashMap<IpAddr, usize> = HashMap::new();
         for (i, s) in services.iter_mut().enumerate() {
             check_service(s)?;
             if by_key.insert(s.key(), i).is_some() {
@@ -223,23 +203,6 @@ impl SnapshotBuilder {
             s.endpoints.clear();
             for vip in &mut s.vips {
                 vip.address = vip.address.to_canonical();
-            }
-        }
-        for (i, s) in services.iter().enumerate() {
-            for vip in &s.vips {
-                match vip_owner.entry(vip.address) {
-                    Entry::Occupied(o) if *o.get() == i => {}
-                    Entry::Occupied(o) => {
-                        return Err(SnapshotError::DuplicateVip {
-                            vip: vip.address,
-                            first: services[*o.get()].key(),
-                            second: s.key(),
-                        });
-                    }
-                    Entry::Vacant(v) => {
-                        v.insert(i);
-                    }
-                }
             }
         }
         for (w, member_of) in memberships {
@@ -255,7 +218,25 @@ impl SnapshotBuilder {
         for s in services {
             let s = Arc::new(s);
             for vip in &s.vips {
-                snap.service_by_vip.insert(vip.address, s.clone());
+                let entry = VipEntry {
+                    network: vip.network.clone(),
+                    service: s.clone(),
+                };
+                match snap.services_by_vip.entry(vip.address) {
+                    Entry::Vacant(v) => {
+                        v.insert(AtAddr::One(entry));
+                    }
+                    // One service listing one VIP twice is harmless.
+                    Entry::Occupied(o)
+                        if o.get()
+                            .as_slice()
+                            .iter()
+                            .any(|e| Arc::ptr_eq(&e.service, &s) && e.network == vip.network) => {}
+                    Entry::Occupied(mut o) => o.get_mut().push(entry),
+                }
+            }
+            for c in &s.cidr_vips {
+                snap.cidr_vips.push((c.clone(), s.clone()));
             }
             snap.services_by_host
                 .entry(s.hostname.clone())
@@ -263,6 +244,16 @@ impl SnapshotBuilder {
                 .push(s.clone());
             snap.services.push(s);
         }
+        // Deterministic whatever order the source listed them in (xDS holds them in a map).
+        for at in snap.services_by_vip.values_mut() {
+            at.sort_by(|a, b| {
+                (&*a.service.namespace, &*a.service.hostname)
+                    .cmp(&(&*b.service.namespace, &*b.service.hostname))
+            });
+        }
+        snap.cidr_vips.sort_by(|(_, a), (_, b)| {
+            (&*a.namespace, &*a.hostname).cmp(&(&*b.namespace, &*b.hostname))
+        });
 
         for p in self.policies {
             check_policy(&p)?;
@@ -376,13 +367,8 @@ fn check_workload(
     ] {
         check(subject, field, value, names::check_text)?;
     }
-    if w.workload_ips.is_empty() {
-        return Err(invalid(
-            subject,
-            "workloadIps",
-            "is empty: every workload needs at least one IP",
-        ));
-    }
+    // No IP is kept: a workload addressed by hostname (DNS), or reachable only through its
+    // network gateway. Routing refuses what it cannot reach, connection by connection.
     if let Some(g) = &w.waypoint {
         check_gateway(subject, "waypoint", g)?;
     }
@@ -429,15 +415,12 @@ fn check_service(s: &Service) -> Result<(), SnapshotError> {
     check(subject, "name", &s.name, names::check_object_name)?;
     check(subject, "namespace", &s.namespace, names::check_namespace)?;
     check(subject, "hostname", &s.hostname, names::check_hostname)?;
-    if s.vips.is_empty() {
-        return Err(invalid(
-            subject,
-            "vips",
-            "is empty: a service needs at least one VIP",
-        ));
-    }
+    // No VIP is kept: a headless service, reached through its endpoints' own addresses.
     for vip in &s.vips {
         check(subject, "vips", &vip.network, names::check_network)?;
+    }
+    for c in &s.cidr_vips {
+        check(subject, "cidrVips", &c.network, names::check_network)?;
     }
     if s.ports.contains_key(&0) {
         return Err(invalid(

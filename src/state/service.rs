@@ -3,10 +3,15 @@
 //! through `Arc` by every core.
 //!
 //! Invariants once inside a `Snapshot` (enforced by `SnapshotBuilder::build`): the
-//! `namespace/hostname` key and every VIP are unique across services, `vips` is non-empty and
-//! canonical, no service port is 0, and `endpoints` lists exactly the workloads whose
-//! memberships name this service, in the order the workloads were added, healthy or not
-//! (routing filters by health with `Service::admits`).
+//! `namespace/hostname` key is unique across services, `vips` is canonical, no service port is
+//! 0, and `endpoints` lists exactly the workloads whose memberships name this service, in the
+//! order the workloads were added, healthy or not (routing filters by health with
+//! `Service::admits`).
+//!
+//! What istiod sends is kept as it is: a service may have no VIP at all (headless: reached by
+//! its endpoints' own IPs, or by DNS), share a VIP with services of other namespaces (the
+//! snapshot picks one per client, see `Snapshot::service_for`), and answer on whole ranges
+//! (`cidr_vips`, a ServiceEntry's `addresses: [10.1.0.0/16]`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,6 +19,7 @@ use std::sync::Arc;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
 
+use super::cidr::Cidr;
 use super::ser;
 use super::workload::{GatewayAddress, HealthStatus, NamespacedHostname, NetworkAddress, Workload};
 
@@ -101,6 +107,15 @@ pub struct LoadBalancer {
     pub health_policy: LoadBalancerHealthPolicy,
 }
 
+/// A range of VIPs on a named network: a service answering on every address of `cidr`.
+/// Serialized as ztunnel dumps it: `{"network": "", "cidr": "10.1.0.0/16"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct NetworkCidr {
+    #[serde(serialize_with = "ser::str")]
+    pub network: Arc<str>,
+    pub cidr: Cidr,
+}
+
 /// Which address families a service answers on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum IpFamily {
@@ -121,7 +136,12 @@ pub struct Service {
     /// e.g. `appb.default.svc.cluster.local`.
     #[serde(serialize_with = "ser::str")]
     pub hostname: Arc<str>,
+    /// Single VIPs; empty for a headless service.
     pub vips: Vec<NetworkAddress>,
+    /// VIP ranges (prefix shorter than the family's width); looked up when no single VIP
+    /// matches, the longest prefix winning.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cidr_vips: Vec<NetworkCidr>,
     pub ports: PortMap,
     /// Extra identities an endpoint of this service may present (beyond its own).
     #[serde(serialize_with = "ser::strs")]
@@ -146,6 +166,19 @@ impl Service {
             namespace: self.namespace.clone(),
             hostname: self.hostname.clone(),
         }
+    }
+
+    /// Headless: no VIP to be reached at; its endpoints are reached by their own IPs.
+    pub fn is_headless(&self) -> bool {
+        self.vips.is_empty() && self.cidr_vips.is_empty()
+    }
+
+    /// `PASSTHROUGH` load balancing: connections to the VIP go to the original destination,
+    /// no endpoint is chosen.
+    pub fn is_passthrough(&self) -> bool {
+        self.load_balancer
+            .as_ref()
+            .is_some_and(|lb| lb.mode == LoadBalancerMode::Passthrough)
     }
 
     /// The target port for `service_port` when the service declares it (0: per endpoint).

@@ -14,11 +14,16 @@
 //! `Kubernetes`, a missing capacity 1, a gateway port of 0 is 15008 and an application tunnel
 //! port of 0 is none.
 //!
-//! Deliberate refusals (each a per-resource NACK, the other resources still apply):
-//! - workloads with no IP (DNS-resolved by hostname) and services with no VIP (headless):
-//!   zring routes by destination IP and its snapshot has no place for either;
+//! Everything istiod legitimately sends converts: workloads with no IP (addressed by hostname,
+//! or behind a network gateway), services with no VIP (headless), VIPs with a prefix length
+//! (CIDR VIPs), `PASSTHROUGH` load balancing. What routing cannot serve is refused per
+//! connection (`proxy::route`), never here.
+//!
+//! Deliberate refusals (each a per-resource NACK, the other resources still apply): malformed
+//! input only, e.g.
 //! - free-text strings longer than [`MAX_TEXT_BYTES`]: they end up in headers, metric labels
 //!   and logs;
+//! - a prefix length longer than the address family (`10.0.0.0/33`);
 //! - a workload's per-service port entry with target port 0 is dropped rather than refused:
 //!   0 means "no override", which is what a missing entry means to `Endpoint::target_port`.
 
@@ -31,9 +36,9 @@ use crate::state::{
     DEFAULT_HBONE_MTLS_PORT, DEFAULT_SERVICE_ACCOUNT, DEFAULT_TRUST_DOMAIN, Destination,
     GatewayAddress, HealthStatus, IpFamily, LoadBalancer, LoadBalancerHealthPolicy,
     LoadBalancerMode, LoadBalancerScope, Locality, Match, NamespacedHostname, NetworkAddress,
-    NetworkMode, PolicyAction, PolicyScope, PortMap, PreparedWorkload, Protocol, Service,
-    ServiceAccountMatch, SnapshotBuilder, SnapshotError, StringMatch, TunnelProtocol, Workload,
-    excerpt,
+    NetworkCidr, NetworkMode, PolicyAction, PolicyScope, PortMap, PreparedWorkload, Protocol,
+    Service, ServiceAccountMatch, SnapshotBuilder, SnapshotError, StringMatch, TunnelProtocol,
+    Workload, excerpt,
 };
 
 /// Longest string zring accepts in any field of an xDS resource. Real names are at most a few
@@ -55,8 +60,6 @@ pub enum ConvertError {
     TooLong { field: &'static str, len: usize },
     #[error("{field}: {reason}")]
     Invalid { field: &'static str, reason: String },
-    #[error("{0}")]
-    Unsupported(&'static str),
     /// The object breaks a snapshot rule (bad names, missing IPs, …); the message names it.
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
@@ -104,11 +107,6 @@ impl TryFrom<pw::Workload> for WorkloadEntry {
     type Error = ConvertError;
 
     fn try_from(w: pw::Workload) -> Result<WorkloadEntry, ConvertError> {
-        if w.addresses.is_empty() && !w.hostname.is_empty() {
-            return Err(ConvertError::Unsupported(
-                "workloads addressed by hostname (DNS) are not supported: zring routes by IP",
-            ));
-        }
         let workload_ips = w
             .addresses
             .iter()
@@ -196,16 +194,15 @@ impl TryFrom<pw::Service> for Service {
     type Error = ConvertError;
 
     fn try_from(s: pw::Service) -> Result<Service, ConvertError> {
-        if s.addresses.is_empty() {
-            return Err(ConvertError::Unsupported(
-                "services without a VIP (headless) are not supported: zring routes by IP",
-            ));
+        // Empty for a headless service: kept, reached through its endpoints' addresses.
+        let mut vips = Vec::with_capacity(s.addresses.len());
+        let mut cidr_vips = Vec::new();
+        for a in s.addresses {
+            match vip("addresses", a)? {
+                Vip::One(v) => vips.push(v),
+                Vip::Range(c) => cidr_vips.push(c),
+            }
         }
-        let vips = s
-            .addresses
-            .into_iter()
-            .map(|a| network_address("addresses", a))
-            .collect::<Result<Vec<_>, _>>()?;
         let mut ports = PortMap::new();
         for p in s.ports {
             let service_port = port("ports.servicePort", p.service_port)?;
@@ -222,6 +219,7 @@ impl TryFrom<pw::Service> for Service {
             namespace: text("namespace", s.namespace)?,
             hostname: text("hostname", s.hostname)?,
             vips,
+            cidr_vips,
             ports,
             subject_alt_names: s
                 .subject_alt_names
@@ -439,13 +437,59 @@ fn workload_type(v: i32) -> Result<&'static str, ConvertError> {
     })
 }
 
+/// A service address: one VIP, or a range when it carries a prefix shorter than its family.
+enum Vip {
+    One(NetworkAddress),
+    Range(NetworkCidr),
+}
+
+fn vip(field: &'static str, a: pw::NetworkAddress) -> Result<Vip, ConvertError> {
+    let length = a.length;
+    let addr = network_address_of(field, a.network, &a.address)?;
+    let max: u8 = if addr.address.is_ipv4() { 32 } else { 128 };
+    match length {
+        None => Ok(Vip::One(addr)),
+        Some(l) if l == u32::from(max) => Ok(Vip::One(addr)),
+        Some(l) => {
+            let invalid = |e: CidrError| ConvertError::Invalid {
+                field,
+                reason: format!("{}/{l}: {e}", addr.address),
+            };
+            let prefix = u8::try_from(l)
+                .map_err(|_| invalid(CidrError::PrefixTooLong { prefix: l, max }))?;
+            let cidr = Cidr::new(addr.address, prefix).map_err(invalid)?;
+            Ok(Vip::Range(NetworkCidr {
+                network: addr.network,
+                cidr,
+            }))
+        }
+    }
+}
+
+/// A gateway's address: one IP (a prefix length would make no sense there and is refused).
 fn network_address(
     field: &'static str,
     a: pw::NetworkAddress,
 ) -> Result<NetworkAddress, ConvertError> {
+    if let Some(l) = a.length
+        && l != if a.address.len() == 4 { 32 } else { 128 }
+    {
+        return Err(ConvertError::Invalid {
+            field,
+            reason: format!("a gateway is one address, not a /{l} range"),
+        });
+    }
+    network_address_of(field, a.network, &a.address)
+}
+
+fn network_address_of(
+    field: &'static str,
+    network: String,
+    address: &[u8],
+) -> Result<NetworkAddress, ConvertError> {
     Ok(NetworkAddress {
-        network: text(field, a.network)?,
-        address: ip(field, &a.address)?,
+        network: text(field, network)?,
+        address: ip(field, address)?,
     })
 }
 

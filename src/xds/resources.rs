@@ -6,11 +6,11 @@
 //! 1. each resource is decoded and converted on its own (`convert`); one that fails is
 //!    rejected and the previous version of that name (if any) stays;
 //! 2. removals and the surviving updates are applied to the map;
-//! 3. the snapshot is built. The only way it can fail now is a conflict between objects (two
-//!    workloads with one IP, two services with one VIP): the update that caused it is rolled
-//!    back and rejected, the older resource keeps its claim, and the build is retried. After
-//!    [`MAX_CONFLICT_RETRIES`] conflicts in one response every update of the response is
-//!    rolled back (a hostile or broken server cannot make us rebuild without bound).
+//! 3. the snapshot is built. Objects sharing an address are not a conflict (several workloads
+//!    per IP, several services per VIP: istiod sends both, and the snapshot keeps them all,
+//!    see `state::Snapshot`), keys are resource names, and every object was checked on its
+//!    own in step 1, so the build cannot fail; should it ever, every update of the response is
+//!    rolled back and rejected, and the removals stay.
 //!
 //! Invariant: the map always builds into a valid snapshot (it starts empty, and step 3 only
 //! keeps changes that build), so a later response is never blamed for an earlier one.
@@ -30,9 +30,6 @@ use crate::state::{Authorization, Snapshot, SnapshotBuilder, SnapshotError, exce
 
 pub use crate::xds_types::Kind;
 
-/// Conflicting updates one response may cause before all its updates are refused.
-pub const MAX_CONFLICT_RETRIES: usize = 16;
-
 /// Why one resource of a response was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ResourceError {
@@ -50,9 +47,10 @@ pub enum ResourceError {
     NameMismatch(String),
     #[error(transparent)]
     Convert(#[from] ConvertError),
-    /// Conflicts with a resource accepted earlier, which keeps its place.
-    #[error("conflicts with another resource: {0}")]
-    Conflict(SnapshotError),
+    /// The snapshot would not build with it. No rule between objects remains (objects
+    /// sharing an address are all kept), so this is a bug guard, not an expected outcome.
+    #[error("the snapshot does not build with it: {0}")]
+    Unbuildable(SnapshotError),
 }
 
 /// One rejected resource, for the NACK's error detail and the log.
@@ -208,51 +206,32 @@ impl ResourceSet {
             };
         }
 
-        let mut conflicts = 0;
-        loop {
-            let error = match self.build_with_last(&updated) {
-                Ok(snapshot) => {
-                    return Applied {
-                        snapshot: Some(snapshot),
-                        rejected,
-                        updated: updated.len(),
-                        removed: removed_count,
-                    };
-                }
-                Err(e) => e,
-            };
-            conflicts += 1;
-            match culprit(&error, &updated.set) {
-                Some(name) if conflicts <= MAX_CONFLICT_RETRIES => {
-                    if let Some(i) = undo[removals..].iter().position(|(n, _)| *n == name) {
-                        let (name, previous) = undo.remove(removals + i);
-                        self.restore(&name, previous);
+        match self.build_with_last(&updated) {
+            Ok(snapshot) => Applied {
+                snapshot: Some(snapshot),
+                rejected,
+                updated: updated.len(),
+                removed: removed_count,
+            },
+            Err(error) => {
+                // Unreachable by construction (see the module doc); should a rule between
+                // objects ever return, the response's updates are refused rather than the
+                // snapshot left unbuildable. The removals stay: the server asked for them.
+                for (name, previous) in undo.drain(removals..).rev() {
+                    self.restore(&name, previous);
+                    if updated.remove(&name) {
+                        rejected.push(Rejection {
+                            name,
+                            error: ResourceError::Unbuildable(error.clone()),
+                        });
                     }
-                    updated.remove(&name);
-                    rejected.push(Rejection {
-                        name,
-                        error: ResourceError::Conflict(error),
-                    });
                 }
-                _ => {
-                    // Roll back every update of this response; the removals stay (removing
-                    // cannot create a conflict, and the server asked for them).
-                    for (name, previous) in undo.drain(removals..).rev() {
-                        self.restore(&name, previous);
-                        if updated.remove(&name) {
-                            rejected.push(Rejection {
-                                name,
-                                error: ResourceError::Conflict(error.clone()),
-                            });
-                        }
-                    }
-                    let snapshot = self.build_with_last(&updated);
-                    return Applied {
-                        snapshot: (removed_count > 0).then_some(snapshot.ok()).flatten(),
-                        rejected,
-                        updated: 0,
-                        removed: removed_count,
-                    };
+                let snapshot = self.build_with_last(&updated);
+                Applied {
+                    snapshot: (removed_count > 0).then_some(snapshot.ok()).flatten(),
+                    rejected,
+                    updated: 0,
+                    removed: removed_count,
                 }
             }
         }
@@ -320,25 +299,6 @@ fn versions<T>(m: &HashMap<String, Held<T>>) -> HashMap<String, String> {
     m.iter()
         .map(|(n, h)| (n.clone(), h.version.clone()))
         .collect()
-}
-
-/// The name of the updated resource a conflict is blamed on: the later of the two objects.
-fn culprit(error: &SnapshotError, updated: &HashSet<String>) -> Option<String> {
-    let (first, second) = match error {
-        SnapshotError::DuplicateWorkloadIp { first, second, .. } => {
-            (first.to_string(), second.to_string())
-        }
-        SnapshotError::DuplicateVip { first, second, .. } => {
-            (first.to_string(), second.to_string())
-        }
-        // Keys are resource names, so no other rule between objects can break; and the rules
-        // of single objects were checked at conversion. Refuse the whole response.
-        SnapshotError::Invalid { .. }
-        | SnapshotError::DuplicateWorkloadUid(_)
-        | SnapshotError::DuplicateService(_)
-        | SnapshotError::DuplicatePolicy(_) => return None,
-    };
-    [second, first].into_iter().find(|n| updated.contains(n))
 }
 
 fn decode(kind: Kind, r: Resource) -> Result<(String, Value), ResourceError> {

@@ -42,6 +42,7 @@ fn workload(uid: &str, ip: &str) -> pw::Workload {
                 pw::NetworkAddress {
                     network: String::new(),
                     address: v4("10.244.3.3"),
+                    length: None,
                 },
             )),
             hbone_mtls_port: 15008,
@@ -58,6 +59,7 @@ fn service() -> pw::Service {
         addresses: vec![pw::NetworkAddress {
             network: String::new(),
             address: v4("10.96.101.203"),
+            length: None,
         }],
         ports: vec![pw::Port {
             service_port: 8000,

@@ -32,6 +32,10 @@ enum Mode {
     OtherIdentity,
     OtherCa,
     OtherKey,
+    /// A root rotation at the CA: signed under `other`, both roots sent.
+    Rotating,
+    /// The rotation done: signed under `other`, only its root sent.
+    Rotated,
 }
 
 /// What the fake CA saw in one request.
@@ -92,6 +96,15 @@ impl IstioCertificateService for Arc<FakeCa> {
             Mode::NotPem => vec!["hello".into()],
             Mode::Sign => vec![sign(&self.ca, &r.csr)?, pem_certificate(self.ca.root())],
             Mode::OtherCa => vec![sign(&self.other, &r.csr)?],
+            Mode::Rotating => vec![
+                sign(&self.other, &r.csr)?,
+                pem_certificate(self.ca.root()),
+                pem_certificate(self.other.root()),
+            ],
+            Mode::Rotated => vec![
+                sign(&self.other, &r.csr)?,
+                pem_certificate(self.other.root()),
+            ],
             Mode::OtherIdentity | Mode::OtherKey => {
                 // A well-formed certificate from the right CA, but for someone else's CSR.
                 let id = match mode {
@@ -293,4 +306,51 @@ async fn ca_outage_during_rotation_keeps_the_old_certificates() {
     let none = crate::xds::local::parse("").unwrap();
     assert!(m.sync(&published, &none, "n", later).await.published);
     assert!(published.load().is_empty());
+}
+
+/// A root rotation: the roots the CA sends join the trust bundle at the next sync (old and new
+/// during the overlap); the old root leaves once neither the CA nor `CA_ROOT_CA` has it.
+#[tokio::test]
+async fn roots_from_the_ca_and_the_root_file_rotate_the_store() {
+    let (fake, addr) = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("root-cert.pem");
+    std::fs::write(&file, pem_certificate(fake.ca.root())).unwrap();
+    let mut m = CertManager::new(client(&fake, addr, None).with_root_file(&file));
+    let published = ArcSwap::from_pointee(m.empty_store().unwrap());
+    let s = snapshot();
+    let (old, new) = (fake.ca.root().clone(), fake.other.root().clone());
+    let roots = |p: &ArcSwap<CertStore>| p.load().root_certs().to_vec();
+    let t0 = SystemTime::now();
+    assert!(m.sync(&published, &s, "n", t0).await.published);
+    assert_eq!(roots(&published), std::slice::from_ref(&old));
+
+    // The CA signs under the new root and sends both: renewed, and both trusted.
+    *fake.mode.lock().unwrap() = Mode::Rotating;
+    let t1 = t0 + Duration::from_secs(13 * 3600);
+    let synced = m.sync(&published, &s, "n", t1).await;
+    assert!(synced.failed.is_empty(), "{:?}", synced.failed);
+    m.sync(&published, &s, "n", t1).await;
+    assert_eq!(roots(&published), [old.clone(), new.clone()]);
+    assert_eq!(published.load().len(), 2, "the certificates stay");
+
+    // The CA stops sending the old root; CA_ROOT_CA still lists it, so it stays trusted.
+    *fake.mode.lock().unwrap() = Mode::Rotated;
+    // (The fake signs at the real time, so at t1 the new certificates are due again.)
+    let t2 = t1;
+    m.sync(&published, &s, "n", t2).await;
+    m.sync(&published, &s, "n", t2).await;
+    assert_eq!(roots(&published), [old.clone(), new.clone()]);
+
+    // The file moves to the new root too: the old one is gone.
+    let generation = published.load().generation();
+    std::fs::write(&file, pem_certificate(&new)).unwrap();
+    assert!(m.sync(&published, &s, "n", t2).await.published);
+    assert_eq!(roots(&published), std::slice::from_ref(&new));
+    assert!(published.load().generation() > generation);
+
+    // A certificate under a root nobody sent is still refused.
+    *fake.mode.lock().unwrap() = Mode::OtherCa;
+    let ca = client(&fake, addr, None);
+    assert!(ca.issue(&alice(), SystemTime::now()).await.is_err());
 }

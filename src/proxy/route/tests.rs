@@ -162,7 +162,15 @@ fn route(src: &str, dst: &str, random: u64) -> Result<Route, Denied> {
 }
 
 fn route_with(own: &OwnAddrs, src: &str, dst: &str, random: u64) -> Result<Route, Denied> {
-    outbound(&snapshot(), NODE_A, own, ip(src), sa(dst), random)
+    outbound(
+        &snapshot(),
+        NODE_A,
+        own,
+        ip(src),
+        sa(dst),
+        random,
+        &NoResolver,
+    )
 }
 
 #[test]
@@ -420,7 +428,10 @@ fn workload_waypoint_is_used_except_by_the_waypoint_itself() {
         "10.244.2.50".parse().unwrap(),
         sa("10.244.2.8:80"),
         0,
+        &NoResolver,
     )
     .unwrap();
     assert_eq!(r.action, Action::DirectLocal(sa("10.244.2.8:80")));
 }
+
+mod istiod;

@@ -24,7 +24,7 @@ use crate::xds::proto::discovery::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
 };
 use crate::xds::proto::{ADDRESS_TYPE, AUTHORIZATION_TYPE, security as ps};
-use crate::xds::resources::tests::{workload, workload_resource};
+use crate::xds::resources::tests::{istiod_shapes, workload, workload_resource};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -315,22 +315,29 @@ async fn a_bad_resource_is_nacked_while_the_others_apply() {
             workload_resource(workload("good", [10, 0, 0, 1])),
             workload_resource(bad_ip),
             garbage,
-            // Claims good's IP: a conflict, blamed on the later resource.
-            workload_resource(workload("thief", [10, 0, 0, 1])),
+            // Shares good's IP: kept too (istiod sends such pairs while it catches up).
+            workload_resource(workload("twin", [10, 0, 0, 1])),
         ],
         &[],
     );
     let (code, msg) = conn.reply_to("n1").await.expect("a NACK");
     assert_eq!(code, 3, "INVALID_ARGUMENT");
-    assert!(msg.starts_with("3 resource(s) rejected"), "{msg}");
-    for name in ["bad-ip", "garbage", "thief"] {
+    assert!(msg.starts_with("2 resource(s) rejected"), "{msg}");
+    for name in ["bad-ip", "garbage"] {
         assert!(msg.contains(name), "{name} missing from {msg}");
     }
+    assert!(!msg.contains("twin"), "{msg}");
     assert!(msg.contains("5-byte address"), "{msg}");
-    eventually("the good workload", || {
-        uids(&published.current.load()) == ["good"]
+    eventually("the good workloads", || {
+        uids(&published.current.load()) == ["good", "twin"]
     })
     .await;
+    let at_ip = published
+        .current
+        .load()
+        .workloads_at([10, 0, 0, 1].into())
+        .len();
+    assert_eq!(at_ip, 2);
     // A NACKed response still counts for readiness once its type has been applied.
     conn.send(AUTHORIZATION_TYPE, "n2", vec![], &[]);
     assert_eq!(conn.reply_to("n2").await, None);
@@ -344,7 +351,29 @@ async fn a_bad_resource_is_nacked_while_the_others_apply() {
         &[],
     );
     assert!(conn.reply_to("n3").await.is_some());
-    assert_eq!(uids(&published.current.load()), ["good"]);
+    assert_eq!(uids(&published.current.load()), ["good", "twin"]);
+    client.abort();
+}
+
+/// istiod's shapes that zring once NACKed (hostname workloads, headless services, two services
+/// on one VIP, PASSTHROUGH, CIDR VIPs, one IP on two networks) are ACKed and published whole.
+#[tokio::test]
+async fn istiod_shapes_are_acked() {
+    let mut server = Server::start("127.0.0.1:0".parse().unwrap()).await;
+    let (client, published, _sync) = spawn_client(server.addr, None);
+    let mut conn = server.accept().await;
+    subscriptions(&mut conn).await;
+    conn.send(ADDRESS_TYPE, "n1", istiod_shapes(), &[]);
+    assert_eq!(conn.reply_to("n1").await, None, "ACK");
+    eventually("every shape published", || {
+        let s = published.current.load();
+        s.workload_count() == 7 && s.service_count() == 6
+    })
+    .await;
+    let s = published.current.load();
+    assert_eq!(s.workloads_at([10, 244, 9, 9].into()).len(), 2);
+    assert_eq!(s.services_at_vip([10, 96, 5, 5].into()).count(), 2);
+    assert!(s.service_for("", [203, 0, 113, 7].into(), None).is_some());
     client.abort();
 }
 

@@ -55,6 +55,7 @@ pub(crate) fn full_workload() -> pw::Workload {
                 pw::NetworkAddress {
                     network: "net2".into(),
                     address: v4("192.0.2.1"),
+                    length: None,
                 },
             )),
             hbone_mtls_port: 0,
@@ -101,6 +102,7 @@ pub(crate) fn full_service() -> pw::Service {
         addresses: vec![pw::NetworkAddress {
             network: String::new(),
             address: v4("10.96.0.10"),
+            length: None,
         }],
         ports: vec![
             pw::Port {
@@ -305,6 +307,89 @@ fn full_service_and_policy_convert() {
     assert_eq!(m.not_destination_ports, [22]);
 }
 
+/// Shapes istiod sends that zring once refused (each a NACK) now convert, and say precisely
+/// what they are: hostname-addressed and address-less workloads, headless services, CIDR VIPs
+/// (a prefix shorter than the family; the full width is one address), `PASSTHROUGH`.
+#[test]
+fn everything_istiod_sends_converts() {
+    // A ServiceEntry endpoint resolved by DNS: no address, a hostname.
+    let mut w = full_workload();
+    w.addresses.clear();
+    w.hostname = "db.example.com".into();
+    let e = WorkloadEntry::try_from(w).unwrap();
+    assert!(e.workload.workload_ips.is_empty());
+    assert_eq!(&*e.workload.hostname, "db.example.com");
+    // A workload on another network known only by its network gateway.
+    let mut w = full_workload();
+    w.addresses.clear();
+    let e = WorkloadEntry::try_from(w).unwrap();
+    assert!(e.workload.workload_ips.is_empty() && e.workload.hostname.is_empty());
+    assert!(e.workload.network_gateway.is_some());
+
+    // Headless: no VIP.
+    let mut s = full_service();
+    s.addresses.clear();
+    let svc = Service::try_from(s).unwrap();
+    assert!(svc.is_headless());
+    assert!(svc.vips.is_empty() && svc.cidr_vips.is_empty());
+
+    // CIDR VIPs, with host bits cleared; /32 and /128 are single VIPs.
+    let mut s = full_service();
+    s.addresses = vec![
+        pw::NetworkAddress {
+            network: "net1".into(),
+            address: v4("10.1.2.3"),
+            length: Some(16),
+        },
+        pw::NetworkAddress {
+            network: String::new(),
+            address: v6("fd00::1"),
+            length: Some(64),
+        },
+        pw::NetworkAddress {
+            network: String::new(),
+            address: v4("10.96.0.11"),
+            length: Some(32),
+        },
+        pw::NetworkAddress {
+            network: String::new(),
+            address: v6("fd00::11"),
+            length: Some(128),
+        },
+    ];
+    s.load_balancing.as_mut().unwrap().mode = pw::load_balancing::Mode::Passthrough as i32;
+    let svc = Service::try_from(s).unwrap();
+    let cidrs: Vec<String> = svc
+        .cidr_vips
+        .iter()
+        .map(|c| format!("{}/{}", c.network, c.cidr))
+        .collect();
+    assert_eq!(cidrs, ["net1/10.1.0.0/16", "/fd00::/64"]);
+    let vips: Vec<String> = svc.vips.iter().map(|v| v.to_string()).collect();
+    assert_eq!(vips, ["/10.96.0.11", "/fd00::11"]);
+    assert!(svc.is_passthrough());
+    assert!(!svc.is_headless());
+
+    // A gateway is one address: a range there is malformed.
+    let err = workload_error(|w| {
+        if let Some(pw::gateway_address::Destination::Address(a)) =
+            &mut w.network_gateway.as_mut().unwrap().destination
+        {
+            a.length = Some(24);
+        }
+    });
+    assert!(
+        matches!(
+            err,
+            ConvertError::Invalid {
+                field: "networkGateway",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
 fn workload_error(edit: impl FnOnce(&mut pw::Workload)) -> ConvertError {
     let mut w = full_workload();
     edit(&mut w);
@@ -462,19 +547,6 @@ fn hostile_workloads_are_named_errors() {
             |e| matches!(e, E::Port { .. }),
         ),
         (
-            "hostname-only workload",
-            workload_error(|w| {
-                w.addresses.clear();
-                w.hostname = "db.example.com".into();
-            }),
-            |e| matches!(e, E::Unsupported(_)),
-        ),
-        (
-            "no IP at all",
-            workload_error(|w| w.addresses.clear()),
-            |e| matches!(e, E::Snapshot(_)),
-        ),
-        (
             "huge name",
             workload_error(|w| w.name = "n".repeat(10 << 20)),
             |e| matches!(e, E::TooLong { field: "name", .. }),
@@ -509,8 +581,11 @@ fn hostile_services_and_policies_are_named_errors() {
         Service::try_from(s).unwrap_err()
     };
     assert!(matches!(
-        service(|s| s.addresses.clear()),
-        E::Unsupported(_)
+        service(|s| s.addresses[0].length = Some(33)),
+        E::Invalid {
+            field: "addresses",
+            ..
+        }
     ));
     assert!(matches!(
         service(|s| s.addresses[0].address = vec![1; 5]),

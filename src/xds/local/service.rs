@@ -1,20 +1,22 @@
 //! Services: ztunnel's local `Service` YAML shape (`RawService` and its parts) and its
 //! conversion into a `state::Service`, plus `add_endpoints`, which joins a service's own
 //! `endpoints` to the workloads they name. Pure; runs on the control thread (or whichever thread
-//! calls `parse`). Invariant: what zring cannot honour (`cidrVips`, `weightedWaypoints`,
-//! `visibility: Namespace`) is refused by name, never ignored.
+//! calls `parse`). Invariant: what zring cannot honour (`weightedWaypoints`,
+//! `visibility: Namespace`) is refused by name, never ignored. Headless services (`vips: []`)
+//! and CIDR VIPs (`cidrVips: [{network: "", cidr: 10.1.0.0/16}]`) are kept, as from istiod.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::budget::{Entries, List, Text};
+use super::budget::{Entries, List, Str, Text};
 use super::workload::Memberships;
 use super::{LocalConfigError, RawGateway, gateway, invalid, port_map};
 use crate::state::{
-    HealthStatus, IpFamily, LoadBalancer, LoadBalancerHealthPolicy, LoadBalancerMode,
-    LoadBalancerScope, NamespacedHostname, NetworkAddress, PortMap, Service, Workload, excerpt,
+    Cidr, HealthStatus, IpFamily, LoadBalancer, LoadBalancerHealthPolicy, LoadBalancerMode,
+    LoadBalancerScope, NamespacedHostname, NetworkAddress, NetworkCidr, PortMap, Service, Workload,
+    excerpt,
 };
 
 /// A service's own `endpoints` (as in ztunnel's config dump) join the workloads they name, as
@@ -45,10 +47,6 @@ pub(super) fn service(s: RawService) -> Result<(Service, Endpoints), LocalConfig
     );
     // ztunnel reads these; zring cannot honour them yet, and ignoring them would route
     // differently from ztunnel, so they are refused by name.
-    if !s.cidr_vips.0.is_empty() {
-        let why = "are not supported by zring (list single VIPs in vips)".to_owned();
-        return Err(invalid(subject, "cidrVips", why));
-    }
     if !s.weighted_waypoints.0.is_empty() {
         let why = "are not supported by zring (name one waypoint)".to_owned();
         return Err(invalid(subject, "weightedWaypoints", why));
@@ -80,11 +78,26 @@ pub(super) fn service(s: RawService) -> Result<(Service, Endpoints), LocalConfig
         };
         vips.push(addr);
     }
+    let mut cidr_vips = Vec::with_capacity(s.cidr_vips.0.len());
+    for c in s.cidr_vips.0 {
+        let cidr = Cidr::parse(&c.cidr.0).map_err(|e| {
+            let why = format!(
+                "{} is not a network (\"10.1.0.0/16\"): {e}",
+                excerpt(&c.cidr.0)
+            );
+            invalid(subject, "cidrVips", why)
+        })?;
+        cidr_vips.push(NetworkCidr {
+            network: c.network.0.into(),
+            cidr,
+        });
+    }
     let service = Service {
         name: s.name.0.into(),
         namespace: s.namespace.0.into(),
         hostname: s.hostname.0.into(),
         vips,
+        cidr_vips,
         ports: port_map(subject, "ports", s.ports)?,
         subject_alt_names: s
             .subject_alt_names
@@ -140,16 +153,10 @@ pub(super) struct RawService {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawNetworkCidr {
-    #[allow(
-        dead_code,
-        reason = "read only to check the shape; CIDR VIPs are refused"
-    )]
-    network: Text,
-    #[allow(
-        dead_code,
-        reason = "read only to check the shape; CIDR VIPs are refused"
-    )]
+    /// Empty for the default network, as in `vips` (required, as in ztunnel).
+    network: Str,
     cidr: Text,
 }
 

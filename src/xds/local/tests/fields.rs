@@ -218,12 +218,18 @@ services:
     assert!(s.workload_by_ip(ip("::ffff:10.0.0.1")).is_some());
     assert!(s.service_by_vip(ip("10.96.0.1")).is_some());
     assert!(s.service_by_vip(ip("::ffff:10.96.0.1")).is_some());
-    // Two spellings of one address are one address.
-    assert_err(
-        "mapped duplicate",
+    // Two spellings of one address are one address: both workloads are listed at it.
+    let s = ok(
         "workloads:\n- {uid: a, namespace: ns, workloadIps: [10.0.0.1]}\n- {uid: b, namespace: ns, workloadIps: ['::ffff:10.0.0.1']}\n",
-        &["\"a\"", "\"b\"", "10.0.0.1"],
     );
+    for spelling in ["10.0.0.1", "::ffff:10.0.0.1"] {
+        let at: Vec<&str> = s
+            .workloads_at(ip(spelling))
+            .iter()
+            .map(|w| &*w.uid)
+            .collect();
+        assert_eq!(at, ["a", "b"], "{spelling}");
+    }
 }
 
 #[test]

@@ -160,7 +160,7 @@ fn huge_values_give_short_errors() {
             "workloads:\n- {{uid: u1, namespace: '{nines}', workloadIps: [10.0.0.1], services: {{}}}}\n"
         ),
         format!(
-            "workloads:\n- {{uid: '{nines}', namespace: ns, workloadIps: [], services: {{}}}}\n"
+            "workloads:\n- {{uid: '{nines}', namespace: 'bad/ns', workloadIps: [10.0.0.1], services: {{}}}}\n"
         ),
         format!("{nines}: 1\n"),
         format!(

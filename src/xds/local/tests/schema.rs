@@ -313,12 +313,33 @@ fn ztunnels_acceptances() {
     eps.sort();
     assert_eq!(eps, [("u1".into(), Some(9090)), ("u2".into(), Some(7000))]);
 
+    // CIDR VIPs are kept: host bits cleared, looked up by range.
+    let s = strict(
+        "services:\n- name: s\n  namespace: ns\n  hostname: s.ns.svc\n  vips: []\n  ports: {}\n  cidrVips: [{network: '', cidr: 10.97.1.2/16}, {network: net2, cidr: 'fd00::/64'}]\n",
+    );
+    let svc = s.service_by_host("ns", "s.ns.svc").unwrap();
+    let cidrs: Vec<String> = svc
+        .cidr_vips
+        .iter()
+        .map(|c| format!("{}/{}", c.network, c.cidr))
+        .collect();
+    assert_eq!(cidrs, ["/10.97.0.0/16", "net2/fd00::/64"]);
+    assert!(s.service_for("", ip("10.97.200.1"), None).is_some());
+    assert!(s.service_for("net2", ip("10.97.200.1"), None).is_none());
+    assert!(s.service_for("net2", ip("fd00::9"), None).is_some());
+    assert!(s.service_for("", ip("10.98.0.1"), None).is_none());
+    for (bad, why) in [
+        ("10.97.0.0/33", "longer than 32"),
+        ("nonsense", "not a network"),
+    ] {
+        let e = strict_err(&format!(
+            "services:\n- name: s\n  namespace: ns\n  hostname: s.ns.svc\n  vips: []\n  ports: {{}}\n  cidrVips: [{{network: '', cidr: '{bad}'}}]\n"
+        ));
+        assert!(e.contains("cidrVips") && e.contains(why), "{bad}: {e}");
+    }
+
     // What zring cannot honour yet is refused by name rather than ignored.
     for (field, extra) in [
-        (
-            "cidrVips",
-            "  cidrVips: [{network: '', cidr: 10.97.0.0/16}]\n",
-        ),
         ("visibility", "  visibility: Namespace\n"),
         (
             "weightedWaypoints",

@@ -90,7 +90,7 @@ fn local_source_reports_each_change_once() {
 
     write(
         &path,
-        "workloads:\n- {uid: u1, namespace: ns, workloadIps: [], services: {}}\n",
+        "workloads:\n- {uid: u1, namespace: ns, workloadIps: [10.0.0.1], services: {}}\n- {uid: u1, namespace: ns, workloadIps: [10.0.0.2], services: {}}\n",
     );
     assert!(
         matches!(settle(&mut src), Err(LocalConfigError::Snapshot(_))),

@@ -1,0 +1,674 @@
+//! Capture watched (node mode): notices when `table ip zring` or its policy routing is removed
+//! or altered (`nft flush ruleset`, a firewall reload, a table deleted, a chain edited, an
+//! `ip rule` flushed), puts it back, counts it and holds readiness false while capture is not
+//! whole. Without this a firewall reload silently turns the node fail-open: enrolled pods'
+//! traffic leaves unencrypted and without policy while zring stays Ready.
+//!
+//! Runs on the capture-set keeper's thread (`zring-capture-set`, [`super::enrolled::Keeper`]),
+//! one [`Watch::step`] per keeper tick (50 ms), before the keeper's own set update, so a
+//! restored table is refilled in the same transaction.
+//!
+//! # How a change is noticed
+//!
+//! Two triggers, one judgement:
+//! - **nf_tables notifications** (`sys::nfnetlink`, the netlink group `nft monitor` reads): every
+//!   change to any table in the namespace is announced to subscribers; [`touches_capture`] keeps
+//!   the ones naming `table ip zring` (a `flush ruleset` announces the deletion of every table,
+//!   ours included) and skips set-element messages, which are the keeper's own updates and which
+//!   it verifies itself. A relevant message, or a lost one (socket overflow), makes the next
+//!   tick look. Reaction within one tick, and no work while nothing changes: kube-proxy's
+//!   frequent updates of its own tables cost one message parse each.
+//! - **A poll every [`POLL`]**: the backstop for what the notifications do not carry (policy
+//!   routing lives in rtnetlink, not nf_tables) or could not deliver (the socket could not be
+//!   opened, e.g. in a lab namespace entered by another thread).
+//!
+//! The look itself is `nft -s list table ip zring` (stateless: no counter values), its set
+//! elements cut out ([`strip_elements`]) and compared as text with the **baseline**, the same
+//! listing when capture was last known whole, plus `ip rule show` / `ip route show table 133` for the policy route. Preferred
+//! over a digest of `nft -j`: the text is small (~2 KiB), needs no JSON, and is itself a valid
+//! `nft -f` script (the kernel's own rendering, checked to round-trip), so it is also what a
+//! restore installs. Preferred over comparing with [`super::ruleset`]'s text: nft prints rules
+//! differently from how they were written, and the table on the node is whatever
+//! `zring redirect apply` (the init container) installed, perhaps with another scope.
+//!
+//! # What counts as whole, and what a restore does
+//!
+//! - At start the baseline is the table found, if it holds every rule [`REQUIRED_RULES`] names
+//!   (the check `deploy/redirect.sh` makes). With no table, or an incomplete one, and the capture
+//!   parameters in the environment (`ZRING_POD_CIDRS`, `ZRING_POD_INTERFACES`: the DaemonSet's
+//!   ConfigMap gives both containers), zring installs [`super::ruleset`] itself; without them it
+//!   stays unready until a complete table appears (`zring redirect apply` run by hand).
+//! - Later, a missing table, a listing that differs from the baseline, or missing policy
+//!   routing is damage ([`Damage`]): readiness turns false
+//!   (`zring_capture_intact 0`), `zring_capture_damaged_total{reason}` counts it, and (unless
+//!   `ZRING_CAPTURE_RESTORE=false`: report only, for nodes whose firewall tooling must own the
+//!   ruleset) the baseline is installed again in one `nft -f` transaction together with the
+//!   keeper's current set elements, so no enrolled pod is outside capture for a moment after
+//!   the restore, and the policy route is re-added (`zring_capture_restored_total{reason}`).
+//!   Readiness returns at the next look that finds everything whole.
+//! - Restores are spaced: one within [`FLAP_WINDOW`] of the previous waits a delay that doubles
+//!   from [`HOLD_MIN`] to [`HOLD_MAX`], so two agents that each want their own table (an
+//!   operator's tooling, an older zring beside a newer one with a different ruleset) alternate
+//!   slowly and loudly instead of spinning. A deliberate change of the capture parameters is made
+//!   by restarting zring (the DaemonSet's init container re-installs; the new process takes
+//!   what it finds as its baseline).
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use super::{CAPTURE_MARK, CAPTURE_TABLE, Capture, Error, POD_SET, Place, TABLE};
+use crate::metrics::CaptureSetMetrics;
+use crate::sys::nfnetlink::NftEvents;
+
+/// How often the table and the policy route are looked at without a notification.
+pub const POLL: Duration = Duration::from_secs(2);
+/// A restore this soon after the previous one counts as a flap and is delayed.
+pub const FLAP_WINDOW: Duration = Duration::from_secs(1);
+/// First delay before restoring again after a flap.
+pub const HOLD_MIN: Duration = Duration::from_millis(250);
+/// Longest delay between restores.
+pub const HOLD_MAX: Duration = Duration::from_secs(30);
+/// Rules (by their comment) a table must hold to be taken as zring's capture.
+pub const REQUIRED_RULES: [&str; 6] = [
+    "zring-conn",
+    "reply-to-zring",
+    "captured-flow",
+    "outbound",
+    "inbound-hbone",
+    "inbound-plaintext",
+];
+
+/// What is wrong with capture, as the metrics' `reason` label says it.
+pub use crate::metrics::CaptureDamage as Damage;
+
+/// How the watch behaves, from the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Put damaged capture back (`ZRING_CAPTURE_RESTORE`, default true); false only reports.
+    pub restore: bool,
+    /// What to install when no complete table exists to take as the baseline
+    /// (`ZRING_POD_CIDRS` and `ZRING_POD_INTERFACES`, as `zring redirect` reads them).
+    pub install: Option<Capture>,
+}
+
+impl Settings {
+    /// Reads `ZRING_CAPTURE_RESTORE`, `ZRING_POD_CIDRS`, `ZRING_POD_INTERFACES`.
+    pub fn from_env() -> Result<Settings, Error> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        Settings::from_vars(
+            var("ZRING_CAPTURE_RESTORE").as_deref(),
+            var("ZRING_POD_CIDRS").as_deref(),
+            var("ZRING_POD_INTERFACES").as_deref(),
+        )
+    }
+
+    fn from_vars(
+        restore: Option<&str>,
+        cidrs: Option<&str>,
+        ifaces: Option<&str>,
+    ) -> Result<Settings, Error> {
+        let restore = match restore.map(str::trim) {
+            None | Some("true") | Some("1") => true,
+            Some("false") | Some("0") => false,
+            Some(other) => {
+                return Err(Error::Topology(format!(
+                    "ZRING_CAPTURE_RESTORE={other:?}: use true or false"
+                )));
+            }
+        };
+        let install = cidrs
+            .map(|c| Capture::parse(c, ifaces.unwrap_or("veth*")))
+            .transpose()?;
+        Ok(Settings { restore, install })
+    }
+}
+
+/// What a look found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sight {
+    /// `nft -s list table ip zring` without the set's elements, or `None` when the table does
+    /// not exist.
+    pub table: Option<String>,
+    /// The set's elements.
+    pub elements: BTreeSet<Ipv4Addr>,
+    /// The policy rule and the local route of table 133 are both there.
+    pub routing: bool,
+}
+
+/// The judgement of a [`Sight`] against the baseline. Pure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// As it was.
+    Whole,
+    /// No baseline yet and a complete table: it becomes the baseline.
+    Adopt(String),
+    /// No baseline and no complete table: nothing to compare with or restore from.
+    Absent,
+    Damaged(Damage),
+}
+
+/// Whether `listing` holds every rule of [`REQUIRED_RULES`].
+pub fn complete(listing: &str) -> bool {
+    REQUIRED_RULES
+        .iter()
+        .all(|r| listing.contains(&format!("comment \"{r}\"")))
+}
+
+/// Judges `sight` against `baseline`.
+pub fn judge(baseline: Option<&str>, sight: &Sight) -> Verdict {
+    match (baseline, sight.table.as_deref()) {
+        (None, Some(t)) if complete(t) => Verdict::Adopt(t.to_owned()),
+        (None, _) => Verdict::Absent,
+        (Some(_), None) => Verdict::Damaged(Damage::Missing),
+        (Some(b), Some(t)) if b != t => Verdict::Damaged(Damage::Altered),
+        (Some(_), Some(_)) if !sight.routing => Verdict::Damaged(Damage::Routing),
+        (Some(_), Some(_)) => Verdict::Whole,
+    }
+}
+
+/// `listing` without its sets' `elements = { … }` lines: the table's shape, which the baseline
+/// is, apart from its contents, which the keeper owns.
+pub fn strip_elements(listing: &str) -> String {
+    let mut out = String::with_capacity(listing.len());
+    let mut rest = listing;
+    while let Some(at) = rest.find("elements = {") {
+        let line_start = rest[..at].rfind('\n').map_or(0, |i| i + 1);
+        out.push_str(&rest[..line_start]);
+        let after = &rest[at..];
+        let close = after.find('}').map_or(after.len(), |i| i + 1);
+        let after = &after[close..];
+        rest = after.strip_prefix('\n').unwrap_or(after);
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The `nft -f` script that puts `table` back with `elements` in its set, in one transaction.
+pub fn restore_script(table: &str, elements: &BTreeSet<Ipv4Addr>) -> String {
+    let mut s = format!("add table ip {TABLE}\ndelete table ip {TABLE}\n{table}");
+    if !s.ends_with('\n') {
+        s.push('\n');
+    }
+    if !elements.is_empty() {
+        let ips: Vec<String> = elements.iter().map(ToString::to_string).collect();
+        s.push_str(&format!(
+            "add element ip {TABLE} {POD_SET} {{ {} }}\n",
+            ips.join(", ")
+        ));
+    }
+    s
+}
+
+/// Whether one datagram of nf_tables notifications announces a change to `table ip zring`
+/// other than to its set's elements. Each netlink message is a 16-byte header (length, type
+/// `subsystem << 8 | message`), the 4-byte `nfgenmsg` (family first), then attributes; in every
+/// table, chain, rule, set, object and flowtable message attribute 1 is the table's name.
+pub fn touches_capture(datagram: &[u8]) -> bool {
+    const HEADER: usize = 16;
+    let mut rest = datagram;
+    while rest.len() >= HEADER {
+        let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        if len < HEADER || len > rest.len() {
+            return false;
+        }
+        let kind = u16::from_ne_bytes([rest[4], rest[5]]);
+        if message_touches(kind, &rest[HEADER..len]) {
+            return true;
+        }
+        rest = &rest[align4(len).min(rest.len())..];
+    }
+    false
+}
+
+fn align4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+fn message_touches(kind: u16, body: &[u8]) -> bool {
+    const SUBSYS_NFTABLES: u16 = 10;
+    const NEWSETELEM: u16 = 12;
+    const DELSETELEM: u16 = 14;
+    const NFPROTO_IPV4: u8 = 2;
+    const TABLE_NAME: u16 = 1;
+    // Attribute types carry two flag bits (nested, network byte order) on top.
+    const TYPE_MASK: u16 = 0x3fff;
+    if kind >> 8 != SUBSYS_NFTABLES || matches!(kind & 0xff, NEWSETELEM | DELSETELEM) {
+        return false;
+    }
+    if body.len() < 4 || body[0] != NFPROTO_IPV4 {
+        return false;
+    }
+    let mut attrs = &body[4..];
+    while attrs.len() >= 4 {
+        let len = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
+        let kind = u16::from_ne_bytes([attrs[2], attrs[3]]) & TYPE_MASK;
+        if len < 4 || len > attrs.len() {
+            return false;
+        }
+        if kind == TABLE_NAME {
+            let name = attrs[4..len].split(|b| *b == 0).next().unwrap_or_default();
+            return name == TABLE.as_bytes();
+        }
+        attrs = &attrs[align4(len).min(attrs.len())..];
+    }
+    false
+}
+
+/// What a step did that the keeper must know.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Nothing,
+    /// The table is whole but its set does not hold what the keeper applied (someone
+    /// re-installed the table: `zring redirect apply` creates the set empty): refill it now.
+    SetDrifted,
+    /// The table was (re)installed with these set elements.
+    Installed(BTreeSet<Ipv4Addr>),
+}
+
+/// The watch's state; owned by the keeper.
+pub struct Watch {
+    place: Place<'static>,
+    settings: Settings,
+    metrics: Arc<CaptureSetMetrics>,
+    /// The table's listing when capture was last known whole.
+    baseline: Option<String>,
+    /// `None` when the socket could not be opened: polling alone then.
+    events: Option<NftEvents>,
+    /// A notification (or the start) asks for a look at the next step.
+    dirty: bool,
+    next_poll: Instant,
+    /// The last restore, and the delay imposed before the next one.
+    last_restore: Option<Instant>,
+    hold: Duration,
+    /// The damage being repaired: counted and logged once per episode.
+    damaged: Option<Damage>,
+    /// The last problem logged, so a lasting one is logged once.
+    last_note: Option<String>,
+}
+
+impl Watch {
+    /// A watch of capture at `place`; the first [`step`](Self::step) looks at once.
+    pub fn new(place: Place<'static>, settings: Settings, metrics: Arc<CaptureSetMetrics>) -> Self {
+        let events = match place {
+            Place::Here => NftEvents::open()
+                .inspect_err(|e| {
+                    warn!("capture watch: no nf_tables notifications ({e}); polling every {POLL:?}")
+                })
+                .ok(),
+            Place::Netns(_) => None,
+        };
+        metrics.set_watched();
+        metrics.set_intact(false);
+        Watch {
+            place,
+            settings,
+            metrics,
+            baseline: None,
+            events,
+            dirty: true,
+            next_poll: Instant::now(),
+            last_restore: None,
+            hold: Duration::ZERO,
+            damaged: None,
+            last_note: None,
+        }
+    }
+
+    /// Looks when a notification or the poll asks; restores damage. `wanted` gives the set
+    /// elements a restore installs (the keeper's current enrolled pods).
+    /// `applied` is what the keeper believes the set holds (`None`: unknown).
+    pub fn step(
+        &mut self,
+        now: Instant,
+        applied: Option<&BTreeSet<Ipv4Addr>>,
+        wanted: impl FnOnce() -> BTreeSet<Ipv4Addr>,
+    ) -> Outcome {
+        self.read_events();
+        if !self.dirty && now < self.next_poll {
+            return Outcome::Nothing;
+        }
+        self.next_poll = now + POLL;
+        let sight = match self.look() {
+            Ok(s) => s,
+            Err(e) => {
+                // Cannot even look (nft gone?): nothing is known to be wrong, try again later.
+                self.note(format!("capture watch: cannot read the ruleset: {e}"));
+                self.dirty = false;
+                return Outcome::Nothing;
+            }
+        };
+        let mut verdict = judge(self.baseline.as_deref(), &sight);
+        if let Verdict::Adopt(table) = verdict {
+            info!("capture watch: taking the installed table ip {TABLE} as the baseline");
+            self.baseline = Some(table);
+            // The same sight again, now against its own table: whole unless the policy route
+            // is missing. So the keeper's first step, before `zring ready`, ends ready.
+            verdict = judge(self.baseline.as_deref(), &sight);
+        }
+        match verdict {
+            Verdict::Whole => {
+                self.dirty = false;
+                if !self.metrics.intact() {
+                    info!("capture watch: node capture (table ip {TABLE}, policy route) is whole");
+                }
+                self.metrics.set_intact(true);
+                self.damaged = None;
+                self.last_note = None;
+                match applied {
+                    Some(a) if *a != sight.elements => {
+                        warn!("capture watch: set {POD_SET} was emptied or changed; refilling it");
+                        Outcome::SetDrifted
+                    }
+                    _ => Outcome::Nothing,
+                }
+            }
+            // Never after the adoption above: a baseline exists by then.
+            Verdict::Adopt(_) => Outcome::Nothing,
+            Verdict::Absent => {
+                self.metrics.set_intact(false);
+                self.dirty = false;
+                match self.settings.install.clone() {
+                    Some(c) => {
+                        let table = super::ruleset(&c);
+                        self.install(now, Damage::Missing, Some(&table), wanted)
+                    }
+                    None => {
+                        self.note(format!(
+                            "capture watch: no complete table ip {TABLE} to watch (install it \
+                             with `zring redirect apply`, or set ZRING_POD_CIDRS so zring \
+                             installs it); not ready meanwhile"
+                        ));
+                        Outcome::Nothing
+                    }
+                }
+            }
+            Verdict::Damaged(damage) => {
+                self.metrics.set_intact(false);
+                if self.damaged.is_none() {
+                    self.damaged = Some(damage);
+                    self.metrics.damaged(damage);
+                    warn!(
+                        reason = damage.reason(),
+                        restore = self.settings.restore,
+                        "capture watch: node capture is not whole (table ip {TABLE} or its \
+                         policy route was removed or changed); not ready until it is"
+                    );
+                }
+                if !self.settings.restore {
+                    self.dirty = false;
+                    return Outcome::Nothing;
+                }
+                let baseline = self.baseline.clone();
+                let table = baseline.as_deref().filter(|_| damage != Damage::Routing);
+                self.install(now, damage, table, wanted)
+            }
+        }
+    }
+
+    fn read_events(&mut self) {
+        let Some(events) = self.events.as_mut() else {
+            return;
+        };
+        let mut relevant = false;
+        match events.drain(|d| relevant |= touches_capture(d)) {
+            Ok(lost) => {
+                if relevant || lost {
+                    tracing::debug!(lost, "capture watch: nf_tables notification");
+                }
+                self.dirty |= relevant || lost
+            }
+            Err(e) => {
+                warn!("capture watch: nf_tables notifications failed ({e}); polling only");
+                self.events = None;
+                self.dirty = true;
+            }
+        }
+    }
+
+    /// Installs `table` (a baseline, or the canonical ruleset; `None`: keep the table) with
+    /// `wanted()`'s elements, and the policy route, unless restores are being spaced after a
+    /// flap.
+    fn install(
+        &mut self,
+        now: Instant,
+        damage: Damage,
+        table: Option<&str>,
+        wanted: impl FnOnce() -> BTreeSet<Ipv4Addr>,
+    ) -> Outcome {
+        if let Some(last) = self.last_restore
+            && now < last + self.hold
+        {
+            self.dirty = true;
+            return Outcome::Nothing;
+        }
+        self.hold = match self.last_restore {
+            Some(last) if now < last + FLAP_WINDOW => (self.hold * 2).clamp(HOLD_MIN, HOLD_MAX),
+            _ => Duration::ZERO,
+        };
+        if !self.hold.is_zero() {
+            warn!(
+                next_restore_after = ?self.hold,
+                "capture watch: capture was changed again soon after a restore; is another \
+                 agent rewriting table ip {TABLE}?"
+            );
+        }
+        self.last_restore = Some(now);
+        // Whatever happens, the next step looks again (and finds it whole or not).
+        self.dirty = true;
+        let mut elements = None;
+        let result = match table {
+            Some(table) => {
+                let set = wanted();
+                let script = restore_script(table, &set);
+                elements = Some(set);
+                self.place.nft(&["-f", "-"], Some(&script)).map(drop)
+            }
+            None => Ok(()),
+        }
+        .and_then(|()| super::install_routing(self.place));
+        match result {
+            Ok(()) => {
+                self.metrics.restored(damage);
+                info!(
+                    reason = damage.reason(),
+                    table = table.is_some(),
+                    "capture watch: node capture restored"
+                );
+                elements.map_or(Outcome::Nothing, Outcome::Installed)
+            }
+            Err(e) => {
+                self.metrics.restore_failed();
+                self.note(format!("capture watch: restoring capture failed: {e}"));
+                Outcome::Nothing
+            }
+        }
+    }
+
+    /// What the kernel holds now.
+    fn look(&self) -> Result<Sight, Error> {
+        let listing = match self.place.nft(&["-s", "list", "table", "ip", TABLE], None) {
+            Ok(text) => Some(text),
+            Err(Error::Command { stderr, .. }) if stderr.contains("No such file or directory") => {
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        let rule = format!("fwmark {CAPTURE_MARK:#x} lookup {CAPTURE_TABLE}");
+        let has_rule = self.place.ip("rule show")?.contains(&rule);
+        // An emptied table 133 may be reported as an error by newer iproute2: missing either way.
+        let has_route = self
+            .place
+            .ip(&format!("route show table {CAPTURE_TABLE}"))
+            .is_ok_and(|r| r.contains("local default dev lo"));
+        let elements = listing
+            .as_deref()
+            .map(super::enrolled::parse_elements)
+            .unwrap_or_default();
+        Ok(Sight {
+            table: listing.as_deref().map(strip_elements),
+            elements,
+            routing: has_rule && has_route,
+        })
+    }
+
+    fn note(&mut self, text: String) {
+        if self.last_note.as_deref() != Some(&text) {
+            warn!("{text}");
+            self.last_note = Some(text);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TABLE_TEXT: &str = "table ip zring {\n\tchain output {\n\t\tcounter comment \"zring-conn\"\n\t}\n\tchain prerouting {\n\t\tcomment \"reply-to-zring\"\n\t\tcomment \"captured-flow\"\n\t\tcomment \"outbound\"\n\t\tcomment \"inbound-hbone\"\n\t\tcomment \"inbound-plaintext\"\n\t}\n}\n";
+
+    fn sight(table: Option<&str>, routing: bool) -> Sight {
+        Sight {
+            table: table.map(str::to_owned),
+            elements: BTreeSet::new(),
+            routing,
+        }
+    }
+
+    #[test]
+    fn verdicts() {
+        // Start: a complete table becomes the baseline; an incomplete one or none is absent.
+        assert_eq!(
+            judge(None, &sight(Some(TABLE_TEXT), false)),
+            Verdict::Adopt(TABLE_TEXT.into())
+        );
+        let flushed_chain = TABLE_TEXT.replace("\t\tcomment \"outbound\"\n", "");
+        assert_eq!(
+            judge(None, &sight(Some(&flushed_chain), true)),
+            Verdict::Absent
+        );
+        assert_eq!(judge(None, &sight(None, true)), Verdict::Absent);
+        // Later: gone, edited, routing lost, whole.
+        let b = Some(TABLE_TEXT);
+        assert_eq!(
+            judge(b, &sight(None, true)),
+            Verdict::Damaged(Damage::Missing)
+        );
+        assert_eq!(
+            judge(b, &sight(Some(&flushed_chain), true)),
+            Verdict::Damaged(Damage::Altered)
+        );
+        let inserted = TABLE_TEXT.replace("\t\tcomment \"reply", "\t\taccept\n\t\tcomment \"reply");
+        assert_eq!(
+            judge(b, &sight(Some(&inserted), true)),
+            Verdict::Damaged(Damage::Altered)
+        );
+        assert_eq!(
+            judge(b, &sight(Some(TABLE_TEXT), false)),
+            Verdict::Damaged(Damage::Routing)
+        );
+        assert_eq!(judge(b, &sight(Some(TABLE_TEXT), true)), Verdict::Whole);
+    }
+
+    #[test]
+    fn elements_are_cut_from_the_shape() {
+        let listing = "table ip zring {\n\tset ztunnel-pods-ips {\n\t\ttype ipv4_addr\n\t\t\
+                       elements = { 10.244.1.8, 10.244.1.9,\n\t\t\t     10.244.1.10 }\n\t}\n\n\t\
+                       chain output {\n\t}\n}\n";
+        let shape = "table ip zring {\n\tset ztunnel-pods-ips {\n\t\ttype ipv4_addr\n\t}\n\n\t\
+                     chain output {\n\t}\n}\n";
+        assert_eq!(strip_elements(listing), shape);
+        assert_eq!(strip_elements(shape), shape);
+    }
+
+    #[test]
+    fn restore_is_one_transaction_with_the_set() {
+        let ips: BTreeSet<Ipv4Addr> =
+            ["10.244.1.8".parse().unwrap(), "10.244.1.9".parse().unwrap()]
+                .into_iter()
+                .collect();
+        let s = restore_script(TABLE_TEXT, &ips);
+        assert!(s.starts_with("add table ip zring\ndelete table ip zring\ntable ip zring {"));
+        assert!(
+            s.ends_with("}\nadd element ip zring ztunnel-pods-ips { 10.244.1.8, 10.244.1.9 }\n")
+        );
+        assert!(!restore_script(TABLE_TEXT, &BTreeSet::new()).contains("add element"));
+    }
+
+    /// One netlink message: header, nfgenmsg, then `attrs` (type, value) padded to 4 bytes.
+    fn message(kind: u16, family: u8, attrs: &[(u16, &[u8])]) -> Vec<u8> {
+        let mut body = vec![family, 0, 0, 0];
+        for (t, v) in attrs {
+            let len = 4 + v.len();
+            body.extend_from_slice(&(len as u16).to_ne_bytes());
+            body.extend_from_slice(&t.to_ne_bytes());
+            body.extend_from_slice(v);
+            body.resize(align4(body.len()), 0);
+        }
+        let mut m = Vec::new();
+        m.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(&[0; 10]);
+        m.extend_from_slice(&body);
+        m
+    }
+
+    #[test]
+    fn notifications_about_our_table_are_recognised() {
+        let nft = |msg: u16| (10 << 8) | msg;
+        let (delrule, deltable, newsetelem, newgen) = (nft(8), nft(2), nft(12), nft(15));
+        let ours = message(deltable, 2, &[(1, b"zring\0")]);
+        assert!(touches_capture(&ours));
+        // A rule message: the table first, then the chain (with the nested flag on another).
+        let rule = message(
+            delrule,
+            2,
+            &[(1, b"zring\0"), (2 | 0x8000, b"prerouting\0")],
+        );
+        assert!(touches_capture(&rule));
+        // Not ours: another table, another family, our own set updates, a generation message,
+        // another subsystem, truncated garbage.
+        assert!(!touches_capture(&message(
+            delrule,
+            2,
+            &[(1, b"kube-proxy\0")]
+        )));
+        assert!(!touches_capture(&message(deltable, 1, &[(1, b"zring\0")])));
+        assert!(!touches_capture(&message(
+            newsetelem,
+            2,
+            &[(1, b"zring\0")]
+        )));
+        assert!(!touches_capture(&message(newgen, 2, &[(1, b"\0\0\0\x07")])));
+        assert!(!touches_capture(&message(
+            (1 << 8) | 2,
+            2,
+            &[(1, b"zring\0")]
+        )));
+        assert!(!touches_capture(&ours[..ours.len() - 4]));
+        assert!(!touches_capture(&[]));
+        // Several messages in one datagram: ours second.
+        let mut two = message(delrule, 2, &[(1, b"kube-proxy\0")]);
+        two.extend_from_slice(&ours);
+        assert!(touches_capture(&two));
+    }
+
+    #[test]
+    fn settings_from_the_environment() {
+        let s = Settings::from_vars(None, None, None).unwrap();
+        assert_eq!(
+            s,
+            Settings {
+                restore: true,
+                install: None
+            }
+        );
+        let s = Settings::from_vars(Some("false"), Some("10.244.0.0/16"), Some("cali*")).unwrap();
+        assert!(!s.restore);
+        assert_eq!(s.install.unwrap().pod_interfaces, "cali*");
+        assert!(Settings::from_vars(Some("maybe"), None, None).is_err());
+        assert!(Settings::from_vars(None, Some("not-a-cidr"), None).is_err());
+    }
+}
