@@ -8,8 +8,8 @@
 mod address;
 mod dns;
 mod env;
-mod ops;
 mod hbone;
+mod ops;
 mod parse;
 mod vars;
 
@@ -20,9 +20,9 @@ use std::time::Duration;
 
 use crate::grpc::Target;
 
-pub use hbone::HboneLimits;
 pub use address::{DEFAULT_AUTH_TOKEN, DEFAULT_ROOT_CA, ISTIOD_IN_CLUSTER, ISTIOD_LOCAL};
 pub use dns::{DNS_PORT, DnsConfig};
+pub use hbone::HboneLimits;
 pub use ops::{DEFAULT_ADMIN_SOCKET, Ops};
 pub use vars::{NOT_IMPLEMENTED, Unimplemented, VARS, Var};
 

@@ -25,8 +25,9 @@ const ZRING: &str = env!("CARGO_BIN_EXE_zring");
 const APPB: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 4);
 /// Concurrent scrapers, each scraping in a loop on a fresh connection.
 const SCRAPERS: usize = 24;
-/// Half-sent requests held open, beyond the metrics server's connection cap with the scrapers.
-const SLOWLORIS: usize = zring::admin::MAX_CONNECTIONS;
+/// Half-sent requests held open: with the scrapers, beyond the metrics server's connection
+/// cap, while leaving the scrapers some slots (so "scrapes went on" is something to watch).
+const SLOWLORIS: usize = zring::admin::MAX_CONNECTIONS - 8;
 
 const WORKLOADS: &str = r#"
 workloads:
@@ -127,6 +128,17 @@ fn a_policy_change_applies_during_a_scrape_flood() {
     m.serve("appb", 80, 100).unwrap();
     m.must_exchange("appa", (APPB, 80).into(), 100, 100);
 
+    // The servers have a thread of their own, beside the control thread.
+    let pid = m.zring("b").pid();
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|c| c.trim().to_owned())
+        .collect();
+    assert!(
+        threads.iter().any(|t| t == "zring-admin") && threads.iter().any(|t| t == "zring"),
+        "{threads:?}"
+    );
     let b_metrics = SocketAddr::from((m.lab.node("b").underlay_ip(), STATS_PORT));
     let flood = Flood::start(&m, b_metrics);
     // The flood is on: scrapes are being answered, and the cap is being hit.

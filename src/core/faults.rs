@@ -1,5 +1,5 @@
 //! The test-only fault hook (`ZRING_TEST_FAULTS`): connections to chosen destination ports make
-//! the core that accepts them fail in a chosen way, so end-to-end tests can prove that faults
+//! the core that accepts them (on a node-mode listener) fail in a chosen way, so end-to-end tests can prove that faults
 //! are contained (`task`) and noticed (`health`).
 //!
 //! - `panic-port=P`: the connection's task panics while the connection is open (after

@@ -130,8 +130,8 @@ impl Health {
     }
 
     /// Test support: pretends core `core` last beat `ago` ago.
-    #[doc(hidden)]
-    pub fn set_beat_ago(&self, core: usize, ago: Duration) {
+    #[cfg(test)]
+    pub(crate) fn set_beat_ago(&self, core: usize, ago: Duration) {
         let ago = u64::try_from(ago.as_millis()).unwrap_or(u64::MAX);
         if let Some(b) = self.cores.get(core) {
             b.at.store(self.now().saturating_sub(ago).max(1), Ordering::Relaxed);

@@ -298,7 +298,7 @@ pub async fn serve_udp(
                     upstream.clone(),
                     origin.clone(),
                 );
-                monoio::spawn(async move {
+                crate::task::spawn("dns_udp_query", async move {
                     let _slot = slot;
                     let answered = async {
                         let answer = forward(&dns, &cell, &query, || async {
@@ -396,7 +396,7 @@ pub async fn serve_tcp(
                     continue;
                 };
                 let (ctx, dns, origin) = (ctx.clone(), dns.clone(), origin.clone());
-                monoio::spawn(async move {
+                crate::task::spawn("dns_tcp", async move {
                     let _slot = slot;
                     tcp_connection(&ctx, &dns, &origin, stream, peer).await;
                 });
