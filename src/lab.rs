@@ -235,6 +235,9 @@ pub struct Lab {
     /// Which pods [`redirect`](Self::redirect) captures: enrolled ones (the default, as on a
     /// real node), or every pod address.
     scope: Scope,
+    /// Whether [`Lab::redirect`] also captures pods' DNS (the rules `zring redirect` adds with
+    /// `ISTIO_META_DNS_CAPTURE=true`).
+    dns: bool,
 }
 
 impl Lab {
@@ -269,6 +272,7 @@ impl Lab {
             created: Vec::new(),
             processes: Mutex::new(Vec::new()),
             scope: Scope::Enrolled,
+            dns: false,
         };
         let underlay = lab.make_ns("u")?;
         underlay.ip(&["link", "add", "br0", "type", "bridge"])?;
@@ -383,7 +387,9 @@ impl Lab {
         self.check_own(node)?;
         capture::install(
             capture::Place::Netns(node.netns.name()),
-            &Capture::lab(node.pod_cidr).with_scope(self.scope),
+            &Capture::lab(node.pod_cidr)
+                .with_scope(self.scope)
+                .with_dns(self.dns),
         )?;
         Ok(())
     }
@@ -394,6 +400,13 @@ impl Lab {
     /// set.
     pub fn capture_every_pod_address(&mut self) {
         self.scope = Scope::EveryPodAddress;
+    }
+
+    /// From now on [`redirect`](Self::redirect) also sends enrolled pods' DNS to the node's
+    /// DNS proxy on 15053. Call it before the mesh starts: zring's capture watch takes the
+    /// table it finds as its baseline and undoes later edits.
+    pub fn capture_dns(&mut self) {
+        self.dns = true;
     }
 
     /// Installs kube-proxy's service rules in `node`, in `mode` (see [`kubeproxy`]), replacing

@@ -521,6 +521,9 @@ fn node_mode_serves_enrolled_pods_dns() {
     lab.add_pod("b", "appc", APPC).unwrap();
     let seen = Arc::new(AtomicU64::new(0));
     upstream(lab.pod("appc").netns(), seen.clone());
+    // DNS capture as `zring redirect` installs it with ISTIO_META_DNS_CAPTURE=true, in place
+    // before zring starts (its capture watch takes the table it finds as its baseline).
+    lab.capture_dns();
     let m = Mesh::start(
         lab,
         Path::new(ZRING),
@@ -529,14 +532,7 @@ fn node_mode_serves_enrolled_pods_dns() {
         &[("ZRING_DNS_UPSTREAMS", &format!("{APPC}:53"))],
     )
     .unwrap();
-    let node = m.lab.node("a");
-    zring::capture::install(
-        zring::capture::Place::Netns(node.netns().name()),
-        &zring::capture::Capture::lab(node.pod_cidr()).with_dns(true),
-    )
-    .unwrap();
     let appa = m.lab.pod("appa").netns().clone();
-    // The table was replaced with an empty set: zring refills it, then appa's DNS is taken.
     let a = m
         .eventually("appa's DNS answered by the node's proxy", || {
             udp_ask(&appa, query(21, "appb", 1, None)).is_some()
