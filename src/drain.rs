@@ -18,6 +18,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crossbeam_utils::CachePadded;
+
 use tracing::info;
 
 /// How often [`wait`] reads the cores' counts of open connections.
@@ -26,8 +28,9 @@ const WAIT_POLL: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub struct Drain {
     started: AtomicBool,
-    /// Per core: connections it proxies right now. Written only by that core.
-    active: Box<[AtomicU64]>,
+    /// Per core: connections it proxies right now. Written only by that core, at every open
+    /// and close, so each slot has a cache line of its own.
+    active: Box<[CachePadded<AtomicU64>]>,
     pub deadline: Duration,
 }
 
@@ -35,7 +38,9 @@ impl Drain {
     pub fn new(cores: usize, deadline: Duration) -> Drain {
         Drain {
             started: AtomicBool::new(false),
-            active: (0..cores).map(|_| AtomicU64::new(0)).collect(),
+            active: (0..cores)
+                .map(|_| CachePadded::new(AtomicU64::new(0)))
+                .collect(),
             deadline,
         }
     }

@@ -16,10 +16,15 @@ use std::alloc::{GlobalAlloc, Layout};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
 
+use crossbeam_utils::CachePadded;
+
 /// Counters for this many threads; the last is shared by every thread after them.
 const SLOTS: usize = 64;
 
-static COUNTERS: [AtomicIsize; SLOTS] = [const { AtomicIsize::new(0) }; SLOTS];
+/// One cache line each: every allocation writes its thread's counter, and counters sharing a
+/// line would make the cores invalidate each other's caches on every allocation.
+static COUNTERS: [CachePadded<AtomicIsize>; SLOTS] =
+    [const { CachePadded::new(AtomicIsize::new(0)) }; SLOTS];
 static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
 /// Whether [`Counting`] is the global allocator of this process (a library test's is not).
 static INSTALLED: AtomicBool = AtomicBool::new(false);
