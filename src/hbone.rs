@@ -4,6 +4,7 @@
 //! never imports `core` or `proxy`. Modules:
 //! - `headers`: the CONNECT request's `:authority`, `baggage`, `forwarded`, `traceparent` (pure);
 //! - `tls`: TLS handshakes on a core's sockets and the per-core cache of rustls configs;
+//! - `batch`: the IO adapter h2 drives: TLS records leave on flush, batched, not per frame;
 //! - `client`: one pooled HTTP/2 client connection (handshake, keepalive, streams);
 //! - `pool`: the per-core pool of client connections;
 //! - `server`: the HTTP/2 server side of a 15008 connection;
@@ -17,6 +18,7 @@
 //! The settings are ztunnel's, so zring and ztunnel tunnel to each other with the same flow
 //! control: 4 MiB stream window, 16 MiB connection window, 1 MiB frames.
 
+pub mod batch;
 pub mod client;
 pub mod headers;
 pub mod keepalive;

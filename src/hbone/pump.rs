@@ -4,8 +4,9 @@
 //! to h2 without a copy (TLS encryption is the one copy). Sending respects HTTP/2 flow control:
 //! the pump reserves capacity for what it read and waits until the peer's window grants it, so
 //! h2 never buffers more than one read per stream. Reads start small and move to the large size
-//! after a read fills its buffer, as in `net::copy`, so an idle connection pins 4 KiB, not
-//! 64 KiB, under io_uring.
+//! after a read fills its buffer, as in `net::copy`; while the flow is quiet (small reads) the
+//! pump waits for readability before it takes a buffer, so an idle connection pins none (under
+//! io_uring a pending read owns its buffer).
 //!
 //! Stream → TCP: each DATA frame's `Bytes` is written to the socket as it is, and its bytes are
 //! released to the peer's window only once written: a slow reader slows the sender.
@@ -18,12 +19,12 @@ use std::future::poll_fn;
 
 use bytes::{Bytes, BytesMut};
 use h2::{Reason, RecvStream, SendStream};
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
+use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 
 use crate::net::Side;
 use crate::net::buffers::SMALL;
-use crate::net::copy::{ByteCounter, CopyError};
+use crate::net::copy::{ByteCounter, CopyError, SpliceRead};
 
 /// Copies between `tcp` and the stream until both directions have ended or either fails.
 ///
@@ -56,7 +57,7 @@ pub async fn bidirectional(
     result
 }
 
-async fn tcp_to_stream<R: AsyncReadRent>(
+async fn tcp_to_stream<R: SpliceRead>(
     mut r: R,
     send: &mut SendStream<Bytes>,
     (from, to): (Side, Side),
@@ -68,8 +69,17 @@ async fn tcp_to_stream<R: AsyncReadRent>(
         source: h2_io_error(e),
     };
     let mut size = SMALL;
-    let mut buf = BytesMut::with_capacity(size);
+    let mut buf = BytesMut::new();
     loop {
+        if size == SMALL && buf.capacity() == 0 {
+            // Quiet flow: wait until the socket has bytes before taking a buffer, so an idle
+            // connection's pending read pins none (under io_uring a read owns its buffer for as
+            // long as it waits). Bulk flows (`size` large) read straight away.
+            r.readable()
+                .await
+                .map_err(|source| CopyError::Read { side: from, source })?;
+            buf.reserve(SMALL);
+        }
         let wanted = buf.capacity();
         let (res, b) = r.read(buf).await;
         buf = b;
@@ -98,9 +108,11 @@ async fn tcp_to_stream<R: AsyncReadRent>(
             size = large;
         } else if n < SMALL && size > SMALL {
             size = SMALL;
-            buf = BytesMut::new();
         }
-        if buf.capacity() < SMALL.min(size) {
+        if size == SMALL {
+            // The next read waits for readiness first and takes a fresh small buffer then.
+            buf = BytesMut::new();
+        } else if buf.capacity() < size {
             // Reclaims the allocation when h2 has released every chunk of it, else allocates.
             buf.reserve(size);
         }

@@ -24,12 +24,13 @@ use monoio::net::tcp::stream_poll::TcpStreamPoll;
 use rustls::{ClientConfig, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::batch::Batched;
 use crate::identity::{self, CertStore, Identity};
 
-/// A TLS client connection as h2 drives it.
-pub type ClientIo = tokio_rustls::client::TlsStream<TcpStreamPoll>;
+/// A TLS client connection as h2 drives it (writes batched until h2 flushes: `hbone::batch`).
+pub type ClientIo = Batched<tokio_rustls::client::TlsStream<TcpStreamPoll>>;
 /// A TLS server connection as h2 drives it.
-pub type ServerIo = tokio_rustls::server::TlsStream<TcpStreamPoll>;
+pub type ServerIo = Batched<tokio_rustls::server::TlsStream<TcpStreamPoll>>;
 
 /// More cached client configs than this means destinations churn; start over rather than grow.
 const MAX_CLIENT_CONFIGS: usize = 4096;
@@ -108,6 +109,7 @@ pub async fn client_handshake(tcp: TcpStream, config: Arc<ClientConfig>) -> io::
     tokio_rustls::TlsConnector::from(config)
         .connect(identity::placeholder_server_name(), io)
         .await
+        .map(Batched::new)
         .map_err(explain)
 }
 
@@ -130,7 +132,7 @@ pub async fn server_handshake(
         }
     };
     let peer = identity::peer_identity(tls.get_ref().1).map_err(HandshakeError::Identity)?;
-    Ok((tls, peer))
+    Ok((Batched::new(tls), peer))
 }
 
 /// How long a refused handshake's socket keeps reading, and how much, before it closes.
