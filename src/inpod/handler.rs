@@ -122,7 +122,12 @@ impl ListenerHandler {
 fn ipv6_available(backlog: i32) -> std::io::Result<bool> {
     match factory::pod_listener((Ipv6Addr::UNSPECIFIED, 0).into(), backlog) {
         Ok(_) => Ok(true),
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL)) => {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL)
+            ) =>
+        {
             Ok(false)
         }
         Err(e) => Err(e),

@@ -33,7 +33,11 @@ fn enable(ns: &Netns, forwarding: bool) -> Result<(), LabError> {
     }
     ns.sysctls(&settings)?;
     // Interfaces that existed before: their own switch.
-    for dev in ns.ip(&["-o", "link", "show"])?.lines().filter_map(link_name) {
+    for dev in ns
+        .ip(&["-o", "link", "show"])?
+        .lines()
+        .filter_map(link_name)
+    {
         ns.sysctls(&[(format!("net.ipv6.conf.{dev}.disable_ipv6"), "0")])?;
     }
     Ok(())
@@ -127,9 +131,12 @@ impl Lab {
             node.ip_line(&format!("-6 addr add {gateway}/128 dev {host_if} nodad"))?;
         }
         node.ip_line(&format!("-6 route add {ip}/128 dev {host_if}"))?;
-        p.netns.ip_line(&format!("-6 addr add {ip}/128 dev eth0 nodad"))?;
-        p.netns.ip_line(&format!("-6 route add {gateway} dev eth0"))?;
-        p.netns.ip_line(&format!("-6 route add default via {gateway} dev eth0"))?;
+        p.netns
+            .ip_line(&format!("-6 addr add {ip}/128 dev eth0 nodad"))?;
+        p.netns
+            .ip_line(&format!("-6 route add {gateway} dev eth0"))?;
+        p.netns
+            .ip_line(&format!("-6 route add default via {gateway} dev eth0"))?;
         Ok(())
     }
 
@@ -140,7 +147,8 @@ impl Lab {
             .get_pod(pod)
             .ok_or_else(|| LabError::Topology(format!("no pod {pod:?}")))?;
         p.netns.ip_line("-4 route flush dev eth0")?;
-        p.netns.ip_line(&format!("-4 addr del {}/32 dev eth0", p.ip))?;
+        p.netns
+            .ip_line(&format!("-4 addr del {}/32 dev eth0", p.ip))?;
         Ok(())
     }
 
@@ -149,7 +157,9 @@ impl Lab {
         let p = self
             .get_pod(pod)
             .ok_or_else(|| LabError::Topology(format!("no pod {pod:?}")))?;
-        let out = p.netns.ip(&["-6", "-o", "addr", "show", "dev", "eth0", "scope", "global"])?;
+        let out = p
+            .netns
+            .ip(&["-6", "-o", "addr", "show", "dev", "eth0", "scope", "global"])?;
         Ok(out
             .lines()
             .filter_map(|l| l.split_whitespace().skip_while(|w| *w != "inet6").nth(1))
