@@ -39,6 +39,7 @@
 )]
 
 pub mod cni;
+mod dual;
 pub mod http;
 pub mod kubeproxy;
 pub mod mesh;

@@ -64,6 +64,10 @@ pub fn dns_sockets(
 ) -> io::Result<DnsSockets> {
     let domain = Domain::for_address(addr);
     let udp = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // Beside the IPv4 socket on the same port, never instead of it.
+        udp.set_only_v6(true)?;
+    }
     udp.set_reuse_port(true)?;
     udp.set_nonblocking(true)?;
     udp.bind(&addr.into())?;

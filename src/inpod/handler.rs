@@ -13,7 +13,7 @@
 //! confirmation is undone by that removal, which reaches the core after the add (one channel
 //! per core, in order).
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -116,6 +116,38 @@ impl ListenerHandler {
     }
 }
 
+/// Whether the current namespace's kernel takes IPv6 sockets: probed with a throwaway v6-only
+/// listener on an ephemeral port. No IPv6 at all (`EAFNOSUPPORT`, or no address to bind) is
+/// `false`; any other failure is an error.
+fn ipv6_available(backlog: i32) -> std::io::Result<bool> {
+    match factory::pod_listener((Ipv6Addr::UNSPECIFIED, 0).into(), backlog) {
+        Ok(_) => Ok(true),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL)
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Where the DNS proxy listens inside a pod: `addr`, and when that is the IPv4 wildcard and the
+/// pod has IPv6, the IPv6 wildcard on the same port too (the pod's ip6 rules redirect v6 DNS
+/// there).
+fn dns_addrs(addr: Option<SocketAddr>, v6: bool) -> Vec<SocketAddr> {
+    let Some(addr) = addr else {
+        return Vec::new();
+    };
+    let mut out = vec![addr];
+    if v6 && addr.ip() == Ipv4Addr::UNSPECIFIED {
+        out.push((Ipv6Addr::UNSPECIFIED, addr.port()).into());
+    }
+    out
+}
+
 impl PodHandler for ListenerHandler {
     fn add(&mut self, pod: &Pod) -> Result<(), String> {
         let started = Instant::now();
@@ -123,21 +155,31 @@ impl PodHandler for ListenerHandler {
         let (backlog, dns, mark) = (self.backlog, self.dns, self.mark);
         // Every core's listeners in one visit: the pod's netns is entered once per add.
         let (mut per_core, mut per_core_dns) = factory::in_netns(pod.netns.as_fd(), || {
+            // IPv6 beside IPv4: separate v6-only sockets on `[::]`, so a v4 connection keeps
+            // plain v4 addresses (no `::ffff:` mapping for lookups and logs to undo) and the
+            // original destination is asked in the socket's own family. A pod whose kernel
+            // has no IPv6 gets v4 only.
+            let v6 = ipv6_available(backlog)?;
             let tcp = (0..cores)
                 .map(|_| {
-                    PodPort::ALL
-                        .iter()
-                        .map(|p| {
-                            let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, p.port()));
-                            factory::pod_listener(addr, backlog).map(|l| (*p, l))
-                        })
-                        .collect::<std::io::Result<Vec<_>>>()
+                    let mut out = Vec::with_capacity(PodPort::ALL.len() * 2);
+                    for p in PodPort::ALL {
+                        let v4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, p.port()));
+                        out.push((p, factory::pod_listener(v4, backlog)?));
+                        if v6 {
+                            let v6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, p.port()));
+                            out.push((p, factory::pod_listener(v6, backlog)?));
+                        }
+                    }
+                    Ok(out)
                 })
                 .collect::<std::io::Result<Vec<_>>>()?;
             let dns = (0..cores)
                 .map(|_| {
-                    dns.map(|addr| factory::dns_sockets(addr, backlog, mark, false))
-                        .transpose()
+                    dns_addrs(dns, v6)
+                        .into_iter()
+                        .map(|addr| factory::dns_sockets(addr, backlog, mark, false))
+                        .collect::<std::io::Result<Vec<_>>>()
                 })
                 .collect::<std::io::Result<Vec<_>>>()?;
             Ok((tcp, dns))
@@ -153,7 +195,7 @@ impl PodHandler for ListenerHandler {
         let added = self.to_every_core("the listeners", |core, done| CoreMail::AddPod {
             pod: ctx.clone(),
             listeners: std::mem::take(&mut per_core[core]),
-            dns: per_core_dns[core].take(),
+            dns: std::mem::take(&mut per_core_dns[core]),
             done,
         });
         if let Err(e) = added {
@@ -172,7 +214,7 @@ impl PodHandler for ListenerHandler {
             uid = %pod.uid,
             cores,
             took = ?started.elapsed(),
-            "pod served: 15001, 15006, 15008 inside its netns on every core"
+            "pod served: 15001, 15006, 15008 (IPv4 and, when the pod has it, IPv6) inside its netns on every core"
         );
         Ok(())
     }

@@ -31,8 +31,9 @@ pub enum CoreMail {
     AddPod {
         pod: Arc<PodCtx>,
         listeners: Vec<(PodPort, std::net::TcpListener)>,
-        /// The DNS proxy's sockets inside the pod, when the proxy is on.
-        dns: Option<super::factory::DnsSockets>,
+        /// The DNS proxy's sockets inside the pod (IPv4, and IPv6 when the pod has it), when
+        /// the proxy is on.
+        dns: Vec<super::factory::DnsSockets>,
         done: Sender<CoreAnswer>,
     },
     /// Stop serving the pod `uid`: close its listeners now, end its connections within the

@@ -174,8 +174,8 @@ impl CorePod {
     }
 
     /// Connects to `dst` from inside the pod's netns, within `timeout`. The source is the
-    /// pod's own IP, unless `from` names the client's (IPv4: inbound, so the pod sees the real
-    /// client; IP_TRANSPARENT, and the pod's rules route the replies of the proxy's marked
+    /// pod's own IP, unless `from` names the client's (inbound, of `dst`'s family, so the pod
+    /// sees the real client; IP_TRANSPARENT, and the pod's rules route the replies of the proxy's marked
     /// connections back to it). Errors read like node mode's (`net::Error`), so the data path
     /// reports both alike.
     pub async fn connect(
@@ -187,10 +187,10 @@ impl CorePod {
         let err = |source| crate::net::Error::Connect { dst, source };
         let fd = self.socket(dst.is_ipv6()).await.map_err(err)?;
         let socket = socket2::Socket::from(fd);
-        if let Some(ip @ IpAddr::V4(_)) = from
-            && dst.is_ipv4()
+        if let Some(ip) = from
+            && ip.is_ipv4() == dst.is_ipv4()
         {
-            socket.set_ip_transparent(true).map_err(err)?;
+            crate::sys::socket::set_transparent(&socket, ip.is_ipv6()).map_err(err)?;
             socket.bind(&SocketAddr::new(ip, 0).into()).map_err(err)?;
         }
         match socket.connect(&dst.into()) {

@@ -22,6 +22,10 @@
 //!   (`to-self`); other TCP not to 127.0.0.1 and not marked 0x539 is REDIRECTed to 15001
 //!   (`outbound`).
 //!
+//! The same rules go in `ip6 istio_inpod` for IPv6 (`::1` for loopback, istio-cni's IPv6 probe
+//! source `fd16:9254:7127:1337:ffff:ffff:ffff:ffff`), with `ip -6` policy routing
+//! `local ::/0 dev lo table 100`, as istio-cni installs both families.
+//!
 //! Marks are compared under the mask 0xfff, as Istio does, so other bits stay free for others.
 
 use std::io;
@@ -296,22 +300,64 @@ impl Default for InpodRules {
     }
 }
 
-/// The nft script for `rules` (see the module doc for each rule). It replaces the table
-/// atomically when applied again.
+/// The address family of one of the in-pod tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// `table ip istio_inpod`.
+    V4,
+    /// `table ip6 istio_inpod`: the same rules for IPv6 (istio-cni installs both).
+    V6,
+}
+
+impl Family {
+    /// nft's family keyword, which is also the address-match keyword (`ip daddr`, `ip6 daddr`).
+    pub fn nft(self) -> &'static str {
+        match self {
+            Family::V4 => "ip",
+            Family::V6 => "ip6",
+        }
+    }
+
+    fn loopback(self) -> &'static str {
+        match self {
+            Family::V4 => "127.0.0.1",
+            Family::V6 => "::1",
+        }
+    }
+
+    fn probe_src(self) -> &'static str {
+        match self {
+            Family::V4 => PROBE_SRC,
+            Family::V6 => PROBE_SRC_V6,
+        }
+    }
+}
+
+/// The IPv6 source the kubelet's probes arrive from (istio-cni's IPv6 probe SNAT address).
+pub const PROBE_SRC_V6: &str = "fd16:9254:7127:1337:ffff:ffff:ffff:ffff";
+
+/// The nft script for `rules`, both families (see the module doc for each rule). It replaces
+/// the tables atomically when applied again.
 pub fn ruleset(rules: InpodRules) -> String {
+    ruleset_of(rules, Family::V4) + &ruleset_of(rules, Family::V6)
+}
+
+/// The nft script of one family's table.
+pub fn ruleset_of(rules: InpodRules, family: Family) -> String {
+    let (fam, lo, probe) = (family.nft(), family.loopback(), family.probe_src());
     let skip = format!("meta mark and 0xfff != {PROXY_MARK:#x}");
     let dns = if rules.dns {
         format!(
             "        oifname != \"lo\" udp dport 53 {skip} counter redirect to :{DNS_PORT} comment \"dns-udp\"\n\
-             \x20       ip daddr != 127.0.0.1 tcp dport 53 {skip} counter redirect to :{DNS_PORT} comment \"dns-tcp\"\n"
+             \x20       {fam} daddr != {lo} tcp dport 53 {skip} counter redirect to :{DNS_PORT} comment \"dns-tcp\"\n"
         )
     } else {
         String::new()
     };
     format!(
-        "add table ip {TABLE}\n\
-         delete table ip {TABLE}\n\
-         table ip {TABLE} {{\n\
+        "add table {fam} {TABLE}\n\
+         delete table {fam} {TABLE}\n\
+         table {fam} {TABLE} {{\n\
          \x20   chain prerouting_mangle {{\n\
          \x20       type filter hook prerouting priority mangle; policy accept;\n\
          \x20       meta mark and 0xfff == {PROXY_MARK:#x} counter ct mark set ct mark and 0xfffff000 or {CONN_MARK:#x} comment \"proxy-conn\"\n\
@@ -322,39 +368,46 @@ pub fn ruleset(rules: InpodRules) -> String {
          \x20   }}\n\
          \x20   chain prerouting_nat {{\n\
          \x20       type nat hook prerouting priority dstnat; policy accept;\n\
-         \x20       ip saddr {PROBE_SRC} meta l4proto tcp counter accept comment \"kubelet-probe\"\n\
-         \x20       ip daddr != 127.0.0.1 tcp dport != {HBONE_PORT} {skip} counter redirect to :{INBOUND_PLAINTEXT_PORT} comment \"inbound\"\n\
+         \x20       {fam} saddr {probe} meta l4proto tcp counter accept comment \"kubelet-probe\"\n\
+         \x20       {fam} daddr != {lo} tcp dport != {HBONE_PORT} {skip} counter redirect to :{INBOUND_PLAINTEXT_PORT} comment \"inbound\"\n\
          \x20   }}\n\
          \x20   chain output_nat {{\n\
          \x20       type nat hook output priority -100; policy accept;\n\
-         \x20       ip daddr {PROBE_SRC} meta l4proto tcp counter accept comment \"probe-reply\"\n\
+         \x20       {fam} daddr {probe} meta l4proto tcp counter accept comment \"probe-reply\"\n\
          {dns}\
          \x20       meta l4proto tcp meta mark and 0xfff == {CONN_MARK:#x} counter accept comment \"proxy-reply\"\n\
-         \x20       ip daddr != 127.0.0.1 oifname \"lo\" counter accept comment \"to-self\"\n\
-         \x20       ip daddr != 127.0.0.1 meta l4proto tcp {skip} counter redirect to :{OUTBOUND_PORT} comment \"outbound\"\n\
+         \x20       {fam} daddr != {lo} oifname \"lo\" counter accept comment \"to-self\"\n\
+         \x20       {fam} daddr != {lo} meta l4proto tcp {skip} counter redirect to :{OUTBOUND_PORT} comment \"outbound\"\n\
          \x20   }}\n\
          }}\n"
     )
 }
 
-/// Installs istio-cni's in-pod rules in `netns` (a lab pod): the nft table and the policy
-/// routing for the proxy's connections. Calling it again replaces the table.
+/// Installs istio-cni's in-pod rules in `netns` (a lab pod): the nft tables (IPv4 and IPv6)
+/// and the policy routing for the proxy's connections in both families. Calling it again
+/// replaces the tables.
 pub fn install_rules(netns: &Netns, rules: InpodRules) -> Result<(), LabError> {
     cmd::nft_in(netns.name(), &["-f", "-"], Some(&ruleset(rules)))?;
     let rule = format!("fwmark {CONN_MARK:#x}/0xfff lookup {ROUTE_TABLE}");
-    if !netns.ip(&["rule", "show"])?.contains(&rule) {
-        netns.ip_line(&format!("rule add {rule} pref 32764"))?;
+    for (flag, any) in [("-4", "0.0.0.0/0"), ("-6", "::/0")] {
+        if !netns.ip(&[flag, "rule", "show"])?.contains(&rule) {
+            netns.ip_line(&format!("{flag} rule add {rule} pref 32764"))?;
+        }
+        netns.ip_line(&format!(
+            "{flag} route replace local {any} dev lo table {ROUTE_TABLE}"
+        ))?;
     }
-    netns
-        .ip_line(&format!(
-            "route replace local 0.0.0.0/0 dev lo table {ROUTE_TABLE}"
-        ))
-        .map(drop)
+    Ok(())
 }
 
-/// Packets each commented rule of the in-pod table has counted in `netns`, by comment.
+/// Packets each commented rule of the in-pod IPv4 table has counted in `netns`, by comment.
 pub fn rule_counters(netns: &Netns) -> Result<Vec<(String, u64)>, LabError> {
-    let listing = cmd::nft_in(netns.name(), &["list", "table", "ip", TABLE], None)?;
+    rule_counters_of(netns, Family::V4)
+}
+
+/// [`rule_counters`] of one family's table.
+pub fn rule_counters_of(netns: &Netns, family: Family) -> Result<Vec<(String, u64)>, LabError> {
+    let listing = cmd::nft_in(netns.name(), &["list", "table", family.nft(), TABLE], None)?;
     Ok(listing
         .lines()
         .filter_map(|line| {
@@ -395,5 +448,9 @@ mod tests {
         let without = ruleset(InpodRules { dns: false });
         assert!(!without.contains("dns-udp") && !without.contains(":15053"));
         assert!(with.contains("redirect to :15001") && with.contains("tcp dport != 15008"));
+        let v6 = ruleset_of(InpodRules { dns: true }, Family::V6);
+        assert!(v6.contains("table ip6 istio_inpod") && v6.contains("ip6 daddr != ::1"));
+        assert!(!v6.contains("127.0.0.1") && !v6.contains(" ip daddr"));
+        assert!(with.contains(&v6), "ruleset installs both families");
     }
 }

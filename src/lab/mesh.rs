@@ -225,12 +225,16 @@ impl Mesh {
     }
 
     /// The agent uid and `WorkloadInfo` the in-pod agent enrolls lab pod `pod` with: those of
-    /// the config's workload at the pod's IP, `None` when the config has none there.
+    /// the config's workload at the pod's IP (IPv4, else one of its IPv6 addresses), `None` when the config has none there.
     pub fn enrollment(&self, pod: &str) -> Option<(String, WorkloadInfo)> {
         let text = std::fs::read_to_string(&self.config).ok()?;
         let snapshot = crate::xds::local::parse(&text).ok()?;
         let ip = self.lab.pod(pod).ip();
-        let w = snapshot.workload_by_ip(ip.into())?;
+        // A v6-only pod (`Lab::remove_pod_ipv4`) is found by its IPv6 addresses.
+        let v6 = self.lab.pod_ipv6(pod).unwrap_or_default();
+        let w = std::iter::once(ip.into())
+            .chain(v6.into_iter().map(Into::into))
+            .find_map(|a| snapshot.workload_by_ip(a))?;
         Some((
             w.uid.to_string(),
             WorkloadInfo {

@@ -76,7 +76,7 @@ impl Capture {
     pub fn orig_dst(&self, ctx: &CoreCtx, stream: &TcpStream, l: Listener) -> Option<OrigDst> {
         let found = match (self, l) {
             (Capture::Pod(_), Listener::Outbound | Listener::InboundPlaintext) => {
-                crate::sys::origdst::original_dst_of(stream).map(SocketAddr::V4)
+                crate::sys::origdst::original_dst_any_of(stream)
             }
             (Capture::Node, _) | (Capture::Pod(_), Listener::Inbound) => stream.local_addr(),
         };

@@ -91,11 +91,12 @@ pub(super) async fn run(ctx: Rc<CoreCtx>, inbox: Inbox, dns: Option<Rc<CoreDns>>
                         conns: Cell::new(0),
                         emptied: Latch::default(),
                     });
-                    let result =
-                        start(&ctx, &served, listeners).and_then(|()| match (dns_sockets, &dns) {
-                            (Some(sockets), Some(dns)) => start_dns(&ctx, &served, dns, sockets),
-                            _ => Ok(()),
-                        });
+                    let result = start(&ctx, &served, listeners).and_then(|()| match &dns {
+                        Some(dns) => dns_sockets
+                            .into_iter()
+                            .try_for_each(|sockets| start_dns(&ctx, &served, dns, sockets)),
+                        None => Ok(()),
+                    });
                     if result.is_ok() {
                         pods.insert(uid, served);
                     } else {

@@ -204,7 +204,8 @@ pub fn set_reset_on_close(fd: &impl AsRawFd) -> io::Result<()> {
     Ok(())
 }
 
-fn set_transparent(socket: &Socket, v6: bool) -> io::Result<()> {
+/// IP_TRANSPARENT (IPv4) or IPV6_TRANSPARENT on `socket`: it may bind a foreign source address.
+pub fn set_transparent(socket: &Socket, v6: bool) -> io::Result<()> {
     if v6 {
         let one: libc::c_int = 1;
         // SAFETY: `one` is a valid c_int for the duration of the call; the fd is owned by `socket`.
