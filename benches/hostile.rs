@@ -54,6 +54,10 @@ workloads:
   name: appa
   namespace: default
   serviceAccount: appa
+  trustDomain: cluster.local
+  workloadName: appa
+  canonicalName: appa
+  canonicalRevision: v1
   workloadIps: ["{APPA}"]
   protocol: HBONE
   node: a
@@ -62,6 +66,10 @@ workloads:
   name: appb
   namespace: default
   serviceAccount: appb
+  trustDomain: cluster.local
+  workloadName: appb
+  canonicalName: appb
+  canonicalRevision: v1
   workloadIps: ["{APPB}"]
   protocol: HBONE
   node: b
@@ -95,7 +103,9 @@ fn resources(pid: u32) -> (u64, usize) {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap();
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
     (rss_kib << 10, fds)
 }
 
@@ -220,10 +230,7 @@ fn run(client: &str) {
     let (rest_rss, rest_fds) = resources(pid);
     let (base, base_done, base_failed, base_errors) = healthy(&m, flows, mib, secs);
 
-    let attackers = Attackers::start(
-        m.lab.node("a"),
-        attack::client_config(&m.ca_dir, EVIL),
-    );
+    let attackers = Attackers::start(m.lab.node("a"), attack::client_config(&m.ca_dir, EVIL));
     let to = SocketAddr::from((APPB, 15008));
     let stalled = Kind::Stalled {
         authority: format!("{APPB}:{STALL}"),
@@ -270,7 +277,9 @@ fn run(client: &str) {
     let scrape = m.scrape("b");
     let metric = |name: &str, labels: &[(&str, &str)]| scrape.sum(name, labels);
 
-    println!("# 15008 under hostile connections (zring b, 2 cores; healthy client: {client} on node a)");
+    println!(
+        "# 15008 under hostile connections (zring b, 2 cores; healthy client: {client} on node a)"
+    );
     println!(
         "attackers per kind: {conns} (no preface, no streams, stalled reader), set up in {:.1} s",
         attack_setup.as_secs_f64()
@@ -329,7 +338,10 @@ fn run(client: &str) {
         fill.as_secs_f64(),
         pushed_during as f64 / MIB as f64
     );
-    println!("zring b CPU holding the attack without load: {:.0}%", idle_cpu * 100.0);
+    println!(
+        "zring b CPU holding the attack without load: {:.0}%",
+        idle_cpu * 100.0
+    );
     // The attackers go; a second baseline, so the ratio is to the mean of before and after
     // (this machine is shared: its load drifts).
     drop(attackers);
@@ -365,4 +377,3 @@ fn run(client: &str) {
     );
     println!();
 }
-

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use crate::grpc::Target;
 
-pub use hbone::HboneLimits;
 pub use address::{DEFAULT_AUTH_TOKEN, DEFAULT_ROOT_CA, ISTIOD_IN_CLUSTER, ISTIOD_LOCAL};
+pub use hbone::HboneLimits;
 pub use vars::{NOT_IMPLEMENTED, Unimplemented, VARS, Var};
 
 /// Environment variables with this prefix become xDS node metadata (prefix stripped), as in

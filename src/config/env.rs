@@ -204,7 +204,7 @@ impl Config {
                 None => 100,
                 Some(v) => parse_range("POOL_MAX_STREAMS_PER_CONNECTION", &v, 1, 10_000)? as u32,
             },
-            hbone_limits: super::hbone::hbone_limits(&var)?,
+            hbone_limits: super::hbone::hbone_limits(var)?,
             drain_deadline: crate::drain::deadline(
                 match (
                     var("ZRING_DRAIN_DEADLINE"),

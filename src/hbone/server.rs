@@ -366,9 +366,14 @@ mod tests {
                     idle_timeout: Duration::from_secs(60),
                 };
                 let window = Window::unlimited();
-                serve_with(io, peer, std::future::pending(), opts, &window, |_, respond, _| {
-                    refuse(respond, StatusCode::BAD_REQUEST)
-                })
+                serve_with(
+                    io,
+                    peer,
+                    std::future::pending(),
+                    opts,
+                    &window,
+                    |_, respond, _| refuse(respond, StatusCode::BAD_REQUEST),
+                )
                 .await
             });
             let tcp = monoio::net::TcpStream::connect(addr).await.unwrap();
@@ -422,9 +427,14 @@ mod tests {
             let (tcp, peer) = listener.accept().await.unwrap();
             let io = tcp.try_into_poll_io().map_err(|(e, _)| e).unwrap();
             let window = Window::unlimited();
-            serve_with(io, peer, std::future::pending(), opts, &window, |_, respond, _| {
-                refuse(respond, StatusCode::BAD_REQUEST)
-            })
+            serve_with(
+                io,
+                peer,
+                std::future::pending(),
+                opts,
+                &window,
+                |_, respond, _| refuse(respond, StatusCode::BAD_REQUEST),
+            )
             .await
         })
     }
@@ -478,7 +488,10 @@ mod tests {
                 .await;
             r.unwrap();
             assert_eq!(server.await.unwrap(), Ended::PrefaceTimeout);
-            assert_eq!(goaways(tcp).await, vec![u32::from(Reason::SETTINGS_TIMEOUT)]);
+            assert_eq!(
+                goaways(tcp).await,
+                vec![u32::from(Reason::SETTINGS_TIMEOUT)]
+            );
         });
     }
 

@@ -101,7 +101,11 @@ pub(super) fn write(cores: &[Arc<CoreGauges>], e: &mut Encoder) {
     ] {
         e.family(name, Type::Gauge, help);
         for (c, id) in cores.iter().zip(&ids) {
-            e.sample(name, [("core", id.as_str())], f(&c.hbone).load(Ordering::Relaxed));
+            e.sample(
+                name,
+                [("core", id.as_str())],
+                f(&c.hbone).load(Ordering::Relaxed),
+            );
         }
     }
 }

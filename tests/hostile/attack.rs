@@ -8,7 +8,10 @@
 //! attacker is a task on it, so thousands cost no thread each. The runtime and its
 //! connections end when [`Attackers`] is dropped.
 
-#![allow(dead_code, reason = "shared with benches/hostile.rs, which uses what the tests do not")]
+#![allow(
+    dead_code,
+    reason = "shared with benches/hostile.rs, which uses what the tests do not"
+)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -126,7 +129,9 @@ async fn attack(
         while tls.read(&mut buf).await? > 0 {}
         return Ok(());
     }
-    let (send, conn) = h2::client::Builder::new().handshake::<_, Bytes>(tls).await?;
+    let (send, conn) = h2::client::Builder::new()
+        .handshake::<_, Bytes>(tls)
+        .await?;
     stats.h2.fetch_add(1, Ordering::SeqCst);
     let Kind::Stalled { authority } = kind else {
         // Drive the connection (pings answered) with no stream, until the server closes it.

@@ -21,21 +21,19 @@ const EVIL_ID: &str = "spiffe://cluster.local/ns/default/sa/evil";
 impl Hostile {
     /// TCP from node a to appb's 15008, and TLS as `id`; nothing more.
     fn tls_as(&self, id: &str) -> io::Result<Conn> {
-        let tcp = self
-            .m
-            .lab
-            .node("a")
-            .run(|| TcpStream::connect_timeout(&(APPB, 15008).into(), Duration::from_secs(10)))?;
+        let tcp =
+            self.m.lab.node("a").run(|| {
+                TcpStream::connect_timeout(&(APPB, 15008).into(), Duration::from_secs(10))
+            })?;
         Conn::handshake(tcp, attack::client_config(&self.m.ca_dir, id))
     }
 
     /// An HTTP/2 connection as `id` whose preface zring has answered.
     fn h2_as(&self, id: &str) -> io::Result<Conn> {
-        let tcp = self
-            .m
-            .lab
-            .node("a")
-            .run(|| TcpStream::connect_timeout(&(APPB, 15008).into(), Duration::from_secs(10)))?;
+        let tcp =
+            self.m.lab.node("a").run(|| {
+                TcpStream::connect_timeout(&(APPB, 15008).into(), Duration::from_secs(10))
+            })?;
         let mut conn = Conn::open(tcp, attack::client_config(&self.m.ca_dir, id))?;
         conn.sync()?;
         Ok(conn)
@@ -64,7 +62,11 @@ impl Hostile {
     /// A fresh tunnel from appa to appb's echo port carries `MIB` both ways.
     fn fresh_tunnel_works(&self, when: &str) {
         let r = self.m.exchange("appa", (APPB, EXCHANGE).into(), MIB, MIB);
-        assert!(r.is_ok(), "a fresh tunnel failed {when}: {r:?}\n{}", self.m.logs());
+        assert!(
+            r.is_ok(),
+            "a fresh tunnel failed {when}: {r:?}\n{}",
+            self.m.logs()
+        );
     }
 }
 
@@ -126,16 +128,11 @@ fn a_tunnel_without_streams_is_closed_after_the_idle_timeout() {
     conn.write(&h2raw::connect(1, "10.244.2.99:80")).unwrap();
     assert_eq!(conn.answer(1), Answer::Status(400), "{}", h.m.logs());
     let mut goaway = None;
-    loop {
-        match conn.sync() {
-            Ok(frames) => {
-                for f in frames {
-                    if let Frame::GoAway { code, .. } = f {
-                        goaway = Some(code);
-                    }
-                }
+    while let Ok(frames) = conn.sync() {
+        for f in frames {
+            if let Frame::GoAway { code, .. } = f {
+                goaway = Some(code);
             }
-            Err(_) => break,
         }
         #[expect(clippy::disallowed_methods, reason = "a test thread pinging zring")]
         std::thread::sleep(Duration::from_millis(50));
@@ -156,7 +153,10 @@ fn connections_beyond_the_peer_cap_are_refused() {
     ]);
     let mut held: Vec<Conn> = (0..4).map(|_| h.h2_as(APPA_ID).unwrap()).collect();
     let refused = h.h2_as(APPA_ID);
-    assert!(refused.is_err(), "a fifth connection from node a was served");
+    assert!(
+        refused.is_err(),
+        "a fifth connection from node a was served"
+    );
     h.counted(
         "zring_hbone_connections_refused_total",
         &[("reason", "peer_limit")],
@@ -265,8 +265,7 @@ fn streams_beyond_the_identity_cap_are_refused() {
     let mut next = 5;
     h.m.eventually("a freed stream place to be taken again", || {
         next += 2;
-        b.write(&h2raw::connect(next, &authority)).is_ok()
-            && b.answer(next) == Answer::Status(200)
+        b.write(&h2raw::connect(next, &authority)).is_ok() && b.answer(next) == Answer::Status(200)
     })
     .unwrap();
 }
@@ -279,9 +278,7 @@ fn stalled_destinations_pin_at_most_the_budget() {
     // 1 MiB: four connections at the first level (256 KiB each).
     let mut h = limited(&[("ZRING_CORES", "1"), ("ZRING_HBONE_RECEIVE_BUDGET_MB", "1")]);
     let pod = h.m.lab.pod("appb");
-    let stall = pod
-        .run(|| TcpListener::bind(("0.0.0.0", STALL)))
-        .unwrap();
+    let stall = pod.run(|| TcpListener::bind(("0.0.0.0", STALL))).unwrap();
     // Accepts and holds every connection, never reading.
     std::thread::spawn(move || {
         let mut held = Vec::new();
