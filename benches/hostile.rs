@@ -54,6 +54,10 @@ workloads:
   name: appa
   namespace: default
   serviceAccount: appa
+  trustDomain: cluster.local
+  workloadName: appa
+  canonicalName: appa
+  canonicalRevision: v1
   workloadIps: ["{APPA}"]
   protocol: HBONE
   node: a
@@ -62,6 +66,10 @@ workloads:
   name: appb
   namespace: default
   serviceAccount: appb
+  trustDomain: cluster.local
+  workloadName: appb
+  canonicalName: appb
+  canonicalRevision: v1
   workloadIps: ["{APPB}"]
   protocol: HBONE
   node: b
@@ -240,6 +248,21 @@ fn run(client: &str) {
         attackers.get(|s| &s.streams) + attackers.get(|s| &s.ended) >= conns
     })
     .unwrap();
+    // A destination that never reads still takes bytes until the kernel's socket buffers are
+    // full (zring's send buffer toward it and its receive buffer): wait until the stalled
+    // streams stop moving, so the measurement sees the attack held, not the buffers filling.
+    let mut last = u64::MAX;
+    let fill = Instant::now();
+    m.eventually("the stalled streams to stop moving", || {
+        let now = attackers.get(|s| &s.pushed);
+        let still = now == last;
+        last = now;
+        #[expect(clippy::disallowed_methods, reason = "sampling a counter twice")]
+        std::thread::sleep(Duration::from_millis(500));
+        still
+    })
+    .unwrap_or_else(|_| println!("(the stalled streams were still moving after 30 s)"));
+    let fill = fill.elapsed();
     let attack_setup = started.elapsed();
     let (attack_rss, attack_fds) = resources(pid);
     // What holding the attack costs zring b with no healthy load.
@@ -247,7 +270,9 @@ fn run(client: &str) {
     #[expect(clippy::disallowed_methods, reason = "a benchmark's measuring window")]
     std::thread::sleep(Duration::from_secs(2));
     let idle_cpu = (cpu_secs(pid) - cpu) / 2.0;
+    let pushed_before = attackers.get(|s| &s.pushed);
     let (under, under_done, under_failed, under_errors) = healthy(&m, flows, mib, secs);
+    let pushed_during = attackers.get(|s| &s.pushed) - pushed_before;
     let (after_rss, after_fds) = resources(pid);
     let scrape = m.scrape("b");
     let metric = |name: &str, labels: &[(&str, &str)]| scrape.sum(name, labels);
@@ -308,6 +333,11 @@ fn run(client: &str) {
             )
         );
     }
+    println!(
+        "stalled streams filled the kernel's buffers in {:.1} s; pushed {:.1} MiB more during the measurement",
+        fill.as_secs_f64(),
+        pushed_during as f64 / MIB as f64
+    );
     println!(
         "zring b CPU holding the attack without load: {:.0}%",
         idle_cpu * 100.0

@@ -37,7 +37,7 @@ impl Default for HboneLimits {
             preface_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             max_connections_per_peer: 512,
-            max_connections: 8192,
+            max_connections: 4096,
             max_streams_per_identity: 16384,
             receive_budget: 128 << 20,
         }

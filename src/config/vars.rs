@@ -175,7 +175,7 @@ pub const VARS: &[Var] = &[
     },
     Var {
         name: "ZRING_HBONE_MAX_CONNECTIONS",
-        default: "8192",
+        default: "4096",
         help: "15008: connections in all, per process (split evenly between cores)",
     },
     Var {

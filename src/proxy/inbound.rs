@@ -37,6 +37,7 @@ use crate::hbone::pump;
 use crate::hbone::server::Ended;
 use crate::hbone::{HboneError, server, tls};
 use crate::identity::Identity;
+use crate::latch::Latch;
 use crate::metrics::{LatencyKind, Refusal};
 use crate::net::{self, Side};
 use crate::sys::socket::SpoofSide;
@@ -54,6 +55,10 @@ struct Tunnel {
     local_identity: Identity,
     /// How the connection reached zring: node TPROXY, or the destination pod's own listener.
     capture: Capture,
+    /// Fired when the HTTP/2 connection has ended: nothing drives it any more, so its streams
+    /// can make no progress, and a stream whose pod neither reads nor writes would otherwise
+    /// hold its socket (and its stream place) for as long as the pod stalls.
+    closed: Latch<()>,
 }
 
 pub async fn serve(ctx: Rc<CoreCtx>, capture: Capture, tcp: TcpStream, peer: SocketAddr) {
@@ -125,6 +130,7 @@ pub async fn serve(ctx: Rc<CoreCtx>, capture: Capture, tcp: TcpStream, peer: Soc
         peer_identity,
         local_identity,
         capture,
+        closed: Latch::default(),
     });
     let stopping = tunnel.capture.stopping(&ctx);
     let opts = server::Options::new(limits.preface_timeout, limits.idle_timeout);
@@ -148,6 +154,7 @@ pub async fn serve(ctx: Rc<CoreCtx>, capture: Capture, tcp: TcpStream, peer: Soc
         }
     })
     .await;
+    tunnel.closed.fire(());
     match served {
         Ok(Ended::PrefaceTimeout) => {
             debug!(core = ctx.id, src.addr = %peer, "HBONE connection closed: no HTTP/2 preface in time");
@@ -218,7 +225,15 @@ async fn stream(
         ctx.buffers.large_size(),
         (&counts.received, &counts.sent),
     );
-    let result = super::until_revoked(std::pin::pin!(pump), registration.as_ref(), &[fd]).await;
+    let fds = [fd];
+    let pump = std::pin::pin!(pump);
+    let pump = super::until_revoked(pump, registration.as_ref(), &fds);
+    let result = monoio::select! {
+        result = pump => result,
+        () = tunnel.closed.wait() => {
+            Err(HboneError::Downstream(h2::Error::from(Reason::CANCEL)).into())
+        }
+    };
     rec.finished(result);
 }
 

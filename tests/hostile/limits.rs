@@ -322,6 +322,9 @@ fn stalled_destinations_pin_at_most_the_budget() {
         still
     })
     .unwrap();
+    let fds_under_attack = std::fs::read_dir(format!("/proc/{}/fd", h.m.zring("b").pid()))
+        .unwrap()
+        .count();
     let reserved = h.metric("zring_hbone_receive_reserved_bytes", &[]);
     assert!(
         reserved <= budget,
@@ -362,6 +365,17 @@ fn stalled_destinations_pin_at_most_the_budget() {
     drop(attackers);
     h.m.eventually("the attackers' reservations to be returned", || {
         h.metric("zring_hbone_connections_open", &[]) <= 2.0
+    })
+    .unwrap();
+    // Their streams went with their connections, though the destination still stalls: no
+    // socket toward it is left behind (12 attackers, 12 sockets to the stalled port).
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", h.m.zring("b").pid()))
+            .unwrap()
+            .count()
+    };
+    h.m.eventually("the stalled streams' sockets to close", || {
+        fds() + 12 <= fds_under_attack
     })
     .unwrap();
 }
