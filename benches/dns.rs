@@ -200,7 +200,6 @@ fn main() -> Result<()> {
         &["a"],
         &[
             ("ZRING_CORES", "1"),
-            ("RUST_LOG", "warn"),
             ("ZRING_DNS_UPSTREAMS", &format!("{APPC}:{UPSTREAM_PORT}")),
         ],
     )?;
