@@ -27,8 +27,8 @@
 //! Where zring differs: a headless service answers only the endpoints its health policy
 //! admits (as Kubernetes' own DNS publishes only ready endpoints; ztunnel answers all), and a
 //! StatefulSet pod name (`<pod>.<headless svc>.<ns>.svc.<domain>`, which ztunnel forwards)
-//! answers that pod's addresses. Service visibility (`exportTo`) is not filtered: the
-//! workload API zring receives does not carry it.
+//! answers that pod's addresses. A service visible only in its own namespace
+//! (`Service.visibility`) is not answered to other namespaces' clients.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -249,6 +249,11 @@ fn find_service<'a>(
     let mut best: Option<(&Arc<Service>, u8)> = None;
     for s in snapshot.services_by_hostname(hostname) {
         if s.vips.is_empty() && !is_headless_kube(s, &settings.domain) {
+            continue;
+        }
+        // A service visible only in its own namespace (`Service.visibility`, istiod's
+        // `exportTo: .`) does not exist for other namespaces' clients.
+        if !s.visible_to(&client.namespace) {
             continue;
         }
         // Rank: 3 client's namespace (final), 2 canonical (a later canonical replaces an

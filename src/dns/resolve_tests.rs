@@ -227,10 +227,9 @@ fn alias_expansion() {
     );
 }
 
-/// Needs headless services (no VIP) in the snapshot, which the state's builder refuses until
-/// issue 16 item 3 lands; the resolution itself is ready for them.
+/// Headless services (no VIP) answer their endpoints' addresses, and a StatefulSet pod's
+/// name answers that pod's.
 #[test]
-#[ignore = "state rejects services without VIPs until headless services land (issue 16 item 3)"]
 fn headless_services_and_statefulset_pods() {
     let mut b = SnapshotBuilder::new();
     b.add_workload(client("ns1"), Vec::new());
@@ -262,4 +261,31 @@ fn headless_services_and_statefulset_pods() {
         ask(&s, "web-1.web", TYPE_A, &d),
         Some(vec!["web-1.web. 10.244.1.21".into()])
     );
+}
+
+/// A service visible only in its own namespace answers its own namespace's clients and does
+/// not exist for others (their query is forwarded, as for any name the mesh does not know).
+#[test]
+fn namespace_visible_services_answer_only_their_namespace() {
+    let mut b = SnapshotBuilder::new();
+    b.add_workload(client("ns1"), Vec::new());
+    let mut private = svc("ns2", "db.ns2.svc.cluster.local", &["/10.96.0.30"]);
+    private.visibility = crate::state::Visibility::Namespace;
+    b.add_service(private);
+    b.add_service(svc("ns2", "web.ns2.svc.cluster.local", &["/10.96.0.31"]));
+    let s = b.build().unwrap();
+    let d = Settings::default();
+    assert_eq!(ask(&s, "db.ns2.svc.cluster.local", TYPE_A, &d), None);
+    assert_eq!(
+        ask(&s, "web.ns2.svc.cluster.local", TYPE_A, &d),
+        Some(vec!["web.ns2.svc.cluster.local. 10.96.0.31".into()])
+    );
+    // The service's own namespace still sees it.
+    let q = Name::from_dotted("db.ns2.svc.cluster.local").unwrap();
+    let mut own = client("ns2");
+    own.uid = "Kubernetes//Pod/ns2/client".into();
+    assert!(matches!(
+        lookup(&s, &own, &q, TYPE_A, &d, 0),
+        Lookup::Answer(r) if !r.is_empty()
+    ));
 }
