@@ -1,3 +1,6 @@
+//! Tests of `dns::resolve`: which names the mesh answers for which client, on snapshots built
+//! in memory (pure, no sockets).
+
 use super::*;
 use crate::state::{NetworkAddress, PortMap, SnapshotBuilder};
 use std::net::Ipv4Addr;

@@ -1,3 +1,5 @@
+//! Tests of `dns::wire`: parsing and building DNS messages, hostile input included (pure).
+
 use super::*;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
