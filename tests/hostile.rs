@@ -49,14 +49,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::ClientConfig;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::SingleCertAndKey;
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
-use zring::crypto::crypto_provider;
 use zring::identity::{DevCa, Identity, ROOT_CERT_FILE, ROOT_KEY_FILE};
 use zring::lab::{Lab, Mesh};
 
+use attack::tls;
 use h2raw::{Answer, Conn, Frame};
 
 const ZRING: &str = env!("CARGO_BIN_EXE_zring");
@@ -203,63 +202,5 @@ impl Hostile {
         self.m
             .eventually_logged(node, needle, n)
             .unwrap_or_else(|e| panic!("{e}\n{}", self.m.logs()));
-    }
-}
-
-/// A TLS 1.3 client config for HBONE (ALPN h2, no SNI) that accepts any server: these tests
-/// attack the server, so who it is does not matter.
-fn tls(
-    auth: impl FnOnce(
-        rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>,
-    ) -> ClientConfig,
-) -> Arc<ClientConfig> {
-    let builder = ClientConfig::builder_with_provider(crypto_provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServer));
-    let mut config = auth(builder);
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    config.enable_sni = false;
-    Arc::new(config)
-}
-
-#[derive(Debug)]
-struct AnyServer;
-
-impl ServerCertVerifier for AnyServer {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        crypto_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
     }
 }

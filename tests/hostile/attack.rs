@@ -170,14 +170,26 @@ async fn attack(
 pub fn client_config(ca_dir: &std::path::Path, id: &str) -> Arc<ClientConfig> {
     let ca = DevCa::load_or_create(ca_dir).unwrap();
     let cert = ca.issue(&Identity::parse(id).unwrap()).unwrap();
-    let mut config = ClientConfig::builder_with_provider(crypto_provider())
+    tls(|b| {
+        b.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(
+            cert.certified_key().clone(),
+        )))
+    })
+}
+
+/// A TLS 1.3 client config for HBONE (ALPN h2, no SNI) that accepts any server: these tests
+/// attack the server, so who it is does not matter.
+pub fn tls(
+    auth: impl FnOnce(
+        rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>,
+    ) -> ClientConfig,
+) -> Arc<ClientConfig> {
+    let builder = ClientConfig::builder_with_provider(crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServer))
-        .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(
-            cert.certified_key().clone(),
-        )));
+        .with_custom_certificate_verifier(Arc::new(AnyServer));
+    let mut config = auth(builder);
     config.alpn_protocols = vec![b"h2".to_vec()];
     config.enable_sni = false;
     Arc::new(config)
