@@ -63,6 +63,7 @@ pub use crate::capture::{
     CAPTURE_MARK, CAPTURE_TABLE, Capture, Cidr, INBOUND_HBONE_PORT, INBOUND_PLAINTEXT_PORT,
     OUTBOUND_PORT, POD_SET, RuleCounter, Scope, ZRING_MARK, ruleset,
 };
+pub use dual::{SEED_APPA6, SEED_APPB6};
 pub use mesh::{Mesh, NodeProxy, Ready};
 pub use ns::Netns;
 pub use process::Process;
