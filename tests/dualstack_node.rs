@@ -13,7 +13,8 @@
 //!   deleted `table ip6 zring` on node a are each put back (both tables, the v6 set refilled)
 //!   and appa's v6 traffic is captured again; so is a removed IPv6 policy rule;
 //! - DNS: with node-mode DNS capture, a pod asking over IPv6 (UDP and TCP) gets AAAA (and A)
-//!   answers for a service from the node's DNS proxy.
+//!   answers for a service from the node's DNS proxy, and another name forwarded to an IPv4
+//!   upstream.
 //!
 //! Runs as root under `cargo test`; without root `Lab::seed` fails the test. Waits are
 //! conditions with deadlines, never sleeps. Each lab deletes its namespaces when it drops.
@@ -448,9 +449,42 @@ fn tcp_ask6(m: &Mesh, pod: &str, msg: Vec<u8>) -> Vec<u8> {
     })
 }
 
+/// The upstream resolver (IPv4, outside the mesh): answers every query with one A record,
+/// [`EXTERNAL`].
+fn upstream(m: &Mesh, pod: &str) {
+    let udp = m
+        .lab
+        .pod(pod)
+        .run(|| UdpSocket::bind("0.0.0.0:53"))
+        .unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok((n, from)) = udp.recv_from(&mut buf) {
+            let q = &buf[..n];
+            let mut end = 12;
+            while q[end] != 0 {
+                end += 1 + q[end] as usize;
+            }
+            let mut out = q[..end + 5].to_vec();
+            out[2] = 0x81;
+            out[3] = 0x80;
+            out[6..12].copy_from_slice(&[0, 1, 0, 0, 0, 0]);
+            out.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+            out.extend_from_slice(&EXTERNAL.octets());
+            let _ = udp.send_to(&out, from);
+        }
+    });
+}
+
+/// What the upstream resolver answers.
+const EXTERNAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+/// The upstream resolver's pod (node b, outside the mesh).
+const RESOLVER4: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 53);
+
 #[test]
 fn node_mode_dns_answers_a_v6_pod_with_aaaa() {
     let mut lab = Lab::seed_dual_stack().expect("lab (needs root, ip, nft)");
+    lab.add_pod("b", "resolver", RESOLVER4).unwrap();
     // In place before zring starts: its capture watch takes the tables it finds as baseline.
     lab.capture_dns();
     let cfg = config(
@@ -459,7 +493,16 @@ fn node_mode_dns_answers_a_v6_pod_with_aaaa() {
         &[APPB4.into(), SEED_APPB6.into()],
         &[VIP4.into(), VIP6.into()],
     );
-    let m = Mesh::start(lab, Path::new(ZRING), &cfg, &["a", "b"], &[]).unwrap();
+    let upstreams = format!("{RESOLVER4}:53");
+    let m = Mesh::start(
+        lab,
+        Path::new(ZRING),
+        &cfg,
+        &["a", "b"],
+        &[("ZRING_DNS_UPSTREAMS", &upstreams)],
+    )
+    .unwrap();
+    upstream(&m, "resolver");
     let mut answer = None;
     m.eventually("appa's v6 DNS answered by node a's proxy", || {
         answer = udp_ask6(&m, "appa", query(31, "appb", 28));
@@ -474,6 +517,9 @@ fn node_mode_dns_answers_a_v6_pod_with_aaaa() {
         addresses(&tcp_ask6(&m, "appa", query(33, "appb.default.svc.cluster.local", 28)));
     assert_eq!((id, rcode, ips), (33, 0, vec![IpAddr::from(VIP6)]));
     assert!(hits6(&m, "a", "dns-udp") > 0 && hits6(&m, "a", "dns-tcp") > 0);
+    // A name the mesh does not know: forwarded to the (IPv4) upstream, answered to the v6 pod.
+    let (id, rcode, ips) = addresses(&udp_ask6(&m, "appa", query(34, "external.test", 1)).unwrap());
+    assert_eq!((id, rcode, ips), (34, 0, vec![IpAddr::from(EXTERNAL)]));
     // The v6 client is known: its queries count under its own name.
     m.eventually("node a's istio_dns_* series name appa", || {
         m.scrape("a").sum(
