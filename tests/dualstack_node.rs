@@ -9,7 +9,8 @@
 //!   a v6 client with another identity is denied by appb's policy, a v6 connection to an
 //!   address outside the mesh passes through, and the v6 capture rules' own counters carried
 //!   the v6 traffic;
-//! - v6 only: v6 HBONE and the v6 VIP, then the capture watch: `nft flush ruleset` and a
+//! - v6 only: v6 HBONE and the v6 VIP, node b's own v6 connection to appb captured (and denied:
+//!   plaintext proves no identity), then the capture watch: `nft flush ruleset` and a
 //!   deleted `table ip6 zring` on node a are each put back (both tables, the v6 set refilled)
 //!   and appa's v6 traffic is captured again; so is a removed IPv6 policy rule;
 //! - DNS: with node-mode DNS capture, a pod asking over IPv6 (UDP and TCP) gets AAAA (and A)
@@ -328,6 +329,28 @@ fn v6_only_node_mode_and_the_v6_capture_watched() {
     let r = m.must_exchange("appa", (VIP6, 8000).into(), 16 * KIB, 16 * KIB);
     assert_eq!(r.peer_seen_by_server.ip(), IpAddr::from(SEED_APPA6));
     logged_line(&m, "a", &["dst.addr=[fd00:96::101:203]:8000"]);
+
+    // Node b's own v6 traffic to its enrolled pod is captured too (`host-to-pod`, rerouted
+    // through `lo` into the inbound rules): plaintext proves no identity, so appb's policy
+    // denies it.
+    let from_host = m.lab.node("b").run(move || -> Result<(), String> {
+        let s = TcpStream::connect_timeout(&to, Duration::from_secs(10))
+            .map_err(|e| e.to_string())?;
+        traffic::exchange(s, KIB, KIB, 0xfeed)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
+    assert!(from_host.is_err(), "node b reached appb around zring");
+    assert!(hits6(&m, "b", "host-to-pod") > 0, "node b's ip6 host-to-pod rule");
+    logged_line(
+        &m,
+        "b",
+        &[
+            r#"response_flags="DENY""#,
+            "dst.addr=[fd00:244:2::4]:80",
+            "src.addr=[fd00:244:2::1]:",
+        ],
+    );
 
     // The watch: each damage put back with both tables, appa back in the v6 set, and appa's
     // v6 traffic through node a's zring again (its ip6 outbound rule counts it).
