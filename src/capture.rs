@@ -334,7 +334,11 @@ impl Capture {
     /// (`10.244.0.0/16,fd00:244::/48`) and one pattern.
     pub fn parse(pod_cidrs: &str, pod_interfaces: &str) -> Result<Capture, Error> {
         let (mut v4, mut v6) = (Vec::new(), Vec::new());
-        for c in pod_cidrs.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+        for c in pod_cidrs
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+        {
             if c.contains(':') {
                 v6.push(c.parse::<Cidr6>()?);
             } else {
@@ -516,7 +520,9 @@ pub fn script(capture: &Capture) -> String {
     let mut s = String::new();
     for f in capture.families() {
         let fam = f.nft();
-        s.push_str(&format!("add table {fam} {TABLE}\ndelete table {fam} {TABLE}\n"));
+        s.push_str(&format!(
+            "add table {fam} {TABLE}\ndelete table {fam} {TABLE}\n"
+        ));
     }
     s + &tables(capture)
 }

@@ -443,8 +443,8 @@ impl Lab {
     pub fn enroll_ips(&self, node: &Node, ips: &[std::net::IpAddr]) -> Result<(), LabError> {
         self.check_own(node)?;
         let wanted = ips.iter().copied().collect();
-        let script =
-            capture::enrolled::update_script(None, &wanted, &capture::Family::ALL).expect("a refill");
+        let script = capture::enrolled::update_script(None, &wanted, &capture::Family::ALL)
+            .expect("a refill");
         cmd::nft_in(node.netns.name(), &["-f", "-"], Some(&script))?;
         Ok(())
     }

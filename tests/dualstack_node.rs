@@ -22,9 +22,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::net::{
-    IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket,
-};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -249,7 +247,10 @@ fn dual_stack_node_mode_v4_and_v6_over_hbone_vips_policy_and_passthrough() {
     );
     // The IPv6 table carried the v6 hop on each node.
     assert!(hits6(&m, "a", "outbound") > 0, "node a's ip6 outbound rule");
-    assert!(hits6(&m, "b", "inbound-hbone") > 0, "node b's ip6 inbound-hbone rule");
+    assert!(
+        hits6(&m, "b", "inbound-hbone") > 0,
+        "node b's ip6 inbound-hbone rule"
+    );
 
     // Each VIP: HBONE to appb's address of the VIP's family.
     for (vip, vip_text, hbone, client) in [
@@ -334,14 +335,17 @@ fn v6_only_node_mode_and_the_v6_capture_watched() {
     // through `lo` into the inbound rules): plaintext proves no identity, so appb's policy
     // denies it.
     let from_host = m.lab.node("b").run(move || -> Result<(), String> {
-        let s = TcpStream::connect_timeout(&to, Duration::from_secs(10))
-            .map_err(|e| e.to_string())?;
+        let s =
+            TcpStream::connect_timeout(&to, Duration::from_secs(10)).map_err(|e| e.to_string())?;
         traffic::exchange(s, KIB, KIB, 0xfeed)
             .map(drop)
             .map_err(|e| e.to_string())
     });
     assert!(from_host.is_err(), "node b reached appb around zring");
-    assert!(hits6(&m, "b", "host-to-pod") > 0, "node b's ip6 host-to-pod rule");
+    assert!(
+        hits6(&m, "b", "host-to-pod") > 0,
+        "node b's ip6 host-to-pod rule"
+    );
     logged_line(
         &m,
         "b",
@@ -359,16 +363,21 @@ fn v6_only_node_mode_and_the_v6_capture_watched() {
     for args in cases {
         let before = metric("zring_capture_restored_total", &[("reason", "missing")]);
         on_node(&m, "a", "nft", args);
-        eventually(&format!("node a's capture restored after nft {args:?}"), || {
-            let n = metric("zring_capture_restored_total", &[("reason", "missing")]);
-            let intact = metric("zring_capture_intact", &[]);
-            let set6 = pod_set(&m, "a", "ip6");
-            let v4 = m.lab.rule_counters(m.lab.node("a")).is_ok();
-            let want6 = BTreeSet::from([IpAddr::from(SEED_APPA6), APPC6.into()]);
-            (n > before && intact == 1.0 && set6 == want6 && v4)
-                .then_some(())
-                .ok_or(format!("restored {n}, intact {intact}, v6 set {set6:?}, ip table {v4}"))
-        });
+        eventually(
+            &format!("node a's capture restored after nft {args:?}"),
+            || {
+                let n = metric("zring_capture_restored_total", &[("reason", "missing")]);
+                let intact = metric("zring_capture_intact", &[]);
+                let set6 = pod_set(&m, "a", "ip6");
+                let v4 = m.lab.rule_counters(m.lab.node("a")).is_ok();
+                let want6 = BTreeSet::from([IpAddr::from(SEED_APPA6), APPC6.into()]);
+                (n > before && intact == 1.0 && set6 == want6 && v4)
+                    .then_some(())
+                    .ok_or(format!(
+                        "restored {n}, intact {intact}, v6 set {set6:?}, ip table {v4}"
+                    ))
+            },
+        );
         assert_eq!(ready(&m, "a"), 200, "{}", m.log("a"));
         let hits = hits6(&m, "a", "outbound");
         let opened = metric("istio_tcp_connections_opened_total", &[]);
@@ -379,12 +388,19 @@ fn v6_only_node_mode_and_the_v6_capture_watched() {
         );
         eventually("node a to count the connection", || {
             let now = metric("istio_tcp_connections_opened_total", &[]);
-            (now > opened).then_some(()).ok_or(format!("{opened} → {now}"))
+            (now > opened)
+                .then_some(())
+                .ok_or(format!("{opened} → {now}"))
         });
     }
     // An IPv6 policy route removed: the routing damage, put back.
     let before = metric("zring_capture_restored_total", &[("reason", "routing")]);
-    on_node(&m, "a", "ip", &["-6", "rule", "del", "fwmark", "0x111", "lookup", "133"]);
+    on_node(
+        &m,
+        "a",
+        "ip",
+        &["-6", "rule", "del", "fwmark", "0x111", "lookup", "133"],
+    );
     eventually("node a's v6 policy route restored", || {
         let n = metric("zring_capture_restored_total", &[("reason", "routing")]);
         (n > before).then_some(()).ok_or(n.to_string())
@@ -448,7 +464,11 @@ fn udp_ask6(m: &Mesh, pod: &str, msg: Vec<u8>) -> Option<Vec<u8>> {
         s.send_to(&msg, (CLUSTER_DNS6, 53)).unwrap();
         let mut buf = vec![0u8; 65536];
         let (n, from) = s.recv_from(&mut buf).ok()?;
-        assert_eq!(from, SocketAddr::from((CLUSTER_DNS6, 53)), "answered as asked");
+        assert_eq!(
+            from,
+            SocketAddr::from((CLUSTER_DNS6, 53)),
+            "answered as asked"
+        );
         buf.truncate(n);
         Some(buf)
     })
@@ -536,8 +556,11 @@ fn node_mode_dns_answers_a_v6_pod_with_aaaa() {
     assert_eq!((id, rcode, ips), (31, 0, vec![IpAddr::from(VIP6)]));
     let (id, rcode, ips) = addresses(&udp_ask6(&m, "appa", query(32, "appb.default", 1)).unwrap());
     assert_eq!((id, rcode, ips), (32, 0, vec![IpAddr::from(VIP4)]));
-    let (id, rcode, ips) =
-        addresses(&tcp_ask6(&m, "appa", query(33, "appb.default.svc.cluster.local", 28)));
+    let (id, rcode, ips) = addresses(&tcp_ask6(
+        &m,
+        "appa",
+        query(33, "appb.default.svc.cluster.local", 28),
+    ));
     assert_eq!((id, rcode, ips), (33, 0, vec![IpAddr::from(VIP6)]));
     assert!(hits6(&m, "a", "dns-udp") > 0 && hits6(&m, "a", "dns-tcp") > 0);
     // A name the mesh does not know: forwarded to the (IPv4) upstream, answered to the v6 pod.

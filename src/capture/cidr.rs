@@ -157,7 +157,13 @@ mod tests {
         assert_eq!(c.to_string(), "fd00:244:1::/64");
         assert_eq!(c.prefix(), 64);
         assert_eq!("::/0".parse::<Cidr6>().unwrap().prefix(), 0);
-        for bad in ["fd00:244:1::1/64", "fd00::/129", "10.244.1.0/24", "fd00::", "x/64"] {
+        for bad in [
+            "fd00:244:1::1/64",
+            "fd00::/129",
+            "10.244.1.0/24",
+            "fd00::",
+            "x/64",
+        ] {
             assert!(bad.parse::<Cidr6>().is_err(), "{bad}");
         }
     }

@@ -248,7 +248,10 @@ impl Keeper {
         let listing: Result<String, Error> = self
             .families
             .iter()
-            .map(|f| self.place.nft(&["list", "set", f.nft(), TABLE, POD_SET], None))
+            .map(|f| {
+                self.place
+                    .nft(&["list", "set", f.nft(), TABLE, POD_SET], None)
+            })
             .collect();
         let drifted = match (&listing, &self.applied) {
             (Ok(text), Some(applied)) => parse_elements::<IpAddr>(text) != *applied,

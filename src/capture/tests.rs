@@ -142,11 +142,17 @@ fn the_ipv6_table_mirrors_the_ipv4_one() {
 fn ipv6_cidrs_parse_beside_ipv4_ones() {
     let c = Capture::parse("10.244.0.0/16, fd00:244::/48", "cali*").unwrap();
     assert_eq!(c.pod_cidrs, vec!["10.244.0.0/16".parse::<Cidr>().unwrap()]);
-    assert_eq!(c.pod_cidrs6, vec!["fd00:244::/48".parse::<Cidr6>().unwrap()]);
+    assert_eq!(
+        c.pod_cidrs6,
+        vec!["fd00:244::/48".parse::<Cidr6>().unwrap()]
+    );
     assert!(c.ipv6);
     let v6_only = Capture::parse("fd00:244::/48", "cali*").unwrap();
     assert!(v6_only.pod_cidrs.is_empty());
-    assert!(Capture::parse("fd00:244::1/48", "cali*").is_err(), "host bits");
+    assert!(
+        Capture::parse("fd00:244::1/48", "cali*").is_err(),
+        "host bits"
+    );
     // The lab's scope matches the IPv6 CIDRs; without any, the IPv6 table uses the set.
     let every = c.with_scope(Scope::EveryPodAddress);
     assert!(ruleset6(&every).contains(

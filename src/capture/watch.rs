@@ -217,7 +217,9 @@ pub fn restore_script(table: &str, elements: &BTreeSet<IpAddr>) -> String {
     let mut s = String::new();
     for f in &families {
         let fam = f.nft();
-        s.push_str(&format!("add table {fam} {TABLE}\ndelete table {fam} {TABLE}\n"));
+        s.push_str(&format!(
+            "add table {fam} {TABLE}\ndelete table {fam} {TABLE}\n"
+        ));
     }
     s.push_str(table);
     if !s.ends_with('\n') {
@@ -662,7 +664,10 @@ mod tests {
         );
         assert!(!restore_script(TABLE_TEXT, &BTreeSet::new()).contains("add element"));
         // Both families: both tables replaced, each address in its own family's set.
-        let both = format!("{TABLE_TEXT}{}", TABLE_TEXT.replace("table ip ", "table ip6 "));
+        let both = format!(
+            "{TABLE_TEXT}{}",
+            TABLE_TEXT.replace("table ip ", "table ip6 ")
+        );
         let s = restore_script(&both, &ips);
         assert!(s.starts_with(
             "add table ip zring\ndelete table ip zring\nadd table ip6 zring\n\
