@@ -6,8 +6,9 @@
 //!
 //! - dual stack: appa reaches appb by v4 and by v6 over HBONE between the nodes, each seen by
 //!   the server with the real client address of its family, by the v4 and the v6 service VIP,
-//!   a v6 client with another identity is denied by appb's policy, a v6 connection to an
-//!   address outside the mesh passes through, and the v6 capture rules' own counters carried
+//!   a v6 client with another identity is denied by appb's policy, a v6 connection to a pod
+//!   on the same node is connected directly, a v6 connection to an address outside the mesh
+//!   passes through, and the v6 capture rules' own counters carried
 //!   the v6 traffic;
 //! - v6 only: v6 HBONE and the v6 VIP, node b's own v6 connection to appb captured (and denied:
 //!   plaintext proves no identity), then the capture watch: `nft flush ruleset` and a
@@ -284,6 +285,14 @@ fn dual_stack_node_mode_v4_and_v6_over_hbone_vips_policy_and_passthrough() {
         line.contains("sa/appc") && line.contains("fd00:244:1::7"),
         "{line}"
     );
+
+    // Same node over v6: appa → appc, both on node a, connected directly by node a's zring
+    // (policy checked there: appa is allowed) from appa's own v6 address.
+    serve(&m, "appc", 80);
+    let r = m.must_exchange("appa", (APPC6, 80).into(), 8 * KIB, 8 * KIB);
+    assert_eq!(r.peer_seen_by_server.ip(), IpAddr::from(SEED_APPA6));
+    let line = logged_line(&m, "a", &["dst.addr=[fd00:244:1::7]:80"]);
+    assert!(line.contains(r#"response_flags="-""#), "{line}");
 
     // A v6 passthrough: web is outside the mesh; zring connects straight to it from appa's
     // own v6 address.
