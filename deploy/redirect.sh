@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs this node's capture rules for zring: nftables `table ip zring` (TPROXY to 15001,
 # 15006, 15008, marks 0x539/0x111, fail-closed resets) and the policy route that delivers
-# marked packets locally (`ip rule fwmark 0x111 lookup 133`, `local 0.0.0.0/0 dev lo table 133`).
+# marked packets locally (`ip rule fwmark 0x111 lookup 133`, `local 0.0.0.0/0 dev lo table 133`),
+# and where the kernel has IPv6 the same for IPv6 (`table ip6 zring`, `ip -6 rule`, `local ::/0`).
 #
 # The node-mode DaemonSet (deploy/zring-node.yaml) runs it as its init container, in the host network namespace
 # with CAP_NET_ADMIN; it also runs by hand on a node as root. The rules themselves come from
@@ -11,6 +12,7 @@
 #
 # Environment:
 #   ZRING_POD_CIDRS       the cluster's pod CIDR(s), comma-separated (required), e.g. 10.244.0.0/16
+#                         or, dual stack, 10.244.0.0/16,fd00:10:244::/56
 #   ZRING_POD_INTERFACES  nft iifname pattern of the node's pod interfaces (default veth*):
 #                         veth* (kindnet, flannel, bridge), cali* (Calico), lxc* (Cilium), …
 #   ZRING                 the zring binary (default: zring on PATH)
@@ -34,4 +36,13 @@ for rule in zring-conn reply-to-zring captured-flow outbound inbound-hbone inbou
 done
 [ "$(ip rule show | grep -c 'fwmark 0x111 lookup 133')" = 1 ] || { echo "redirect.sh: policy rule missing or duplicated" >&2; exit 1; }
 ip route show table 133 | grep -q 'local default dev lo' || { echo "redirect.sh: table 133 lacks its local route" >&2; exit 1; }
+# The IPv6 half, wherever the kernel has IPv6 (where `zring redirect apply` installs it).
+if ip -6 rule show >/dev/null 2>&1; then
+  rules6=$(nft list table ip6 zring)
+  for rule in zring-conn reply-to-zring captured-flow outbound inbound-hbone inbound-plaintext; do
+    echo "$rules6" | grep -q "comment \"$rule\"" || { echo "redirect.sh: IPv6 rule $rule missing" >&2; exit 1; }
+  done
+  [ "$(ip -6 rule show | grep -c 'fwmark 0x111 lookup 133')" = 1 ] || { echo "redirect.sh: IPv6 policy rule missing or duplicated" >&2; exit 1; }
+  ip -6 route show table 133 | grep -q 'local default dev lo' || { echo "redirect.sh: IPv6 table 133 lacks its local route" >&2; exit 1; }
+fi
 echo "redirect.sh: capture installed for pods ${ZRING_POD_CIDRS} behind ${ZRING_POD_INTERFACES:-veth*}"

@@ -5,7 +5,7 @@
 //! parameters differ (pod CIDRs, the pod-interface pattern), so the lab's proof of every rule
 //! covers what a node gets. Production code: the lab builds on it, never the reverse.
 //!
-//! Modules: `cidr` (the IPv4 networks pods live in), `cmd` (finding and running `ip` and `nft`,
+//! Modules: `cidr` (the IPv4 and IPv6 networks pods live in), `cmd` (finding and running `ip` and `nft`,
 //! which the lab uses too), `enrolled` (the enrolled-pod set and the thread that keeps it),
 //! `watch` (on that thread: notices a removed or altered ruleset, restores it, holds readiness).
 //!
@@ -117,9 +117,29 @@
 //!   the node's firewall for them; and over a mark kube-proxy respects, which does not exist in
 //!   its service chains.
 //!
-//! Invariant: the ruleset lives in its own table (`table ip zring`) and is replaced atomically
-//! (`nft -f` runs the delete and the new table as one transaction), so re-applying it never
-//! leaves a half-installed capture.
+//! # IPv6 (dual stack and IPv6-only clusters)
+//!
+//! IPv6 gets the same capture in a table of its own, `table ip6 zring` ([`ruleset6`]), rule for
+//! rule with the same comments, marks and order: its own set `ztunnel-pods-ips` (`ipv6_addr`,
+//! kept by the same keeper from the v6 addresses of the same workloads), `ip6 saddr`/`ip6
+//! daddr` matches, TPROXY to zring's IPv6 listeners (`[::]:15001`, `[::]:15006`,
+//! `[::]:15008`, v6-only sockets beside the IPv4 ones) and the identity DNAT written `dnat ip6
+//! to ip6 daddr`; DNS capture (when on) redirects v6 DNS to `[::]:15053`, so the node side of
+//! each pod's veth needs an IPv6 address as it needs an IPv4 one for v4 DNS. IPv6 policy
+//! routing mirrors IPv4's: `ip -6 rule add fwmark 0x111 lookup 133` and `ip -6 route replace
+//! local ::/0 dev lo table 133`. Two family tables rather than one `inet` table: the IPv4 table
+//! stays exactly what it was (its text, counters and the rules kube-proxy's `ip` tables are
+//! ordered against), and each family's set is typed. Without IPv6 capture a dual-stack pod's v6
+//! connections would leave the node unencrypted and without policy.
+//!
+//! [`install`] adds the IPv6 half wherever the kernel has IPv6 ([`ipv6_available`]: `ip -6`
+//! answers), so a node booted with `ipv6.disable=1` still gets its IPv4 capture. The watch and
+//! the keeper use the same test, and treat a missing `ip6` table, set or route like a missing
+//! `ip` one.
+//!
+//! Invariant: the ruleset lives in its own tables (`table ip zring`, `table ip6 zring`) and is
+//! replaced atomically (`nft -f` runs the deletes and the new tables as one transaction), so
+//! re-applying it never leaves a half-installed capture.
 
 mod cidr;
 pub(crate) mod cmd;
@@ -128,7 +148,7 @@ pub mod watch;
 
 use std::fmt::Write as _;
 
-pub use cidr::Cidr;
+pub use cidr::{Cidr, Cidr6};
 
 /// Everything that can go wrong preparing or installing capture. The texts predate the move
 /// out of the lab (they were `lab::LabError`'s) and are kept as they were.
@@ -177,12 +197,12 @@ pub const ZRING_MARK: u32 = 0x539;
 pub const CAPTURE_MARK: u32 = 0x111;
 /// Routing table holding the `local 0.0.0.0/0 dev lo` route.
 pub const CAPTURE_TABLE: u32 = 133;
-/// Name of the nftables table (family `ip`).
+/// Name of the nftables tables (families `ip` and `ip6`).
 pub const TABLE: &str = "zring";
 /// The pod-interface pattern of lab nodes (`zp-<pod>`, `zp<hash>`).
 pub const LAB_POD_INTERFACES: &str = "zp*";
-/// The nftables set (in `table ip zring`) of this node's enrolled pod IPs, named after the
-/// seed's ipset. [`install`] creates it empty; zring fills it from its snapshot
+/// The nftables set (in `table ip zring`, and its IPv6 twin in `table ip6 zring`) of this
+/// node's enrolled pod IPs, named after the seed's ipset. [`install`] creates it empty; zring fills it from its snapshot
 /// (`capture::enrolled`).
 pub const POD_SET: &str = "ztunnel-pods-ips";
 
@@ -196,6 +216,53 @@ pub enum Scope {
     EveryPodAddress,
 }
 
+/// An address family capture has a table for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    /// Both, IPv4 first (the order tables are written and listed in).
+    pub const ALL: [Family; 2] = [Family::V4, Family::V6];
+
+    /// The nftables family of the table, and the keyword of its address matches.
+    pub fn nft(self) -> &'static str {
+        match self {
+            Family::V4 => "ip",
+            Family::V6 => "ip6",
+        }
+    }
+
+    /// The family of `ip`.
+    pub fn of(ip: std::net::IpAddr) -> Family {
+        if ip.is_ipv4() { Family::V4 } else { Family::V6 }
+    }
+
+    fn set_type(self) -> &'static str {
+        match self {
+            Family::V4 => "ipv4_addr",
+            Family::V6 => "ipv6_addr",
+        }
+    }
+
+    /// `ip` arguments' family switch.
+    fn ip_flag(self) -> &'static str {
+        match self {
+            Family::V4 => "-4",
+            Family::V6 => "-6",
+        }
+    }
+
+    fn any(self) -> &'static str {
+        match self {
+            Family::V4 => "0.0.0.0/0",
+            Family::V6 => "::/0",
+        }
+    }
+}
+
 /// What a node's capture is shaped by: where its pods' addresses are and which interfaces lead
 /// to them. The lab passes its node's pod CIDR and `zp*`; a real node passes its cluster's pod
 /// CIDRs and its CNI's interface prefix (`veth*`, `cali*`, `lxc*`, …).
@@ -207,6 +274,13 @@ pub struct Capture {
     pub pod_cidrs: Vec<Cidr>,
     /// An nft `iifname` pattern matching every pod interface on the node.
     pub pod_interfaces: String,
+    /// The cluster's IPv6 pod networks (dual-stack and IPv6-only clusters). Like
+    /// `pod_cidrs`, matched only with [`Scope::EveryPodAddress`] (where none means the IPv6
+    /// table falls back to the set).
+    pub pod_cidrs6: Vec<Cidr6>,
+    /// Whether `table ip6 zring` and IPv6 policy routing come with the IPv4 ones (true unless
+    /// the kernel has no IPv6: [`install`] checks).
+    pub ipv6: bool,
     /// Enrolled pods only (the default), or every pod address.
     pub scope: Scope,
     /// Whether the pods' DNS (UDP and TCP to port 53) goes to zring's DNS proxy on
@@ -223,6 +297,16 @@ impl Capture {
     /// empty CIDR list or a pattern that is not a plain interface name with an optional
     /// trailing `*` (the pattern is spliced into nft's text, so nothing else may pass).
     pub fn new(pod_cidrs: Vec<Cidr>, pod_interfaces: &str) -> Result<Capture, Error> {
+        Capture::dual(pod_cidrs, Vec::new(), pod_interfaces)
+    }
+
+    /// [`new`](Self::new) with IPv6 pod networks too; one of the two lists may be empty (an
+    /// IPv6-only or IPv4-only cluster), not both.
+    pub fn dual(
+        pod_cidrs: Vec<Cidr>,
+        pod_cidrs6: Vec<Cidr6>,
+        pod_interfaces: &str,
+    ) -> Result<Capture, Error> {
         let name = pod_interfaces.strip_suffix('*').unwrap_or(pod_interfaces);
         let plain = name
             .bytes()
@@ -233,26 +317,35 @@ impl Capture {
                  (letters, digits, - _ .), optionally ending in *"
             )));
         }
-        if pod_cidrs.is_empty() {
+        if pod_cidrs.is_empty() && pod_cidrs6.is_empty() {
             return Err(Error::Topology("no pod CIDR given".into()));
         }
         Ok(Capture {
             pod_cidrs,
             pod_interfaces: pod_interfaces.to_owned(),
+            pod_cidrs6,
+            ipv6: true,
             scope: Scope::Enrolled,
             dns: false,
         })
     }
 
-    /// From text, as `zring redirect` takes it: comma-separated CIDRs and one pattern.
+    /// From text, as `zring redirect` takes it: comma-separated CIDRs of either family
+    /// (`10.244.0.0/16,fd00:244::/48`) and one pattern.
     pub fn parse(pod_cidrs: &str, pod_interfaces: &str) -> Result<Capture, Error> {
-        let cidrs = pod_cidrs
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for c in pod_cidrs
             .split(',')
             .map(str::trim)
             .filter(|c| !c.is_empty())
-            .map(str::parse)
-            .collect::<Result<Vec<Cidr>, _>>()?;
-        Capture::new(cidrs, pod_interfaces.trim())
+        {
+            if c.contains(':') {
+                v6.push(c.parse::<Cidr6>()?);
+            } else {
+                v4.push(c.parse::<Cidr>()?);
+            }
+        }
+        Capture::dual(v4, v6, pod_interfaces.trim())
     }
 
     /// A lab node's capture: its pod CIDR, behind `zp*` interfaces.
@@ -260,9 +353,29 @@ impl Capture {
         Capture {
             pod_cidrs: vec![pod_cidr],
             pod_interfaces: LAB_POD_INTERFACES.to_owned(),
+            pod_cidrs6: Vec::new(),
+            ipv6: true,
             scope: Scope::Enrolled,
             dns: false,
         }
+    }
+
+    /// The same capture with these IPv6 pod networks.
+    pub fn with_cidrs6(self, pod_cidrs6: Vec<Cidr6>) -> Capture {
+        Capture { pod_cidrs6, ..self }
+    }
+
+    /// The same capture with or without its IPv6 half.
+    pub fn with_ipv6(self, ipv6: bool) -> Capture {
+        Capture { ipv6, ..self }
+    }
+
+    /// The families this capture has tables for.
+    pub fn families(&self) -> Vec<Family> {
+        Family::ALL
+            .into_iter()
+            .filter(|f| *f == Family::V4 || self.ipv6)
+            .collect()
     }
 
     /// The same capture with the pods' DNS sent to zring's DNS proxy, or not.
@@ -275,20 +388,43 @@ impl Capture {
         Capture { scope, ..self }
     }
 
-    /// The pod CIDRs as nft writes a match on them: one network, or an anonymous set.
-    fn pods(&self) -> String {
-        match self.pod_cidrs.as_slice() {
-            [one] => one.to_string(),
-            many => {
-                let list: Vec<String> = many.iter().map(Cidr::to_string).collect();
-                format!("{{ {} }}", list.join(", "))
-            }
+    /// The pod CIDRs of `family` as nft writes a match on them: one network, or an anonymous
+    /// set; `None` when there is none.
+    fn pods(&self, family: Family) -> Option<String> {
+        let list: Vec<String> = match family {
+            Family::V4 => self.pod_cidrs.iter().map(Cidr::to_string).collect(),
+            Family::V6 => self.pod_cidrs6.iter().map(Cidr6::to_string).collect(),
+        };
+        match list.as_slice() {
+            [] => None,
+            [one] => Some(one.clone()),
+            many => Some(format!("{{ {} }}", many.join(", "))),
         }
     }
 }
 
 /// The `table ip zring` definition for a node with `capture`'s pods and interfaces.
 pub fn ruleset(capture: &Capture) -> String {
+    ruleset_of(capture, Family::V4)
+}
+
+/// The `table ip6 zring` definition: [`ruleset`]'s rules for IPv6 (see the module doc).
+pub fn ruleset6(capture: &Capture) -> String {
+    ruleset_of(capture, Family::V6)
+}
+
+/// Every table `capture` installs, IPv4 first.
+pub fn tables(capture: &Capture) -> String {
+    capture
+        .families()
+        .into_iter()
+        .map(|f| ruleset_of(capture, f))
+        .collect()
+}
+
+/// One family's table.
+fn ruleset_of(capture: &Capture, family: Family) -> String {
+    let fam = family.nft();
     let m = format!("{ZRING_MARK:#x}");
     let c = format!("{CAPTURE_MARK:#x}");
     let capture_set = format!("meta mark set {c} counter accept");
@@ -296,26 +432,25 @@ pub fn ruleset(capture: &Capture) -> String {
     let ifaces = &capture.pod_interfaces;
     // Who counts as a pod: this node's enrolled pods (the set zring keeps), or (lab scope)
     // every address of the pod CIDRs, arriving from anywhere but a pod interface or `lo`.
-    let (from_pod, to_pod) = match capture.scope {
-        Scope::Enrolled => (
-            format!(r#"iifname "{ifaces}" ip saddr @{POD_SET}"#),
-            format!("ip daddr @{POD_SET}"),
+    // An IPv6 table without IPv6 pod CIDRs falls back to the set in the lab's scope.
+    let cidrs = capture.pods(family);
+    let (from_pod, to_pod) = match (capture.scope, cidrs) {
+        (Scope::Enrolled, _) | (Scope::EveryPodAddress, None) => (
+            format!(r#"iifname "{ifaces}" {fam} saddr @{POD_SET}"#),
+            format!("{fam} daddr @{POD_SET}"),
         ),
-        Scope::EveryPodAddress => (
+        (Scope::EveryPodAddress, Some(cidrs)) => (
             format!(r#"iifname "{ifaces}""#),
-            format!(
-                r#"iifname != "lo" iifname != "{ifaces}" ip daddr {}"#,
-                capture.pods()
-            ),
+            format!(r#"iifname != "lo" iifname != "{ifaces}" {fam} daddr {cidrs}"#),
         ),
     };
     let outside = format!("{to_pod} meta l4proto tcp");
     let hbone = INBOUND_HBONE_PORT;
     let mut s = String::new();
     let mut line = |text: String| writeln!(s, "{text}").expect("writing to a String");
-    line(format!("table ip {TABLE} {{"));
+    line(format!("table {fam} {TABLE} {{"));
     line(format!("\tset {POD_SET} {{"));
-    line("\t\ttype ipv4_addr".into());
+    line(format!("\t\ttype {}", family.set_type()));
     line("\t}".into());
     line("\tchain output {".into());
     line("\t\ttype route hook output priority mangle; policy accept;".into());
@@ -327,7 +462,7 @@ pub fn ruleset(capture: &Capture) -> String {
         line("\tchain host-output {".into());
         line("\t\ttype route hook output priority filter; policy accept;".into());
         line(format!(
-            r#"		meta l4proto tcp meta mark != {m} ct direction original ip daddr @{POD_SET} meta mark set {c} counter comment "host-to-pod""#
+            r#"		meta l4proto tcp meta mark != {m} ct direction original {fam} daddr @{POD_SET} meta mark set {c} counter comment "host-to-pod""#
         ));
         line("\t}".into());
     }
@@ -366,7 +501,7 @@ pub fn ruleset(capture: &Capture) -> String {
     line("\tchain nat-prerouting {".into());
     line("\t\ttype nat hook prerouting priority dstnat - 10; policy accept;".into());
     line(format!(
-        r#"		meta l4proto tcp meta mark {c} counter dnat ip to ip daddr comment "keep-destination""#
+        r#"		meta l4proto tcp meta mark {c} counter dnat {fam} to {fam} daddr comment "keep-destination""#
     ));
     if capture.dns {
         line(format!(
@@ -378,21 +513,67 @@ pub fn ruleset(capture: &Capture) -> String {
     s
 }
 
-/// The whole `nft -f` script: drop any previous `table ip zring`, then define it anew, in one
-/// transaction (`add` first so the `delete` cannot fail on a node without the table).
+/// The whole `nft -f` script: drop any previous `table ip zring` (and `table ip6 zring`), then
+/// define them anew, in one transaction (`add` first so the `delete` cannot fail on a node
+/// without the table).
 pub fn script(capture: &Capture) -> String {
-    format!(
-        "add table ip {TABLE}\ndelete table ip {TABLE}\n{}",
-        ruleset(capture)
-    )
+    let mut s = String::new();
+    for f in capture.families() {
+        let fam = f.nft();
+        s.push_str(&format!(
+            "add table {fam} {TABLE}\ndelete table {fam} {TABLE}\n"
+        ));
+    }
+    s + &tables(capture)
 }
 
 /// The policy routing capture needs, as `ip` arguments: marked packets are delivered locally.
 pub fn policy_routing() -> [String; 2] {
+    policy_routing_of(Family::V4)
+}
+
+/// [`policy_routing`] for IPv6 (`-6` arguments).
+pub fn policy_routing6() -> [String; 2] {
+    policy_routing_of(Family::V6)
+}
+
+fn policy_routing_of(family: Family) -> [String; 2] {
+    let (flag, any) = (family.ip_flag(), family.any());
+    let flag = if family == Family::V4 { "" } else { flag };
     [
-        format!("rule add fwmark {CAPTURE_MARK:#x} lookup {CAPTURE_TABLE}"),
-        format!("route replace local 0.0.0.0/0 dev lo table {CAPTURE_TABLE}"),
+        format!("{flag} rule add fwmark {CAPTURE_MARK:#x} lookup {CAPTURE_TABLE}")
+            .trim_start()
+            .to_owned(),
+        format!("{flag} route replace local {any} dev lo table {CAPTURE_TABLE}")
+            .trim_start()
+            .to_owned(),
     ]
+}
+
+/// Whether the kernel at `place` has IPv6 (`ip -6 rule show` answers; a kernel booted with
+/// `ipv6.disable=1` refuses the family), so capture can have its IPv6 half.
+pub fn ipv6_available(place: Place<'_>) -> bool {
+    place.ip("-6 rule show").is_ok()
+}
+
+/// Where node mode listens for what capture sends to `addr`: `addr`, and when it is the IPv4
+/// wildcard and this process's namespace has IPv6, the IPv6 wildcard on the same port too (a
+/// v6-only socket beside the IPv4 one: the `ip6` table's TPROXY rules deliver there, and a v4
+/// connection keeps plain v4 addresses rather than `::ffff:` mapped ones).
+pub fn dual_stack(addr: std::net::SocketAddr) -> Vec<std::net::SocketAddr> {
+    let mut out = vec![addr];
+    if addr.ip() == std::net::Ipv4Addr::UNSPECIFIED && kernel_has_ipv6() {
+        out.push((std::net::Ipv6Addr::UNSPECIFIED, addr.port()).into());
+    }
+    out
+}
+
+/// Whether this process's namespace takes IPv6 sockets: a throwaway v6-only TCP socket bound
+/// to `[::]:0`. A kernel without IPv6 refuses the family or the address.
+fn kernel_has_ipv6() -> bool {
+    let any = std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0));
+    let probe = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None);
+    probe.is_ok_and(|s| s.set_only_v6(true).is_ok() && s.bind(&any.into()).is_ok())
 }
 
 /// Where capture is installed: a named network namespace (a lab node's), or the namespace this
@@ -420,40 +601,63 @@ impl Place<'_> {
     }
 }
 
-/// Installs capture at `place`: the nft table (replacing an older one atomically) and the
-/// policy route. Idempotent: the `ip rule` is added only if it is not there yet.
-pub fn install(place: Place<'_>, capture: &Capture) -> Result<(), Error> {
-    place.nft(&["-f", "-"], Some(&script(capture)))?;
-    install_routing(place)
+/// Installs capture at `place`: the nft tables (replacing older ones atomically) and the policy
+/// routes; the IPv6 half only where the kernel has IPv6. Idempotent: an `ip rule` is added only
+/// if it is not there yet. Returns the capture installed (`ipv6` off if IPv6 was missing).
+pub fn install(place: Place<'_>, capture: &Capture) -> Result<Capture, Error> {
+    let capture = capture
+        .clone()
+        .with_ipv6(capture.ipv6 && ipv6_available(place));
+    place.nft(&["-f", "-"], Some(&script(&capture)))?;
+    for f in capture.families() {
+        install_routing(place, f)?;
+    }
+    Ok(capture)
 }
 
-/// The policy-routing half of [`install`] (also what `watch` restores when only it is gone).
-pub(crate) fn install_routing(place: Place<'_>) -> Result<(), Error> {
-    let [rule, route] = policy_routing();
+/// The policy-routing half of [`install`] for one family (also what `watch` restores when only
+/// it is gone).
+pub(crate) fn install_routing(place: Place<'_>, family: Family) -> Result<(), Error> {
+    let [rule, route] = policy_routing_of(family);
     let wanted = format!("fwmark {CAPTURE_MARK:#x} lookup {CAPTURE_TABLE}");
-    if !place.ip("rule show")?.contains(&wanted) {
+    if !place
+        .ip(&format!("{} rule show", family.ip_flag()))?
+        .contains(&wanted)
+    {
         place.ip(&rule)?;
     }
     place.ip(&route).map(drop)
 }
 
-/// Removes what [`install`] added at `place` (nothing missing is an error): the nft table, every
-/// copy of the policy rule, and the local route table.
+/// Removes what [`install`] added at `place` (nothing missing is an error): the nft tables,
+/// every copy of the policy rules, and the local route tables, of both families (IPv6 where the
+/// kernel has it).
 pub fn remove(place: Place<'_>) -> Result<(), Error> {
-    place.nft(
-        &["-f", "-"],
-        Some(&format!("add table ip {TABLE}\ndelete table ip {TABLE}\n")),
-    )?;
+    let v6 = ipv6_available(place);
+    let families: Vec<Family> = Family::ALL
+        .into_iter()
+        .filter(|f| *f == Family::V4 || v6)
+        .collect();
+    let script: String = families
+        .iter()
+        .map(|f| {
+            let fam = f.nft();
+            format!("add table {fam} {TABLE}\ndelete table {fam} {TABLE}\n")
+        })
+        .collect();
+    place.nft(&["-f", "-"], Some(&script))?;
     let wanted = format!("fwmark {CAPTURE_MARK:#x} lookup {CAPTURE_TABLE}");
-    while place.ip("rule show")?.contains(&wanted) {
-        place.ip(&format!("rule del {wanted}"))?;
+    for f in families {
+        let flag = f.ip_flag();
+        while place.ip(&format!("{flag} rule show"))?.contains(&wanted) {
+            place.ip(&format!("{flag} rule del {wanted}"))?;
+        }
+        place.ip(&format!("{flag} route flush table {CAPTURE_TABLE}"))?;
     }
-    place
-        .ip(&format!("route flush table {CAPTURE_TABLE}"))
-        .map(drop)
+    Ok(())
 }
 
-/// Packets and bytes one commented rule of `table ip zring` has matched.
+/// Packets and bytes one commented rule of `table ip zring` (or `ip6`) has matched.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleCounter {
     /// The rule's comment (`reply-to-zring`, `outbound`, …): its name in the module doc.
@@ -464,7 +668,12 @@ pub struct RuleCounter {
 
 /// Reads the counters of every rule of `table ip zring` in `node`.
 pub fn counters(place: Place<'_>) -> Result<Vec<RuleCounter>, Error> {
-    let listing = place.nft(&["list", "table", "ip", TABLE], None)?;
+    counters_of(place, Family::V4)
+}
+
+/// Reads the counters of every rule of `family`'s table in `node`.
+pub fn counters_of(place: Place<'_>, family: Family) -> Result<Vec<RuleCounter>, Error> {
+    let listing = place.nft(&["list", "table", family.nft(), TABLE], None)?;
     Ok(parse_counters(&listing))
 }
 

@@ -440,7 +440,7 @@ mod tests {
         let c = cfg(&[
             ("XDS_ON_DEMAND", "true"),
             ("NETWORK", "net1"),
-            ("IPV6_ENABLED", "false"),
+            ("IPV6_ENABLED", "true"),
             ("CRL_PATH", ""),
         ])
         .unwrap();

@@ -63,6 +63,7 @@ pub use crate::capture::{
     CAPTURE_MARK, CAPTURE_TABLE, Capture, Cidr, INBOUND_HBONE_PORT, INBOUND_PLAINTEXT_PORT,
     OUTBOUND_PORT, POD_SET, RuleCounter, Scope, ZRING_MARK, ruleset,
 };
+pub use dual::{SEED_APPA6, SEED_APPB6};
 pub use mesh::{Mesh, NodeProxy, Ready};
 pub use ns::Netns;
 pub use process::Process;
@@ -382,13 +383,16 @@ impl Lab {
     }
 
     /// Installs node-level capture in `node` (see the `capture` module doc for every rule):
-    /// nft `table ip zring` and policy routing `fwmark 0x111 → table 133 → local`. Calling it
-    /// again replaces the table atomically.
+    /// nft `table ip zring` and `table ip6 zring` (the node's IPv6 pod prefix, see `dual`) and
+    /// policy routing `fwmark 0x111 → table 133 → local` of both families. Calling it again
+    /// replaces the tables atomically.
     pub fn redirect(&self, node: &Node) -> Result<(), LabError> {
         self.check_own(node)?;
+        let prefix6 = capture::Cidr6::new(self.pod_prefix6(&node.name)?, 64)?;
         capture::install(
             capture::Place::Netns(node.netns.name()),
             &Capture::lab(node.pod_cidr)
+                .with_cidrs6(vec![prefix6])
                 .with_scope(self.scope)
                 .with_dns(self.dns),
         )?;
@@ -431,9 +435,16 @@ impl Lab {
     /// Makes `ips` the enrolled pods of `node`'s capture set, as zring would: for tests that
     /// stand in for zring with their own listeners.
     pub fn enroll(&self, node: &Node, ips: &[Ipv4Addr]) -> Result<(), LabError> {
+        let ips: Vec<std::net::IpAddr> = ips.iter().map(|ip| (*ip).into()).collect();
+        self.enroll_ips(node, &ips)
+    }
+
+    /// [`enroll`](Self::enroll) with addresses of either family: each goes to its family's set.
+    pub fn enroll_ips(&self, node: &Node, ips: &[std::net::IpAddr]) -> Result<(), LabError> {
         self.check_own(node)?;
         let wanted = ips.iter().copied().collect();
-        let script = capture::enrolled::update_script(None, &wanted).expect("a refill");
+        let script = capture::enrolled::update_script(None, &wanted, &capture::Family::ALL)
+            .expect("a refill");
         cmd::nft_in(node.netns.name(), &["-f", "-"], Some(&script))?;
         Ok(())
     }
@@ -458,6 +469,15 @@ impl Lab {
     pub fn rule_counters(&self, node: &Node) -> Result<Vec<RuleCounter>, LabError> {
         self.check_own(node)?;
         Ok(capture::counters(capture::Place::Netns(node.netns.name()))?)
+    }
+
+    /// [`rule_counters`](Self::rule_counters) of `node`'s IPv6 table (`table ip6 zring`).
+    pub fn rule_counters6(&self, node: &Node) -> Result<Vec<RuleCounter>, LabError> {
+        self.check_own(node)?;
+        Ok(capture::counters_of(
+            capture::Place::Netns(node.netns.name()),
+            capture::Family::V6,
+        )?)
     }
 
     /// Starts `command` inside `ns` (a node, a pod, or any of this lab's namespaces) through

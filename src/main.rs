@@ -265,18 +265,23 @@ fn redirect(action: Option<&str>, extra: Option<&String>) -> ExitCode {
     let result = match action {
         Some("print") => capture().map(|c| {
             print!("{}", capture::script(&c));
-            for line in capture::policy_routing() {
+            for line in capture::policy_routing()
+                .into_iter()
+                .chain(capture::policy_routing6())
+            {
                 println!("# then: ip {line}");
             }
         }),
         Some("apply") => capture().and_then(|c| {
-            capture::install(Place::Here, &c)?;
+            let c = capture::install(Place::Here, &c)?;
             println!(
-                "zring redirect: capture installed (table ip {}, pods {:?} behind {:?})",
+                "zring redirect: capture installed (table ip {}{}, pods {:?} behind {:?})",
                 capture::TABLE,
+                if c.ipv6 { " and table ip6" } else { "" },
                 c.pod_cidrs
                     .iter()
                     .map(ToString::to_string)
+                    .chain(c.pod_cidrs6.iter().map(ToString::to_string))
                     .collect::<Vec<_>>(),
                 c.pod_interfaces
             );

@@ -255,12 +255,20 @@ async fn core_main(
     };
     let mut listeners = Vec::new();
     // In-pod mode listens inside each enrolled pod (`pods`), never in the node's netns.
+    // Node mode: each on IPv6 too where the kernel has it (`capture::dual_stack`).
     let node_listeners = match cfg.proxy_mode {
-        ProxyMode::Node => vec![
+        ProxyMode::Node => [
             (ListenerKind::Outbound, cfg.outbound_addr),
             (ListenerKind::InboundPlaintext, cfg.inbound_plaintext_addr),
             (ListenerKind::Inbound, cfg.inbound_addr),
-        ],
+        ]
+        .into_iter()
+        .flat_map(|(kind, addr)| {
+            crate::capture::dual_stack(addr)
+                .into_iter()
+                .map(move |a| (kind, a))
+        })
+        .collect(),
         ProxyMode::Shared => Vec::new(),
     };
     for (kind, addr) in node_listeners {
@@ -283,19 +291,25 @@ async fn core_main(
         .dns
         .enabled
         .then(|| Rc::new(crate::dns::CoreDns::new(&ctx)));
-    let mut node_dns = None;
+    let mut node_dns = Vec::new();
     if let (Some(_), ProxyMode::Node) = (&dns, cfg.proxy_mode) {
-        let addr = cfg.dns.bind_addr(false);
-        match crate::inpod::factory::dns_sockets(addr, cfg.listen_backlog, cfg.packet_mark, true) {
-            Ok(s) => node_dns = Some(s),
-            Err(source) => {
-                let _ = ready.send(Err(StartError::Listen {
-                    core: id,
-                    addr,
-                    kind: "dns",
-                    source,
-                }));
-                return;
+        for addr in crate::capture::dual_stack(cfg.dns.bind_addr(false)) {
+            match crate::inpod::factory::dns_sockets(
+                addr,
+                cfg.listen_backlog,
+                cfg.packet_mark,
+                true,
+            ) {
+                Ok(s) => node_dns.push(s),
+                Err(source) => {
+                    let _ = ready.send(Err(StartError::Listen {
+                        core: id,
+                        addr,
+                        kind: "dns",
+                        source,
+                    }));
+                    return;
+                }
             }
         }
     }
@@ -303,7 +317,7 @@ async fn core_main(
         ProxyMode::Node => info!(
             core = id,
             driver = driver.name(),
-            "core listening on 15001 (outbound), 15006 (inbound plaintext), 15008 (inbound HBONE)"
+            "core listening on 15001 (outbound), 15006 (inbound plaintext), 15008 (inbound HBONE), IPv4 and, where the node has it, IPv6"
         ),
         ProxyMode::Shared => info!(
             core = id,
@@ -323,8 +337,10 @@ async fn core_main(
     for (kind, listener) in listeners {
         tasks.push(monoio::spawn(accept_loop(ctx.clone(), listener, kind)));
     }
-    if let (Some(dns), Some(sockets)) = (&dns, node_dns) {
-        tasks.extend(crate::dns::server::spawn_node(&ctx, dns, sockets));
+    if let Some(dns) = &dns {
+        for sockets in node_dns {
+            tasks.extend(crate::dns::server::spawn_node(&ctx, dns, sockets));
+        }
     }
     if let Some(inbox) = inbox {
         tasks.push(monoio::spawn(pods::run(ctx.clone(), inbox, dns.clone())));

@@ -1,8 +1,9 @@
-//! An IPv4 network, `addr/prefix`: the pod CIDRs capture matches, and the lab's node and
-//! underlay networks. Pure.
+//! IP networks, `addr/prefix`: [`Cidr`] (IPv4: the pod CIDRs capture matches, and the lab's
+//! node and underlay networks) and [`Cidr6`] (a dual-stack or IPv6-only cluster's IPv6 pod
+//! networks). Pure.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use super::Error;
@@ -79,6 +80,55 @@ impl FromStr for Cidr {
     }
 }
 
+/// An IPv6 network, `addr/prefix`, with no host bits set: a cluster's IPv6 pod network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cidr6 {
+    addr: Ipv6Addr,
+    prefix: u8,
+}
+
+impl Cidr6 {
+    /// `addr/prefix`; fails if `prefix > 128` or `addr` has host bits set.
+    pub fn new(addr: Ipv6Addr, prefix: u8) -> Result<Cidr6, Error> {
+        let mask = 128u32
+            .checked_sub(u32::from(prefix))
+            .map(|host| u128::MAX.checked_shl(host).unwrap_or(0));
+        if mask.is_none_or(|m| u128::from(addr) & !m != 0) {
+            return Err(Error::Topology(format!(
+                "{addr}/{prefix} is not a network address"
+            )));
+        }
+        Ok(Cidr6 { addr, prefix })
+    }
+
+    pub fn addr(self) -> Ipv6Addr {
+        self.addr
+    }
+
+    pub fn prefix(self) -> u8 {
+        self.prefix
+    }
+}
+
+impl fmt::Display for Cidr6 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl FromStr for Cidr6 {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Cidr6, Error> {
+        let bad = || Error::Topology(format!("{s:?} is not an IPv6 CIDR"));
+        let (addr, prefix) = s.split_once('/').ok_or_else(bad)?;
+        Cidr6::new(
+            addr.parse().map_err(|_| bad())?,
+            prefix.parse().map_err(|_| bad())?,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +149,23 @@ mod tests {
                 .unwrap()
                 .contains(Ipv4Addr::new(1, 2, 3, 4))
         );
+    }
+
+    #[test]
+    fn cidr6_parses_and_rejects() {
+        let c: Cidr6 = "fd00:244:1::/64".parse().unwrap();
+        assert_eq!(c.to_string(), "fd00:244:1::/64");
+        assert_eq!(c.prefix(), 64);
+        assert_eq!("::/0".parse::<Cidr6>().unwrap().prefix(), 0);
+        for bad in [
+            "fd00:244:1::1/64",
+            "fd00::/129",
+            "10.244.1.0/24",
+            "fd00::",
+            "x/64",
+        ] {
+            assert!(bad.parse::<Cidr6>().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -102,8 +102,64 @@ fn own_mark_never_routes_locally() {
 
 #[test]
 fn script_replaces_the_table_in_one_go() {
-    let s = script(&lab_capture());
+    let s = script(&lab_capture().with_ipv6(false));
     assert!(s.starts_with("add table ip zring\ndelete table ip zring\ntable ip zring {"));
+    assert!(!s.contains("ip6"), "an IPv4-only node gets no IPv6 table");
+    // Dual stack: both tables replaced in the same transaction, IPv4's first.
+    let s = script(&lab_capture());
+    assert!(s.starts_with(
+        "add table ip zring\ndelete table ip zring\nadd table ip6 zring\n\
+         delete table ip6 zring\ntable ip zring {"
+    ));
+    let v4 = s.find("table ip zring {").unwrap();
+    let v6 = s.find("table ip6 zring {").expect("the IPv6 table");
+    assert!(v4 < v6);
+    assert!(s.ends_with(&ruleset6(&lab_capture())));
+}
+
+#[test]
+fn the_ipv6_table_mirrors_the_ipv4_one() {
+    let v4 = ruleset(&lab_capture().with_dns(true));
+    let v6 = ruleset6(&lab_capture().with_dns(true));
+    // Rule for rule: the same text once the family words are swapped.
+    let swapped = v4
+        .replace("dnat ip to ip daddr", "dnat ip6 to ip6 daddr")
+        .replace("table ip zring", "table ip6 zring")
+        .replace("ipv4_addr", "ipv6_addr")
+        .replace(" ip saddr ", " ip6 saddr ")
+        .replace(" ip daddr ", " ip6 daddr ")
+        .replace("\tip daddr ", "\tip6 daddr ");
+    assert_eq!(v6, swapped);
+    assert!(v6.contains("type ipv6_addr"));
+    assert!(v6.contains(
+        r#"iifname "zp*" ip6 saddr @ztunnel-pods-ips meta l4proto tcp tproxy to :15001 meta mark set 0x111 counter accept comment "outbound""#
+    ));
+    assert!(v6.contains(r#"counter dnat ip6 to ip6 daddr comment "keep-destination""#));
+    assert!(!v6.contains(" ip saddr ") && !v6.contains(" ip daddr "));
+}
+
+#[test]
+fn ipv6_cidrs_parse_beside_ipv4_ones() {
+    let c = Capture::parse("10.244.0.0/16, fd00:244::/48", "cali*").unwrap();
+    assert_eq!(c.pod_cidrs, vec!["10.244.0.0/16".parse::<Cidr>().unwrap()]);
+    assert_eq!(
+        c.pod_cidrs6,
+        vec!["fd00:244::/48".parse::<Cidr6>().unwrap()]
+    );
+    assert!(c.ipv6);
+    let v6_only = Capture::parse("fd00:244::/48", "cali*").unwrap();
+    assert!(v6_only.pod_cidrs.is_empty());
+    assert!(
+        Capture::parse("fd00:244::1/48", "cali*").is_err(),
+        "host bits"
+    );
+    // The lab's scope matches the IPv6 CIDRs; without any, the IPv6 table uses the set.
+    let every = c.with_scope(Scope::EveryPodAddress);
+    assert!(ruleset6(&every).contains(
+        r#"iifname != "lo" iifname != "cali*" ip6 daddr fd00:244::/48 meta l4proto tcp tproxy to :15006"#
+    ));
+    let no_cidr6 = lab_capture().with_scope(Scope::EveryPodAddress);
+    assert!(ruleset6(&no_cidr6).contains("ip6 daddr @ztunnel-pods-ips"));
 }
 
 #[test]
@@ -173,6 +229,10 @@ fn policy_routing_matches_the_marks_in_the_ruleset() {
     assert_eq!(rule, "rule add fwmark 0x111 lookup 133");
     assert_eq!(route, "route replace local 0.0.0.0/0 dev lo table 133");
     assert!(ruleset(&lab_capture()).contains("meta mark set 0x111"));
+    let [rule, route] = policy_routing6();
+    assert_eq!(rule, "-6 rule add fwmark 0x111 lookup 133");
+    assert_eq!(route, "-6 route replace local ::/0 dev lo table 133");
+    assert!(ruleset6(&lab_capture()).contains("meta mark set 0x111"));
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! Capture watched (node mode): notices when `table ip zring` or its policy routing is removed
-//! or altered (`nft flush ruleset`, a firewall reload, a table deleted, a chain edited, an
+//! Capture watched (node mode): notices when `table ip zring`, `table ip6 zring` or their
+//! policy routing is removed or altered (`nft flush ruleset`, a firewall reload, a table deleted, a chain edited, an
 //! `ip rule` flushed), puts it back, counts it and holds readiness false while capture is not
 //! whole. Without this a firewall reload silently turns the node fail-open: enrolled pods'
 //! traffic leaves unencrypted and without policy while zring stays Ready.
@@ -13,7 +13,7 @@
 //! Two triggers, one judgement:
 //! - **nf_tables notifications** (`sys::nfnetlink`, the netlink group `nft monitor` reads): every
 //!   change to any table in the namespace is announced to subscribers; [`touches_capture`] keeps
-//!   the ones naming `table ip zring` (a `flush ruleset` announces the deletion of every table,
+//!   the ones naming `table ip zring` or `table ip6 zring` (a `flush ruleset` announces the deletion of every table,
 //!   ours included) and skips set-element messages, which are the keeper's own updates and which
 //!   it verifies itself. A relevant message, or a lost one (socket overflow), makes the next
 //!   tick look. Reaction within one tick, and no work while nothing changes: kube-proxy's
@@ -22,10 +22,12 @@
 //!   routing lives in rtnetlink, not nf_tables) or could not deliver (the socket could not be
 //!   opened, e.g. in a lab namespace entered by another thread).
 //!
-//! The look itself is `nft -s list table ip zring` (stateless: no counter values), its set
-//! elements cut out ([`strip_elements`]) and compared as text with the **baseline**, the same
-//! listing when capture was last known whole, plus `ip rule show` and `ip route show table 133`
-//! for the policy route. Preferred over a digest of `nft -j`: the text is small (~2 KiB), needs
+//! The look itself is `nft -s list table ip zring` and, where the node has IPv6, `nft -s list
+//! table ip6 zring` (stateless: no counter values), one after the other, their set elements
+//! cut out ([`strip_elements`]) and compared as text with the **baseline**, the same listing
+//! when capture was last known whole, plus `ip rule show` and `ip route show table 133` of each
+//! family for the policy routes. Either table missing is the capture missing: a dual-stack
+//! node whose IPv6 table was deleted sends its pods' IPv6 traffic around the mesh. Preferred over a digest of `nft -j`: the text is small (~2 KiB), needs
 //! no JSON, and is itself a valid `nft -f` script (the kernel's own rendering, checked to
 //! round-trip), so it is also what a restore installs. The elements cut out are compared with
 //! what the keeper applied: a table re-installed by someone else (`zring redirect apply` creates
@@ -36,7 +38,7 @@
 //!
 //! # What counts as whole, and what a restore does
 //!
-//! - At start the baseline is the table found, if it holds every rule [`REQUIRED_RULES`] names
+//! - At start the baseline is the tables found, if each holds every rule [`REQUIRED_RULES`] names
 //!   (the check `deploy/redirect.sh` makes). With no table, or an incomplete one, and the capture
 //!   parameters in the environment (`ZRING_POD_CIDRS`, `ZRING_POD_INTERFACES`: the DaemonSet's
 //!   ConfigMap gives both containers), zring installs [`super::ruleset`] itself; without them it
@@ -57,13 +59,13 @@
 //!   what it finds as its baseline).
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use super::{CAPTURE_MARK, CAPTURE_TABLE, Capture, Error, POD_SET, Place, TABLE};
+use super::{CAPTURE_MARK, CAPTURE_TABLE, Capture, Error, Family, POD_SET, Place, TABLE};
 use crate::metrics::CaptureSetMetrics;
 use crate::sys::nfnetlink::NftEvents;
 
@@ -133,12 +135,12 @@ impl Settings {
 /// What a look found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sight {
-    /// `nft -s list table ip zring` without the set's elements, or `None` when the table does
-    /// not exist.
+    /// `nft -s list table ip zring` (then `ip6`'s, where watched) without the sets' elements,
+    /// or `None` when a watched table does not exist.
     pub table: Option<String>,
-    /// The set's elements.
-    pub elements: BTreeSet<Ipv4Addr>,
-    /// The policy rule and the local route of table 133 are both there.
+    /// The sets' elements, both families.
+    pub elements: BTreeSet<IpAddr>,
+    /// The policy rule and the local route of table 133 are both there, in every watched family.
     pub routing: bool,
 }
 
@@ -154,11 +156,25 @@ pub enum Verdict {
     Damaged(Damage),
 }
 
-/// Whether `listing` holds every rule of [`REQUIRED_RULES`].
+/// Whether every table of `listing` (one or more `table … {` blocks) holds every rule of
+/// [`REQUIRED_RULES`].
 pub fn complete(listing: &str) -> bool {
-    REQUIRED_RULES
-        .iter()
-        .all(|r| listing.contains(&format!("comment \"{r}\"")))
+    let mut blocks: Vec<String> = Vec::new();
+    for line in listing.lines() {
+        match blocks.last_mut() {
+            Some(block) if !line.starts_with("table ") => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            _ => blocks.push(format!("{line}\n")),
+        }
+    }
+    !blocks.is_empty()
+        && blocks.iter().all(|b| {
+            REQUIRED_RULES
+                .iter()
+                .all(|r| b.contains(&format!("comment \"{r}\"")))
+        })
 }
 
 /// Judges `sight` against `baseline`.
@@ -190,24 +206,44 @@ pub fn strip_elements(listing: &str) -> String {
     out
 }
 
-/// The `nft -f` script that puts `table` back with `elements` in its set, in one transaction.
-pub fn restore_script(table: &str, elements: &BTreeSet<Ipv4Addr>) -> String {
-    let mut s = format!("add table ip {TABLE}\ndelete table ip {TABLE}\n{table}");
+/// The `nft -f` script that puts `table` (one or both families' tables) back with `elements`
+/// in their sets (each address in its family's, for the families `table` holds), in one
+/// transaction.
+pub fn restore_script(table: &str, elements: &BTreeSet<IpAddr>) -> String {
+    let families: Vec<Family> = Family::ALL
+        .into_iter()
+        .filter(|f| table.contains(&format!("table {} {TABLE} {{", f.nft())))
+        .collect();
+    let mut s = String::new();
+    for f in &families {
+        let fam = f.nft();
+        s.push_str(&format!(
+            "add table {fam} {TABLE}\ndelete table {fam} {TABLE}\n"
+        ));
+    }
+    s.push_str(table);
     if !s.ends_with('\n') {
         s.push('\n');
     }
-    if !elements.is_empty() {
-        let ips: Vec<String> = elements.iter().map(ToString::to_string).collect();
-        s.push_str(&format!(
-            "add element ip {TABLE} {POD_SET} {{ {} }}\n",
-            ips.join(", ")
-        ));
+    for f in families {
+        let ips: Vec<String> = elements
+            .iter()
+            .filter(|ip| Family::of(**ip) == f)
+            .map(ToString::to_string)
+            .collect();
+        if !ips.is_empty() {
+            s.push_str(&format!(
+                "add element {} {TABLE} {POD_SET} {{ {} }}\n",
+                f.nft(),
+                ips.join(", ")
+            ));
+        }
     }
     s
 }
 
-/// Whether one datagram of nf_tables notifications announces a change to `table ip zring`
-/// other than to its set's elements. Each netlink message is a 16-byte header (length, type
+/// Whether one datagram of nf_tables notifications announces a change to `table ip zring` or
+/// `table ip6 zring` other than to its sets' elements. Each netlink message is a 16-byte header (length, type
 /// `subsystem << 8 | message`), the 4-byte `nfgenmsg` (family first), then attributes; in every
 /// table, chain, rule, set, object and flowtable message attribute 1 is the table's name.
 pub fn touches_capture(datagram: &[u8]) -> bool {
@@ -236,13 +272,14 @@ fn message_touches(kind: u16, body: &[u8]) -> bool {
     const NEWSETELEM: u16 = 12;
     const DELSETELEM: u16 = 14;
     const NFPROTO_IPV4: u8 = 2;
+    const NFPROTO_IPV6: u8 = 10;
     const TABLE_NAME: u16 = 1;
     // Attribute types carry two flag bits (nested, network byte order) on top.
     const TYPE_MASK: u16 = 0x3fff;
     if kind >> 8 != SUBSYS_NFTABLES || matches!(kind & 0xff, NEWSETELEM | DELSETELEM) {
         return false;
     }
-    if body.len() < 4 || body[0] != NFPROTO_IPV4 {
+    if body.len() < 4 || !matches!(body[0], NFPROTO_IPV4 | NFPROTO_IPV6) {
         return false;
     }
     let mut attrs = &body[4..];
@@ -268,8 +305,8 @@ pub enum Outcome {
     /// The table is whole but its set does not hold what the keeper applied (someone
     /// re-installed the table: `zring redirect apply` creates the set empty): refill it now.
     SetDrifted,
-    /// The table was (re)installed with these set elements.
-    Installed(BTreeSet<Ipv4Addr>),
+    /// The tables were (re)installed with these set elements.
+    Installed(BTreeSet<IpAddr>),
 }
 
 /// The watch's state; owned by the keeper.
@@ -277,7 +314,9 @@ pub struct Watch {
     place: Place<'static>,
     settings: Settings,
     metrics: Arc<CaptureSetMetrics>,
-    /// The table's listing when capture was last known whole.
+    /// The families watched: IPv4, and IPv6 where the node has it.
+    families: Vec<Family>,
+    /// The tables' listing when capture was last known whole.
     baseline: Option<String>,
     /// `None` when the socket could not be opened: polling alone then.
     events: Option<NftEvents>,
@@ -294,8 +333,14 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// A watch of capture at `place`; the first [`step`](Self::step) looks at once.
-    pub fn new(place: Place<'static>, settings: Settings, metrics: Arc<CaptureSetMetrics>) -> Self {
+    /// A watch of capture at `place`, the tables of `families`; the first
+    /// [`step`](Self::step) looks at once.
+    pub fn new(
+        place: Place<'static>,
+        settings: Settings,
+        metrics: Arc<CaptureSetMetrics>,
+        families: &[Family],
+    ) -> Self {
         let events = match place {
             Place::Here => NftEvents::open()
                 .inspect_err(|e| {
@@ -310,6 +355,7 @@ impl Watch {
             place,
             settings,
             metrics,
+            families: families.to_vec(),
             baseline: None,
             events,
             dirty: true,
@@ -327,8 +373,8 @@ impl Watch {
     pub fn step(
         &mut self,
         now: Instant,
-        applied: Option<&BTreeSet<Ipv4Addr>>,
-        wanted: impl FnOnce() -> BTreeSet<Ipv4Addr>,
+        applied: Option<&BTreeSet<IpAddr>>,
+        wanted: impl FnOnce() -> BTreeSet<IpAddr>,
     ) -> Outcome {
         self.read_events();
         if !self.dirty && now < self.next_poll {
@@ -346,7 +392,7 @@ impl Watch {
         };
         let mut verdict = judge(self.baseline.as_deref(), &sight);
         if let Verdict::Adopt(table) = verdict {
-            info!("capture watch: taking the installed table ip {TABLE} as the baseline");
+            info!("capture watch: taking the installed table(s) {TABLE} as the baseline");
             self.baseline = Some(table);
             // The same sight again, now against its own table: whole unless the policy route
             // is missing. So the keeper's first step, before `zring ready`, ends ready.
@@ -356,7 +402,7 @@ impl Watch {
             Verdict::Whole => {
                 self.dirty = false;
                 if !self.metrics.intact() {
-                    info!("capture watch: node capture (table ip {TABLE}, policy route) is whole");
+                    info!("capture watch: node capture (tables {TABLE}, policy routes) is whole");
                 }
                 self.metrics.set_intact(true);
                 self.damaged = None;
@@ -376,12 +422,13 @@ impl Watch {
                 self.dirty = false;
                 match self.settings.install.clone() {
                     Some(c) => {
-                        let table = super::ruleset(&c);
+                        let v6 = self.families.contains(&Family::V6);
+                        let table = super::tables(&c.with_ipv6(v6));
                         self.install(now, Damage::Missing, Some(&table), wanted)
                     }
                     None => {
                         self.note(format!(
-                            "capture watch: no complete table ip {TABLE} to watch (install it \
+                            "capture watch: no complete table ip/ip6 {TABLE} to watch (install it \
                              with `zring redirect apply`, or set ZRING_POD_CIDRS so zring \
                              installs it); not ready meanwhile"
                         ));
@@ -440,7 +487,7 @@ impl Watch {
         now: Instant,
         damage: Damage,
         table: Option<&str>,
-        wanted: impl FnOnce() -> BTreeSet<Ipv4Addr>,
+        wanted: impl FnOnce() -> BTreeSet<IpAddr>,
     ) -> Outcome {
         if let Some(last) = self.last_restore
             && now < last + self.hold
@@ -472,7 +519,11 @@ impl Watch {
             }
             None => Ok(()),
         }
-        .and_then(|()| super::install_routing(self.place));
+        .and_then(|()| {
+            self.families
+                .iter()
+                .try_for_each(|f| super::install_routing(self.place, *f))
+        });
         match result {
             Ok(()) => {
                 self.metrics.restored(damage);
@@ -493,28 +544,41 @@ impl Watch {
 
     /// What the kernel holds now.
     fn look(&self) -> Result<Sight, Error> {
-        let listing = match self.place.nft(&["-s", "list", "table", "ip", TABLE], None) {
-            Ok(text) => Some(text),
-            Err(Error::Command { stderr, .. }) if stderr.contains("No such file or directory") => {
-                None
-            }
-            Err(e) => return Err(e),
-        };
+        let mut listing = Some(String::new());
+        let mut routing = true;
         let rule = format!("fwmark {CAPTURE_MARK:#x} lookup {CAPTURE_TABLE}");
-        let has_rule = self.place.ip("rule show")?.contains(&rule);
-        // An emptied table 133 may be reported as an error by newer iproute2: missing either way.
-        let has_route = self
-            .place
-            .ip(&format!("route show table {CAPTURE_TABLE}"))
-            .is_ok_and(|r| r.contains("local default dev lo"));
+        for f in &self.families {
+            let (fam, flag) = (f.nft(), if *f == Family::V4 { "-4" } else { "-6" });
+            match self.place.nft(&["-s", "list", "table", fam, TABLE], None) {
+                Ok(text) => {
+                    if let Some(l) = listing.as_mut() {
+                        l.push_str(&text);
+                    }
+                }
+                Err(Error::Command { stderr, .. })
+                    if stderr.contains("No such file or directory") =>
+                {
+                    listing = None;
+                }
+                Err(e) => return Err(e),
+            }
+            let has_rule = self.place.ip(&format!("{flag} rule show"))?.contains(&rule);
+            // An emptied table 133 may be reported as an error by newer iproute2: missing
+            // either way.
+            let has_route = self
+                .place
+                .ip(&format!("{flag} route show table {CAPTURE_TABLE}"))
+                .is_ok_and(|r| r.contains("local default dev lo"));
+            routing &= has_rule && has_route;
+        }
         let elements = listing
             .as_deref()
-            .map(super::enrolled::parse_elements)
+            .map(super::enrolled::parse_elements::<IpAddr>)
             .unwrap_or_default();
         Ok(Sight {
             table: listing.as_deref().map(strip_elements),
             elements,
-            routing: has_rule && has_route,
+            routing,
         })
     }
 
@@ -588,16 +652,40 @@ mod tests {
 
     #[test]
     fn restore_is_one_transaction_with_the_set() {
-        let ips: BTreeSet<Ipv4Addr> =
-            ["10.244.1.8".parse().unwrap(), "10.244.1.9".parse().unwrap()]
-                .into_iter()
-                .collect();
+        let ips: BTreeSet<IpAddr> = ["10.244.1.8", "10.244.1.9", "fd00:244:1::8"]
+            .into_iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
         let s = restore_script(TABLE_TEXT, &ips);
         assert!(s.starts_with("add table ip zring\ndelete table ip zring\ntable ip zring {"));
         assert!(
-            s.ends_with("}\nadd element ip zring ztunnel-pods-ips { 10.244.1.8, 10.244.1.9 }\n")
+            s.ends_with("}\nadd element ip zring ztunnel-pods-ips { 10.244.1.8, 10.244.1.9 }\n"),
+            "no IPv6 table, no IPv6 element: {s}"
         );
         assert!(!restore_script(TABLE_TEXT, &BTreeSet::new()).contains("add element"));
+        // Both families: both tables replaced, each address in its own family's set.
+        let both = format!(
+            "{TABLE_TEXT}{}",
+            TABLE_TEXT.replace("table ip ", "table ip6 ")
+        );
+        let s = restore_script(&both, &ips);
+        assert!(s.starts_with(
+            "add table ip zring\ndelete table ip zring\nadd table ip6 zring\n\
+             delete table ip6 zring\ntable ip zring {"
+        ));
+        assert!(s.ends_with(
+            "add element ip zring ztunnel-pods-ips { 10.244.1.8, 10.244.1.9 }\n\
+             add element ip6 zring ztunnel-pods-ips { fd00:244:1::8 }\n"
+        ));
+    }
+
+    #[test]
+    fn every_table_must_be_complete() {
+        let v6 = TABLE_TEXT.replace("table ip ", "table ip6 ");
+        assert!(complete(&format!("{TABLE_TEXT}{v6}")));
+        let v6_flushed = v6.replace("\t\tcomment \"outbound\"\n", "");
+        assert!(!complete(&format!("{TABLE_TEXT}{v6_flushed}")));
+        assert!(!complete(""));
     }
 
     /// One netlink message: header, nfgenmsg, then `attrs` (type, value) padded to 4 bytes.
@@ -639,6 +727,8 @@ mod tests {
             &[(1, b"kube-proxy\0")]
         )));
         assert!(!touches_capture(&message(deltable, 1, &[(1, b"zring\0")])));
+        // The IPv6 table is ours too.
+        assert!(touches_capture(&message(deltable, 10, &[(1, b"zring\0")])));
         assert!(!touches_capture(&message(
             newsetelem,
             2,

@@ -370,8 +370,8 @@ pub const NOT_IMPLEMENTED: &[Unimplemented] = &[
     },
     Unimplemented {
         name: "IPV6_ENABLED",
-        same_as: Some("false"),
-        what: "IPv6 listeners and dual-stack; zring listens on IPv4 only",
+        same_as: Some("true"),
+        what: "turns IPv6 off; zring listens and captures on IPv6 wherever the kernel has it",
     },
     Unimplemented {
         name: "XDS_ON_DEMAND",

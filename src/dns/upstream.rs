@@ -109,7 +109,7 @@ impl UdpUpstream {
             };
             let slot = self.pending.borrow().get(&h.id).cloned();
             match slot {
-                Some(p) if p.server == from && wire::answers(&p.query, msg) => {
+                Some(p) if same_peer(p.server, from) && wire::answers(&p.query, msg) => {
                     p.answer.fire(msg.to_vec());
                 }
                 _ => metrics.upstream_discarded(),
@@ -196,6 +196,13 @@ pub async fn forward_tcp(
         Ok(Ok(answer)) if wire::answers(query, &answer) => Ok(answer),
         Ok(Ok(_)) => Err(DnsError::BadAnswer(server)),
     }
+}
+
+/// `a` and `b` are the same peer, an IPv4 address and its `::ffff:` mapping alike: the IPv6
+/// (dual-stack) socket that serves IPv6 clients hears an IPv4 upstream's answers from the
+/// mapped address.
+fn same_peer(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && a.ip().to_canonical() == b.ip().to_canonical()
 }
 
 #[cfg(test)]

@@ -54,7 +54,33 @@ fn group(n: u8) -> u16 {
     u16::from_str_radix(&n.to_string(), 16).expect("decimal digits are hex digits")
 }
 
+/// The seed's pods' IPv6 addresses in [`Lab::seed_dual_stack`] and [`Lab::seed_ipv6_only`]:
+/// appa `fd00:244:1::8`, appb `fd00:244:2::4` (their IPv4 addresses written in the IPv6 plan).
+pub const SEED_APPA6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x244, 1, 0, 0, 0, 0, 8);
+pub const SEED_APPB6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x244, 2, 0, 0, 0, 0, 4);
+
 impl Lab {
+    /// The seed's two-node topology ([`Lab::seed`]) with IPv6 on: appa and appb keep their
+    /// IPv4 addresses and get [`SEED_APPA6`] and [`SEED_APPB6`]. Node capture
+    /// ([`redirect`](Self::redirect)) installs both families' tables, so this is the node-mode
+    /// dual-stack lab as well as the in-pod one.
+    pub fn seed_dual_stack() -> Result<Lab, LabError> {
+        let mut lab = Lab::seed()?;
+        lab.enable_ipv6()?;
+        lab.add_pod_ipv6("appa", SEED_APPA6)?;
+        lab.add_pod_ipv6("appb", SEED_APPB6)?;
+        Ok(lab)
+    }
+
+    /// [`seed_dual_stack`](Self::seed_dual_stack) with the pods' IPv4 taken away: the v6-only
+    /// lab (the nodes keep IPv4 on their underlay, which nothing of the pods' traffic uses).
+    pub fn seed_ipv6_only() -> Result<Lab, LabError> {
+        let mut lab = Lab::seed_dual_stack()?;
+        lab.remove_pod_ipv4("appa")?;
+        lab.remove_pod_ipv4("appb")?;
+        Ok(lab)
+    }
+
     /// Turns IPv6 on across the lab built so far: every node gets its ULA underlay address
     /// and routes to every other node's pod prefix (forwarding on), every pod namespace gets
     /// IPv6 enabled (addresses come with [`add_pod_ipv6`](Self::add_pod_ipv6)). Call it once,
