@@ -16,8 +16,8 @@
 //! stream, as if we had sent no setting): part of a connection's fixed cost, bounded by the
 //! connection caps, never reserved. Above it, windows are reserved from the budget, and only
 //! a connection whose destinations drain gets them: it climbs one of the [`LEVELS`] once it
-//! has received [`GROW_TURNS`] windows per open stream within [`GROW_WITHIN`] (see
-//! [`Climb`]). A destination that stops reading still takes what the kernel's socket buffers
+//! has received [`GROW_TURNS`] connection windows, and as many stream windows per open
+//! stream, within [`GROW_WITHIN`] (see [`Climb`]). A destination that stops reading still takes what the kernel's socket buffers
 //! hold (about 0.8 MiB per stream on loopback, measured in `perf/hostile.md`), then stops its
 //! stream; [`GROW_TURNS`] floor windows is more than that, so a stalled stream never proves
 //! anything, whatever it absorbed in its first burst, and a trickle does not add up over time
@@ -61,8 +61,9 @@ pub const LEVELS: [(u32, u32); 7] = [
 /// connection and for each stream, which a client may always fill. Not reserved: part of a
 /// connection's fixed cost, bounded by the connection caps; levels reserve what they add.
 pub const FLOOR: (u32, u32) = (65_535, 65_535);
-/// A connection climbs a level once it received this many of its connection windows per open
-/// stream: more than a stalled stream's first burst into the kernel's buffers.
+/// A connection climbs a level once it received this many of its connection windows, and of
+/// its stream windows per open stream: more than a stalled stream's first burst into the
+/// kernel's buffers.
 pub const GROW_TURNS: u64 = 32;
 /// ...within this long from the last climb (or the last start of the count): a connection that
 /// takes longer is not limited by its window, so a bigger one would not help it.
@@ -318,8 +319,8 @@ impl Drop for Window {
     }
 }
 
-/// When a connection's receive window may climb: after [`GROW_TURNS`] connection windows per
-/// open stream received within [`GROW_WITHIN`]. Pure (the caller gives the clock), so its
+/// When a connection's receive window may climb: after [`GROW_TURNS`] connection windows, and
+/// as many stream windows per open stream, received within [`GROW_WITHIN`]. Pure (the caller gives the clock), so its
 /// decisions are tested without waiting.
 #[derive(Debug, Clone, Copy)]
 pub struct Climb {
@@ -341,8 +342,8 @@ pub enum Step {
 
 impl Climb {
     /// The count of a connection that has `received` bytes so far and `window` as its
-    /// connection window.
-    pub fn new(received: u64, window: u32, now: Instant) -> Climb {
+    /// (connection, stream) windows.
+    pub fn new(received: u64, window: (u32, u32), now: Instant) -> Climb {
         let mut c = Climb {
             from: received,
             since: now,
@@ -352,19 +353,28 @@ impl Climb {
         c
     }
 
-    fn need(window: u32, streams: usize) -> u64 {
-        GROW_TURNS * u64::from(window) * streams.max(1) as u64
+    /// [`GROW_TURNS`] connection windows, and at least as many stream windows per open
+    /// stream (each stalled stream may have filled the kernel's buffers behind it).
+    fn need(window: (u32, u32), streams: usize) -> u64 {
+        let per_stream = u64::from(window.1) * streams.max(1) as u64;
+        GROW_TURNS * u64::from(window.0).max(per_stream)
     }
 
-    fn restart(&mut self, received: u64, window: u32, streams: usize, now: Instant) {
+    fn restart(&mut self, received: u64, window: (u32, u32), streams: usize, now: Instant) {
         self.from = received;
         self.since = now;
         self.at = received + Self::need(window, streams);
     }
 
     /// The connection has received `received` in all (at least [`at`](Self::at)), with
-    /// `window` as its connection window and `streams` open.
-    pub fn check(&mut self, received: u64, window: u32, streams: usize, now: Instant) -> Step {
+    /// `window` as its (connection, stream) windows and `streams` open.
+    pub fn check(
+        &mut self,
+        received: u64,
+        window: (u32, u32),
+        streams: usize,
+        now: Instant,
+    ) -> Step {
         if now.saturating_duration_since(self.since) > GROW_WITHIN {
             // Too slow to need a bigger window (or a burst long ago): count afresh.
             self.restart(received, window, streams, now);
@@ -380,7 +390,7 @@ impl Climb {
     }
 
     /// After [`Step::Grow`]: what [`Window::grow`] did, and the windows now.
-    pub fn grown(&mut self, growth: Growth, received: u64, window: u32, now: Instant) {
+    pub fn grown(&mut self, growth: Growth, received: u64, window: (u32, u32), now: Instant) {
         match growth {
             // Granted: prove the next level. Denied: as much again, by which time the budget
             // may have room (the count restarts, so the connection must still be draining).
@@ -714,14 +724,15 @@ mod tests {
         assert_eq!(gate.budget(), (budget, budget));
     }
 
-    /// Growth needs [`GROW_TURNS`] windows per open stream within [`GROW_WITHIN`]: a burst
-    /// smaller than that (a stalled stream filling the kernel's buffers) proves nothing, nor
-    /// does a trickle however long, nor one stream's bytes when several share the connection.
+    /// Growth needs [`GROW_TURNS`] windows (and stream windows per open stream) within
+    /// [`GROW_WITHIN`]: a burst smaller than that (a stalled stream filling the kernel's
+    /// buffers) proves nothing, nor does a trickle however long, nor one stream's bytes when
+    /// several share the connection.
     #[test]
     fn a_climb_needs_many_windows_quickly() {
         let t0 = Instant::now();
-        let w = FLOOR.0;
-        let turns = GROW_TURNS * u64::from(w);
+        let w = FLOOR;
+        let turns = GROW_TURNS * u64::from(w.0);
         // A burst of less than the count, then nothing: never due.
         let mut c = Climb::new(0, w, t0);
         assert_eq!(c.at, turns);
@@ -735,15 +746,20 @@ mod tests {
         assert_eq!(c.check(2 * turns, w, 2, t1 + half), Step::Wait);
         assert_eq!(c.at, 3 * turns);
         assert_eq!(c.check(3 * turns, w, 2, t1 + half), Step::Grow);
-        // Granted: the next level is proven with its own (bigger) window.
-        let (w1, _) = LEVELS[0];
-        c.grown(Growth::To(w1, 0), 3 * turns, w1, t1 + half);
-        assert_eq!(c.at, 3 * turns + GROW_TURNS * u64::from(w1));
+        // Granted: the next level is proven with its own (bigger) windows.
+        let w1 = LEVELS[0];
+        c.grown(Growth::To(w1.0, w1.1), 3 * turns, w1, t1 + half);
+        let next = GROW_TURNS * u64::from(w1.0);
+        assert_eq!(c.at, 3 * turns + next);
+        // Up to four streams share the connection window's count; a fifth adds its own.
+        assert_eq!(c.check(c.at, w1, 4, t1 + half), Step::Grow);
+        assert_eq!(c.check(c.at, w1, 5, t1 + half), Step::Wait);
+        assert_eq!(c.at, 3 * turns + 5 * GROW_TURNS * u64::from(w1.1));
         // Denied: tried again after as many windows again.
         assert_eq!(c.check(c.at, w1, 1, t1 + half), Step::Grow);
         let at = c.at;
         c.grown(Growth::Denied, at, w1, t1 + half);
-        assert_eq!(c.at, at + GROW_TURNS * u64::from(w1));
+        assert_eq!(c.at, at + next);
         c.grown(Growth::Top, c.at, w1, t1 + half);
         assert_eq!(c.at, u64::MAX);
     }

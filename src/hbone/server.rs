@@ -146,7 +146,7 @@ where
     let mut draining = false;
     // The connection grows its windows once it has proven that its destinations drain
     // (`limits::Climb`).
-    let mut climb = Climb::new(meter.received(), conn_window, Instant::now());
+    let mut climb = Climb::new(meter.received(), window.current(), Instant::now());
     loop {
         let drained = async {
             if draining {
@@ -202,9 +202,9 @@ where
             () = meter.reached(climb.at) => {
                 let (received, now) = (meter.received(), Instant::now());
                 let streams = activity.open();
-                if climb.check(received, window.current().0, streams, now) == Step::Grow {
+                if climb.check(received, window.current(), streams, now) == Step::Grow {
                     let growth = grow(&mut conn, window);
-                    climb.grown(growth, received, window.current().0, now);
+                    climb.grown(growth, received, window.current(), now);
                 }
             },
         }
