@@ -364,7 +364,10 @@ fn run(client: &str) {
     }
     println!(
         "stalled streams filled the kernel's buffers in {}; then pushed {:.1} MiB while held idle, {:.1} MiB during the measurement",
-        fill.map_or("more than 120 s".into(), |f| format!("{:.1} s", f.as_secs_f64())),
+        fill.map_or("more than 120 s".into(), |f| format!(
+            "{:.1} s",
+            f.as_secs_f64()
+        )),
         pushed_idle as f64 / MIB as f64,
         pushed_during as f64 / MIB as f64
     );
