@@ -11,17 +11,25 @@
 //!
 //! HTTP/2 lets a client send as much as the receive windows we advertised before we read a
 //! byte; what a destination does not take stays in h2's buffers. A connection's window is the
-//! most it can make us buffer, so the budget is spent on windows, not on bytes: every
-//! connection starts at [`LEVELS`]`[0]` (256 KiB for the connection, 64 KiB per stream) when
-//! the budget has it, else at the protocol's floor (64 KiB, 16 KiB per stream, which every
-//! connection may hold: part of its fixed cost, so the connection caps bound it; the budget
-//! pays for what a level adds above it), and doubles only after it received twice its window since the last change — bytes it could
-//! not have received unless its destinations drained them. A stalled destination therefore
-//! pins at most its connection's floor and reservation, and the reservations of a core never exceed its
-//! budget. The stream window stays a quarter of the connection's, as in ztunnel's settings
-//! (4 MiB of 16 MiB), so one stalled stream cannot block its connection's other streams.
+//! most it can make us buffer, so the budget is spent on windows, not on bytes. Every
+//! connection starts at the protocol's [`FLOOR`] (65,535 bytes for the connection and for each
+//! stream, as if we had sent no setting): part of a connection's fixed cost, bounded by the
+//! connection caps, never reserved. Above it, windows are reserved from the budget, and only
+//! a connection whose destinations drain gets them: it climbs one of the [`LEVELS`] once it
+//! has received [`GROW_TURNS`] connection windows, and as many stream windows per open
+//! stream, within [`GROW_WITHIN`] (see [`Climb`]). A destination that stops reading still takes what the kernel's socket buffers
+//! hold (about 0.8 MiB per stream on loopback, measured in `perf/hostile.md`), then stops its
+//! stream; [`GROW_TURNS`] floor windows is more than that, so a stalled stream never proves
+//! anything, whatever it absorbed in its first burst, and a trickle does not add up over time
+//! either. A connection denied growth tries again after as many bytes again, so it takes
+//! budget freed by others as soon as it is free. One connection never reserves more than an
+//! equal share of its core's budget among the connections that hold a reservation
+//! ([`Gate::budget`]), so a few early climbers do not leave nothing to later ones.
+//!
 //! A reservation is kept until its connection closes: an advertised window cannot be taken
-//! back, and a quiet client may still send all of it.
+//! back, and a quiet client may still send all of it. The stream window stays a quarter of the
+//! connection's above the floor, as in ztunnel's settings (4 MiB of 16 MiB), so one stalled
+//! stream cannot block its connection's other streams; at the floor both are the protocol's.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -31,6 +39,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use monoio::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::config::HboneLimits;
@@ -48,10 +57,17 @@ pub const LEVELS: [(u32, u32); 7] = [
     (8 << 20, 2 << 20),
     (16 << 20, 4 << 20),
 ];
-/// The windows of a connection the budget could not give [`LEVELS`]`[0]`: the protocol's
-/// initial connection window, which a client may always fill. Not reserved: it is part of a
+/// Every connection's first windows: HTTP/2's initial window (RFC 9113 6.9.2), for the
+/// connection and for each stream, which a client may always fill. Not reserved: part of a
 /// connection's fixed cost, bounded by the connection caps; levels reserve what they add.
-pub const FLOOR: (u32, u32) = (65_535, 16 << 10);
+pub const FLOOR: (u32, u32) = (65_535, 65_535);
+/// A connection climbs a level once it received this many of its connection windows, and of
+/// its stream windows per open stream: more than a stalled stream's first burst into the
+/// kernel's buffers.
+pub const GROW_TURNS: u64 = 32;
+/// ...within this long from the last climb (or the last start of the count): a connection that
+/// takes longer is not limited by its window, so a bigger one would not help it.
+pub const GROW_WITHIN: Duration = Duration::from_secs(1);
 
 /// One core's admission state. Build once per core with [`Gate::new`].
 #[derive(Debug)]
@@ -65,6 +81,8 @@ pub struct Gate {
     open: Cell<u32>,
     identities: RefCell<HashMap<Identity, u32>>,
     reserved: Cell<u64>,
+    /// Windows holding a reservation (the equal share's divisor).
+    holders: Cell<u64>,
     metrics: Rc<Shard>,
 }
 
@@ -83,6 +101,7 @@ impl Gate {
             open: Cell::new(0),
             identities: RefCell::default(),
             reserved: Cell::new(0),
+            holders: Cell::new(0),
             metrics,
         }
     }
@@ -140,17 +159,25 @@ impl Gate {
         (self.reserved.get(), self.budget)
     }
 
-    fn reserve(&self, n: u64) -> bool {
+    /// Raises a window's reservation from `held` to `to`, if the budget has room and `to` is
+    /// within an equal share of it among the windows holding one (this one counted).
+    fn reserve(&self, held: u64, to: u64) -> bool {
+        let holders = self.holders.get() + u64::from(held == 0);
         let now = self.reserved.get();
-        if now + n > self.budget {
+        if now - held + to > self.budget || to > self.budget / holders {
             return false;
         }
-        self.set_reserved(now + n);
+        self.holders.set(holders);
+        self.set_reserved(now - held + to);
         true
     }
 
-    fn unreserve(&self, n: u64) {
-        self.set_reserved(self.reserved.get() - n);
+    /// Lowers a window's reservation from `held` to `to`.
+    fn unreserve(&self, held: u64, to: u64) {
+        if held > 0 && to == 0 {
+            self.holders.set(self.holders.get() - 1);
+        }
+        self.set_reserved(self.reserved.get() - held + to);
     }
 
     fn set_reserved(&self, n: u64) {
@@ -225,15 +252,12 @@ pub enum Growth {
 }
 
 impl Window {
-    /// A new connection's windows: [`LEVELS`]`[0]` when `gate`'s budget has room, else
-    /// [`FLOOR`].
+    /// A new connection's windows: [`FLOOR`], nothing reserved.
     pub fn new(gate: &Rc<Gate>) -> Window {
-        let first = above_floor(0);
-        let level = gate.reserve(first).then_some(0);
         Window {
             gate: Some(gate.clone()),
-            level: Cell::new(level),
-            reserved: Cell::new(if level.is_some() { first } else { 0 }),
+            level: Cell::new(None),
+            reserved: Cell::new(0),
         }
     }
 
@@ -251,7 +275,8 @@ impl Window {
         self.level.get().map_or(FLOOR, |l| LEVELS[l])
     }
 
-    /// Reserves the next level, if any and if the budget has room.
+    /// Reserves the next level, if any and if the budget has room (and this connection's
+    /// share of it).
     pub fn grow(&self) -> Growth {
         let next = self.level.get().map_or(0, |l| l + 1);
         let Some(&(conn, stream)) = LEVELS.get(next) else {
@@ -260,8 +285,7 @@ impl Window {
         let Some(gate) = &self.gate else {
             return Growth::Top;
         };
-        let more = above_floor(next) - self.reserved.get();
-        if !gate.reserve(more) {
+        if !gate.reserve(self.reserved.get(), above_floor(next)) {
             HboneGauges::count(&gate.metrics.hbone().window_denied);
             return Growth::Denied;
         }
@@ -276,7 +300,7 @@ impl Window {
         let Some(gate) = &self.gate else { return };
         let level = self.level.get().and_then(|l| l.checked_sub(1));
         let keep = level.map_or(0, above_floor);
-        gate.unreserve(self.reserved.get() - keep);
+        gate.unreserve(self.reserved.get(), keep);
         self.reserved.set(keep);
         self.level.set(level);
     }
@@ -290,7 +314,88 @@ fn above_floor(l: usize) -> u64 {
 impl Drop for Window {
     fn drop(&mut self) {
         if let Some(gate) = &self.gate {
-            gate.unreserve(self.reserved.get());
+            gate.unreserve(self.reserved.get(), 0);
+        }
+    }
+}
+
+/// When a connection's receive window may climb: after [`GROW_TURNS`] connection windows, and
+/// as many stream windows per open stream, received within [`GROW_WITHIN`]. Pure (the caller gives the clock), so its
+/// decisions are tested without waiting.
+#[derive(Debug, Clone, Copy)]
+pub struct Climb {
+    /// Received count and time the current count started at.
+    from: u64,
+    since: Instant,
+    /// Check again once the connection has received this much in all.
+    pub at: u64,
+}
+
+/// What [`Climb::check`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Not yet: check again at [`Climb::at`].
+    Wait,
+    /// Proven: try [`Window::grow`], then report it with [`Climb::grown`].
+    Grow,
+}
+
+impl Climb {
+    /// The count of a connection that has `received` bytes so far and `window` as its
+    /// (connection, stream) windows.
+    pub fn new(received: u64, window: (u32, u32), now: Instant) -> Climb {
+        let mut c = Climb {
+            from: received,
+            since: now,
+            at: 0,
+        };
+        c.restart(received, window, 1, now);
+        c
+    }
+
+    /// [`GROW_TURNS`] connection windows, and at least as many stream windows per open
+    /// stream (each stalled stream may have filled the kernel's buffers behind it).
+    fn need(window: (u32, u32), streams: usize) -> u64 {
+        let per_stream = u64::from(window.1) * streams.max(1) as u64;
+        GROW_TURNS * u64::from(window.0).max(per_stream)
+    }
+
+    fn restart(&mut self, received: u64, window: (u32, u32), streams: usize, now: Instant) {
+        self.from = received;
+        self.since = now;
+        self.at = received + Self::need(window, streams);
+    }
+
+    /// The connection has received `received` in all (at least [`at`](Self::at)), with
+    /// `window` as its (connection, stream) windows and `streams` open.
+    pub fn check(
+        &mut self,
+        received: u64,
+        window: (u32, u32),
+        streams: usize,
+        now: Instant,
+    ) -> Step {
+        if now.saturating_duration_since(self.since) > GROW_WITHIN {
+            // Too slow to need a bigger window (or a burst long ago): count afresh.
+            self.restart(received, window, streams, now);
+            return Step::Wait;
+        }
+        let need = Self::need(window, streams);
+        if received - self.from < need {
+            // More streams opened since the count started: each must carry its share.
+            self.at = self.from + need;
+            return Step::Wait;
+        }
+        Step::Grow
+    }
+
+    /// After [`Step::Grow`]: what [`Window::grow`] did, and the windows now.
+    pub fn grown(&mut self, growth: Growth, received: u64, window: (u32, u32), now: Instant) {
+        match growth {
+            // Granted: prove the next level. Denied: as much again, by which time the budget
+            // may have room (the count restarts, so the connection must still be draining).
+            Growth::To(..) | Growth::Denied => self.restart(received, window, 1, now),
+            Growth::Top => self.at = u64::MAX,
         }
     }
 }
@@ -434,6 +539,11 @@ pub struct Activity {
 }
 
 impl Activity {
+    /// Streams open now.
+    pub fn open(&self) -> usize {
+        self.open.get()
+    }
+
     pub fn new() -> Rc<Activity> {
         Rc::new(Activity {
             open: Cell::new(0),
@@ -544,13 +654,14 @@ mod tests {
         );
     }
 
-    /// Reservations never exceed the budget: a connection the budget cannot start gets the
-    /// floor, growth beyond it is denied, and everything comes back when connections end.
+    /// Reservations never exceed the budget: every connection starts at the floor with
+    /// nothing reserved, growth beyond what the budget (or a window's equal share of it) holds
+    /// is denied and counted, and everything comes back when connections end.
     #[test]
     fn windows_are_reserved_within_the_budget() {
         let first = above_floor(0);
-        // Room for a and b at the first level, and for a at the second; not more.
-        let budget = 2 * first + above_floor(1) - 1;
+        // Room for a and b at the second level, and for nothing more.
+        let budget = 2 * above_floor(1);
         let limits = HboneLimits {
             receive_budget: budget,
             ..HboneLimits::default()
@@ -558,28 +669,104 @@ mod tests {
         let (gate, shard) = gate(limits, 1);
         let a = Window::new(&gate);
         let b = Window::new(&gate);
-        assert_eq!(a.current(), LEVELS[0]);
-        assert_eq!(gate.budget(), (2 * first, budget));
-        // a doubles: 512 KiB, which leaves less than a first level.
+        let c = Window::new(&gate);
+        for w in [&a, &b, &c] {
+            assert_eq!(w.current(), FLOOR);
+        }
+        assert_eq!(gate.budget(), (0, budget));
+        assert_eq!(a.grow(), Growth::To(LEVELS[0].0, LEVELS[0].1));
+        assert_eq!(b.grow(), Growth::To(LEVELS[0].0, LEVELS[0].1));
+        assert_eq!(gate.budget().0, 2 * first);
         assert_eq!(a.grow(), Growth::To(LEVELS[1].0, LEVELS[1].1));
         assert_eq!(gate.budget().0, first + above_floor(1));
-        assert!(gate.budget().0 <= gate.budget().1);
-        assert_eq!(b.grow(), Growth::Denied);
-        let c = Window::new(&gate);
-        assert_eq!(c.current(), FLOOR);
+        assert_eq!(b.grow(), Growth::To(LEVELS[1].0, LEVELS[1].1));
+        assert_eq!(gate.budget(), (budget, budget));
+        // Spent: neither a third connection nor a third level.
         assert_eq!(c.grow(), Growth::Denied);
+        assert_eq!(a.grow(), Growth::Denied);
+        assert_eq!(c.current(), FLOOR);
         assert_eq!(shard.hbone().window_denied.load(Ordering::Relaxed), 2);
         drop(a);
-        assert_eq!(gate.budget().0, first);
+        assert_eq!(gate.budget().0, above_floor(1));
+        // Budget freed by one connection is taken by the next that asks.
         assert_eq!(c.grow(), Growth::To(LEVELS[0].0, LEVELS[0].1));
-        assert_eq!(gate.budget().0, 2 * first);
+        assert_eq!(gate.budget().0, above_floor(1) + first);
         c.shrink_back();
         assert_eq!(c.current(), FLOOR);
-        assert_eq!(gate.budget().0, first);
+        assert_eq!(gate.budget().0, above_floor(1));
         drop((b, c));
         assert_eq!(gate.budget().0, 0);
+        assert_eq!(gate.holders.get(), 0);
         assert_eq!(shard.hbone().reserved_bytes.load(Ordering::Relaxed), 0);
     }
+
+    /// A window never takes more than an equal share of the budget among the windows holding
+    /// a reservation, so the first climber cannot take it all.
+    #[test]
+    fn a_window_takes_at_most_an_equal_share() {
+        // Room for one window at the third level, or for two at the second.
+        let budget = above_floor(2);
+        let limits = HboneLimits {
+            receive_budget: budget,
+            ..HboneLimits::default()
+        };
+        let (gate, _) = gate(limits, 1);
+        let a = Window::new(&gate);
+        let b = Window::new(&gate);
+        assert_eq!(a.grow(), Growth::To(LEVELS[0].0, LEVELS[0].1));
+        assert_eq!(b.grow(), Growth::To(LEVELS[0].0, LEVELS[0].1));
+        assert_eq!(a.grow(), Growth::To(LEVELS[1].0, LEVELS[1].1));
+        // Alone, a could take the third level; beside b it may not (half the budget each).
+        assert!(above_floor(2) <= budget && above_floor(2) > budget / 2);
+        assert_eq!(a.grow(), Growth::Denied);
+        drop(b);
+        assert_eq!(a.grow(), Growth::To(LEVELS[2].0, LEVELS[2].1));
+        assert_eq!(gate.budget(), (budget, budget));
+    }
+
+    /// Growth needs [`GROW_TURNS`] windows (and stream windows per open stream) within
+    /// [`GROW_WITHIN`]: a burst smaller than that (a stalled stream filling the kernel's
+    /// buffers) proves nothing, nor does a trickle however long, nor one stream's bytes when
+    /// several share the connection.
+    #[test]
+    fn a_climb_needs_many_windows_quickly() {
+        let t0 = Instant::now();
+        let w = FLOOR;
+        let turns = GROW_TURNS * u64::from(w.0);
+        // A burst of less than the count, then nothing: never due.
+        let mut c = Climb::new(0, w, t0);
+        assert_eq!(c.at, turns);
+        assert!(turns > 2 * STALLED_BURST);
+        // A trickle that reaches the count too late: counted afresh, not grown.
+        assert_eq!(c.check(turns, w, 1, t0 + 2 * GROW_WITHIN), Step::Wait);
+        assert_eq!(c.at, 2 * turns);
+        // Quickly enough, but with two streams open: each must carry its share.
+        let t1 = t0 + 2 * GROW_WITHIN;
+        let half = GROW_WITHIN / 2;
+        assert_eq!(c.check(2 * turns, w, 2, t1 + half), Step::Wait);
+        assert_eq!(c.at, 3 * turns);
+        assert_eq!(c.check(3 * turns, w, 2, t1 + half), Step::Grow);
+        // Granted: the next level is proven with its own (bigger) windows.
+        let w1 = LEVELS[0];
+        c.grown(Growth::To(w1.0, w1.1), 3 * turns, w1, t1 + half);
+        let next = GROW_TURNS * u64::from(w1.0);
+        assert_eq!(c.at, 3 * turns + next);
+        // Up to four streams share the connection window's count; a fifth adds its own.
+        assert_eq!(c.check(c.at, w1, 4, t1 + half), Step::Grow);
+        assert_eq!(c.check(c.at, w1, 5, t1 + half), Step::Wait);
+        assert_eq!(c.at, 3 * turns + 5 * GROW_TURNS * u64::from(w1.1));
+        // Denied: tried again after as many windows again.
+        assert_eq!(c.check(c.at, w1, 1, t1 + half), Step::Grow);
+        let at = c.at;
+        c.grown(Growth::Denied, at, w1, t1 + half);
+        assert_eq!(c.at, at + next);
+        c.grown(Growth::Top, c.at, w1, t1 + half);
+        assert_eq!(c.at, u64::MAX);
+    }
+
+    /// What a stalled stream pushed into the kernel's buffers on loopback (414 MiB for 500,
+    /// `perf/hostile.md`).
+    const STALLED_BURST: u64 = 848 << 10;
 
     #[test]
     fn the_windows_keep_ztunnels_ratio_and_top_out_at_its_sizes() {

@@ -28,7 +28,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tracing::{debug, warn};
 
 use super::headers::{self, HeaderError};
-use super::limits::{ActiveStream, Activity, Growth, Meter, Metered, Window};
+use super::limits::{ActiveStream, Activity, Climb, Growth, Meter, Metered, Step, Window};
 use super::{PING_INTERVAL, PING_TIMEOUT, keepalive, settings};
 
 /// How long a connection we are closing (idle, preface timeout) gets to read our GOAWAY and
@@ -144,9 +144,9 @@ where
     let mut idle = std::pin::pin!(idle);
     let mut drain = std::pin::pin!(drain);
     let mut draining = false;
-    // The connection grows its windows once it has received twice its window since the last
-    // change: proof that its destinations drained what they were sent.
-    let mut grow_at = 2 * u64::from(conn_window);
+    // The connection grows its windows once it has proven that its destinations drain
+    // (`limits::Climb`).
+    let mut climb = Climb::new(meter.received(), window.current(), Instant::now());
     loop {
         let drained = async {
             if draining {
@@ -199,8 +199,13 @@ where
                 close(&mut conn).await;
                 return Ok(Ended::Idle);
             },
-            () = meter.reached(grow_at) => {
-                grow_at = grow(&mut conn, window, meter.received());
+            () = meter.reached(climb.at) => {
+                let (received, now) = (meter.received(), Instant::now());
+                let streams = activity.open();
+                if climb.check(received, window.current(), streams, now) == Step::Grow {
+                    let growth = grow(&mut conn, window);
+                    climb.grown(growth, received, window.current(), now);
+                }
             },
         }
     }
@@ -267,27 +272,22 @@ async fn close<T: AsyncRead + AsyncWrite + Unpin>(conn: &mut Connection<T, Bytes
     .await;
 }
 
-/// Moves the connection one window level up if the budget allows; returns the received count
-/// at which to try next.
+/// Moves the connection one window level up if the budget allows.
 fn grow<T: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<T, Bytes>,
     window: &Window,
-    received: u64,
-) -> u64 {
-    match window.grow() {
-        Growth::To(conn_window, stream_window) => {
-            if conn.set_initial_window_size(stream_window).is_err() {
-                // Our previous SETTINGS is not acknowledged yet: try again a little later.
-                window.shrink_back();
-                return received + u64::from(window.current().0) / 2;
-            }
-            conn.set_target_window_size(conn_window);
-            received + 2 * u64::from(conn_window)
+) -> Growth {
+    let growth = window.grow();
+    if let Growth::To(conn_window, stream_window) = growth {
+        if conn.set_initial_window_size(stream_window).is_err() {
+            // Our previous SETTINGS is not acknowledged yet: try again after the next count
+            // (as if denied).
+            window.shrink_back();
+            return Growth::Denied;
         }
-        // Try again after as much again: the budget may have room by then.
-        Growth::Denied => received + 2 * u64::from(window.current().0),
-        Growth::Top => u64::MAX,
+        conn.set_target_window_size(conn_window);
     }
+    growth
 }
 
 /// The CONNECT target of a request, or why the request is refused (answered 400).

@@ -16,6 +16,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rustls::ClientConfig;
@@ -53,6 +54,8 @@ pub struct Stats {
     pub pushed: AtomicU64,
     /// Ended by the server (closed, reset, GOAWAY) or refused.
     pub ended: AtomicU64,
+    /// The attackers' thread (Linux thread id), for its CPU time.
+    pub tid: AtomicU64,
 }
 
 pub struct Attackers {
@@ -68,6 +71,7 @@ impl Attackers {
         let stats = Arc::new(Stats::default());
         let s = stats.clone();
         let thread = ns.spawn(move || {
+            s.tid.store(thread_id(), Ordering::SeqCst);
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -100,6 +104,52 @@ impl Attackers {
     pub fn get(&self, f: impl Fn(&Stats) -> &AtomicU64) -> u64 {
         f(&self.stats).load(Ordering::SeqCst)
     }
+
+    /// CPU seconds (user + system) the attackers' thread has used: every attacker's TLS and
+    /// HTTP/2 runs on it.
+    pub fn cpu_secs(&self) -> f64 {
+        let tid = loop {
+            match self.get(|s| &s.tid) {
+                0 => std::thread::yield_now(),
+                tid => break tid,
+            }
+        };
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+        cpu_ticks(&stat) / 100.0
+    }
+
+    /// Waits until the stalled streams have pushed nothing for `quiet` (their windows and the
+    /// kernel's buffers behind them are full), sampling the counter; returns how long that
+    /// took, or `None` if they were still moving after `limit`.
+    pub fn until_still(&self, quiet: Duration, limit: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        let (mut last, mut since) = (self.get(|s| &s.pushed), Instant::now());
+        while start.elapsed() < limit {
+            #[expect(clippy::disallowed_methods, reason = "sampling a counter")]
+            std::thread::sleep(quiet / 10);
+            let now = self.get(|s| &s.pushed);
+            if now != last {
+                (last, since) = (now, Instant::now());
+            } else if since.elapsed() >= quiet {
+                return Some(start.elapsed() - quiet);
+            }
+        }
+        None
+    }
+}
+
+/// The calling thread's Linux thread id.
+fn thread_id() -> u64 {
+    // "<pid>/task/<tid>"
+    let link = std::fs::read_link("/proc/thread-self").unwrap();
+    link.file_name().unwrap().to_str().unwrap().parse().unwrap()
+}
+
+/// User + system clock ticks in a `/proc/…/stat` line.
+pub fn cpu_ticks(stat: &str) -> f64 {
+    // Fields after the command (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()
 }
 
 impl Drop for Attackers {
