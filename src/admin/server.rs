@@ -329,6 +329,9 @@ async fn admit(door: Door, table: &Arc<Table>, state: &State) -> Option<Held> {
     }
 }
 
+/// The largest request head read (hyper's read buffer, at least 8 KiB).
+const MAX_HEAD: usize = 16 * 1024;
+
 /// What serving one connection needs.
 struct Conn {
     door: Door,
@@ -402,7 +405,12 @@ impl Conn {
         let io = TokioIo::new(Tracked::new(stream, slot.clone()));
         // No hyper timers: the head, idle and lifetime deadlines are the slot's, which also
         // tells a connection when it was evicted.
-        let served = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+        let served = hyper::server::conn::http1::Builder::new()
+            .header_read_timeout(None)
+            // A request head larger than this is refused (431): probes, scrapes and admin
+            // requests are a few hundred bytes, and 64 slots then hold at most 1 MiB of heads.
+            .max_buf_size(MAX_HEAD)
+            .serve_connection(io, service);
         // `served` first: a head that arrived in time is read, even if this task was polled
         // late (the thread rendering for others), before its deadline is judged.
         tokio::select! {

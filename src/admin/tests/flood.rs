@@ -284,3 +284,25 @@ fn rendering_10k_series_once_for_a_crowd() {
     );
     drop(crowd);
 }
+
+/// A request head beyond `MAX_HEAD` is not served (hyper answers 431 and closes; the close
+/// may overtake the answer, since the rest of the head is left unread).
+#[test]
+fn an_oversized_head_is_not_served() {
+    let s = Servers::start(false, None);
+    s.state.readiness.cores_started();
+    let addr = s.addrs[&Server::Readiness];
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let big = "x".repeat(20_000);
+    let _ = write!(
+        c,
+        "GET /healthz/ready HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n"
+    );
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.is_empty() || out.starts_with("HTTP/1.1 431"), "{out}");
+    // The same request with a small head is.
+    assert_eq!(http::get(addr, "/healthz/ready").unwrap().status, 200);
+}
