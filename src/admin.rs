@@ -13,7 +13,8 @@
 //! SO_REUSEPORT, as the cores' do: a rolling update on a host-network node starts the new zring
 //! beside the old one, and the new one must come up, answer 503 and wait for its configuration);
 //! `server::spawn` serves them on the `zring-admin` thread, so a flood of scrapes or probes
-//! cannot delay xDS or certificates (each server is bounded: `server`'s module doc). Nothing
+//! cannot delay xDS or certificates, and each server is bounded without letting a flood keep
+//! probes and scrapes out (`server`'s module doc; `slots`, `scrape`). Nothing
 //! here runs on a core: a scrape reads the cores' shards through `metrics::Registry`, the dump
 //! reads the published snapshot and certificate store, the probes read `core::Health`.
 //!
@@ -23,12 +24,14 @@
 //! mutating requests (403, counted): `/quitquitquit` and `/logging` changes go through the
 //! admin socket (`ZRING_ADMIN_TCP_WRITES` decides; shared mode allows them on TCP, whose
 //! loopback is the pod's own). `/quitquitquit` answers, closes its connection, and only then
-//! wakes [`State::shutdown`], so the caller always gets its answer. Request headers must arrive
-//! within [`HEADER_TIMEOUT`]; bodies are never read.
+//! wakes [`State::shutdown`], so the caller always gets its answer. Request heads must arrive
+//! within their server's [`Limits::head_timeout`]; bodies are never read.
 
 pub mod client;
 pub mod config_dump;
+mod scrape;
 mod server;
+mod slots;
 mod socket;
 
 use std::collections::BTreeMap;
@@ -37,7 +40,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -52,10 +54,9 @@ use crate::logging::LogControl;
 use crate::metrics::{Collect, Encoder, Type};
 use crate::xds::client::InitialSync;
 
+pub use scrape::{CROWDED, REUSE_FOR, Rendering};
 pub use server::{AdminMetrics, CONNECTION_LIFETIME, MAX_CONNECTIONS, serve, spawn};
-
-/// How long a client may take to send its request headers.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub use slots::{Expiry, Limits, Reclaim};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -96,7 +97,7 @@ impl Server {
 /// The listening sockets, bound and not yet served.
 #[derive(Debug)]
 pub struct Listeners {
-    sockets: Vec<(Server, std::net::TcpListener)>,
+    sockets: Vec<(Server, std::net::TcpListener, Limits)>,
     /// The admin socket and its path.
     unix: Option<(PathBuf, std::os::unix::net::UnixListener)>,
     /// Whether the TCP admin listener takes mutating requests.
@@ -140,7 +141,7 @@ impl Listeners {
                 what: server.name(),
                 source,
             })?;
-            sockets.push((server, l));
+            sockets.push((server, l, Limits::of(server)));
         }
         Ok(Listeners {
             sockets,
@@ -161,11 +162,21 @@ impl Listeners {
         self
     }
 
+    /// Other bounds than [`Limits::of`] for `server`'s TCP listener (tests).
+    pub fn limits(mut self, server: Server, limits: Limits) -> Listeners {
+        for (s, _, l) in &mut self.sockets {
+            if *s == server {
+                *l = limits;
+            }
+        }
+        self
+    }
+
     /// Where each server actually listens (the port, when bound to port 0).
     pub fn addrs(&self) -> Vec<(Server, SocketAddr)> {
         self.sockets
             .iter()
-            .filter_map(|(s, l)| l.local_addr().ok().map(|a| (*s, a)))
+            .filter_map(|(s, l, _)| l.local_addr().ok().map(|a| (*s, a)))
             .collect()
     }
 }
@@ -346,12 +357,18 @@ pub fn refuse_write<B>(server: Server, writes: bool, req: &Request<B>) -> Option
     })
 }
 
-/// Answers one request. Never reads the body.
-pub fn handle<B>(server: Server, state: &State, quit: &AtomicBool, req: Request<B>) -> Answer {
+/// Answers one request; `metrics` renders (or reuses) the scrape. Never reads the body.
+pub fn handle<B>(
+    server: Server,
+    state: &State,
+    quit: &AtomicBool,
+    metrics: &dyn Fn() -> Bytes,
+    req: Request<B>,
+) -> Answer {
     let path = req.uri().path();
     match (server, path) {
         (Server::Stats, "/metrics" | "/stats/prometheus") => with_type(
-            text(StatusCode::OK, state.shared.metrics.scrape()),
+            text(StatusCode::OK, metrics()),
             crate::metrics::text::CONTENT_TYPE,
         ),
         (Server::Readiness, "/healthz/ready") => {

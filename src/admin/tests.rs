@@ -83,6 +83,16 @@ impl Servers {
     }
 
     fn start_with(xds_pending: bool, logs: Option<LogControl>, node: bool) -> Servers {
+        Servers::start_limited(xds_pending, logs, node, |l| l)
+    }
+
+    /// With `bound` applied to the listeners before they are served (other limits).
+    fn start_limited(
+        xds_pending: bool,
+        logs: Option<LogControl>,
+        node: bool,
+        bound: impl FnOnce(Listeners) -> Listeners,
+    ) -> Servers {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("config.yaml");
         std::fs::write(&file, MESH).unwrap();
@@ -125,12 +135,13 @@ impl Servers {
             admin_metrics: Arc::default(),
         };
         state.watch_metrics();
-        let mut listeners = Listeners::bind_addrs([
+        let listeners = Listeners::bind_addrs([
             (Server::Admin, "127.0.0.1:0".parse().unwrap()),
             (Server::Stats, "127.0.0.1:0".parse().unwrap()),
             (Server::Readiness, "127.0.0.1:0".parse().unwrap()),
         ])
         .unwrap();
+        let mut listeners = bound(listeners);
         let socket = node.then(|| dir.path().join("run/admin.sock"));
         if let Some(path) = &socket {
             listeners = listeners.tcp_writes(false).with_socket(path).unwrap();
@@ -552,39 +563,4 @@ fn liveness_and_readiness_follow_the_cores() {
     );
 }
 
-/// Each server holds at most `MAX_CONNECTIONS` at once: one more is closed unanswered and
-/// counted, and the server answers again once the others go.
-#[test]
-fn a_server_holds_a_bounded_number_of_connections() {
-    use std::io::Read;
-    let s = Servers::start(false, None);
-    let addr = s.addrs[&Server::Stats];
-    // Half requests: connected, headers never finished.
-    let held: Vec<std::net::TcpStream> = (0..MAX_CONNECTIONS)
-        .map(|_| {
-            let mut c = std::net::TcpStream::connect(addr).unwrap();
-            std::io::Write::write_all(&mut c, b"GET /metrics HTTP/1.1\r\n").unwrap();
-            c
-        })
-        .collect();
-    // Accepted in order: once the server has refused one, every held one has its slot.
-    crate::lab::mesh::eventually("a connection beyond the cap refused", || {
-        let mut extra = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
-        extra
-            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
-            .unwrap();
-        let mut buf = [0u8; 1];
-        match extra.read(&mut buf) {
-            Ok(0) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    });
-    assert!(s.state.admin_metrics.refused_connections() >= 1);
-    // The readiness server has its own slots.
-    assert_eq!(s.get(Server::Readiness, "/healthz/ready").status, 503);
-    drop(held);
-    crate::lab::mesh::eventually("metrics answer again", || {
-        let a = http::get(addr, "/metrics").map_err(|e| e.to_string())?;
-        (a.status == 200).then_some(()).ok_or(format!("{a:?}"))
-    });
-}
+mod flood;
