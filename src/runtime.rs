@@ -516,6 +516,9 @@ mod tests {
         l.set_nonblocking(false).unwrap();
         let _client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (accepted, _) = l.accept().unwrap();
-        assert!(accepted.nodelay().unwrap(), "TCP_NODELAY inherited from the listener");
+        assert!(
+            accepted.nodelay().unwrap(),
+            "TCP_NODELAY inherited from the listener"
+        );
     }
 }

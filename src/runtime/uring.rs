@@ -21,7 +21,11 @@ pub(super) fn runtime(
     };
     match build(setup) {
         Err(e) if setup != UringSetup::NONE && e.raw_os_error() == Some(libc::EINVAL) => {
-            warn!(core = id, ?setup, "io_uring refused the setup flags, using none: {e}");
+            warn!(
+                core = id,
+                ?setup,
+                "io_uring refused the setup flags, using none: {e}"
+            );
             build(UringSetup::NONE)
         }
         other => other,
