@@ -15,6 +15,9 @@
 
 mod faults;
 pub mod pods;
+mod uring;
+
+pub use uring::UringSetup;
 
 use std::io;
 use std::net::SocketAddr;
@@ -220,11 +223,9 @@ fn run_core(
     let entries = shared.config.uring_entries;
     let fut = core_main(id, driver, shared, ready.clone(), inbox);
     let built = match driver {
-        Driver::Uring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-            .with_entries(entries)
-            .enable_timer()
-            .build()
-            .map(|mut rt| rt.block_on(fut)),
+        Driver::Uring => {
+            uring::runtime(id, entries, UringSetup::from_env()).map(|mut rt| rt.block_on(fut))
+        }
         Driver::Legacy => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
             .enable_timer()
             .build()
@@ -272,7 +273,10 @@ async fn core_main(
         ProxyMode::Shared => Vec::new(),
     };
     for (kind, addr) in node_listeners {
-        match socket::listener(addr, opts).and_then(TcpListener::from_std) {
+        match socket::listener(addr, opts)
+            .and_then(nodelay_listener)
+            .and_then(TcpListener::from_std)
+        {
             Ok(l) => listeners.push((kind, l)),
             Err(source) => {
                 let _ = ready.send(Err(StartError::Listen {
@@ -451,6 +455,15 @@ impl MemoryKeeper {
     }
 }
 
+/// Sets TCP_NODELAY on a listener: Linux copies it into every socket the listener accepts, so
+/// accepted connections need no setsockopt of their own (one system call fewer per
+/// connection). Proxied bytes are forwarded as they arrive: Nagle on either leg would add a
+/// round trip of latency to every small write the application already sent.
+fn nodelay_listener(l: std::net::TcpListener) -> io::Result<std::net::TcpListener> {
+    socket2::SockRef::from(&l).set_nodelay(true)?;
+    Ok(l)
+}
+
 async fn accept_loop(ctx: Rc<CoreCtx>, listener: TcpListener, kind: ListenerKind) {
     loop {
         let accepted = monoio::select! {
@@ -463,9 +476,7 @@ async fn accept_loop(ctx: Rc<CoreCtx>, listener: TcpListener, kind: ListenerKind
         };
         match accepted {
             Ok((stream, peer)) => {
-                // Proxied bytes are forwarded as they arrive: Nagle on either leg would add a
-                // round trip of latency to every small write the application already sent.
-                let _ = stream.set_nodelay(true);
+                // TCP_NODELAY comes from the listener (`nodelay_listener`).
                 let fault = if ctx.shared.faults.is_empty() {
                     Fault::None
                 } else {
@@ -500,5 +511,30 @@ async fn accept_loop(ctx: Rc<CoreCtx>, listener: TcpListener, kind: ListenerKind
                 monoio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Accepted sockets inherit TCP_NODELAY from the listener, which is why the accept loop
+    /// no longer sets it per connection.
+    #[test]
+    fn accepted_sockets_inherit_nodelay() {
+        let opts = ListenOpts {
+            transparent: false,
+            reuse_port: false,
+            backlog: 16,
+        };
+        let l = socket::listener("127.0.0.1:0".parse().unwrap(), opts).unwrap();
+        let l = nodelay_listener(l).unwrap();
+        l.set_nonblocking(false).unwrap();
+        let _client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (accepted, _) = l.accept().unwrap();
+        assert!(
+            accepted.nodelay().unwrap(),
+            "TCP_NODELAY inherited from the listener"
+        );
     }
 }

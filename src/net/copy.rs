@@ -85,7 +85,9 @@ impl CopyError {
 }
 
 /// Copies `down_r → up_w` and `up_r → down_w` until both directions have seen EOF, or either
-/// fails.
+/// fails. After a clean end each socket is closed whole ([`Reunite`]): both FINs went out
+/// already, so dropping the write halves (which shut down again) would only add two failing
+/// `shutdown` calls per connection.
 pub async fn bidirectional<DR, DW, UR, UW>(
     (down_r, down_w): (DR, DW),
     (up_r, up_w): (UR, UW),
@@ -93,9 +95,9 @@ pub async fn bidirectional<DR, DW, UR, UW>(
     counts: &Transferred,
 ) -> Result<(), CopyError>
 where
-    DR: SpliceRead,
+    DR: SpliceRead + Reunite<DW>,
     DW: SpliceWrite,
-    UR: SpliceRead,
+    UR: SpliceRead + Reunite<UW>,
     UW: SpliceWrite,
 {
     let to_up = one_way(
@@ -113,20 +115,35 @@ where
         &counts.received,
     );
     let (mut to_up, mut to_down) = (std::pin::pin!(to_up), std::pin::pin!(to_down));
-    monoio::select! {
-        r = &mut to_up => { r?; to_down.await }
-        r = &mut to_down => { r?; to_up.await }
+    let ((down_r, up_w), (up_r, down_w)) = monoio::select! {
+        r = &mut to_up => { let up = r?; (up, to_down.await?) }
+        r = &mut to_down => { let down = r?; (to_up.await?, down) }
+    };
+    down_r.close(down_w);
+    up_r.close(up_w);
+    Ok(())
+}
+
+/// Closes a socket from its two halves without the write half's own shutdown on drop.
+pub trait Reunite<W> {
+    fn close(self, w: W);
+}
+
+impl Reunite<OwnedWriteHalf<TcpStream>> for OwnedReadHalf<TcpStream> {
+    fn close(self, w: OwnedWriteHalf<TcpStream>) {
+        // Halves of different sockets (which `bidirectional` never pairs) drop as they are.
+        drop(self.reunite(w));
     }
 }
 
-/// Copies until EOF on `r`, then shuts down `w`'s write side.
+/// Copies until EOF on `r`, then shuts down `w`'s write side; returns both ends.
 pub async fn one_way<R, W>(
     mut r: R,
     mut w: W,
     (from, to): (Side, Side),
     pool: &BufferPool,
     counter: &ByteCounter,
-) -> Result<(), CopyError>
+) -> Result<(R, W), CopyError>
 where
     R: SpliceRead,
     W: SpliceWrite,
@@ -139,10 +156,10 @@ where
         let n = match res {
             Ok(0) => {
                 pool.put(buf);
-                return w
-                    .shutdown()
-                    .await
-                    .map_err(|source| CopyError::Write { side: to, source });
+                return match w.shutdown().await {
+                    Ok(()) => Ok((r, w)),
+                    Err(source) => Err(CopyError::Write { side: to, source }),
+                };
             }
             Ok(n) => n,
             Err(source) => {
@@ -235,13 +252,16 @@ async fn spliced<R: SpliceRead, W: SpliceWrite>(
     pipe: Pipe,
     (from, to): (Side, Side),
     counter: &ByteCounter,
-) -> Result<(), CopyError> {
+) -> Result<(R, W), CopyError> {
     let read_err = |source| CopyError::Read { side: from, source };
     let write_err = |source| CopyError::Write { side: to, source };
     let (pipe_r, pipe_w) = (pipe.read.as_raw_fd(), pipe.write.as_raw_fd());
     loop {
         let n = match sys_splice::splice(r.fd(), pipe_w, SPLICE_CHUNK) {
-            Ok(0) => return w.shutdown().await.map_err(write_err),
+            Ok(0) => {
+                w.shutdown().await.map_err(write_err)?;
+                return Ok((r, w));
+            }
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 r.readable().await.map_err(read_err)?;

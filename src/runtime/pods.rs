@@ -130,7 +130,8 @@ fn start(
 ) -> Result<(), String> {
     let mut ready = Vec::with_capacity(listeners.len());
     for (port, l) in listeners {
-        let l = TcpListener::from_std(l)
+        let l = super::nodelay_listener(l)
+            .and_then(TcpListener::from_std)
             .map_err(|e| format!("cannot register the {} listener: {e}", port.name()))?;
         ready.push((port, l));
     }
@@ -237,7 +238,7 @@ async fn accept_loop(ctx: Rc<CoreCtx>, served: Rc<Served>, listener: TcpListener
         };
         match accepted {
             Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
+                // TCP_NODELAY comes from the listener (`start`).
                 let (c, pod) = (ctx.clone(), Capture::Pod(served.pod.clone()));
                 // One spawn per listener: each task is only as large as its own path's future.
                 match port {

@@ -137,8 +137,9 @@ fn connect_from(
     opts: UpstreamOpts,
     bind: Option<SocketAddr>,
 ) -> io::Result<std::net::TcpStream> {
-    let socket = Socket::new(Domain::for_address(dst), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_nonblocking(true)?;
+    // Non-blocking from birth (SOCK_NONBLOCK): no fcntl pair per connection.
+    let ty = Type::STREAM.nonblocking();
+    let socket = Socket::new(Domain::for_address(dst), ty, Some(Protocol::TCP))?;
     socket.set_nodelay(true)?;
     if opts.mark != 0 {
         socket.set_mark(opts.mark)?;
