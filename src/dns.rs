@@ -18,6 +18,7 @@
 //! Modules: `wire` (the message codec, pure), `resolve` (what the mesh answers, pure),
 //! `upstream` (forwarding), `server` (the per-core UDP and TCP loops).
 
+pub mod answer;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod resolve;
