@@ -95,9 +95,9 @@ pub fn addresses(msg: &[u8], name: &Name, qtype: u16) -> Result<Addresses, WireE
     let mut ttl: Option<u32> = None;
     while chain.len() <= MAX_CHAIN {
         let last = chain.last().expect("never empty");
-        let next = records.iter().find(|r| {
-            r.rtype == TYPE_CNAME && r.class == CLASS_IN && same_name(&r.owner, last)
-        });
+        let next = records
+            .iter()
+            .find(|r| r.rtype == TYPE_CNAME && r.class == CLASS_IN && same_name(&r.owner, last));
         let Some(r) = next else { break };
         let (target, end) = Name::parse(msg, r.data.start)?;
         if end > r.data.end || chain.iter().any(|n| same_name(n, &target)) {

@@ -65,7 +65,11 @@ pub fn message(data: &[u8]) {
     };
     for qtype in [wire::TYPE_A, wire::TYPE_AAAA] {
         if let Ok(a) = answer::addresses(data, &query.question.name, qtype) {
-            assert!(a.addrs.iter().all(|ip| ip.is_ipv6() == (qtype == wire::TYPE_AAAA)));
+            assert!(
+                a.addrs
+                    .iter()
+                    .all(|ip| ip.is_ipv6() == (qtype == wire::TYPE_AAAA))
+            );
         }
     }
     assert!(query.question_end <= data.len());
