@@ -47,12 +47,15 @@ use crate::sys::socket::SpoofSide;
 /// Names looked up at once on one core, at most.
 pub const MAX_LOOKUPS: usize = 256;
 
+/// A lookup's name (canonical form) and whether the family wanted is IPv6.
+type LookupKey = (String, bool);
+
 /// One core's on-demand resolver.
 #[derive(Debug)]
 pub struct OnDemand {
     cache: RefCell<Cache>,
     /// Lookups running now, by (canonical hostname, family wanted); fired when done.
-    inflight: RefCell<HashMap<(String, bool), Rc<Latch<()>>>>,
+    inflight: RefCell<HashMap<LookupKey, Rc<Latch<()>>>>,
     upstreams: Vec<SocketAddr>,
     /// Per exchange with one upstream.
     timeout: Duration,
@@ -298,7 +301,7 @@ fn failure(e: DnsError) -> Failure {
 /// Ends a lookup whatever ends its task: forgets it and wakes its waiters.
 struct LookupEnd<'a> {
     od: &'a OnDemand,
-    key: &'a (String, bool),
+    key: &'a LookupKey,
 }
 
 impl Drop for LookupEnd<'_> {
