@@ -311,3 +311,7 @@ impl Drop for LookupEnd<'_> {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "ondemand_tests.rs"]
+mod tests;
