@@ -102,7 +102,7 @@ impl CoreDns {
             upstream_timeout: d.upstream_timeout,
             max_inflight: d.max_inflight,
             inflight: Cell::new(0),
-            limits: RefCell::new(limit::Limits::for_core(d.max_inflight)),
+            limits: RefCell::new(limit::Limits::for_core(d.max_inflight, d.client_qps)),
         }
     }
 

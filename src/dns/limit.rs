@@ -1,6 +1,6 @@
 //! Per-client limits of the DNS proxy, so one pod cannot take the forwarding capacity from the
-//! others: a token bucket of queries per client IP ([`CLIENT_QPS`], bursts up to
-//! [`CLIENT_BURST`]), and a bound on the forwards and TCP connections one client holds at once
+//! others: a token bucket of queries per client IP (`ZRING_DNS_CLIENT_QPS`, 500 by default,
+//! bursts of twice as many; 0: none), and a bound on the forwards and TCP connections one client holds at once
 //! (a quarter of the core's `ZRING_DNS_MAX_INFLIGHT`). Beyond either, the query (or the TCP
 //! connection) is dropped and counted (`zring_dns_rejected_total{reason="rate_limited"|
 //! "client_inflight"}`); the client retries as it would after a lost packet.
@@ -19,10 +19,6 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
-/// Queries per second one client may send to one core, sustained.
-pub const CLIENT_QPS: f64 = 500.0;
-/// Queries one client may send at once after being quiet.
-pub const CLIENT_BURST: f64 = 1000.0;
 /// Clients tracked per core.
 pub const MAX_CLIENTS: usize = 4096;
 
@@ -52,14 +48,11 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// Limits for a core that holds at most `max_inflight` forwards.
-    pub fn for_core(max_inflight: usize) -> Limits {
-        Limits::new(
-            CLIENT_QPS,
-            CLIENT_BURST,
-            (max_inflight / 4).max(1),
-            MAX_CLIENTS,
-        )
+    /// Limits for a core that holds at most `max_inflight` forwards, letting each client send
+    /// `qps` queries per second (bursts of twice as many; 0: no rate limit).
+    pub fn for_core(max_inflight: usize, qps: u32) -> Limits {
+        let rate = f64::from(qps);
+        Limits::new(rate, 2.0 * rate, (max_inflight / 4).max(1), MAX_CLIENTS)
     }
 
     pub fn new(rate: f64, burst: f64, per_client_inflight: usize, capacity: usize) -> Limits {
@@ -77,8 +70,11 @@ impl Limits {
         self.per_client_inflight
     }
 
-    /// Takes one query's token from `ip`'s bucket.
+    /// Takes one query's token from `ip`'s bucket (with a rate of 0, every query passes).
     pub fn take(&mut self, ip: IpAddr, now: Instant) -> Result<(), Limited> {
+        if self.rate <= 0.0 {
+            return Ok(());
+        }
         let (rate, burst) = (self.rate, self.burst);
         let c = self.client(ip, now).ok_or(Limited::Rate)?;
         let elapsed = now.saturating_duration_since(c.last).as_secs_f64();
@@ -179,9 +175,19 @@ mod tests {
     }
 
     #[test]
+    fn a_rate_of_zero_limits_nothing() {
+        let t0 = Instant::now();
+        let mut l = Limits::for_core(64, 0);
+        for _ in 0..100_000 {
+            assert_eq!(l.take(ip(1), t0), Ok(()));
+        }
+        assert_eq!(l.clients(), 0, "no client tracked for the rate alone");
+    }
+
+    #[test]
     fn forwards_are_bounded_per_client() {
         let t0 = Instant::now();
-        let mut l = Limits::for_core(64);
+        let mut l = Limits::for_core(64, 500);
         assert_eq!(l.per_client_inflight(), 16);
         for _ in 0..16 {
             assert_eq!(l.hold(ip(1), t0), Ok(()));
@@ -197,7 +203,7 @@ mod tests {
         assert_eq!(l.hold(ip(1), t0), Ok(()));
         // A release for a client never seen is harmless.
         l.release(ip(99));
-        assert_eq!(Limits::for_core(1).per_client_inflight(), 1);
+        assert_eq!(Limits::for_core(1, 500).per_client_inflight(), 1);
     }
 
     #[test]
