@@ -16,25 +16,31 @@
 //! answers SERVFAIL): the pod still resolves through its cluster DNS.
 //!
 //! Modules: `wire` (the message codec, pure), `resolve` (what the mesh answers, pure),
-//! `upstream` (forwarding), `server` (the per-core UDP and TCP loops).
+//! `upstream` (forwarding), `server` (the per-core UDP and TCP loops), `limit` (per-client
+//! rate and forward bounds, pure), `answer` (queries and answers of zring's own lookups, pure),
+//! `cache` and `ondemand` (resolving workloads addressed by hostname for routing).
 
+pub mod answer;
+pub mod cache;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod limit;
+pub mod ondemand;
 pub mod resolve;
 pub mod server;
 pub mod upstream;
 pub mod wire;
 
-use std::cell::Cell;
-use std::net::SocketAddr;
+use std::cell::{Cell, RefCell};
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::core::CoreCtx;
-use crate::metrics::dns::DnsShard;
+use crate::metrics::dns::{DnsShard, Dropped};
 
 pub use resolve::{Lookup, Settings};
 pub use server::{Origin, serve_tcp, serve_udp};
@@ -68,6 +74,8 @@ pub struct CoreDns {
     /// Forwards (and TCP connections) this core holds at once, at most.
     pub max_inflight: usize,
     inflight: Cell<usize>,
+    /// Per-client rate and forward bounds (`limit`).
+    limits: RefCell<limit::Limits>,
 }
 
 impl CoreDns {
@@ -80,16 +88,7 @@ impl CoreDns {
 
     pub fn with_config(config: &Config, metrics: DnsShard, core: usize) -> CoreDns {
         let d = &config.dns;
-        let upstreams = match &d.upstreams {
-            Some(list) => list.clone(),
-            None => match std::fs::read_to_string(&d.resolv_conf) {
-                Ok(text) => upstream::nameservers(&text),
-                Err(e) => {
-                    warn!(core, path = %d.resolv_conf.display(), "DNS proxy: no upstream resolvers: {e}");
-                    Vec::new()
-                }
-            },
-        };
+        let upstreams = upstream_list(d, core);
         if core == 0 {
             info!(upstreams = ?upstreams, domain = %d.domain, "DNS proxy upstreams");
         }
@@ -103,17 +102,40 @@ impl CoreDns {
             upstream_timeout: d.upstream_timeout,
             max_inflight: d.max_inflight,
             inflight: Cell::new(0),
+            limits: RefCell::new(limit::Limits::for_core(d.max_inflight, d.client_qps)),
         }
     }
 
-    /// Takes a slot for a forward or a TCP connection; `None` when the core is at its bound.
-    pub fn admit(self: &Rc<Self>) -> Option<InflightGuard> {
+    /// Takes one query's token from `client`'s bucket; `Err` (counted) when it is over its rate.
+    pub fn allow(&self, client: IpAddr) -> Result<(), Dropped> {
+        match self.limits.borrow_mut().take(client, Instant::now()) {
+            Ok(()) => Ok(()),
+            Err(_) => {
+                self.metrics.dropped(Dropped::RateLimited);
+                Err(Dropped::RateLimited)
+            }
+        }
+    }
+
+    /// Takes a slot for a forward or a TCP connection of `client`; `Err` (counted) when the
+    /// core is at its bound (`overload`) or the client at its share (`client_inflight`).
+    pub fn admit(self: &Rc<Self>, client: IpAddr) -> Result<InflightGuard, Dropped> {
         let n = self.inflight.get();
-        if n >= self.max_inflight {
-            return None;
+        let why = if n >= self.max_inflight {
+            Some(Dropped::Overload)
+        } else {
+            match self.limits.borrow_mut().hold(client, Instant::now()) {
+                Ok(()) => None,
+                Err(limit::Limited::Inflight) => Some(Dropped::ClientInflight),
+                Err(limit::Limited::Rate) => Some(Dropped::RateLimited),
+            }
+        };
+        if let Some(why) = why {
+            self.metrics.dropped(why);
+            return Err(why);
         }
         self.inflight.set(n + 1);
-        Some(InflightGuard(self.clone()))
+        Ok(InflightGuard(self.clone(), client))
     }
 
     /// Forwards and TCP connections held now.
@@ -122,13 +144,29 @@ impl CoreDns {
     }
 }
 
+/// The upstream resolvers of `d`: `ZRING_DNS_UPSTREAMS`, else the nameservers of the
+/// resolv.conf (read now; a missing file leaves none, logged).
+pub fn upstream_list(d: &crate::config::DnsConfig, core: usize) -> Vec<SocketAddr> {
+    match &d.upstreams {
+        Some(list) => list.clone(),
+        None => match std::fs::read_to_string(&d.resolv_conf) {
+            Ok(text) => upstream::nameservers(&text),
+            Err(e) => {
+                warn!(core, path = %d.resolv_conf.display(), "DNS: no upstream resolvers: {e}");
+                Vec::new()
+            }
+        },
+    }
+}
+
 /// See [`CoreDns::admit`].
 #[derive(Debug)]
-pub struct InflightGuard(Rc<CoreDns>);
+pub struct InflightGuard(Rc<CoreDns>, IpAddr);
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
         self.0.inflight.set(self.0.inflight.get() - 1);
+        self.0.limits.borrow_mut().release(self.1);
     }
 }
 

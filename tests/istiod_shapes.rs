@@ -2,8 +2,10 @@
 //! configuration is kept, and each connection routes or is refused on its own. Real zring
 //! processes on nodes a and b (node capture, plain TCP workloads), node c outside the mesh.
 //!
-//! - a ServiceEntry resolved by DNS (an endpoint with a hostname, no IP): the config applies,
-//!   the connection is reset with `response_flags="UNROUTABLE"`, the other shapes still work;
+//! - a ServiceEntry resolved by DNS (an endpoint with a hostname, no IP): the config applies;
+//!   its name does not resolve here (the upstream named has no DNS server), so the connection
+//!   is reset with `response_flags="DNS_FAILED"`, the other shapes still work
+//!   (`tests/hostname_workload.rs` resolves such names);
 //! - two services of two namespaces on one VIP: each client reaches its own namespace's;
 //! - a `PASSTHROUGH` service and a CIDR VIP: the original destination, the service named;
 //! - one IP on two networks: the client's network decides (the other-network twin is HBONE and
@@ -150,6 +152,8 @@ fn cluster(driver: &str) -> Mesh {
         &[
             ("ZRING_DRIVER", driver),
             ("RUST_LOG", "info,zring::proxy::outbound=debug"),
+            // Nothing listens there: hostname endpoints do not resolve.
+            ("ZRING_DNS_UPSTREAMS", &format!("{EXT2}:53")),
         ],
     )
     .unwrap()
@@ -163,13 +167,17 @@ fn istiod_shapes_route_or_refuse_per_connection(driver: &str) {
     c.serve("ext", 9000, 3).unwrap();
     c.serve("ext2", 9001, 1).unwrap();
 
-    // The hostname endpoint cannot be resolved yet: this connection only is refused.
+    // The hostname endpoint's name does not resolve: this connection only is refused.
     let refused = c.exchange("appa", (Ipv4Addr::new(240, 240, 0, 1), 5432).into(), 1, 1);
     assert!(refused.is_err(), "{refused:?}");
-    c.eventually_logged("a", "response_flags=\"UNROUTABLE\"", 1)
+    c.eventually_logged("a", "response_flags=\"DNS_FAILED\"", 1)
         .unwrap();
-    c.eventually_logged("a", "is addressed by hostname db.example.com", 1)
-        .unwrap();
+    c.eventually_logged(
+        "a",
+        "is addressed by hostname db.example.com, which did not resolve",
+        1,
+    )
+    .unwrap();
 
     // Two services on one VIP: appa (default) reaches appb:80, appo (other) ext:9000.
     let r = c.must_exchange("appa", (Ipv4Addr::new(10, 96, 5, 5), 80).into(), MIB, MIB);

@@ -632,7 +632,8 @@ fn svc(
 
 /// What istiod sends and zring once NACKed, served over Delta ADS to a running zring: every
 /// response is ACKed (no resource rejected), and connections route or are refused one by one:
-/// a ServiceEntry resolved by DNS (its endpoint a hostname) → reset, `UNROUTABLE`; two
+/// a ServiceEntry resolved by DNS (its endpoint a hostname, whose name does not resolve here:
+/// no DNS server at the upstream named) → reset, `DNS_FAILED`; two
 /// services on one VIP → the client's namespace's; `PASSTHROUGH` and a CIDR VIP (prefix
 /// length 24 in `NetworkAddress.length`) → the original destination; appb's IP also claimed
 /// on another network (HBONE there) → appb directly; a headless service → its pod by IP.
@@ -749,7 +750,11 @@ fn istiod_shapes_over_xds_are_acked_and_route_per_connection() {
         Path::new(ZRING),
         "",
         &["a", "b"],
-        &[("XDS_ADDRESS", &xds)],
+        &[
+            ("XDS_ADDRESS", &xds),
+            // Nothing listens there: hostname endpoints do not resolve.
+            ("ZRING_DNS_UPSTREAMS", &format!("{EXT2}:53")),
+        ],
     )
     .unwrap();
     for node in ["a", "b"] {
@@ -772,7 +777,7 @@ fn istiod_shapes_over_xds_are_acked_and_route_per_connection() {
         m.exchange("appa", (Ipv4Addr::new(240, 240, 0, 1), 5432).into(), 1, 1)
             .is_err()
     );
-    m.eventually_logged("a", "response_flags=\"UNROUTABLE\"", 1)
+    m.eventually_logged("a", "response_flags=\"DNS_FAILED\"", 1)
         .unwrap();
     let vip = (Ipv4Addr::new(10, 96, 5, 5), 80).into();
     assert_eq!(

@@ -39,6 +39,10 @@ pub struct DnsConfig {
     /// `ZRING_DNS_MAX_INFLIGHT`: forwarded queries one core waits on at once; beyond, queries
     /// are dropped and counted (`zring_dns_rejected_total{reason="overload"}`).
     pub max_inflight: usize,
+    /// `ZRING_DNS_CLIENT_QPS`: queries per second one client IP may send to one core
+    /// (bursts of twice as many); beyond, dropped and counted
+    /// (`zring_dns_rejected_total{reason="rate_limited"}`). 0: no rate limit.
+    pub client_qps: u32,
 }
 
 impl Default for DnsConfig {
@@ -52,6 +56,7 @@ impl Default for DnsConfig {
             resolv_conf: DEFAULT_RESOLV_CONF.into(),
             upstream_timeout: Duration::from_millis(2500),
             max_inflight: 1024,
+            client_qps: 500,
         }
     }
 }
@@ -137,6 +142,10 @@ impl DnsConfig {
                 None => d.max_inflight,
                 Some(v) => parse_range("ZRING_DNS_MAX_INFLIGHT", &v, 1, 60_000)? as usize,
             },
+            client_qps: match var("ZRING_DNS_CLIENT_QPS") {
+                None => d.client_qps,
+                Some(v) => parse_range("ZRING_DNS_CLIENT_QPS", &v, 0, 10_000_000)? as u32,
+            },
         })
     }
 }
@@ -193,5 +202,7 @@ mod tests {
         assert!(cfg(&[("CLUSTER_DOMAIN", "a..b")]).is_err());
         assert!(cfg(&[("ZRING_DNS_UPSTREAMS", "dns.google")]).is_err());
         assert!(cfg(&[("ZRING_DNS_MAX_INFLIGHT", "0")]).is_err());
+        assert_eq!(cfg(&[("ZRING_DNS_CLIENT_QPS", "0")]).unwrap().client_qps, 0);
+        assert!(cfg(&[("ZRING_DNS_CLIENT_QPS", "-1")]).is_err());
     }
 }

@@ -324,6 +324,11 @@ pub const VARS: &[Var] = &[
         help: "forwarded DNS queries one core waits on at once; beyond, queries are dropped and counted",
     },
     Var {
+        name: "ZRING_DNS_CLIENT_QPS",
+        default: "500",
+        help: "DNS queries per second one client IP may send to one core (bursts of twice as many); beyond, dropped and counted; 0: no limit",
+    },
+    Var {
         name: "INPOD_ENABLED",
         default: "(none)",
         help: "set by the chart; no effect (ztunnel no longer reads it either)",

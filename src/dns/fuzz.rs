@@ -1,10 +1,12 @@
 //! The DNS parser's fuzz entry (`fuzz/fuzz_targets/dns_message.rs`, and the seed corpus test
-//! through `fuzzing::dns_message`): any bytes, as a client's query and as an upstream's answer.
+//! through `fuzzing::dns_message`): any bytes, as a client's query, as an upstream's answer to a
+//! forwarded query and to zring's own lookups (`answer`).
 //! Panics only on a broken property. Pure; runs on the caller's thread.
 
 use std::net::Ipv4Addr;
 use std::sync::OnceLock;
 
+use super::answer;
 use super::resolve::{self, Lookup, Settings};
 use super::wire::{self, Header, Name, Query, Rcode, Record};
 use crate::state::{NetworkAddress, PortMap, Service, Snapshot, SnapshotBuilder, Workload};
@@ -49,10 +51,27 @@ pub fn message(data: &[u8]) {
             assert!(end <= data.len() && end > at);
         }
     }
+    // As an upstream's answer to zring's own lookups (`ondemand`), for a fixed name and for
+    // the name the message asks about.
+    let asked = Name::from_dotted("db.example.com").expect("a valid name");
+    for qtype in [wire::TYPE_A, wire::TYPE_AAAA] {
+        if let Ok(a) = answer::addresses(data, &asked, qtype) {
+            assert!(a.addrs.len() <= answer::MAX_RECORDS);
+        }
+    }
     let Ok(query) = Query::parse(data) else {
         let _ = wire::bare_error(data, Rcode::FormErr);
         return;
     };
+    for qtype in [wire::TYPE_A, wire::TYPE_AAAA] {
+        if let Ok(a) = answer::addresses(data, &query.question.name, qtype) {
+            assert!(
+                a.addrs
+                    .iter()
+                    .all(|ip| ip.is_ipv6() == (qtype == wire::TYPE_AAAA))
+            );
+        }
+    }
     assert!(query.question_end <= data.len());
     let (snapshot, client) = snapshot();
     let lookup = resolve::lookup(

@@ -7,6 +7,8 @@
 //! (FORMERR) → the client workload → `resolve::lookup`. A local answer is sent at once from
 //! the receiving task; a forward is spawned for UDP (bounded per core by `max_inflight`: a
 //! flood beyond it is dropped and counted, the client retries) and done in line for TCP.
+//! Before anything, each message takes a token from its client's bucket, and each forward and
+//! TCP connection one of its client's slots (`limit`): beyond, dropped and counted.
 //!
 //! UDP answers respect the client's size (512, or its EDNS size up to 4096): a larger local
 //! answer goes out without records and with TC set, so the client asks again over TCP.
@@ -114,6 +116,10 @@ fn prepare(
     peer: SocketAddr,
     proto: Proto,
 ) -> Step {
+    // First, so a flood costs no parsing.
+    if dns.allow(peer.ip()).is_err() {
+        return Step::Drop;
+    }
     let header = match wire::Header::parse(msg) {
         Ok(h) => h,
         Err(_) => {
@@ -285,8 +291,7 @@ pub async fn serve_udp(
                 }
             }
             Step::Forward(job) => {
-                let Some(slot) = dns.admit() else {
-                    dns.metrics.dropped(Dropped::Overload);
+                let Ok(slot) = dns.admit(peer.ip()) else {
                     continue;
                 };
                 let (query, cell) = *job;
@@ -390,8 +395,7 @@ pub async fn serve_tcp(
         };
         match accepted {
             Ok((stream, peer)) => {
-                let Some(slot) = dns.admit() else {
-                    dns.metrics.dropped(Dropped::Overload);
+                let Ok(slot) = dns.admit(peer.ip()) else {
                     drop(stream);
                     continue;
                 };

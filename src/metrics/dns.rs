@@ -59,6 +59,10 @@ pub enum Dropped {
     Overload,
     /// A TCP client sent a length prefix of zero or went silent mid-message.
     TcpFraming,
+    /// The client is over its queries per second on this core (`dns::limit`).
+    RateLimited,
+    /// The client holds its share of the core's forwards already (`dns::limit`).
+    ClientInflight,
 }
 
 impl Dropped {
@@ -69,6 +73,8 @@ impl Dropped {
             Dropped::Runt => "runt",
             Dropped::Overload => "overload",
             Dropped::TcpFraming => "tcp_framing",
+            Dropped::RateLimited => "rate_limited",
+            Dropped::ClientInflight => "client_inflight",
         }
     }
 }
@@ -94,6 +100,7 @@ pub struct CoreCounters {
     dropped: [AtomicU64; DROP_REASONS.len()],
     error_answers: [AtomicU64; 6],
     upstream_discarded: AtomicU64,
+    on_demand: [AtomicU64; ON_DEMAND_RESULTS.len()],
 }
 
 impl Default for DnsMetrics {
@@ -268,11 +275,27 @@ impl DnsMetrics {
             );
             e.sample(name, [], discarded);
         }
+        let on_demand: Vec<u64> = (0..ON_DEMAND_RESULTS.len())
+            .map(|i| m.cores.iter().map(|c| get(&c.on_demand[i])).sum())
+            .collect();
+        if on_demand.iter().any(|n| *n > 0) {
+            let name = "zring_dns_on_demand_total";
+            e.family(
+                name,
+                Type::Counter,
+                "Resolutions of workloads addressed by hostname, for routing, by result",
+            );
+            for (i, n) in on_demand.iter().enumerate() {
+                if *n > 0 {
+                    e.sample(name, [("result", ON_DEMAND_RESULTS[i])], n);
+                }
+            }
+        }
     }
 }
 
 /// Every reason of `zring_dns_rejected_total` ([`Dropped::reason`] returns one of these).
-pub const DROP_REASONS: [&str; 12] = [
+pub const DROP_REASONS: [&str; 14] = [
     "truncated",
     "name_too_long",
     "compression_loop",
@@ -285,6 +308,22 @@ pub const DROP_REASONS: [&str; 12] = [
     "tcp_framing",
     "opcode",
     "tc_query",
+    "rate_limited",
+    "client_inflight",
+];
+
+/// Every `result` of `zring_dns_on_demand_total` (`dns::ondemand`): a cache hit (an answer or
+/// a remembered failure), a lookup that resolved, or why it failed (`dns::cache::Failure`).
+pub const ON_DEMAND_RESULTS: [&str; 9] = [
+    "hit",
+    "negative_hit",
+    "resolved",
+    "nxdomain",
+    "no_data",
+    "timeout",
+    "upstream_error",
+    "no_upstream",
+    "busy",
 ];
 
 /// Dropped counts by reason over `cores`, reasons that happened only.
@@ -352,6 +391,13 @@ impl DnsShard {
 
     pub fn upstream_discarded(&self) {
         bump(&self.counters.upstream_discarded, 1);
+    }
+
+    /// One on-demand resolution's outcome, one of [`ON_DEMAND_RESULTS`].
+    pub fn on_demand(&self, result: &'static str) {
+        if let Some(i) = ON_DEMAND_RESULTS.iter().position(|r| *r == result) {
+            bump(&self.counters.on_demand[i], 1);
+        }
     }
 }
 

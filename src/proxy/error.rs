@@ -107,6 +107,8 @@ const NONE: &str = "-";
 const NO_WORKLOAD: &str = "NO_WORKLOAD";
 /// Kept in the configuration but not routable by zring (yet): see `route::Unroutable`.
 const UNROUTABLE: &str = "UNROUTABLE";
+/// An endpoint addressed by hostname whose name did not resolve (`dns::ondemand`).
+const DNS_FAILED: &str = "DNS_FAILED";
 /// Cut at the drain deadline of a removed pod.
 const POD_REMOVED: &str = "POD_REMOVED";
 /// Node mode: passthrough to an address only the node should reach (`local_reach`).
@@ -127,6 +129,7 @@ impl Error {
             Error::Denied(Denied::NoHealthyEndpoint(_)) => (UNAVAILABLE, DENY, Upstream),
             Error::Denied(Denied::UnresolvedWaypoint(_)) => (UNAVAILABLE, DENY, Internal),
             Error::Denied(Denied::Unroutable(_)) => (UNAVAILABLE, UNROUTABLE, Internal),
+            Error::Denied(Denied::DnsFailed { .. }) => (UNAVAILABLE, DNS_FAILED, Upstream),
             // The configuration may just be late (a new pod): 503, worth a retry.
             Error::NoWorkload { .. } => (UNAVAILABLE, NO_WORKLOAD, Internal),
             Error::NotLocal(_) => (BAD, DENY, Downstream),

@@ -1,7 +1,8 @@
 //! 15001: connections captured from pods on this node, original destination preserved.
 //!
 //! Runs on a core, one task per connection: prepare (route with `route::outbound`, a pure
-//! function; authorize a same-node destination; connect upstream, over TCP or an HBONE tunnel)
+//! function, resolving a hostname endpoint through the core's DNS (`dns::ondemand`) and routing
+//! again; authorize a same-node destination; connect upstream, over TCP or an HBONE tunnel)
 //! → answer (a refusal resets the client; success has nothing to send) → pump → record.
 
 use std::net::SocketAddr;
@@ -43,6 +44,22 @@ pub async fn serve(ctx: Rc<CoreCtx>, capture: Capture, downstream: TcpStream, pe
     rec.finished(result);
 }
 
+/// Lookups (and routings) one connection may go through for hostname endpoints.
+const RESOLVE_ROUNDS: usize = 3;
+
+/// Routing's view of this core's DNS cache (`dns::ondemand`): answers only what is cached.
+struct CachedDns<'a> {
+    dns: &'a crate::dns::ondemand::OnDemand,
+    /// Picks among several addresses; the same for every routing of one connection.
+    random: u64,
+}
+
+impl route::Resolve for CachedDns<'_> {
+    fn resolve(&self, hostname: &str, want_v6: bool) -> Option<std::net::IpAddr> {
+        self.dns.cached(hostname, want_v6, self.random)
+    }
+}
+
 /// Where a prepared connection's bytes go.
 enum Upstream<'c> {
     Tcp(TcpUpstream<'c>),
@@ -64,23 +81,56 @@ async fn prepare<'c>(
         Capture::Node => ctx.shared.own_addrs.load_full(),
         Capture::Pod(_) => Arc::new(route::OwnAddrs::pod([src.ip()])),
     };
-    // Endpoints addressed by hostname: the DNS proxy's resolver plugs in here once it exists;
-    // until then such connections are refused with `UNROUTABLE`.
-    let resolver = &route::NoResolver;
-    let mut route = route::outbound(&snapshot, node, &own, src.ip(), dst, ctx.random(), resolver);
+    // Endpoints addressed by hostname: answered from this core's DNS cache; a name not cached
+    // is resolved below and the connection routed again.
+    let dns = crate::dns::ondemand::for_core(ctx);
+    let random = ctx.random();
+    let mut route = {
+        let resolver = CachedDns { dns: &dns, random };
+        route::outbound(&snapshot, node, &own, src.ip(), dst, random, &resolver)
+    };
     // In a pod the source is the pod itself, whatever the snapshot maps its IP to. A source
     // the snapshot does not have yet (a pod newer than it) is waited for, bounded.
     let unknown = matches!(route, Err(route::Denied::UnknownSource(_)));
+    let mut source = None;
     if unknown || matches!(capture, Capture::Pod(_)) {
         let seen = Arc::as_ptr(&snapshot);
-        let source = capture.source_workload(ctx, &mut snapshot, src).await?;
+        let found = capture.source_workload(ctx, &mut snapshot, src).await?;
         // Routed again from that workload when it is not the one routed from (the endpoint
         // choice weighs the source's locality and network) or the snapshot moved on.
-        let same = matches!(&route, Ok(r) if Arc::ptr_eq(&r.source, &source));
+        let same = matches!(&route, Ok(r) if Arc::ptr_eq(&r.source, &found));
         if unknown || !same || !std::ptr::eq(seen, Arc::as_ptr(&snapshot)) {
-            let random = ctx.random();
-            route = route::outbound_from(&snapshot, node, &own, source, dst, random, resolver);
+            let resolver = CachedDns { dns: &dns, random };
+            route =
+                route::outbound_from(&snapshot, node, &own, found.clone(), dst, random, &resolver);
         }
+        source = Some(found);
+    }
+    // A hostname endpoint with nothing cached: resolve it (this core's lookup, shared with the
+    // connections waiting for the same name, bounded by the upstream timeouts), then route
+    // again with the same random input, which picks the same endpoint. A few rounds at most:
+    // a snapshot change could pick another hostname endpoint in between.
+    for _ in 0..RESOLVE_ROUNDS {
+        let Err(route::Denied::Unroutable(route::Unroutable::Unresolved { workload, hostname })) =
+            &route
+        else {
+            break;
+        };
+        if let Err(reason) = dns.resolve(hostname, dst.is_ipv6(), ctx.random()).await {
+            route = Err(route::Denied::DnsFailed {
+                workload: workload.clone(),
+                hostname: hostname.clone(),
+                reason,
+            });
+            break;
+        }
+        let resolver = CachedDns { dns: &dns, random };
+        route = match &source {
+            Some(s) => {
+                route::outbound_from(&snapshot, node, &own, s.clone(), dst, random, &resolver)
+            }
+            None => route::outbound(&snapshot, node, &own, src.ip(), dst, random, &resolver),
+        };
     }
     let route = route?;
     log_choice(ctx, &route, src, dst);

@@ -13,11 +13,17 @@
 //! destination is looked up on the source's network, a service VIP preferring the source's
 //! namespace when several services share it.
 //!
+//! An endpoint addressed by hostname is resolved through the [`Resolve`] hook, which answers
+//! only from what is at hand (the core's DNS cache, `dns::ondemand`); without an answer the
+//! route is [`Unroutable::Unresolved`], and the caller (`proxy::outbound`) resolves the name
+//! asynchronously and routes again (with the same random input, so the same endpoint is
+//! chosen); a name that does not resolve is [`Denied::DnsFailed`]
+//! (`response_flags="DNS_FAILED"`).
+//!
 //! What the snapshot keeps but zring cannot route yet is refused here, per connection, with
-//! [`Denied::Unroutable`] (`response_flags="UNROUTABLE"`): an endpoint addressed by hostname
-//! that the [`Resolve`] hook cannot resolve without blocking (until the DNS proxy provides one,
-//! [`NoResolver`] resolves nothing), and an endpoint on another network reachable only through
-//! its network gateway.
+//! [`Denied::Unroutable`] (`response_flags="UNROUTABLE"`): an endpoint on another network
+//! reachable only through its network gateway (and, for a caller without a resolver,
+//! [`NoResolver`], an endpoint addressed by hostname).
 //!
 //! "zring itself" ([`OwnAddrs`]) is one of zring's ports on an address where zring listens:
 //! loopback and, in node mode, this node's own addresses (zring's six ports); in in-pod mode,
@@ -97,14 +103,14 @@ pub struct Route {
 }
 
 /// Resolves the hostname of a workload addressed by DNS (a ServiceEntry with DNS resolution)
-/// without blocking: an answer already at hand (a DNS cache), or `None`. It may start a lookup
-/// so that a later connection finds the answer; this connection is refused meanwhile
-/// ([`Unroutable::Unresolved`]). `want_v6`: the family of the connection's destination.
+/// without blocking: an answer already at hand (a DNS cache), or `None`, and the route is
+/// [`Unroutable::Unresolved`] (the caller may resolve it and route again). `want_v6`: the
+/// family of the connection's destination.
 pub trait Resolve {
     fn resolve(&self, hostname: &str, want_v6: bool) -> Option<IpAddr>;
 }
 
-/// Resolves nothing: what routing uses until the DNS proxy (`src/dns`) provides a resolver.
+/// Resolves nothing (tests, and callers with no DNS at hand).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoResolver;
 
@@ -158,6 +164,14 @@ pub enum Denied {
     UnresolvedWaypoint(String),
     #[error("unroutable: {0}")]
     Unroutable(Unroutable),
+    #[error(
+        "workload {workload} is addressed by hostname {hostname}, which did not resolve: {reason}"
+    )]
+    DnsFailed {
+        workload: Arc<str>,
+        hostname: Arc<str>,
+        reason: crate::dns::cache::Failure,
+    },
 }
 
 /// Decides where a connection from `src` (a pod on node `node`) to `dst` goes. `own` says

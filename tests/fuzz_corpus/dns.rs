@@ -111,5 +111,40 @@ pub fn messages() -> Vec<(String, Vec<u8>)> {
         "opcode-status",
         q(16, 0x1000, [1, 0, 0, 0], &question("appb", 1, 1)),
     );
+    // Upstream answers to zring's own lookups (`dns::answer`): `db.example.com` CNAME (by a
+    // pointer to the question) to `real.example.net`, its A and AAAA, and a record about
+    // another name; then a CNAME loop.
+    let rr = |owner: &[u8], rtype: u16, ttl: u32, data: &[u8]| {
+        let mut b = owner.to_vec();
+        b.extend_from_slice(&rtype.to_be_bytes());
+        b.extend_from_slice(&[0, 1]);
+        b.extend_from_slice(&ttl.to_be_bytes());
+        b.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        b.extend_from_slice(data);
+        b
+    };
+    let at_question = [0xc0, 12];
+    let real = name("real.example.net");
+    let chain = [
+        question("db.example.com", 1, 1),
+        rr(&at_question, 5, 300, &real),
+        rr(&real, 1, 60, &[192, 0, 2, 7]),
+        rr(
+            &real,
+            28,
+            60,
+            &[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+        ),
+        rr(&name("other.example.org"), 1, 60, &[192, 0, 2, 66]),
+    ]
+    .concat();
+    add("answer-cname-chain", q(17, 0x8180, [1, 4, 0, 0], &chain));
+    let looped = [
+        question("db.example.com", 1, 1),
+        rr(&at_question, 5, 30, &name("b.example.com")),
+        rr(&name("b.example.com"), 5, 30, &at_question),
+    ]
+    .concat();
+    add("answer-cname-loop", q(18, 0x8180, [1, 2, 0, 0], &looped));
     out
 }
