@@ -33,12 +33,16 @@ pub async fn serve(ctx: Rc<CoreCtx>, capture: Capture, downstream: TcpStream, pe
     // Counted from accept, so a drain waits for connections still being set up too.
     let _active = ctx.track();
     let mut rec = ConnRecord::new(&ctx, &capture, Direction::Outbound, ClientAddr(peer), dst);
-    let upstream = match prepare(&ctx, &capture, &mut rec).await {
+    // Boxed, and gone once connected: routing's state is larger than the pump's, and an idle
+    // connection's task would carry it for its whole life (`tests/idle_sizes.rs`).
+    let upstream = match Box::pin(prepare(&ctx, &capture, &mut rec)).await {
         Ok(upstream) => upstream,
         Err(e) => return super::refuse(downstream, &rec, e),
     };
     let result = match upstream {
-        Upstream::Tcp(tcp) => tcp.pump(&ctx, downstream, &rec).await,
+        // Boxed: the plaintext copy's state is the largest; unboxed, every task (HBONE's too)
+        // would be that size.
+        Upstream::Tcp(tcp) => Box::pin(tcp.pump(&ctx, downstream, &rec)).await,
         Upstream::Hbone(tunnel) => tunnel.pump(&ctx, downstream, &rec).await,
     };
     rec.finished(result);

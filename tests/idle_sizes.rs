@@ -1,0 +1,43 @@
+//! What one idle proxied connection's task costs in bytes of future state (issue 14, idle
+//! memory): the sizes of the futures a connection's task holds for its whole life, printed
+//! for `perf/notes-hbone.md`. Runs nowhere but here (no sockets, no runtime): the sizes are
+//! the compiler's, read off the future types without building their arguments.
+
+use std::future::Future;
+use std::mem::size_of;
+
+fn size4<A, B, C, D, F: Future>(_: impl FnOnce(A, B, C, D) -> F) -> usize {
+    size_of::<F>()
+}
+
+fn size6<A, B, C, D, E, G, F: Future>(_: impl FnOnce(A, B, C, D, E, G) -> F) -> usize {
+    size_of::<F>()
+}
+
+#[test]
+fn idle_connection_future_sizes() {
+    use zring::net::copy::ByteCounter;
+    let outbound = size4(zring::proxy::outbound::serve);
+    let inbound = size4(zring::proxy::inbound::serve);
+    let pump = size6(
+        |a, b, c, d, e, f: (&'static ByteCounter, &'static ByteCounter)| {
+            zring::hbone::pump::bidirectional(a, b, c, d, e, f)
+        },
+    );
+    println!("outbound::serve task future: {outbound} B");
+    println!("inbound::serve (15008 connection) task future: {inbound} B");
+    println!("hbone::pump::bidirectional future: {pump} B");
+    println!(
+        "h2 SendStream<Bytes>: {} B, RecvStream: {} B",
+        size_of::<h2::SendStream<bytes::Bytes>>(),
+        size_of::<h2::RecvStream>()
+    );
+    println!(
+        "ConnRecord: {} B, Capture: {} B, TcpStream: {} B",
+        size_of::<zring::proxy::ConnRecord>(),
+        size_of::<zring::proxy::Capture>(),
+        size_of::<monoio::net::TcpStream>()
+    );
+    // The pump runs inside the outbound task: its state is part of the task's.
+    assert!(pump < outbound, "pump {pump} B, outbound task {outbound} B");
+}
