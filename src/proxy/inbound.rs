@@ -40,6 +40,7 @@ use crate::identity::Identity;
 use crate::latch::Latch;
 use crate::metrics::{LatencyKind, Refusal};
 use crate::net::{self, Side};
+use crate::sys::socket;
 use crate::sys::socket::SpoofSide;
 
 /// What every stream of one HBONE connection shares.
@@ -231,6 +232,11 @@ async fn stream(
     let result = monoio::select! {
         result = pump => result,
         () = tunnel.closed.wait() => {
+            // The HTTP/2 connection ended under the stream: the transfer is cut, so the pod
+            // gets a reset, not a FIN that would pass for a clean end. It also frees at once
+            // what the kernel still holds toward a pod that stopped reading (up to its send
+            // buffer), instead of an orphan socket probing a zero window for minutes.
+            let _ = socket::set_reset_on_close(&fd);
             Err(HboneError::Downstream(h2::Error::from(Reason::CANCEL)).into())
         }
     };
