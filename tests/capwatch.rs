@@ -134,8 +134,11 @@ fn damaged_capture_is_restored() {
     assert_eq!(metric(&m, "zring_capture_intact", &[]), 1.0);
     captured_exchange(&m);
 
-    // Each kind of damage: what an operator's or a firewall's command does to the node.
-    let cases: [(&str, &[&str], &str); 4] = [
+    // Each kind of damage: what an operator's or a firewall's command does to the node. The
+    // watch polls only every 30 s (`POLL_BACKSTOP`) once its notification sockets are open, and
+    // `eventually` gives up after 20 s: each repair here is driven by a notification
+    // (nf_tables' for the table, rtnetlink's for the rule and the route).
+    let cases: [(&str, &[&str], &str); 5] = [
         ("nft", &["flush", "ruleset"], "missing"),
         ("nft", &["delete", "table", "ip", "zring"], "missing"),
         (
@@ -146,6 +149,20 @@ fn damaged_capture_is_restored() {
         (
             "ip",
             &["rule", "del", "fwmark", "0x111", "lookup", "133"],
+            "routing",
+        ),
+        (
+            "ip",
+            &[
+                "route",
+                "del",
+                "local",
+                "0.0.0.0/0",
+                "dev",
+                "lo",
+                "table",
+                "133",
+            ],
             "routing",
         ),
     ];

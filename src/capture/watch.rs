@@ -18,9 +18,16 @@
 //!   it verifies itself. A relevant message, or a lost one (socket overflow), makes the next
 //!   tick look. Reaction within one tick, and no work while nothing changes: kube-proxy's
 //!   frequent updates of its own tables cost one message parse each.
-//! - **A poll every [`POLL`]**: the backstop for what the notifications do not carry (policy
-//!   routing lives in rtnetlink, not nf_tables) or could not deliver (the socket could not be
-//!   opened, e.g. in a lab namespace entered by another thread).
+//! - **rtnetlink notifications** of rule and route changes, both families (what `ip monitor
+//!   rule route` reads): [`touches_policy_routing`] keeps the ones about table
+//!   [`CAPTURE_TABLE`] (an `ip rule flush` or a deleted `fwmark … lookup 133` rule announces the
+//!   deletion of a rule naming it; a pod's route added by the CNI names another table and costs
+//!   one header read).
+//! - **A poll**: every [`POLL_BACKSTOP`] while both subscriptions are open, a backstop for a
+//!   change nothing announced; every [`POLL`] when either socket could not be opened (e.g. in a
+//!   lab namespace entered by another thread) or failed. Each look runs `nft` and `ip` as child
+//!   processes (a few milliseconds of CPU each), so the notifications are also what keeps an
+//!   undisturbed node's cost near nothing: polling every 2 s cost ~1 % of a core.
 //!
 //! The look itself is `nft -s list table ip zring` and, where the node has IPv6, `nft -s list
 //! table ip6 zring` (stateless: no counter values), one after the other, their set elements
@@ -67,10 +74,13 @@ use tracing::{info, warn};
 
 use super::{CAPTURE_MARK, CAPTURE_TABLE, Capture, Error, Family, POD_SET, Place, TABLE};
 use crate::metrics::CaptureSetMetrics;
-use crate::sys::nfnetlink::NftEvents;
+use crate::sys::nfnetlink::Events;
 
-/// How often the table and the policy route are looked at without a notification.
+/// How often the table and the policy route are looked at without a notification, when a
+/// notification socket is missing.
 pub const POLL: Duration = Duration::from_secs(2);
+/// The same while both notification sockets are open: only a backstop.
+pub const POLL_BACKSTOP: Duration = Duration::from_secs(30);
 /// A restore this soon after the previous one counts as a flap and is delayed.
 pub const FLAP_WINDOW: Duration = Duration::from_secs(1);
 /// First delay before restoring again after a flap.
@@ -298,6 +308,76 @@ fn message_touches(kind: u16, body: &[u8]) -> bool {
     false
 }
 
+/// Whether rtnetlink `datagram` (one or more messages) adds or deletes a rule or a route of
+/// table [`CAPTURE_TABLE`], either family. Both headers (`struct rtmsg`, `struct
+/// fib_rule_hdr`) carry the table in byte 4 when it is below 256, as 133 is; larger ids sit in
+/// the `RTA_TABLE` / `FRA_TABLE` attribute (type 15 in both), read as well. Malformed input
+/// is not relevant (and not a panic).
+pub fn touches_policy_routing(datagram: &[u8]) -> bool {
+    const HEADER: usize = 16;
+    const NEWROUTE: u16 = 24;
+    const DELROUTE: u16 = 25;
+    const NEWRULE: u16 = 32;
+    const DELRULE: u16 = 33;
+    const BODY: usize = 12;
+    const ATTR_TABLE: u16 = 15;
+    const TYPE_MASK: u16 = 0x3fff;
+    let mut rest = datagram;
+    while rest.len() >= HEADER {
+        let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        if len < HEADER || len > rest.len() {
+            return false;
+        }
+        let kind = u16::from_ne_bytes([rest[4], rest[5]]);
+        let body = &rest[HEADER..len];
+        if matches!(kind, NEWROUTE | DELROUTE | NEWRULE | DELRULE) && body.len() >= BODY {
+            if u32::from(body[4]) == CAPTURE_TABLE {
+                return true;
+            }
+            let mut attrs = &body[BODY..];
+            while attrs.len() >= 4 {
+                let alen = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
+                let akind = u16::from_ne_bytes([attrs[2], attrs[3]]) & TYPE_MASK;
+                if alen < 4 || alen > attrs.len() {
+                    break;
+                }
+                if akind == ATTR_TABLE
+                    && alen >= 8
+                    && u32::from_ne_bytes([attrs[4], attrs[5], attrs[6], attrs[7]]) == CAPTURE_TABLE
+                {
+                    return true;
+                }
+                attrs = &attrs[align4(alen).min(attrs.len())..];
+            }
+        }
+        rest = &rest[align4(len).min(rest.len())..];
+    }
+    false
+}
+
+/// Drains a notification socket; whether something relevant (or an overflow, which hides
+/// what changed) asks for a look. A failed socket is dropped (the poll then runs every
+/// [`POLL`]) and asks for a look too.
+fn drain(events: &mut Option<Events>, what: &str, relevant: fn(&[u8]) -> bool) -> bool {
+    let Some(socket) = events.as_mut() else {
+        return false;
+    };
+    let mut hit = false;
+    match socket.drain(|d| hit |= relevant(d)) {
+        Ok(lost) => {
+            if hit || lost {
+                tracing::debug!(lost, "capture watch: {what} notification");
+            }
+            hit || lost
+        }
+        Err(e) => {
+            warn!("capture watch: {what} notifications failed ({e}); polling every {POLL:?}");
+            *events = None;
+            true
+        }
+    }
+}
+
 /// What a step did that the keeper must know.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -318,8 +398,10 @@ pub struct Watch {
     families: Vec<Family>,
     /// The tables' listing when capture was last known whole.
     baseline: Option<String>,
-    /// `None` when the socket could not be opened: polling alone then.
-    events: Option<NftEvents>,
+    /// `None` when the socket could not be opened: polling every [`POLL`] then.
+    events: Option<Events>,
+    /// Rule and route notifications; `None` as above.
+    routing: Option<Events>,
     /// A notification (or the start) asks for a look at the next step.
     dirty: bool,
     next_poll: Instant,
@@ -341,13 +423,20 @@ impl Watch {
         metrics: Arc<CaptureSetMetrics>,
         families: &[Family],
     ) -> Self {
-        let events = match place {
-            Place::Here => NftEvents::open()
-                .inspect_err(|e| {
-                    warn!("capture watch: no nf_tables notifications ({e}); polling every {POLL:?}")
-                })
-                .ok(),
-            Place::Netns(_) => None,
+        let (events, routing) = match place {
+            Place::Here => (
+                Events::open()
+                    .inspect_err(|e| {
+                        warn!("capture watch: no nf_tables notifications ({e}); polling every {POLL:?}")
+                    })
+                    .ok(),
+                Events::policy_routing()
+                    .inspect_err(|e| {
+                        warn!("capture watch: no rule and route notifications ({e}); polling every {POLL:?}")
+                    })
+                    .ok(),
+            ),
+            Place::Netns(_) => (None, None),
         };
         metrics.set_watched();
         metrics.set_intact(false);
@@ -358,6 +447,7 @@ impl Watch {
             families: families.to_vec(),
             baseline: None,
             events,
+            routing,
             dirty: true,
             next_poll: Instant::now(),
             last_restore: None,
@@ -380,7 +470,7 @@ impl Watch {
         if !self.dirty && now < self.next_poll {
             return Outcome::Nothing;
         }
-        self.next_poll = now + POLL;
+        self.next_poll = now + self.poll_interval();
         let sight = match self.look() {
             Ok(s) => s,
             Err(e) => {
@@ -459,24 +549,18 @@ impl Watch {
         }
     }
 
-    fn read_events(&mut self) {
-        let Some(events) = self.events.as_mut() else {
-            return;
-        };
-        let mut relevant = false;
-        match events.drain(|d| relevant |= touches_capture(d)) {
-            Ok(lost) => {
-                if relevant || lost {
-                    tracing::debug!(lost, "capture watch: nf_tables notification");
-                }
-                self.dirty |= relevant || lost
-            }
-            Err(e) => {
-                warn!("capture watch: nf_tables notifications failed ({e}); polling only");
-                self.events = None;
-                self.dirty = true;
-            }
+    /// The poll's period: a backstop while every change is announced, frequent otherwise.
+    fn poll_interval(&self) -> Duration {
+        if self.events.is_some() && self.routing.is_some() {
+            POLL_BACKSTOP
+        } else {
+            POLL
         }
+    }
+
+    fn read_events(&mut self) {
+        self.dirty |= drain(&mut self.events, "nf_tables", touches_capture);
+        self.dirty |= drain(&mut self.routing, "rule and route", touches_policy_routing);
     }
 
     /// Installs `table` (a baseline, or the canonical ruleset; `None`: keep the table) with
@@ -746,6 +830,54 @@ mod tests {
         let mut two = message(delrule, 2, &[(1, b"kube-proxy\0")]);
         two.extend_from_slice(&ours);
         assert!(touches_capture(&two));
+    }
+
+    /// One rtnetlink message: header, a 12-byte `rtmsg` / `fib_rule_hdr` with `table` in byte
+    /// 4, then `attrs`.
+    fn rt_message(kind: u16, table: u8, attrs: &[(u16, &[u8])]) -> Vec<u8> {
+        let mut body = vec![2, 0, 0, 0, table, 0, 0, 0, 0, 0, 0, 0];
+        for (t, v) in attrs {
+            body.extend_from_slice(&((4 + v.len()) as u16).to_ne_bytes());
+            body.extend_from_slice(&t.to_ne_bytes());
+            body.extend_from_slice(v);
+            body.resize(align4(body.len()), 0);
+        }
+        let mut m = Vec::new();
+        m.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(&[0; 10]);
+        m.extend_from_slice(&body);
+        m
+    }
+
+    #[test]
+    fn rule_and_route_notifications_about_table_133_are_recognised() {
+        let (newroute, delroute, newrule, delrule, newlink) = (24, 25, 32, 33, 16);
+        let table = u8::try_from(CAPTURE_TABLE).unwrap();
+        assert!(touches_policy_routing(&rt_message(delrule, table, &[])));
+        assert!(touches_policy_routing(&rt_message(newrule, table, &[])));
+        assert!(touches_policy_routing(&rt_message(delroute, table, &[])));
+        // The table given only as the attribute (header byte RT_TABLE_COMPAT).
+        let attr = CAPTURE_TABLE.to_ne_bytes();
+        assert!(touches_policy_routing(&rt_message(
+            newroute,
+            252,
+            &[(1, &[10, 0, 0, 0]), (15, &attr)]
+        )));
+        // Not ours: the main table (a CNI adding a pod's route), another table's rule, a link
+        // message, truncated or garbage input.
+        let main = rt_message(newroute, 254, &[(15, &254u32.to_ne_bytes())]);
+        assert!(!touches_policy_routing(&main));
+        assert!(!touches_policy_routing(&rt_message(delrule, 255, &[])));
+        assert!(!touches_policy_routing(&rt_message(newlink, table, &[])));
+        let ours = rt_message(delrule, table, &[]);
+        assert!(!touches_policy_routing(&ours[..ours.len() - 4]));
+        assert!(!touches_policy_routing(&[]));
+        assert!(!touches_policy_routing(&[0xff; 40]));
+        // Several messages in one datagram: ours second.
+        let mut two = main.clone();
+        two.extend_from_slice(&ours);
+        assert!(touches_policy_routing(&two));
     }
 
     #[test]

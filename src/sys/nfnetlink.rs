@@ -1,9 +1,10 @@
-//! A netlink socket subscribed to nf_tables' change notifications (`NFNLGRP_NFTABLES`, what
-//! `nft monitor` listens to): the kernel sends one message per table, chain, rule, set or
-//! element added or deleted in this network namespace, whoever made the change.
+//! Netlink sockets subscribed to change notifications in this network namespace, whoever made
+//! the change: nf_tables' (`NFNLGRP_NFTABLES`, what `nft monitor` listens to: one message per
+//! table, chain, rule, set or element added or deleted) and rtnetlink's policy routing (rules
+//! and routes of both families, what `ip monitor rule route` listens to).
 //!
 //! Used by the capture watch (`capture::watch`) on the capture-set keeper's thread: it drains
-//! the socket without blocking once per tick and hands each datagram to a pure parser. Opened
+//! the sockets without blocking once per tick and hands each datagram to a pure parser. Opened
 //! in the namespace of the calling thread.
 
 use std::io;
@@ -14,23 +15,41 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 /// changed"), not fatal.
 const RCVBUF: libc::c_int = 1 << 20;
 
-/// The subscribed socket and a datagram buffer.
+/// rtnetlink's multicast groups for IPv4 and IPv6 routes and rules (`RTNLGRP_IPV4_ROUTE`,
+/// `RTNLGRP_IPV4_RULE`, `RTNLGRP_IPV6_ROUTE`, `RTNLGRP_IPV6_RULE` in `linux/rtnetlink.h`),
+/// all below 32, so the bind-time group mask reaches them.
+const RTNLGRP_POLICY_ROUTING: [u32; 4] = [7, 8, 11, 19];
+
+/// A subscribed socket and a datagram buffer.
 #[derive(Debug)]
-pub struct NftEvents {
+pub struct Events {
     fd: OwnedFd,
     buf: Vec<u8>,
 }
 
-impl NftEvents {
-    /// Opens the socket (non-blocking, close-on-exec) and joins the nf_tables group. Needs
-    /// CAP_NET_ADMIN in the namespace, as `nft` does.
-    pub fn open() -> io::Result<NftEvents> {
+impl Events {
+    /// Opens a socket subscribed to nf_tables' notifications (non-blocking, close-on-exec).
+    /// Needs CAP_NET_ADMIN in the namespace, as `nft` does.
+    pub fn open() -> io::Result<Events> {
+        Events::subscribe(libc::NETLINK_NETFILTER, 1 << (libc::NFNLGRP_NFTABLES - 1))
+    }
+
+    /// Opens a socket subscribed to rule and route changes of both families (no privilege
+    /// needed to listen).
+    pub fn policy_routing() -> io::Result<Events> {
+        let groups = RTNLGRP_POLICY_ROUTING
+            .iter()
+            .fold(0u32, |mask, group| mask | 1 << (group - 1));
+        Events::subscribe(libc::NETLINK_ROUTE, groups)
+    }
+
+    fn subscribe(protocol: libc::c_int, groups: u32) -> io::Result<Events> {
         // SAFETY: plain socket(2) with constant arguments; the result is checked below.
         let raw = unsafe {
             libc::socket(
                 libc::AF_NETLINK,
                 libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                libc::NETLINK_NETFILTER,
+                protocol,
             )
         };
         if raw < 0 {
@@ -42,7 +61,7 @@ impl NftEvents {
         // assigns one).
         let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        addr.nl_groups = 1 << (libc::NFNLGRP_NFTABLES - 1);
+        addr.nl_groups = groups;
         // SAFETY: `addr` is a valid sockaddr_nl and the length given is its size.
         let bound = unsafe {
             libc::bind(
@@ -66,7 +85,7 @@ impl NftEvents {
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             )
         };
-        Ok(NftEvents {
+        Ok(Events {
             fd,
             buf: vec![0; 64 * 1024],
         })
@@ -111,8 +130,11 @@ mod tests {
     /// returns at once, nothing lost.
     #[test]
     fn drains_without_blocking() {
-        let mut events = NftEvents::open().expect("netlink socket (needs root)");
+        let mut events = Events::open().expect("netlink socket (needs root)");
         let lost = events.drain(|_| ()).expect("drain");
+        assert!(!lost);
+        let mut routing = Events::policy_routing().expect("rtnetlink socket");
+        let lost = routing.drain(|_| ()).expect("drain");
         assert!(!lost);
     }
 }
