@@ -252,7 +252,8 @@ fn connected() -> (ClientConnection, ServerConnection) {
         .empty_store()
         .unwrap()
         .with_certs([ca.issue(&alice).unwrap(), ca.issue(&bob).unwrap()]);
-    let client_config = identity::client_config(&store, &alice, &[bob.clone()]).unwrap();
+    let client_config =
+        identity::client_config(&store, &alice, std::slice::from_ref(&bob)).unwrap();
     let server_config = identity::server_config(&store, &bob).unwrap();
     let mut client = ClientConnection::new(
         Arc::clone(&client_config),
