@@ -1,11 +1,12 @@
 //! Read-ahead under rustls: one large read from the socket, served to rustls in its small asks.
 //!
 //! Runs on a core, as the socket of an HBONE connection's TLS stream (`hbone::tls` wraps every
-//! socket in it before the handshake). rustls reads ciphertext at most 4 KiB per `read_tls`
-//! (its deframer's read size), so a 16 KiB record costs four `recvfrom` system calls through
-//! monoio's poll-IO bridge. Here, when rustls asks and nothing is buffered, one non-blocking read
-//! of up to [`READ_AHEAD`] bytes fills a buffer of the connection, and rustls's asks are served
-//! from it until it is drained; only then does the next ask reach the socket.
+//! socket in it before the handshake). rustls reads ciphertext in asks of 4 KiB (its deframer's
+//! read size; somewhat more once its buffer has grown mid-record), so a 16 KiB record costs two
+//! to four `recvfrom` system calls through monoio's poll-IO bridge. Here, when rustls asks and
+//! nothing is buffered, one non-blocking read of up to [`READ_AHEAD`] bytes fills a buffer of
+//! the connection, and rustls's asks are served from it until it is drained; only then does the
+//! next ask reach the socket.
 //!
 //! Invariants:
 //! - The buffer exists only while it holds bytes: it is allocated for a read and dropped when
@@ -27,7 +28,7 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// The largest read from the socket: four full TLS records (16 KiB of plaintext each).
+/// The largest read from the socket: about four full TLS records (16 KiB of plaintext each).
 /// Measured against 16, 32 and 128 KiB in perf/notes-hbone.md §5.
 pub const READ_AHEAD: usize = 64 * 1024;
 
