@@ -5,6 +5,7 @@
 //! - `headers`: the CONNECT request's `:authority`, `baggage`, `forwarded`, `traceparent` (pure);
 //! - `tls`: TLS handshakes on a core's sockets and the per-core cache of rustls configs;
 //! - `batch`: the IO adapter h2 drives: TLS records leave on flush, batched, not per frame;
+//! - `readahead`: the socket under rustls: large reads served in rustls's small asks;
 //! - `client`: one pooled HTTP/2 client connection (handshake, keepalive, streams);
 //! - `pool`: the per-core pool of client connections;
 //! - `server`: the HTTP/2 server side of a 15008 connection;
@@ -25,6 +26,7 @@ pub mod keepalive;
 pub mod limits;
 pub mod pool;
 pub mod pump;
+pub mod readahead;
 pub mod server;
 pub mod settings;
 pub mod tls;

@@ -4,6 +4,9 @@
 //! Runs on the cores. A socket leaves monoio's completion mode (`try_into_poll_io`) so that
 //! tokio-rustls and h2 can drive it through tokio's poll-style IO traits; under io_uring monoio
 //! then waits for readiness with `POLL_ADD` and reads with plain syscalls, under epoll as usual.
+//! rustls reads that socket through `ReadAhead` (large reads served in rustls's 4 KiB asks),
+//! the handshake included: the bytes a client sends right behind its handshake are often read
+//! with it, and must stay with the connection.
 //!
 //! Configs are built from the published `CertStore` (see `identity::tls`) the first time a core
 //! needs them and reused until the store's generation changes: building one costs a few
@@ -25,12 +28,13 @@ use rustls::{ClientConfig, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::batch::Batched;
+use super::readahead::ReadAhead;
 use crate::identity::{self, CertStore, Identity};
 
 /// A TLS client connection as h2 drives it (writes batched until h2 flushes: `hbone::batch`).
-pub type ClientIo = Batched<tokio_rustls::client::TlsStream<TcpStreamPoll>>;
+pub type ClientIo = Batched<tokio_rustls::client::TlsStream<ReadAhead<TcpStreamPoll>>>;
 /// A TLS server connection as h2 drives it.
-pub type ServerIo = Batched<tokio_rustls::server::TlsStream<TcpStreamPoll>>;
+pub type ServerIo = Batched<tokio_rustls::server::TlsStream<ReadAhead<TcpStreamPoll>>>;
 
 /// More cached client configs than this means destinations churn; start over rather than grow.
 const MAX_CLIENT_CONFIGS: usize = 4096;
@@ -98,8 +102,10 @@ impl TlsCache {
 }
 
 /// Hands a connected socket to the poll-style IO that tokio-rustls and h2 need.
-fn poll_io(tcp: TcpStream) -> io::Result<TcpStreamPoll> {
-    tcp.try_into_poll_io().map_err(|(e, _)| e)
+fn poll_io(tcp: TcpStream) -> io::Result<ReadAhead<TcpStreamPoll>> {
+    tcp.try_into_poll_io()
+        .map(ReadAhead::new)
+        .map_err(|(e, _)| e)
 }
 
 /// Runs the client handshake on a connected socket. The peer is verified by `config`'s
@@ -127,7 +133,7 @@ pub async fn server_handshake(
     {
         Ok(tls) => tls,
         Err((e, io)) => {
-            linger(io).await;
+            linger(io.into_inner()).await;
             return Err(HandshakeError::Io(explain(e)));
         }
     };
