@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
 use std::time::Duration;
 
+use zring::lab::cni::{self, InpodRules};
 use zring::lab::{Lab, Mesh, SEED_APPA6, SEED_APPB6};
 
 const ZRING: &str = env!("CARGO_BIN_EXE_zring");
@@ -132,6 +133,8 @@ fn tcp_ask6(m: &Mesh, pod: &str, msg: Vec<u8>) -> Vec<u8> {
 fn inpod_dns_answers_a_pod_asking_over_ipv6() {
     let lab = Lab::seed_dual_stack().expect("lab (needs root, ip, nft)");
     let m = Mesh::start_inpod(lab, Path::new(ZRING), &config(), &["a", "b"], &[]).unwrap();
+    // istio-cni's rules with DNS capture, as the chart installs them by default.
+    cni::install_rules(m.lab.pod("appa").netns(), InpodRules { dns: true }).unwrap();
     let mut answer = None;
     m.eventually("appa's IPv6 DNS answered by its in-pod proxy", || {
         answer = udp_ask6(&m, "appa", query(51, "appb", 28));
