@@ -639,16 +639,20 @@ fn drop_table_script(family: Family) -> String {
     format!("add table {fam} {TABLE}\ndelete table {fam} {TABLE}\n")
 }
 
-/// Removes every copy of `family`'s policy rule and empties its local route table.
+/// Removes every copy of `family`'s policy rule and empties its local route table. A table
+/// that does not exist is already empty: `ip route flush` of it fails ("FIB table does not
+/// exist"), so it is flushed only when listing it shows routes.
 fn remove_routing(place: Place<'_>, family: Family) -> Result<(), Error> {
     let wanted = format!("fwmark {CAPTURE_MARK:#x} lookup {CAPTURE_TABLE}");
     let flag = family.ip_flag();
     while place.ip(&format!("{flag} rule show"))?.contains(&wanted) {
         place.ip(&format!("{flag} rule del {wanted}"))?;
     }
-    place
-        .ip(&format!("{flag} route flush table {CAPTURE_TABLE}"))
-        .map(drop)
+    let routes = place.ip(&format!("{flag} route show table {CAPTURE_TABLE}"));
+    if routes.is_ok_and(|r| !r.trim().is_empty()) {
+        place.ip(&format!("{flag} route flush table {CAPTURE_TABLE}"))?;
+    }
+    Ok(())
 }
 
 /// The policy-routing half of [`install`] for one family (also what `watch` restores when only

@@ -90,5 +90,9 @@ fn a_short_hostname_is_resolved_through_the_search_domains() {
     m.eventually_logged("a", "proxy to 10.244.3.7:5432 using TCP type Direct", 1)
         .unwrap();
     assert_eq!(asked.count("db.corp.hosts.test", 1), 1);
-    assert_eq!(asked.count("db.corp", 1), 0, "the search domain answered first");
+    assert_eq!(
+        asked.count("db.corp", 1),
+        0,
+        "the search domain answered first"
+    );
 }
