@@ -254,6 +254,7 @@ async fn serve(start: Start) -> anyhow::Result<Serving> {
             crate::capture::enrolled::Keeper::start(
                 crate::capture::Place::Here,
                 &shared.config.node_name,
+                shared.config.ipv6_enabled,
                 move || snapshots.snapshot.load_full(),
                 shared.metrics.capture_set().clone(),
             )
@@ -279,7 +280,8 @@ async fn serve(start: Start) -> anyhow::Result<Serving> {
                 config.listen_backlog,
             )
             .with_certificates(enrolled, &config.trust_domain)
-            .with_dns(config.dns.enabled.then(|| config.dns.bind_addr(true)));
+            .with_dns(config.dns.enabled.then(|| config.dns.bind_addr(true)))
+            .with_ipv6(config.ipv6_enabled);
             let client = crate::inpod::client::spawn(
                 crate::inpod::ClientConfig::new(&config.inpod_uds),
                 handler,

@@ -137,6 +137,12 @@
 //! the keeper use the same test, and treat a missing `ip6` table, set or route like a missing
 //! `ip` one.
 //!
+//! `IPV6_ENABLED=false` (ztunnel's switch) turns the IPv6 half off whatever the kernel has:
+//! `zring redirect` installs `table ip zring` alone (and takes away an `ip6` one an earlier
+//! install left), the keeper fills and watches only the IPv4 set, and node mode opens no `[::]`
+//! listener ([`dual_stack`]). Pods' IPv6 traffic then passes the node untouched, as it does
+//! past ztunnel with the same setting.
+//!
 //! Invariant: the ruleset lives in its own tables (`table ip zring`, `table ip6 zring`) and is
 //! replaced atomically (`nft -f` runs the deletes and the new tables as one transaction), so
 //! re-applying it never leaves a half-installed capture.
@@ -557,12 +563,14 @@ pub fn ipv6_available(place: Place<'_>) -> bool {
 }
 
 /// Where node mode listens for what capture sends to `addr`: `addr`, and when it is the IPv4
-/// wildcard and this process's namespace has IPv6, the IPv6 wildcard on the same port too (a
-/// v6-only socket beside the IPv4 one: the `ip6` table's TPROXY rules deliver there, and a v4
-/// connection keeps plain v4 addresses rather than `::ffff:` mapped ones).
-pub fn dual_stack(addr: std::net::SocketAddr) -> Vec<std::net::SocketAddr> {
+/// wildcard, `ipv6_enabled` (`IPV6_ENABLED`) and this process's namespace has IPv6, the IPv6
+/// wildcard on the same port too (a v6-only socket beside the IPv4 one: the `ip6` table's
+/// TPROXY rules deliver there, and a v4 connection keeps plain v4 addresses rather than
+/// `::ffff:` mapped ones). With IPv6 turned off there is no `ip6` table to deliver anything,
+/// so no IPv6 socket either, as ztunnel then binds `0.0.0.0` instead of `[::]`.
+pub fn dual_stack(addr: std::net::SocketAddr, ipv6_enabled: bool) -> Vec<std::net::SocketAddr> {
     let mut out = vec![addr];
-    if addr.ip() == std::net::Ipv4Addr::UNSPECIFIED && kernel_has_ipv6() {
+    if ipv6_enabled && addr.ip() == std::net::Ipv4Addr::UNSPECIFIED && kernel_has_ipv6() {
         out.push((std::net::Ipv6Addr::UNSPECIFIED, addr.port()).into());
     }
     out
@@ -604,15 +612,47 @@ impl Place<'_> {
 /// Installs capture at `place`: the nft tables (replacing older ones atomically) and the policy
 /// routes; the IPv6 half only where the kernel has IPv6. Idempotent: an `ip rule` is added only
 /// if it is not there yet. Returns the capture installed (`ipv6` off if IPv6 was missing).
+///
+/// A capture without its IPv6 half (`IPV6_ENABLED=false`) also takes away an IPv6 half left by
+/// an earlier install: its TPROXY rules would send enrolled pods' v6 connections to `[::]`
+/// listeners that zring no longer opens, cutting them instead of leaving them alone.
 pub fn install(place: Place<'_>, capture: &Capture) -> Result<Capture, Error> {
-    let capture = capture
-        .clone()
-        .with_ipv6(capture.ipv6 && ipv6_available(place));
-    place.nft(&["-f", "-"], Some(&script(&capture)))?;
+    let v6_here = ipv6_available(place);
+    let capture = capture.clone().with_ipv6(capture.ipv6 && v6_here);
+    let mut text = script(&capture);
+    if !capture.ipv6 && v6_here {
+        text.insert_str(0, &drop_table_script(Family::V6));
+    }
+    place.nft(&["-f", "-"], Some(&text))?;
     for f in capture.families() {
         install_routing(place, f)?;
     }
+    if !capture.ipv6 && v6_here {
+        remove_routing(place, Family::V6)?;
+    }
     Ok(capture)
+}
+
+/// The `nft -f` lines that delete `family`'s table, present or not.
+fn drop_table_script(family: Family) -> String {
+    let fam = family.nft();
+    format!("add table {fam} {TABLE}\ndelete table {fam} {TABLE}\n")
+}
+
+/// Removes every copy of `family`'s policy rule and empties its local route table. A table
+/// that does not exist is already empty: `ip route flush` of it fails ("FIB table does not
+/// exist"), so it is flushed only when listing it shows routes.
+fn remove_routing(place: Place<'_>, family: Family) -> Result<(), Error> {
+    let wanted = format!("fwmark {CAPTURE_MARK:#x} lookup {CAPTURE_TABLE}");
+    let flag = family.ip_flag();
+    while place.ip(&format!("{flag} rule show"))?.contains(&wanted) {
+        place.ip(&format!("{flag} rule del {wanted}"))?;
+    }
+    let routes = place.ip(&format!("{flag} route show table {CAPTURE_TABLE}"));
+    if routes.is_ok_and(|r| !r.trim().is_empty()) {
+        place.ip(&format!("{flag} route flush table {CAPTURE_TABLE}"))?;
+    }
+    Ok(())
 }
 
 /// The policy-routing half of [`install`] for one family (also what `watch` restores when only
@@ -638,21 +678,10 @@ pub fn remove(place: Place<'_>) -> Result<(), Error> {
         .into_iter()
         .filter(|f| *f == Family::V4 || v6)
         .collect();
-    let script: String = families
-        .iter()
-        .map(|f| {
-            let fam = f.nft();
-            format!("add table {fam} {TABLE}\ndelete table {fam} {TABLE}\n")
-        })
-        .collect();
+    let script: String = families.iter().map(|f| drop_table_script(*f)).collect();
     place.nft(&["-f", "-"], Some(&script))?;
-    let wanted = format!("fwmark {CAPTURE_MARK:#x} lookup {CAPTURE_TABLE}");
     for f in families {
-        let flag = f.ip_flag();
-        while place.ip(&format!("{flag} rule show"))?.contains(&wanted) {
-            place.ip(&format!("{flag} rule del {wanted}"))?;
-        }
-        place.ip(&format!("{flag} route flush table {CAPTURE_TABLE}"))?;
+        remove_routing(place, f)?;
     }
     Ok(())
 }

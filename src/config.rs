@@ -149,6 +149,11 @@ pub struct Config {
     /// How the control-plane addresses were chosen (default, set, disabled), one line each;
     /// `zring check` prints them, `zring run` logs them.
     pub notes: Vec<String>,
+    /// `IPV6_ENABLED` (default true), as in ztunnel: false means no IPv6 anywhere zring decides
+    /// it: no `[::]` listeners (node mode, in-pod, DNS), no `table ip6 zring` or IPv6 policy
+    /// route from `zring redirect` and the capture keeper, the DNS proxy answers no AAAA
+    /// records for mesh names, and hostname endpoints are resolved for A records only.
+    pub ipv6_enabled: bool,
     /// The DNS proxy on 15053 (`dns`).
     pub dns: DnsConfig,
     /// ztunnel variables that are set but whose feature zring lacks, `NAME=value: what`;

@@ -18,7 +18,7 @@
 //! Modules: `wire` (the message codec, pure), `resolve` (what the mesh answers, pure),
 //! `upstream` (forwarding), `server` (the per-core UDP and TCP loops), `limit` (per-client
 //! rate and forward bounds, pure), `answer` (queries and answers of zring's own lookups, pure),
-//! `cache` and `ondemand` (resolving workloads addressed by hostname for routing).
+//! `cache`, `search` and `ondemand` (resolving workloads addressed by hostname for routing).
 
 pub mod answer;
 pub mod cache;
@@ -27,6 +27,7 @@ pub mod fuzz;
 pub mod limit;
 pub mod ondemand;
 pub mod resolve;
+pub mod search;
 pub mod server;
 pub mod upstream;
 pub mod wire;
@@ -97,6 +98,7 @@ impl CoreDns {
             settings: Settings {
                 domain: d.domain.clone(),
                 preferred_namespace: d.preferred_namespace.clone(),
+                ipv6: config.ipv6_enabled,
             },
             upstreams,
             upstream_timeout: d.upstream_timeout,

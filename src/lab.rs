@@ -51,6 +51,7 @@ pub mod scale;
 pub mod soak;
 pub mod tools;
 pub mod traffic;
+pub mod waypoint;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};

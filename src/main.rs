@@ -257,7 +257,10 @@ fn redirect(action: Option<&str>, extra: Option<&String>) -> ExitCode {
         let dns =
             std::env::var("ISTIO_META_DNS_CAPTURE").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
         Capture::parse(&cidrs, &ifaces)
-            .map(|c| c.with_dns(dns && config.dns.enabled))
+            .map(|c| {
+                c.with_dns(dns && config.dns.enabled)
+                    .with_ipv6(config.ipv6_enabled)
+            })
             .map_err(|e| {
                 anyhow::anyhow!("ZRING_POD_CIDRS={cidrs:?} ZRING_POD_INTERFACES={ifaces:?}: {e}")
             })
@@ -265,9 +268,10 @@ fn redirect(action: Option<&str>, extra: Option<&String>) -> ExitCode {
     let result = match action {
         Some("print") => capture().map(|c| {
             print!("{}", capture::script(&c));
+            let v6 = c.ipv6.then(capture::policy_routing6);
             for line in capture::policy_routing()
                 .into_iter()
-                .chain(capture::policy_routing6())
+                .chain(v6.into_iter().flatten())
             {
                 println!("# then: ip {line}");
             }

@@ -256,7 +256,8 @@ async fn core_main(
     };
     let mut listeners = Vec::new();
     // In-pod mode listens inside each enrolled pod (`pods`), never in the node's netns.
-    // Node mode: each on IPv6 too where the kernel has it (`capture::dual_stack`).
+    // Node mode: each on IPv6 too where the kernel has it and `IPV6_ENABLED` allows
+    // (`capture::dual_stack`).
     let node_listeners = match cfg.proxy_mode {
         ProxyMode::Node => [
             (ListenerKind::Outbound, cfg.outbound_addr),
@@ -265,7 +266,7 @@ async fn core_main(
         ]
         .into_iter()
         .flat_map(|(kind, addr)| {
-            crate::capture::dual_stack(addr)
+            crate::capture::dual_stack(addr, cfg.ipv6_enabled)
                 .into_iter()
                 .map(move |a| (kind, a))
         })
@@ -297,7 +298,7 @@ async fn core_main(
         .then(|| Rc::new(crate::dns::CoreDns::new(&ctx)));
     let mut node_dns = Vec::new();
     if let (Some(_), ProxyMode::Node) = (&dns, cfg.proxy_mode) {
-        for addr in crate::capture::dual_stack(cfg.dns.bind_addr(false)) {
+        for addr in crate::capture::dual_stack(cfg.dns.bind_addr(false), cfg.ipv6_enabled) {
             match crate::inpod::factory::dns_sockets(
                 addr,
                 cfg.listen_backlog,

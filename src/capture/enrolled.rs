@@ -148,10 +148,13 @@ pub struct Keeper {
 impl Keeper {
     /// Fills the set once from `load()`'s snapshot (on the calling thread), then keeps it on a
     /// thread of its own for the rest of the process. `place` is where the table lives: the
-    /// namespace zring runs in, on a node.
+    /// namespace zring runs in, on a node. `ipv6_enabled` (`IPV6_ENABLED`): whether the IPv6
+    /// table is kept at all (where the kernel has IPv6); off, only `table ip zring` is filled,
+    /// watched and put back, and the pods' v6 addresses are in no set.
     pub fn start(
         place: Place<'static>,
         node: &str,
+        ipv6_enabled: bool,
         load: impl Fn() -> Arc<Snapshot> + Send + 'static,
         metrics: Arc<CaptureSetMetrics>,
     ) -> std::io::Result<()> {
@@ -159,7 +162,7 @@ impl Keeper {
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let families: Vec<Family> = Family::ALL
             .into_iter()
-            .filter(|f| *f == Family::V4 || super::ipv6_available(place))
+            .filter(|f| *f == Family::V4 || (ipv6_enabled && super::ipv6_available(place)))
             .collect();
         let watch = Watch::new(place, settings, metrics.clone(), &families);
         let mut keeper = Keeper {

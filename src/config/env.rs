@@ -263,6 +263,7 @@ impl Config {
             instance_ip,
             proxy_metadata: BTreeMap::new(),
             notes,
+            ipv6_enabled: parse_bool("IPV6_ENABLED", var("IPV6_ENABLED"), true)?,
             dns: super::dns::DnsConfig::from_lookup(&get)?,
             ops: super::ops::read(var, proxy_mode)?,
             not_implemented: unimplemented_in(

@@ -284,6 +284,11 @@ pub const VARS: &[Var] = &[
         help: "1: a panic prints a backtrace (Rust's standard library reads it)",
     },
     Var {
+        name: "IPV6_ENABLED",
+        default: "true",
+        help: "false: no IPv6 listeners (node, in-pod, DNS), no ip6 capture table or IPv6 policy route, no AAAA answers for mesh names, hostname endpoints resolved for A only",
+    },
+    Var {
         name: "ISTIO_META_DNS_CAPTURE",
         default: "true",
         help: "the DNS proxy on 15053 (ztunnel's switch): on unless set to something other than true",
@@ -372,11 +377,6 @@ pub const NOT_IMPLEMENTED: &[Unimplemented] = &[
         name: "CRL_PATH",
         same_as: None,
         what: "certificate revocation list; peer certificates are NOT checked against it",
-    },
-    Unimplemented {
-        name: "IPV6_ENABLED",
-        same_as: Some("true"),
-        what: "turns IPv6 off; zring listens and captures on IPv6 wherever the kernel has it",
     },
     Unimplemented {
         name: "XDS_ON_DEMAND",

@@ -12,10 +12,21 @@
 //! (`ZRING_DNS_UPSTREAMS`, else zring's own `/etc/resolv.conf`), each tried once in order, over
 //! UDP from zring's own network namespace with the packet mark (so the capture rules let it
 //! out), over TCP when the answer is truncated; each exchange bounded by
-//! `ZRING_DNS_UPSTREAM_TIMEOUT_MS`. The name is asked as it is (a ServiceEntry host is fully
-//! qualified; no search domains). The family asked first is the connection's destination's (A
-//! for IPv4, AAAA for IPv6); when the name has no address of that family the other is asked, as
-//! a workload with IPs of the other family only is still reached at one of them.
+//! `ZRING_DNS_UPSTREAM_TIMEOUT_MS`.
+//!
+//! Which names are asked: as ztunnel (hickory built from the proxy's own resolv.conf), a
+//! hostname that is not fully qualified goes through the `search` domains and `ndots` of
+//! `ZRING_DNS_RESOLV_CONF` (see `search` for the order and the rules); the first name with an
+//! address wins. A name that does not exist (NXDOMAIN), has no address (NODATA) or gets SERVFAIL moves
+//! on to the next name; a timeout or no upstream at all ends the lookup there (glibc's
+//! `res_search` stops on a timeout too; hickory would go on, waiting a full timeout per name).
+//! When every name failed the outcome is NODATA if one of them existed, else SERVFAIL if one
+//! got it, else NXDOMAIN.
+//!
+//! The family asked first is the connection's destination's (A for IPv4, AAAA for IPv6); when
+//! the name has no address of that family the other is asked, as a workload with IPs of the
+//! other family only is still reached at one of them. With `IPV6_ENABLED=false` only A is
+//! asked, whatever the destination (ztunnel's `Ipv4Only` lookup strategy then).
 //!
 //! Caching (`cache`): per core, the answer for its smallest TTL (clamped), failures briefly.
 //! Connections asking for a name already being looked up wait for that lookup (one lookup per
@@ -37,6 +48,7 @@ use tracing::debug;
 
 use super::answer::{self, Addresses};
 use super::cache::{self, Cache, Failure, Outcome};
+use super::search::SearchList;
 use super::wire::{self, Name, Query, TYPE_A, TYPE_AAAA};
 use super::{DnsError, upstream};
 use crate::core::{CoreCtx, Shared};
@@ -47,20 +59,24 @@ use crate::sys::socket::SpoofSide;
 /// Names looked up at once on one core, at most.
 pub const MAX_LOOKUPS: usize = 256;
 
-/// A lookup's name (canonical form) and whether the family wanted is IPv6.
+/// A lookup's name (`OnDemand::key`) and whether the family wanted is IPv6.
 type LookupKey = (String, bool);
 
 /// One core's on-demand resolver.
 #[derive(Debug)]
 pub struct OnDemand {
     cache: RefCell<Cache>,
-    /// Lookups running now, by (canonical hostname, family wanted); fired when done.
+    /// Lookups running now, by (hostname key, family wanted); fired when done.
     inflight: RefCell<HashMap<LookupKey, Rc<Latch<()>>>>,
     upstreams: Vec<SocketAddr>,
     /// Per exchange with one upstream.
     timeout: Duration,
     mark: u32,
     metrics: DnsShard,
+    /// How a hostname that is not fully qualified is expanded (zring's resolv.conf).
+    search: SearchList,
+    /// `IPV6_ENABLED`: off, only A is asked.
+    ipv6: bool,
 }
 
 thread_local! {
@@ -80,12 +96,16 @@ pub fn for_core(ctx: &CoreCtx) -> Rc<OnDemand> {
             return od.clone();
         }
         let cfg = ctx.config();
-        let od = Rc::new(OnDemand::new(
-            super::upstream_list(&cfg.dns, ctx.id),
-            cfg.dns.upstream_timeout,
-            cfg.packet_mark,
-            ctx.shared.metrics.dns().attach(),
-        ));
+        let od = Rc::new(
+            OnDemand::new(
+                super::upstream_list(&cfg.dns, ctx.id),
+                cfg.dns.upstream_timeout,
+                cfg.packet_mark,
+                ctx.shared.metrics.dns().attach(),
+            )
+            .with_search(search_list(&cfg.dns.resolv_conf))
+            .with_ipv6(cfg.ipv6_enabled),
+        );
         *slot = Some((Arc::downgrade(&ctx.shared), od.clone()));
         od
     })
@@ -105,13 +125,26 @@ impl OnDemand {
             timeout,
             mark,
             metrics,
+            search: SearchList::default(),
+            ipv6: true,
         }
+    }
+
+    /// The same resolver expanding names with `search` (default: none, every name asked as
+    /// it is).
+    pub fn with_search(self, search: SearchList) -> OnDemand {
+        OnDemand { search, ..self }
+    }
+
+    /// The same resolver asking AAAA too (`true`, the default) or A only.
+    pub fn with_ipv6(self, ipv6: bool) -> OnDemand {
+        OnDemand { ipv6, ..self }
     }
 
     /// A cached address of `host` for a destination of family `v6` (one of several, picked by
     /// `random`); `None` when nothing live is cached or the cached outcome is a failure.
     pub fn cached(&self, host: &str, v6: bool, random: u64) -> Option<IpAddr> {
-        let host = cache::canonical(host);
+        let host = self.key(host);
         let cache = self.cache.borrow();
         let addrs = cache.get(&host, v6, Instant::now())?.as_ref().ok()?;
         addrs.get((random % addrs.len() as u64) as usize).copied()
@@ -121,7 +154,7 @@ impl OnDemand {
     /// connection's, or one already running for the name). Bounded in time by the lookup's own
     /// timeouts.
     pub async fn resolve(self: &Rc<Self>, host: &str, v6: bool, random: u64) -> Outcome {
-        let host = cache::canonical(host);
+        let host = self.key(host);
         if let Some(outcome) = self.cache.borrow().get(&host, v6, Instant::now()) {
             self.metrics.on_demand(match outcome {
                 Ok(_) => "hit",
@@ -169,24 +202,52 @@ impl OnDemand {
         cached.unwrap_or(Err(Failure::Busy))
     }
 
-    /// Looks `host` up in the family wanted, then the other when the name has none of it.
+    /// Looks `host` up under each name of the search list in turn (see the module doc).
     async fn lookup(
         &self,
         host: &str,
         v6: bool,
         random: u64,
     ) -> Result<(Rc<[IpAddr]>, Duration), Failure> {
-        let name = Name::from_dotted(host).ok_or(Failure::NxDomain)?;
+        let mut outcome = Failure::NxDomain;
+        for (i, candidate) in self.search.candidates(host).iter().enumerate() {
+            // A search domain can make a valid host too long: that name does not exist.
+            let Some(name) = Name::from_dotted(candidate) else {
+                continue;
+            };
+            let random = random.rotate_left(7 * i as u32);
+            match self.lookup_name(&name, v6, random).await {
+                Ok((addrs, ttl)) => return Ok((addrs.into(), cache::answer_ttl(ttl))),
+                Err(f @ (Failure::NoData | Failure::Upstream | Failure::NxDomain)) => {
+                    outcome = most_telling(outcome, f);
+                    debug!(host, name = %candidate, ?f, "on-demand DNS: trying the next name");
+                }
+                Err(f) => return Err(f),
+            }
+        }
+        Err(outcome)
+    }
+
+    /// One name: the family wanted, then the other when the name has none of it (and IPv6 is
+    /// on); A only when IPv6 is off.
+    async fn lookup_name(
+        &self,
+        name: &Name,
+        v6: bool,
+        random: u64,
+    ) -> Result<(Vec<IpAddr>, u32), Failure> {
+        if !self.ipv6 {
+            return self.ask(name, TYPE_A, random).await;
+        }
         let (first, second) = if v6 {
             (TYPE_AAAA, TYPE_A)
         } else {
             (TYPE_A, TYPE_AAAA)
         };
-        let (addrs, ttl) = match self.ask(&name, first, random).await {
-            Err(Failure::NoData) => self.ask(&name, second, random.rotate_left(17)).await?,
-            other => other?,
-        };
-        Ok((addrs.into(), cache::answer_ttl(ttl)))
+        match self.ask(name, first, random).await {
+            Err(Failure::NoData) => self.ask(name, second, random.rotate_left(17)).await,
+            other => other,
+        }
     }
 
     /// Asks each upstream in turn until one answers: its addresses of `qtype` and their TTL.
@@ -285,10 +346,41 @@ impl OnDemand {
         UdpSocket::from_std(socket.into())
     }
 
+    /// The name under which `host` is cached and looked up: its canonical form
+    /// (`cache::canonical`), with the trailing dot kept when there are search domains, since
+    /// `db.` and `db` are then different lookups (one asked alone, one expanded).
+    fn key(&self, host: &str) -> String {
+        let name = cache::canonical(host);
+        if host.ends_with('.') && !self.search.domains().is_empty() {
+            name + "."
+        } else {
+            name
+        }
+    }
+
     /// Live cache entries (tests, debugging).
     pub fn cache_len(&self) -> usize {
         self.cache.borrow().len()
     }
+}
+
+/// Of two failures of a lookup's names, the one to report: a name that exists without
+/// addresses says most, then an upstream error, then a name that does not exist.
+fn most_telling(a: Failure, b: Failure) -> Failure {
+    let rank = |f: Failure| match f {
+        Failure::NoData => 2,
+        Failure::Upstream => 1,
+        _ => 0,
+    };
+    if rank(b) > rank(a) { b } else { a }
+}
+
+/// The search list of the resolv.conf at `path`; none when it cannot be read (the upstreams
+/// come from the same file, and their absence is logged by `upstream_list`).
+pub fn search_list(path: &std::path::Path) -> SearchList {
+    std::fs::read_to_string(path)
+        .map(|text| SearchList::parse(&text))
+        .unwrap_or_default()
 }
 
 fn failure(e: DnsError) -> Failure {

@@ -166,3 +166,69 @@ fn many_connections_asking_at_once_share_one_lookup() {
         assert_eq!(od.cache_len(), 1);
     });
 }
+
+/// A hostname that is not fully qualified goes through the resolv.conf's search domains, as
+/// ztunnel's hickory resolver takes them: `db` is found as `db.test`; a failed name moves on
+/// to the next (`gone.test` NXDOMAIN, then `gone`, which exists without addresses: NODATA is
+/// reported); a timeout ends the lookup (`slow` is never asked); a fully qualified name is
+/// asked alone.
+#[test]
+fn search_domains_of_the_resolv_conf_expand_short_names() {
+    let (addr, asked) = server();
+    let search = SearchList::parse("search test example.invalid\noptions ndots:2\n");
+    let od = Rc::new(
+        OnDemand::new(
+            vec![addr],
+            Duration::from_millis(300),
+            0,
+            DnsMetrics::default().attach(),
+        )
+        .with_search(search),
+    );
+    block_on(async {
+        assert_eq!(od.resolve("db", false, 1).await, ips(&["192.0.2.1"]));
+        assert_eq!(count(&asked, "db.test", TYPE_A), 1);
+        assert_eq!(
+            count(&asked, "db", TYPE_A),
+            0,
+            "found before the name as it is"
+        );
+        assert_eq!(od.resolve("gone", false, 2).await, Err(Failure::NoData));
+        assert_eq!(count(&asked, "gone.test", TYPE_A), 1);
+        assert_eq!(count(&asked, "gone.example.invalid", TYPE_A), 1);
+        assert_eq!(count(&asked, "gone", TYPE_A), 1);
+        assert_eq!(od.resolve("slow", false, 3).await, Err(Failure::Timeout));
+        assert_eq!(
+            count(&asked, "slow", TYPE_A),
+            0,
+            "a timeout ends the lookup"
+        );
+        assert_eq!(
+            od.resolve("many.test.", false, 4).await,
+            ips(&["192.0.2.1"])
+        );
+        assert_eq!(count(&asked, "many.test.test", TYPE_A), 0);
+    });
+}
+
+/// `IPV6_ENABLED=false`: only A is asked, even for a v6 destination; a name with AAAA records
+/// only has no address then.
+#[test]
+fn ipv6_disabled_asks_for_a_only() {
+    let (addr, asked) = server();
+    let od = Rc::new(
+        OnDemand::new(
+            vec![addr],
+            Duration::from_millis(300),
+            0,
+            DnsMetrics::default().attach(),
+        )
+        .with_ipv6(false),
+    );
+    block_on(async {
+        assert_eq!(od.resolve("six.test", true, 1).await, Err(Failure::NoData));
+        assert_eq!(od.resolve("db.test", true, 2).await, ips(&["192.0.2.1"]));
+        assert_eq!(count(&asked, "six.test", TYPE_AAAA), 0);
+        assert_eq!(count(&asked, "db.test", TYPE_AAAA), 0);
+    });
+}

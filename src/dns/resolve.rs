@@ -17,7 +17,8 @@
 //!   first; services without a VIP count only when they are Kubernetes headless services (a
 //!   `.svc.<domain>` hostname), the rest are left to the upstream resolvers;
 //! - a found service answers even with no address of the asked family (NOERROR, no records:
-//!   the name exists); a service whose `ipFamilies` exclude the family answers likewise;
+//!   the name exists); a service whose `ipFamilies` exclude the family answers likewise, and
+//!   so does every found name asked for AAAA when `IPV6_ENABLED=false`;
 //! - when the name matched only after a search domain was stripped, and not through a
 //!   wildcard, the answer is a CNAME from the asked name to the stripped one, and the address
 //!   records are the stripped name's;
@@ -44,6 +45,9 @@ pub struct Settings {
     /// The namespace preferred when a hostname names services in several namespaces and none
     /// is the client's or canonical (`PREFERED_SERVICE_NAMESPACE`).
     pub preferred_namespace: Option<String>,
+    /// `IPV6_ENABLED`: off, an AAAA question for a name the mesh knows is answered with no
+    /// records (the name exists), as ztunnel answers it.
+    pub ipv6: bool,
 }
 
 impl Default for Settings {
@@ -51,6 +55,7 @@ impl Default for Settings {
         Settings {
             domain: "cluster.local".into(),
             preferred_namespace: None,
+            ipv6: true,
         }
     }
 }
@@ -120,6 +125,8 @@ pub fn lookup(
                 owner = stripped;
             }
             let addrs = match found {
+                // IPv6 turned off: the name exists, with no address of this family.
+                _ if qtype == TYPE_AAAA && !settings.ipv6 => Vec::new(),
                 Found::Service(s) => service_addrs(snapshot, client, s, qtype),
                 Found::Pod(w) => w
                     .workload_ips

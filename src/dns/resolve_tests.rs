@@ -292,3 +292,38 @@ fn namespace_visible_services_answer_only_their_namespace() {
         Lookup::Answer(r) if !r.is_empty()
     ));
 }
+
+/// `IPV6_ENABLED=false`: a dual-stack service still answers A with its IPv4 VIP, and AAAA with
+/// no records (NOERROR: the name exists); a name the mesh does not know is still forwarded.
+#[test]
+fn ipv6_disabled_answers_no_aaaa_for_mesh_names() {
+    let mut b = SnapshotBuilder::new();
+    b.add_workload(client("ns1"), Vec::new());
+    b.add_service(svc(
+        "ns1",
+        "dual.ns1.svc.cluster.local",
+        &["/10.96.0.40", "/fd00:96::40"],
+    ));
+    let s = b.build().unwrap();
+    let on = Settings::default();
+    let name = "dual.ns1.svc.cluster.local";
+    assert_eq!(
+        ask(&s, name, TYPE_AAAA, &on),
+        Some(vec![format!("{name}. fd00:96::40")])
+    );
+    let off = Settings {
+        ipv6: false,
+        ..Settings::default()
+    };
+    assert_eq!(ask(&s, name, TYPE_AAAA, &off), Some(Vec::new()));
+    assert_eq!(
+        ask(&s, "dual", TYPE_AAAA, &off),
+        Some(Vec::new()),
+        "short form too"
+    );
+    assert_eq!(
+        ask(&s, name, TYPE_A, &off),
+        Some(vec![format!("{name}. 10.96.0.40")])
+    );
+    assert_eq!(ask(&s, "elsewhere.example", TYPE_AAAA, &off), None);
+}

@@ -42,6 +42,8 @@ pub struct ListenerHandler {
     certificates: Option<(Arc<Enrolled>, String)>,
     /// Where the DNS proxy listens inside each pod, when it is on.
     dns: Option<SocketAddr>,
+    /// `IPV6_ENABLED`: whether a pod whose kernel has IPv6 also gets `[::]` listeners.
+    ipv6: bool,
 }
 
 impl ListenerHandler {
@@ -54,7 +56,16 @@ impl ListenerHandler {
             confirm_timeout: CONFIRM_TIMEOUT,
             certificates: None,
             dns: None,
+            ipv6: true,
         }
+    }
+
+    /// Whether pods get IPv6 listeners beside the IPv4 ones (`IPV6_ENABLED`; default on). Off,
+    /// a pod is served on `0.0.0.0` only, as ztunnel then binds `0.0.0.0` instead of `[::]`:
+    /// istio-cni's `ip6` rules (if any) find nothing listening, and no IPv6 DNS socket opens.
+    pub fn with_ipv6(mut self, ipv6: bool) -> Self {
+        self.ipv6 = ipv6;
+        self
     }
 
     /// Also binds the DNS proxy's sockets at `addr` inside each added pod (`None`: off).
@@ -134,16 +145,24 @@ fn ipv6_available(backlog: i32) -> std::io::Result<bool> {
     }
 }
 
-/// Where the DNS proxy listens inside a pod: `addr`, and when that is the IPv4 wildcard and the
-/// pod has IPv6, the IPv6 wildcard on the same port too (the pod's ip6 rules redirect v6 DNS
-/// there).
+/// Where the DNS proxy listens inside a pod: `addr`, and when the pod has IPv6 (and
+/// `IPV6_ENABLED` allows) its IPv6 counterpart on the same port: the IPv6 wildcard beside the
+/// IPv4 one, the IPv6 loopback beside the IPv4 loopback. istio-cni's `ip6` rules REDIRECT a
+/// pod's v6 DNS, which lands on `::1`; ztunnel binds `localhost:15053` (its default) as both
+/// loopbacks for that reason. zring keeps `localhost:PORT` as the IPv4 loopback, so an explicit
+/// `127.0.0.1:PORT` gets `::1` too, where ztunnel would bind it alone.
 fn dns_addrs(addr: Option<SocketAddr>, v6: bool) -> Vec<SocketAddr> {
     let Some(addr) = addr else {
         return Vec::new();
     };
     let mut out = vec![addr];
-    if v6 && addr.ip() == Ipv4Addr::UNSPECIFIED {
-        out.push((Ipv6Addr::UNSPECIFIED, addr.port()).into());
+    let counterpart = match addr.ip() {
+        ip if ip == Ipv4Addr::UNSPECIFIED => Some(Ipv6Addr::UNSPECIFIED),
+        ip if ip == Ipv4Addr::LOCALHOST => Some(Ipv6Addr::LOCALHOST),
+        _ => None,
+    };
+    if let (true, Some(ip)) = (v6, counterpart) {
+        out.push((ip, addr.port()).into());
     }
     out
 }
@@ -152,14 +171,14 @@ impl PodHandler for ListenerHandler {
     fn add(&mut self, pod: &Pod) -> Result<(), String> {
         let started = Instant::now();
         let cores = self.cores.len();
-        let (backlog, dns, mark) = (self.backlog, self.dns, self.mark);
+        let (backlog, dns, mark, ipv6) = (self.backlog, self.dns, self.mark, self.ipv6);
         // Every core's listeners in one visit: the pod's netns is entered once per add.
         let (mut per_core, mut per_core_dns) = factory::in_netns(pod.netns.as_fd(), || {
             // IPv6 beside IPv4: separate v6-only sockets on `[::]`, so a v4 connection keeps
             // plain v4 addresses (no `::ffff:` mapping for lookups and logs to undo) and the
             // original destination is asked in the socket's own family. A pod whose kernel
-            // has no IPv6 gets v4 only.
-            let v6 = ipv6_available(backlog)?;
+            // has no IPv6, or any pod with `IPV6_ENABLED=false`, gets v4 only.
+            let v6 = ipv6 && ipv6_available(backlog)?;
             let tcp = (0..cores)
                 .map(|_| {
                     let mut out = Vec::with_capacity(PodPort::ALL.len() * 2);
@@ -176,10 +195,19 @@ impl PodHandler for ListenerHandler {
                 .collect::<std::io::Result<Vec<_>>>()?;
             let dns = (0..cores)
                 .map(|_| {
-                    dns_addrs(dns, v6)
-                        .into_iter()
-                        .map(|addr| factory::dns_sockets(addr, backlog, mark, false))
-                        .collect::<std::io::Result<Vec<_>>>()
+                    let mut sockets = Vec::with_capacity(2);
+                    for addr in dns_addrs(dns, v6) {
+                        match factory::dns_sockets(addr, backlog, mark, false) {
+                            Ok(s) => sockets.push(s),
+                            // A pod whose loopback has no `::1` (IPv6 off on `lo` alone) is
+                            // served on 127.0.0.1 only, as ztunnel checks per pod.
+                            Err(e)
+                                if addr.ip() == Ipv6Addr::LOCALHOST
+                                    && e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    Ok(sockets)
                 })
                 .collect::<std::io::Result<Vec<_>>>()?;
             Ok((tcp, dns))

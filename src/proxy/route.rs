@@ -20,6 +20,9 @@
 //! chosen); a name that does not resolve is [`Denied::DnsFailed`]
 //! (`response_flags="DNS_FAILED"`).
 //!
+//! A waypoint whose workload is addressed by hostname is resolved the same way, through the
+//! same hook and the same second routing, with the same flag when its name does not resolve.
+//!
 //! What the snapshot keeps but zring cannot route yet is refused here, per connection, with
 //! [`Denied::Unroutable`] (`response_flags="UNROUTABLE"`): an endpoint on another network
 //! reachable only through its network gateway (and, for a caller without a resolver,
@@ -241,7 +244,7 @@ fn resolve(
             choice,
         };
         if let Some(wp) = &service.waypoint
-            && let Some(action) = via_waypoint(snapshot, wp, &source, dst, random)?
+            && let Some(action) = via_waypoint(snapshot, wp, &source, dst, random, resolver)?
         {
             return Ok(route(None, action, None));
         }
@@ -263,7 +266,7 @@ fn resolve(
             choice: None,
         };
         if let Some(wp) = &workload.waypoint
-            && let Some(action) = via_waypoint(snapshot, wp, &source, dst, random)?
+            && let Some(action) = via_waypoint(snapshot, wp, &source, dst, random, resolver)?
         {
             return Ok(route(action));
         }
@@ -348,36 +351,71 @@ fn to_workload(
 
 /// Resolves a waypoint to the workload that will receive the tunnel. `None` when the source is
 /// the waypoint itself: its own traffic must not loop back into it.
+///
+/// The address dialled, as ztunnel picks it: a waypoint named by address is reached at that
+/// address when it is one of the waypoint workload's own, else at the workload's IP of that
+/// address's family; a waypoint named by hostname at the workload's IP of the connection's
+/// family (either way its first IP when it has none of the family). A waypoint workload
+/// addressed by hostname (no IP) has that hostname resolved like any endpoint's (`resolver`,
+/// then [`Unroutable::Unresolved`] for the caller to resolve it and route again, `DnsFailed`
+/// when it does not resolve). Its name is resolved for the connection's family, as the caller's lookup
+/// asks: where ztunnel would ask in the family of a waypoint VIP, the two differ only for a
+/// dual-stack connection crossing families to a waypoint known only by hostname.
 fn via_waypoint(
     snapshot: &Snapshot,
     wp: &GatewayAddress,
     source: &Arc<Workload>,
     authority: SocketAddr,
     random: u64,
+    resolver: &dyn Resolve,
 ) -> Result<Option<Action>, Denied> {
-    let peer = match &wp.destination {
+    let (peer, named_at) = match &wp.destination {
         Destination::Address(addr) => {
-            if let Some(svc) = snapshot.service_for(&addr.network, addr.address, None) {
+            let peer = if let Some(svc) = snapshot.service_for(&addr.network, addr.address, None) {
                 balance::choose(svc, source, random).map(|(e, _)| e.workload.clone())
             } else {
                 snapshot
                     .workload_by_addr(&addr.network, addr.address)
                     .cloned()
-            }
+            };
+            (peer, Some(addr.address))
         }
-        Destination::Hostname(h) => snapshot
-            .service_by_host(&h.namespace, &h.hostname)
-            .and_then(|svc| balance::choose(svc, source, random))
-            .map(|(e, _)| e.workload.clone()),
+        Destination::Hostname(h) => (
+            snapshot
+                .service_by_host(&h.namespace, &h.hostname)
+                .and_then(|svc| balance::choose(svc, source, random))
+                .map(|(e, _)| e.workload.clone()),
+            None,
+        ),
     };
-    // A waypoint is reached at one of its IPs; one known only by hostname is not resolved.
-    let Some((peer, ip)) = peer.and_then(|p| p.workload_ips.first().copied().map(|ip| (p, ip)))
-    else {
+    let Some(peer) = peer else {
         return Err(Denied::UnresolvedWaypoint(wp.to_string()));
     };
     if peer.uid == source.uid {
         return Ok(None);
     }
+    // The family preferred: the waypoint address's, else the connection's.
+    let prefer_v6 = named_at.map_or(authority.is_ipv6(), |ip| ip.is_ipv6());
+    let ip = match named_at.filter(|ip| peer.workload_ips.contains(ip)) {
+        Some(ip) => ip,
+        None => match peer
+            .workload_ips
+            .iter()
+            .find(|ip| ip.is_ipv6() == prefer_v6)
+            .or(peer.workload_ips.first())
+        {
+            Some(ip) => *ip,
+            None if !peer.hostname.is_empty() => resolver
+                .resolve(&peer.hostname, authority.is_ipv6())
+                .ok_or_else(|| {
+                    Denied::Unroutable(Unroutable::Unresolved {
+                        workload: peer.uid.clone(),
+                        hostname: peer.hostname.clone(),
+                    })
+                })?,
+            None => return Err(Denied::UnresolvedWaypoint(wp.to_string())),
+        },
+    };
     let via = SocketAddr::new(ip, wp.hbone_mtls_port);
     Ok(Some(Action::Hbone {
         via,

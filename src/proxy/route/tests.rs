@@ -435,3 +435,5 @@ fn workload_waypoint_is_used_except_by_the_waypoint_itself() {
 }
 
 mod istiod;
+
+mod waypoint_hostname;

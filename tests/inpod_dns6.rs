@@ -1,0 +1,159 @@
+//! In-pod DNS over IPv6 (`Mesh::start_inpod` on `Lab::seed_dual_stack`): the lab's fake
+//! istio-cni REDIRECTs a pod's DNS in both families, and an IPv6 query lands on `::1:15053`;
+//! zring's DNS proxy listens there beside `127.0.0.1:15053` (ztunnel binds its default
+//! `localhost:15053` as both loopbacks), so a pod whose nameserver is IPv6 (IPv6-first dual
+//! stack, IPv6-only clusters) gets the mesh's answers over UDP and TCP. Needs root; waits are
+//! conditions with deadlines.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
+use std::path::Path;
+use std::time::Duration;
+
+use zring::lab::cni::{self, InpodRules};
+use zring::lab::{Lab, Mesh, SEED_APPA6, SEED_APPB6};
+
+const ZRING: &str = env!("CARGO_BIN_EXE_zring");
+const APPA4: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 8);
+const APPB4: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 4);
+const VIP4: Ipv4Addr = Ipv4Addr::new(10, 96, 101, 203);
+const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x96, 0, 0, 0, 0, 0x101, 0x203);
+/// The cluster DNS address the pod asks (IPv6).
+const CLUSTER_DNS6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x96, 0, 0, 0, 0, 0, 0xa);
+
+fn config() -> String {
+    format!(
+        r#"
+workloads:
+- {{ uid: appa, name: appa, namespace: default, serviceAccount: appa, canonicalName: appa, workloadIps: ["{APPA4}", "{SEED_APPA6}"], protocol: HBONE, node: a, services: {{}} }}
+- uid: appb
+  name: appb
+  namespace: default
+  serviceAccount: appb
+  workloadIps: ["{APPB4}", "{SEED_APPB6}"]
+  protocol: HBONE
+  node: b
+  services:
+    "default/appb.default.svc.cluster.local":
+      8000: 80
+services:
+- name: appb
+  namespace: default
+  hostname: appb.default.svc.cluster.local
+  vips: ["/{VIP4}", "/{VIP6}"]
+  ports:
+    8000: 80
+policies: []
+"#
+    )
+}
+
+fn query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
+    let mut m = Vec::new();
+    m.extend_from_slice(&id.to_be_bytes());
+    m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for l in name.split('.') {
+        m.push(l.len() as u8);
+        m.extend_from_slice(l.as_bytes());
+    }
+    m.push(0);
+    m.extend_from_slice(&qtype.to_be_bytes());
+    m.extend_from_slice(&[0, 1]);
+    m
+}
+
+/// The id, rcode and the A/AAAA addresses of an answer.
+fn addresses(m: &[u8]) -> (u16, u16, Vec<IpAddr>) {
+    let w = |i: usize| u16::from_be_bytes([m[i], m[i + 1]]);
+    let skip_name = |mut at: usize| loop {
+        let len = m[at] as usize;
+        if len & 0xc0 == 0xc0 {
+            return at + 2;
+        }
+        if len == 0 {
+            return at + 1;
+        }
+        at += 1 + len;
+    };
+    let mut at = 12;
+    for _ in 0..w(4) {
+        at = skip_name(at) + 4;
+    }
+    let mut ips = Vec::new();
+    for _ in 0..w(6) {
+        let next = skip_name(at);
+        let (rtype, rdlen) = (w(next), w(next + 8) as usize);
+        let rdata = &m[next + 10..next + 10 + rdlen];
+        match (rtype, rdlen) {
+            (1, 4) => ips.push(IpAddr::from(<[u8; 4]>::try_from(rdata).unwrap())),
+            (28, 16) => ips.push(IpAddr::from(<[u8; 16]>::try_from(rdata).unwrap())),
+            _ => {}
+        }
+        at = next + 10 + rdlen;
+    }
+    (w(0), w(2) & 0xf, ips)
+}
+
+fn udp_ask6(m: &Mesh, pod: &str, msg: Vec<u8>) -> Option<Vec<u8>> {
+    m.lab.pod(pod).run(move || {
+        let s = UdpSocket::bind("[::]:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.send_to(&msg, (CLUSTER_DNS6, 53)).unwrap();
+        let mut buf = vec![0u8; 65536];
+        let (n, from) = s.recv_from(&mut buf).ok()?;
+        assert_eq!(
+            from,
+            SocketAddr::from((CLUSTER_DNS6, 53)),
+            "answered as asked"
+        );
+        buf.truncate(n);
+        Some(buf)
+    })
+}
+
+fn tcp_ask6(m: &Mesh, pod: &str, msg: Vec<u8>) -> Vec<u8> {
+    m.lab.pod(pod).run(move || {
+        let mut s = TcpStream::connect_timeout(
+            &SocketAddr::from((CLUSTER_DNS6, 53)),
+            Duration::from_secs(3),
+        )
+        .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(&(msg.len() as u16).to_be_bytes()).unwrap();
+        s.write_all(&msg).unwrap();
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len).unwrap();
+        let mut a = vec![0u8; u16::from_be_bytes(len) as usize];
+        s.read_exact(&mut a).unwrap();
+        a
+    })
+}
+
+#[test]
+fn inpod_dns_answers_a_pod_asking_over_ipv6() {
+    let lab = Lab::seed_dual_stack().expect("lab (needs root, ip, nft)");
+    let m = Mesh::start_inpod(lab, Path::new(ZRING), &config(), &["a", "b"], &[]).unwrap();
+    // istio-cni's rules with DNS capture, as the chart installs them by default.
+    cni::install_rules(m.lab.pod("appa").netns(), InpodRules { dns: true }).unwrap();
+    let mut answer = None;
+    m.eventually("appa's IPv6 DNS answered by its in-pod proxy", || {
+        answer = udp_ask6(&m, "appa", query(51, "appb", 28));
+        answer.is_some()
+    })
+    .unwrap();
+    assert_eq!(
+        addresses(&answer.unwrap()),
+        (51, 0, vec![IpAddr::from(VIP6)])
+    );
+    let a = udp_ask6(&m, "appa", query(52, "appb.default", 1)).unwrap();
+    assert_eq!(addresses(&a), (52, 0, vec![IpAddr::from(VIP4)]));
+    let a = tcp_ask6(&m, "appa", query(53, "appb.default.svc.cluster.local", 28));
+    assert_eq!(addresses(&a), (53, 0, vec![IpAddr::from(VIP6)]));
+    m.eventually("appa's queries counted", || {
+        m.scrape("a").sum(
+            "istio_dns_requests_total",
+            &[("source_canonical_service", "appa")],
+        ) >= 3.0
+    })
+    .unwrap();
+}
