@@ -19,6 +19,7 @@ fn idle_connection_future_sizes() {
     use zring::net::copy::ByteCounter;
     let outbound = size4(zring::proxy::outbound::serve);
     let inbound = size4(zring::proxy::inbound::serve);
+    let stream = zring::proxy::inbound::stream_task_size();
     let pump = size6(
         |a, b, c, d, e, f: (&'static ByteCounter, &'static ByteCounter)| {
             zring::hbone::pump::bidirectional(a, b, c, d, e, f)
@@ -26,18 +27,32 @@ fn idle_connection_future_sizes() {
     );
     println!("outbound::serve task future: {outbound} B");
     println!("inbound::serve (15008 connection) task future: {inbound} B");
+    println!("inbound CONNECT stream task future: {stream} B");
     println!("hbone::pump::bidirectional future: {pump} B");
     println!(
-        "h2 SendStream<Bytes>: {} B, RecvStream: {} B",
+        "h2 SendStream<Bytes>: {} B, RecvStream: {} B, SendResponse<Bytes>: {} B",
         size_of::<h2::SendStream<bytes::Bytes>>(),
-        size_of::<h2::RecvStream>()
+        size_of::<h2::RecvStream>(),
+        size_of::<h2::server::SendResponse<bytes::Bytes>>()
     );
     println!(
-        "ConnRecord: {} B, Capture: {} B, TcpStream: {} B",
+        "http Request<RecvStream>: {} B (its HeaderMap: {} B)",
+        size_of::<http::Request<h2::RecvStream>>(),
+        size_of::<http::HeaderMap>()
+    );
+    println!(
+        "ConnRecord: {} B, proxy::Error: {} B, Capture: {} B, TcpStream: {} B",
         size_of::<zring::proxy::ConnRecord>(),
+        size_of::<zring::proxy::Error>(),
         size_of::<zring::proxy::Capture>(),
         size_of::<monoio::net::TcpStream>()
     );
-    // The pump runs inside the outbound task: its state is part of the task's.
+    // Each pump runs inside its connection's (outbound) or stream's (inbound) task: its state
+    // is part of the task's, so a task smaller than its pump would mean the pump was boxed
+    // out of it, and these sizes would no longer say what an idle connection holds.
     assert!(pump < outbound, "pump {pump} B, outbound task {outbound} B");
+    assert!(
+        pump < stream,
+        "pump {pump} B, inbound stream task {stream} B"
+    );
 }

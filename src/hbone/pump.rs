@@ -15,7 +15,7 @@
 //! other direction keeps flowing (half-close). An error in either direction ends both and resets
 //! the stream (RST_STREAM CANCEL), so the peer learns the connection failed rather than ended.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 
 use bytes::{Bytes, BytesMut};
 use h2::{Reason, RecvStream, SendStream};
@@ -33,28 +33,34 @@ use crate::net::copy::{ByteCounter, CopyError, SpliceRead};
 /// stream leads upstream; inbound, the stream came from downstream and the socket goes to the
 /// destination pod. `(to_stream, to_tcp)` count each direction's bytes; the caller picks them
 /// from its `Transferred` by the same reasoning (bytes from downstream are `sent`).
-pub async fn bidirectional(
+///
+/// Not an `async fn`: the future keeps every argument of an `async fn` for its whole life, even
+/// once moved out, so the socket (80 bytes) would sit in every idle connection's task beside
+/// the two halves it is split into. Split first, the future captures only what it uses.
+pub fn bidirectional<'a>(
     tcp: TcpStream,
     mut send: SendStream<Bytes>,
     recv: RecvStream,
     (tcp_end, stream_end): (Side, Side),
     large: usize,
-    (to_stream, to_tcp): (&ByteCounter, &ByteCounter),
-) -> Result<(), CopyError> {
+    (to_stream, to_tcp): (&'a ByteCounter, &'a ByteCounter),
+) -> impl Future<Output = Result<(), CopyError>> + 'a {
     let (r, w) = tcp.into_split();
-    let result = {
-        let up = tcp_to_stream(r, &mut send, (tcp_end, stream_end), large, to_stream);
-        let down = stream_to_tcp(recv, w, (stream_end, tcp_end), to_tcp);
-        let (mut up, mut down) = (std::pin::pin!(up), std::pin::pin!(down));
-        monoio::select! {
-            r = &mut up => match r { Ok(()) => down.await, Err(e) => Err(e) },
-            r = &mut down => match r { Ok(()) => up.await, Err(e) => Err(e) },
+    async move {
+        let result = {
+            let up = tcp_to_stream(r, &mut send, (tcp_end, stream_end), large, to_stream);
+            let down = stream_to_tcp(recv, w, (stream_end, tcp_end), to_tcp);
+            let (mut up, mut down) = (std::pin::pin!(up), std::pin::pin!(down));
+            monoio::select! {
+                r = &mut up => match r { Ok(()) => down.await, Err(e) => Err(e) },
+                r = &mut down => match r { Ok(()) => up.await, Err(e) => Err(e) },
+            }
+        };
+        if result.is_err() {
+            send.send_reset(Reason::CANCEL);
         }
-    };
-    if result.is_err() {
-        send.send_reset(Reason::CANCEL);
+        result
     }
-    result
 }
 
 async fn tcp_to_stream<R: SpliceRead>(

@@ -141,10 +141,11 @@ pub async fn serve(ctx: Rc<CoreCtx>, capture: Capture, tcp: TcpStream, peer: Soc
         // Streams of one identity are capped per core, whatever connection they come on.
         match ctx.hbone_gate.stream(&tunnel.peer_identity) {
             Some(place) => {
+                let connect = Connect::new(request, respond);
                 let places = (place, active);
                 crate::task::spawn(
                     "hbone_stream",
-                    stream(ctx.clone(), tunnel.clone(), request, respond, places),
+                    stream(ctx.clone(), tunnel.clone(), connect, places),
                 );
             }
             None => {
@@ -182,12 +183,41 @@ async fn local_identity(ctx: &CoreCtx, capture: &Capture, dst: OrigDst) -> Resul
     super::workload_identity(&w)
 }
 
+/// What a stream's task keeps of its request: the target, parsed at once, and the two halves
+/// of the stream. The request head (method, URI, header map) is dropped before the task is
+/// spawned, so no stream holds it (or the buffer its strings share) while it lives.
+struct Connect {
+    /// The CONNECT target, or why the request is refused (answered 400).
+    target: Result<SocketAddr, &'static str>,
+    body: RecvStream,
+    respond: SendResponse<Bytes>,
+}
+
+impl Connect {
+    fn new(request: Request<RecvStream>, respond: SendResponse<Bytes>) -> Connect {
+        let target = server::connect_target(&request).map_err(|e| bad_request_reason(&e));
+        Connect {
+            target,
+            body: request.into_body(),
+            respond,
+        }
+    }
+}
+
+/// Bytes of one CONNECT stream's task future, which every open stream keeps allocated for its
+/// whole life (`tests/idle_sizes.rs` prints it for `perf/notes-hbone.md`).
+pub fn stream_task_size() -> usize {
+    fn size<A, B, C, D, F: std::future::Future>(_: impl FnOnce(A, B, C, D) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    size(stream)
+}
+
 /// One CONNECT stream: prepare → answer → pump → record.
 async fn stream(
     ctx: Rc<CoreCtx>,
     tunnel: Rc<Tunnel>,
-    request: Request<RecvStream>,
-    mut respond: SendResponse<Bytes>,
+    connect: Connect,
     _places: (StreamPermit, ActiveStream),
 ) {
     let _active = ctx.track();
@@ -199,7 +229,14 @@ async fn stream(
         tunnel.dst,
     );
     rec.mutual_tls(tunnel.peer_identity.clone(), tunnel.local_identity.clone());
-    let prepared = prepare(&ctx, &tunnel, &request, &mut respond, &mut rec).await;
+    let Connect {
+        target,
+        body,
+        mut respond,
+    } = connect;
+    // Boxed, and gone once the pod is connected: the lookups and the connect are larger than
+    // the pump, and an idle stream's task would carry them for its whole life.
+    let prepared = Box::pin(prepare(&ctx, &tunnel, target, &mut respond, &mut rec)).await;
     let (upstream, registration, send) = match prepared {
         Ok(upstream) => {
             let (upstream, registration) = upstream.into_parts();
@@ -221,7 +258,7 @@ async fn stream(
     let pump = pump::bidirectional(
         upstream,
         send,
-        request.into_body(),
+        body,
         (Side::Upstream, Side::Downstream),
         ctx.buffers.large_size(),
         (&counts.received, &counts.sent),
@@ -243,17 +280,16 @@ async fn stream(
     rec.finished(result);
 }
 
-/// Checks the request, finds the local workload, authorizes the peer and connects to the pod
-/// from the client's IP; the stream is not answered.
+/// Checks the request's target, finds the local workload, authorizes the peer and connects to
+/// the pod from the client's IP; the stream is not answered.
 async fn prepare<'c>(
     ctx: &'c CoreCtx,
     tunnel: &Tunnel,
-    request: &Request<RecvStream>,
+    target: Result<SocketAddr, &'static str>,
     respond: &mut SendResponse<Bytes>,
     rec: &mut ConnRecord,
 ) -> Result<TcpUpstream<'c>, Error> {
-    let target = server::connect_target(request)
-        .map_err(|e| HboneError::BadRequest(bad_request_reason(&e)))?;
+    let target = target.map_err(HboneError::BadRequest)?;
     rec.requested(ConnectTarget(target));
     info!(core = ctx.id, "got CONNECT request to {target}");
     if target.ip() != tunnel.dst.0.ip() {

@@ -43,7 +43,23 @@ pub async fn serve(ctx: Rc<CoreCtx>, capture: Capture, downstream: TcpStream, pe
         // Boxed: the plaintext copy's state is the largest; unboxed, every task (HBONE's too)
         // would be that size.
         Upstream::Tcp(tcp) => Box::pin(tcp.pump(&ctx, downstream, &rec)).await,
-        Upstream::Hbone(tunnel) => tunnel.pump(&ctx, downstream, &rec).await,
+        Upstream::Hbone(tunnel) => {
+            // The socket is the client's (downstream); the stream leads upstream. The lease
+            // stays with the task while the stream lives.
+            let Tunnel { lease, send, recv } = tunnel;
+            let counts = rec.counts();
+            let pump = pump::bidirectional(
+                downstream,
+                send,
+                recv,
+                (Side::Downstream, Side::Upstream),
+                ctx.buffers.large_size(),
+                (&counts.sent, &counts.received),
+            );
+            let result = pump.await.map_err(Error::from);
+            drop(lease);
+            result
+        }
     };
     rec.finished(result);
 }
@@ -224,31 +240,9 @@ fn log_choice(ctx: &CoreCtx, route: &Route, src: SocketAddr, dst: SocketAddr) {
 /// An open HBONE stream to the destination (or its waypoint), and the pooled connection
 /// carrying it.
 struct Tunnel {
-    _lease: Lease,
+    lease: Lease,
     send: h2::SendStream<bytes::Bytes>,
     recv: h2::RecvStream,
-}
-
-impl Tunnel {
-    async fn pump(
-        self,
-        ctx: &CoreCtx,
-        downstream: TcpStream,
-        rec: &ConnRecord,
-    ) -> Result<(), Error> {
-        // The socket is the client's (downstream); the stream leads upstream.
-        let counts = rec.counts();
-        pump::bidirectional(
-            downstream,
-            self.send,
-            self.recv,
-            (Side::Downstream, Side::Upstream),
-            ctx.buffers.large_size(),
-            (&counts.sent, &counts.received),
-        )
-        .await?;
-        Ok(())
-    }
 }
 
 /// Opens an HBONE stream to `via` (the destination pod's or its waypoint's 15008) asking for
@@ -302,11 +296,7 @@ async fn tunnel(
         match lease.open(request, cfg.connect_timeout).await {
             Ok((send, recv)) => {
                 rec.established(via);
-                return Ok(Tunnel {
-                    _lease: lease,
-                    send,
-                    recv,
-                });
+                return Ok(Tunnel { lease, send, recv });
             }
             Err(HboneError::Retryable(e)) if !retried => {
                 debug!(core = ctx.id, peer = %via, "retrying on a new HBONE connection: {e}");

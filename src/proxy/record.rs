@@ -35,7 +35,6 @@ use crate::state::{Service, Workload};
 /// open-connections gauge covers the record's whole life.
 #[derive(Debug)]
 pub struct ConnRecord {
-    core: usize,
     direction: Direction,
     start: Instant,
     /// The TCP peer: a local pod (15001), a client (15006), or a peer node's zring (15008).
@@ -57,8 +56,10 @@ pub struct ConnRecord {
     /// Where zring actually connected (the pod, or a peer's 15008), once it did.
     upstream: Option<SocketAddr>,
     counts: Transferred,
-    /// The first error; `None` when the connection ended normally.
-    error: RefCell<Option<Error>>,
+    /// The first error; `None` when the connection ended normally. Boxed: an error is rare and
+    /// comes at the end, and the record lives inside every connection's task (64 bytes
+    /// inline, 8 boxed).
+    error: RefCell<Option<Box<Error>>>,
     /// Whether the task got to [`ConnRecord::finished`]. A record dropped without it had its
     /// task dropped: in a pod, the pod's removal cutting it at the drain deadline.
     finished: Cell<bool>,
@@ -81,7 +82,6 @@ impl ConnRecord {
     ) -> ConnRecord {
         ctx.metrics.connection_started();
         ConnRecord {
-            core: ctx.id,
             direction,
             start: Instant::now(),
             src,
@@ -167,7 +167,7 @@ impl ConnRecord {
         if let Err(e) = result {
             let mut slot = self.error.borrow_mut();
             if slot.is_none() {
-                *slot = Some(e);
+                *slot = Some(Box::new(e));
             }
         }
     }
@@ -269,7 +269,7 @@ impl Drop for ConnRecord {
         {
             // Dropped by the unwinding of a panic in the connection's task (a second panic
             // here would abort the process, hence no plain borrow).
-            slot.get_or_insert(Error::Panicked);
+            slot.get_or_insert(Box::new(Error::Panicked));
         }
         self.guess_service();
         let name = |w: &Option<Arc<Workload>>| w.as_ref().map(|w| w.name.to_string());
@@ -282,14 +282,14 @@ impl Drop for ConnRecord {
         };
         let svc = self.dst_service.as_ref().map(|s| s.hostname.to_string());
         let error = self.error.borrow();
-        let flags = error.as_ref().map_or(NO_FLAGS, Error::response_flag);
+        let flags = error.as_deref().map_or(NO_FLAGS, Error::response_flag);
         self.count_outcome(flags, error.is_some());
         let duration = format!("{}ms", dur.as_millis());
         macro_rules! access {
             ($lvl:ident, $err:expr, $flag:expr) => {
                 $lvl!(
                     target: "access",
-                    core = self.core,
+                    core = self.ctx.id,
                     "src.addr" = %self.src,
                     "src.workload" = name(&self.src_workload),
                     "src.namespace" = ns(&self.src_workload),
