@@ -37,6 +37,9 @@ pub struct SoakOptions {
 /// One zring process's resources at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
+    /// Open descriptors other than pipes: the pipes are the capture watch's `nft` and `ip`
+    /// children's output (two while one runs, which it does at any moment), not anything a
+    /// connection holds.
     pub fds: usize,
     pub rss_kib: u64,
     /// `zring_heap_live_bytes` in KiB: read at start and end (a scrape), not at the peak.
@@ -108,10 +111,17 @@ fn usage_with_heap(mesh: &Mesh, node: &str, pid: u32) -> Usage {
     Usage { heap_kib, ..proc }
 }
 
-/// Reads `/proc/<pid>`: open descriptors and resident memory.
+/// Reads `/proc/<pid>`: open descriptors (not pipes, see [`Usage::fds`]) and resident memory.
 pub fn usage(pid: u32) -> Usage {
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| {
+                    std::fs::read_link(e.path())
+                        .is_ok_and(|target| !target.to_string_lossy().starts_with("pipe:"))
+                })
+                .count()
+        })
         .unwrap_or(0);
     let rss_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
