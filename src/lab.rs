@@ -39,6 +39,7 @@
 )]
 
 pub mod cni;
+pub mod dns;
 mod dual;
 pub mod http;
 pub mod kubeproxy;

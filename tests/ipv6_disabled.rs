@@ -14,12 +14,15 @@
 //! are conditions with deadlines, never sleeps.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
-use zring::lab::{Lab, Mesh, SEED_APPA6, SEED_APPB6, traffic};
+use zring::lab::{
+    Lab, Mesh, SEED_APPA6, SEED_APPB6,
+    dns::{self, query},
+    traffic,
+};
 
 const ZRING: &str = env!("CARGO_BIN_EXE_zring");
 const APPA4: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 8);
@@ -112,62 +115,16 @@ fn serve(m: &Mesh, pod: &str, port: u16) {
     traffic::spawn_server(l, None);
 }
 
-fn query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
-    let mut m = Vec::new();
-    m.extend_from_slice(&id.to_be_bytes());
-    m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for l in name.split('.') {
-        m.push(l.len() as u8);
-        m.extend_from_slice(l.as_bytes());
-    }
-    m.push(0);
-    m.extend_from_slice(&qtype.to_be_bytes());
-    m.extend_from_slice(&[0, 1]);
-    m
-}
-
 /// The id, rcode, answer count and the A/AAAA addresses of an answer.
 fn addresses(m: &[u8]) -> (u16, u16, u16, Vec<IpAddr>) {
-    let w = |i: usize| u16::from_be_bytes([m[i], m[i + 1]]);
-    let skip_name = |mut at: usize| loop {
-        let len = m[at] as usize;
-        if len & 0xc0 == 0xc0 {
-            return at + 2;
-        }
-        if len == 0 {
-            return at + 1;
-        }
-        at += 1 + len;
-    };
-    let mut at = 12;
-    for _ in 0..w(4) {
-        at = skip_name(at) + 4;
-    }
-    let mut ips = Vec::new();
-    for _ in 0..w(6) {
-        let next = skip_name(at);
-        let (rtype, rdlen) = (w(next), w(next + 8) as usize);
-        let rdata = &m[next + 10..next + 10 + rdlen];
-        match (rtype, rdlen) {
-            (1, 4) => ips.push(IpAddr::from(<[u8; 4]>::try_from(rdata).unwrap())),
-            (28, 16) => ips.push(IpAddr::from(<[u8; 16]>::try_from(rdata).unwrap())),
-            _ => {}
-        }
-        at = next + 10 + rdlen;
-    }
-    (w(0), w(2) & 0xf, w(6), ips)
+    let a = dns::answer(m);
+    (a.id, a.rcode, a.answers, a.addresses)
 }
 
 fn udp_ask(m: &Mesh, pod: &str, msg: Vec<u8>) -> Option<Vec<u8>> {
-    m.lab.pod(pod).run(move || {
-        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        s.send_to(&msg, (CLUSTER_DNS, 53)).unwrap();
-        let mut buf = vec![0u8; 65536];
-        let (n, _) = s.recv_from(&mut buf).ok()?;
-        buf.truncate(n);
-        Some(buf)
-    })
+    m.lab
+        .pod(pod)
+        .run(move || dns::udp_ask(SocketAddr::from((CLUSTER_DNS, 53)), &msg))
 }
 
 #[test]

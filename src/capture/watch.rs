@@ -772,9 +772,15 @@ mod tests {
         assert!(!complete(""));
     }
 
-    /// One netlink message: header, nfgenmsg, then `attrs` (type, value) padded to 4 bytes.
+    /// One nf_tables message: netlink header, nfgenmsg, then `attrs`.
     fn message(kind: u16, family: u8, attrs: &[(u16, &[u8])]) -> Vec<u8> {
-        let mut body = vec![family, 0, 0, 0];
+        netlink(kind, &[family, 0, 0, 0], attrs)
+    }
+
+    /// One netlink message: header, the family header `head`, then `attrs` (type, value)
+    /// padded to 4 bytes.
+    fn netlink(kind: u16, head: &[u8], attrs: &[(u16, &[u8])]) -> Vec<u8> {
+        let mut body = head.to_vec();
         for (t, v) in attrs {
             let len = 4 + v.len();
             body.extend_from_slice(&(len as u16).to_ne_bytes());
@@ -832,22 +838,9 @@ mod tests {
         assert!(touches_capture(&two));
     }
 
-    /// One rtnetlink message: header, a 12-byte `rtmsg` / `fib_rule_hdr` with `table` in byte
-    /// 4, then `attrs`.
+    /// One rtnetlink message: a 12-byte `rtmsg` / `fib_rule_hdr` with `table` in byte 4.
     fn rt_message(kind: u16, table: u8, attrs: &[(u16, &[u8])]) -> Vec<u8> {
-        let mut body = vec![2, 0, 0, 0, table, 0, 0, 0, 0, 0, 0, 0];
-        for (t, v) in attrs {
-            body.extend_from_slice(&((4 + v.len()) as u16).to_ne_bytes());
-            body.extend_from_slice(&t.to_ne_bytes());
-            body.extend_from_slice(v);
-            body.resize(align4(body.len()), 0);
-        }
-        let mut m = Vec::new();
-        m.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
-        m.extend_from_slice(&kind.to_ne_bytes());
-        m.extend_from_slice(&[0; 10]);
-        m.extend_from_slice(&body);
-        m
+        netlink(kind, &[2, 0, 0, 0, table, 0, 0, 0, 0, 0, 0, 0], attrs)
     }
 
     #[test]
