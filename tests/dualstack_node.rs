@@ -30,7 +30,7 @@ use std::time::Duration;
 use zring::lab::mesh::{READINESS_PORT, eventually};
 use zring::lab::{
     Lab, Mesh, SEED_APPA6, SEED_APPB6,
-    dns::{self, query},
+    dns::{self, addresses, query},
     http, traffic,
 };
 
@@ -423,22 +423,8 @@ fn v6_only_node_mode_and_the_v6_capture_watched() {
 
 // ---- DNS over IPv6 ----
 
-fn addresses(m: &[u8]) -> (u16, u16, Vec<IpAddr>) {
-    let a = dns::answer(m);
-    (a.id, a.rcode, a.addresses)
-}
-
-fn udp_ask6(m: &Mesh, pod: &str, msg: Vec<u8>) -> Option<Vec<u8>> {
-    m.lab
-        .pod(pod)
-        .run(move || dns::udp_ask(SocketAddr::from((CLUSTER_DNS6, 53)), &msg))
-}
-
-fn tcp_ask6(m: &Mesh, pod: &str, msg: Vec<u8>) -> Vec<u8> {
-    m.lab
-        .pod(pod)
-        .run(move || dns::tcp_ask(SocketAddr::from((CLUSTER_DNS6, 53)), &msg))
-}
+/// The cluster's DNS service address, as a pod's resolv.conf names it.
+const DNS6: SocketAddr = SocketAddr::new(IpAddr::V6(CLUSTER_DNS6), 53);
 
 /// The upstream resolver (IPv4, outside the mesh): answers every query with one A record,
 /// [`EXTERNAL`].
@@ -496,23 +482,26 @@ fn node_mode_dns_answers_a_v6_pod_with_aaaa() {
     upstream(&m, "resolver");
     let mut answer = None;
     m.eventually("appa's v6 DNS answered by node a's proxy", || {
-        answer = udp_ask6(&m, "appa", query(31, "appb", 28));
+        answer = dns::udp_ask_in(m.lab.pod("appa"), DNS6, query(31, "appb", 28));
         answer.is_some()
     })
     .unwrap();
     let (id, rcode, ips) = addresses(&answer.unwrap());
     assert_eq!((id, rcode, ips), (31, 0, vec![IpAddr::from(VIP6)]));
-    let (id, rcode, ips) = addresses(&udp_ask6(&m, "appa", query(32, "appb.default", 1)).unwrap());
+    let (id, rcode, ips) =
+        addresses(&dns::udp_ask_in(m.lab.pod("appa"), DNS6, query(32, "appb.default", 1)).unwrap());
     assert_eq!((id, rcode, ips), (32, 0, vec![IpAddr::from(VIP4)]));
-    let (id, rcode, ips) = addresses(&tcp_ask6(
-        &m,
-        "appa",
+    let (id, rcode, ips) = addresses(&dns::tcp_ask_in(
+        m.lab.pod("appa"),
+        DNS6,
         query(33, "appb.default.svc.cluster.local", 28),
     ));
     assert_eq!((id, rcode, ips), (33, 0, vec![IpAddr::from(VIP6)]));
     assert!(hits6(&m, "a", "dns-udp") > 0 && hits6(&m, "a", "dns-tcp") > 0);
     // A name the mesh does not know: forwarded to the (IPv4) upstream, answered to the v6 pod.
-    let (id, rcode, ips) = addresses(&udp_ask6(&m, "appa", query(34, "external.test", 1)).unwrap());
+    let (id, rcode, ips) = addresses(
+        &dns::udp_ask_in(m.lab.pod("appa"), DNS6, query(34, "external.test", 1)).unwrap(),
+    );
     assert_eq!((id, rcode, ips), (34, 0, vec![IpAddr::from(EXTERNAL)]));
     // The v6 client is known: its queries count under its own name.
     m.eventually("node a's istio_dns_* series name appa", || {

@@ -11,7 +11,7 @@ use std::path::Path;
 use zring::lab::cni::{self, InpodRules};
 use zring::lab::{
     Lab, Mesh, SEED_APPA6, SEED_APPB6,
-    dns::{self, query},
+    dns::{self, addresses, query},
 };
 
 const ZRING: &str = env!("CARGO_BIN_EXE_zring");
@@ -49,22 +49,8 @@ policies: []
     )
 }
 
-fn addresses(m: &[u8]) -> (u16, u16, Vec<IpAddr>) {
-    let a = dns::answer(m);
-    (a.id, a.rcode, a.addresses)
-}
-
-fn udp_ask6(m: &Mesh, pod: &str, msg: Vec<u8>) -> Option<Vec<u8>> {
-    m.lab
-        .pod(pod)
-        .run(move || dns::udp_ask(SocketAddr::from((CLUSTER_DNS6, 53)), &msg))
-}
-
-fn tcp_ask6(m: &Mesh, pod: &str, msg: Vec<u8>) -> Vec<u8> {
-    m.lab
-        .pod(pod)
-        .run(move || dns::tcp_ask(SocketAddr::from((CLUSTER_DNS6, 53)), &msg))
-}
+/// The cluster's DNS service address, as a pod's resolv.conf names it.
+const DNS6: SocketAddr = SocketAddr::new(IpAddr::V6(CLUSTER_DNS6), 53);
 
 #[test]
 fn inpod_dns_answers_a_pod_asking_over_ipv6() {
@@ -74,7 +60,7 @@ fn inpod_dns_answers_a_pod_asking_over_ipv6() {
     cni::install_rules(m.lab.pod("appa").netns(), InpodRules { dns: true }).unwrap();
     let mut answer = None;
     m.eventually("appa's IPv6 DNS answered by its in-pod proxy", || {
-        answer = udp_ask6(&m, "appa", query(51, "appb", 28));
+        answer = dns::udp_ask_in(m.lab.pod("appa"), DNS6, query(51, "appb", 28));
         answer.is_some()
     })
     .unwrap();
@@ -82,9 +68,13 @@ fn inpod_dns_answers_a_pod_asking_over_ipv6() {
         addresses(&answer.unwrap()),
         (51, 0, vec![IpAddr::from(VIP6)])
     );
-    let a = udp_ask6(&m, "appa", query(52, "appb.default", 1)).unwrap();
+    let a = dns::udp_ask_in(m.lab.pod("appa"), DNS6, query(52, "appb.default", 1)).unwrap();
     assert_eq!(addresses(&a), (52, 0, vec![IpAddr::from(VIP4)]));
-    let a = tcp_ask6(&m, "appa", query(53, "appb.default.svc.cluster.local", 28));
+    let a = dns::tcp_ask_in(
+        m.lab.pod("appa"),
+        DNS6,
+        query(53, "appb.default.svc.cluster.local", 28),
+    );
     assert_eq!(addresses(&a), (53, 0, vec![IpAddr::from(VIP6)]));
     m.eventually("appa's queries counted", || {
         m.scrape("a").sum(

@@ -121,11 +121,8 @@ fn addresses(m: &[u8]) -> (u16, u16, u16, Vec<IpAddr>) {
     (a.id, a.rcode, a.answers, a.addresses)
 }
 
-fn udp_ask(m: &Mesh, pod: &str, msg: Vec<u8>) -> Option<Vec<u8>> {
-    m.lab
-        .pod(pod)
-        .run(move || dns::udp_ask(SocketAddr::from((CLUSTER_DNS, 53)), &msg))
-}
+/// The cluster's DNS service address, as a pod's resolv.conf names it.
+const DNS: SocketAddr = SocketAddr::new(IpAddr::V4(CLUSTER_DNS), 53);
 
 #[test]
 fn ipv6_disabled_node_mode_listens_captures_and_answers_ipv4_only() {
@@ -230,12 +227,17 @@ fn ipv6_disabled_node_mode_listens_captures_and_answers_ipv4_only() {
     // DNS: the service's AAAA is an empty answer (the name exists), its A the v4 VIP.
     let mut answer = None;
     m.eventually("appa's DNS answered by node a's proxy", || {
-        answer = udp_ask(&m, "appa", query(41, "appb", 28));
+        answer = dns::udp_ask_in(m.lab.pod("appa"), DNS, query(41, "appb", 28));
         answer.is_some()
     })
     .unwrap();
     assert_eq!(addresses(&answer.unwrap()), (41, 0, 0, Vec::new()));
-    let a = udp_ask(&m, "appa", query(42, "appb.default.svc.cluster.local", 1)).unwrap();
+    let a = dns::udp_ask_in(
+        m.lab.pod("appa"),
+        DNS,
+        query(42, "appb.default.svc.cluster.local", 1),
+    )
+    .unwrap();
     assert_eq!(addresses(&a), (42, 0, 1, vec![IpAddr::from(VIP4)]));
 }
 

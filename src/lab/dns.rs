@@ -7,6 +7,8 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
+use super::Netns;
+
 /// A record type: `A`.
 pub const A: u16 = 1;
 /// A record type: `AAAA`.
@@ -36,6 +38,12 @@ pub struct Answer {
     pub answers: u16,
     /// The A and AAAA addresses of the answer section, in order.
     pub addresses: Vec<IpAddr>,
+}
+
+/// The id, rcode and A/AAAA addresses of answer `m` (what most assertions compare).
+pub fn addresses(m: &[u8]) -> (u16, u16, Vec<IpAddr>) {
+    let a = answer(m);
+    (a.id, a.rcode, a.addresses)
 }
 
 /// Reads `m`'s header and the A/AAAA records of its answer section.
@@ -113,4 +121,14 @@ pub fn tcp_ask(server: SocketAddr, msg: &[u8]) -> Vec<u8> {
     let mut a = vec![0u8; usize::from(u16::from_be_bytes(len))];
     s.read_exact(&mut a).expect("the answer");
     a
+}
+
+/// [`udp_ask`] from inside `ns` (a pod derefs to its namespace).
+pub fn udp_ask_in(ns: &Netns, server: SocketAddr, msg: Vec<u8>) -> Option<Vec<u8>> {
+    ns.run(move || udp_ask(server, &msg))
+}
+
+/// [`tcp_ask`] from inside `ns`.
+pub fn tcp_ask_in(ns: &Netns, server: SocketAddr, msg: Vec<u8>) -> Vec<u8> {
+    ns.run(move || tcp_ask(server, &msg))
 }
