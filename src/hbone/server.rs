@@ -397,8 +397,28 @@ mod tests {
                 requests += 1;
             }
             drop(send);
-            // The client hung up; the server ends cleanly.
-            assert!(server.await.is_ok());
+            // The client hung up. The server ends cleanly, or sees the reset Linux sends in place
+            // of a FIN when the client closes with a ping of the server's still unread (the
+            // server pings every 20 ms, so under load that race is real): as a read error, or as
+            // ENOTCONN from the shutdown h2 makes once the peer is gone. Anything else is a bug;
+            // the inbound proxy only logs these endings (`proxy::inbound`).
+            match server.await {
+                Ok(_) => {}
+                Err(e) => {
+                    let kind = e.get_io().map(std::io::Error::kind);
+                    assert!(
+                        matches!(
+                            kind,
+                            Some(
+                                std::io::ErrorKind::ConnectionReset
+                                    | std::io::ErrorKind::BrokenPipe
+                                    | std::io::ErrorKind::NotConnected
+                            )
+                        ),
+                        "server ended with {e:?}"
+                    );
+                }
+            }
         });
     }
 
