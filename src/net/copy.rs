@@ -239,13 +239,16 @@ fn splice_pipe<R: SpliceRead, W: SpliceWrite>(r: &R, w: &W) -> Option<Pipe> {
     sys_splice::pipe().ok()
 }
 
-/// Bytes moved per splice: the pipe's default capacity, so a splice into the (always drained)
-/// pipe never stops short because the pipe is full.
-const SPLICE_CHUNK: usize = 64 * 1024;
-
 /// Copies `r` to `w` through `pipe` with splice(2) until EOF on `r`, then shuts down `w`'s
-/// write side. The pipe is emptied into `w` before the next splice out of `r`, so it never
-/// holds more than one chunk and nothing is left in it when an error ends the copy.
+/// write side. The pipe is emptied into `w` before the next splice out of `r`, so each splice
+/// in may fill it (its whole capacity is asked for), and nothing is left in it when an error
+/// ends the copy.
+///
+/// A splice in that moved less than the pipe holds took everything the socket had queued, so
+/// the next step is the readiness wait, not a splice bound to fail with `EAGAIN`: one system
+/// call fewer per wake-up. The wait checks the socket's state when it starts (io_uring's
+/// `POLL_ADD`; a `poll` first under epoll: monoio's non-relaxed wait), so bytes that arrived in
+/// between are not missed.
 async fn spliced<R: SpliceRead, W: SpliceWrite>(
     r: R,
     mut w: W,
@@ -256,20 +259,28 @@ async fn spliced<R: SpliceRead, W: SpliceWrite>(
     let read_err = |source| CopyError::Read { side: from, source };
     let write_err = |source| CopyError::Write { side: to, source };
     let (pipe_r, pipe_w) = (pipe.read.as_raw_fd(), pipe.write.as_raw_fd());
+    let mut drained = false;
     loop {
-        let n = match sys_splice::splice(r.fd(), pipe_w, SPLICE_CHUNK) {
+        if drained {
+            r.readable().await.map_err(read_err)?;
+        }
+        let n = match sys_splice::splice(r.fd(), pipe_w, pipe.capacity) {
             Ok(0) => {
                 w.shutdown().await.map_err(write_err)?;
                 return Ok((r, w));
             }
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                r.readable().await.map_err(read_err)?;
+                drained = true;
                 continue;
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                drained = false;
+                continue;
+            }
             Err(e) => return Err(read_err(e)),
         };
+        drained = n < pipe.capacity;
         let mut left = n;
         while left > 0 {
             match sys_splice::splice(pipe_r, w.fd(), left) {
