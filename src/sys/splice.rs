@@ -141,17 +141,32 @@ mod tests {
             let _ = sender.write_all(&vec![7u8; 4 * QUEUED]);
         });
         set_nonblocking(receiver.as_raw_fd()).unwrap();
-        let queued = || {
-            let mut n: libc::c_int = 0;
-            // SAFETY: FIONREAD writes one int to the pointer given.
-            unsafe { libc::ioctl(receiver.as_raw_fd(), libc::FIONREAD, &mut n) };
-            n as usize
+        // Readable only once QUEUED bytes are queued (TCP honours SO_RCVLOWAT in poll).
+        let lowat = QUEUED as libc::c_int;
+        let mut ready = libc::pollfd {
+            fd: receiver.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
         };
-        let mut waits = 0;
-        while queued() < QUEUED {
-            waits += 1;
-            assert!(waits < 10_000, "only {} bytes ever queued", queued());
-            std::thread::sleep(std::time::Duration::from_millis(1));
+        // SAFETY: SO_RCVLOWAT takes one int; poll gets one valid pollfd.
+        unsafe {
+            let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            let lowat_ptr = (&raw const lowat).cast();
+            assert_eq!(
+                libc::setsockopt(
+                    ready.fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVLOWAT,
+                    lowat_ptr,
+                    size
+                ),
+                0
+            );
+            assert_eq!(
+                libc::poll(&mut ready, 1, 10_000),
+                1,
+                "{QUEUED} bytes never queued"
+            );
         }
         let n = splice(receiver.as_raw_fd(), pipe.write.as_raw_fd(), pipe.capacity).unwrap();
         assert!(n > 64 * 1024, "one splice moved only {n} bytes");
