@@ -42,6 +42,11 @@ fn idle_connection_future_sizes() {
         size_of::<http::HeaderMap>()
     );
     println!(
+        "core::conns: Registration {} B, its shared block {} B",
+        size_of::<zring::core::conns::Registration<'static>>(),
+        zring::core::conns::conn_block_size()
+    );
+    println!(
         "ConnRecord: {} B, proxy::Error: {} B, Capture: {} B, TcpStream: {} B",
         size_of::<zring::proxy::ConnRecord>(),
         size_of::<zring::proxy::Error>(),

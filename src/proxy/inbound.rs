@@ -237,7 +237,7 @@ async fn stream(
     // Boxed, and gone once the pod is connected: the lookups and the connect are larger than
     // the pump, and an idle stream's task would carry them for its whole life.
     let prepared = Box::pin(prepare(&ctx, &tunnel, target, &mut respond, &mut rec)).await;
-    let (upstream, registration, send) = match prepared {
+    let (upstream, mut registration, send) = match prepared {
         Ok(upstream) => {
             let (upstream, registration) = upstream.into_parts();
             match server::respond_ok(respond) {
@@ -265,7 +265,7 @@ async fn stream(
     );
     let fds = [fd];
     let pump = std::pin::pin!(pump);
-    let pump = super::until_revoked(pump, registration.as_ref(), &fds);
+    let pump = super::until_revoked(pump, registration.as_mut(), &fds);
     let result = monoio::select! {
         result = pump => result,
         () = tunnel.closed.wait() => {
