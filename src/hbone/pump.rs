@@ -117,12 +117,16 @@ enum Down {
     /// window once written.
     Writing(Op<(WriteHalf, usize, io::Result<()>)>),
     /// END_STREAM came: `shutdown(Write)` in flight.
-    ShuttingDown(Op<io::Result<()>>),
+    Closing(Op<io::Result<()>>),
     /// Shut down (or the pump failed).
     Done,
 }
 
 /// The wait for readability, as a future the pump boxes (and `idle_wait_size` measures).
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its argument beside the half it waits on"
+)]
 fn wait_readable(r: ReadHalf) -> impl Future<Output = (ReadHalf, io::Result<()>)> {
     async move {
         let res = r.readable().await;
@@ -278,7 +282,7 @@ impl Pump<'_> {
                         return Poll::Pending;
                     }
                     Poll::Ready(Some(Ok(data))) => Down::Writing(write(w, data)),
-                    Poll::Ready(None) => Down::ShuttingDown(shutdown(w)),
+                    Poll::Ready(None) => Down::Closing(shutdown(w)),
                     Poll::Ready(Some(Err(e))) => {
                         return Poll::Ready(Err(CopyError::Read {
                             side: from,
@@ -298,9 +302,9 @@ impl Pump<'_> {
                     self.counters.1.add(n as u64);
                     Down::Receiving(w)
                 }
-                Down::ShuttingDown(mut op) => {
+                Down::Closing(mut op) => {
                     let Poll::Ready(res) = op.as_mut().poll(cx) else {
-                        self.down = Down::ShuttingDown(op);
+                        self.down = Down::Closing(op);
                         return Poll::Pending;
                     };
                     return Poll::Ready(res.map_err(write_err));

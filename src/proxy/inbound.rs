@@ -223,6 +223,10 @@ pub fn stream_task_size() -> usize {
 /// each argument is captured once, the setup (boxed) answers the stream, and a plain function
 /// builds the pump, so the task holds the record, the registration and the pump while the
 /// stream lives (`tests/idle_sizes.rs`).
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments beside what they are moved into"
+)]
 fn stream(
     ctx: Rc<CoreCtx>,
     tunnel: Rc<Tunnel>,

@@ -35,6 +35,10 @@ use crate::sys::socket::SpoofSide;
 /// each argument once, and the pump's inputs reach it through a plain function, so the task
 /// holds the pump, the record and little else while the connection lives
 /// (`tests/idle_sizes.rs`).
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments beside what they are moved into"
+)]
 pub fn serve(
     ctx: Rc<CoreCtx>,
     capture: Capture,
@@ -51,9 +55,8 @@ pub fn serve(
         // Boxed, and gone once connected: routing's state is larger than the pump's, and an
         // idle connection's task would carry it for its whole life (`tests/idle_sizes.rs`).
         let prepared = Box::pin(prepare(&ctx, &capture, &mut rec)).await;
-        let mut pumping = match start(&ctx, prepared, downstream, &rec) {
-            Ok(pumping) => pumping,
-            Err((downstream, e)) => return super::refuse(downstream, &rec, e),
+        let Some(mut pumping) = start(&ctx, prepared, downstream, &rec) else {
+            return;
         };
         // Polled where it lies: moved out of `pumping`, the pump would be stored twice.
         let result = match &mut pumping {
@@ -75,16 +78,16 @@ enum Pumping<'c> {
 }
 
 /// Builds the pump between the client (`downstream`) and what `prepared` connected to, or
-/// hands the client back with the error that refuses it. A plain function: its arguments and
-/// what it takes apart stay out of the task's state.
+/// refuses the client (`None`). A plain function: its arguments and what it takes apart stay
+/// out of the task's state.
 fn start<'c>(
     ctx: &'c CoreCtx,
     prepared: Result<Upstream<'c>, Error>,
     downstream: TcpStream,
     rec: &'c ConnRecord,
-) -> Result<Pumping<'c>, (TcpStream, Error)> {
+) -> Option<Pumping<'c>> {
     match prepared {
-        Ok(Upstream::Tcp(tcp)) => Ok(Pumping::Tcp(Box::pin(tcp.pump(ctx, downstream, rec)))),
+        Ok(Upstream::Tcp(tcp)) => Some(Pumping::Tcp(Box::pin(tcp.pump(ctx, downstream, rec)))),
         Ok(Upstream::Hbone(Tunnel { lease, send, recv })) => {
             // The socket is the client's (downstream); the stream leads upstream.
             let counts = rec.counts();
@@ -96,9 +99,12 @@ fn start<'c>(
                 ctx.buffers.large_size(),
                 (&counts.sent, &counts.received),
             );
-            Ok(Pumping::Hbone(pump, lease))
+            Some(Pumping::Hbone(pump, lease))
         }
-        Err(e) => Err((downstream, e)),
+        Err(e) => {
+            super::refuse(downstream, rec, e);
+            None
+        }
     }
 }
 
