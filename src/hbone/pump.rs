@@ -97,8 +97,8 @@ enum Up {
     /// A read in flight: the half, the buffer, the buffer's capacity when the read started (a
     /// read that fills it means bulk data) and the result.
     Reading(Op<(ReadHalf, BytesMut, usize, io::Result<usize>)>),
-    /// Handing `chunk` to h2 as the peer's window grants capacity: h2 never buffers more than
-    /// one read per stream. `buf` is what is left of the read buffer, reused for the next read
+    /// Handing `chunk` to h2 as the peer's window grants capacity (reserved for all of
+    /// `chunk`): h2 never buffers more than one read per stream. `buf` is what is left of the read buffer, reused for the next read
     /// when the flow is bulk.
     Sending {
         r: ReadHalf,
@@ -230,10 +230,12 @@ impl Pump<'_> {
                         self.size = SMALL;
                     }
                     let chunk = buf.split().freeze();
+                    self.send.reserve_capacity(chunk.len());
                     Up::Sending { r, buf, chunk }
                 }
                 Up::Sending { r, buf, mut chunk } if !chunk.is_empty() => {
-                    self.send.reserve_capacity(chunk.len());
+                    // Capacity was reserved for `chunk` when it came (or shrank): a wake only
+                    // asks whether it has been granted.
                     let granted = match self.send.poll_capacity(cx) {
                         Poll::Pending => {
                             self.up = Up::Sending { r, buf, chunk };
@@ -249,6 +251,9 @@ impl Pump<'_> {
                     let n = part.len();
                     self.send.send_data(part, false).map_err(write_err)?;
                     self.counters.0.add(n as u64);
+                    if !chunk.is_empty() {
+                        self.send.reserve_capacity(chunk.len());
+                    }
                     Up::Sending { r, buf, chunk }
                 }
                 Up::Sending { r, mut buf, .. } => {
@@ -322,5 +327,106 @@ fn h2_io_error(e: h2::Error) -> std::io::Error {
             .unwrap_or_else(|| std::io::Error::other("h2 IO error"))
     } else {
         std::io::Error::other(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use monoio::io::AsyncReadRentExt;
+    use monoio::net::TcpListener;
+
+    /// A connected pair of loopback sockets.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (b, _) = listener.accept().await.unwrap();
+        (a, b)
+    }
+
+    type Halves = (SendStream<Bytes>, RecvStream);
+
+    /// One HTTP/2 stream over loopback (plaintext; both connections driven by their own
+    /// tasks): the client's halves and the server's.
+    async fn stream() -> (Halves, Halves) {
+        let (c, s) = pair().await;
+        let c = c.try_into_poll_io().map_err(|(e, _)| e).unwrap();
+        let s = s.try_into_poll_io().map_err(|(e, _)| e).unwrap();
+        let server = monoio::spawn(async move {
+            let mut conn = h2::server::handshake(s).await.unwrap();
+            let (request, mut respond) = conn.accept().await.unwrap().unwrap();
+            let send = respond
+                .send_response(http::Response::new(()), false)
+                .unwrap();
+            monoio::spawn(async move { while conn.accept().await.is_some() {} });
+            (send, request.into_body())
+        });
+        let (mut client, conn) = h2::client::handshake(c).await.unwrap();
+        monoio::spawn(conn);
+        let request = http::Request::post("http://pod/").body(()).unwrap();
+        let (response, send) = client.send_request(request, false).unwrap();
+        let server = server.await;
+        let body = response.await.unwrap().into_body();
+        ((send, body), server)
+    }
+
+    /// Everything `recv` carries until its end, each frame released once read; `Err` with the
+    /// reset's reason when the stream is reset.
+    async fn drain(recv: &mut RecvStream) -> Result<Vec<u8>, Option<Reason>> {
+        let mut all = Vec::new();
+        while let Some(frame) = recv.data().await {
+            let frame = frame.map_err(|e| e.reason())?;
+            let _ = recv.flow_control().release_capacity(frame.len());
+            all.extend_from_slice(&frame);
+        }
+        Ok(all)
+    }
+
+    /// END_STREAM becomes the pod's EOF while the pod's reply still flows, and the pod's EOF
+    /// becomes END_STREAM: the pump ends cleanly once both have, each direction counted.
+    #[monoio::test_all(timer_enabled = true)]
+    async fn each_direction_half_closes_on_its_own() {
+        let ((mut client_send, mut client_recv), (send, recv)) = stream().await;
+        let (near, mut pod) = pair().await;
+        let (to_stream, to_tcp) = (ByteCounter::default(), ByteCounter::default());
+        let ends = (Side::Upstream, Side::Downstream);
+        let pump = bidirectional(near, send, recv, ends, 65536, (&to_stream, &to_tcp));
+        let peers = async {
+            client_send
+                .send_data(Bytes::from_static(b"ping"), true)
+                .unwrap();
+            let (res, got) = pod.read_exact(vec![0; 4]).await;
+            res.unwrap();
+            assert_eq!(got, b"ping");
+            // The client's END_STREAM reached the pod as EOF; the pod can still answer.
+            let (res, _) = pod.read(vec![0; 8]).await;
+            assert_eq!(res.unwrap(), 0);
+            let (res, _) = pod.write_all(b"pong".to_vec()).await;
+            res.unwrap();
+            pod.shutdown().await.unwrap();
+            drain(&mut client_recv).await
+        };
+        let (result, reply) = monoio::join!(pump, peers);
+        result.unwrap();
+        assert_eq!(reply.unwrap(), b"pong");
+        assert_eq!((to_stream.get(), to_tcp.get()), (4, 4));
+    }
+
+    /// A pod that resets its connection fails the pump, naming the pod's side, and the client
+    /// gets RST_STREAM CANCEL rather than an end of stream.
+    #[monoio::test_all(timer_enabled = true)]
+    async fn a_failing_socket_resets_the_stream() {
+        let ((_client_send, mut client_recv), (send, recv)) = stream().await;
+        let (near, pod) = pair().await;
+        let (to_stream, to_tcp) = (ByteCounter::default(), ByteCounter::default());
+        let ends = (Side::Upstream, Side::Downstream);
+        let pump = bidirectional(near, send, recv, ends, 65536, (&to_stream, &to_tcp));
+        crate::sys::socket::set_reset_on_close(&pod).unwrap();
+        drop(pod);
+        let (result, reply) = monoio::join!(pump, drain(&mut client_recv));
+        assert_eq!(result.unwrap_err().side(), Side::Upstream);
+        assert_eq!(reply, Err(Some(Reason::CANCEL)));
     }
 }
