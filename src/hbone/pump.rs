@@ -70,7 +70,7 @@ pub fn bidirectional<'a>(
 /// The pump's state, written out rather than as two `async fn`s raced in a `select!`: an
 /// `async fn`'s state is as large as its largest step and keeps its arguments beside what they
 /// are moved into, so the two directions cost the sum of their largest steps (the write of a
-/// frame, a read with its buffer) on every idle connection, 848 bytes, though an idle
+/// frame, a read with its buffer) on every idle connection (848 bytes), though an idle
 /// connection only waits for readability on one side and for a frame on the other. Here each
 /// direction is a small enum whose socket operation is boxed while it runs.
 pub struct Pump<'a> {
@@ -98,8 +98,8 @@ enum Up {
     /// read that fills it means bulk data) and the result.
     Reading(Op<(ReadHalf, BytesMut, usize, io::Result<usize>)>),
     /// Handing `chunk` to h2 as the peer's window grants capacity (reserved for all of
-    /// `chunk`): h2 never buffers more than one read per stream. `buf` is what is left of the read buffer, reused for the next read
-    /// when the flow is bulk.
+    /// `chunk`): h2 never buffers more than one read per stream. `buf` is what is left of the
+    /// read buffer, reused for the next read when the flow is bulk.
     Sending {
         r: ReadHalf,
         buf: BytesMut,
