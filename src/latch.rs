@@ -1,7 +1,6 @@
 //! A one-shot, many-waiter latch for the tasks of one core: fired once with a value, and every
 //! wait, before or after, resolves to (a clone of) that value. It is the core's drain notice
-//! (`CoreCtx::draining`), a connection's revocation (`core::conns::KillSwitch`, carrying the
-//! policy decision) and a pool dial's outcome shared with the checkouts that wait for it
+//! (`CoreCtx::draining`) and a pool dial's outcome shared with the checkouts that wait for it
 //! (`hbone::pool`).
 //!
 //! Runs on one core (`Cell`/`RefCell`, `!Sync`). A leaf: imports nothing from the crate.

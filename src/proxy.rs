@@ -155,7 +155,7 @@ pub fn authorize<'c>(
 /// and its pinned copy), a kilobyte more for every connection's task.
 pub async fn until_revoked(
     pump: Pin<&mut impl Future<Output = Result<(), CopyError>>>,
-    registration: Option<&Registration<'_>>,
+    registration: Option<&mut Registration<'_>>,
     fds: &[RawFd],
 ) -> Result<(), Error> {
     let Some(registration) = registration else {
@@ -163,7 +163,7 @@ pub async fn until_revoked(
     };
     let why = monoio::select! {
         r = pump => return r.map_err(Error::from),
-        why = registration.kill.fired() => why,
+        why = registration.revoked() => why,
     };
     for fd in fds {
         let _ = socket::set_reset_on_close(fd);
@@ -223,7 +223,7 @@ impl<'c> TcpUpstream<'c> {
     /// Copies between the client and the upstream until both are done (or a policy change
     /// revokes the connection).
     pub async fn pump(
-        self,
+        mut self,
         ctx: &CoreCtx,
         downstream: TcpStream,
         rec: &ConnRecord,
@@ -235,7 +235,7 @@ impl<'c> TcpUpstream<'c> {
             &ctx.buffers,
             rec.counts(),
         );
-        until_revoked(std::pin::pin!(pump), self.registration.as_ref(), &fds).await
+        until_revoked(std::pin::pin!(pump), self.registration.as_mut(), &fds).await
     }
 
     /// The socket and the registration, for a path that pumps them its own way (15008).

@@ -28,7 +28,8 @@ fn idle_connection_future_sizes() {
     println!("outbound::serve task future: {outbound} B");
     println!("inbound::serve (15008 connection) task future: {inbound} B");
     println!("inbound CONNECT stream task future: {stream} B");
-    println!("hbone::pump::bidirectional future: {pump} B");
+    let wait = zring::hbone::pump::idle_wait_size();
+    println!("hbone::pump::bidirectional future: {pump} B, its idle wait (boxed): {wait} B");
     println!(
         "h2 SendStream<Bytes>: {} B, RecvStream: {} B, SendResponse<Bytes>: {} B",
         size_of::<h2::SendStream<bytes::Bytes>>(),
@@ -39,6 +40,11 @@ fn idle_connection_future_sizes() {
         "http Request<RecvStream>: {} B (its HeaderMap: {} B)",
         size_of::<http::Request<h2::RecvStream>>(),
         size_of::<http::HeaderMap>()
+    );
+    println!(
+        "core::conns: Registration {} B, its shared block {} B",
+        size_of::<zring::core::conns::Registration<'static>>(),
+        zring::core::conns::conn_block_size()
     );
     println!(
         "ConnRecord: {} B, proxy::Error: {} B, Capture: {} B, TcpStream: {} B",

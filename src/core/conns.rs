@@ -3,13 +3,13 @@
 //!
 //! Runs on one core (`RefCell`, `Cell`; never shared). Every authorized inbound connection
 //! (15008, 15006) and every same-node direct connection registers what its authorization was
-//! decided on ([`Subject`]) and gets a [`KillSwitch`]; its data path races the pump against the
-//! switch. When the control thread publishes a new snapshot, it also records what the change
+//! decided on ([`Subject`]) and gets a [`Registration`]; its data path races the pump against
+//! [`Registration::revoked`]. When the control thread publishes a new snapshot, it also records what the change
 //! can affect (`rbac::ChangeFeed`); the core's `housekeeping` task takes that description
 //! ([`rbac::Affected`]: every connection for a root-namespace policy; else the destinations of
 //! a namespace, those naming a policy, and workloads whose own inputs changed) and
 //! [`ConnTable::recheck_changes`] re-evaluates only the connections to the destinations it
-//! reaches, firing the switch of those now denied. A change that reaches none of this core's
+//! reaches, revoking those now denied. A change that reaches none of this core's
 //! destinations decides nothing. No lock anywhere: the table is the core's own, and the
 //! snapshot and the feed arrive through arc-swap like every other read.
 //!
@@ -18,17 +18,20 @@
 //! each against a change (one hash probe for its namespace, one per policy it names) is cheaper
 //! than keeping a second index current as pods come and go.
 //!
-//! Invariant: an entry lives exactly as long as its [`Registration`] guard, which the
-//! connection's task holds; dropping the task (whatever ends it) removes the entry.
+//! Invariants: an entry lives exactly as long as its [`Registration`] guard, which the
+//! connection's task holds; dropping the task (whatever ends it) removes the entry. An entry's
+//! `slot` is its index in its group's list.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use crate::identity::Identity;
-use crate::latch::{Latch, Wait};
 use crate::rbac::{self, Affected, Decision};
 use crate::state::{Snapshot, Workload};
 
@@ -64,30 +67,30 @@ impl Subject {
     }
 }
 
-/// A connection's revocation: a latch fired at most once, by [`ConnTable::recheck`], with the
-/// decision that closed the connection.
-#[derive(Debug, Default)]
-pub struct KillSwitch(Latch<Decision>);
-
-impl KillSwitch {
-    fn fire(&self, why: Decision) {
-        self.0.fire(why);
-    }
-
-    pub fn is_fired(&self) -> bool {
-        self.0.is_fired()
-    }
-
-    /// Resolves once the switch has fired, with the decision that fired it.
-    pub fn fired(&self) -> Wait<'_, Decision> {
-        self.0.wait()
-    }
+/// One registered connection: what its authorization was decided on, and its revocation.
+/// Shared by its [`Registration`] (in the connection's task) and its group's list, one
+/// allocation per connection: the switch has room for one waker inline, not a waiter list,
+/// because one task waits on it, the one holding the registration (the wait takes
+/// `&mut Registration`).
+#[derive(Debug)]
+struct Conn {
+    subject: Subject,
+    /// Its index in its group's list, kept current as connections leave the group.
+    slot: Cell<usize>,
+    /// The decision that revoked the connection, once a re-check has. Boxed: rare, and every
+    /// connection carries the slot.
+    revoked: OnceCell<Box<Decision>>,
+    /// The task waiting for the revocation, while it waits.
+    waker: RefCell<Option<Waker>>,
 }
 
-#[derive(Debug)]
-struct Entry {
-    subject: Subject,
-    kill: Rc<KillSwitch>,
+impl Conn {
+    /// Revokes the connection (the first decision wins) and returns the waiting task's waker,
+    /// for the caller to wake once it holds no borrow of the table.
+    fn revoke(&self, why: Decision) -> Option<Waker> {
+        self.revoked.set(Box::new(why)).ok()?;
+        self.waker.take()
+    }
 }
 
 /// What one re-check pass did, for the log, the metrics and the tests.
@@ -95,7 +98,7 @@ struct Entry {
 pub struct Pass {
     /// Connections re-decided.
     pub visited: usize,
-    /// Connections now denied, whose switch fired.
+    /// Connections now denied, revoked.
     pub closed: usize,
 }
 
@@ -112,12 +115,13 @@ pub struct Stats {
 /// The connections to one destination workload. The index that makes a re-check proportional
 /// to a change: a change names destinations (`rbac::Affected`), and a core's destinations are
 /// its node's own pods, so there are few groups and a change that reaches none of them costs
-/// one probe per group and no decision.
-type Group = HashMap<u64, Entry>;
+/// one probe per group and no decision. A list, not a map: a connection knows its index
+/// ([`Conn::slot`]), so leaving is a swap with the last one, and a list costs 8 bytes per
+/// connection where a map's entry cost its key and value plus its spare room.
+type Group = Vec<Rc<Conn>>;
 
 #[derive(Debug, Default)]
 pub struct ConnTable {
-    next_id: Cell<u64>,
     /// Destination workload uid → its connections.
     groups: RefCell<HashMap<Arc<str>, Group>>,
     len: Cell<usize>,
@@ -128,22 +132,73 @@ pub struct ConnTable {
 #[derive(Debug)]
 pub struct Registration<'a> {
     table: &'a ConnTable,
-    dst_uid: Arc<str>,
-    id: u64,
-    pub kill: Rc<KillSwitch>,
+    conn: Rc<Conn>,
+}
+
+impl Registration<'_> {
+    /// Whether a re-check has revoked the connection.
+    pub fn is_revoked(&self) -> bool {
+        self.conn.revoked.get().is_some()
+    }
+
+    /// Resolves once a re-check has revoked the connection, with the decision that did.
+    pub fn revoked(&mut self) -> Revoked<'_> {
+        Revoked { conn: &self.conn }
+    }
 }
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
         let mut groups = self.table.groups.borrow_mut();
-        if let Some(group) = groups.get_mut(&self.dst_uid) {
-            if group.remove(&self.id).is_some() {
+        let uid = &self.conn.subject.dst_uid;
+        if let Some(group) = groups.get_mut(uid) {
+            let i = self.conn.slot.get();
+            if group.get(i).is_some_and(|c| Rc::ptr_eq(c, &self.conn)) {
+                group.swap_remove(i);
+                if let Some(moved) = group.get(i) {
+                    moved.slot.set(i);
+                }
                 self.table.len.set(self.table.len.get() - 1);
             }
             if group.is_empty() {
-                groups.remove(&self.dst_uid);
+                groups.remove(uid);
             }
         }
+    }
+}
+
+/// Bytes of the one heap block a registration adds (the shared [`Conn`] and its reference
+/// counts), besides its 8 bytes in the group's list (`tests/idle_sizes.rs` prints it).
+pub fn conn_block_size() -> usize {
+    2 * std::mem::size_of::<usize>() + std::mem::size_of::<Conn>()
+}
+
+/// See [`Registration::revoked`].
+#[derive(Debug)]
+pub struct Revoked<'a> {
+    conn: &'a Conn,
+}
+
+impl Future for Revoked<'_> {
+    type Output = Decision;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Decision> {
+        if let Some(why) = self.conn.revoked.get() {
+            return Poll::Ready(Decision::clone(why));
+        }
+        let waker = match self.conn.waker.take() {
+            Some(w) if w.will_wake(cx.waker()) => w,
+            _ => cx.waker().clone(),
+        };
+        self.conn.waker.replace(Some(waker));
+        Poll::Pending
+    }
+}
+
+impl Drop for Revoked<'_> {
+    fn drop(&mut self) {
+        // A wait given up (its `select!` took another branch) leaves no waker behind.
+        self.conn.waker.take();
     }
 }
 
@@ -153,28 +208,17 @@ impl ConnTable {
     /// no older than the one this table was last re-checked against: the changes a pass is
     /// given start there (see `rbac::ChangeFeed`).
     pub fn register(&self, subject: Subject) -> Registration<'_> {
-        let id = self.next_id.get();
-        self.next_id.set(id + 1);
-        let kill = Rc::new(KillSwitch::default());
-        let dst_uid = subject.dst_uid.clone();
-        self.groups
-            .borrow_mut()
-            .entry(dst_uid.clone())
-            .or_default()
-            .insert(
-                id,
-                Entry {
-                    subject,
-                    kill: kill.clone(),
-                },
-            );
+        let mut groups = self.groups.borrow_mut();
+        let group = groups.entry(subject.dst_uid.clone()).or_default();
+        let conn = Rc::new(Conn {
+            subject,
+            slot: Cell::new(group.len()),
+            revoked: OnceCell::new(),
+            waker: RefCell::new(None),
+        });
+        group.push(conn.clone());
         self.len.set(self.len.get() + 1);
-        Registration {
-            table: self,
-            dst_uid,
-            id,
-            kill,
-        }
+        Registration { table: self, conn }
     }
 
     /// Re-decides every registered connection against `snapshot` and fires the switches of
@@ -192,6 +236,8 @@ impl ConnTable {
     /// (`rbac::ChangeFeed::since`): a connection it leaves out decides as it did then.
     pub fn recheck_changes(&self, snapshot: &Snapshot, affected: &Affected) -> Pass {
         let mut pass = Pass::default();
+        // Woken once the table is no longer borrowed: a task woken here must not find it so.
+        let mut wake = Vec::new();
         if !affected.is_empty() {
             for (uid, group) in self.groups.borrow().iter() {
                 let Some(w) = snapshot.workload_by_uid(uid) else {
@@ -202,16 +248,17 @@ impl ConnTable {
                 if !affected.affects(uid, Some(w)) {
                     continue;
                 }
-                for entry in group.values() {
+                for conn in group {
                     pass.visited += 1;
-                    let decision = entry.subject.decide(snapshot, w);
+                    let decision = conn.subject.decide(snapshot, w);
                     if !decision.is_allowed() {
-                        entry.kill.fire(decision);
+                        wake.extend(conn.revoke(decision));
                         pass.closed += 1;
                     }
                 }
             }
         }
+        wake.into_iter().for_each(Waker::wake);
         let mut stats = self.stats.get();
         stats.passes += 1;
         stats.visited += pass.visited as u64;
@@ -233,9 +280,15 @@ impl ConnTable {
     /// 10,000 connections leave about a megabyte. Called by the core's memory keeper.
     pub fn shrink(&self) {
         let mut groups = self.groups.borrow_mut();
-        shrink(&mut groups);
+        let len = groups.len();
+        if groups.capacity() > too_large(len) {
+            groups.shrink_to(kept(len));
+        }
         for group in groups.values_mut() {
-            shrink(group);
+            let len = group.len();
+            if group.capacity() > too_large(len) {
+                group.shrink_to(kept(len));
+            }
         }
     }
 
@@ -244,11 +297,14 @@ impl ConnTable {
     }
 }
 
-fn shrink<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
-    if map.capacity() > 4 * map.len() + 64 {
-        let keep = (2 * map.len()).max(64);
-        map.shrink_to(keep);
-    }
+/// A map or list holding `len` is shrunk past this capacity...
+fn too_large(len: usize) -> usize {
+    4 * len + 64
+}
+
+/// ... to this one.
+fn kept(len: usize) -> usize {
+    (2 * len).max(64)
 }
 
 #[cfg(test)]
@@ -284,16 +340,16 @@ policies:
     #[monoio::test_all(timer_enabled = true)]
     async fn recheck_fires_only_newly_denied_connections_and_guards_unregister() {
         let table = ConnTable::default();
-        let a = table.register(subject("a"));
-        let c = table.register(subject("c"));
+        let mut a = table.register(subject("a"));
+        let mut c = table.register(subject("c"));
         assert_eq!(table.recheck(&snapshot("cluster.local/ns/ns/sa/a")), 1);
         // `c` was never allowed by that snapshot: it is the one fired.
-        let why = c.kill.fired().await;
+        let why = c.revoked().await;
         assert!(!why.is_allowed());
-        assert!(!a.kill.is_fired());
+        assert!(!a.is_revoked());
         // A policy that allows `c` instead now fires `a`.
         assert_eq!(table.recheck(&snapshot("cluster.local/ns/ns/sa/c")), 1);
-        assert!(!a.kill.fired().await.is_allowed());
+        assert!(!a.revoked().await.is_allowed());
         drop((a, c));
         assert!(table.is_empty());
         // A destination that left the snapshot is not re-decided.
@@ -361,7 +417,7 @@ policies:
         let d_a = table.register(to("d", "10.0.0.4", "a"));
         let d_c = table.register(to("d", "10.0.0.4", "c"));
         let e_c = table.register(to("e", "10.0.0.5", "c"));
-        let fired = || [&b_a, &d_a, &d_c, &e_c].map(|r| r.kill.is_fired());
+        let fired = || [&b_a, &d_a, &d_c, &e_c].map(Registration::is_revoked);
         assert_eq!(table.recheck(&seen), 0);
         let before = table.stats();
 
@@ -440,13 +496,61 @@ workloads:
                 closed: 1
             }
         );
-        assert!(c.kill.is_fired());
+        assert!(c.is_revoked());
+    }
+
+    /// A task already waiting is woken by the pass that revokes its connection; a wait given
+    /// up leaves no waker behind.
+    #[monoio::test_all(timer_enabled = true)]
+    async fn a_waiting_task_is_woken_by_the_revocation() {
+        let table = ConnTable::default();
+        let mut c = table.register(subject("c"));
+        let given_up =
+            monoio::time::timeout(std::time::Duration::from_millis(1), c.revoked()).await;
+        assert!(given_up.is_err());
+        assert!(c.conn.waker.take().is_none());
+        let recheck = async {
+            monoio::time::sleep(std::time::Duration::from_millis(2)).await;
+            table.recheck(&snapshot("cluster.local/ns/ns/sa/a"))
+        };
+        let (why, closed) = monoio::join!(c.revoked(), recheck);
+        assert!(!why.is_allowed());
+        assert_eq!(closed, 1);
+    }
+
+    /// Connections leave their group in any order; each one left is still reached by a pass,
+    /// at its own index.
+    #[test]
+    fn leaving_in_any_order_keeps_the_rest_reachable() {
+        let table = ConnTable::default();
+        let mut regs: Vec<Option<Registration<'_>>> = (0..40)
+            .map(|i| Some(table.register(subject(if i % 2 == 0 { "a" } else { "c" }))))
+            .collect();
+        for i in [0, 39, 7, 8, 20, 21, 22, 1, 38, 15] {
+            regs[i] = None;
+        }
+        assert_eq!(table.len(), 30);
+        {
+            let groups = table.groups.borrow();
+            for (i, conn) in groups["b"].iter().enumerate() {
+                assert_eq!(conn.slot.get(), i);
+            }
+        }
+        assert_eq!(table.recheck(&snapshot("cluster.local/ns/ns/sa/a")), 15);
+        for (i, reg) in regs.iter().enumerate() {
+            if let Some(reg) = reg {
+                assert_eq!(reg.is_revoked(), i % 2 == 1, "connection {i}");
+            }
+        }
+        drop(regs);
+        assert!(table.is_empty());
+        assert!(table.groups.borrow().is_empty());
     }
 
     /// The room the table holds: its groups and their connections.
     fn capacity(table: &ConnTable) -> usize {
         let groups = table.groups.borrow();
-        groups.capacity() + groups.values().map(HashMap::capacity).sum::<usize>()
+        groups.capacity() + groups.values().map(Vec::capacity).sum::<usize>()
     }
 
     #[test]

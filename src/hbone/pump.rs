@@ -15,16 +15,29 @@
 //! other direction keeps flowing (half-close). An error in either direction ends both and resets
 //! the stream (RST_STREAM CANCEL), so the peer learns the connection failed rather than ended.
 
-use std::future::{Future, poll_fn};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use h2::{Reason, RecvStream, SendStream};
-use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, Splitable};
+use monoio::io::{
+    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable,
+};
 use monoio::net::TcpStream;
 
 use crate::net::Side;
 use crate::net::buffers::SMALL;
 use crate::net::copy::{ByteCounter, CopyError, SpliceRead};
+
+type ReadHalf = OwnedReadHalf<TcpStream>;
+type WriteHalf = OwnedWriteHalf<TcpStream>;
+
+/// A socket operation in flight. It owns the half it works on (and its buffer) and hands them
+/// back with its result, so that no future borrows from the pump, and it lives on the heap only
+/// while it runs: the pump keeps none inline.
+type Op<T> = Pin<Box<dyn Future<Output = T>>>;
 
 /// Copies between `tcp` and the stream until both directions have ended or either fails.
 ///
@@ -33,126 +46,277 @@ use crate::net::copy::{ByteCounter, CopyError, SpliceRead};
 /// stream leads upstream; inbound, the stream came from downstream and the socket goes to the
 /// destination pod. `(to_stream, to_tcp)` count each direction's bytes; the caller picks them
 /// from its `Transferred` by the same reasoning (bytes from downstream are `sent`).
-///
-/// Not an `async fn`: the future keeps every argument of an `async fn` for its whole life, even
-/// once moved out, so the socket (80 bytes) would sit in every idle connection's task beside
-/// the two halves it is split into. Split first, the future captures only what it uses.
 pub fn bidirectional<'a>(
     tcp: TcpStream,
-    mut send: SendStream<Bytes>,
+    send: SendStream<Bytes>,
     recv: RecvStream,
-    (tcp_end, stream_end): (Side, Side),
+    ends: (Side, Side),
     large: usize,
-    (to_stream, to_tcp): (&'a ByteCounter, &'a ByteCounter),
-) -> impl Future<Output = Result<(), CopyError>> + 'a {
+    counters: (&'a ByteCounter, &'a ByteCounter),
+) -> Pump<'a> {
     let (r, w) = tcp.into_split();
-    async move {
-        let result = {
-            let up = tcp_to_stream(r, &mut send, (tcp_end, stream_end), large, to_stream);
-            let down = stream_to_tcp(recv, w, (stream_end, tcp_end), to_tcp);
-            let (mut up, mut down) = (std::pin::pin!(up), std::pin::pin!(down));
-            monoio::select! {
-                r = &mut up => match r { Ok(()) => down.await, Err(e) => Err(e) },
-                r = &mut down => match r { Ok(()) => up.await, Err(e) => Err(e) },
-            }
-        };
-        if result.is_err() {
-            send.send_reset(Reason::CANCEL);
-        }
-        result
+    Pump {
+        send,
+        recv,
+        up: Up::Readable(readable(r)),
+        down: Down::Receiving(w),
+        size: SMALL,
+        large,
+        ends,
+        counters,
     }
 }
 
-async fn tcp_to_stream<R: SpliceRead>(
-    mut r: R,
-    send: &mut SendStream<Bytes>,
-    (from, to): (Side, Side),
+/// The pump's state, written out rather than as two `async fn`s raced in a `select!`: an
+/// `async fn`'s state is as large as its largest step and keeps its arguments beside what they
+/// are moved into, so the two directions cost the sum of their largest steps (the write of a
+/// frame, a read with its buffer) on every idle connection (848 bytes), though an idle
+/// connection only waits for readability on one side and for a frame on the other. Here each
+/// direction is a small enum whose socket operation is boxed while it runs.
+pub struct Pump<'a> {
+    send: SendStream<Bytes>,
+    recv: RecvStream,
+    up: Up,
+    down: Down,
+    /// The next read's size: `SMALL` while the flow is quiet, `large` after a read filled its
+    /// buffer (as in `net::copy`).
+    size: usize,
     large: usize,
-    counter: &ByteCounter,
-) -> Result<(), CopyError> {
-    let write_err = |e: h2::Error| CopyError::Write {
-        side: to,
-        source: h2_io_error(e),
-    };
-    let mut size = SMALL;
-    let mut buf = BytesMut::new();
-    loop {
-        if size == SMALL && buf.capacity() == 0 {
-            // Quiet flow: wait until the socket has bytes before taking a buffer, so an idle
-            // connection's pending read pins none (under io_uring a read owns its buffer for as
-            // long as it waits). Bulk flows (`size` large) read straight away.
-            r.readable()
-                .await
-                .map_err(|source| CopyError::Read { side: from, source })?;
-            buf.reserve(SMALL);
-        }
-        let wanted = buf.capacity();
-        let (res, b) = r.read(buf).await;
-        buf = b;
-        let n = match res {
-            Ok(0) => {
-                return send.send_data(Bytes::new(), true).map_err(write_err);
-            }
-            Ok(n) => n,
-            Err(source) => return Err(CopyError::Read { side: from, source }),
+    /// `(tcp_end, stream_end)`.
+    ends: (Side, Side),
+    /// `(to_stream, to_tcp)`.
+    counters: (&'a ByteCounter, &'a ByteCounter),
+}
+
+/// TCP → stream.
+enum Up {
+    /// Quiet flow: waiting until the socket has bytes before taking a buffer, so an idle
+    /// connection's pending read pins none (under io_uring a read owns its buffer for as long
+    /// as it waits).
+    Readable(Op<(ReadHalf, io::Result<()>)>),
+    /// A read in flight: the half, the buffer, the buffer's capacity when the read started (a
+    /// read that fills it means bulk data) and the result.
+    Reading(Op<(ReadHalf, BytesMut, usize, io::Result<usize>)>),
+    /// Handing `chunk` to h2 as the peer's window grants capacity (reserved for all of
+    /// `chunk`): h2 never buffers more than one read per stream. `buf` is what is left of the
+    /// read buffer, reused for the next read when the flow is bulk.
+    Sending {
+        r: ReadHalf,
+        buf: BytesMut,
+        chunk: Bytes,
+    },
+    /// END_STREAM sent (or the pump failed).
+    Done,
+}
+
+/// Stream → TCP.
+enum Down {
+    /// Waiting for the next DATA frame.
+    Receiving(WriteHalf),
+    /// Writing a frame of this many bytes to the socket; they are released to the peer's
+    /// window once written.
+    Writing(Op<(WriteHalf, usize, io::Result<()>)>),
+    /// END_STREAM came: `shutdown(Write)` in flight.
+    Closing(Op<io::Result<()>>),
+    /// Shut down (or the pump failed).
+    Done,
+}
+
+/// The wait for readability, as a future the pump boxes (and `idle_wait_size` measures).
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its argument beside the half it waits on"
+)]
+fn wait_readable(r: ReadHalf) -> impl Future<Output = (ReadHalf, io::Result<()>)> {
+    async move {
+        let res = r.readable().await;
+        (r, res)
+    }
+}
+
+fn readable(r: ReadHalf) -> Op<(ReadHalf, io::Result<()>)> {
+    Box::pin(wait_readable(r))
+}
+
+fn read(mut r: ReadHalf, buf: BytesMut) -> Op<(ReadHalf, BytesMut, usize, io::Result<usize>)> {
+    let wanted = buf.capacity();
+    Box::pin(async move {
+        let (res, buf) = r.read(buf).await;
+        (r, buf, wanted, res)
+    })
+}
+
+fn write(mut w: WriteHalf, data: Bytes) -> Op<(WriteHalf, usize, io::Result<()>)> {
+    let n = data.len();
+    Box::pin(async move {
+        let (res, _) = w.write_all(data).await;
+        (w, n, res.map(drop))
+    })
+}
+
+fn shutdown(mut w: WriteHalf) -> Op<io::Result<()>> {
+    Box::pin(async move { w.shutdown().await })
+}
+
+/// Bytes of the one heap block an idle connection's pump holds besides itself: its wait for
+/// readability (`tests/idle_sizes.rs` prints it for `perf/notes-hbone.md`).
+pub fn idle_wait_size() -> usize {
+    fn size<A, F: Future>(_: impl FnOnce(A) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    size(wait_readable)
+}
+
+impl Future for Pump<'_> {
+    type Output = Result<(), CopyError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let pump = self.get_mut();
+        let up = pump.poll_up(cx);
+        let down = match up {
+            Poll::Ready(Err(_)) => Poll::Pending,
+            _ => pump.poll_down(cx),
         };
-        let mut chunk = buf.split().freeze();
-        while !chunk.is_empty() {
-            send.reserve_capacity(chunk.len());
-            let granted = match poll_fn(|cx| send.poll_capacity(cx)).await {
-                Some(Ok(n)) => n,
-                Some(Err(e)) => return Err(write_err(e)),
-                None => return Err(write_err(h2::Error::from(Reason::CANCEL))),
-            };
-            let part = chunk.split_to(granted.min(chunk.len()));
-            send.send_data(part, false).map_err(write_err)?;
-        }
-        counter.add(n as u64);
-        // Grow after a full read (bulk data); shrink after a short one (the flow went quiet) so
-        // the next pending read does not pin a large buffer.
-        if n == wanted && size < large {
-            size = large;
-        } else if n < SMALL && size > SMALL {
-            size = SMALL;
-        }
-        if size == SMALL {
-            // The next read waits for readiness first and takes a fresh small buffer then.
-            buf = BytesMut::new();
-        } else if buf.capacity() < size {
-            // Reclaims the allocation when h2 has released every chunk of it, else allocates.
-            buf.reserve(size);
+        match (up, down) {
+            (Poll::Ready(Err(e)), _) | (_, Poll::Ready(Err(e))) => {
+                // An error in either direction ends both (their halves close now) and resets
+                // the stream, so the peer learns the connection failed rather than ended.
+                pump.up = Up::Done;
+                pump.down = Down::Done;
+                pump.send.send_reset(Reason::CANCEL);
+                Poll::Ready(Err(e))
+            }
+            (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => Poll::Ready(Ok(())),
+            _ => Poll::Pending,
         }
     }
 }
 
-async fn stream_to_tcp<W: AsyncWriteRent>(
-    mut recv: RecvStream,
-    mut w: W,
-    (from, to): (Side, Side),
-    counter: &ByteCounter,
-) -> Result<(), CopyError> {
-    loop {
-        let data = match poll_fn(|cx| recv.poll_data(cx)).await {
-            None => {
-                return w
-                    .shutdown()
-                    .await
-                    .map_err(|source| CopyError::Write { side: to, source });
-            }
-            Some(Err(e)) => {
-                return Err(CopyError::Read {
-                    side: from,
-                    source: h2_io_error(e),
-                });
-            }
-            Some(Ok(data)) => data,
+impl Pump<'_> {
+    /// Drives TCP → stream until it waits or ends. Each step takes the state out (leaving
+    /// `Done`, which is what an error leaves too) and puts the next one back.
+    fn poll_up(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), CopyError>> {
+        let (from, to) = self.ends;
+        let read_err = |source| CopyError::Read { side: from, source };
+        let write_err = |e: h2::Error| CopyError::Write {
+            side: to,
+            source: h2_io_error(e),
         };
-        let n = data.len();
-        let (res, _) = w.write_all(data).await;
-        res.map_err(|source| CopyError::Write { side: to, source })?;
-        // Only now may the peer send these bytes again: flow control tracks our socket.
-        let _ = recv.flow_control().release_capacity(n);
-        counter.add(n as u64);
+        loop {
+            self.up = match std::mem::replace(&mut self.up, Up::Done) {
+                Up::Readable(mut op) => {
+                    let Poll::Ready((r, res)) = op.as_mut().poll(cx) else {
+                        self.up = Up::Readable(op);
+                        return Poll::Pending;
+                    };
+                    res.map_err(read_err)?;
+                    Up::Reading(read(r, BytesMut::with_capacity(SMALL)))
+                }
+                Up::Reading(mut op) => {
+                    let Poll::Ready((r, mut buf, wanted, res)) = op.as_mut().poll(cx) else {
+                        self.up = Up::Reading(op);
+                        return Poll::Pending;
+                    };
+                    let n = res.map_err(read_err)?;
+                    if n == 0 {
+                        self.send.send_data(Bytes::new(), true).map_err(write_err)?;
+                        return Poll::Ready(Ok(()));
+                    }
+                    // Grow after a full read (bulk data); shrink after a short one (the flow
+                    // went quiet) so the next pending read does not pin a large buffer.
+                    if n == wanted && self.size < self.large {
+                        self.size = self.large;
+                    } else if n < SMALL && self.size > SMALL {
+                        self.size = SMALL;
+                    }
+                    let chunk = buf.split().freeze();
+                    self.send.reserve_capacity(chunk.len());
+                    Up::Sending { r, buf, chunk }
+                }
+                Up::Sending { r, buf, mut chunk } if !chunk.is_empty() => {
+                    // Capacity was reserved for `chunk` when it came (or shrank): a wake only
+                    // asks whether it has been granted.
+                    let granted = match self.send.poll_capacity(cx) {
+                        Poll::Pending => {
+                            self.up = Up::Sending { r, buf, chunk };
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(Some(Ok(n))) => n,
+                        Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(write_err(e))),
+                        Poll::Ready(None) => {
+                            return Poll::Ready(Err(write_err(Reason::CANCEL.into())));
+                        }
+                    };
+                    let part = chunk.split_to(granted.min(chunk.len()));
+                    let n = part.len();
+                    self.send.send_data(part, false).map_err(write_err)?;
+                    self.counters.0.add(n as u64);
+                    if !chunk.is_empty() {
+                        self.send.reserve_capacity(chunk.len());
+                    }
+                    Up::Sending { r, buf, chunk }
+                }
+                Up::Sending { r, mut buf, .. } => {
+                    if self.size == SMALL {
+                        // The next read waits for readiness first and takes a fresh small
+                        // buffer then.
+                        Up::Readable(readable(r))
+                    } else {
+                        if buf.capacity() < self.size {
+                            // Reclaims the allocation when h2 has released every chunk of it,
+                            // else allocates.
+                            buf.reserve(self.size);
+                        }
+                        Up::Reading(read(r, buf))
+                    }
+                }
+                Up::Done => return Poll::Ready(Ok(())),
+            };
+        }
+    }
+
+    /// Drives stream → TCP until it waits or ends, as `poll_up` does.
+    fn poll_down(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), CopyError>> {
+        let (to, from) = self.ends;
+        let write_err = |source| CopyError::Write { side: to, source };
+        loop {
+            self.down = match std::mem::replace(&mut self.down, Down::Done) {
+                Down::Receiving(w) => match self.recv.poll_data(cx) {
+                    Poll::Pending => {
+                        self.down = Down::Receiving(w);
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Some(Ok(data))) => Down::Writing(write(w, data)),
+                    Poll::Ready(None) => Down::Closing(shutdown(w)),
+                    Poll::Ready(Some(Err(e))) => {
+                        return Poll::Ready(Err(CopyError::Read {
+                            side: from,
+                            source: h2_io_error(e),
+                        }));
+                    }
+                },
+                Down::Writing(mut op) => {
+                    let Poll::Ready((w, n, res)) = op.as_mut().poll(cx) else {
+                        self.down = Down::Writing(op);
+                        return Poll::Pending;
+                    };
+                    res.map_err(write_err)?;
+                    // Only now may the peer send these bytes again: flow control tracks our
+                    // socket.
+                    let _ = self.recv.flow_control().release_capacity(n);
+                    self.counters.1.add(n as u64);
+                    Down::Receiving(w)
+                }
+                Down::Closing(mut op) => {
+                    let Poll::Ready(res) = op.as_mut().poll(cx) else {
+                        self.down = Down::Closing(op);
+                        return Poll::Pending;
+                    };
+                    return Poll::Ready(res.map_err(write_err));
+                }
+                Down::Done => return Poll::Ready(Ok(())),
+            };
+        }
     }
 }
 
@@ -163,5 +327,106 @@ fn h2_io_error(e: h2::Error) -> std::io::Error {
             .unwrap_or_else(|| std::io::Error::other("h2 IO error"))
     } else {
         std::io::Error::other(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use monoio::io::AsyncReadRentExt;
+    use monoio::net::TcpListener;
+
+    /// A connected pair of loopback sockets.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (b, _) = listener.accept().await.unwrap();
+        (a, b)
+    }
+
+    type Halves = (SendStream<Bytes>, RecvStream);
+
+    /// One HTTP/2 stream over loopback (plaintext; both connections driven by their own
+    /// tasks): the client's halves and the server's.
+    async fn stream() -> (Halves, Halves) {
+        let (c, s) = pair().await;
+        let c = c.try_into_poll_io().map_err(|(e, _)| e).unwrap();
+        let s = s.try_into_poll_io().map_err(|(e, _)| e).unwrap();
+        let server = monoio::spawn(async move {
+            let mut conn = h2::server::handshake(s).await.unwrap();
+            let (request, mut respond) = conn.accept().await.unwrap().unwrap();
+            let send = respond
+                .send_response(http::Response::new(()), false)
+                .unwrap();
+            monoio::spawn(async move { while conn.accept().await.is_some() {} });
+            (send, request.into_body())
+        });
+        let (mut client, conn) = h2::client::handshake(c).await.unwrap();
+        monoio::spawn(conn);
+        let request = http::Request::post("http://pod/").body(()).unwrap();
+        let (response, send) = client.send_request(request, false).unwrap();
+        let server = server.await;
+        let body = response.await.unwrap().into_body();
+        ((send, body), server)
+    }
+
+    /// Everything `recv` carries until its end, each frame released once read; `Err` with the
+    /// reset's reason when the stream is reset.
+    async fn drain(recv: &mut RecvStream) -> Result<Vec<u8>, Option<Reason>> {
+        let mut all = Vec::new();
+        while let Some(frame) = recv.data().await {
+            let frame = frame.map_err(|e| e.reason())?;
+            let _ = recv.flow_control().release_capacity(frame.len());
+            all.extend_from_slice(&frame);
+        }
+        Ok(all)
+    }
+
+    /// END_STREAM becomes the pod's EOF while the pod's reply still flows, and the pod's EOF
+    /// becomes END_STREAM: the pump ends cleanly once both have, each direction counted.
+    #[monoio::test_all(timer_enabled = true)]
+    async fn each_direction_half_closes_on_its_own() {
+        let ((mut client_send, mut client_recv), (send, recv)) = stream().await;
+        let (near, mut pod) = pair().await;
+        let (to_stream, to_tcp) = (ByteCounter::default(), ByteCounter::default());
+        let ends = (Side::Upstream, Side::Downstream);
+        let pump = bidirectional(near, send, recv, ends, 65536, (&to_stream, &to_tcp));
+        let peers = async {
+            client_send
+                .send_data(Bytes::from_static(b"ping"), true)
+                .unwrap();
+            let (res, got) = pod.read_exact(vec![0; 4]).await;
+            res.unwrap();
+            assert_eq!(got, b"ping");
+            // The client's END_STREAM reached the pod as EOF; the pod can still answer.
+            let (res, _) = pod.read(vec![0; 8]).await;
+            assert_eq!(res.unwrap(), 0);
+            let (res, _) = pod.write_all(b"pong".to_vec()).await;
+            res.unwrap();
+            pod.shutdown().await.unwrap();
+            drain(&mut client_recv).await
+        };
+        let (result, reply) = monoio::join!(pump, peers);
+        result.unwrap();
+        assert_eq!(reply.unwrap(), b"pong");
+        assert_eq!((to_stream.get(), to_tcp.get()), (4, 4));
+    }
+
+    /// A pod that resets its connection fails the pump, naming the pod's side, and the client
+    /// gets RST_STREAM CANCEL rather than an end of stream.
+    #[monoio::test_all(timer_enabled = true)]
+    async fn a_failing_socket_resets_the_stream() {
+        let ((_client_send, mut client_recv), (send, recv)) = stream().await;
+        let (near, pod) = pair().await;
+        let (to_stream, to_tcp) = (ByteCounter::default(), ByteCounter::default());
+        let ends = (Side::Upstream, Side::Downstream);
+        let pump = bidirectional(near, send, recv, ends, 65536, (&to_stream, &to_tcp));
+        crate::sys::socket::set_reset_on_close(&pod).unwrap();
+        drop(pod);
+        let (result, reply) = monoio::join!(pump, drain(&mut client_recv));
+        assert_eq!(result.unwrap_err().side(), Side::Upstream);
+        assert_eq!(reply, Err(Some(Reason::CANCEL)));
     }
 }

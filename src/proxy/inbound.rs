@@ -15,13 +15,15 @@
 //! authorization denies the peer; 503 when the pod cannot be reached; else 200) → pump (until
 //! done, or until a policy change revokes it) → record.
 
+use std::future::Future;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
 use std::rc::Rc;
 
 use bytes::Bytes;
 use h2::server::SendResponse;
-use h2::{Reason, RecvStream};
+use h2::{Reason, RecvStream, SendStream};
 use http::Request;
 use monoio::net::TcpStream;
 use tracing::{debug, info, warn};
@@ -31,7 +33,7 @@ use super::{
     TcpUpstream,
 };
 use crate::core::CoreCtx;
-use crate::core::conns::Subject;
+use crate::core::conns::{Registration, Subject};
 use crate::hbone::limits::{ActiveStream, StreamPermit, Window};
 use crate::hbone::pump;
 use crate::hbone::server::Ended;
@@ -214,44 +216,111 @@ pub fn stream_task_size() -> usize {
 }
 
 /// One CONNECT stream: prepare → answer → pump → record.
-async fn stream(
+///
+/// Not an `async fn`, and the setup kept out of the block: an `async fn` keeps its arguments
+/// for its whole life beside what they are moved into, and so does a block every local it has
+/// borrowed or only partly moved, while an idle stream's task is mostly what it keeps. Here
+/// each argument is captured once, the setup (boxed) answers the stream, and a plain function
+/// builds the pump, so the task holds the record, the registration and the pump while the
+/// stream lives (`tests/idle_sizes.rs`).
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments beside what they are moved into"
+)]
+fn stream(
     ctx: Rc<CoreCtx>,
     tunnel: Rc<Tunnel>,
     connect: Connect,
-    _places: (StreamPermit, ActiveStream),
-) {
-    let _active = ctx.track();
-    let mut rec = ConnRecord::new(
-        &ctx,
-        &tunnel.capture,
-        Direction::Inbound,
-        tunnel.peer,
-        tunnel.dst,
-    );
-    rec.mutual_tls(tunnel.peer_identity.clone(), tunnel.local_identity.clone());
+    places: (StreamPermit, ActiveStream),
+) -> impl Future<Output = ()> {
+    async move {
+        let _places = &places;
+        let _active = ctx.track();
+        let mut rec = ConnRecord::new(
+            &ctx,
+            &tunnel.capture,
+            Direction::Inbound,
+            tunnel.peer,
+            tunnel.dst,
+        );
+        rec.mutual_tls(tunnel.peer_identity.clone(), tunnel.local_identity.clone());
+        // Boxed, and gone once the pod is connected: the lookups and the connect are larger
+        // than the pump, and an idle stream's task would carry them for its whole life.
+        let Some((upstream, mut registration, send, body)) =
+            Box::pin(answer(&ctx, &tunnel, connect, &mut rec)).await
+        else {
+            return;
+        };
+        let (mut pump, fd) = to_pod(upstream, send, body, ctx.buffers.large_size(), &rec);
+        let fds = [fd];
+        let pump = super::until_revoked(Pin::new(&mut pump), registration.as_mut(), &fds);
+        let result = monoio::select! {
+            result = pump => result,
+            () = tunnel.closed.wait() => {
+                // The HTTP/2 connection ended under the stream: the transfer is cut, so the
+                // pod gets a reset, not a FIN that would pass for a clean end. It also frees at
+                // once what the kernel still holds toward a pod that stopped reading (up to its
+                // send buffer), instead of an orphan socket probing a zero window for minutes.
+                let _ = socket::set_reset_on_close(&fd);
+                Err(HboneError::Downstream(h2::Error::from(Reason::CANCEL)).into())
+            }
+        };
+        rec.finished(result);
+    }
+}
+
+/// What a stream answered 200 goes on with: the pod's socket, the connection's registration
+/// (when a policy applies), and the stream's two halves.
+type Answered<'c> = (
+    TcpStream,
+    Option<Registration<'c>>,
+    SendStream<Bytes>,
+    RecvStream,
+);
+
+/// Prepares the stream and answers it: 200 and what the pump needs, or the refusal (recorded
+/// in `rec`) and `None`.
+async fn answer<'c>(
+    ctx: &'c CoreCtx,
+    tunnel: &Tunnel,
+    connect: Connect,
+    rec: &mut ConnRecord,
+) -> Option<Answered<'c>> {
     let Connect {
         target,
         body,
         mut respond,
     } = connect;
-    // Boxed, and gone once the pod is connected: the lookups and the connect are larger than
-    // the pump, and an idle stream's task would carry them for its whole life.
-    let prepared = Box::pin(prepare(&ctx, &tunnel, target, &mut respond, &mut rec)).await;
-    let (upstream, registration, send) = match prepared {
+    match prepare(ctx, tunnel, target, &mut respond, rec).await {
         Ok(upstream) => {
             let (upstream, registration) = upstream.into_parts();
             match server::respond_ok(respond) {
-                Ok(send) => (upstream, registration, send),
-                Err(e) => return rec.finished(Err(HboneError::Downstream(e).into())),
+                Ok(send) => Some((upstream, registration, send, body)),
+                Err(e) => {
+                    rec.finished(Err(HboneError::Downstream(e).into()));
+                    None
+                }
             }
         }
         Err(e) => {
             if let Answer::Refuse(status) = e.report().answer {
                 server::refuse(respond, status);
             }
-            return rec.finished(Err(e));
+            rec.finished(Err(e));
+            None
         }
-    };
+    }
+}
+
+/// The pump between the stream and the pod, and the pod socket's descriptor. A plain function:
+/// the socket's 80 bytes, once split into the pump, stay out of the task's state.
+fn to_pod<'a>(
+    upstream: TcpStream,
+    send: SendStream<Bytes>,
+    body: RecvStream,
+    large: usize,
+    rec: &'a ConnRecord,
+) -> (pump::Pump<'a>, RawFd) {
     // The socket goes to the destination pod (upstream); the stream came from downstream.
     let fd = upstream.as_raw_fd();
     let counts = rec.counts();
@@ -260,24 +329,10 @@ async fn stream(
         send,
         body,
         (Side::Upstream, Side::Downstream),
-        ctx.buffers.large_size(),
+        large,
         (&counts.received, &counts.sent),
     );
-    let fds = [fd];
-    let pump = std::pin::pin!(pump);
-    let pump = super::until_revoked(pump, registration.as_ref(), &fds);
-    let result = monoio::select! {
-        result = pump => result,
-        () = tunnel.closed.wait() => {
-            // The HTTP/2 connection ended under the stream: the transfer is cut, so the pod
-            // gets a reset, not a FIN that would pass for a clean end. It also frees at once
-            // what the kernel still holds toward a pod that stopped reading (up to its send
-            // buffer), instead of an orphan socket probing a zero window for minutes.
-            let _ = socket::set_reset_on_close(&fd);
-            Err(HboneError::Downstream(h2::Error::from(Reason::CANCEL)).into())
-        }
-    };
-    rec.finished(result);
+    (pump, fd)
 }
 
 /// Checks the request's target, finds the local workload, authorizes the peer and connects to

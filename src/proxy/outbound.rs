@@ -5,7 +5,9 @@
 //! again; authorize a same-node destination; connect upstream, over TCP or an HBONE tunnel)
 //! → answer (a refusal resets the client; success has nothing to send) → pump → record.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -26,27 +28,68 @@ use crate::net::Side;
 use crate::state::Workload;
 use crate::sys::socket::SpoofSide;
 
-pub async fn serve(ctx: Rc<CoreCtx>, capture: Capture, downstream: TcpStream, peer: SocketAddr) {
-    let Some(dst) = capture.orig_dst(&ctx, &downstream, Listener::Outbound) else {
-        return;
-    };
-    // Counted from accept, so a drain waits for connections still being set up too.
-    let _active = ctx.track();
-    let mut rec = ConnRecord::new(&ctx, &capture, Direction::Outbound, ClientAddr(peer), dst);
-    // Boxed, and gone once connected: routing's state is larger than the pump's, and an idle
-    // connection's task would carry it for its whole life (`tests/idle_sizes.rs`).
-    let upstream = match Box::pin(prepare(&ctx, &capture, &mut rec)).await {
-        Ok(upstream) => upstream,
-        Err(e) => return super::refuse(downstream, &rec, e),
-    };
-    let result = match upstream {
-        // Boxed: the plaintext copy's state is the largest; unboxed, every task (HBONE's too)
-        // would be that size.
-        Upstream::Tcp(tcp) => Box::pin(tcp.pump(&ctx, downstream, &rec)).await,
-        Upstream::Hbone(tunnel) => {
-            // The socket is the client's (downstream); the stream leads upstream. The lease
-            // stays with the task while the stream lives.
-            let Tunnel { lease, send, recv } = tunnel;
+/// Serves one captured connection: the returned future is its task.
+///
+/// Not an `async fn`: an `async fn` keeps its arguments for its whole life beside what they are
+/// moved into, and an idle connection's task is mostly what it keeps. The block below captures
+/// each argument once, and the pump's inputs reach it through a plain function, so the task
+/// holds the pump, the record and little else while the connection lives
+/// (`tests/idle_sizes.rs`).
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments beside what they are moved into"
+)]
+pub fn serve(
+    ctx: Rc<CoreCtx>,
+    capture: Capture,
+    downstream: TcpStream,
+    peer: SocketAddr,
+) -> impl Future<Output = ()> {
+    async move {
+        let Some(dst) = capture.orig_dst(&ctx, &downstream, Listener::Outbound) else {
+            return;
+        };
+        // Counted from accept, so a drain waits for connections still being set up too.
+        let _active = ctx.track();
+        let mut rec = ConnRecord::new(&ctx, &capture, Direction::Outbound, ClientAddr(peer), dst);
+        // Boxed, and gone once connected: routing's state is larger than the pump's, and an
+        // idle connection's task would carry it for its whole life (`tests/idle_sizes.rs`).
+        let prepared = Box::pin(prepare(&ctx, &capture, &mut rec)).await;
+        let Some(mut pumping) = start(&ctx, prepared, downstream, &rec) else {
+            return;
+        };
+        // Polled where it lies: moved out of `pumping`, the pump would be stored twice.
+        let result = match &mut pumping {
+            Pumping::Tcp(pump) => pump.as_mut().await,
+            Pumping::Hbone(pump, _lease) => pump.await.map_err(Error::from),
+        };
+        drop(pumping);
+        rec.finished(result);
+    }
+}
+
+/// A prepared connection's pump; the lease of an HBONE stream's pooled connection stays with
+/// the task while the stream lives.
+enum Pumping<'c> {
+    /// Boxed: the plaintext copy's state is the largest; unboxed, every task (HBONE's too)
+    /// would be that size.
+    Tcp(Pin<Box<dyn Future<Output = Result<(), Error>> + 'c>>),
+    Hbone(pump::Pump<'c>, Lease),
+}
+
+/// Builds the pump between the client (`downstream`) and what `prepared` connected to, or
+/// refuses the client (`None`). A plain function: its arguments and what it takes apart stay
+/// out of the task's state.
+fn start<'c>(
+    ctx: &'c CoreCtx,
+    prepared: Result<Upstream<'c>, Error>,
+    downstream: TcpStream,
+    rec: &'c ConnRecord,
+) -> Option<Pumping<'c>> {
+    match prepared {
+        Ok(Upstream::Tcp(tcp)) => Some(Pumping::Tcp(Box::pin(tcp.pump(ctx, downstream, rec)))),
+        Ok(Upstream::Hbone(Tunnel { lease, send, recv })) => {
+            // The socket is the client's (downstream); the stream leads upstream.
             let counts = rec.counts();
             let pump = pump::bidirectional(
                 downstream,
@@ -56,12 +99,13 @@ pub async fn serve(ctx: Rc<CoreCtx>, capture: Capture, downstream: TcpStream, pe
                 ctx.buffers.large_size(),
                 (&counts.sent, &counts.received),
             );
-            let result = pump.await.map_err(Error::from);
-            drop(lease);
-            result
+            Some(Pumping::Hbone(pump, lease))
         }
-    };
-    rec.finished(result);
+        Err(e) => {
+            super::refuse(downstream, rec, e);
+            None
+        }
+    }
 }
 
 /// Lookups (and routings) one connection may go through for hostname endpoints.

@@ -11,7 +11,7 @@
 //! the labels once the connection is counted opened.
 
 use std::cell::{Cell, OnceCell, RefCell};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,12 +38,12 @@ pub struct ConnRecord {
     direction: Direction,
     start: Instant,
     /// The TCP peer: a local pod (15001), a client (15006), or a peer node's zring (15008).
-    src: ClientAddr,
+    src: Addr,
     /// The accepted socket's local address: what the client dialled (TPROXY keeps it). On 15008
     /// that is `<pod ip>:15008`, the tunnel's, not the stream's destination.
-    orig_dst: OrigDst,
+    orig_dst: Addr,
     /// 15008: the `ip:port` the CONNECT request asked for, once it parsed.
-    target: Option<ConnectTarget>,
+    target: Option<Addr>,
     src_workload: Option<Arc<Workload>>,
     dst_workload: Option<Arc<Workload>>,
     dst_service: Option<Arc<Service>>,
@@ -54,7 +54,7 @@ pub struct ConnRecord {
     /// The identity the destination proved (outbound HBONE) or that we presented (inbound).
     dst_identity: Option<Identity>,
     /// Where zring actually connected (the pod, or a peer's 15008), once it did.
-    upstream: Option<SocketAddr>,
+    upstream: Option<Addr>,
     counts: Transferred,
     /// The first error; `None` when the connection ended normally. Boxed: an error is rare and
     /// comes at the end, and the record lives inside every connection's task (64 bytes
@@ -84,8 +84,8 @@ impl ConnRecord {
         ConnRecord {
             direction,
             start: Instant::now(),
-            src,
-            orig_dst,
+            src: src.0.into(),
+            orig_dst: orig_dst.0.into(),
             target: None,
             src_workload: None,
             dst_workload: None,
@@ -103,11 +103,11 @@ impl ConnRecord {
     }
 
     pub fn src(&self) -> ClientAddr {
-        self.src
+        ClientAddr(self.src.get())
     }
 
     pub fn orig_dst(&self) -> OrigDst {
-        self.orig_dst
+        OrigDst(self.orig_dst.get())
     }
 
     /// Bytes moved so far, for the pump to add to.
@@ -118,7 +118,7 @@ impl ConnRecord {
     /// 15008: the stream asked for `target`.
     pub fn requested(&mut self, target: ConnectTarget) {
         self.before_established("requested");
-        self.target = Some(target);
+        self.target = Some(target.0.into());
     }
 
     /// The connection is about these workloads and this service (each `None` when unknown).
@@ -150,7 +150,7 @@ impl ConnRecord {
         if self.opened.get().is_some() {
             return;
         }
-        self.upstream = Some(upstream);
+        self.upstream = Some(upstream.into());
         self.guess_service();
         self.open_series();
         let kind = match self.direction {
@@ -183,7 +183,7 @@ impl ConnRecord {
     /// What the client asked to reach: the CONNECT target on 15008, else the original
     /// destination. The access log's `dst.addr`.
     fn destination(&self) -> SocketAddr {
-        self.target.map_or(self.orig_dst.0, |t| t.0)
+        self.target.unwrap_or(self.orig_dst).get()
     }
 
     /// For an inbound connection that named no service, the one it most likely came through
@@ -290,12 +290,12 @@ impl Drop for ConnRecord {
                 $lvl!(
                     target: "access",
                     core = self.ctx.id,
-                    "src.addr" = %self.src,
+                    "src.addr" = %self.src.get(),
                     "src.workload" = name(&self.src_workload),
                     "src.namespace" = ns(&self.src_workload),
                     "src.identity" = id(&self.src_identity, &self.src_workload),
                     "dst.addr" = %self.destination(),
-                    "dst.hbone_addr" = self.upstream.map(|a| a.to_string()),
+                    "dst.hbone_addr" = self.upstream.map(|a| a.get().to_string()),
                     "dst.service" = svc,
                     "dst.workload" = name(&self.dst_workload),
                     "dst.namespace" = ns(&self.dst_workload),
@@ -314,5 +314,30 @@ impl Drop for ConnRecord {
             None => access!(info, None::<String>, "-"),
             Some(e) => access!(warn, Some(e.to_string()), e.response_flag()),
         }
+    }
+}
+
+/// A socket address in 20 bytes where `SocketAddr` takes 32: the IP and the port, without an
+/// IPv6 address's flow label and scope id. Those are zero for the pod and node addresses a
+/// record holds (a scope id is for link-local addresses, which mesh traffic does not use), and
+/// a record, which lives as long as its connection, holds four addresses.
+#[derive(Debug, Clone, Copy)]
+struct Addr {
+    ip: IpAddr,
+    port: u16,
+}
+
+impl From<SocketAddr> for Addr {
+    fn from(a: SocketAddr) -> Addr {
+        Addr {
+            ip: a.ip(),
+            port: a.port(),
+        }
+    }
+}
+
+impl Addr {
+    fn get(self) -> SocketAddr {
+        SocketAddr::new(self.ip, self.port)
     }
 }
