@@ -110,7 +110,10 @@ fn writes_arrive_whole_and_in_order_and_a_flush_waits_for_them() {
             io.write_all(chunk).await.unwrap();
         }
         io.flush().await.unwrap();
-        assert!(!io.writing(), "a flush completes only once nothing is in flight");
+        assert!(
+            !io.writing(),
+            "a flush completes only once nothing is in flight"
+        );
         assert!(!io.holds_buffer(), "a finished burst keeps no write buffer");
         assert_eq!(reader.await, sent);
     });
@@ -153,10 +156,9 @@ fn dropping_it_with_operations_in_flight_is_safe() {
         let (mut io, mut peer) = pair().await;
         let mut out = [0u8; 16];
         let mut read = ReadBuf::new(&mut out);
-        let pending = poll_fn(|cx| {
-            Poll::Ready(Pin::new(&mut io).poll_read(cx, &mut read).is_pending())
-        })
-        .await;
+        let pending =
+            poll_fn(|cx| Poll::Ready(Pin::new(&mut io).poll_read(cx, &mut read).is_pending()))
+                .await;
         assert!(pending);
         drop(io);
         // The peer sees the connection end, and the runtime goes on.
