@@ -63,14 +63,16 @@ enum Half<H, T> {
 }
 
 impl<H, T> Half<H, T> {
-    /// Starts `op` on the idle half (the caller checked that it is idle).
+    /// Starts `op` on the half if it is idle (callers wait for that first); else leaves the
+    /// operation in flight as it is.
     fn start<F>(&mut self, op: impl FnOnce(H) -> F)
     where
         F: Future<Output = Done<H, T>> + 'static,
     {
-        if let Half::Idle(half) = std::mem::replace(self, Half::Moving) {
-            *self = Half::Busy(Box::pin(op(half)));
-        }
+        *self = match std::mem::replace(self, Half::Moving) {
+            Half::Idle(half) => Half::Busy(Box::pin(op(half))),
+            other => other,
+        };
     }
 
     /// Polls the operation in flight, if any: `Ready(None)` when there is none.
