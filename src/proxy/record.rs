@@ -299,7 +299,7 @@ impl Drop for ConnRecord {
                     "src.namespace" = ns(&self.src_workload),
                     "src.identity" = id(&self.src_identity, &self.src_workload),
                     "dst.addr" = %self.destination(),
-                    "dst.hbone_addr" = self.upstream.map(tracing::field::display),
+                    "dst.hbone_addr" = self.upstream.map(|a| a.to_string()),
                     "dst.service" = svc,
                     "dst.workload" = name(&self.dst_workload),
                     "dst.namespace" = ns(&self.dst_workload),
