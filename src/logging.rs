@@ -22,6 +22,17 @@ use tracing_subscriber::{EnvFilter, Registry, reload};
 
 use crate::config::LogFormat;
 
+/// A duration as the access log writes it, in whole milliseconds (`12ms`). Formatted only when
+/// the line is: a connection whose access log is filtered out pays nothing for it.
+#[derive(Debug, Clone, Copy)]
+pub struct Millis(pub std::time::Duration);
+
+impl std::fmt::Display for Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}ms", self.0.as_millis())
+    }
+}
+
 /// The level spec when `RUST_LOG` is unset.
 pub const DEFAULT_LEVEL: &str = "info";
 const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
@@ -186,6 +197,14 @@ pub fn merge(base: &str, change: &str) -> Result<String, LevelError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn millis_are_whole_milliseconds() {
+        use std::time::Duration;
+        assert_eq!(Millis(Duration::from_micros(12_999)).to_string(), "12ms");
+        assert_eq!(Millis(Duration::ZERO).to_string(), "0ms");
+        assert_eq!(Millis(Duration::from_secs(61)).to_string(), "61000ms");
+    }
 
     #[test]
     fn merge_replaces_by_target() {

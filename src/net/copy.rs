@@ -9,8 +9,9 @@
 //! is refused (no pipe left, an unusual socket) it carries on with the large pooled buffer.
 //!
 //! A clean EOF on one side is propagated as a FIN (`shutdown`) to the other and the opposite
-//! direction keeps running (half-close); an error in either direction ends both, dropping the
-//! sockets. Bytes are added to the caller's counters as each write (or splice out of the pipe)
+//! direction keeps running (half-close); the direction that ends second leaves its FIN to the
+//! close of both sockets that follows at once. An error in either direction ends both, dropping
+//! the sockets. Bytes are added to the caller's counters as each write (or splice out of the pipe)
 //! completes, so long-lived connections show progress.
 
 use std::cell::{Cell, OnceCell};
@@ -85,9 +86,12 @@ impl CopyError {
 }
 
 /// Copies `down_r → up_w` and `up_r → down_w` until both directions have seen EOF, or either
-/// fails. After a clean end each socket is closed whole ([`Reunite`]): both FINs went out
-/// already, so dropping the write halves (which shut down again) would only add two failing
-/// `shutdown` calls per connection.
+/// fails. After a clean end each socket is closed whole ([`Reunite`]): dropping the write
+/// halves would shut them down again, two failing `shutdown` calls per connection.
+///
+/// The direction that ends second sends no `shutdown` of its own: by then the socket it writes
+/// to has been read to its EOF, so the close right after sends that socket's FIN, with nothing
+/// unread that would turn it into a reset. One system call fewer per connection.
 pub async fn bidirectional<DR, DW, UR, UW>(
     (down_r, down_w): (DR, DW),
     (up_r, up_w): (UR, UW),
@@ -100,12 +104,14 @@ where
     UR: SpliceRead + Reunite<UW>,
     UW: SpliceWrite,
 {
+    let ended = Cell::new(false);
     let to_up = one_way(
         down_r,
         up_w,
         (Side::Downstream, Side::Upstream),
         pool,
         &counts.sent,
+        &ended,
     );
     let to_down = one_way(
         up_r,
@@ -113,6 +119,7 @@ where
         (Side::Upstream, Side::Downstream),
         pool,
         &counts.received,
+        &ended,
     );
     let (mut to_up, mut to_down) = (std::pin::pin!(to_up), std::pin::pin!(to_down));
     let ((down_r, up_w), (up_r, down_w)) = monoio::select! {
@@ -132,17 +139,25 @@ pub trait Reunite<W> {
 impl Reunite<OwnedWriteHalf<TcpStream>> for OwnedReadHalf<TcpStream> {
     fn close(self, w: OwnedWriteHalf<TcpStream>) {
         // Halves of different sockets (which `bidirectional` never pairs) drop as they are.
-        drop(self.reunite(w));
+        // Closed with close(2) rather than dropped: see `socket::close_now`. Both directions
+        // of the copy finished, every operation on the socket was awaited, so the stream is
+        // its descriptor's only owner.
+        if let Ok(stream) = self.reunite(w) {
+            crate::sys::socket::close_now(stream);
+        }
     }
 }
 
-/// Copies until EOF on `r`, then shuts down `w`'s write side; returns both ends.
+/// Copies until EOF on `r`, then shuts down `w`'s write side, unless the other direction of
+/// the connection has already ended (`ended`): then the caller's close of both sockets sends
+/// the FIN (see [`bidirectional`]). Returns both ends.
 pub async fn one_way<R, W>(
     mut r: R,
     mut w: W,
     (from, to): (Side, Side),
     pool: &BufferPool,
     counter: &ByteCounter,
+    ended: &Cell<bool>,
 ) -> Result<(R, W), CopyError>
 where
     R: SpliceRead,
@@ -156,10 +171,7 @@ where
         let n = match res {
             Ok(0) => {
                 pool.put(buf);
-                return match w.shutdown().await {
-                    Ok(()) => Ok((r, w)),
-                    Err(source) => Err(CopyError::Write { side: to, source }),
-                };
+                return finish(r, w, to, ended).await;
             }
             Ok(n) => n,
             Err(source) => {
@@ -179,7 +191,7 @@ where
         if !large && n == buf.capacity() {
             if let Some(pipe) = splice_pipe(&r, &w) {
                 pool.put(buf);
-                return spliced(r, w, pipe, (from, to), counter).await;
+                return spliced(r, w, pipe, (from, to), counter, ended).await;
             }
             pool.put(std::mem::replace(&mut buf, pool.large()));
             large = true;
@@ -190,6 +202,22 @@ where
             buf.clear();
         }
     }
+}
+
+/// The end of one direction at EOF: the FIN to `w` (a `shutdown`) when the other direction is
+/// still running, else nothing (the close that follows sends it); marks the direction ended.
+async fn finish<R, W: SpliceWrite>(
+    r: R,
+    mut w: W,
+    to: Side,
+    ended: &Cell<bool>,
+) -> Result<(R, W), CopyError> {
+    if !ended.replace(true) {
+        w.shutdown()
+            .await
+            .map_err(|source| CopyError::Write { side: to, source })?;
+    }
+    Ok((r, w))
 }
 
 /// A socket end that can also be spliced: its descriptor, and a wait for readiness.
@@ -239,10 +267,10 @@ fn splice_pipe<R: SpliceRead, W: SpliceWrite>(r: &R, w: &W) -> Option<Pipe> {
     sys_splice::pipe().ok()
 }
 
-/// Copies `r` to `w` through `pipe` with splice(2) until EOF on `r`, then shuts down `w`'s
-/// write side. The pipe is emptied into `w` before the next splice out of `r`, so each splice
-/// in may fill it (its whole capacity is asked for), and nothing is left in it when an error
-/// ends the copy.
+/// Copies `r` to `w` through `pipe` with splice(2) until EOF on `r`, then ends as [`one_way`]
+/// does. The pipe is emptied into `w` before the next splice out of `r`, so each splice in may
+/// fill it (its whole capacity is asked for), and nothing is left in it when an error ends the
+/// copy.
 ///
 /// A splice in that moved less than the pipe holds took everything the socket had queued, so
 /// the next step is the readiness wait, not a splice bound to fail with `EAGAIN`: one system
@@ -251,10 +279,11 @@ fn splice_pipe<R: SpliceRead, W: SpliceWrite>(r: &R, w: &W) -> Option<Pipe> {
 /// between are not missed.
 async fn spliced<R: SpliceRead, W: SpliceWrite>(
     r: R,
-    mut w: W,
+    w: W,
     pipe: Pipe,
     (from, to): (Side, Side),
     counter: &ByteCounter,
+    ended: &Cell<bool>,
 ) -> Result<(R, W), CopyError> {
     let read_err = |source| CopyError::Read { side: from, source };
     let write_err = |source| CopyError::Write { side: to, source };
@@ -265,10 +294,7 @@ async fn spliced<R: SpliceRead, W: SpliceWrite>(
             r.readable().await.map_err(read_err)?;
         }
         let n = match sys_splice::splice(r.fd(), pipe_w, pipe.capacity) {
-            Ok(0) => {
-                w.shutdown().await.map_err(write_err)?;
-                return Ok((r, w));
-            }
+            Ok(0) => return finish(r, w, to, ended).await,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 drained = true;
@@ -377,6 +403,39 @@ mod tests {
         assert_eq!(counts.sent.get(), 300_000);
         assert_eq!(counts.received.get(), 4);
         pool
+    }
+
+    /// crr's shape with the server closing first: the server's FIN is a `shutdown`, the
+    /// client's (the direction that ends second) goes out with the close of both sockets, and
+    /// each peer still reads everything, then EOF, not a reset.
+    #[monoio::test_all(timer_enabled = true)]
+    async fn the_second_fin_goes_out_with_the_close() {
+        let (mut client, a) = pair().await;
+        let (b, mut server) = pair().await;
+        let pool = BufferPool::new(65536);
+        let counts = Transferred::default();
+        let pump = bidirectional(a.into_split(), b.into_split(), &pool, &counts);
+        let peers = async move {
+            let (r, _) = client.write_all(b"ping".to_vec()).await;
+            r.unwrap();
+            let (r, buf) = server.read_exact(vec![0u8; 4]).await;
+            r.unwrap();
+            assert_eq!(&buf, b"ping");
+            let (r, _) = server.write_all(b"pong".to_vec()).await;
+            r.unwrap();
+            server.shutdown().await.unwrap();
+            let (r, buf) = client.read_exact(vec![0u8; 4]).await;
+            r.unwrap();
+            assert_eq!(&buf, b"pong");
+            let (r, _) = client.read(Vec::with_capacity(4)).await;
+            assert_eq!(r.unwrap(), 0, "the server's FIN reaches the client");
+            client.shutdown().await.unwrap();
+            let (r, _) = server.read(Vec::with_capacity(4)).await;
+            assert_eq!(r.unwrap(), 0, "the client's FIN reaches the server");
+        };
+        let (pumped, ()) = monoio::join!(pump, peers);
+        pumped.unwrap();
+        assert_eq!((counts.sent.get(), counts.received.get()), (4, 4));
     }
 
     #[monoio::test_all(timer_enabled = true)]

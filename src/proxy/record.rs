@@ -272,19 +272,23 @@ impl Drop for ConnRecord {
             slot.get_or_insert(Box::new(Error::Panicked));
         }
         self.guess_service();
-        let name = |w: &Option<Arc<Workload>>| w.as_ref().map(|w| w.name.to_string());
-        let ns = |w: &Option<Arc<Workload>>| w.as_ref().map(|w| w.namespace.to_string());
+        fn name(w: &Option<Arc<Workload>>) -> Option<&str> {
+            w.as_deref().map(|w| &*w.name)
+        }
+        fn ns(w: &Option<Arc<Workload>>) -> Option<&str> {
+            w.as_deref().map(|w| &*w.namespace)
+        }
         // The identity proven or presented, else the one the workload runs as.
         let id = |i: &Option<Identity>, w: &Option<Arc<Workload>>| match (i, w) {
             (Some(i), _) => Some(i.to_string()),
             (None, Some(w)) => Identity::of_workload(w).ok().map(|i| i.to_string()),
             (None, None) => None,
         };
-        let svc = self.dst_service.as_ref().map(|s| s.hostname.to_string());
+        let svc = self.dst_service.as_deref().map(|s| &*s.hostname);
         let error = self.error.borrow();
         let flags = error.as_deref().map_or(NO_FLAGS, Error::response_flag);
         self.count_outcome(flags, error.is_some());
-        let duration = format!("{}ms", dur.as_millis());
+        let duration = crate::logging::Millis(dur);
         macro_rules! access {
             ($lvl:ident, $err:expr, $flag:expr) => {
                 $lvl!(
