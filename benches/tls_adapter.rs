@@ -2,11 +2,7 @@
 //! settings) over the two ways a monoio program can give h2 a TLS stream, measured in one run:
 //!
 //! - `tokio-rustls`: the socket leaves completion mode (`TcpStream::try_into_poll_io`) and
-//!   tokio-rustls wraps it, nothing more: the baseline (zring shipped this, with read-ahead and
-//!   batched writes on top, until session 5).
-//! - `zring`: what zring ships (`hbone::tls`): tokio-rustls over `hbone::ring::RingSocket`
-//!   (completion-mode reads and writes on owned buffers, read-ahead) with `hbone::batch`'s
-//!   writes gathered until h2 flushes.
+//!   tokio-rustls wraps it; what zring ships.
 //! - `monoio-rustls`: the card's crate, TLS over monoio's owned-buffer IO, turned into tokio's
 //!   traits for h2 by monoio-compat's `StreamWrapper` (boxed: h2 moves it).
 //!
@@ -28,13 +24,12 @@ use monoio::io::IntoPollIo;
 use monoio::net::{TcpListener, TcpStream};
 use rustls::{ClientConfig, ServerConfig};
 use zring::hbone::client::H2Client;
-use zring::hbone::{server, tls};
+use zring::hbone::server;
 use zring::identity::{self, CertStore, DevCa, Identity};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Adapter {
     TokioRustls,
-    Zring,
     MonoioRustls,
 }
 
@@ -42,7 +37,6 @@ impl Adapter {
     fn name(self) -> &'static str {
         match self {
             Adapter::TokioRustls => "tokio-rustls",
-            Adapter::Zring => "zring",
             Adapter::MonoioRustls => "monoio-rustls",
         }
     }
@@ -104,7 +98,7 @@ fn main() {
     );
     for driver in [Driver::Uring, Driver::Legacy] {
         let mut base = None;
-        for adapter in [Adapter::TokioRustls, Adapter::Zring, Adapter::MonoioRustls] {
+        for adapter in [Adapter::TokioRustls, Adapter::MonoioRustls] {
             let f = run(adapter, driver, dur, &client_cfg, &server_cfg);
             let b = *base.get_or_insert(f);
             println!(
@@ -234,13 +228,6 @@ async fn serve(
                     () = round_over => {},
                 }
             }
-            Adapter::Zring => {
-                let (tls, _) = tls::server_handshake(tcp, config.clone()).await.unwrap();
-                monoio::select! {
-                    _ = server::serve(tls, peer, std::future::pending(), on_stream) => {},
-                    () = round_over => {},
-                }
-            }
             Adapter::MonoioRustls => {
                 let tls = monoio_rustls::TlsAcceptor::from(config.clone())
                     .accept(tcp)
@@ -281,10 +268,6 @@ async fn connect(adapter: Adapter, addr: SocketAddr, config: &Arc<ClientConfig>)
                 .connect(identity::placeholder_server_name(), io)
                 .await
                 .unwrap();
-            H2Client::handshake(tls, addr).await.unwrap()
-        }
-        Adapter::Zring => {
-            let tls = tls::client_handshake(tcp, config.clone()).await.unwrap();
             H2Client::handshake(tls, addr).await.unwrap()
         }
         Adapter::MonoioRustls => {

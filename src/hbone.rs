@@ -5,17 +5,16 @@
 //! - `headers`: the CONNECT request's `:authority`, `baggage`, `forwarded`, `traceparent` (pure);
 //! - `tls`: TLS handshakes on a core's sockets and the per-core cache of rustls configs;
 //! - `batch`: the IO adapter h2 drives: TLS records leave on flush, batched, not per frame;
-//! - `ring`: the socket under rustls: monoio's ring operations behind tokio's IO traits, large
-//!   reads served in rustls's small asks;
+//! - `readahead`: the socket under rustls: large reads served in rustls's small asks;
 //! - `client`: one pooled HTTP/2 client connection (handshake, keepalive, streams);
 //! - `pool`: the per-core pool of client connections;
 //! - `server`: the HTTP/2 server side of a 15008 connection;
 //! - `limits`: what a core's 15008 lets clients hold (connections, streams, receive windows);
 //! - `pump`: the byte pump between a TCP socket and one HTTP/2 stream.
 //!
-//! HTTP/2 runs on the `h2` crate over tokio's IO traits: a socket stays in monoio's completion
-//! mode behind those traits (`ring`), TLS wraps it (tokio-rustls), and the h2 connection future
-//! is driven by a monoio task of the same core. Nothing here is `Send`; nothing takes a lock.
+//! HTTP/2 runs on the `h2` crate over tokio's IO traits: a socket leaves monoio's completion
+//! mode (`into_poll_io`), TLS wraps it (tokio-rustls), and the h2 connection future is driven by
+//! a monoio task of the same core. Nothing here is `Send`; nothing takes a lock.
 //!
 //! The settings are ztunnel's, so zring and ztunnel tunnel to each other with the same flow
 //! control: 4 MiB stream window, 16 MiB connection window, 1 MiB frames.
@@ -27,7 +26,7 @@ pub mod keepalive;
 pub mod limits;
 pub mod pool;
 pub mod pump;
-pub mod ring;
+pub mod readahead;
 pub mod server;
 pub mod settings;
 pub mod tls;

@@ -2,17 +2,12 @@
 //! but writes batched until h2 flushes.
 //!
 //! Runs on a core, inside the connection's h2 task. tokio-rustls encrypts each write h2 hands
-//! it and sends the records at once: one socket write per HTTP/2 frame (h2 writes every DATA
-//! frame of 256 bytes or more on its own), so 64 streams answering 1 KiB each cost 64 writes.
+//! it and sends the records at once: one `writev` per HTTP/2 frame (h2 writes every DATA frame
+//! of 256 bytes or more on its own), so 64 streams answering 1 KiB each cost 64 system calls.
 //! Here a write only encrypts into rustls's queue of outgoing records; the records go out when
 //! h2 flushes (it does whenever it has nothing more to write) or when the queue reaches
-//! [`SEND_QUEUE`]: every queued record is gathered into one buffer and leaves in one write on
-//! the socket (`hbone::ring`: a ring operation under io_uring). Same bytes, same records, fewer
-//! and larger kernel crossings, and larger writes give TCP larger segments to offload.
-//!
-//! Back-pressure: while a write is in flight, rustls's queue fills again and then h2's writes
-//! are `Pending`, so at most [`SEND_QUEUE`] is in flight and as much queued behind it; a flush
-//! is `Pending` until its write has completed.
+//! [`SEND_QUEUE`], in one `writev` of up to 64 records. Same bytes, same records, fewer and
+//! larger kernel crossings, and larger writes give TCP larger segments to offload.
 
 use std::io::{self, IoSlice, Write};
 use std::pin::Pin;
@@ -21,10 +16,8 @@ use std::task::{Context, Poll, ready};
 use rustls::ConnectionCommon;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::ring::RingSocket;
-
 /// Encrypted bytes rustls may hold before a write must wait for the socket (rustls's own
-/// default is 64 KiB): a flush carries up to this much in one write.
+/// default is 64 KiB): a flush carries up to this much in one `writev`.
 pub const SEND_QUEUE: usize = 256 * 1024;
 
 /// A TLS stream whose records leave on flush, not on every write.
@@ -35,21 +28,24 @@ pub struct Batched<T> {
 
 /// The parts of a tokio-rustls stream the batching needs: the socket and the connection state.
 pub trait TlsParts {
+    type Io: AsyncWrite + Unpin;
     type Data;
-    fn parts(&mut self) -> (&mut RingSocket, &mut ConnectionCommon<Self::Data>);
+    fn parts(&mut self) -> (&mut Self::Io, &mut ConnectionCommon<Self::Data>);
 }
 
-impl TlsParts for tokio_rustls::client::TlsStream<RingSocket> {
+impl<IO: AsyncWrite + AsyncRead + Unpin> TlsParts for tokio_rustls::client::TlsStream<IO> {
+    type Io = IO;
     type Data = rustls::client::ClientConnectionData;
-    fn parts(&mut self) -> (&mut RingSocket, &mut ConnectionCommon<Self::Data>) {
+    fn parts(&mut self) -> (&mut IO, &mut ConnectionCommon<Self::Data>) {
         let (io, conn) = self.get_mut();
         (io, conn)
     }
 }
 
-impl TlsParts for tokio_rustls::server::TlsStream<RingSocket> {
+impl<IO: AsyncWrite + AsyncRead + Unpin> TlsParts for tokio_rustls::server::TlsStream<IO> {
+    type Io = IO;
     type Data = rustls::server::ServerConnectionData;
-    fn parts(&mut self) -> (&mut RingSocket, &mut ConnectionCommon<Self::Data>) {
+    fn parts(&mut self) -> (&mut IO, &mut ConnectionCommon<Self::Data>) {
         let (io, conn) = self.get_mut();
         (io, conn)
     }
@@ -67,22 +63,21 @@ impl<T: TlsParts> Batched<T> {
     }
 }
 
-/// Starts one write of every record rustls has queued, once the previous write is done:
-/// `Ready(Ok)` when nothing is queued or the write is on its way.
-fn send_queued<D>(
-    io: &mut RingSocket,
+/// Sends rustls's queued records until none is left (`Ready(Ok)`) or the socket is full.
+fn send_queued<IO: AsyncWrite + Unpin, D>(
+    io: &mut IO,
     conn: &mut ConnectionCommon<D>,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<()>> {
-    if !conn.wants_write() {
-        return Poll::Ready(Ok(()));
-    }
-    io.poll_send(cx, |buf| {
-        while conn.wants_write() {
-            conn.write_tls(&mut *buf)?;
+    while conn.wants_write() {
+        match conn.write_tls(&mut SyncWriter { io: &mut *io, cx }) {
+            Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
+            Err(e) => return Poll::Ready(Err(e)),
         }
-        Ok(())
-    })
+    }
+    Poll::Ready(Ok(()))
 }
 
 impl<T: TlsParts + AsyncRead + Unpin> AsyncRead for Batched<T> {
@@ -137,5 +132,32 @@ impl<T: TlsParts + AsyncWrite + Unpin> AsyncWrite for Batched<T> {
         let (io, conn) = self.inner.parts();
         ready!(send_queued(io, conn, cx))?;
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// rustls writes through `std::io::Write`; this turns the socket's `Pending` into `WouldBlock`
+/// (the waker is registered by then).
+struct SyncWriter<'a, 'b, IO> {
+    io: &'a mut IO,
+    cx: &'a mut Context<'b>,
+}
+
+impl<IO: AsyncWrite + Unpin> Write for SyncWriter<'_, '_, IO> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match Pin::new(&mut *self.io).poll_write(self.cx, buf) {
+            Poll::Ready(r) => r,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match Pin::new(&mut *self.io).poll_write_vectored(self.cx, bufs) {
+            Poll::Ready(r) => r,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }

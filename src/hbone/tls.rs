@@ -1,11 +1,12 @@
 //! TLS for HBONE on a core: handshakes over a core's sockets, and the core's cache of rustls
 //! configurations.
 //!
-//! Runs on the cores. tokio-rustls and h2 drive the socket through tokio's poll-style IO
-//! traits, which `RingSocket` (`hbone::ring`) provides over monoio's completion-mode
-//! operations: under io_uring every read and write is a ring operation. It reads ahead (large
-//! reads served in rustls's 4 KiB asks), the handshake included: the bytes a client sends right
-//! behind its handshake are often read with it, and stay with the connection.
+//! Runs on the cores. A socket leaves monoio's completion mode (`try_into_poll_io`) so that
+//! tokio-rustls and h2 can drive it through tokio's poll-style IO traits; under io_uring monoio
+//! then waits for readiness with `POLL_ADD` and reads with plain syscalls, under epoll as usual.
+//! rustls reads that socket through `ReadAhead` (large reads served in rustls's 4 KiB asks),
+//! the handshake included: the bytes a client sends right behind its handshake are often read
+//! with it, and must stay with the connection.
 //!
 //! Configs are built from the published `CertStore` (see `identity::tls`) the first time a core
 //! needs them and reused until the store's generation changes: building one costs a few
@@ -22,17 +23,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use monoio::net::TcpStream;
+use monoio::net::tcp::stream_poll::TcpStreamPoll;
 use rustls::{ClientConfig, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::batch::Batched;
-use super::ring::RingSocket;
+use super::readahead::ReadAhead;
 use crate::identity::{self, CertStore, Identity};
 
 /// A TLS client connection as h2 drives it (writes batched until h2 flushes: `hbone::batch`).
-pub type ClientIo = Batched<tokio_rustls::client::TlsStream<RingSocket>>;
+pub type ClientIo = Batched<tokio_rustls::client::TlsStream<ReadAhead<TcpStreamPoll>>>;
 /// A TLS server connection as h2 drives it.
-pub type ServerIo = Batched<tokio_rustls::server::TlsStream<RingSocket>>;
+pub type ServerIo = Batched<tokio_rustls::server::TlsStream<ReadAhead<TcpStreamPoll>>>;
 
 /// More cached client configs than this means destinations churn; start over rather than grow.
 const MAX_CLIENT_CONFIGS: usize = 4096;
@@ -99,11 +101,19 @@ impl TlsCache {
     }
 }
 
+/// Hands a connected socket to the poll-style IO that tokio-rustls and h2 need.
+fn poll_io(tcp: TcpStream) -> io::Result<ReadAhead<TcpStreamPoll>> {
+    tcp.try_into_poll_io()
+        .map(ReadAhead::new)
+        .map_err(|(e, _)| e)
+}
+
 /// Runs the client handshake on a connected socket. The peer is verified by `config`'s
 /// verifier (chain + expected identities) during the handshake.
 pub async fn client_handshake(tcp: TcpStream, config: Arc<ClientConfig>) -> io::Result<ClientIo> {
+    let io = poll_io(tcp)?;
     tokio_rustls::TlsConnector::from(config)
-        .connect(identity::placeholder_server_name(), RingSocket::new(tcp))
+        .connect(identity::placeholder_server_name(), io)
         .await
         .map(Batched::new)
         .map_err(explain)
@@ -115,14 +125,15 @@ pub async fn server_handshake(
     tcp: TcpStream,
     config: Arc<ServerConfig>,
 ) -> Result<(ServerIo, Identity), HandshakeError> {
+    let io = poll_io(tcp).map_err(HandshakeError::Io)?;
     let tls = match tokio_rustls::TlsAcceptor::from(config)
-        .accept(RingSocket::new(tcp))
+        .accept(io)
         .into_fallible()
         .await
     {
         Ok(tls) => tls,
         Err((e, io)) => {
-            linger(io).await;
+            linger(io.into_inner()).await;
             return Err(HandshakeError::Io(explain(e)));
         }
     };
@@ -140,8 +151,8 @@ const LINGER_BYTES: usize = 64 * 1024;
 /// it reads the alert, and then all it reports is a broken pipe, not why we refused it. So:
 /// the alert is out (rustls sent it), send FIN, read and drop what the client still sends
 /// until it closes too, for [`LINGER`] and [`LINGER_BYTES`] at most (cold path: the buffer
-/// is allocated here). Whatever the handshake had read ahead is dropped with the rest.
-async fn linger(mut io: RingSocket) {
+/// is allocated here).
+async fn linger(mut io: TcpStreamPoll) {
     let _ = poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await;
     let mut buf = vec![0u8; 4096];
     let drain = async {
