@@ -59,6 +59,13 @@ pub enum ProxyMode {
 /// it explicitly.
 pub const DEFAULT_PROXY_MODE: ProxyMode = ProxyMode::Shared;
 
+/// The large copy buffer when `ZRING_BUFFER_SIZE` is unset: 256 KiB. An HBONE stream's reads of
+/// the pod's socket are this large during bulk transfer, and so are the DATA frames they
+/// become. Against 64 KiB, in one run on this machine, HBONE bulk cost 0.77x the CPU per GiB at
+/// one connection on both nodes and 0.69-0.85x at eight (perf/notes-hbone.md §9). Only a
+/// direction that is moving bulk data holds one; quiet ones read into 4 KiB.
+pub const DEFAULT_BUFFER_SIZE: usize = 256 * 1024;
+
 impl ProxyMode {
     pub fn name(self) -> &'static str {
         match self {
@@ -193,7 +200,7 @@ mod tests {
         assert_eq!(c.proxy_mode, DEFAULT_PROXY_MODE);
         assert_eq!(c.inpod_uds, PathBuf::from("/var/run/ztunnel/ztunnel.sock"));
         assert_eq!(c.driver, DriverChoice::Auto);
-        assert_eq!(c.buffer_size, 65536);
+        assert_eq!(c.buffer_size, DEFAULT_BUFFER_SIZE);
         assert_eq!(c.cluster_id, "Kubernetes");
         assert_eq!(c.trust_domain, "cluster.local");
         assert!(c.cores >= 1);

@@ -13,8 +13,8 @@ use super::parse::{
 };
 use super::vars::{NOT_IMPLEMENTED, unimplemented_in};
 use super::{
-    Config, ConfigError, DEFAULT_INPOD_UDS, DEFAULT_PROXY_MODE, DriverChoice, ISTIO_META_PREFIX,
-    LogFormat, ProxyMode,
+    Config, ConfigError, DEFAULT_BUFFER_SIZE, DEFAULT_INPOD_UDS, DEFAULT_PROXY_MODE, DriverChoice,
+    ISTIO_META_PREFIX, LogFormat, ProxyMode,
 };
 
 impl Config {
@@ -190,7 +190,7 @@ impl Config {
             driver,
             uring_entries,
             buffer_size: match var("ZRING_BUFFER_SIZE") {
-                None => 64 * 1024,
+                None => DEFAULT_BUFFER_SIZE,
                 Some(v) => parse_range("ZRING_BUFFER_SIZE", &v, 4096, 16 << 20)? as usize,
             },
             connect_timeout: ms("ZRING_CONNECT_TIMEOUT_MS", 10_000, 1, 600_000)?,

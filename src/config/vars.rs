@@ -125,7 +125,7 @@ pub const VARS: &[Var] = &[
     },
     Var {
         name: "ZRING_BUFFER_SIZE",
-        default: "65536",
+        default: "262144",
         help: "copy buffer bytes per direction, 4096..=16777216",
     },
     Var {

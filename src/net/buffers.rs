@@ -16,9 +16,11 @@ use std::cell::RefCell;
 
 /// Bytes in a small buffer: fits a typical request or response in one read.
 pub const SMALL: usize = 4096;
-/// How many free buffers of each size a core keeps at most; beyond this they are freed.
+/// How many free small buffers a core keeps at most; beyond this they are freed.
 const MAX_FREE_SMALL: usize = 4096;
-const MAX_FREE_LARGE: usize = 256;
+/// Bytes of free large buffers a core keeps at most (64 of the default 256 KiB); beyond this
+/// they are freed. Bounded in bytes because the large size is configurable.
+const MAX_FREE_LARGE_BYTES: usize = 16 << 20;
 
 /// Free buffers of one size, with the fewest it held since the last trim.
 #[derive(Debug, Default)]
@@ -86,7 +88,7 @@ impl BufferPool {
         let (list, max) = if buf.capacity() == SMALL {
             (&self.small, MAX_FREE_SMALL)
         } else if buf.capacity() == self.large_size {
-            (&self.large, MAX_FREE_LARGE)
+            (&self.large, (MAX_FREE_LARGE_BYTES / self.large_size).max(1))
         } else {
             return;
         };
