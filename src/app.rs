@@ -57,6 +57,12 @@ pub fn run(config: Config, logs: Option<LogControl>) -> anyhow::Result<()> {
         Ok(n) => info!(nofile = n, "file descriptor limit"),
         Err(e) => warn!("cannot raise the file descriptor limit: {e}"),
     }
+    match crate::sys::memcpy::current() {
+        crate::sys::memcpy::Tuning::NotApplied => {
+            warn!("large copies run on glibc's default, slow on this AMD CPU (see zring check)")
+        }
+        tuning => info!(%tuning, "large copies"),
+    }
     // The control thread's runtime; built first because gRPC channels need its context.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -312,11 +318,12 @@ async fn serve(start: Start) -> anyhow::Result<Serving> {
 /// Validates the environment and the local config, then reports; `zring check`.
 pub fn check(config: &Config) -> anyhow::Result<String> {
     let mut out = format!(
-        "config ok: node={} cores={} driver={:?} mode={}\n",
+        "config ok: node={} cores={} driver={:?} mode={}\nlarge copies: {}\n",
         config.node_name,
         config.cores,
         config.driver,
-        config.proxy_mode.name()
+        config.proxy_mode.name(),
+        crate::sys::memcpy::current()
     );
     if config.proxy_mode == ProxyMode::Shared {
         out.push_str(&format!(

@@ -166,7 +166,12 @@ fn main() -> ExitCode {
                 }
             };
         }
-        Command::Run | Command::Check => {}
+        Command::Run | Command::Check => {
+            // Before anything is opened: the exec replaces this process (sys::memcpy).
+            if let Err(e) = zring::sys::memcpy::reexec_if_needed() {
+                eprintln!("zring: executing again with GLIBC_TUNABLES failed, carrying on: {e}");
+            }
+        }
     }
     let config = match Config::from_env() {
         Ok(c) => c,

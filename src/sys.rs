@@ -8,6 +8,7 @@
 
 pub mod alloc;
 pub mod ifaddrs;
+pub mod memcpy;
 pub mod netns;
 pub mod nfnetlink;
 pub mod origdst;

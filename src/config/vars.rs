@@ -124,6 +124,11 @@ pub const VARS: &[Var] = &[
         help: "io_uring submission queue size, power of two 64..=32768",
     },
     Var {
+        name: "ZRING_MEMCPY_TUNING",
+        default: "auto",
+        help: "auto: on AMD CPUs, start again with GLIBC_TUNABLES steering glibc's large copies off `rep movsb` (slow there for rustls's records); off: never",
+    },
+    Var {
         name: "ZRING_BUFFER_SIZE",
         default: "262144",
         help: "copy buffer bytes per direction, 4096..=16777216",
