@@ -279,3 +279,64 @@ fn admin_needs_a_path_and_names_the_socket() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains(&missing), "{err}");
 }
+
+/// `zring run` and `zring check` execute themselves again with glibc's `rep movsb` threshold
+/// raised on AMD CPUs (`sys::memcpy`); `check` reports what is in force. The caller's
+/// environment lacks the tunable, so the line naming it proves the second exec happened.
+#[test]
+fn large_copies_are_steered_off_rep_movsb_on_amd_cpus() {
+    let vendor = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("vendor_id"))
+        .and_then(|rest| rest.split(':').nth(1))
+        .map(|v| v.trim().to_owned())
+        .expect("/proc/cpuinfo names the CPU vendor");
+    let amd = vendor == "AuthenticAMD";
+    let ours = "glibc.cpu.x86_rep_movsb_threshold=1073741824";
+    let check = |env: &[(&str, &str)]| {
+        let mut cmd = Command::new(ZRING);
+        cmd.arg("check")
+            .env_remove("LOCAL_XDS_PATH")
+            .env_remove("GLIBC_TUNABLES")
+            .env_remove("ZRING_MEMCPY_TUNING")
+            .env("XDS_ADDRESS", "")
+            .env("CA_ADDRESS", "");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{env:?}: {stdout}");
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("large copies: "))
+            .unwrap_or_else(|| panic!("{env:?}: no `large copies` line in {stdout}"))
+            .to_owned()
+    };
+    let with_default = check(&[]);
+    let with_others = check(&[("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")]);
+    if amd {
+        assert_eq!(with_default, format!("GLIBC_TUNABLES={ours}"));
+        assert_eq!(
+            with_others,
+            format!("GLIBC_TUNABLES=glibc.malloc.arena_max=2:{ours}")
+        );
+    } else {
+        assert_eq!(
+            with_default,
+            format!("glibc's default (CPU vendor {vendor})")
+        );
+        assert_eq!(with_others, with_default);
+    }
+    // The operator's own threshold wins, and the switch turns the tuning off.
+    let theirs = "glibc.cpu.x86_rep_movsb_threshold=8192";
+    assert_eq!(
+        check(&[("GLIBC_TUNABLES", theirs)]),
+        format!("GLIBC_TUNABLES={theirs}")
+    );
+    assert_eq!(
+        check(&[("ZRING_MEMCPY_TUNING", "off")]),
+        "glibc's default (ZRING_MEMCPY_TUNING=off)"
+    );
+}
