@@ -101,7 +101,7 @@ fn main() {
     let measurements = setups.len() * opts.workloads.len() * opts.conns.len();
     println!(
         "\nzring datapath bench: {} setups{} × {} workloads × {} connection counts = {measurements} \
-         measurements of {:?}{}; results in {}",
+         measurements of {:?}, {} round(s){}; results in {}",
         setups.len(),
         opts.other
             .as_ref()
@@ -109,6 +109,7 @@ fn main() {
         opts.workloads.len(),
         opts.conns.len(),
         opts.secs,
+        opts.rounds,
         if opts.memory {
             ", then the memory scenario"
         } else {
@@ -117,22 +118,41 @@ fn main() {
         opts.out.display()
     );
 
-    for setup in &setups {
-        let running = Running::start(setup, Path::new(ZRING), &[]);
-        for &workload in &opts.workloads {
-            for &conns in &opts.conns {
-                let mut row = measure(&running, setup, workload, conns, &opts);
-                if let Some(direct) = report
-                    .group(workload.name(), conns)
-                    .find(|r| r.mode == Mode::Direct.name())
-                {
-                    row.compare(direct);
-                }
-                println!("{}", progress(&row));
-                report.rows.push(row);
+    // Every setup once per round, the order reversed every other round, so that a drift of
+    // the machine over the run (it happens: 20-30 % within minutes on this VM) falls on every
+    // setup alike; each figure is then the median of its rounds (`Row::median_of`).
+    let points: Vec<(Workload, usize)> = opts
+        .workloads
+        .iter()
+        .flat_map(|&w| opts.conns.iter().map(move |&c| (w, c)))
+        .collect();
+    let mut measured: Vec<Vec<Vec<Row>>> = vec![vec![Vec::new(); points.len()]; setups.len()];
+    for round in 0..opts.rounds {
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..setups.len()).collect()
+        } else {
+            (0..setups.len()).rev().collect()
+        };
+        for i in order {
+            let setup = &setups[i];
+            let running = Running::start(setup, Path::new(ZRING), &[]);
+            for (p, &(workload, conns)) in points.iter().enumerate() {
+                let row = measure(&running, setup, workload, conns, &opts);
+                println!("round {}/{}: {}", round + 1, opts.rounds, progress(&row));
+                measured[i][p].push(row);
             }
+            running.check_path(setup);
         }
-        running.check_path(setup);
+    }
+    for rounds in measured.into_iter().flatten() {
+        let mut row = Row::median_of(rounds);
+        if let Some(direct) = report
+            .group(row.workload, row.conns)
+            .find(|r| r.mode == Mode::Direct.name())
+        {
+            row.compare(direct);
+        }
+        report.rows.push(row);
     }
 
     if opts.memory {

@@ -61,6 +61,9 @@ impl Mode {
 pub struct Options {
     /// `ZRING_BENCH_SECS`: seconds per measurement.
     pub secs: Duration,
+    /// `ZRING_BENCH_ROUNDS`: how many times every setup is measured, in alternating order;
+    /// each figure reported is the median of its rounds.
+    pub rounds: usize,
     /// `ZRING_BENCH_DRIVER`: `uring`, `legacy`, or both (comma-separated).
     pub drivers: Vec<String>,
     /// `ZRING_BENCH_SCENARIOS`: which proxied modes run (`plaintext`, `hbone`), plus `memory`.
@@ -135,7 +138,13 @@ fn list<T>(name: &str, default: &str, want: &str, parse: impl Fn(&str) -> Option
 
 impl Options {
     pub fn from_env(target_dir: &Path) -> Options {
-        let secs = var("ZRING_BENCH_SECS").map_or(3.0, |v| {
+        let rounds = var("ZRING_BENCH_ROUNDS").map_or(3, |v| {
+            v.parse::<usize>()
+                .ok()
+                .filter(|r| (1..=50).contains(r))
+                .unwrap_or_else(|| bad("ZRING_BENCH_ROUNDS", &v, "rounds, 1 ≤ n ≤ 50"))
+        });
+        let secs = var("ZRING_BENCH_SECS").map_or(2.0, |v| {
             v.parse::<f64>()
                 .ok()
                 .filter(|s| *s > 0.0 && *s <= 600.0)
@@ -208,6 +217,7 @@ impl Options {
         });
         Options {
             secs: Duration::from_secs_f64(secs),
+            rounds,
             drivers,
             modes,
             memory: scenarios.contains(&None),

@@ -16,6 +16,19 @@ use crate::targets::Targets;
 
 const GIB: f64 = (1u64 << 30) as f64;
 
+/// The median of the figures that are numbers (NaN, a figure that could not be computed, is
+/// left out); for an even count the mean of the two middle ones; `None` if there are none.
+pub fn median(figures: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut v: Vec<f64> = figures.filter(|x| !x.is_nan()).collect();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
 /// CPU seconds per GiB of payload moved.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Cpu {
@@ -87,6 +100,9 @@ pub struct Row {
     pub cores: Option<usize>,
     pub workload: &'static str,
     pub conns: usize,
+    /// Measurements this row is the median of (`ZRING_BENCH_ROUNDS`); `secs`, `requests`,
+    /// `bytes` and the errors are their sums.
+    pub rounds: usize,
     pub secs: f64,
     pub requests: u64,
     pub bytes: u64,
@@ -156,6 +172,7 @@ impl Row {
             cores: setup.proxy_cores(),
             workload: workload.name(),
             conns,
+            rounds: 1,
             secs,
             requests: sample.requests,
             bytes: sample.bytes,
@@ -180,6 +197,50 @@ impl Row {
             vs_direct: Ratios::default(),
             vs_peer: None,
         }
+    }
+
+    /// One row from several rounds of the same measurement: every figure (throughput,
+    /// latency percentiles, CPU per operation and per GiB) is the median of the rounds' own,
+    /// each taken separately; durations, counts and errors are summed. A round drifts with
+    /// whatever the machine does at that moment, so a figure measured once per setup and
+    /// divided by another setup's, measured minutes later, carries that drift into the ratio;
+    /// medians of alternating rounds do not. Ratios are filled afterwards from the merged rows.
+    /// `rounds` must not be empty.
+    pub fn median_of(rounds: Vec<Row>) -> Row {
+        let mut out = rounds[0].clone();
+        let med = |f: &dyn Fn(&Row) -> Option<f64>| median(rounds.iter().filter_map(f));
+        let cpu = |f: &dyn Fn(&Row) -> &Cpu| Cpu {
+            outbound: med(&|r| f(r).outbound),
+            inbound: med(&|r| f(r).inbound),
+            load: med(&|r| Some(f(r).load)).unwrap_or(f64::NAN),
+            total: med(&|r| Some(f(r).total)).unwrap_or(f64::NAN),
+        };
+        out.gbps = med(&|r| r.gbps);
+        out.rps = med(&|r| r.rps);
+        out.latency_us = match (
+            med(&|r| r.latency_us.map(|l| l.p50)),
+            med(&|r| r.latency_us.map(|l| l.p99)),
+            med(&|r| r.latency_us.map(|l| l.p999)),
+        ) {
+            (Some(p50), Some(p99), Some(p999)) => Some(Latency { p50, p99, p999 }),
+            _ => None,
+        };
+        out.cpu_s_per_gib = cpu(&|r| &r.cpu_s_per_gib);
+        out.cpu_per_op = cpu(&|r| &r.cpu_per_op);
+        out.rounds = rounds.len();
+        out.secs = rounds.iter().map(|r| r.secs).sum();
+        out.requests = rounds.iter().map(|r| r.requests).sum();
+        out.bytes = rounds.iter().map(|r| r.bytes).sum();
+        out.errors = rounds.iter().map(|r| r.errors).sum();
+        out.error_kinds = Errors::new();
+        for r in &rounds {
+            for (kind, n) in &r.error_kinds {
+                *out.error_kinds.entry(kind.clone()).or_default() += n;
+            }
+        }
+        out.vs_direct = Ratios::default();
+        out.vs_peer = None;
+        out
     }
 
     /// Gb/s for bulk, requests/s otherwise.
@@ -260,6 +321,8 @@ pub struct Host {
 #[derive(Debug, Serialize)]
 pub struct Settings {
     pub secs_per_measurement: f64,
+    /// Rounds per measurement; each figure is the median of its rounds.
+    pub rounds: usize,
     /// Runtimes per zring (worker threads per other proxy), one set of rows each.
     pub cores: Vec<usize>,
     pub drivers: Vec<String>,
@@ -287,6 +350,7 @@ impl Report {
             },
             settings: Settings {
                 secs_per_measurement: opts.secs.as_secs_f64(),
+                rounds: opts.rounds,
                 cores: opts.cores.clone(),
                 drivers: opts.drivers.clone(),
                 conns: opts.conns.clone(),
@@ -349,9 +413,10 @@ impl Report {
         let cores: Vec<String> = s.cores.iter().map(usize::to_string).collect();
         let _ = writeln!(
             t,
-            "zring data path: {} s per measurement, {} runtime(s) per zring (rows `Nc`), {} CPUs, kernel {}; \
-             the run took {:.1} min",
+            "zring data path: {} s per measurement, median of {} round(s) (setups in alternating order), \
+             {} runtime(s) per zring (rows `Nc`), {} CPUs, kernel {}; the run took {:.1} min",
             s.secs_per_measurement,
+            s.rounds,
             cores.join(" and "),
             self.host.cpus,
             self.host.kernel,

@@ -23,6 +23,7 @@ fn ztunnel() -> OtherProxy {
 fn options() -> Options {
     Options {
         secs: Duration::from_secs(1),
+        rounds: 3,
         drivers: vec!["uring".into(), "legacy".into()],
         modes: vec![Mode::Hbone],
         memory: true,
@@ -172,5 +173,35 @@ pub fn run() {
     }
     let svg = crate::chart::svg(&report);
     assert!(svg.contains("3.00×") && svg.ends_with("</svg>\n"));
+
+    rounds_merge_by_median(&uring);
     println!("datapath bench self-test: report, targets and chart agree with the made-up rows");
+}
+
+/// Three rounds of one measurement become one row: each figure the median of the rounds'
+/// (taken separately, so the median CPU need not come from the median-throughput round), the
+/// counts summed.
+fn rounds_merge_by_median(uring: &Setup) {
+    let mut failed = rr(uring, 3_000, 300, 0.3, 2.4);
+    failed.errors = 2;
+    failed.error_kinds.insert("connect: refused".into(), 2);
+    let rounds = vec![
+        rr(uring, 1_000, 100, 0.5, 0.1),
+        failed,
+        rr(uring, 2_000, 200, 0.2, 0.4),
+    ];
+    let m = Row::median_of(rounds);
+    assert_eq!((m.rounds, m.requests, m.errors), (3, 6_000, 2));
+    assert_eq!(m.error_kinds.get("connect: refused"), Some(&2));
+    near(m.rps, 2_000.0, "median requests/s");
+    near(m.latency_us.map(|l| l.p99), 200.0, "median p99");
+    // CPU per 1000 requests, out: 0.5, 0.1, 0.1 → 0.1; in: 0.1, 0.8, 0.2 → 0.2.
+    near(m.cpu_per_op.outbound, 0.1, "median CPU out per 1k");
+    near(m.cpu_per_op.inbound, 0.2, "median CPU in per 1k");
+    near(m.secs.into(), 3.0, "seconds summed");
+    assert_eq!(
+        crate::report::median([4.0, f64::NAN, 1.0, 2.0, 3.0].into_iter()),
+        Some(2.5)
+    );
+    assert_eq!(crate::report::median([f64::NAN].into_iter()), None);
 }
