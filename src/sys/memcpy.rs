@@ -13,7 +13,8 @@
 //! change the threshold is to be started with it. [`reexec_if_needed`] runs first thing in
 //! `main`: on an AMD CPU, when `GLIBC_TUNABLES` does not already name the threshold and
 //! `ZRING_MEMCPY_TUNING` is not `off`, it executes this same binary again with the same
-//! arguments and the tunable added. Same process id, nothing opened yet, about a millisecond.
+//! arguments and the tunable added. Same process id and name, nothing opened yet, about a
+//! millisecond.
 //! Measured in one run each, HBONE bulk (perf/notes-hbone.md §9): outbound CPU per GiB 0.73–0.81×,
 //! throughput 1.13–1.24×. Intel CPUs are left alone: nothing was measured there.
 
@@ -129,7 +130,11 @@ pub fn reexec_if_needed() -> io::Result<Tuning> {
     use std::os::unix::process::CommandExt;
     let mut args = std::env::args_os();
     let arg0 = args.next().unwrap_or_else(|| "zring".into());
-    Err(std::process::Command::new("/proc/self/exe")
+    // The binary's own path, not `/proc/self/exe`: the kernel names the process (and its main
+    // thread) after the file it executes, and `ps`, `top` and the thread names tests check
+    // would read `exe`.
+    let exe = std::env::current_exe()?;
+    Err(std::process::Command::new(exe)
         .arg0(arg0)
         .args(args)
         .env("GLIBC_TUNABLES", value)
