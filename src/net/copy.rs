@@ -389,20 +389,25 @@ mod tests {
                 got.extend_from_slice(&buf);
             }
             assert_eq!(got, expect);
-            let (r, _) = server.write_all(b"pong".to_vec()).await;
-            r.unwrap();
-            server.shutdown().await.unwrap();
-            let (r, buf) = client.read_exact(vec![0u8; 4]).await;
-            r.unwrap();
-            assert_eq!(&buf, b"pong");
-            let (r, _) = client.read(Vec::with_capacity(4)).await;
-            assert_eq!(r.unwrap(), 0, "FIN from the server reaches the client");
+            pong_then_fin(&mut client, &mut server).await;
         };
         let (pumped, ()) = monoio::join!(pump, peers);
         pumped.unwrap();
         assert_eq!(counts.sent.get(), 300_000);
         assert_eq!(counts.received.get(), 4);
         pool
+    }
+
+    /// The server answers `pong` and sends its FIN; the client reads the answer, then EOF.
+    async fn pong_then_fin(client: &mut TcpStream, server: &mut TcpStream) {
+        let (r, _) = server.write_all(b"pong".to_vec()).await;
+        r.unwrap();
+        server.shutdown().await.unwrap();
+        let (r, buf) = client.read_exact(vec![0u8; 4]).await;
+        r.unwrap();
+        assert_eq!(&buf, b"pong");
+        let (r, _) = client.read(Vec::with_capacity(4)).await;
+        assert_eq!(r.unwrap(), 0, "the server's FIN reaches the client");
     }
 
     /// crr's shape with the server closing first: the server's FIN is a `shutdown`, the
@@ -421,14 +426,7 @@ mod tests {
             let (r, buf) = server.read_exact(vec![0u8; 4]).await;
             r.unwrap();
             assert_eq!(&buf, b"ping");
-            let (r, _) = server.write_all(b"pong".to_vec()).await;
-            r.unwrap();
-            server.shutdown().await.unwrap();
-            let (r, buf) = client.read_exact(vec![0u8; 4]).await;
-            r.unwrap();
-            assert_eq!(&buf, b"pong");
-            let (r, _) = client.read(Vec::with_capacity(4)).await;
-            assert_eq!(r.unwrap(), 0, "the server's FIN reaches the client");
+            pong_then_fin(&mut client, &mut server).await;
             client.shutdown().await.unwrap();
             let (r, _) = server.read(Vec::with_capacity(4)).await;
             assert_eq!(r.unwrap(), 0, "the client's FIN reaches the server");
