@@ -61,9 +61,10 @@ pub const DEFAULT_PROXY_MODE: ProxyMode = ProxyMode::Shared;
 
 /// The large copy buffer when `ZRING_BUFFER_SIZE` is unset: 256 KiB. An HBONE stream's reads of
 /// the pod's socket are this large during bulk transfer, and so are the DATA frames they
-/// become. Against 64 KiB, in one run on this machine, HBONE bulk cost 0.77x the CPU per GiB at
-/// one connection on both nodes and 0.69-0.85x at eight (perf/notes-hbone.md §9). Only a
-/// direction that is moving bulk data holds one; quiet ones read into 4 KiB.
+/// become. Against 64 KiB, medians of eight same-run A/Bs on this machine: HBONE bulk cost
+/// 0.90x the CPU per GiB outbound and 0.78x inbound at one connection, 0.96x and 0.88x at
+/// eight (perf/notes-hbone.md §9). Only a direction that is moving bulk data holds one; quiet
+/// ones read into 4 KiB.
 pub const DEFAULT_BUFFER_SIZE: usize = 256 * 1024;
 
 impl ProxyMode {

@@ -285,13 +285,7 @@ fn admin_needs_a_path_and_names_the_socket() {
 /// environment lacks the tunable, so the line naming it proves the second exec happened.
 #[test]
 fn large_copies_are_steered_off_rep_movsb_on_amd_cpus() {
-    let vendor = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("vendor_id"))
-        .and_then(|rest| rest.split(':').nth(1))
-        .map(|v| v.trim().to_owned())
-        .expect("/proc/cpuinfo names the CPU vendor");
+    let vendor = zring::sys::memcpy::cpu_vendor().expect("/proc/cpuinfo names the CPU vendor");
     let amd = vendor == "AuthenticAMD";
     let ours = "glibc.cpu.x86_rep_movsb_threshold=1073741824";
     let check = |env: &[(&str, &str)]| {

@@ -204,7 +204,8 @@ impl Row {
     /// each taken separately; durations, counts and errors are summed. A round drifts with
     /// whatever the machine does at that moment, so a figure measured once per setup and
     /// divided by another setup's, measured minutes later, carries that drift into the ratio;
-    /// medians of alternating rounds do not. Ratios are filled afterwards from the merged rows.
+    /// medians of alternating rounds carry much less of it (not none: two runs of the default
+    /// bench still differed by up to ±0.2 at some rows). Ratios are filled afterwards from the merged rows.
     /// `rounds` must not be empty.
     pub fn median_of(rounds: Vec<Row>) -> Row {
         let mut out = rounds[0].clone();

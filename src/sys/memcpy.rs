@@ -15,8 +15,10 @@
 //! `ZRING_MEMCPY_TUNING` is not `off`, it executes this same binary again with the same
 //! arguments and the tunable added. Same process id and name, nothing opened yet, about a
 //! millisecond.
-//! Measured in one run each, HBONE bulk (perf/notes-hbone.md §9): outbound CPU per GiB 0.73–0.81×,
-//! throughput 1.13–1.24×. Intel CPUs are left alone: nothing was measured there.
+//!
+//! Measured in four same-run A/Bs, HBONE bulk (perf/notes-hbone.md §9): outbound CPU per GiB
+//! 0.73–0.79× at one connection and 0.64–0.93× at eight; the inbound unchanged. Intel CPUs
+//! are left alone: nothing was measured there.
 
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -101,31 +103,28 @@ fn secure_exec() -> bool {
     unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
 }
 
-/// The process's tuning now, without acting on it.
-pub fn current() -> Tuning {
-    match decide(
+/// [`decide`] for this process: its environment, its CPU, its exec.
+fn decide_here() -> Result<OsString, Tuning> {
+    decide(
         std::env::var_os("GLIBC_TUNABLES").as_deref(),
         std::env::var_os("ZRING_MEMCPY_TUNING").as_deref(),
         cpu_vendor().as_deref(),
         secure_exec(),
-    ) {
-        Err(t) => t,
-        Ok(_) => Tuning::NotApplied,
-    }
+    )
+}
+
+/// The process's tuning now, without acting on it.
+pub fn current() -> Tuning {
+    decide_here().err().unwrap_or(Tuning::NotApplied)
 }
 
 /// Executes this binary again with the tunable when [`decide`] says so. Returns only if it
-/// does not: with the tuning in force (`Ok`), or with the error of a failed exec, after which
-/// the process carries on with glibc's default. Call before any thread or file is opened.
-pub fn reexec_if_needed() -> io::Result<Tuning> {
-    let value = match decide(
-        std::env::var_os("GLIBC_TUNABLES").as_deref(),
-        std::env::var_os("ZRING_MEMCPY_TUNING").as_deref(),
-        cpu_vendor().as_deref(),
-        secure_exec(),
-    ) {
-        Ok(v) => v,
-        Err(t) => return Ok(t),
+/// does not: `Ok` when nothing was needed, the exec's error when it failed (the process then
+/// carries on with glibc's default, and [`current`] says so). Call before any thread or file
+/// is opened.
+pub fn reexec_if_needed() -> io::Result<()> {
+    let Ok(value) = decide_here() else {
+        return Ok(());
     };
     use std::os::unix::process::CommandExt;
     let mut args = std::env::args_os();
