@@ -3,12 +3,14 @@
 //!
 //! Needs root (namespaces, nftables, IP_TRANSPARENT): without it `Lab::new` fails the test.
 
-use std::net::{Ipv4Addr, TcpStream};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
 use zring::lab::traffic::{self, Report};
 use zring::lab::{Lab, Mesh};
+use zring::sys::socket::SpoofSide;
 
 const ZRING: &str = env!("CARGO_BIN_EXE_zring");
 const APPA: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 8);
@@ -111,6 +113,7 @@ zring::on_both_drivers!(
     many_connections_spread_across_cores,
     refusals,
     config_edits_apply_live,
+    pod_ports_never_meet_spoofed_ports,
 );
 
 /// appa → appb across nodes: captured on a (15001, Direct), captured again on b (15006),
@@ -249,4 +252,94 @@ fn config_edits_apply_live(driver: &str) {
         c.zring("a").try_status().unwrap().is_none(),
         "zring exited on a broken config"
     );
+}
+
+/// A pod may widen its own port range (`net.ipv4.ip_local_port_range` is a safe sysctl in
+/// Kubernetes) over the ports zring binds when it spoofs that pod's address, and in node mode
+/// zring cannot see the pod's sockets. None of the pod's connections may meet a flow of zring's
+/// with the same 4-tuple. Outbound: appa, its range set to node a's spoof range, opens 3,000
+/// short connections to appb, 32 at a time. Inbound: ext (node c, no zring, so only node b
+/// spoofs its address) does the same with node b's range. Every connection completes, and
+/// neither client ever sent a SYN twice (a SYN that met zring's flow was lost, and sent again
+/// a second later: the kernel's `TCPSynRetrans`, read in the client's namespace).
+fn pod_ports_never_meet_spoofed_ports(driver: &str) {
+    const CONNS: usize = 3000;
+    const AT_ONCE: usize = 32;
+    let c = cluster(driver, true);
+    let listener = c
+        .lab
+        .pod("appb")
+        .run(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, 81)))
+        .unwrap();
+    for _ in 0..AT_ONCE {
+        let listener = listener.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for mut s in listener.incoming().flatten() {
+                let mut b = [0u8; 1];
+                // Answer one byte, then wait for the client to close first.
+                if s.read_exact(&mut b).is_ok() && s.write_all(&b).is_ok() {
+                    let _ = s.read(&mut b);
+                }
+            }
+        });
+    }
+    let mut outcomes = Vec::new();
+    for (client, side) in [("appa", SpoofSide::Outbound), ("ext", SpoofSide::Inbound)] {
+        let ports = side.ports();
+        let range = format!("{} {}", ports.start(), ports.end());
+        let pod = c.lab.pod(client);
+        pod.netns()
+            .sysctls(&[("net.ipv4.ip_local_port_range", range.as_str())])
+            .unwrap();
+        let (failures, syn_retransmits) = pod.run(|| {
+            let before = syn_retransmits();
+            let threads: Vec<_> = (0..AT_ONCE)
+                .map(|_| {
+                    std::thread::spawn(|| {
+                        (0..CONNS / AT_ONCE)
+                            .filter_map(|_| one_byte_exchange().err())
+                            .map(|e| e.to_string())
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            let failures: Vec<String> = threads
+                .into_iter()
+                .flat_map(|t| t.join().unwrap())
+                .collect();
+            (failures, syn_retransmits() - before)
+        });
+        if !failures.is_empty() || syn_retransmits != 0 {
+            outcomes.push(format!(
+                "{client} (ports {range}): {} of {CONNS} connections failed {:?}, \
+                 {syn_retransmits} SYNs sent again",
+                failures.len(),
+                failures.first()
+            ));
+        }
+    }
+    assert!(
+        outcomes.is_empty(),
+        "the clients met zring's own flows: {outcomes:#?}"
+    );
+
+    fn one_byte_exchange() -> std::io::Result<()> {
+        let mut s = TcpStream::connect_timeout(&(APPB, 81).into(), Duration::from_secs(10))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(b"x")?;
+        s.read_exact(&mut [0u8; 1])
+    }
+
+    /// `TcpExt: TCPSynRetrans` of the calling thread's network namespace.
+    fn syn_retransmits() -> u64 {
+        let text = std::fs::read_to_string("/proc/thread-self/net/netstat").unwrap();
+        let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+        let (names, values) = (lines.next().unwrap(), lines.next().unwrap());
+        names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .find(|(name, _)| *name == "TCPSynRetrans")
+            .map(|(_, v)| v.parse().unwrap())
+            .expect("TCPSynRetrans in /proc/net/netstat")
+    }
 }
