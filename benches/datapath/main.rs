@@ -278,8 +278,13 @@ fn progress(r: &Row) -> String {
     } else {
         String::new()
     };
+    let syn = if r.syn_retransmits > 0 {
+        format!(", {} SYNs sent again", r.syn_retransmits)
+    } else {
+        String::new()
+    };
     format!(
-        "{:<26} {:<5} × {:>3}: {main}, CPU {} out {:.3}, in {:.3}, total {:.3}{}{errors}",
+        "{:<26} {:<5} × {:>3}: {main}, CPU {} out {:.3}, in {:.3}, total {:.3}{}{errors}{syn}",
         r.setup,
         r.workload,
         r.conns,

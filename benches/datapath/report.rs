@@ -114,6 +114,8 @@ pub struct Row {
     pub errors: u64,
     /// Failures by stage and kind, e.g. `{"connect: connection refused": 3}`.
     pub error_kinds: Errors,
+    /// SYNs the client pod sent again (a lost SYN: a stall of a second or more, not an error).
+    pub syn_retransmits: u64,
     pub cpu_s_per_gib: Cpu,
     /// CPU seconds per operation, in [`Row::cpu_unit`]: per GiB (bulk), per 1000 requests (rr),
     /// per 1000 new connections (crr).
@@ -181,6 +183,7 @@ impl Row {
             latency_us,
             errors: sample.errors.values().sum(),
             error_kinds: sample.errors.clone(),
+            syn_retransmits: sample.syn_retransmits,
             cpu_s_per_gib: Cpu {
                 outbound: proxies.map(|(a, _)| per_gib(a)),
                 inbound: proxies.map(|(_, b)| per_gib(b)),
@@ -233,6 +236,7 @@ impl Row {
         out.requests = rounds.iter().map(|r| r.requests).sum();
         out.bytes = rounds.iter().map(|r| r.bytes).sum();
         out.errors = rounds.iter().map(|r| r.errors).sum();
+        out.syn_retransmits = rounds.iter().map(|r| r.syn_retransmits).sum();
         out.error_kinds = Errors::new();
         for r in &rounds {
             for (kind, n) in &r.error_kinds {
@@ -454,11 +458,12 @@ impl Report {
                 let unit = cpu_unit(w);
                 let _ = writeln!(
                     t,
-                    "{head} {} {} {} {:>6}",
+                    "{head} {} {} {} {:>6} {:>8}",
                     heading(&format!("CPU out {unit}"), PFIG),
                     heading(&format!("CPU in {unit}"), PFIG),
                     heading(&format!("CPU total {unit}"), FIG),
-                    "errors"
+                    "errors",
+                    "SYN rtx"
                 );
                 for r in rows {
                     let v = &r.vs_direct;
@@ -479,12 +484,13 @@ impl Report {
                     let cpu = &r.cpu_per_op;
                     let _ = writeln!(
                         t,
-                        "{:<SETUP$} {figures} {} {} {} {:>6}",
+                        "{:<SETUP$} {figures} {} {} {} {:>6} {:>8}",
                         r.setup,
                         peer_cell(cpu.outbound, p.cpu_outbound, 3),
                         peer_cell(cpu.inbound, p.cpu_inbound, 3),
                         cell(Some(cpu.total), v.cpu_total, p.cpu_total, 3),
-                        r.errors
+                        r.errors,
+                        r.syn_retransmits
                     );
                 }
             }

@@ -60,6 +60,7 @@ fn rr(setup: &Setup, requests: u64, latency_us: u64, out: f64, inn: f64) -> Row 
         bytes: requests * 2048,
         latency,
         errors: Errors::new(),
+        syn_retransmits: 0,
     };
     let cpu = (Duration::from_secs_f64(out), Duration::from_secs_f64(inn));
     Row::new(
@@ -165,6 +166,7 @@ pub fn run() {
         "2.00 ✗",
         "1.60 ✗",
         "targets: 12 met",
+        "SYN rtx",
     ] {
         assert!(
             table.contains(needle),
@@ -185,13 +187,16 @@ fn rounds_merge_by_median(uring: &Setup) {
     let mut failed = rr(uring, 3_000, 300, 0.3, 2.4);
     failed.errors = 2;
     failed.error_kinds.insert("connect: refused".into(), 2);
-    let rounds = vec![
-        rr(uring, 1_000, 100, 0.5, 0.1),
-        failed,
-        rr(uring, 2_000, 200, 0.2, 0.4),
-    ];
+    failed.syn_retransmits = 3;
+    let mut stalled = rr(uring, 2_000, 200, 0.2, 0.4);
+    stalled.syn_retransmits = 1;
+    let rounds = vec![rr(uring, 1_000, 100, 0.5, 0.1), failed, stalled];
     let m = Row::median_of(rounds);
     assert_eq!((m.rounds, m.requests, m.errors), (3, 6_000, 2));
+    assert_eq!(
+        m.syn_retransmits, 4,
+        "SYNs sent again are summed over rounds"
+    );
     assert_eq!(m.error_kinds.get("connect: refused"), Some(&2));
     near(m.rps, 2_000.0, "median requests/s");
     near(m.latency_us.map(|l| l.p99), 200.0, "median p99");
