@@ -291,8 +291,8 @@ fn pod_ports_never_meet_spoofed_ports(driver: &str) {
         pod.netns()
             .sysctls(&[("net.ipv4.ip_local_port_range", range.as_str())])
             .unwrap();
-        let (failures, syn_retransmits) = pod.run(|| {
-            let before = syn_retransmits();
+        let syn_retransmits_before = pod.netns().tcp_ext("TCPSynRetrans").unwrap();
+        let failures: Vec<String> = pod.run(|| {
             let threads: Vec<_> = (0..AT_ONCE)
                 .map(|_| {
                     std::thread::spawn(|| {
@@ -303,12 +303,13 @@ fn pod_ports_never_meet_spoofed_ports(driver: &str) {
                     })
                 })
                 .collect();
-            let failures: Vec<String> = threads
+            threads
                 .into_iter()
                 .flat_map(|t| t.join().unwrap())
-                .collect();
-            (failures, syn_retransmits() - before)
+                .collect()
         });
+        let syn_retransmits =
+            pod.netns().tcp_ext("TCPSynRetrans").unwrap() - syn_retransmits_before;
         if !failures.is_empty() || syn_retransmits != 0 {
             outcomes.push(format!(
                 "{client} (ports {range}): {} of {CONNS} connections failed {:?}, \
@@ -328,18 +329,5 @@ fn pod_ports_never_meet_spoofed_ports(driver: &str) {
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
         s.write_all(b"x")?;
         s.read_exact(&mut [0u8; 1])
-    }
-
-    /// `TcpExt: TCPSynRetrans` of the calling thread's network namespace.
-    fn syn_retransmits() -> u64 {
-        let text = std::fs::read_to_string("/proc/thread-self/net/netstat").unwrap();
-        let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
-        let (names, values) = (lines.next().unwrap(), lines.next().unwrap());
-        names
-            .split_whitespace()
-            .zip(values.split_whitespace())
-            .find(|(name, _)| *name == "TCPSynRetrans")
-            .map(|(_, v)| v.parse().unwrap())
-            .expect("TCPSynRetrans in /proc/net/netstat")
     }
 }

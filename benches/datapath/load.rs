@@ -5,9 +5,7 @@
 //! Each client thread connects (bulk, rr) before a barrier; the clock starts when every thread
 //! has passed it and each runs for the measurement's duration. Latency (rr, crr) is recorded
 //! per request in nanoseconds in a per-thread hdrhistogram, merged at the end. Failures are
-//! counted, not fatal: a proxy that drops connections shows it in the `errors` column. A SYN
-//! lost on the way and sent again a second later is no error but a hidden stall; the client
-//! pod's kernel counts those (`TCPSynRetrans`), and the report shows them per row.
+//! counted, not fatal: a proxy that drops connections shows it in the `errors` column.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -50,7 +48,8 @@ pub struct Sample {
     pub latency: Histogram<u64>,
     /// Failures by what failed and how (`connect: connection refused`, …).
     pub errors: Errors,
-    /// SYNs the client pod's kernel had to send again during the measurement.
+    /// SYNs the client pod's kernel had to send again during the measurement: no error, but a
+    /// stall of a second or more. Filled in by the caller, which reads the pod's counters.
     pub syn_retransmits: u64,
 }
 
@@ -161,7 +160,6 @@ impl Part {
 /// Runs `workload` on `conns` concurrent connections to `server` for `dur`. Call on a thread
 /// inside the client pod: the threads it starts inherit its network namespace.
 pub fn run(workload: Workload, conns: usize, server: Ipv4Addr, dur: Duration) -> Sample {
-    let syn_retransmits_before = syn_retransmits();
     let barrier = Arc::new(Barrier::new(conns + 1));
     let threads: Vec<_> = (0..conns)
         .map(|_| {
@@ -196,26 +194,7 @@ pub fn run(workload: Workload, conns: usize, server: Ipv4Addr, dur: Duration) ->
             .expect("histograms share their bounds");
     }
     sample.elapsed = start.elapsed();
-    sample.syn_retransmits = syn_retransmits().saturating_sub(syn_retransmits_before);
     sample
-}
-
-/// `TcpExt: TCPSynRetrans` of the calling thread's network namespace: SYNs sent again because
-/// no answer came (the first retry after 1 s). 0 if the kernel does not say.
-fn syn_retransmits() -> u64 {
-    let Ok(text) = std::fs::read_to_string("/proc/thread-self/net/netstat") else {
-        return 0;
-    };
-    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
-    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
-        return 0;
-    };
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(name, _)| *name == "TCPSynRetrans")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Connects before the barrier, so connection set-up is outside the measured time. Every

@@ -227,15 +227,22 @@ fn measure(
                 .collect();
             Recording::start(perf, &named)
         });
+    let client = running.lab().pod("appa");
+    // A lost SYN is no error, only a stall of a second: the client's kernel counts the retries.
+    let syn_retransmits = || {
+        client
+            .netns()
+            .tcp_ext("TCPSynRetrans")
+            .expect("the client pod's TcpExt statistics")
+    };
+    let syn_before = syn_retransmits();
     let me = std::process::id();
     let before: Vec<Duration> = proxies.iter().map(|(_, p)| cpu(p.pid())).collect();
     let load_before = cpu(me);
     let dur = opts.secs;
-    let sample = running
-        .lab()
-        .pod("appa")
-        .run(move || load::run(workload, conns, APPB, dur));
+    let mut sample = client.run(move || load::run(workload, conns, APPB, dur));
     let load = cpu(me).saturating_sub(load_before);
+    sample.syn_retransmits = syn_retransmits() - syn_before;
     let spent: Vec<Duration> = proxies
         .iter()
         .zip(&before)

@@ -257,6 +257,38 @@ impl Netns {
                 })
         })
     }
+
+    /// One counter of the kernel's `TcpExt` statistics in this namespace (what `nstat` shows as
+    /// `TcpExt<counter>`), e.g. `TCPSynRetrans`: SYNs sent again because no answer came.
+    pub fn tcp_ext(&self, counter: &str) -> Result<u64, LabError> {
+        let (counter, name) = (counter.to_owned(), self.name.clone());
+        // /proc/thread-self/net, like /proc/sys/net, shows the calling thread's namespace.
+        self.run(move || {
+            let text =
+                std::fs::read_to_string("/proc/thread-self/net/netstat").map_err(|source| {
+                    LabError::Io {
+                        context: format!("cannot read TcpExt statistics in namespace {name}"),
+                        source,
+                    }
+                })?;
+            tcp_ext_value(&text, &counter).ok_or_else(|| LabError::Io {
+                context: format!("no TcpExt counter {counter} in namespace {name}"),
+                source: std::io::ErrorKind::NotFound.into(),
+            })
+        })
+    }
+}
+
+/// `counter`'s value in the text of `/proc/net/netstat`: a `TcpExt:` line of names, then a
+/// `TcpExt:` line of values.
+fn tcp_ext_value(netstat: &str, counter: &str) -> Option<u64> {
+    let mut lines = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let (_, value) = names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == counter)?;
+    value.parse().ok()
 }
 
 fn sysctl_path(key: &str) -> PathBuf {
@@ -278,6 +310,23 @@ mod tests {
         assert_eq!(owner_pid("zrx1-0-a"), None);
         assert_eq!(owner_pid("zr12"), None);
         assert_eq!(owner_pid("cni-1234"), None);
+    }
+
+    #[test]
+    fn tcp_ext_counters_are_read_by_name() {
+        let text = "TcpExt: SyncookiesSent TCPSynRetrans\nTcpExt: 4 17\n\
+                    IpExt: InNoRoutes\nIpExt: 9\n";
+        assert_eq!(tcp_ext_value(text, "TCPSynRetrans"), Some(17));
+        assert_eq!(tcp_ext_value(text, "SyncookiesSent"), Some(4));
+        assert_eq!(tcp_ext_value(text, "InNoRoutes"), None, "an IpExt counter");
+        assert_eq!(tcp_ext_value(text, "TCPTimeouts"), None);
+        assert_eq!(
+            tcp_ext_value("TcpExt: TCPSynRetrans\n", "TCPSynRetrans"),
+            None
+        );
+        // This kernel has the counter the lab's tests and the bench read.
+        let real = std::fs::read_to_string("/proc/thread-self/net/netstat").unwrap();
+        assert!(tcp_ext_value(&real, "TCPSynRetrans").is_some(), "{real}");
     }
 
     #[test]
