@@ -75,7 +75,12 @@ pub struct UpstreamOpts {
 /// 1024–65000) met zring's live spoofed connection to the same server about once per 1,600 new
 /// connections: node a's conntrack took the pod's SYN for zring's flow, the SYN was lost, and
 /// the pod sent it again a second later (against a long-lived flow, again and again: the
-/// likely cause of the bench's rare 10-second connect timeouts).
+/// likely cause of the bench's rare 10-second connect timeouts). What parity cannot cover: a
+/// pod that widens its range *and* binds before it connects (its ports are then odd too). In
+/// in-pod mode the outbound hop has no such gap: zring's sockets for a pod live in the pod's
+/// namespace, where the kernel refuses a 4-tuple already in use and another port is tried. The
+/// inbound hop spoofs a remote client, whose sockets zring never sees in either mode: there,
+/// parity is the whole protection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SpoofSide {
     /// Leaving toward another node or a local pod on the client's behalf (15001).
