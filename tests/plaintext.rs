@@ -4,7 +4,7 @@
 //! Needs root (namespaces, nftables, IP_TRANSPARENT): without it `Lab::new` fails the test.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
@@ -266,23 +266,8 @@ fn pod_ports_never_meet_spoofed_ports(driver: &str) {
     const CONNS: usize = 3000;
     const AT_ONCE: usize = 32;
     let c = cluster(driver, true);
-    let listener = c
-        .lab
-        .pod("appb")
-        .run(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, 81)))
-        .unwrap();
-    for _ in 0..AT_ONCE {
-        let listener = listener.try_clone().unwrap();
-        std::thread::spawn(move || {
-            for mut s in listener.incoming().flatten() {
-                let mut b = [0u8; 1];
-                // Answer one byte, then wait for the client to close first.
-                if s.read_exact(&mut b).is_ok() && s.write_all(&b).is_ok() {
-                    let _ = s.read(&mut b);
-                }
-            }
-        });
-    }
+    // Echoes until the client closes, so the client closes first (as in the bench's crr).
+    c.echo("appb", 81).unwrap();
     let mut outcomes = Vec::new();
     for (client, side) in [("appa", SpoofSide::Outbound), ("ext", SpoofSide::Inbound)] {
         let ports = side.ports();
