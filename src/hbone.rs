@@ -29,6 +29,7 @@ pub mod pump;
 pub mod readahead;
 pub mod server;
 pub mod settings;
+pub mod socket;
 pub mod tls;
 
 use std::time::Duration;
@@ -152,6 +153,8 @@ mod tests {
             source_ip: None,
             mark: 0,
             timeout: Duration::from_millis(300),
+            // monoio's poll-IO bridge: it runs under either driver, as these tests do.
+            driver: crate::core::Driver::Legacy,
         }
     }
 

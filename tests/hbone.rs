@@ -9,6 +9,7 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use http::{Method, Request, StatusCode};
+use zring::core::Driver;
 use zring::hbone::HboneError;
 use zring::hbone::client::{Dial, H2Client};
 use zring::identity::{CertStore, DevCa, Identity, client_config};
@@ -273,6 +274,7 @@ fn hbone_request(
                 source_ip: None,
                 mark: 0,
                 timeout: Duration::from_secs(5),
+                driver: Driver::Legacy,
             };
             let client = match H2Client::connect(dial, config).await {
                 Ok(c) => c,

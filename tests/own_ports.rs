@@ -13,6 +13,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use http::{Method, Request};
+use zring::core::Driver;
 use zring::hbone::client::{Dial, H2Client};
 use zring::hbone::{server, tls};
 use zring::identity::{CertStore, DevCa, Identity, client_config, server_config};
@@ -57,7 +58,9 @@ fn hbone_server(
         let listener = monoio::net::TcpListener::from_std(listener).unwrap();
         loop {
             let (tcp, peer) = listener.accept().await.unwrap();
-            let Ok((io, peer_identity)) = tls::server_handshake(tcp, config.clone()).await else {
+            let Ok((io, peer_identity)) =
+                tls::server_handshake(tcp, config.clone(), Driver::Legacy).await
+            else {
                 continue;
             };
             let seen = seen.clone();
@@ -99,6 +102,7 @@ fn hbone_from_appa(
                 source_ip: None,
                 mark: 0,
                 timeout: Duration::from_secs(5),
+                driver: Driver::Legacy,
             };
             let client = H2Client::connect(dial, config)
                 .await

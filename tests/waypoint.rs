@@ -15,6 +15,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use zring::core::Driver;
 use zring::hbone::{server, tls};
 use zring::identity::{CertStore, DevCa, Identity, server_config};
 use zring::lab::{Lab, Mesh};
@@ -77,7 +78,9 @@ fn waypoint(listener: std::net::TcpListener, store: CertStore, seen: mpsc::Sende
         let listener = monoio::net::TcpListener::from_std(listener).unwrap();
         loop {
             let (tcp, peer) = listener.accept().await.unwrap();
-            let (io, peer_identity) = tls::server_handshake(tcp, config.clone()).await.unwrap();
+            let (io, peer_identity) = tls::server_handshake(tcp, config.clone(), Driver::Legacy)
+                .await
+                .unwrap();
             let seen = seen.clone();
             monoio::spawn(async move {
                 let on_stream = move |req: http::Request<h2::RecvStream>, respond| {

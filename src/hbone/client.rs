@@ -23,6 +23,7 @@ use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Phase;
+use crate::core::Driver;
 use crate::sys::socket::SpoofSide;
 use tracing::debug;
 
@@ -38,6 +39,8 @@ pub struct Dial {
     pub mark: u32,
     /// Bounds TCP connect, TLS and HTTP/2 handshakes together.
     pub timeout: Duration,
+    /// The monoio driver running the dialing thread (how the TLS socket is driven).
+    pub driver: Driver,
 }
 
 /// An established HTTP/2 client connection.
@@ -78,13 +81,12 @@ impl H2Client {
         let fut = async {
             let tcp = tcp.await.map_err(HboneError::Connect)?;
             phase.set(Phase::Tls);
-            let io =
-                tls::client_handshake(tcp, config)
-                    .await
-                    .map_err(|source| HboneError::Tls {
-                        peer: dial.via,
-                        source,
-                    })?;
+            let io = tls::client_handshake(tcp, config, dial.driver)
+                .await
+                .map_err(|source| HboneError::Tls {
+                    peer: dial.via,
+                    source,
+                })?;
             phase.set(Phase::Http2Handshake);
             H2Client::handshake(io, dial.via).await
         };

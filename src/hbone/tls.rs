@@ -1,10 +1,9 @@
 //! TLS for HBONE on a core: handshakes over a core's sockets, and the core's cache of rustls
 //! configurations.
 //!
-//! Runs on the cores. A socket leaves monoio's completion mode (`try_into_poll_io`) so that
-//! tokio-rustls and h2 can drive it through tokio's poll-style IO traits; under io_uring monoio
-//! then waits for readiness with `POLL_ADD` and reads with plain syscalls, under epoll as usual.
-//! rustls reads that socket through `ReadAhead` (large reads served in rustls's 4 KiB asks),
+//! Runs on the cores. tokio-rustls and h2 drive the socket through tokio's poll-style IO traits,
+//! as `hbone::socket` gives it for the core's driver (epoll: monoio's poll-IO bridge; io_uring:
+//! readiness waits on the ring, bytes by non-blocking system calls). rustls reads that socket through `ReadAhead` (large reads served in rustls's 4 KiB asks),
 //! the handshake included: the bytes a client sends right behind its handshake are often read
 //! with it, and must stay with the connection.
 //!
@@ -23,18 +22,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use monoio::net::TcpStream;
-use monoio::net::tcp::stream_poll::TcpStreamPoll;
 use rustls::{ClientConfig, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::batch::Batched;
 use super::readahead::ReadAhead;
+use super::socket::Socket;
+use crate::core::Driver;
 use crate::identity::{self, CertStore, Identity};
 
 /// A TLS client connection as h2 drives it (writes batched until h2 flushes: `hbone::batch`).
-pub type ClientIo = Batched<tokio_rustls::client::TlsStream<ReadAhead<TcpStreamPoll>>>;
+pub type ClientIo = Batched<tokio_rustls::client::TlsStream<ReadAhead<Socket>>>;
 /// A TLS server connection as h2 drives it.
-pub type ServerIo = Batched<tokio_rustls::server::TlsStream<ReadAhead<TcpStreamPoll>>>;
+pub type ServerIo = Batched<tokio_rustls::server::TlsStream<ReadAhead<Socket>>>;
 
 /// More cached client configs than this means destinations churn; start over rather than grow.
 const MAX_CLIENT_CONFIGS: usize = 4096;
@@ -101,17 +101,21 @@ impl TlsCache {
     }
 }
 
-/// Hands a connected socket to the poll-style IO that tokio-rustls and h2 need.
-fn poll_io(tcp: TcpStream) -> io::Result<ReadAhead<TcpStreamPoll>> {
-    tcp.try_into_poll_io()
-        .map(ReadAhead::new)
-        .map_err(|(e, _)| e)
+/// Hands a connected socket to the poll-style IO that tokio-rustls and h2 need, for the
+/// driver running this thread.
+fn poll_io(tcp: TcpStream, driver: Driver) -> io::Result<ReadAhead<Socket>> {
+    Socket::new(tcp, driver).map(ReadAhead::new)
 }
 
 /// Runs the client handshake on a connected socket. The peer is verified by `config`'s
-/// verifier (chain + expected identities) during the handshake.
-pub async fn client_handshake(tcp: TcpStream, config: Arc<ClientConfig>) -> io::Result<ClientIo> {
-    let io = poll_io(tcp)?;
+/// verifier (chain + expected identities) during the handshake. `driver` is the one running
+/// this thread.
+pub async fn client_handshake(
+    tcp: TcpStream,
+    config: Arc<ClientConfig>,
+    driver: Driver,
+) -> io::Result<ClientIo> {
+    let io = poll_io(tcp, driver)?;
     tokio_rustls::TlsConnector::from(config)
         .connect(identity::placeholder_server_name(), io)
         .await
@@ -121,11 +125,13 @@ pub async fn client_handshake(tcp: TcpStream, config: Arc<ClientConfig>) -> io::
 
 /// Runs the server handshake on an accepted socket and returns the client's identity (its
 /// certificate was verified against the roots and our trust domain during the handshake).
+/// `driver` is the one running this thread.
 pub async fn server_handshake(
     tcp: TcpStream,
     config: Arc<ServerConfig>,
+    driver: Driver,
 ) -> Result<(ServerIo, Identity), HandshakeError> {
-    let io = poll_io(tcp).map_err(HandshakeError::Io)?;
+    let io = poll_io(tcp, driver).map_err(HandshakeError::Io)?;
     let tls = match tokio_rustls::TlsAcceptor::from(config)
         .accept(io)
         .into_fallible()
@@ -152,7 +158,7 @@ const LINGER_BYTES: usize = 64 * 1024;
 /// the alert is out (rustls sent it), send FIN, read and drop what the client still sends
 /// until it closes too, for [`LINGER`] and [`LINGER_BYTES`] at most (cold path: the buffer
 /// is allocated here).
-async fn linger(mut io: TcpStreamPoll) {
+async fn linger(mut io: Socket) {
     let _ = poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await;
     let mut buf = vec![0u8; 4096];
     let drain = async {

@@ -9,6 +9,7 @@ use std::sync::mpsc;
 use bytes::Bytes;
 
 use super::LabError;
+use crate::core::Driver;
 use crate::hbone::{server, tls};
 use crate::identity::{CertStore, DevCa, Identity, server_config};
 
@@ -73,7 +74,9 @@ fn serve(
         while let Ok((tcp, peer)) = listener.accept().await {
             let (config, seen) = (config.clone(), seen.clone());
             monoio::spawn(async move {
-                let Ok((io, peer_identity)) = tls::server_handshake(tcp, config).await else {
+                let Ok((io, peer_identity)) =
+                    tls::server_handshake(tcp, config, Driver::Legacy).await
+                else {
                     return;
                 };
                 let on_stream = move |req: http::Request<h2::RecvStream>, respond| {

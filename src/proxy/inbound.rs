@@ -107,7 +107,7 @@ pub async fn serve(ctx: Rc<CoreCtx>, capture: Capture, tcp: TcpStream, peer: Soc
     let started = std::time::Instant::now();
     let (io, peer_identity) = match monoio::time::timeout(
         timeout,
-        tls::server_handshake(tcp, config),
+        tls::server_handshake(tcp, config, ctx.driver),
     )
     .await
     {

@@ -328,6 +328,7 @@ async fn tunnel(
         source_ip: key.source_ip,
         mark: cfg.packet_mark,
         timeout: cfg.connect_timeout,
+        driver: ctx.driver,
     };
     // A pooled connection can turn out to be going away (the peer drains, or died) only when a
     // stream is tried on it; then one fresh attempt, which dials if need be.

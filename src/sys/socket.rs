@@ -201,6 +201,64 @@ pub fn take_socket_error(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Receives what the socket holds right now into `buf`'s unfilled part, without blocking
+/// (`MSG_DONTWAIT`), and marks the bytes that came filled. `Ok(0)` at end of stream or when
+/// `buf` has no room; `WouldBlock` when the socket is empty.
+pub fn recv_now(fd: RawFd, buf: &mut tokio::io::ReadBuf<'_>) -> io::Result<usize> {
+    // SAFETY: recv writes only initialised bytes, and only the first `n` of them, which is all
+    // this function marks initialised below; nothing is de-initialised.
+    let unfilled = unsafe { buf.unfilled_mut() };
+    // SAFETY: `unfilled` is writable memory of `unfilled.len()` bytes, and recv writes at most
+    // that many; a bad descriptor yields EBADF.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            unfilled.as_mut_ptr().cast(),
+            unfilled.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    // SAFETY: recv initialised the first `n` bytes of the unfilled part.
+    unsafe { buf.assume_init(n) };
+    buf.advance(n);
+    Ok(n)
+}
+
+/// Sends `bufs` in one `sendmsg` without blocking (`MSG_DONTWAIT`; `MSG_NOSIGNAL`: a peer that
+/// reset gets `EPIPE`, never a signal). Returns how many bytes the kernel took; `WouldBlock`
+/// when the socket's send buffer is full.
+pub fn send_now(fd: RawFd, bufs: &[std::io::IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: an all-zero msghdr is valid (no name, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    // `IoSlice` is ABI-compatible with `iovec` on Unix (std guarantees it).
+    msg.msg_iov = bufs.as_ptr().cast_mut().cast();
+    msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
+    // SAFETY: `msg` points at `msg_iovlen` valid iovecs borrowed for the call, which the
+    // kernel only reads; a bad descriptor yields EBADF.
+    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// Shuts down the sending direction (FIN once the queued bytes are out). A socket the peer
+/// already reset, or that never connected, has nothing to shut: that is not an error here.
+pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
+    // SAFETY: shutdown takes a descriptor and a constant; a bad descriptor yields EBADF.
+    if unsafe { libc::shutdown(fd, libc::SHUT_WR) } != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ENOTCONN) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
 /// Closes a socket at once with close(2). Dropping a monoio stream on io_uring queues a CLOSE
 /// operation and, because nothing awaits it, an ASYNC_CANCEL of that CLOSE: two ring operations
 /// per socket where one system call does the same (the kernel's release of the socket is the
