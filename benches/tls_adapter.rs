@@ -1,8 +1,11 @@
 //! `cargo bench --bench tls_adapter`: HBONE's transport (mTLS + HTTP/2 CONNECT with zring's
 //! settings) over the two ways a monoio program can give h2 a TLS stream, measured in one run:
 //!
+//! - `zring`: what zring ships (`hbone::tls`): tokio-rustls over `hbone::socket` (on io_uring
+//!   readiness waits on the ring and non-blocking system calls; on epoll monoio's poll-IO
+//!   bridge), with read-ahead under rustls and records batched until h2 flushes.
 //! - `tokio-rustls`: the socket leaves completion mode (`TcpStream::try_into_poll_io`) and
-//!   tokio-rustls wraps it; what zring ships.
+//!   tokio-rustls wraps it, nothing else: the common way, and the baseline.
 //! - `monoio-rustls`: the card's crate, TLS over monoio's owned-buffer IO, turned into tokio's
 //!   traits for h2 by monoio-compat's `StreamWrapper` (boxed: h2 moves it).
 //!
@@ -24,18 +27,29 @@ use monoio::io::IntoPollIo;
 use monoio::net::{TcpListener, TcpStream};
 use rustls::{ClientConfig, ServerConfig};
 use zring::hbone::client::H2Client;
-use zring::hbone::server;
+use zring::hbone::{server, tls};
 use zring::identity::{self, CertStore, DevCa, Identity};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Adapter {
+    Zring,
     TokioRustls,
     MonoioRustls,
+}
+
+impl Driver {
+    fn zring(self) -> zring::core::Driver {
+        match self {
+            Driver::Uring => zring::core::Driver::Uring,
+            Driver::Legacy => zring::core::Driver::Legacy,
+        }
+    }
 }
 
 impl Adapter {
     fn name(self) -> &'static str {
         match self {
+            Adapter::Zring => "zring",
             Adapter::TokioRustls => "tokio-rustls",
             Adapter::MonoioRustls => "monoio-rustls",
         }
@@ -98,7 +112,7 @@ fn main() {
     );
     for driver in [Driver::Uring, Driver::Legacy] {
         let mut base = None;
-        for adapter in [Adapter::TokioRustls, Adapter::MonoioRustls] {
+        for adapter in [Adapter::TokioRustls, Adapter::Zring, Adapter::MonoioRustls] {
             let f = run(adapter, driver, dur, &client_cfg, &server_cfg);
             let b = *base.get_or_insert(f);
             println!(
@@ -161,14 +175,16 @@ fn run(
     // A stalled stream must not hang the bench: the server gives up well after the client.
     let deadline = dur * 4 + STALL * 4;
     let server = on_runtime(driver, move || async move {
-        monoio::time::timeout(deadline, serve(adapter, listener, server_cfg))
+        monoio::time::timeout(deadline, serve(adapter, driver, listener, server_cfg))
             .await
             .unwrap_or(f64::NAN)
     });
     let client_cfg = client_cfg.clone();
-    let figures = on_runtime(driver, move || client(adapter, addr, client_cfg, dur))
-        .join()
-        .unwrap();
+    let figures = on_runtime(driver, move || {
+        client(adapter, driver, addr, client_cfg, dur)
+    })
+    .join()
+    .unwrap();
     let server_cpu = server.join().unwrap();
     Figures {
         cpu_s_per_gib: figures.cpu_s_per_gib + server_cpu,
@@ -180,6 +196,7 @@ fn run(
 /// server spent on the bulk one.
 async fn serve(
     adapter: Adapter,
+    driver: Driver,
     listener: std::net::TcpListener,
     config: Arc<ServerConfig>,
 ) -> f64 {
@@ -220,6 +237,15 @@ async fn serve(
             }
         };
         match adapter {
+            Adapter::Zring => {
+                let (tls, _) = tls::server_handshake(tcp, config.clone(), driver.zring())
+                    .await
+                    .unwrap();
+                monoio::select! {
+                    _ = server::serve(tls, peer, std::future::pending(), on_stream) => {},
+                    () = round_over => {},
+                }
+            }
             Adapter::TokioRustls => {
                 let io = tcp.into_poll_io().unwrap();
                 let tls = tokio_rustls_accept(io, config.clone()).await;
@@ -258,10 +284,21 @@ async fn tokio_rustls_accept(
         .unwrap()
 }
 
-async fn connect(adapter: Adapter, addr: SocketAddr, config: &Arc<ClientConfig>) -> H2Client {
+async fn connect(
+    adapter: Adapter,
+    driver: Driver,
+    addr: SocketAddr,
+    config: &Arc<ClientConfig>,
+) -> H2Client {
     let tcp = TcpStream::connect_addr(addr).await.unwrap();
     tcp.set_nodelay(true).unwrap();
     match adapter {
+        Adapter::Zring => {
+            let tls = tls::client_handshake(tcp, config.clone(), driver.zring())
+                .await
+                .unwrap();
+            H2Client::handshake(tls, addr).await.unwrap()
+        }
         Adapter::TokioRustls => {
             let io = tcp.into_poll_io().unwrap();
             let tls = tokio_rustls::TlsConnector::from(config.clone())
@@ -308,13 +345,14 @@ async fn send_all(send: &mut h2::SendStream<Bytes>, mut data: Bytes) {
 
 async fn client(
     adapter: Adapter,
+    driver: Driver,
     addr: SocketAddr,
     config: Arc<ClientConfig>,
     dur: Duration,
 ) -> Figures {
     let timeout = Duration::from_secs(10);
     // Bulk: one stream, 64 KiB writes for `dur`.
-    let h2 = connect(adapter, addr, &config).await;
+    let h2 = connect(adapter, driver, addr, &config).await;
     let (mut send, mut recv) = h2.open(connect_request(addr), timeout).await.unwrap();
     let chunk = Bytes::from(vec![0x5Au8; CHUNK]);
     let cpu0 = zring::sys::thread_cpu_time().unwrap();
@@ -333,7 +371,7 @@ async fn client(
     drop((send, recv, h2));
 
     // Request/response: 1 KiB each way, back to back, on one stream.
-    let h2 = connect(adapter, addr, &config).await;
+    let h2 = connect(adapter, driver, addr, &config).await;
     let (mut send, mut recv) = h2.open(connect_request(addr), timeout).await.unwrap();
     let req = Bytes::from(vec![7u8; 1024]);
     let mut h = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3).unwrap();

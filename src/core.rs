@@ -30,6 +30,8 @@ use crate::net::BufferPool;
 use crate::rng::Rng;
 use crate::state::Snapshot;
 
+/// The monoio driver a core runs (it lives in `net`, the data path's leaf, which `hbone` uses).
+pub use crate::net::Driver;
 pub use conns::ConnTable;
 pub use faults::{Fault, Faults};
 pub use health::Health;
@@ -37,22 +39,6 @@ pub use health::Health;
 /// How often a task waiting for something the snapshot does not hold yet
 /// ([`CoreCtx::wait_in_snapshot`]) looks at the published pointer again.
 pub const SNAPSHOT_POLL: Duration = Duration::from_millis(10);
-
-/// The monoio driver a core runs, resolved once at start-up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Driver {
-    Uring,
-    Legacy,
-}
-
-impl Driver {
-    pub fn name(self) -> &'static str {
-        match self {
-            Driver::Uring => "io_uring",
-            Driver::Legacy => "epoll",
-        }
-    }
-}
 
 /// Handles every core reads; published by the control thread.
 #[derive(Debug)]

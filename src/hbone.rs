@@ -10,11 +10,13 @@
 //! - `pool`: the per-core pool of client connections;
 //! - `server`: the HTTP/2 server side of a 15008 connection;
 //! - `limits`: what a core's 15008 lets clients hold (connections, streams, receive windows);
-//! - `pump`: the byte pump between a TCP socket and one HTTP/2 stream.
+//! - `pump`: the byte pump between a TCP socket and one HTTP/2 stream;
+//! - `socket`: the socket under TLS, as tokio's traits over the core's driver.
 //!
-//! HTTP/2 runs on the `h2` crate over tokio's IO traits: a socket leaves monoio's completion
-//! mode (`into_poll_io`), TLS wraps it (tokio-rustls), and the h2 connection future is driven by
-//! a monoio task of the same core. Nothing here is `Send`; nothing takes a lock.
+//! HTTP/2 runs on the `h2` crate over tokio's IO traits: `socket` gives a connected socket
+//! those traits for the core's driver, TLS wraps it (tokio-rustls), and the h2 connection
+//! future is driven by a monoio task of the same core. Nothing here is `Send`; nothing takes a
+//! lock.
 //!
 //! The settings are ztunnel's, so zring and ztunnel tunnel to each other with the same flow
 //! control: 4 MiB stream window, 16 MiB connection window, 1 MiB frames.
@@ -154,7 +156,7 @@ mod tests {
             mark: 0,
             timeout: Duration::from_millis(300),
             // monoio's poll-IO bridge: it runs under either driver, as these tests do.
-            driver: crate::core::Driver::Legacy,
+            driver: crate::net::Driver::Legacy,
         }
     }
 

@@ -24,6 +24,22 @@ use crate::sys::socket::{self, SpoofSide, UpstreamOpts};
 
 pub use buffers::BufferPool;
 
+/// The monoio driver a core runs, resolved once at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    Uring,
+    Legacy,
+}
+
+impl Driver {
+    pub fn name(self) -> &'static str {
+        match self {
+            Driver::Uring => "io_uring",
+            Driver::Legacy => "epoll",
+        }
+    }
+}
+
 /// Who a socket, a byte count or a failure belongs to: the one enum for "side" on the data path
 /// (the byte pumps attribute their errors with it, the listeners report every error's side).
 ///

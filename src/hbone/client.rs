@@ -23,7 +23,7 @@ use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Phase;
-use crate::core::Driver;
+use crate::net::Driver;
 use crate::sys::socket::SpoofSide;
 use tracing::debug;
 

@@ -30,7 +30,7 @@ use monoio::net::TcpStream;
 use monoio::net::tcp::stream_poll::TcpStreamPoll;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::core::Driver;
+use crate::net::Driver;
 use crate::sys::socket;
 
 /// A connected socket in the form the core's driver serves best.

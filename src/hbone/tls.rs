@@ -28,8 +28,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use super::batch::Batched;
 use super::readahead::ReadAhead;
 use super::socket::Socket;
-use crate::core::Driver;
 use crate::identity::{self, CertStore, Identity};
+use crate::net::Driver;
 
 /// A TLS client connection as h2 drives it (writes batched until h2 flushes: `hbone::batch`).
 pub type ClientIo = Batched<tokio_rustls::client::TlsStream<ReadAhead<Socket>>>;
