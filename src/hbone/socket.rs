@@ -126,6 +126,9 @@ impl AsyncRead for RingSocket {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
         loop {
             if this.read_wait.is_some() {
                 ready!(poll_wait(&mut this.read_wait, cx))?;
