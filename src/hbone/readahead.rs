@@ -3,7 +3,7 @@
 //! Runs on a core, as the socket of an HBONE connection's TLS stream (`hbone::tls` wraps every
 //! socket in it before the handshake). rustls reads ciphertext in asks of 4 KiB (its deframer's
 //! read size; somewhat more once its buffer has grown mid-record), so a 16 KiB record costs two
-//! to four `recvfrom` system calls through monoio's poll-IO bridge. Here, when rustls asks and
+//! to four `recvfrom` system calls on the socket (`hbone::socket`). Here, when rustls asks and
 //! nothing is buffered, one non-blocking read of up to [`READ_AHEAD`] bytes fills a buffer of
 //! the connection, and rustls's asks are served from it until it is drained; only then does the
 //! next ask reach the socket.

@@ -3,9 +3,10 @@
 //!
 //! Runs on the cores. tokio-rustls and h2 drive the socket through tokio's poll-style IO traits,
 //! as `hbone::socket` gives it for the core's driver (epoll: monoio's poll-IO bridge; io_uring:
-//! readiness waits on the ring, bytes by non-blocking system calls). rustls reads that socket through `ReadAhead` (large reads served in rustls's 4 KiB asks),
-//! the handshake included: the bytes a client sends right behind its handshake are often read
-//! with it, and must stay with the connection.
+//! readiness waits on the ring, bytes by non-blocking system calls). rustls reads that socket
+//! through `ReadAhead` (large reads served in rustls's 4 KiB asks), the handshake included: the
+//! bytes a client sends right behind its handshake are often read with it, and must stay with
+//! the connection.
 //!
 //! Configs are built from the published `CertStore` (see `identity::tls`) the first time a core
 //! needs them and reused until the store's generation changes: building one costs a few
