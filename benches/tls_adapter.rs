@@ -30,6 +30,10 @@ use zring::hbone::client::H2Client;
 use zring::hbone::{server, tls};
 use zring::identity::{self, CertStore, DevCa, Identity};
 
+/// zring's own allocator, so that allocations per read cost what they cost in zring.
+#[global_allocator]
+static GLOBAL: zring::sys::alloc::Counting = zring::sys::alloc::Counting::new();
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Adapter {
     Zring,
