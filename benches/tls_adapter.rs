@@ -29,6 +29,7 @@ use rustls::{ClientConfig, ServerConfig};
 use zring::hbone::client::H2Client;
 use zring::hbone::{server, tls};
 use zring::identity::{self, CertStore, DevCa, Identity};
+use zring::net::Driver;
 
 /// zring's own allocator, so that allocations per read cost what they cost in zring.
 #[global_allocator]
@@ -41,15 +42,6 @@ enum Adapter {
     MonoioRustls,
 }
 
-impl Driver {
-    fn zring(self) -> zring::core::Driver {
-        match self {
-            Driver::Uring => zring::core::Driver::Uring,
-            Driver::Legacy => zring::core::Driver::Legacy,
-        }
-    }
-}
-
 impl Adapter {
     fn name(self) -> &'static str {
         match self {
@@ -58,12 +50,6 @@ impl Adapter {
             Adapter::MonoioRustls => "monoio-rustls",
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Driver {
-    Uring,
-    Legacy,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -242,7 +228,7 @@ async fn serve(
         };
         match adapter {
             Adapter::Zring => {
-                let (tls, _) = tls::server_handshake(tcp, config.clone(), driver.zring())
+                let (tls, _) = tls::server_handshake(tcp, config.clone(), driver)
                     .await
                     .unwrap();
                 monoio::select! {
@@ -298,7 +284,7 @@ async fn connect(
     tcp.set_nodelay(true).unwrap();
     match adapter {
         Adapter::Zring => {
-            let tls = tls::client_handshake(tcp, config.clone(), driver.zring())
+            let tls = tls::client_handshake(tcp, config.clone(), driver)
                 .await
                 .unwrap();
             H2Client::handshake(tls, addr).await.unwrap()

@@ -1,9 +1,10 @@
 //! Moving bytes between sockets: the upstream connect (with its timeout), the RST that refuses
 //! a client, the per-core copy buffers and the byte pump between two TCP sockets.
 //!
-//! Runs on the cores. The leaf of the data path: it knows sockets, buffers and byte counters,
-//! nothing of cores, listeners or HBONE (it imports neither `core`, `proxy` nor `hbone`), so
-//! both the listeners (`proxy`) and the HBONE client (`hbone`) build on it. Modules:
+//! Runs on the cores. The leaf of the data path: it knows sockets, buffers, byte counters and
+//! which monoio driver a core runs ([`Driver`]), nothing of cores, listeners or HBONE (it
+//! imports neither `core`, `proxy` nor `hbone`), so both the listeners (`proxy`) and the HBONE
+//! client (`hbone`) build on it. Modules:
 //! - `buffers`: the per-core pools of copy buffers, two sizes;
 //! - `copy`: the bidirectional byte pump between two TCP sockets.
 
