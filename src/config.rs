@@ -43,6 +43,86 @@ pub enum DriverChoice {
     Legacy,
 }
 
+/// The io_uring setup flags each core's ring is built with (`ZRING_URING_SETUP`: `none`, or a
+/// comma-separated list of `coop`, `single`, `defer`). What each bought was measured side by
+/// side (`perf/side-by-side-2026-12-04-afternoon.md`); [`UringSetup::DEFAULT`] is what won.
+///
+/// - `coop` (`IORING_SETUP_COOP_TASKRUN`): a completion that needs the core's own context (a
+///   socket read woken by its poll) waits for the core's next `io_uring_enter` instead of
+///   interrupting the thread (an IPI and a trip through the signal path).
+/// - `single` (`IORING_SETUP_SINGLE_ISSUER`): only the core's thread submits, which lets the
+///   kernel skip the ring's submission lock. True by construction: each core builds and drives
+///   its own ring.
+/// - `defer` (`IORING_SETUP_DEFER_TASKRUN`, needs `single`): that work runs only when the core
+///   asks for completions. monoio reads completions only when it parks, so nothing is reaped
+///   later than before; what goes is the kernel running each socket read the moment its poll
+///   fires, on the waker's signal, while the sender's softirq may still hold the socket lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UringSetup {
+    pub coop: bool,
+    pub single: bool,
+    pub defer: bool,
+}
+
+impl UringSetup {
+    pub const NONE: UringSetup = UringSetup {
+        coop: false,
+        single: false,
+        defer: false,
+    };
+
+    /// All three. Kernels older than 6.1 refuse `defer` (and before 6.0 `single`): the core
+    /// then falls back to fewer flags (`runtime::uring`).
+    pub const DEFAULT: UringSetup = UringSetup {
+        coop: true,
+        single: true,
+        defer: true,
+    };
+
+    /// `none`, or a comma-separated list of `coop`, `single`, `defer` (`defer` implies
+    /// `single`, which the kernel requires with it). `None` for anything else.
+    pub fn parse(s: &str) -> Option<UringSetup> {
+        let mut setup = UringSetup::NONE;
+        for word in s.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            match word {
+                "none" => {}
+                "coop" => setup.coop = true,
+                "single" => setup.single = true,
+                "defer" => (setup.defer, setup.single) = (true, true),
+                _ => return None,
+            }
+        }
+        Some(setup)
+    }
+
+    /// The same flags without `defer` and `single`: what a kernel from before 6.0 accepts.
+    pub fn without_single_issuer(self) -> UringSetup {
+        UringSetup {
+            coop: self.coop,
+            ..UringSetup::NONE
+        }
+    }
+}
+
+/// The form `ZRING_URING_SETUP` takes (`none`, or the flags joined by commas).
+impl std::fmt::Display for UringSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let words: Vec<&str> = [
+            (self.coop, "coop"),
+            (self.single, "single"),
+            (self.defer, "defer"),
+        ]
+        .into_iter()
+        .filter_map(|(on, w)| on.then_some(w))
+        .collect();
+        if words.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&words.join(","))
+        }
+    }
+}
+
 /// How traffic reaches zring (`PROXY_MODE`, ztunnel's variable and values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProxyMode {
@@ -117,6 +197,8 @@ pub struct Config {
     pub pin_cores: bool,
     pub driver: DriverChoice,
     pub uring_entries: u32,
+    /// `ZRING_URING_SETUP`: the io_uring setup flags of each core's ring.
+    pub uring_setup: UringSetup,
     /// Size of each copy buffer (two per proxied connection, pooled per core).
     pub buffer_size: usize,
     pub connect_timeout: Duration,
@@ -201,6 +283,7 @@ mod tests {
         assert_eq!(c.proxy_mode, DEFAULT_PROXY_MODE);
         assert_eq!(c.inpod_uds, PathBuf::from("/var/run/ztunnel/ztunnel.sock"));
         assert_eq!(c.driver, DriverChoice::Auto);
+        assert_eq!(c.uring_setup, UringSetup::DEFAULT);
         assert_eq!(c.buffer_size, DEFAULT_BUFFER_SIZE);
         assert_eq!(c.cluster_id, "Kubernetes");
         assert_eq!(c.trust_domain, "cluster.local");
@@ -267,6 +350,7 @@ mod tests {
             ("PACKET_MARK", "0xZZ"),
             ("PACKET_MARK", "99999999999"),
             ("ZRING_URING_ENTRIES", "1000"),
+            ("ZRING_URING_SETUP", "coop,sqpoll"),
             ("ZRING_BUFFER_SIZE", "12"),
             ("ZRING_PIN_CORES", "maybe"),
             ("LOCAL_XDS_PATH", "/definitely/not/here.yaml"),

@@ -17,8 +17,6 @@ mod faults;
 pub mod pods;
 mod uring;
 
-pub use uring::UringSetup;
-
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -220,12 +218,10 @@ fn run_core(
     ready: crossbeam_channel::Sender<Result<usize, StartError>>,
     inbox: Option<crate::inpod::handoff::Inbox>,
 ) {
-    let entries = shared.config.uring_entries;
+    let (entries, setup) = (shared.config.uring_entries, shared.config.uring_setup);
     let fut = core_main(id, driver, shared, ready.clone(), inbox);
     let built = match driver {
-        Driver::Uring => {
-            uring::runtime(id, entries, UringSetup::from_env()).map(|mut rt| rt.block_on(fut))
-        }
+        Driver::Uring => uring::runtime(id, entries, setup).map(|mut rt| rt.block_on(fut)),
         Driver::Legacy => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
             .enable_timer()
             .build()

@@ -257,6 +257,8 @@ pub struct ZringView {
     pub driver: String,
     pub pin_cores: bool,
     pub uring_entries: u32,
+    /// `ZRING_URING_SETUP` as configured (`none` or the flags joined by commas).
+    pub uring_setup: String,
     pub buffer_size: usize,
     pub connect_timeout: Duration,
     pub listen_backlog: i32,
@@ -295,6 +297,7 @@ impl<'a> ConfigView<'a> {
                 driver: format!("{:?}", c.driver).to_lowercase(),
                 pin_cores: c.pin_cores,
                 uring_entries: c.uring_entries,
+                uring_setup: c.uring_setup.to_string(),
                 buffer_size: c.buffer_size,
                 connect_timeout: c.connect_timeout,
                 listen_backlog: c.listen_backlog,

@@ -14,7 +14,7 @@ use super::parse::{
 use super::vars::{NOT_IMPLEMENTED, unimplemented_in};
 use super::{
     Config, ConfigError, DEFAULT_BUFFER_SIZE, DEFAULT_INPOD_UDS, DEFAULT_PROXY_MODE, DriverChoice,
-    ISTIO_META_PREFIX, LogFormat, ProxyMode,
+    ISTIO_META_PREFIX, LogFormat, ProxyMode, UringSetup,
 };
 
 impl Config {
@@ -91,6 +91,16 @@ impl Config {
                 }
                 n as u32
             }
+        };
+        let uring_setup = match var("ZRING_URING_SETUP") {
+            None => UringSetup::DEFAULT,
+            Some(v) => UringSetup::parse(&v).ok_or_else(|| {
+                err(
+                    "ZRING_URING_SETUP",
+                    &v,
+                    "expected none, or a comma-separated list of coop, single, defer",
+                )
+            })?,
         };
         let packet_mark = match var("PACKET_MARK") {
             None => 1337,
@@ -189,6 +199,7 @@ impl Config {
             pin_cores: parse_bool("ZRING_PIN_CORES", var("ZRING_PIN_CORES"), true)?,
             driver,
             uring_entries,
+            uring_setup,
             buffer_size: match var("ZRING_BUFFER_SIZE") {
                 None => DEFAULT_BUFFER_SIZE,
                 Some(v) => parse_range("ZRING_BUFFER_SIZE", &v, 4096, 16 << 20)? as usize,

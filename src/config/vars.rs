@@ -124,6 +124,11 @@ pub const VARS: &[Var] = &[
         help: "io_uring submission queue size, power of two 64..=32768",
     },
     Var {
+        name: "ZRING_URING_SETUP",
+        default: "coop,single,defer",
+        help: "io_uring setup flags of each core's ring: none, or a comma-separated list of coop (COOP_TASKRUN), single (SINGLE_ISSUER), defer (DEFER_TASKRUN, implies single); an older kernel that refuses them gets fewer",
+    },
+    Var {
         name: "ZRING_MEMCPY_TUNING",
         default: "auto",
         help: "auto: on AMD CPUs, start again with GLIBC_TUNABLES steering glibc's large copies off `rep movsb` (slow there for rustls's records); off: never",

@@ -1,12 +1,14 @@
-//! The io_uring ring each core runs on, and the setup flags it is built with ([`UringSetup`]).
+//! The io_uring ring each core runs on, built with the configured setup flags ([`UringSetup`]).
 //! Called once per core thread, when the core starts.
 
 use std::io;
 
 use tracing::warn;
 
-/// Builds a core's io_uring runtime with `setup`'s flags; a kernel that refuses them (EINVAL)
-/// gets a ring without any.
+use crate::config::UringSetup;
+
+/// Builds a core's io_uring runtime with `setup`'s flags. A kernel that refuses them (EINVAL)
+/// gets fewer: first without `single` and `defer` (before 6.0), then none (before 5.19).
 pub(super) fn runtime(
     id: usize,
     entries: u32,
@@ -15,91 +17,43 @@ pub(super) fn runtime(
     let build = |setup: UringSetup| {
         monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
             .with_entries(entries)
-            .uring_builder(setup.builder())
+            .uring_builder(builder(setup))
             .enable_timer()
             .build()
     };
-    match build(setup) {
-        Err(e) if setup != UringSetup::NONE && e.raw_os_error() == Some(libc::EINVAL) => {
-            warn!(
-                core = id,
-                ?setup,
-                "io_uring refused the setup flags, using none: {e}"
-            );
-            build(UringSetup::NONE)
-        }
-        other => other,
-    }
-}
-
-/// The io_uring setup flags a core's ring is built with. What each buys was measured in
-/// `perf/notes-plaintext.md`; the default is what won there.
-///
-/// - `coop` (`IORING_SETUP_COOP_TASKRUN`): a completion that needs the core's own context
-///   (a socket read woken by its poll) waits for the core's next `io_uring_enter` instead of
-///   interrupting the thread (an IPI and a trip through the signal path).
-/// - `single` (`IORING_SETUP_SINGLE_ISSUER`): only the core's thread submits, which lets the
-///   kernel skip the ring's submission lock. True by construction here.
-/// - `defer` (`IORING_SETUP_DEFER_TASKRUN`, needs `single`): all such work runs only when the
-///   core waits for completions; a core that stays busy sees its completions later.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UringSetup {
-    pub coop: bool,
-    pub single: bool,
-    pub defer: bool,
-}
-
-impl UringSetup {
-    pub const NONE: UringSetup = UringSetup {
-        coop: false,
-        single: false,
-        defer: false,
-    };
-
-    /// The default: see `perf/notes-plaintext.md`.
-    pub const DEFAULT: UringSetup = UringSetup::NONE;
-
-    /// `ZRING_URING_SETUP` (`none`, or a comma-separated subset of `coop,single,defer`), for
-    /// measuring the flags side by side; unset or unreadable means [`UringSetup::DEFAULT`].
-    pub fn from_env() -> UringSetup {
-        match std::env::var("ZRING_URING_SETUP") {
-            Ok(v) => UringSetup::parse(&v).unwrap_or_else(|| {
-                warn!("ZRING_URING_SETUP={v:?} is not `none` or a list of coop,single,defer");
-                UringSetup::DEFAULT
-            }),
-            Err(_) => UringSetup::DEFAULT,
-        }
-    }
-
-    /// `none`, or a comma-separated list of `coop`, `single`, `defer` (`defer` implies
-    /// `single`, which the kernel requires with it).
-    pub fn parse(s: &str) -> Option<UringSetup> {
-        let mut setup = UringSetup::NONE;
-        for word in s.split(',').map(str::trim).filter(|w| !w.is_empty()) {
-            match word {
-                "none" => {}
-                "coop" => setup.coop = true,
-                "single" => setup.single = true,
-                "defer" => (setup.defer, setup.single) = (true, true),
-                _ => return None,
+    let mut setup = setup;
+    loop {
+        match build(setup) {
+            Err(e) if setup != UringSetup::NONE && e.raw_os_error() == Some(libc::EINVAL) => {
+                let fewer = match setup.without_single_issuer() {
+                    same if same == setup => UringSetup::NONE,
+                    fewer => fewer,
+                };
+                warn!(
+                    core = id,
+                    refused = %setup,
+                    using = %fewer,
+                    "io_uring refused the setup flags: {e}"
+                );
+                setup = fewer;
             }
+            other => return other,
         }
-        Some(setup)
     }
+}
 
-    fn builder(self) -> io_uring::Builder {
-        let mut b = io_uring::IoUring::builder();
-        if self.coop {
-            b.setup_coop_taskrun();
-        }
-        if self.single {
-            b.setup_single_issuer();
-        }
-        if self.defer {
-            b.setup_defer_taskrun();
-        }
-        b
+fn builder(setup: UringSetup) -> io_uring::Builder {
+    let mut b = io_uring::IoUring::builder();
+    if setup.coop {
+        b.setup_coop_taskrun();
     }
+    if setup.single {
+        b.setup_single_issuer();
+    }
+    if setup.defer {
+        b.setup_defer_taskrun();
+    }
+    b
 }
 
 #[cfg(test)]
@@ -117,6 +71,16 @@ mod tests {
         let defer = UringSetup::parse("defer").unwrap();
         assert!(defer.single, "defer needs single issuer");
         assert_eq!(UringSetup::parse("coop,fast"), None);
+        // Display writes what parse reads, so config_dump shows a value that can be set.
+        for words in ["none", "coop", "single", "coop,single", "coop,single,defer"] {
+            let setup = UringSetup::parse(words).unwrap();
+            assert_eq!(setup.to_string(), words);
+        }
+        assert_eq!(UringSetup::DEFAULT.to_string(), "coop,single,defer");
+        assert_eq!(
+            UringSetup::DEFAULT.without_single_issuer(),
+            UringSetup::parse("coop").unwrap()
+        );
     }
 
     /// Every combination builds a ring that runs I/O (falling back to none where the kernel
