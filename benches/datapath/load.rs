@@ -51,6 +51,11 @@ pub struct Sample {
     /// SYNs the client pod's kernel had to send again during the measurement: no error, but a
     /// stall of a second or more. Filled in by the caller, which reads the pod's counters.
     pub syn_retransmits: u64,
+    /// Retransmission timeouts in every namespace of the lab (both pods, both nodes): a
+    /// segment lost and sent again only after the timer fired, a stall of 200 ms or more that
+    /// doubles with each loss. Lets a stalled connection be told from a proxy that lost a
+    /// wake-up. Filled in by the caller.
+    pub retransmit_timeouts: u64,
 }
 
 /// Failure counts by `stage: error kind`.
@@ -180,6 +185,7 @@ pub fn run(workload: Workload, conns: usize, server: Ipv4Addr, dur: Duration) ->
         latency: histogram(),
         errors: Errors::new(),
         syn_retransmits: 0,
+        retransmit_timeouts: 0,
     };
     for t in threads {
         let part = t.join().expect("a load thread panicked");

@@ -236,6 +236,24 @@ fn measure(
             .expect("the client pod's TcpExt statistics")
     };
     let syn_before = syn_retransmits();
+    // Retransmission timeouts anywhere in the lab, proxies' sockets included.
+    let lab = running.lab();
+    let namespaces: Vec<&zring::lab::Netns> = lab
+        .nodes()
+        .iter()
+        .map(|n| n.netns())
+        .chain(lab.pods().iter().map(|p| p.netns()))
+        .collect();
+    let retransmit_timeouts = || -> u64 {
+        namespaces
+            .iter()
+            .map(|ns| {
+                ns.tcp_ext("TCPTimeouts")
+                    .expect("the lab's TcpExt statistics")
+            })
+            .sum()
+    };
+    let rto_before = retransmit_timeouts();
     let me = std::process::id();
     let before: Vec<Duration> = proxies.iter().map(|(_, p)| cpu(p.pid())).collect();
     let load_before = cpu(me);
@@ -243,6 +261,7 @@ fn measure(
     let mut sample = client.run(move || load::run(workload, conns, APPB, dur));
     let load = cpu(me).saturating_sub(load_before);
     sample.syn_retransmits = syn_retransmits() - syn_before;
+    sample.retransmit_timeouts = retransmit_timeouts() - rto_before;
     let spent: Vec<Duration> = proxies
         .iter()
         .zip(&before)
@@ -290,8 +309,13 @@ fn progress(r: &Row) -> String {
     } else {
         String::new()
     };
+    let rto = if r.retransmit_timeouts > 0 {
+        format!(", {} retransmission timeouts", r.retransmit_timeouts)
+    } else {
+        String::new()
+    };
     format!(
-        "{:<26} {:<5} × {:>3}: {main}, CPU {} out {:.3}, in {:.3}, total {:.3}{}{errors}{syn}",
+        "{:<26} {:<5} × {:>3}: {main}, CPU {} out {:.3}, in {:.3}, total {:.3}{}{errors}{syn}{rto}",
         r.setup,
         r.workload,
         r.conns,

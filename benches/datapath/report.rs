@@ -116,6 +116,10 @@ pub struct Row {
     pub error_kinds: Errors,
     /// SYNs the client pod sent again (a lost SYN: a stall of a second or more, not an error).
     pub syn_retransmits: u64,
+    /// Retransmission timeouts in all of the lab's namespaces (`TcpExt: TCPTimeouts`): a lost
+    /// segment recovered only by the timer. With an error, tells TCP's recovery from a proxy
+    /// that stopped moving bytes.
+    pub retransmit_timeouts: u64,
     pub cpu_s_per_gib: Cpu,
     /// CPU seconds per operation, in [`Row::cpu_unit`]: per GiB (bulk), per 1000 requests (rr),
     /// per 1000 new connections (crr).
@@ -184,6 +188,7 @@ impl Row {
             errors: sample.errors.values().sum(),
             error_kinds: sample.errors.clone(),
             syn_retransmits: sample.syn_retransmits,
+            retransmit_timeouts: sample.retransmit_timeouts,
             cpu_s_per_gib: Cpu {
                 outbound: proxies.map(|(a, _)| per_gib(a)),
                 inbound: proxies.map(|(_, b)| per_gib(b)),
@@ -237,6 +242,7 @@ impl Row {
         out.bytes = rounds.iter().map(|r| r.bytes).sum();
         out.errors = rounds.iter().map(|r| r.errors).sum();
         out.syn_retransmits = rounds.iter().map(|r| r.syn_retransmits).sum();
+        out.retransmit_timeouts = rounds.iter().map(|r| r.retransmit_timeouts).sum();
         out.error_kinds = Errors::new();
         for r in &rounds {
             for (kind, n) in &r.error_kinds {
@@ -458,12 +464,13 @@ impl Report {
                 let unit = cpu_unit(w);
                 let _ = writeln!(
                     t,
-                    "{head} {} {} {} {:>6} {:>8}",
+                    "{head} {} {} {} {:>6} {:>8} {:>4}",
                     heading(&format!("CPU out {unit}"), PFIG),
                     heading(&format!("CPU in {unit}"), PFIG),
                     heading(&format!("CPU total {unit}"), FIG),
                     "errors",
-                    "SYN rtx"
+                    "SYN rtx",
+                    "RTO"
                 );
                 for r in rows {
                     let v = &r.vs_direct;
@@ -484,13 +491,14 @@ impl Report {
                     let cpu = &r.cpu_per_op;
                     let _ = writeln!(
                         t,
-                        "{:<SETUP$} {figures} {} {} {} {:>6} {:>8}",
+                        "{:<SETUP$} {figures} {} {} {} {:>6} {:>8} {:>4}",
                         r.setup,
                         peer_cell(cpu.outbound, p.cpu_outbound, 3),
                         peer_cell(cpu.inbound, p.cpu_inbound, 3),
                         cell(Some(cpu.total), v.cpu_total, p.cpu_total, 3),
                         r.errors,
-                        r.syn_retransmits
+                        r.syn_retransmits,
+                        r.retransmit_timeouts
                     );
                 }
             }

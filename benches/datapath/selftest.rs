@@ -61,6 +61,7 @@ fn rr(setup: &Setup, requests: u64, latency_us: u64, out: f64, inn: f64) -> Row 
         latency,
         errors: Errors::new(),
         syn_retransmits: 0,
+        retransmit_timeouts: 0,
     };
     let cpu = (Duration::from_secs_f64(out), Duration::from_secs_f64(inn));
     Row::new(
@@ -167,6 +168,7 @@ pub fn run() {
         "1.60 ✗",
         "targets: 12 met",
         "SYN rtx",
+        "RTO",
     ] {
         assert!(
             table.contains(needle),
@@ -190,12 +192,17 @@ fn rounds_merge_by_median(uring: &Setup) {
     failed.syn_retransmits = 3;
     let mut stalled = rr(uring, 2_000, 200, 0.2, 0.4);
     stalled.syn_retransmits = 1;
+    stalled.retransmit_timeouts = 2;
     let rounds = vec![rr(uring, 1_000, 100, 0.5, 0.1), failed, stalled];
     let m = Row::median_of(rounds);
     assert_eq!((m.rounds, m.requests, m.errors), (3, 6_000, 2));
     assert_eq!(
         m.syn_retransmits, 4,
         "SYNs sent again are summed over rounds"
+    );
+    assert_eq!(
+        m.retransmit_timeouts, 2,
+        "retransmission timeouts are summed over rounds"
     );
     assert_eq!(m.error_kinds.get("connect: refused"), Some(&2));
     near(m.rps, 2_000.0, "median requests/s");
