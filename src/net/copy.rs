@@ -272,11 +272,14 @@ fn splice_pipe<R: SpliceRead, W: SpliceWrite>(r: &R, w: &W) -> Option<Pipe> {
 /// fill it (its whole capacity is asked for), and nothing is left in it when an error ends the
 /// copy.
 ///
-/// A splice in that moved less than the pipe holds took everything the socket had queued, so
-/// the next step is the readiness wait, not a splice bound to fail with `EAGAIN`: one system
-/// call fewer per wake-up. The wait checks the socket's state when it starts (io_uring's
-/// `POLL_ADD`; a `poll` first under epoll: monoio's non-relaxed wait), so bytes that arrived in
-/// between are not missed.
+/// The readiness wait comes only after a splice in said `EAGAIN`. A splice that moved less than
+/// the pipe holds did empty the socket, but in a bulk flow more bytes are there by the next
+/// step: five waits in six armed after such a splice completed at once. Under io_uring each of
+/// those waits was a trip round the core's loop, one per splice, and it cost the receiving
+/// node's zring twice the CPU per GiB at plaintext bulk × 64
+/// (`perf/side-by-side-2026-12-04-afternoon.md`). The wait checks the socket's state when it
+/// starts (io_uring's `POLL_ADD`; a `poll` first under epoll: monoio's non-relaxed wait), so
+/// bytes that arrived in between are not missed.
 async fn spliced<R: SpliceRead, W: SpliceWrite>(
     r: R,
     w: W,
@@ -288,25 +291,17 @@ async fn spliced<R: SpliceRead, W: SpliceWrite>(
     let read_err = |source| CopyError::Read { side: from, source };
     let write_err = |source| CopyError::Write { side: to, source };
     let (pipe_r, pipe_w) = (pipe.read.as_raw_fd(), pipe.write.as_raw_fd());
-    let mut drained = false;
     loop {
-        if drained {
-            r.readable().await.map_err(read_err)?;
-        }
         let n = match sys_splice::splice(r.fd(), pipe_w, pipe.capacity) {
             Ok(0) => return finish(r, w, to, ended).await,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                drained = true;
+                r.readable().await.map_err(read_err)?;
                 continue;
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                drained = false;
-                continue;
-            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(read_err(e)),
         };
-        drained = n < pipe.capacity;
         let mut left = n;
         while left > 0 {
             match sys_splice::splice(pipe_r, w.fd(), left) {
