@@ -15,7 +15,7 @@
 
 mod faults;
 pub mod pods;
-mod uring;
+pub(crate) mod uring;
 
 use std::io;
 use std::net::SocketAddr;

@@ -67,6 +67,22 @@ pub fn contain<F: Future>(what: &'static str, fut: F) -> impl Future<Output = Op
     })
 }
 
+/// Lets every task already queued on this core run before the caller goes on, then queues the
+/// caller behind them.
+///
+/// Not a self-wake: monoio puts a task that wakes itself while it runs at the *front* of the
+/// queue, so it runs again at once and the others wait. This spawns an empty task instead (at
+/// the back) and waits for it: its end wakes the caller from outside, which queues the caller at
+/// the back too. One small allocation per call.
+///
+/// Under io_uring with deferred task work (zring's default rings) this alone does not let the
+/// core's other connections see their I/O: their completions are posted only when the core
+/// parks, and it parks only with an empty queue. There a wait that goes through the ring is the
+/// way to give way (`net::copy` uses a readiness wait).
+pub async fn yield_to_queue() {
+    let _ = monoio::spawn(async {}).await;
+}
+
 /// The panic's message, when it is a string (as `panic!` makes it).
 fn message(payload: &(dyn std::any::Any + Send)) -> &str {
     payload

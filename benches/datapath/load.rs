@@ -162,10 +162,24 @@ impl Part {
     }
 }
 
-/// Runs `workload` on `conns` concurrent connections to `server` for `dur`. Call on a thread
-/// inside the client pod: the threads it starts inherit its network namespace.
-pub fn run(workload: Workload, conns: usize, server: Ipv4Addr, dur: Duration) -> Sample {
-    let barrier = Arc::new(Barrier::new(conns + 1));
+/// Runs `workload` on `conns` concurrent connections to `server` for `dur`, with `beside` bulk
+/// connections running through the same path at the same time (their bytes are not counted,
+/// their failures are, as `beside …`). Call on a thread inside the client pod: the threads it
+/// starts inherit its network namespace.
+pub fn run(
+    workload: Workload,
+    conns: usize,
+    beside: usize,
+    server: Ipv4Addr,
+    dur: Duration,
+) -> Sample {
+    let barrier = Arc::new(Barrier::new(conns + beside + 1));
+    let background: Vec<_> = (0..beside)
+        .map(|_| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || bulk(server, &barrier, dur))
+        })
+        .collect();
     let threads: Vec<_> = (0..conns)
         .map(|_| {
             let barrier = barrier.clone();
@@ -200,6 +214,12 @@ pub fn run(workload: Workload, conns: usize, server: Ipv4Addr, dur: Duration) ->
             .expect("histograms share their bounds");
     }
     sample.elapsed = start.elapsed();
+    for t in background {
+        let part = t.join().expect("a load thread panicked");
+        for (what, n) in part.errors {
+            *sample.errors.entry(format!("beside {what}")).or_default() += n;
+        }
+    }
     sample
 }
 

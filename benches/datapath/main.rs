@@ -23,6 +23,7 @@
 //!   (direct always runs); `ZRING_BENCH_WORKLOADS` `bulk,rr,crr`; `ZRING_BENCH_CONNS` `1,8,64`;
 //! - `ZRING_BENCH_CORES` runtimes per zring and worker threads per ztunnel, a list (`1,2`);
 //! - `ZRING_BENCH_IDLE_CONNS` connections of the memory scenario (10000);
+//! - `ZRING_BENCH_BESIDE` bulk connections running beside every measurement, not counted (0);
 //! - `ZRING_BENCH_PROXY`: unset, ztunnel from `ZRING_PEERS_DIR` (default `../shared/peers`) when
 //!   there; `none` for no comparison; or `/path/to/binary`, another node proxy, with
 //!   `ZRING_BENCH_PROXY_NAME`, `ZRING_BENCH_PROXY_ARGS` and `ZRING_BENCH_PROXY_ENV` (`K=V K=V`);
@@ -43,7 +44,7 @@ use std::time::Duration;
 
 use options::{Mode, Options, Workload};
 use report::{Report, Row};
-use setup::{APPB, Proxy, Recording, Running, Setup, cpu};
+use setup::{APPB, Proxy, Recording, Running, Setup, cpu, softirq_threads_cpu};
 
 const ZRING: &str = env!("CARGO_BIN_EXE_zring");
 /// How quickly the memory scenario's proxies release idle pooled tunnels.
@@ -257,9 +258,14 @@ fn measure(
     let me = std::process::id();
     let before: Vec<Duration> = proxies.iter().map(|(_, p)| cpu(p.pid())).collect();
     let load_before = cpu(me);
+    let softirq_before = softirq_threads_cpu();
     let dur = opts.secs;
-    let mut sample = client.run(move || load::run(workload, conns, APPB, dur));
-    let load = cpu(me).saturating_sub(load_before);
+    let beside = opts.beside;
+    let mut sample = client.run(move || load::run(workload, conns, beside, APPB, dur));
+    // The pods' CPU (the load's threads run in this process) and the softirq threads' (see
+    // `softirq_threads_cpu`): the rest of what the path cost besides the proxies.
+    let load =
+        cpu(me).saturating_sub(load_before) + softirq_threads_cpu().saturating_sub(softirq_before);
     sample.syn_retransmits = syn_retransmits() - syn_before;
     sample.retransmit_timeouts = retransmit_timeouts() - rto_before;
     let spent: Vec<Duration> = proxies

@@ -85,6 +85,12 @@ pub struct Options {
     pub other_missing: Option<String>,
     /// `ZRING_BENCH_OUT`: where results go (default `<target dir>/zring-bench`).
     pub out: PathBuf,
+    /// `ZRING_BENCH_BESIDE`: bulk connections that run beside every measurement, their bytes
+    /// not counted (default 0). Shows what a saturating flow does to the latency of the rows'
+    /// workloads on the same proxy: with one runtime per zring, they share its core. The rows'
+    /// CPU per operation then includes the bulk flows' CPU, so only latency and throughput
+    /// compare.
+    pub beside: usize,
     /// `ZRING_BENCH_PERF`: record a perf profile of every proxy process during each
     /// measurement into this directory (`perf/flamegraph.sh` sets it).
     pub perf: Option<Perf>,
@@ -196,6 +202,12 @@ impl Options {
                 .filter(|n| (100..=50_000).contains(n))
                 .unwrap_or_else(|| bad("ZRING_BENCH_IDLE_CONNS", &v, "100..=50000"))
         });
+        let beside = var("ZRING_BENCH_BESIDE").map_or(0, |v| {
+            v.parse()
+                .ok()
+                .filter(|n| *n <= 256)
+                .unwrap_or_else(|| bad("ZRING_BENCH_BESIDE", &v, "bulk connections 0..=256"))
+        });
         let (other, other_missing) = other_proxy();
         let out =
             var("ZRING_BENCH_OUT").map_or_else(|| target_dir.join("zring-bench"), PathBuf::from);
@@ -225,6 +237,7 @@ impl Options {
             workloads,
             cores,
             idle_conns,
+            beside,
             other,
             other_missing,
             out,

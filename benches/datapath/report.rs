@@ -343,6 +343,8 @@ pub struct Settings {
     /// Its rows' proxy name (`ztunnel`), what zring's figures are divided by.
     pub other_proxy_name: Option<String>,
     pub idle_conns: Option<usize>,
+    /// Bulk connections run beside every measurement (`ZRING_BENCH_BESIDE`), not counted.
+    pub beside_bulk: usize,
 }
 
 impl Report {
@@ -369,6 +371,7 @@ impl Report {
                 other_proxy: opts.other.as_ref().map(|o| o.binary.display().to_string()),
                 other_proxy_name: opts.other.as_ref().map(|o| o.name.clone()),
                 idle_conns: opts.memory.then_some(opts.idle_conns),
+                beside_bulk: opts.beside,
             },
             rows: Vec::new(),
             memory: Vec::new(),
@@ -433,6 +436,14 @@ impl Report {
             self.host.kernel,
             self.wall_secs / 60.0
         );
+        if s.beside_bulk > 0 {
+            let _ = writeln!(
+                t,
+                "{} bulk connection(s) ran beside every measurement (ZRING_BENCH_BESIDE), their \
+                 bytes not counted: CPU per operation includes them, latency shows what they cost",
+                s.beside_bulk
+            );
+        }
         let peer = s.other_proxy_name.as_deref().unwrap_or("the other proxy");
         let _ = writeln!(
             t,
@@ -440,7 +451,8 @@ impl Report {
              over {peer}'s for the same mode, workload, connections and cores; all measured in this run.\n\
              CPU per operation of each proxy process (out = client's node, in = server's node): s/GiB\n\
              for bulk, s per 1000 requests for rr, s per 1000 new connections for crr; total adds the\n\
-             pods' own CPU and its (×) compares with direct's pods alone. `Nc`: N runtimes per zring,\n\
+             pods' own CPU and the kernel's softirq threads (ksoftirqd), and its (×) compares with\n\
+             direct's pods and softirq threads alone. `Nc`: N runtimes per zring,\n\
              N worker threads per {peer}."
         );
         for w in Workload::ALL {

@@ -31,6 +31,7 @@ fn options() -> Options {
         workloads: vec![Workload::Rr],
         cores: vec![1],
         idle_conns: 1000,
+        beside: 0,
         other: Some(ztunnel()),
         other_missing: None,
         out: PathBuf::from("unused"),

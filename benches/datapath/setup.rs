@@ -281,6 +281,24 @@ pub fn cpu(pid: u32) -> Duration {
     zring::sys::process_cpu_time(pid).unwrap_or_default()
 }
 
+/// CPU time of the kernel's softirq threads (`ksoftirqd/N`, every CPU). Network receive work
+/// runs in the context of whichever process raised it, up to a budget; the rest goes to these
+/// threads, so a proxy that raises its softirqs in bursts hands work to them that no process's
+/// own CPU shows. Nothing else on the bench machine raises much of it during a measurement.
+pub fn softirq_threads_cpu() -> Duration {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.starts_with("ksoftirqd/"))
+        })
+        .map(cpu)
+        .sum()
+}
+
 /// Resident set size of `pid` in KiB (`VmRSS`), 0 if unreadable.
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -9,7 +9,7 @@ use crate::config::UringSetup;
 
 /// Builds a core's io_uring runtime with `setup`'s flags. A kernel that refuses them (EINVAL)
 /// gets fewer: first without `single` and `defer` (before 6.0), then none (before 5.19).
-pub(super) fn runtime(
+pub(crate) fn runtime(
     id: usize,
     entries: u32,
     setup: UringSetup,

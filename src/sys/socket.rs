@@ -296,6 +296,29 @@ pub fn set_reset_on_close(fd: &impl AsRawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Sets a socket's send and receive buffer sizes past the `net.core.[wr]mem_max` sysctls
+/// (`SO_SNDBUFFORCE`, `SO_RCVBUFFORCE`; CAP_NET_ADMIN): tests that need megabytes queued in
+/// one socket.
+#[cfg(test)]
+pub fn force_buffer_sizes(fd: &impl AsRawFd, bytes: libc::c_int) -> io::Result<()> {
+    for opt in [libc::SO_SNDBUFFORCE, libc::SO_RCVBUFFORCE] {
+        // SAFETY: a valid int and its size, on a descriptor the caller holds open.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&raw const bytes).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// IP_TRANSPARENT (IPv4) or IPV6_TRANSPARENT on `socket`: it may bind a foreign source address.
 pub fn set_transparent(socket: &Socket, v6: bool) -> io::Result<()> {
     if v6 {
