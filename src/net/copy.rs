@@ -522,10 +522,12 @@ mod tests {
             }
             poker.write_all(b"!").unwrap();
             writer.set_nonblocking(true).unwrap();
-            let chunk: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
+            // Byte i of the stream is (i % 65536) % 251, whatever each write took.
+            let pattern: Vec<u8> = (0..131072u32).map(|i| (i % 65536 % 251) as u8).collect();
             let mut queued = 0usize;
             while queued < WANT {
-                match writer.write(&chunk[..(WANT - queued).min(chunk.len())]) {
+                let at = queued % 65536;
+                match writer.write(&pattern[at..at + (WANT - queued).min(65536)]) {
                     Ok(n) => queued += n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => panic!("writer: {e}"),
