@@ -33,8 +33,9 @@ use crate::sys::splice::{self as sys_splice, Pipe};
 ///
 /// One full pipe. Measured beside eight bulk flows on one runtime (`ZRING_BENCH_BESIDE=8`,
 /// plaintext rr × 1, `perf/side-by-side-2026-12-04-evening.md`): p50 162 ms with no turn,
-/// 29 ms with 1 MiB turns, 13.6 ms with 256 KiB ones (ztunnel: 91 ms). CPU per GiB of the whole
-/// machine did not move; some softirq work moved from `ksoftirqd` into the proxy's own time.
+/// 29 ms with 1 MiB turns, 13.6 ms with 256 KiB ones (ztunnel: 91 ms). The price is paid by
+/// bulk at many connections per core: plaintext bulk × 64 on one runtime moved 0.87× the bytes
+/// at 1.09× the machine's CPU per GiB; 4 MiB turns cost almost nothing there and waited 126 ms.
 const TURN: usize = 256 * 1024;
 
 /// Bytes moved so far in each direction of one connection.
