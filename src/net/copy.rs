@@ -8,6 +8,9 @@
 //! readiness, not in a read, so it pins no buffer at all while the flow is quiet. Where splice
 //! is refused (no pipe left, an unusual socket) it carries on with the large pooled buffer.
 //!
+//! A direction that moves `TURN` bytes without waiting gives way to the rest of its core
+//! (`give_way`), so a transfer whose source never runs dry cannot hold the core.
+//!
 //! A clean EOF on one side is propagated as a FIN (`shutdown`) to the other and the opposite
 //! direction keeps running (half-close); the direction that ends second leaves its FIN to the
 //! close of both sockets that follows at once. An error in either direction ends both, dropping
@@ -178,7 +181,9 @@ where
     let mut buf = pool.small();
     let mut large = false;
     // Under io_uring every read and write is a trip through the ring, which lets the core's
-    // other tasks run; under epoll they complete at once while the socket has bytes.
+    // other tasks run: only epoll, where they complete at once while the socket has bytes,
+    // needs turns here.
+    let takes_turns = monoio::utils::is_legacy();
     let mut unwaited = 0;
     loop {
         let (res, b) = r.read(buf).await;
@@ -201,10 +206,10 @@ where
             return Err(CopyError::Write { side: to, source });
         }
         counter.add(n as u64);
-        unwaited += n;
-        if unwaited >= TURN {
-            unwaited = 0;
-            if monoio::utils::is_legacy() {
+        if takes_turns {
+            unwaited += n;
+            if unwaited >= TURN {
+                unwaited = 0;
                 crate::task::yield_to_queue().await;
             }
         }
