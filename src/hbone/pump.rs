@@ -30,6 +30,7 @@ use monoio::net::TcpStream;
 use crate::net::Side;
 use crate::net::buffers::SMALL;
 use crate::net::copy::{ByteCounter, CopyError, SpliceRead};
+use crate::sys::socket;
 
 type ReadHalf = OwnedReadHalf<TcpStream>;
 type WriteHalf = OwnedWriteHalf<TcpStream>;
@@ -62,6 +63,7 @@ pub fn bidirectional<'a>(
         down: Down::Receiving(w),
         size: SMALL,
         large,
+        read_at_once: !monoio::utils::is_legacy(),
         ends,
         counters,
     }
@@ -82,6 +84,8 @@ pub struct Pump<'a> {
     /// buffer (as in `net::copy`).
     size: usize,
     large: usize,
+    /// io_uring: the read after a wait for readability is a direct `recv` (`read_now`).
+    read_at_once: bool,
     /// `(tcp_end, stream_end)`.
     ends: (Side, Side),
     /// `(to_stream, to_tcp)`.
@@ -105,6 +109,8 @@ enum Up {
         buf: BytesMut,
         chunk: Bytes,
     },
+    /// The socket reached end of stream: END_STREAM is next.
+    Eof,
     /// END_STREAM sent (or the pump failed).
     Done,
 }
@@ -210,28 +216,20 @@ impl Pump<'_> {
                         return Poll::Pending;
                     };
                     res.map_err(read_err)?;
-                    Up::Reading(read(r, BytesMut::with_capacity(SMALL)))
+                    let buf = BytesMut::with_capacity(SMALL);
+                    if !self.read_at_once {
+                        Up::Reading(read(r, buf))
+                    } else {
+                        self.read_now(r, buf).map_err(read_err)?
+                    }
                 }
                 Up::Reading(mut op) => {
-                    let Poll::Ready((r, mut buf, wanted, res)) = op.as_mut().poll(cx) else {
+                    let Poll::Ready((r, buf, wanted, res)) = op.as_mut().poll(cx) else {
                         self.up = Up::Reading(op);
                         return Poll::Pending;
                     };
                     let n = res.map_err(read_err)?;
-                    if n == 0 {
-                        self.send.send_data(Bytes::new(), true).map_err(write_err)?;
-                        return Poll::Ready(Ok(()));
-                    }
-                    // Grow after a full read (bulk data); shrink after a short one (the flow
-                    // went quiet) so the next pending read does not pin a large buffer.
-                    if n == wanted && self.size < self.large {
-                        self.size = self.large;
-                    } else if n < SMALL && self.size > SMALL {
-                        self.size = SMALL;
-                    }
-                    let chunk = buf.split().freeze();
-                    self.send.reserve_capacity(chunk.len());
-                    Up::Sending { r, buf, chunk }
+                    self.took(r, buf, wanted, n)
                 }
                 Up::Sending { r, buf, mut chunk } if !chunk.is_empty() => {
                     // Capacity was reserved for `chunk` when it came (or shrank): a wake only
@@ -270,9 +268,47 @@ impl Pump<'_> {
                         Up::Reading(read(r, buf))
                     }
                 }
+                Up::Eof => {
+                    self.send.send_data(Bytes::new(), true).map_err(write_err)?;
+                    return Poll::Ready(Ok(()));
+                }
                 Up::Done => return Poll::Ready(Ok(())),
             };
         }
+    }
+
+    /// The read after a wait for readability, under io_uring: a non-blocking `recv` now rather
+    /// than a read operation through the ring, whose completion the task would see only at the
+    /// core's next park (one more ring round trip per quiet read, on every request of a
+    /// request/response flow). A socket that turns out empty is waited on again.
+    fn read_now(&mut self, r: ReadHalf, mut buf: BytesMut) -> io::Result<Up> {
+        let fd = SpliceRead::fd(&r);
+        loop {
+            return match socket::recv_into(fd, &mut buf) {
+                Ok(n) => Ok(self.took(r, buf, SMALL, n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Up::Readable(readable(r))),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+        }
+    }
+
+    /// What follows a read of `n` bytes into `buf` (which had room for `wanted`): the chunk
+    /// goes to h2, or END_STREAM at end of stream.
+    fn took(&mut self, r: ReadHalf, mut buf: BytesMut, wanted: usize, n: usize) -> Up {
+        if n == 0 {
+            return Up::Eof;
+        }
+        // Grow after a full read (bulk data); shrink after a short one (the flow went quiet)
+        // so the next pending read does not pin a large buffer.
+        if n == wanted && self.size < self.large {
+            self.size = self.large;
+        } else if n < SMALL && self.size > SMALL {
+            self.size = SMALL;
+        }
+        let chunk = buf.split().freeze();
+        self.send.reserve_capacity(chunk.len());
+        Up::Sending { r, buf, chunk }
     }
 
     /// Drives stream → TCP until it waits or ends, as `poll_up` does.

@@ -228,6 +228,17 @@ pub fn recv_now(fd: RawFd, buf: &mut tokio::io::ReadBuf<'_>) -> io::Result<usize
     Ok(n)
 }
 
+/// [`recv_now`] into the spare capacity of `buf`, which grows by the bytes that came.
+pub fn recv_into(fd: RawFd, buf: &mut bytes::BytesMut) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    let mut read = tokio::io::ReadBuf::uninit(spare);
+    let n = recv_now(fd, &mut read)?;
+    // SAFETY: recv initialised the first `n` bytes of the spare capacity (`recv_now` marked
+    // exactly those filled).
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
 /// Sends `bufs` in one `sendmsg` without blocking (`MSG_DONTWAIT`; `MSG_NOSIGNAL`: a peer that
 /// reset gets `EPIPE`, never a signal). Returns how many bytes the kernel took; `WouldBlock`
 /// when the socket's send buffer is full.
