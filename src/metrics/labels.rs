@@ -132,21 +132,39 @@ impl Value<'_> {
         }
     }
 
-    /// Whether this value spells exactly `s`.
+    /// Whether this value spells exactly `s`. Runs for every label of every new connection
+    /// (`metrics::shard::Shard::series`), so a plain value is one comparison and an identity
+    /// is checked by length before any of its parts is.
     pub fn equals(&self, s: &str) -> bool {
-        let mut rest = s;
-        for piece in self.pieces() {
-            match rest.strip_prefix(piece) {
-                Some(r) => rest = r,
-                None => return false,
+        match *self {
+            Value::Str(v) => v == s,
+            Value::Spiffe(td, ns, sa) => {
+                let len = "spiffe://".len() + td.len() + "/ns/".len() + ns.len() + "/sa/".len();
+                if s.len() != len + sa.len() {
+                    return false;
+                }
+                let mut rest = s;
+                for piece in self.pieces() {
+                    match rest.strip_prefix(piece) {
+                        Some(r) => rest = r,
+                        None => return false,
+                    }
+                }
+                rest.is_empty()
             }
         }
-        rest.is_empty()
     }
 
+    /// Feeds the value to `h` as the bytes it spells: the same hash whether it is borrowed in
+    /// parts or owned whole (the hasher's `write` is a stream, so the split does not matter).
     fn write_hash(&self, h: &mut impl Hasher) {
-        for piece in self.pieces() {
-            h.write(piece.as_bytes());
+        match *self {
+            Value::Str(s) => h.write(s.as_bytes()),
+            Value::Spiffe(..) => {
+                for piece in self.pieces() {
+                    h.write(piece.as_bytes());
+                }
+            }
         }
         // A separator no label value contains, so ("ab","c") and ("a","bc") differ.
         h.write_u8(0xff);

@@ -241,6 +241,10 @@ fn spiffe_values_compare_piecewise() {
     assert!(!v.equals("spiffe://td/ns/ns/sa/sa2"));
     assert!(!v.equals("spiffe://td/ns/ns/sa/s"));
     assert!(!v.equals("spiffe://tdx/ns/ns/sa/sa"));
+    // The same length, other parts.
+    assert!(!v.equals("spiffe://td/ns/nx/sa/sa"));
+    assert!(!v.equals("spiffe://tdn/s/ns/sa/sa"));
+    assert!(!v.equals("spiffe:/xtd/ns/ns/sa/sa"));
     assert!(!v.equals(""));
     assert!(Value::Str("").equals(""));
     // Values that concatenate alike are still different label sets.
