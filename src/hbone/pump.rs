@@ -6,7 +6,8 @@
 //! h2 never buffers more than one read per stream. Reads start small and move to the large size
 //! after a read fills its buffer, as in `net::copy`; while the flow is quiet (small reads) the
 //! pump waits for readability before it takes a buffer, so an idle connection pins none (under
-//! io_uring a pending read owns its buffer).
+//! io_uring a pending read owns its buffer), and under io_uring the read that follows is a
+//! direct `recv` rather than a second trip through the ring.
 //!
 //! Stream → TCP: each DATA frame's `Bytes` is written to the socket as it is, and its bytes are
 //! released to the peer's window only once written: a slow reader slows the sender.
@@ -284,12 +285,14 @@ impl Pump<'_> {
     fn read_now(&mut self, r: ReadHalf, mut buf: BytesMut) -> io::Result<Up> {
         let fd = SpliceRead::fd(&r);
         loop {
-            return match socket::recv_into(fd, &mut buf) {
-                Ok(n) => Ok(self.took(r, buf, SMALL, n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Up::Readable(readable(r))),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => Err(e),
-            };
+            match socket::recv_into(fd, &mut buf) {
+                Ok(n) => return Ok(self.took(r, buf, SMALL, n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok(Up::Readable(readable(r)));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
     }
 

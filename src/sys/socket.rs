@@ -384,6 +384,33 @@ mod tests {
     }
 
     #[test]
+    fn recv_into_appends_what_the_socket_holds() {
+        use std::io::Write;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut tx = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (rx, _) = l.accept().unwrap();
+        let mut buf = bytes::BytesMut::with_capacity(16);
+        buf.extend_from_slice(b"ab");
+        let empty = recv_into(rx.as_raw_fd(), &mut buf).unwrap_err();
+        assert_eq!(empty.kind(), io::ErrorKind::WouldBlock);
+        tx.write_all(b"cdefghijklmnopqrstuvwxyz").unwrap();
+        // Blocks until the bytes are there, then takes no more than the spare capacity.
+        let mut pfd = libc::pollfd {
+            fd: rx.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        assert!(poll(std::slice::from_mut(&mut pfd)) > 0);
+        let room = buf.capacity() - buf.len();
+        assert_eq!(recv_into(rx.as_raw_fd(), &mut buf).unwrap(), room);
+        assert_eq!(&buf[..], &b"abcdefghijklmnopqrstuvwxyz"[..2 + room]);
+        drop(tx);
+        let mut rest = bytes::BytesMut::with_capacity(64);
+        assert_eq!(recv_into(rx.as_raw_fd(), &mut rest).unwrap(), 24 - room);
+        assert_eq!(recv_into(rx.as_raw_fd(), &mut rest).unwrap(), 0, "end of stream");
+    }
+
+    #[test]
     fn family_mismatch_is_rejected() {
         let err = start_connect(
             "[::1]:1".parse().unwrap(),
