@@ -407,7 +407,11 @@ mod tests {
         drop(tx);
         let mut rest = bytes::BytesMut::with_capacity(64);
         assert_eq!(recv_into(rx.as_raw_fd(), &mut rest).unwrap(), 24 - room);
-        assert_eq!(recv_into(rx.as_raw_fd(), &mut rest).unwrap(), 0, "end of stream");
+        assert_eq!(
+            recv_into(rx.as_raw_fd(), &mut rest).unwrap(),
+            0,
+            "end of stream"
+        );
     }
 
     #[test]
